@@ -1,0 +1,393 @@
+//! The attribute's options (`#[cached(ttl = 300, prefix = "users", ...)]`)
+//! parsed into typed values.
+//!
+//! Each option takes one literal of one type; anything else is an error at
+//! that literal saying what is expected. Checks that need the function
+//! (does a skipped name exist?) are in `valid.rs`.
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Path, Token, UnOp};
+
+use crate::errors::Errors;
+
+/// The options this version understands, in the order the docs list them.
+const OPTIONS: &[&str] = &["ttl", "prefix", "skip", "refresh", "version", "crate"];
+
+/// Options of the API that this version does not implement yet: named in
+/// their own error rather than as unknown.
+const NOT_YET: &[&str] = &["lock", "stale", "early", "cache_none", "local"];
+
+/// The parsed options; `None` where the attribute does not give one.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `ttl = 300`: seconds, at least 1.
+    pub(crate) ttl: Option<u64>,
+    /// `prefix = "users"`: non-empty, no `:`, no whitespace.
+    pub(crate) prefix: Option<LitStr>,
+    /// `skip = "conn, logger"`.
+    pub(crate) skip: Option<Skip>,
+    /// `refresh = true`.
+    pub(crate) refresh: Option<bool>,
+    /// `version = "2"`.
+    pub(crate) version: Option<LitStr>,
+    /// `crate = "my_cache"`.
+    pub(crate) krate: Option<Path>,
+}
+
+/// `skip = "a, b"`: the literal (errors about its names point at it) and
+/// the names in it, trimmed, in order, without duplicates.
+pub(crate) struct Skip {
+    pub(crate) lit: LitStr,
+    pub(crate) names: Vec<String>,
+}
+
+impl Options {
+    /// Whether `name` (a parameter name, without `r#`) is listed in `skip`.
+    pub(crate) fn skips(&self, name: &str) -> bool {
+        self.skip
+            .as_ref()
+            .is_some_and(|skip| skip.names.iter().any(|n| n == name))
+    }
+}
+
+/// Parses the attribute's arguments. Syntax errors (not `name = value, ...`)
+/// stop the parse; every other mistake is recorded in `errors` and the
+/// option left out, so that the remaining options are still checked.
+pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
+    let mut options = Options::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
+        Ok(metas) => metas,
+        Err(e) => {
+            errors.push(e);
+            return options;
+        }
+    };
+    for meta in metas {
+        parse_one(&meta, &mut options, errors);
+    }
+    options
+}
+
+fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
+    let path = meta.path();
+    let name = match path.get_ident() {
+        Some(ident) => ident.to_string(),
+        None => {
+            errors.at(path, unknown_option(&quote::quote!(#path).to_string()));
+            return;
+        }
+    };
+    let Some(example) = example(&name) else {
+        errors.at(path, unknown_option(&name));
+        return;
+    };
+    let value = match meta {
+        Meta::NameValue(nv) => &nv.value,
+        Meta::Path(_) | Meta::List(_) => {
+            errors.at(meta, format_args!("expected `{name} = ...`, like `{example}`"));
+            return;
+        }
+    };
+    let duplicate = match name.as_str() {
+        "ttl" => options.ttl.is_some(),
+        "prefix" => options.prefix.is_some(),
+        "skip" => options.skip.is_some(),
+        "refresh" => options.refresh.is_some(),
+        "version" => options.version.is_some(),
+        _ => options.krate.is_some(),
+    };
+    if duplicate {
+        errors.at(path, format_args!("duplicate option `{name}`"));
+        return;
+    }
+    match name.as_str() {
+        "ttl" => options.ttl = parse_ttl(value, errors),
+        "prefix" => options.prefix = parse_prefix(value, errors),
+        "skip" => options.skip = parse_skip(value, errors),
+        "refresh" => options.refresh = parse_refresh(value, errors),
+        "version" => options.version = parse_version(value, errors),
+        _ => options.krate = parse_crate(value, errors),
+    }
+}
+
+/// How each option is written, for error messages; `None` for an unknown
+/// option.
+fn example(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ttl" => "ttl = 300",
+        "prefix" => "prefix = \"users\"",
+        "skip" => "skip = \"conn, logger\"",
+        "refresh" => "refresh = true",
+        "version" => "version = \"2\"",
+        "crate" => "crate = \"my_cache\"",
+        _ => return None,
+    })
+}
+
+fn unknown_option(name: &str) -> String {
+    let valid = OPTIONS
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if NOT_YET.contains(&name) {
+        format!("option `{name}` is not supported by this version of cached-redis yet; the supported options are {valid}")
+    } else {
+        format!("unknown option `{name}`; the options are {valid}")
+    }
+}
+
+/// The literal `expr` is, looking through the invisible groups that
+/// `macro_rules!` puts around `$x:expr`.
+fn literal(expr: &Expr) -> Option<&Lit> {
+    match expr {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        Expr::Group(group) => literal(&group.expr),
+        _ => None,
+    }
+}
+
+fn parse_ttl(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let int = match (literal(value), value) {
+        (Some(Lit::Int(int)), _) => int,
+        (_, Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. })) => {
+            errors.at(value, "`ttl` is a number of seconds and must be at least 1");
+            return None;
+        }
+        _ => {
+            errors.at(
+                value,
+                "expected an integer number of seconds, like `ttl = 300`",
+            );
+            return None;
+        }
+    };
+    match int.base10_parse::<u64>() {
+        Ok(0) => {
+            errors.at(int, "`ttl` is a number of seconds and must be at least 1");
+            None
+        }
+        Ok(secs) => Some(secs),
+        Err(e) => {
+            errors.at(int, format_args!("invalid `ttl`: {e}"));
+            None
+        }
+    }
+}
+
+fn parse_prefix(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(value, "expected a string, like `prefix = \"users\"`");
+        return None;
+    };
+    let text = lit.value();
+    let problem = if text.is_empty() {
+        "`prefix` cannot be empty; leave the option out for the default (module path and function name)"
+    } else if text.contains(':') {
+        "`prefix` cannot contain `:`, which separates the segments of a key (`{namespace}:{prefix}:{hash}`)"
+    } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "`prefix` cannot contain whitespace or control characters"
+    } else {
+        return Some(lit.clone());
+    };
+    errors.at(lit, problem);
+    None
+}
+
+fn parse_skip(value: &Expr, errors: &mut Errors) -> Option<Skip> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(
+            value,
+            "expected a string of comma-separated parameter names, like `skip = \"conn, logger\"`",
+        );
+        return None;
+    };
+    let text = lit.value();
+    let mut parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    // Tolerate one trailing comma, as Rust does in lists.
+    if parts.len() > 1 && parts.last() == Some(&"") {
+        parts.pop();
+    }
+    let mut names: Vec<String> = Vec::with_capacity(parts.len());
+    let mut ok = true;
+    for part in parts {
+        if part.is_empty() {
+            errors.at(
+                lit,
+                "`skip` has an empty name; list parameter names separated by commas, like `skip = \"conn, logger\"`",
+            );
+            ok = false;
+        } else if names.iter().any(|n| n == part) {
+            errors.at(lit, format_args!("`{part}` is listed twice in `skip`"));
+            ok = false;
+        } else {
+            // `r#type` names the parameter `type`.
+            names.push(part.strip_prefix("r#").unwrap_or(part).to_owned());
+        }
+    }
+    ok.then(|| Skip {
+        lit: lit.clone(),
+        names,
+    })
+}
+
+fn parse_refresh(value: &Expr, errors: &mut Errors) -> Option<bool> {
+    match literal(value) {
+        Some(Lit::Bool(b)) => Some(b.value),
+        _ => {
+            errors.at(value, "expected `true` or `false`, like `refresh = true`");
+            None
+        }
+    }
+}
+
+fn parse_version(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
+    match literal(value) {
+        Some(Lit::Str(lit)) => Some(lit.clone()),
+        _ => {
+            errors.at(value, "expected a string, like `version = \"2\"`");
+            None
+        }
+    }
+}
+
+fn parse_crate(value: &Expr, errors: &mut Errors) -> Option<Path> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(
+            value,
+            "expected a path in a string, like `crate = \"my_cache\"`",
+        );
+        return None;
+    };
+    match lit.parse::<Path>() {
+        Ok(path) => Some(path),
+        Err(_) => {
+            errors.at(
+                lit,
+                format_args!(
+                    "`{}` is not a path; expected the path of the crate re-exporting cached-redis, like `crate = \"my_cache\"`",
+                    lit.value()
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse_ok(args: TokenStream) -> Options {
+        let mut errors = Errors::default();
+        let options = parse(args, &mut errors);
+        if let Err(e) = errors.finish() {
+            panic!("unexpected error: {e}");
+        }
+        options
+    }
+
+    fn messages(args: TokenStream) -> Vec<String> {
+        let mut errors = Errors::default();
+        parse(args, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_attribute_is_all_defaults() {
+        let o = parse_ok(quote!());
+        assert!(o.ttl.is_none() && o.prefix.is_none() && o.skip.is_none());
+        assert!(o.refresh.is_none() && o.version.is_none() && o.krate.is_none());
+    }
+
+    #[test]
+    fn every_option() {
+        let o = parse_ok(quote!(
+            ttl = 300,
+            prefix = "es_search",
+            skip = "client, r#type,",
+            refresh = true,
+            version = "v2",
+            crate = "my::cache",
+        ));
+        assert_eq!(o.ttl, Some(300));
+        assert_eq!(o.prefix.unwrap().value(), "es_search");
+        assert_eq!(o.skip.unwrap().names, ["client", "type"]);
+        assert_eq!(o.refresh, Some(true));
+        assert_eq!(o.version.unwrap().value(), "v2");
+        let krate = o.krate.unwrap();
+        assert_eq!(quote!(#krate).to_string(), "my :: cache");
+    }
+
+    #[test]
+    fn unknown_option_lists_the_valid_ones() {
+        let m = messages(quote!(tll = 3));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("unknown option `tll`"), "{m:?}");
+        assert!(m[0].contains("`ttl`, `prefix`, `skip`, `refresh`, `version`, `crate`"));
+    }
+
+    #[test]
+    fn api_options_not_implemented_say_so() {
+        let m = messages(quote!(lock = true));
+        assert!(m[0].contains("not supported by this version"), "{m:?}");
+    }
+
+    #[test]
+    fn duplicate_option() {
+        let m = messages(quote!(ttl = 1, ttl = 2));
+        assert_eq!(m, ["duplicate option `ttl`"]);
+    }
+
+    #[test]
+    fn wrong_literal_types() {
+        let m = messages(quote!(ttl = "300", prefix = 3, refresh = 1, version = 2, crate = x));
+        assert_eq!(m.len(), 5, "{m:?}");
+        assert_eq!(m[0], "expected an integer number of seconds, like `ttl = 300`");
+        assert!(m[1].starts_with("expected a string"));
+        assert!(m[2].starts_with("expected `true` or `false`"));
+        assert!(m[3].starts_with("expected a string"));
+        assert!(m[4].starts_with("expected a path in a string"));
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert_eq!(messages(quote!(ttl = 0)).len(), 1);
+        assert_eq!(messages(quote!(ttl = -5)).len(), 1);
+        assert_eq!(messages(quote!(ttl = 99999999999999999999999)).len(), 1);
+        assert_eq!(parse_ok(quote!(ttl = 60u64)).ttl, Some(60));
+    }
+
+    #[test]
+    fn prefix_rules() {
+        assert_eq!(messages(quote!(prefix = "")).len(), 1);
+        assert!(messages(quote!(prefix = "a:b"))[0].contains("`:`"));
+        assert!(messages(quote!(prefix = "a b"))[0].contains("whitespace"));
+    }
+
+    #[test]
+    fn skip_rules() {
+        assert!(messages(quote!(skip = "a,,b"))[0].contains("empty name"));
+        assert!(messages(quote!(skip = ""))[0].contains("empty name"));
+        assert_eq!(messages(quote!(skip = "a, a")), ["`a` is listed twice in `skip`"]);
+    }
+
+    #[test]
+    fn option_without_value() {
+        assert_eq!(
+            messages(quote!(refresh)),
+            ["expected `refresh = ...`, like `refresh = true`"]
+        );
+    }
+
+    #[test]
+    fn syntax_error_stops_the_parse() {
+        assert_eq!(messages(quote!(ttl 300)).len(), 1);
+    }
+}

@@ -1,0 +1,481 @@
+//! Code generation: the rewritten function and its three companions.
+//!
+//! Input:
+//!
+//! ```text
+//! #[cached(ttl = 60, skip = "conn")]
+//! pub async fn user<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> { body }
+//! ```
+//!
+//! Output, with `P` standing for `::cached_redis::__private` (or
+//! `<crate = "...">::__private`) and `SITE` for the `static` below, which
+//! every generated function declares in its own body:
+//!
+//! ```text
+//! pub async fn user<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> {
+//!     static __CACHED_SITE: P::CallSite = P::CallSite::new(
+//!         P::SiteIdent {
+//!             module_path: ::core::module_path!(),
+//!             fn_name: "user",
+//!             crate_name: ::core::env!("CARGO_PKG_NAME"),
+//!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
+//!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+//!         },
+//!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },
+//!     );
+//!     let __cached_key = P::build_key(
+//!         &__CACHED_SITE,
+//!         &(P::key_arg(&id),),                      // key arguments, always a tuple
+//!         &[::core::any::type_name::<T>()],         // generic type parameters
+//!     );
+//!     P::call_async(&__CACHED_SITE, __cached_key, P::ResultShape, async move { body }).await
+//!     // a sync fn: P::call_sync(&SITE, __cached_key, Shape, move || -> Ret { body })
+//! }
+//!
+//! /// The cache key a call of [`user`] with these arguments uses. ...
+//! #[allow(dead_code)]
+//! pub fn user_cache_key<T: Serialize>(id: T) -> Result<String, ::cached_redis::Error> {
+//!     static __CACHED_SITE: ... = ...;              // the same
+//!     P::build_key(&__CACHED_SITE, &(P::key_arg(&id),), &[...]).map(P::CacheKey::into_string)
+//! }
+//!
+//! /// Removes the cached result ...
+//! #[allow(dead_code)]
+//! pub async fn user_invalidate<T: Serialize>(id: T) -> Result<bool, ::cached_redis::Error> {
+//!     static __CACHED_SITE: ... = ...;
+//!     let __cached_key = P::build_key(&__CACHED_SITE, &(P::key_arg(&id),), &[...]);
+//!     P::invalidate_async(&__CACHED_SITE, __cached_key).await  // sync fn: P::invalidate_sync
+//! }
+//!
+//! /// Calls [`user`] and stores its result whatever the cache holds ...
+//! #[allow(dead_code)]
+//! pub async fn user_refresh<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> {
+//!     P::force_refresh_async(user::<T>(conn, id)).await
+//!     // a sync fn: P::force_refresh_sync(move || user::<T>(conn, id))
+//! }
+//! ```
+//!
+//! Methods: the receiver is never in the key; `_cache_key` and
+//! `_invalidate` are associated functions without it, `_refresh` takes it
+//! and calls `Self::user(self, ...)`.
+//!
+//! The key argument list is built with `key_arg(&arg)` spanned at the
+//! argument, so that a type that is not `Serialize` is reported there, by
+//! the runtime's `#[diagnostic::on_unimplemented]` message. Type names are
+//! those of the generic type parameters in declaration order (const
+//! generics are not included: a const parameter that matters to the result
+//! belongs in an argument), then `type_name_of_val` of each key argument
+//! whose type contains `impl Trait` (an anonymous type parameter).
+
+use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::{Attribute, Meta};
+
+use crate::ast::{unraw, Function, Param, Shape};
+use crate::attr::Options;
+
+/// The function rewritten, followed by its companions.
+pub(crate) fn expand(options: &Options, func: &Function) -> TokenStream {
+    let cx = Context::new(options, func);
+    let main = cx.main_fn();
+    let cache_key = cx.cache_key_fn();
+    let invalidate = cx.invalidate_fn();
+    let refresh = cx.refresh_fn();
+    quote! {
+        #main
+        #cache_key
+        #invalidate
+        #refresh
+    }
+}
+
+struct Context<'a> {
+    options: &'a Options,
+    func: &'a Function,
+    /// `::cached_redis` or the `crate = "..."` path.
+    krate: TokenStream,
+    /// `#krate::__private`.
+    private: TokenStream,
+    /// The parameters that make up the key, in order.
+    key_params: Vec<&'a Param>,
+    /// `__cached_key`, invisible to the body (mixed-site hygiene).
+    key_local: Ident,
+}
+
+impl<'a> Context<'a> {
+    fn new(options: &'a Options, func: &'a Function) -> Self {
+        let krate = match &options.krate {
+            Some(path) => path.to_token_stream(),
+            None => quote!(::cached_redis),
+        };
+        let private = quote!(#krate::__private);
+        let key_params = func
+            .params
+            .iter()
+            .filter(|p| {
+                let name = p.name.as_ref().expect("patterns are rejected by valid.rs");
+                !options.skips(&unraw(name))
+            })
+            .collect();
+        Context {
+            options,
+            func,
+            krate,
+            private,
+            key_params,
+            key_local: Ident::new("__cached_key", Span::mixed_site()),
+        }
+    }
+
+    /// The function as written, its body handed to the runtime.
+    fn main_fn(&self) -> TokenStream {
+        let Function {
+            outer_attrs,
+            inner_attrs,
+            vis,
+            sig,
+            block,
+            ..
+        } = self.func;
+        let p = &self.private;
+        let site = self.site_static();
+        let key = &self.key_local;
+        let build_key = self.build_key();
+        let shape = match self.func.shape {
+            Shape::Plain => quote!(#p::PlainShape),
+            Shape::Option => quote!(#p::OptionShape),
+            Shape::Result => quote!(#p::ResultShape),
+        };
+        let call = if self.func.is_async() {
+            quote!(#p::call_async(&__CACHED_SITE, #key, #shape, async move #block).await)
+        } else {
+            // The closure's return type is the function's, so `?` and
+            // `return` in the body behave as they did.
+            let output = &sig.output;
+            quote!(#p::call_sync(&__CACHED_SITE, #key, #shape, move || #output #block))
+        };
+        quote! {
+            #(#outer_attrs)*
+            #vis #sig {
+                #(#inner_attrs)*
+                #site
+                let #key = #build_key;
+                #call
+            }
+        }
+    }
+
+    /// `name_cache_key(<key args>) -> Result<String, Error>`.
+    fn cache_key_fn(&self) -> TokenStream {
+        let Context { krate, private, .. } = self;
+        let name = self.func.name();
+        let ident = format_ident!("{}_cache_key", name, span = name.span());
+        let docs = doc(&[
+            &format!(
+                "The cache key (`{{namespace}}:{{prefix}}:{{hash}}`) a call of {} with these arguments uses.",
+                self.link()
+            ),
+            "",
+            "# Errors",
+            "",
+            "When the arguments cannot be made into a key: a NaN or infinite float, a failing",
+            "`Serialize` implementation (such a call of the function runs uncached).",
+        ]);
+        let site = self.site_static();
+        let build_key = self.build_key();
+        self.companion(
+            &ident,
+            docs,
+            TokenStream::new(),
+            &self.key_inputs(),
+            quote!(-> ::core::result::Result<::std::string::String, #krate::Error>),
+            quote! {
+                #site
+                #build_key.map(#private::CacheKey::into_string)
+            },
+        )
+    }
+
+    /// `name_invalidate(<key args>) -> Result<bool, Error>`, `async` when
+    /// the function is.
+    fn invalidate_fn(&self) -> TokenStream {
+        let Context { krate, private, .. } = self;
+        let name = self.func.name();
+        let ident = format_ident!("{}_invalidate", name, span = name.span());
+        let cache_key = format_ident!("{}_cache_key", name);
+        let docs = doc(&[
+            &format!(
+                "Removes the cached result of a call of {} with these arguments; `true` if there was one.",
+                self.link()
+            ),
+            "",
+            "# Errors",
+            "",
+            &format!(
+                "When the key cannot be built (see {}) or the store fails.",
+                self.link_to(&cache_key)
+            ),
+        ]);
+        let site = self.site_static();
+        let key = &self.key_local;
+        let build_key = self.build_key();
+        let (asyncness, invalidate) = if self.func.is_async() {
+            (
+                Some(quote!(async)),
+                quote!(#private::invalidate_async(&__CACHED_SITE, #key).await),
+            )
+        } else {
+            (None, quote!(#private::invalidate_sync(&__CACHED_SITE, #key)))
+        };
+        self.companion(
+            &ident,
+            docs,
+            asyncness.unwrap_or_default(),
+            &self.key_inputs(),
+            quote!(-> ::core::result::Result<bool, #krate::Error>),
+            quote! {
+                #site
+                let #key = #build_key;
+                #invalidate
+            },
+        )
+    }
+
+    /// `name_refresh(<all args>) -> Ret`: calls the function with the
+    /// runtime's force-refresh flag set.
+    fn refresh_fn(&self) -> TokenStream {
+        let p = &self.private;
+        let func = self.func;
+        let name = func.name();
+        let ident = format_ident!("{}_refresh", name, span = name.span());
+        let mut lines = vec![
+            format!(
+                "Calls {} and stores its result whatever the cache holds: write-through after",
+                self.link()
+            ),
+            "a change, or warming the cache. Returns what the function returns.".to_owned(),
+        ];
+        let unsafety = &func.sig.unsafety;
+        if unsafety.is_some() {
+            lines.extend([
+                String::new(),
+                "# Safety".to_owned(),
+                String::new(),
+                format!("The same as for {}.", self.link()),
+            ]);
+        }
+        let docs = doc(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+
+        let mut inputs = Vec::new();
+        let mut args = Vec::new();
+        if let Some(receiver) = &func.receiver {
+            let mut receiver = receiver.clone();
+            if receiver.reference.is_none() {
+                // `mut self` is only passed on here.
+                receiver.mutability = None;
+            }
+            inputs.push(receiver.into_token_stream());
+            args.push(quote!(self));
+        }
+        for param in &func.params {
+            inputs.push(param_input(param));
+            let name = param.name.as_ref().expect("checked by valid.rs");
+            args.push(name.to_token_stream());
+        }
+        let callee = if func.in_impl {
+            quote!(Self::#name)
+        } else {
+            quote!(#name)
+        };
+        let generics = func.turbofish_params();
+        let turbofish = (!generics.is_empty()).then(|| quote!(::<#(#generics),*>));
+        let mut call = quote!(#callee #turbofish(#(#args),*));
+        if unsafety.is_some() {
+            call = quote!(unsafe { #call });
+        }
+        let (asyncness, body) = if func.is_async() {
+            (
+                Some(quote!(async)),
+                quote!(#p::force_refresh_async(#call).await),
+            )
+        } else {
+            (None, quote!(#p::force_refresh_sync(move || #call)))
+        };
+        let output = &func.sig.output;
+        self.companion(
+            &ident,
+            docs,
+            quote!(#asyncness #unsafety),
+            &inputs,
+            output.to_token_stream(),
+            body,
+        )
+    }
+
+    /// A companion `fn` with the function's visibility, generics,
+    /// where-clause and `cfg`/lint attributes.
+    fn companion(
+        &self,
+        ident: &Ident,
+        docs: TokenStream,
+        qualifiers: TokenStream,
+        inputs: &[TokenStream],
+        output: TokenStream,
+        body: TokenStream,
+    ) -> TokenStream {
+        let vis = &self.func.vis;
+        let generics = &self.func.sig.generics;
+        let where_clause = &generics.where_clause;
+        let attrs = self.func.outer_attrs.iter().filter_map(companion_attr);
+        quote! {
+            #(#attrs)*
+            #docs
+            #[allow(dead_code)]
+            #vis #qualifiers fn #ident #generics (#(#inputs),*) #output #where_clause {
+                #body
+            }
+        }
+    }
+
+    /// The key parameters as companion inputs.
+    fn key_inputs(&self) -> Vec<TokenStream> {
+        self.key_params.iter().map(|p| param_input(p)).collect()
+    }
+
+    /// `static __CACHED_SITE: CallSite = ...;` naming the function and
+    /// giving the options written in the attribute.
+    fn site_static(&self) -> TokenStream {
+        let p = &self.private;
+        let fn_name = unraw(self.func.name());
+        let options = self.options;
+        let mut fields = Vec::new();
+        if let Some(ttl) = options.ttl {
+            let ttl = Literal::u64_unsuffixed(ttl);
+            fields.push(quote!(ttl_secs: ::core::option::Option::Some(#ttl)));
+        }
+        if let Some(prefix) = &options.prefix {
+            fields.push(quote!(prefix: ::core::option::Option::Some(#prefix)));
+        }
+        if let Some(refresh) = options.refresh {
+            fields.push(quote!(refresh: #refresh));
+        }
+        if let Some(version) = &options.version {
+            fields.push(quote!(version: #version));
+        }
+        // With every option given, `..DEFAULT` fills nothing today; it stays
+        // so that options the runtime adds later cannot break expansions.
+        let allow = (fields.len() == 4).then(|| quote!(#[allow(clippy::needless_update)]));
+        quote! {
+            #allow
+            static __CACHED_SITE: #p::CallSite = #p::CallSite::new(
+                #p::SiteIdent {
+                    module_path: ::core::module_path!(),
+                    fn_name: #fn_name,
+                    crate_name: ::core::env!("CARGO_PKG_NAME"),
+                    crate_version: ::core::env!("CARGO_PKG_VERSION"),
+                    git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+                },
+                #p::SiteOptions {
+                    #(#fields,)*
+                    ..#p::SiteOptions::DEFAULT
+                },
+            );
+        }
+    }
+
+    /// `P::build_key(&__CACHED_SITE, &(key args,), &[type names])`.
+    fn build_key(&self) -> TokenStream {
+        let p = &self.private;
+        let args = self.key_params.iter().map(|param| {
+            let ident = param.name.as_ref().expect("checked by valid.rs");
+            // Located at the argument, so that "not `Serialize`" points
+            // there; resolved like the rest of the expansion.
+            let span = Span::call_site().located_at(ident.span());
+            let p = respan(p.clone(), span);
+            quote_spanned!(span=> #p::key_arg(&#ident))
+        });
+        let generic_names = self
+            .func
+            .type_params()
+            .map(|t| quote!(::core::any::type_name::<#t>()));
+        let impl_trait_names = self.key_params.iter().filter(|p| p.impl_trait).map(|p| {
+            let ident = &p.name;
+            quote!(::core::any::type_name_of_val(&#ident))
+        });
+        let type_names = generic_names.chain(impl_trait_names);
+        quote!(#p::build_key(&__CACHED_SITE, &(#(#args,)*), &[#(#type_names),*]))
+    }
+
+    /// An intra-doc link to the function.
+    fn link(&self) -> String {
+        self.link_to(self.func.name())
+    }
+
+    fn link_to(&self, ident: &Ident) -> String {
+        let name = unraw(ident);
+        if self.func.in_impl {
+            format!("[`{name}`](Self::{ident})")
+        } else {
+            format!("[`{name}`]({ident})")
+        }
+    }
+}
+
+/// A parameter as a companion's input: `name: Type`, without the `mut` or
+/// `ref` of the pattern (the companion only passes it on).
+fn param_input(param: &Param) -> TokenStream {
+    let attrs = &param.attrs;
+    let name = param.name.as_ref().expect("checked by valid.rs");
+    let ty = &param.ty;
+    quote!(#(#attrs)* #name: #ty)
+}
+
+/// The attributes of the function that its companions get too: `cfg`,
+/// `allow` (and `expect` as `allow`: a companion need not trigger the
+/// expected lint), and `doc(hidden)`.
+fn companion_attr(attr: &Attribute) -> Option<TokenStream> {
+    let path = attr.path();
+    if path.is_ident("cfg") || path.is_ident("allow") {
+        return Some(attr.to_token_stream());
+    }
+    match &attr.meta {
+        Meta::List(list) if path.is_ident("expect") => {
+            let tokens = &list.tokens;
+            Some(quote!(#[allow(#tokens)]))
+        }
+        Meta::List(list) if path.is_ident("doc") && list.tokens.to_string() == "hidden" => {
+            Some(attr.to_token_stream())
+        }
+        _ => None,
+    }
+}
+
+/// `#[doc = " line"]` for each line, as `///` would write.
+fn doc(lines: &[&str]) -> TokenStream {
+    let lines = lines.iter().map(|line| {
+        let line = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}

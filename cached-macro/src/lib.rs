@@ -1,0 +1,137 @@
+//! The `#[cached]` attribute of [cached-redis](https://docs.rs/cached-redis).
+//!
+//! Use it through `cached-redis`, which re-exports it as
+//! `cached_redis::cached` together with the runtime the expansion calls;
+//! this crate alone is of no use.
+//!
+//! The macro works in phases, one module each:
+//!
+//! | module | phase |
+//! | --- | --- |
+//! | `attr` | the attribute's options, parsed into typed values |
+//! | `ast` | the function: receiver, parameters, return shape, generics |
+//! | `valid` | what cannot be supported, and the options checked against the function |
+//! | `expand` | the generated code (its module doc shows input and output) |
+//! | `errors` | errors gathered across the phases, reported together |
+//!
+//! Every mistake in one attribute is reported at once, each at its own
+//! token; the function is then emitted unchanged, so that no second wave of
+//! errors follows.
+//!
+//! Generated code reaches the runtime only through the doc-hidden module
+//! `::cached_redis::__private` (or `<crate>::__private` with
+//! `crate = "..."`), which is not a public API.
+
+#![warn(missing_docs)]
+
+mod ast;
+mod attr;
+mod errors;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::quote;
+
+use crate::errors::Errors;
+
+/// Caches the results of a function in Redis (or in the in-process store).
+///
+/// ```ignore
+/// use cached_redis::cached;
+///
+/// #[cached(ttl = 300, skip = "client", prefix = "es_search")]
+/// async fn search(client: &EsClient, query: &serde_json::Value) -> Result<SearchPage, EsError> {
+///     // ...
+/// }
+/// ```
+///
+/// # Options
+///
+/// | option | meaning | default |
+/// | --- | --- | --- |
+/// | `ttl = <seconds>` | lifetime of an entry, an integer of at least 1 | the config's `default_ttl` (300 s) |
+/// | `prefix = "<text>"` | the key segment naming this function's entries and its stats; not empty, no `:`, no whitespace | module path and function name: two functions never share entries |
+/// | `skip = "a, b"` | arguments left out of the key (connections, clients, loggers); a name that is not a parameter is a compile error | none |
+/// | `refresh = true` | every hit resets the TTL (sliding expiry) | `false` |
+/// | `version = "<text>"` | extra salt for this function: bump it to drop its old entries | none |
+/// | `crate = "<path>"` | where cached-redis is, for crates that re-export it | `::cached_redis` |
+///
+/// Values are literals of one type each: `ttl = "300"` or `refresh = 1` is
+/// an error saying what is expected.
+///
+/// # Functions it accepts
+///
+/// - `fn`, `async fn` and `unsafe fn`; free functions and methods. The
+///   receiver (`self`, `&self`, `&mut self`, ...) is never part of the key.
+/// - Each argument not in `skip` is a key argument: it must have a plain
+///   name (not a pattern such as `(a, b): (i32, i32)`) and implement
+///   `serde::Serialize`; one that does not is reported at the argument.
+/// - Generic functions: the concrete type names of the generic type
+///   parameters (and of `impl Trait` key arguments) enter the key, so
+///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry. Const generic
+///   parameters do not enter the key.
+/// - The return type: `T` is always cached; `Option<T>` when `Some`;
+///   `Result<T, E>` (recognised by the name `Result`, so `io::Result<T>`
+///   too) when `Ok`, and `E` needs no traits. The cached type needs
+///   `Serialize` and `DeserializeOwned`. Without a return type, `()` is
+///   cached.
+///
+/// Compile errors: a `const fn`, a return type that borrows (`&T`, `'a`;
+/// return an owned type such as `String` or `Vec<T>`), `impl Trait` in the
+/// return type, a key argument that is a pattern, and every mistake in the
+/// options.
+///
+/// # Generated companions
+///
+/// Next to `fn name(...)`, with its visibility, generics, where-clause and
+/// `cfg` attributes (inside an `impl` block, as associated functions beside
+/// the method):
+///
+/// | item | does |
+/// | --- | --- |
+/// | `name_cache_key(<key args>) -> Result<String, cached_redis::Error>` | the Redis key a call with these arguments uses |
+/// | `name_invalidate(<key args>) -> Result<bool, cached_redis::Error>` | removes that entry (`true` if one was there); `async` when `name` is |
+/// | `name_refresh(<all args>) -> <return type>` | runs the function and stores the result whatever the cache holds |
+///
+/// `<key args>` are the parameters minus the receiver and the skipped ones,
+/// with the same types.
+///
+/// # Limitations
+///
+/// - Because companions are generated next to the function, the attribute
+///   cannot go on a method of a trait implementation (the companions would
+///   not be members of the trait).
+/// - `name_refresh` calls the function as `Self::name` when it has a
+///   receiver or its signature mentions `Self`, else as `name`. An
+///   associated function without either (`impl Repo { fn find(id: i64) ->
+///   User }`) therefore fails to resolve in `find_refresh`: mention `Self`
+///   in its signature, or make it a free function.
+#[proc_macro_attribute]
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = TokenStream2::from(item);
+    match cached_impl(args.into(), item.clone()) {
+        Ok(expanded) => expanded.into(),
+        Err(error) => {
+            // The function unchanged keeps its callers and IDEs working.
+            let error = error.to_compile_error();
+            quote!(#item #error).into()
+        }
+    }
+}
+
+/// The phases in order; every error of the attribute and the function is
+/// gathered before giving up.
+fn cached_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let mut errors = Errors::default();
+    let options = attr::parse(args, &mut errors);
+    match ast::Function::parse(item) {
+        Ok(func) => {
+            valid::check(&options, &func, &mut errors);
+            errors.finish()?;
+            Ok(expand::expand(&options, &func))
+        }
+        Err(error) => Err(errors.and(error)),
+    }
+}

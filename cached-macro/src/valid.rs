@@ -1,0 +1,232 @@
+//! What `#[cached]` cannot support, and how the options must fit the
+//! function: each check records an error at the offending token and goes
+//! on, so that all of them are reported together.
+
+use syn::visit::Visit;
+use syn::{
+    BoundLifetimes, GenericArgument, Lifetime, ParenthesizedGenericArguments, PathArguments, Type,
+    TypeBareFn, TypeImplTrait, TypeMacro, TypeReference,
+};
+
+use crate::ast::{unraw, Function, Shape};
+use crate::attr::Options;
+use crate::errors::Errors;
+
+/// Runs every check of `func` and of `options` against it.
+pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
+    if let Some(const_token) = &func.sig.constness {
+        errors.at(
+            const_token,
+            "`#[cached]` cannot be used on a `const fn`: the cache is looked up at run time; remove `const`",
+        );
+    }
+    if let Some(ty) = func.return_type() {
+        check_return_type(ty, func.shape, errors);
+    }
+    for param in &func.params {
+        if param.name.is_none() {
+            errors.at(
+                &param.pat,
+                "use a plain name for key arguments, like `point: (i32, i32)`, and destructure in the body: \
+                 `#[cached]` names each argument, to put it into the cache key or leave it out with `skip`",
+            );
+        }
+    }
+    check_skip(options, func, errors);
+}
+
+/// Every name in `skip` must be a parameter, and not `self`.
+fn check_skip(options: &Options, func: &Function, errors: &mut Errors) {
+    let Some(skip) = &options.skip else { return };
+    let params = func.param_names();
+    for name in &skip.names {
+        if name == "self" {
+            errors.at(
+                &skip.lit,
+                "`self` is never part of the cache key; remove it from `skip`",
+            );
+        } else if !params.contains(name) {
+            let listed = if params.is_empty() {
+                "it has no named parameters".to_owned()
+            } else {
+                let names: Vec<String> = params.iter().map(|p| format!("`{p}`")).collect();
+                format!("its parameters are {}", names.join(", "))
+            };
+            errors.at(
+                &skip.lit,
+                format_args!(
+                    "`skip` names `{name}`, but `{}` has no parameter `{name}`; {listed}",
+                    unraw(func.name())
+                ),
+            );
+        }
+    }
+}
+
+/// The return value is stored and read back, so it cannot borrow, and it
+/// needs a nameable type. A `&'static` reference is allowed in the error
+/// type of a `Result` (`Result<T, &'static str>`), which is never stored.
+fn check_return_type(ty: &Type, shape: Shape, errors: &mut Errors) {
+    let mut strict = ReturnCheck {
+        errors,
+        static_refs_ok: false,
+    };
+    let ty = strip(ty);
+    let Type::Path(path) = ty else {
+        strict.visit_type(ty);
+        return;
+    };
+    if shape != Shape::Result || path.qself.is_some() {
+        strict.visit_type(ty);
+        return;
+    }
+    // `Result<T, E>`: `T` strictly, the rest (`E`) allowing `&'static`.
+    let segments = &path.path.segments;
+    let Some(last) = segments.last() else { return };
+    for seg in segments.iter().take(segments.len() - 1) {
+        strict.visit_path_segment(seg);
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        strict.visit_path_arguments(&last.arguments);
+        return;
+    };
+    let mut seen_type = false;
+    for arg in &args.args {
+        let is_type = matches!(arg, GenericArgument::Type(_));
+        strict.static_refs_ok = is_type && seen_type;
+        seen_type |= is_type;
+        strict.visit_generic_argument(arg);
+    }
+}
+
+fn strip(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => strip(&p.elem),
+        Type::Group(g) => strip(&g.elem),
+        _ => ty,
+    }
+}
+
+const OWNED: &str = "its result is stored and read back later, so return an owned type such as `String` or `Vec<T>`";
+
+struct ReturnCheck<'e> {
+    errors: &'e mut Errors,
+    /// Whether `&'static T` is acceptable here.
+    static_refs_ok: bool,
+}
+
+impl Visit<'_> for ReturnCheck<'_> {
+    fn visit_type_reference(&mut self, r: &TypeReference) {
+        let is_static = r.lifetime.as_ref().is_some_and(|l| l.ident == "static");
+        if !(self.static_refs_ok && is_static) {
+            self.errors.at(
+                r.and_token,
+                format_args!("a cached function cannot return a reference: {OWNED}"),
+            );
+        }
+        // The lifetime is part of this error; look only inside.
+        self.visit_type(&r.elem);
+    }
+
+    fn visit_lifetime(&mut self, lifetime: &Lifetime) {
+        if lifetime.ident != "static" {
+            self.errors.at(
+                lifetime,
+                format_args!(
+                    "a cached function cannot return a type that borrows (`{lifetime}`): {OWNED}"
+                ),
+            );
+        }
+    }
+
+    fn visit_type_impl_trait(&mut self, i: &TypeImplTrait) {
+        self.errors.at(
+            i.impl_token,
+            "a cached function cannot return `impl Trait`: the cached value needs a concrete type \
+             that implements `Serialize` and `Deserialize`; write that type",
+        );
+    }
+
+    // Borrows in function signatures (`fn(&str)`, `dyn Fn(&str)`,
+    // `for<'a>`) are not borrows of the value; such a value is not
+    // serializable anyway, which the runtime's trait bound reports.
+    fn visit_type_bare_fn(&mut self, _: &TypeBareFn) {}
+    fn visit_parenthesized_generic_arguments(&mut self, _: &ParenthesizedGenericArguments) {}
+    fn visit_bound_lifetimes(&mut self, _: &BoundLifetimes) {}
+    fn visit_type_macro(&mut self, _: &TypeMacro) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    fn messages(attr: TokenStream, item: TokenStream) -> Vec<String> {
+        let mut errors = Errors::default();
+        let options = crate::attr::parse(attr, &mut errors);
+        let func = Function::parse(item).unwrap();
+        check(&options, &func, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn accepted_functions() {
+        for item in [
+            quote!(fn f() {}),
+            quote!(async fn f(&self, x: u8) -> Result<String, &'static str> { todo!() }),
+            quote!(unsafe fn f(mut x: u8) -> Option<Cow<'static, str>> { todo!() }),
+            quote!(fn f(x: impl Serialize) -> Box<dyn Fn(&str) -> u8> { todo!() }),
+            quote!(fn f<T>(x: T) -> io::Result<Vec<T>> { todo!() }),
+        ] {
+            assert_eq!(messages(quote!(), item.clone()), Vec::<String>::new(), "{item}");
+        }
+    }
+
+    #[test]
+    fn references_and_borrows_in_return_type() {
+        let m = messages(quote!(), quote!(fn f(x: &str) -> &str { x }));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("cannot return a reference"));
+        let m = messages(quote!(), quote!(fn f<'a>(x: &'a str) -> Cow<'a, str> { todo!() }));
+        assert!(m[0].contains("borrows (`'a`)"), "{m:?}");
+        let m = messages(quote!(), quote!(fn f(x: &str) -> Result<u8, &str> { todo!() }));
+        assert_eq!(m.len(), 1);
+        let m = messages(quote!(), quote!(fn f() -> Result<&'static str, ()> { todo!() }));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn impl_trait_return() {
+        let m = messages(quote!(), quote!(fn f() -> impl Iterator<Item = u8> { todo!() }));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("`impl Trait`"));
+    }
+
+    #[test]
+    fn const_fn_and_patterns() {
+        let m = messages(quote!(), quote!(const fn f((a, b): (u8, u8), _: u8) -> u8 { a }));
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m[0].contains("`const fn`"));
+        assert!(m[1].contains("use a plain name for key arguments"));
+    }
+
+    #[test]
+    fn skip_names() {
+        let m = messages(
+            quote!(skip = "self, conn, nope, r#type"),
+            quote!(fn f(&self, conn: u8, r#type: u8) {}),
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("`self` is never part of the cache key"));
+        assert_eq!(
+            m[1],
+            "`skip` names `nope`, but `f` has no parameter `nope`; its parameters are `conn`, `type`"
+        );
+        let m = messages(quote!(skip = "x"), quote!(fn g() {}));
+        assert!(m[0].ends_with("it has no named parameters"));
+    }
+}

@@ -1,0 +1,1704 @@
+//! Stored values: a fixed 20-byte header followed by the bincode payload,
+//! zlib-compressed when it is at least `compress_min_bytes` long.
+//!
+//! The byte-level format, with a worked example, is in `docs/FORMAT.md`; in
+//! short (all integers little-endian):
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 1 | format version, `1` |
+//! | 1 | 1 | codec id, `1` = bincode 2, serde API, `config::standard()` |
+//! | 2 | 1 | flags: bit 0 = payload is zlib-compressed; other bits `0` |
+//! | 3 | 1 | reserved, `0` |
+//! | 4 | 8 | created at, Unix time in ms (u64) |
+//! | 12 | 4 | compute time in µs (u32, saturating) |
+//! | 16 | 4 | payload length before compression (u32) |
+//! | 20 | .. | payload (zlib stream when flag bit 0 is set) |
+//!
+//! # What decoding guarantees
+//!
+//! `decode` is fed whatever is in the store, so it treats the bytes as
+//! hostile. For any input it returns (`Ok` or [`CodecError::Malformed`])
+//! without panicking, in time linear in the input and the claimed payload
+//! length, and:
+//!
+//! - Nothing is allocated before the header is checked: version, codec,
+//!   flags and reserved byte must be known values, and the claimed payload
+//!   length must be at most `max_value_bytes` (and `u32::MAX`).
+//! - An uncompressed payload is read in place (no copy) and must be exactly
+//!   as long as the header says.
+//! - A compressed payload is inflated into one buffer of exactly the claimed
+//!   length (hence at most `max_value_bytes`); the stream must end exactly
+//!   there: inflating one byte more (a decompression bomb) or fewer, or
+//!   bytes after the zlib stream, is an error. The compressed size is never
+//!   trusted for anything.
+//! - The value is decoded by a bounded reader of the bincode format (module
+//!   `wire` below) rather than by `bincode::serde::decode_from_slice`, whose
+//!   `deserialize_string`/`deserialize_byte_buf` run `vec![0u8; len]` on a
+//!   length read from the input before checking it against the input (only
+//!   bincode's const-generic `LIMIT` guards it, and that limit also counts
+//!   every integer at its in-memory width, so no limit both stops a hostile
+//!   length and accepts every honest payload). Here every length read from
+//!   the payload is checked against the bytes remaining *before* anything is
+//!   allocated for it: a string or byte buffer is at most its bytes present
+//!   in the payload; a sequence or map announces a size hint of at most the
+//!   remaining byte count (serde's own collections further cap their
+//!   preallocation at 1 MiB); sequences of elements that encode to zero
+//!   bytes (`Vec<()>`) get at most `max(4096, payload length)` such elements
+//!   in total; nesting is limited to [`MAX_DEPTH`] levels, so a hostile
+//!   recursive value cannot overflow the stack.
+//! - Bytes left after the value are an error.
+//!
+//! So the decoder itself holds at most `max_value_bytes` of buffers, and
+//! every element of the value it builds is backed by at least one payload
+//! byte (apart from the budgeted zero-byte elements): a hostile entry can
+//! make `decode` build nothing bigger than an honest entry of the same
+//! payload size decoding into the same type could. (The in-memory size of a
+//! value can exceed its encoded size, e.g. one payload byte per `None` of an
+//! `Option<[u64; 16]>`, for honest and hostile entries alike.)
+//!
+//! Encoding uses bincode itself (the reader above is cross-checked against
+//! bincode's decoder by the tests) and stops as soon as the payload grows
+//! past `max_value_bytes`: its payload buffer never exceeds that plus the
+//! header.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Header length in bytes.
+pub(crate) const HEADER_LEN: usize = 20;
+/// Byte 0: the layout of everything that follows.
+const FORMAT_VERSION: u8 = 1;
+/// Byte 1: bincode 2, serde API, `bincode::config::standard()`.
+const CODEC_BINCODE: u8 = 1;
+/// Byte 2, bit 0: the payload is a zlib stream.
+const FLAG_ZLIB: u8 = 1;
+/// Every flag this version knows; any other bit set is an error.
+const KNOWN_FLAGS: u8 = FLAG_ZLIB;
+
+/// zlib level used when compressing.
+///
+/// Measured (release build, reused compressor) on a 21 128-byte JSON-like
+/// value (60 search hits; 15 267 bytes of bincode):
+///
+/// | level | stored bytes | share of the JSON | compress | inflate |
+/// | --- | --- | --- | --- | --- |
+/// | 1 (`fast`) | 4 862 | 23.0 % | 50 µs | 24 µs |
+/// | 2 | 4 286 | 20.3 % | 82 µs | 21 µs |
+/// | 3 | 3 823 | 18.1 % | 108 µs | 18 µs |
+/// | 6 (`default`) | 3 704 | 17.5 % | 441 µs | 17 µs |
+///
+/// Level 3 stores 21 % less than `fast` for about 60 µs more per store,
+/// and is as quick to inflate (reads, the hot path, are unaffected); the
+/// default level saves another 3 % for four times the CPU. Stores only
+/// happen after a miss, i.e. after running a function worth caching, so the
+/// extra 60 µs is noise there while the saved bytes stay in Redis memory
+/// and on the wire for every read.
+const ZLIB_LEVEL: u32 = 3;
+
+/// Deepest nesting of options, structs, tuples, sequences, maps, enums and
+/// newtypes that `decode` follows; deeper input is malformed. Bounds the
+/// stack a hostile recursive value can use (serde_json uses 128 too).
+const MAX_DEPTH: u32 = 128;
+
+/// Zero-byte elements (`Vec<()>`, structs whose fields are all skipped)
+/// allowed in one value at least, whatever the payload length.
+const MIN_EMPTY_ELEMENTS: usize = 4096;
+
+/// Compressors kept for reuse: creating one allocates and clears ~300 KB of
+/// tables (about 90 µs, more than compressing a 500-byte value).
+const DEFLATE_POOL_MAX: usize = 4;
+static DEFLATE_POOL: Mutex<Vec<Compress>> = Mutex::new(Vec::new());
+
+/// Encoding settings taken from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CodecLimits {
+    pub compress_min_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl CodecLimits {
+    /// The largest payload allowed: `max_value_bytes`, and never more than
+    /// the header's u32 length field can say.
+    fn max_payload(&self) -> usize {
+        self.max_value_bytes.min(u32::MAX as usize)
+    }
+}
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CodecError {
+    /// Encoding: the payload reached this many bytes (the encoder stops
+    /// there, so the whole value may be larger), over `max_value_bytes`.
+    #[error("value of at least {0} bytes is over max_value_bytes")]
+    TooLarge(usize),
+    /// Decoding: the bytes are not a valid entry for this type.
+    #[error("malformed entry: {0}")]
+    Malformed(String),
+    /// Encoding: the value's `Serialize` failed or bincode cannot express it.
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+fn malformed(what: impl Into<String>) -> CodecError {
+    CodecError::Malformed(what.into())
+}
+
+/// The header of a stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Flag bit 0: the payload is a zlib stream.
+    pub compressed: bool,
+    /// When the value was encoded, Unix time in ms.
+    pub created_at_ms: u64,
+    /// How long computing the value took, µs (saturating at `u32::MAX`).
+    pub compute_us: u32,
+    /// Payload length before compression.
+    pub raw_len: u32,
+}
+
+impl Header {
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0] = FORMAT_VERSION;
+        b[1] = CODEC_BINCODE;
+        b[2] = if self.compressed { FLAG_ZLIB } else { 0 };
+        b[3] = 0;
+        b[4..12].copy_from_slice(&self.created_at_ms.to_le_bytes());
+        b[12..16].copy_from_slice(&self.compute_us.to_le_bytes());
+        b[16..20].copy_from_slice(&self.raw_len.to_le_bytes());
+        b
+    }
+
+    /// Reads and checks the header at the start of `bytes`.
+    fn parse(bytes: &[u8]) -> Result<Header, CodecError> {
+        let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
+            return Err(malformed(format!(
+                "{} bytes is shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            )));
+        };
+        let [version, codec, flags, reserved, c0, c1, c2, c3, c4, c5, c6, c7, t0, t1, t2, t3, l0, l1, l2, l3] =
+            *h;
+        if version != FORMAT_VERSION {
+            return Err(malformed(format!("unknown format version {version}")));
+        }
+        if codec != CODEC_BINCODE {
+            return Err(malformed(format!("unknown codec id {codec}")));
+        }
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(malformed(format!("unknown flags {flags:#04x}")));
+        }
+        if reserved != 0 {
+            return Err(malformed(format!("reserved byte is {reserved}, not 0")));
+        }
+        Ok(Header {
+            compressed: flags & FLAG_ZLIB != 0,
+            created_at_ms: u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+            compute_us: u32::from_le_bytes([t0, t1, t2, t3]),
+            raw_len: u32::from_le_bytes([l0, l1, l2, l3]),
+        })
+    }
+}
+
+/// An encoded value and its payload size before compression.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    /// The whole entry: header and payload.
+    pub bytes: Vec<u8>,
+    /// Payload length before compression (the header's `raw_len`).
+    pub raw_len: usize,
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Encodes `value` with its compute time.
+///
+/// Fails with [`CodecError::TooLarge`] as soon as the payload grows past
+/// `max_value_bytes` (the caller returns the value without storing it).
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    compute: Duration,
+    limits: CodecLimits,
+) -> Result<Encoded, CodecError> {
+    encode_at(value, compute, limits, now_ms())
+}
+
+fn encode_at<T: Serialize + ?Sized>(
+    value: &T,
+    compute: Duration,
+    limits: CodecLimits,
+    created_at_ms: u64,
+) -> Result<Encoded, CodecError> {
+    // The payload is written right after room for the header, so an
+    // uncompressed entry is this very buffer.
+    let mut w = PayloadWriter {
+        buf: Vec::with_capacity(HEADER_LEN + 128),
+        max_len: HEADER_LEN + limits.max_payload(),
+        wanted: 0,
+    };
+    w.buf.resize(HEADER_LEN, 0);
+    if let Err(e) = bincode::serde::encode_into_writer(value, &mut w, bincode_config()) {
+        return Err(if w.wanted > 0 {
+            CodecError::TooLarge(w.wanted - HEADER_LEN)
+        } else {
+            CodecError::Encode(e.to_string())
+        });
+    }
+    let mut buf = w.buf;
+    let raw_len = buf.len() - HEADER_LEN;
+    let header = Header {
+        compressed: raw_len >= limits.compress_min_bytes,
+        created_at_ms,
+        compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
+        // max_payload() <= u32::MAX
+        raw_len: raw_len as u32,
+    };
+    let mut bytes = if header.compressed {
+        let mut out = Vec::with_capacity(HEADER_LEN + raw_len / 2 + 64);
+        out.extend_from_slice(&header.to_bytes());
+        deflate_into(&buf[HEADER_LEN..], &mut out)?;
+        out
+    } else {
+        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        buf
+    };
+    bytes.shrink_to_fit();
+    Ok(Encoded { bytes, raw_len })
+}
+
+/// The bincode writer: appends to a buffer, refusing to grow it past
+/// `max_len` (header plus `max_value_bytes`).
+struct PayloadWriter {
+    buf: Vec<u8>,
+    max_len: usize,
+    /// Length the buffer would have had when the limit stopped it; 0 if not.
+    wanted: usize,
+}
+
+impl bincode::enc::write::Writer for PayloadWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        let new_len = self.buf.len().saturating_add(bytes.len());
+        if new_len > self.max_len {
+            self.wanted = new_len;
+            return Err(bincode::error::EncodeError::Other("over max_value_bytes"));
+        }
+        if new_len > self.buf.capacity() {
+            // Grow geometrically, but never past the limit.
+            let target = new_len
+                .max(self.buf.capacity().saturating_mul(2))
+                .min(self.max_len);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Appends the zlib stream of `input` to `out`, with a pooled compressor.
+fn deflate_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let pooled = DEFLATE_POOL.lock().ok().and_then(|mut pool| pool.pop());
+    let mut z = pooled.unwrap_or_else(|| Compress::new(Compression::new(ZLIB_LEVEL), true));
+    let result = deflate_with(&mut z, input, out);
+    z.reset();
+    if let Ok(mut pool) = DEFLATE_POOL.lock() {
+        if pool.len() < DEFLATE_POOL_MAX {
+            pool.push(z);
+        }
+    }
+    result
+}
+
+fn deflate_with(z: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let in0 = z.total_in();
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(input.len() / 4 + 64);
+        }
+        let (before_in, before_out) = (z.total_in(), z.total_out());
+        let consumed = (before_in - in0) as usize;
+        let status = z
+            .compress_vec(&input[consumed..], out, FlushCompress::Finish)
+            .map_err(|e| CodecError::Encode(format!("zlib: {e}")))?;
+        if status == Status::StreamEnd {
+            debug_assert_eq!(z.total_in() - in0, input.len() as u64);
+            return Ok(());
+        }
+        if z.total_in() == before_in && z.total_out() == before_out && out.capacity() > out.len() {
+            return Err(CodecError::Encode("zlib: no progress".into()));
+        }
+    }
+}
+
+/// Inflates `input` into exactly `raw_len` bytes, or fails.
+fn inflate_exact(input: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
+    // raw_len was checked against max_value_bytes: this is the only buffer
+    // whose size comes from the entry, and it never grows.
+    let mut out = vec![0u8; raw_len];
+    let mut z = Decompress::new(true);
+    let zerr = |e: flate2::DecompressError| malformed(format!("zlib: {e}"));
+    loop {
+        let (in0, out0) = (z.total_in() as usize, z.total_out() as usize);
+        let status = if out0 < raw_len {
+            z.decompress(&input[in0..], &mut out[out0..], FlushDecompress::None)
+                .map_err(zerr)?
+        } else {
+            // Full: the stream may still have its end (and checksum) to
+            // give, but not one byte of data more.
+            let mut probe = [0u8; 1];
+            let status = z
+                .decompress(&input[in0..], &mut probe, FlushDecompress::None)
+                .map_err(zerr)?;
+            if z.total_out() as usize > raw_len {
+                return Err(malformed(format!(
+                    "zlib stream inflates past the {raw_len} bytes the header claims"
+                )));
+            }
+            status
+        };
+        if status == Status::StreamEnd {
+            break;
+        }
+        if z.total_in() as usize == in0 && z.total_out() as usize == out0 {
+            return Err(malformed("zlib stream is truncated"));
+        }
+    }
+    let (used_in, used_out) = (z.total_in() as usize, z.total_out() as usize);
+    if used_out != raw_len {
+        return Err(malformed(format!(
+            "zlib stream inflates to {used_out} bytes, the header claims {raw_len}"
+        )));
+    }
+    if used_in != input.len() {
+        return Err(malformed(format!(
+            "{} bytes after the zlib stream",
+            input.len() - used_in
+        )));
+    }
+    Ok(out)
+}
+
+/// Decodes a stored value. See the module docs for what it guarantees on
+/// hostile input.
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: CodecLimits,
+) -> Result<(T, Header), CodecError> {
+    let header = Header::parse(bytes)?;
+    let raw_len = header.raw_len as usize;
+    if raw_len > limits.max_payload() {
+        return Err(malformed(format!(
+            "header claims a {raw_len}-byte payload, over max_value_bytes ({})",
+            limits.max_value_bytes
+        )));
+    }
+    let body = &bytes[HEADER_LEN..];
+    let inflated;
+    let payload = if header.compressed {
+        inflated = inflate_exact(body, raw_len)?;
+        &inflated[..]
+    } else {
+        if body.len() != raw_len {
+            return Err(malformed(format!(
+                "payload is {} bytes, the header claims {raw_len}",
+                body.len()
+            )));
+        }
+        body
+    };
+    let value = wire::from_slice(payload).map_err(|e| malformed(format!("bincode: {e}")))?;
+    Ok((value, header))
+}
+
+/// A bounded serde reader of the bincode 2 `config::standard()` format
+/// (little-endian, variable-length integers, no size limit of its own).
+///
+/// It accepts what `bincode::serde::decode_from_slice` accepts and yields
+/// the same values (the tests compare the two on random input), except that
+/// it checks every length against the remaining input before acting on it
+/// and refuses nesting deeper than [`MAX_DEPTH`] and runs of zero-byte
+/// elements past their budget, where bincode would overflow the stack or
+/// spin; see the module docs.
+mod wire {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
+
+    use super::{MAX_DEPTH, MIN_EMPTY_ELEMENTS};
+
+    /// Why a payload does not decode.
+    #[derive(Debug)]
+    pub(super) struct Error(String);
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    impl de::Error for Error {
+        fn custom<T: fmt::Display>(msg: T) -> Self {
+            Error(msg.to_string())
+        }
+    }
+
+    type Result<T> = std::result::Result<T, Error>;
+
+    /// Decodes one `T` that must span all of `payload`.
+    pub(super) fn from_slice<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
+        let mut de = Reader {
+            rest: payload,
+            depth: 0,
+            empty_left: payload.len().max(MIN_EMPTY_ELEMENTS),
+        };
+        let value = T::deserialize(&mut de)?;
+        if !de.rest.is_empty() {
+            return Err(Error(format!("{} bytes after the value", de.rest.len())));
+        }
+        Ok(value)
+    }
+
+    /// Varint markers: a first byte up to 250 is the value itself; 251, 252,
+    /// 253, 254 announce a u16, u32, u64, u128 (little-endian) following.
+    const U16_BYTE: u8 = 251;
+    const U32_BYTE: u8 = 252;
+    const U64_BYTE: u8 = 253;
+    const U128_BYTE: u8 = 254;
+
+    struct Reader<'de> {
+        rest: &'de [u8],
+        depth: u32,
+        /// Elements of input-sized sequences and maps that may still take
+        /// no payload byte.
+        empty_left: usize,
+    }
+
+    impl<'de> Reader<'de> {
+        fn take(&mut self, n: usize) -> Result<&'de [u8]> {
+            if n > self.rest.len() {
+                return Err(Error(format!("needs {n} bytes, {} left", self.rest.len())));
+            }
+            let (head, tail) = self.rest.split_at(n);
+            self.rest = tail;
+            Ok(head)
+        }
+
+        fn byte(&mut self) -> Result<u8> {
+            Ok(self.take(1)?[0])
+        }
+
+        fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+            let mut a = [0u8; N];
+            a.copy_from_slice(self.take(N)?);
+            Ok(a)
+        }
+
+        /// An unsigned varint of an integer `bits` wide.
+        fn uvar(&mut self, bits: u32) -> Result<u128> {
+            let first = self.byte()?;
+            Ok(match first {
+                0..=250 => u128::from(first),
+                U16_BYTE if bits >= 16 => u128::from(u16::from_le_bytes(self.array()?)),
+                U32_BYTE if bits >= 32 => u128::from(u32::from_le_bytes(self.array()?)),
+                U64_BYTE if bits >= 64 => u128::from(u64::from_le_bytes(self.array()?)),
+                U128_BYTE if bits >= 128 => u128::from_le_bytes(self.array()?),
+                _ => {
+                    return Err(Error(format!(
+                        "varint marker {first} is invalid for a {bits}-bit integer"
+                    )))
+                }
+            })
+        }
+
+        /// A signed varint: zigzag (0, -1, 1, -2, ... as 0, 1, 2, 3, ...).
+        fn ivar(&mut self, bits: u32) -> Result<i128> {
+            let n = self.uvar(bits)?;
+            Ok(((n >> 1) as i128) ^ -((n & 1) as i128))
+        }
+
+        /// A length (u64 varint) of a string, sequence or map.
+        fn len(&mut self) -> Result<usize> {
+            let n = self.uvar(64)?;
+            usize::try_from(n).map_err(|_| Error(format!("length {n} does not fit in usize")))
+        }
+
+        /// A length-prefixed byte string, borrowed from the input.
+        fn bytes(&mut self) -> Result<&'de [u8]> {
+            let n = self.len()?;
+            self.take(n)
+        }
+
+        fn str(&mut self) -> Result<&'de str> {
+            std::str::from_utf8(self.bytes()?).map_err(|e| Error(format!("string: {e}")))
+        }
+
+        fn nest<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+            if self.depth >= MAX_DEPTH {
+                return Err(Error(format!("nested deeper than {MAX_DEPTH} levels")));
+            }
+            self.depth += 1;
+            let result = f(self);
+            self.depth -= 1;
+            result
+        }
+
+        /// Accounts for one element that took no payload byte.
+        fn empty_element(&mut self) -> Result<()> {
+            self.empty_left = self
+                .empty_left
+                .checked_sub(1)
+                .ok_or_else(|| Error("too many elements that take no bytes".into()))?;
+            Ok(())
+        }
+    }
+
+    macro_rules! unsigned {
+        ($($method:ident $visit:ident $ty:ty),*) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+                visitor.$visit(self.uvar(<$ty>::BITS)? as $ty)
+            }
+        )*};
+    }
+
+    macro_rules! signed {
+        ($($method:ident $visit:ident $ty:ty),*) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+                visitor.$visit(self.ivar(<$ty>::BITS)? as $ty)
+            }
+        )*};
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+            Err(Error(
+                "bincode is not self-describing: types that need deserialize_any \
+                 (serde_json::Value, #[serde(flatten)], untagged or internally tagged enums) \
+                 cannot be decoded"
+                    .into(),
+            ))
+        }
+
+        fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            match self.byte()? {
+                0 => visitor.visit_bool(false),
+                1 => visitor.visit_bool(true),
+                b => Err(Error(format!("invalid bool {b}"))),
+            }
+        }
+
+        fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_u8(self.byte()?)
+        }
+
+        fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_i8(self.byte()? as i8)
+        }
+
+        unsigned!(deserialize_u16 visit_u16 u16, deserialize_u32 visit_u32 u32,
+            deserialize_u64 visit_u64 u64, deserialize_u128 visit_u128 u128);
+        signed!(deserialize_i16 visit_i16 i16, deserialize_i32 visit_i32 i32,
+            deserialize_i64 visit_i64 i64, deserialize_i128 visit_i128 i128);
+
+        fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_f32(f32::from_le_bytes(self.array()?))
+        }
+
+        fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_f64(f64::from_le_bytes(self.array()?))
+        }
+
+        fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            // UTF-8, 1 to 4 bytes; the first byte tells how many.
+            let first = *self
+                .rest
+                .first()
+                .ok_or_else(|| Error("needs 1 byte, 0 left".into()))?;
+            let width = match first {
+                0x00..=0x7F => 1,
+                0xC2..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF4 => 4,
+                _ => return Err(Error(format!("invalid char: first byte {first:#04x}"))),
+            };
+            let bytes = self.take(width)?;
+            let c = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.chars().next())
+                .ok_or_else(|| Error(format!("invalid char: bytes {bytes:02x?}")))?;
+            visitor.visit_char(c)
+        }
+
+        fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_borrowed_str(self.str()?)
+        }
+
+        fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            // Allocates the string's length only once its bytes are there.
+            visitor.visit_string(self.str()?.to_owned())
+        }
+
+        fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_borrowed_bytes(self.bytes()?)
+        }
+
+        fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_byte_buf(self.bytes()?.to_vec())
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            match self.byte()? {
+                0 => visitor.visit_none(),
+                1 => self.nest(|de| visitor.visit_some(de)),
+                b => Err(Error(format!("invalid Option tag {b}"))),
+            }
+        }
+
+        fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.visit_unit()
+        }
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value> {
+            visitor.visit_unit()
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value> {
+            self.nest(|de| visitor.visit_newtype_struct(de))
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            let len = self.len()?;
+            self.nest(|de| {
+                visitor.visit_seq(Seq {
+                    de,
+                    left: len,
+                    from_input: true,
+                })
+            })
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
+            self.nest(|de| {
+                visitor.visit_seq(Seq {
+                    de,
+                    left: len,
+                    from_input: false,
+                })
+            })
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value> {
+            self.deserialize_tuple(len, visitor)
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            let len = self.len()?;
+            self.nest(|de| {
+                visitor.visit_map(Map {
+                    de,
+                    left: len,
+                    key_start: 0,
+                })
+            })
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value> {
+            self.deserialize_tuple(fields.len(), visitor)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value> {
+            self.nest(|de| visitor.visit_enum(Enum { de }))
+        }
+
+        fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+            Err(Error("bincode does not encode identifiers".into()))
+        }
+
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+            Err(Error("bincode cannot skip an unknown value".into()))
+        }
+
+        fn is_human_readable(&self) -> bool {
+            false
+        }
+    }
+
+    /// Elements of a sequence (`from_input`: its length came from the
+    /// payload) or of a tuple or struct (length from the type).
+    struct Seq<'a, 'de> {
+        de: &'a mut Reader<'de>,
+        left: usize,
+        from_input: bool,
+    }
+
+    impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
+        type Error = Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            let start = self.de.rest.len();
+            let value = seed.deserialize(&mut *self.de)?;
+            if self.from_input && self.de.rest.len() == start {
+                self.de.empty_element()?;
+            }
+            Ok(Some(value))
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            // Never more than the bytes left: an element that takes bytes
+            // takes at least one, so a bigger claim is a lie.
+            Some(self.left.min(self.de.rest.len()))
+        }
+    }
+
+    struct Map<'a, 'de> {
+        de: &'a mut Reader<'de>,
+        left: usize,
+        /// Bytes left when the current key started.
+        key_start: usize,
+    }
+
+    impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            self.key_start = self.de.rest.len();
+            seed.deserialize(&mut *self.de).map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+            let value = seed.deserialize(&mut *self.de)?;
+            if self.de.rest.len() == self.key_start {
+                self.de.empty_element()?;
+            }
+            Ok(value)
+        }
+
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.left.min(self.de.rest.len()))
+        }
+    }
+
+    /// An enum: the variant index (u32 varint), then the variant's fields.
+    struct Enum<'a, 'de> {
+        de: &'a mut Reader<'de>,
+    }
+
+    impl<'de, 'a> de::EnumAccess<'de> for Enum<'a, 'de> {
+        type Error = Error;
+        type Variant = Self;
+
+        fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self)> {
+            let index = self.de.uvar(32)? as u32;
+            let value = seed.deserialize(IntoDeserializer::<Error>::into_deserializer(index))?;
+            Ok((value, self))
+        }
+    }
+
+    impl<'de> de::VariantAccess<'de> for Enum<'_, 'de> {
+        type Error = Error;
+
+        fn unit_variant(self) -> Result<()> {
+            Ok(())
+        }
+
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
+            seed.deserialize(&mut *self.de)
+        }
+
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
+            de::Deserializer::deserialize_tuple(&mut *self.de, len, visitor)
+        }
+
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value> {
+            de::Deserializer::deserialize_tuple(&mut *self.de, fields.len(), visitor)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::io::Write as _;
+    use std::time::Instant;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    const LIMITS: CodecLimits = CodecLimits {
+        compress_min_bytes: 256,
+        max_value_bytes: 8 << 20,
+    };
+    const NEVER: CodecLimits = CodecLimits {
+        compress_min_bytes: usize::MAX,
+        max_value_bytes: 8 << 20,
+    };
+    const ALWAYS: CodecLimits = CodecLimits {
+        compress_min_bytes: 0,
+        max_value_bytes: 8 << 20,
+    };
+
+    /// xorshift64*: a tiny deterministic PRNG for the fuzz loops.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+        fn some_bytes(&mut self, max: u64) -> Vec<u8> {
+            let n = self.below(max + 1) as usize;
+            self.bytes(n)
+        }
+        fn string(&mut self, max: u64) -> String {
+            let n = self.below(max + 1);
+            (0..n)
+                .map(|_| match self.below(10) {
+                    0 => 'é',
+                    1 => '😀',
+                    _ => (b'a' + self.below(26) as u8) as char,
+                })
+                .collect()
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+    enum Kind {
+        Unit,
+        New(i32),
+        Tup(u8, String),
+        Rec { a: Option<u16>, b: Vec<i64> },
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+    struct Sample {
+        id: u64,
+        neg: i64,
+        small: i8,
+        byte: u8,
+        flag: bool,
+        name: String,
+        ch: char,
+        tags: Vec<String>,
+        scores: Vec<f64>,
+        opt: Option<u32>,
+        kind: Kind,
+        kinds: Vec<Kind>,
+        map: BTreeMap<String, u32>,
+        big: u128,
+        bigi: i128,
+        pair: (u16, i16),
+        f: f32,
+        unit: (),
+        raw: Vec<u8>,
+        buf: ByteBuf,
+    }
+
+    /// Goes through `serialize_bytes` / `deserialize_byte_buf`.
+    #[derive(Debug, PartialEq, Clone)]
+    struct ByteBuf(Vec<u8>);
+
+    impl Serialize for ByteBuf {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    fn random_kind(r: &mut Rng) -> Kind {
+        match r.below(4) {
+            0 => Kind::Unit,
+            1 => Kind::New(r.next() as i32 >> r.below(32)),
+            2 => Kind::Tup(r.next() as u8, r.string(5)),
+            _ => Kind::Rec {
+                a: (r.below(2) == 0).then(|| r.next() as u16 >> r.below(16)),
+                b: (0..r.below(4))
+                    .map(|_| (r.next() as i64) >> r.below(64))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Random values whose integers span every varint width.
+    fn random_sample(r: &mut Rng) -> Sample {
+        Sample {
+            id: r.next() >> r.below(64),
+            neg: (r.next() as i64) >> r.below(64),
+            small: r.next() as i8,
+            byte: r.next() as u8,
+            flag: r.below(2) == 0,
+            name: r.string(12),
+            ch: char::from_u32(r.below(0x11_0000) as u32).unwrap_or('x'),
+            tags: (0..r.below(4)).map(|_| r.string(6)).collect(),
+            scores: (0..r.below(4))
+                .map(|_| (r.next() >> 11) as f64 / 7.0)
+                .collect(),
+            opt: (r.below(2) == 0).then(|| r.next() as u32 >> r.below(32)),
+            kind: random_kind(r),
+            kinds: (0..r.below(3)).map(|_| random_kind(r)).collect(),
+            map: (0..r.below(3))
+                .map(|_| (r.string(4), r.next() as u32))
+                .collect(),
+            big: (u128::from(r.next()) << 64 | u128::from(r.next())) >> r.below(128),
+            bigi: ((u128::from(r.next()) << 64 | u128::from(r.next())) as i128) >> r.below(128),
+            pair: (
+                r.next() as u16 >> r.below(16),
+                (r.next() as i16) >> r.below(16),
+            ),
+            f: (r.below(1000) as f32) / 8.0,
+            unit: (),
+            raw: r.some_bytes(8),
+            buf: ByteBuf(r.some_bytes(8)),
+        }
+    }
+
+    fn sample() -> Sample {
+        random_sample(&mut Rng(42))
+    }
+
+    fn payload_of<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(value, bincode_config()).unwrap()
+    }
+
+    /// An entry with a hand-made header.
+    fn entry(flags: u8, raw_len: u32, body: &[u8]) -> Vec<u8> {
+        let mut b = Header {
+            compressed: false,
+            created_at_ms: 1,
+            compute_us: 2,
+            raw_len,
+        }
+        .to_bytes()
+        .to_vec();
+        b[2] = flags;
+        b.extend_from_slice(body);
+        b
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    fn roundtrip<T>(value: &T, limits: CodecLimits)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let enc = encode(value, Duration::from_micros(7), limits).unwrap();
+        assert_eq!(enc.raw_len, payload_of(value).len());
+        let (back, header) = decode::<T>(&enc.bytes, limits).unwrap();
+        assert_eq!(&back, value);
+        assert_eq!(header.raw_len as usize, enc.raw_len);
+        assert_eq!(header.compute_us, 7);
+    }
+
+    fn assert_malformed<T: DeserializeOwned + std::fmt::Debug>(
+        bytes: &[u8],
+        limits: CodecLimits,
+    ) -> String {
+        match decode::<T>(bytes, limits) {
+            Err(CodecError::Malformed(msg)) => msg,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn roundtrips_plain_and_compressed() {
+        for limits in [NEVER, ALWAYS, LIMITS] {
+            roundtrip(&sample(), limits);
+            roundtrip(&"héllo wörld".to_string(), limits);
+            roundtrip(&String::new(), limits);
+            roundtrip(&vec![1u64, 250, 251, 65_535, 65_536, u64::MAX], limits);
+            roundtrip(&vec![-1i32, 0, i32::MIN, i32::MAX], limits);
+            roundtrip(&Some(vec![Some(1u8), None]), limits);
+            roundtrip(&None::<String>, limits);
+            roundtrip(&(), limits);
+            roundtrip(&vec![(); 10], limits);
+            roundtrip(&Kind::Unit, limits);
+            roundtrip(&Kind::New(-5), limits);
+            roundtrip(&Kind::Tup(3, "x".into()), limits);
+            roundtrip(
+                &Kind::Rec {
+                    a: Some(300),
+                    b: vec![-1, 1 << 40],
+                },
+                limits,
+            );
+            roundtrip(
+                &HashMap::from([("a".to_string(), vec![1.5f64]), ("b".into(), vec![])]),
+                limits,
+            );
+            roundtrip(&'\u{10FFFF}', limits);
+            roundtrip(&(u128::MAX, i128::MIN, f32::MIN_POSITIVE, true), limits);
+            roundtrip(&ByteBuf(vec![0, 255, 7]), limits);
+            roundtrip(&"x".repeat(100_000), limits);
+        }
+        // Result is an enum like any other.
+        roundtrip(&Ok::<u8, String>(1), LIMITS);
+        roundtrip(&Err::<u8, String>("no".into()), LIMITS);
+    }
+
+    #[test]
+    fn compress_flag_set_exactly_at_threshold() {
+        let value = sample();
+        let len = payload_of(&value).len();
+        for (min, expect) in [
+            (len - 1, true),
+            (len, true),
+            (len + 1, false),
+            (0, true),
+            (usize::MAX, false),
+        ] {
+            let limits = CodecLimits {
+                compress_min_bytes: min,
+                max_value_bytes: 1 << 20,
+            };
+            let enc = encode(&value, Duration::ZERO, limits).unwrap();
+            assert_eq!(
+                enc.bytes[2] & FLAG_ZLIB != 0,
+                expect,
+                "threshold {min}, payload {len}"
+            );
+            assert_eq!(enc.bytes[2] & !FLAG_ZLIB, 0);
+            let (back, header) = decode::<Sample>(&enc.bytes, limits).unwrap();
+            assert_eq!(back, value);
+            assert_eq!(header.compressed, expect);
+            if !expect {
+                assert_eq!(enc.bytes.len(), HEADER_LEN + len);
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Hit {
+        id: u64,
+        title: String,
+        url: String,
+        score: f64,
+        tags: Vec<String>,
+        snippet: String,
+        views: u32,
+        published: Option<String>,
+    }
+
+    fn search_page() -> Vec<Hit> {
+        let words = [
+            "rust", "cache", "redis", "search", "engine", "query", "result", "value", "server",
+            "index",
+        ];
+        let mut r = Rng(7);
+        let mut w = |n: usize| {
+            (0..n)
+                .map(|_| words[r.below(10) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        (0..60u64)
+            .map(|i| Hit {
+                id: 1_000_000 + i * 37,
+                title: w(5),
+                url: format!("https://example.com/docs/{i}/{}", w(2).replace(' ', "-")),
+                score: 1.0 / (i as f64 + 1.5),
+                tags: (0..3).map(|_| w(1)).collect(),
+                snippet: w(20),
+                views: (i * 7919 % 10_000) as u32,
+                published: (i % 3 != 0)
+                    .then(|| format!("2024-0{}-1{}T10:00:00Z", i % 9 + 1, i % 9)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressible_20kb_value_is_stored_in_under_a_third_of_its_json() {
+        let page = search_page();
+        let json = serde_json::to_vec(&page).unwrap().len();
+        assert!((18_000..24_000).contains(&json), "json is {json} bytes");
+        let enc = encode(&page, Duration::ZERO, LIMITS).unwrap();
+        assert!(enc.bytes[2] & FLAG_ZLIB != 0);
+        assert!(
+            enc.bytes.len() * 3 < json,
+            "stored {} bytes for {json} bytes of JSON",
+            enc.bytes.len()
+        );
+        let (back, _) = decode::<Vec<Hit>>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(back, page);
+    }
+
+    #[test]
+    fn header_fields_read_back() {
+        let before = now_ms();
+        let enc = encode(&sample(), Duration::from_micros(123_456), LIMITS).unwrap();
+        let after = now_ms();
+        let (_, h) = decode::<Sample>(&enc.bytes, LIMITS).unwrap();
+        assert!(
+            (before..=after).contains(&h.created_at_ms),
+            "{before} <= {} <= {after}",
+            h.created_at_ms
+        );
+        assert_eq!(h.compute_us, 123_456);
+        assert_eq!(h.raw_len as usize, enc.raw_len);
+        assert_eq!(
+            enc.bytes[..4],
+            [FORMAT_VERSION, CODEC_BINCODE, h.compressed as u8, 0]
+        );
+        assert_eq!(Header::parse(&enc.bytes).unwrap(), h);
+        // The compute time saturates.
+        let enc = encode(&1u8, Duration::from_secs(10_000), LIMITS).unwrap();
+        assert_eq!(
+            decode::<u8>(&enc.bytes, LIMITS).unwrap().1.compute_us,
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn too_large_values_are_refused_at_encode() {
+        let value = "y".repeat(1000);
+        let len = payload_of(&value).len();
+        let exact = CodecLimits {
+            compress_min_bytes: 256,
+            max_value_bytes: len,
+        };
+        assert!(encode(&value, Duration::ZERO, exact).is_ok());
+        let under = CodecLimits {
+            max_value_bytes: len - 1,
+            ..exact
+        };
+        match encode(&value, Duration::ZERO, under) {
+            Err(CodecError::TooLarge(n)) => assert!(n > len - 1 && n <= len, "{n}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // The encoder stops as soon as it crosses the limit: 9 MiB of
+        // 9-byte varints end in TooLarge just past 8 MiB.
+        let big = vec![u64::MAX; 1 << 20];
+        match encode(&big, Duration::ZERO, LIMITS) {
+            Err(CodecError::TooLarge(n)) => assert!(n > 8 << 20 && n < (8 << 20) + 16, "{n}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let tiny = CodecLimits {
+            compress_min_bytes: 0,
+            max_value_bytes: 100,
+        };
+        assert!(
+            matches!(encode(&big, Duration::ZERO, tiny), Err(CodecError::TooLarge(n)) if n <= 200)
+        );
+        // A payload over max_value_bytes on the read side (the config shrank).
+        let enc = encode(&value, Duration::ZERO, LIMITS).unwrap();
+        assert_malformed::<String>(&enc.bytes, under);
+    }
+
+    #[test]
+    fn serialize_errors_are_encode_errors() {
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq((0..3).filter(|_| true))
+            }
+        }
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("nope"))
+            }
+        }
+        assert!(matches!(
+            encode(&Unsized, Duration::ZERO, LIMITS),
+            Err(CodecError::Encode(_))
+        ));
+        assert!(matches!(
+            encode(&Failing, Duration::ZERO, LIMITS),
+            Err(CodecError::Encode(_))
+        ));
+    }
+
+    #[test]
+    fn bad_headers_are_malformed() {
+        let good = encode(&sample(), Duration::ZERO, LIMITS).unwrap().bytes;
+        assert!(decode::<Sample>(&good, LIMITS).is_ok());
+        assert_malformed::<Sample>(&[], LIMITS);
+        assert_malformed::<Sample>(&good[..HEADER_LEN - 1], LIMITS);
+        for (at, value, what) in [
+            (0, 2, "version"),
+            (0, 0, "version"),
+            (1, 2, "codec"),
+            (2, 2, "flags"),
+            (2, 0x81, "flags"),
+            (3, 1, "reserved"),
+        ] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            let msg = assert_malformed::<Sample>(&bad, LIMITS);
+            assert!(msg.contains(what), "{msg}");
+        }
+        // raw_len = u32::MAX: refused before anything is allocated.
+        for flags in [0, FLAG_ZLIB] {
+            let huge = entry(flags, u32::MAX, b"abc");
+            let no_limit = CodecLimits {
+                compress_min_bytes: 0,
+                max_value_bytes: usize::MAX,
+            };
+            assert_malformed::<String>(&huge, LIMITS);
+            // Even with no configured limit, the claim must be backed by bytes.
+            assert_malformed::<String>(&huge, no_limit);
+        }
+    }
+
+    #[test]
+    fn truncated_entries_are_malformed() {
+        for limits in [NEVER, ALWAYS] {
+            let good = encode(&sample(), Duration::ZERO, limits).unwrap().bytes;
+            for len in 0..good.len() {
+                assert_malformed::<Sample>(&good[..len], limits);
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let value = sample();
+        // After an uncompressed payload.
+        let mut bytes = encode(&value, Duration::ZERO, NEVER).unwrap().bytes;
+        bytes.push(0);
+        assert_malformed::<Sample>(&bytes, NEVER);
+        // Inside the payload, counted in raw_len.
+        let mut payload = payload_of(&value);
+        payload.extend_from_slice(b"junk");
+        let msg = assert_malformed::<Sample>(&entry(0, payload.len() as u32, &payload), NEVER);
+        assert!(msg.contains("after the value"), "{msg}");
+        let msg = assert_malformed::<Sample>(
+            &entry(FLAG_ZLIB, payload.len() as u32, &zlib(&payload)),
+            NEVER,
+        );
+        assert!(msg.contains("after the value"), "{msg}");
+        // After the zlib stream.
+        let mut bytes = encode(&value, Duration::ZERO, ALWAYS).unwrap().bytes;
+        bytes.extend_from_slice(b"junk");
+        let msg = assert_malformed::<Sample>(&bytes, ALWAYS);
+        assert!(msg.contains("after the zlib stream"), "{msg}");
+    }
+
+    #[test]
+    fn corrupt_zlib_streams_are_malformed() {
+        let good = encode(&search_page(), Duration::ZERO, LIMITS)
+            .unwrap()
+            .bytes;
+        assert!(good[2] & FLAG_ZLIB != 0);
+        // The Adler-32 trailer, the zlib header, and the data itself.
+        for at in [good.len() - 1, HEADER_LEN, HEADER_LEN + 1, good.len() / 2] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x55;
+            assert_malformed::<Vec<Hit>>(&bad, LIMITS);
+        }
+    }
+
+    #[test]
+    fn zlib_bomb_is_refused_without_inflating_it() {
+        // 100 MB of zeros, ~100 KB compressed, in a header claiming 1 KB.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            z.write_all(&chunk).unwrap();
+        }
+        let bomb = z.finish().unwrap();
+        assert!(bomb.len() < 200_000);
+        let t = Instant::now();
+        let msg = assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 1024, &bomb), LIMITS);
+        assert!(msg.contains("inflates past"), "{msg}");
+        // Claiming more than the stream holds fails too.
+        let small = zlib(&[1u8; 1000]);
+        let msg = assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 2000, &small), LIMITS);
+        assert!(msg.contains("inflates to 1000"), "{msg}");
+        assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 999, &small), LIMITS);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn hostile_lengths_fail_fast_without_allocating() {
+        // A valid header, then a length prefix claiming a 2^60-byte string.
+        let mut payload = vec![253u8];
+        payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        payload.extend_from_slice(b"abc");
+        let t = Instant::now();
+        for flags in [0, FLAG_ZLIB] {
+            let body = if flags == 0 {
+                payload.clone()
+            } else {
+                zlib(&payload)
+            };
+            let bytes = entry(flags, payload.len() as u32, &body);
+            assert_malformed::<String>(&bytes, LIMITS);
+            assert_malformed::<ByteBuf>(&bytes, LIMITS);
+            assert_malformed::<Vec<u8>>(&bytes, LIMITS);
+            assert_malformed::<Vec<String>>(&bytes, LIMITS);
+            assert_malformed::<Vec<u64>>(&bytes, LIMITS);
+            assert_malformed::<HashMap<u64, String>>(&bytes, LIMITS);
+            assert_malformed::<Vec<()>>(&bytes, LIMITS);
+            assert_malformed::<Vec<Vec<()>>>(&bytes, LIMITS);
+            // u64::MAX as well, and a length inside a struct.
+            let mut p = vec![253u8];
+            p.extend_from_slice(&u64::MAX.to_le_bytes());
+            assert_malformed::<String>(&entry(0, p.len() as u32, &p), LIMITS);
+            assert_malformed::<Vec<()>>(&entry(0, p.len() as u32, &p), LIMITS);
+        }
+        let mut p = payload_of(&sample());
+        p.truncate(30);
+        p.extend_from_slice(&[253, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        assert_malformed::<Sample>(&entry(0, p.len() as u32, &p), LIMITS);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Node {
+        next: Option<Box<Node>>,
+    }
+
+    fn chain(depth: usize) -> Node {
+        let mut node = Node { next: None };
+        for _ in 0..depth {
+            node = Node {
+                next: Some(Box::new(node)),
+            };
+        }
+        node
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // Each link is a struct and an option: two levels.
+        let ok = chain(MAX_DEPTH as usize / 2 - 1);
+        let enc = encode(&ok, Duration::ZERO, LIMITS).unwrap();
+        // Decoding at the limit fits in a small stack even in debug builds.
+        let bytes = enc.bytes.clone();
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let (back, _) = decode::<Node>(&bytes, LIMITS).unwrap();
+                assert_eq!(back, ok);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let deep = encode(&chain(MAX_DEPTH as usize / 2 + 1), Duration::ZERO, LIMITS).unwrap();
+        let msg = assert_malformed::<Node>(&deep.bytes, LIMITS);
+        assert!(msg.contains("nested deeper"), "{msg}");
+        // A hostile million-level chain fails without overflowing the stack.
+        let mut p = vec![1u8; 1_000_000];
+        p.push(0);
+        assert_malformed::<Node>(&entry(0, p.len() as u32, &p), LIMITS);
+        assert_malformed::<Vec<Vec<Vec<Vec<u8>>>>>(&entry(0, p.len() as u32, &p), LIMITS);
+    }
+
+    #[test]
+    fn zero_byte_elements_are_budgeted() {
+        // Honest ones go through.
+        roundtrip(&vec![(); 4096], LIMITS);
+        roundtrip(&vec![(); 3], LIMITS);
+        // A claimed billion of them stops after the budget.
+        let mut p = vec![252u8];
+        p.extend_from_slice(&1_000_000_000u32.to_le_bytes());
+        let t = Instant::now();
+        let msg = assert_malformed::<Vec<()>>(&entry(0, p.len() as u32, &p), LIMITS);
+        assert!(msg.contains("no bytes"), "{msg}");
+        assert_malformed::<BTreeMap<(), ()>>(&entry(0, p.len() as u32, &p), LIMITS);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn other_types_fail_or_decode_without_panic() {
+        let enc = encode(&sample(), Duration::ZERO, LIMITS).unwrap();
+        assert!(decode::<Hit>(&enc.bytes, LIMITS).is_err());
+        assert!(decode::<String>(&enc.bytes, LIMITS).is_err());
+        assert!(decode::<u64>(&enc.bytes, LIMITS).is_err());
+        assert!(decode::<Vec<Kind>>(&enc.bytes, LIMITS).is_err());
+        let _ = decode::<Vec<u8>>(&enc.bytes, LIMITS);
+        let _ = decode::<(u64, i64, i8, u8, bool, String)>(&enc.bytes, LIMITS);
+        // Same layout, other type: decodes (the format carries no names).
+        #[derive(Deserialize, Debug)]
+        struct Pair(u8, String);
+        let enc = encode(&(7u8, "x".to_string()), Duration::ZERO, LIMITS).unwrap();
+        let (pair, _) = decode::<Pair>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!((pair.0, pair.1.as_str()), (7, "x"));
+        assert!(decode::<serde_json::Value>(&enc.bytes, LIMITS).is_err());
+        let enc = encode(&"hello".to_string(), Duration::ZERO, LIMITS).unwrap();
+        assert!(decode::<u32>(&enc.bytes, LIMITS).is_err());
+        assert!(decode::<bool>(&enc.bytes, LIMITS).is_err());
+        assert!(decode::<Option<String>>(&enc.bytes, LIMITS).is_err());
+    }
+
+    /// Decodes `bytes` into several types; only the absence of panics counts.
+    fn decode_all(bytes: &[u8], limits: CodecLimits) {
+        let _ = decode::<Sample>(bytes, limits);
+        let _ = decode::<Vec<Hit>>(bytes, limits);
+        let _ = decode::<String>(bytes, limits);
+        let _ = decode::<Vec<Kind>>(bytes, limits);
+        let _ = decode::<HashMap<String, Vec<u8>>>(bytes, limits);
+        let _ = decode::<Node>(bytes, limits);
+        let _ = decode::<Vec<()>>(bytes, limits);
+        let _ = decode::<(char, f64, i128, Option<ByteBuf>)>(bytes, limits);
+    }
+
+    #[test]
+    fn fuzz_never_panics() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let t = Instant::now();
+        // Random bytes, with and without a plausible header.
+        for i in 0..6000 {
+            let len = r.below(if i % 10 == 0 { 4000 } else { 80 }) as usize;
+            let mut bytes = r.bytes(len);
+            if i % 2 == 0 && bytes.len() >= HEADER_LEN {
+                let flags = (i / 2 % 2) as u8;
+                let raw = if flags == 0 {
+                    (len - HEADER_LEN) as u32
+                } else {
+                    r.below(5000) as u32
+                };
+                bytes[..HEADER_LEN].copy_from_slice(&entry(flags, raw, &[]));
+            }
+            decode_all(&bytes, LIMITS);
+        }
+        // Mutations and truncations of valid entries.
+        let valid: Vec<Vec<u8>> = [NEVER, ALWAYS]
+            .iter()
+            .flat_map(|&limits| {
+                [
+                    encode(&sample(), Duration::ZERO, limits).unwrap().bytes,
+                    encode(&random_sample(&mut Rng(5)), Duration::ZERO, limits)
+                        .unwrap()
+                        .bytes,
+                    encode(&search_page()[..3], Duration::ZERO, limits)
+                        .unwrap()
+                        .bytes,
+                    encode(&vec![Kind::Unit, Kind::New(1)], Duration::ZERO, limits)
+                        .unwrap()
+                        .bytes,
+                ]
+            })
+            .collect();
+        for i in 0..8000 {
+            let mut bytes = valid[i % valid.len()].clone();
+            for _ in 0..=r.below(4) {
+                let at = r.below(bytes.len() as u64) as usize;
+                match r.below(5) {
+                    0 => bytes[at] = r.next() as u8,
+                    1 => bytes[at] ^= 1 << r.below(8),
+                    2 => bytes.truncate(at),
+                    3 => bytes.insert(at, r.next() as u8),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            decode_all(&bytes, LIMITS);
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    }
+
+    /// bincode's own decoder, made safe for hostile input by a 1 MiB limit
+    /// (random test input is far too small to reach it honestly).
+    fn bincode_decode<T: DeserializeOwned>(payload: &[u8]) -> Option<T> {
+        let config = bincode_config().with_limit::<{ 1 << 20 }>();
+        match bincode::serde::decode_from_slice::<T, _>(payload, config) {
+            Ok((v, n)) if n == payload.len() => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn agrees_with_bincode() {
+        let mut r = Rng(99);
+        // Values written by bincode read back identically.
+        for _ in 0..2000 {
+            let value = random_sample(&mut r);
+            let payload = payload_of(&value);
+            assert_eq!(wire::from_slice::<Sample>(&payload).unwrap(), value);
+            assert_eq!(bincode_decode::<Sample>(&payload).unwrap(), value);
+        }
+        // On random and mutated payloads both accept the same inputs and
+        // read the same values (compared re-encoded: NaN != NaN).
+        fn same<T: Serialize + DeserializeOwned>(payload: &[u8]) -> bool {
+            let ours = wire::from_slice::<T>(payload).ok().map(|v| payload_of(&v));
+            let theirs = bincode_decode::<T>(payload).map(|v| payload_of(&v));
+            ours == theirs
+        }
+        let base = payload_of(&random_sample(&mut r));
+        let mut accepted = 0;
+        for i in 0..20_000 {
+            let payload = if i % 2 == 0 {
+                let n = r.below(24) as usize;
+                r.bytes(n)
+            } else {
+                let mut p = base.clone();
+                let at = r.below(p.len() as u64) as usize;
+                p[at] = r.next() as u8;
+                p
+            };
+            assert!(same::<Sample>(&payload), "Sample {payload:02x?}");
+            assert!(
+                same::<(u16, i32, u64, i128)>(&payload),
+                "ints {payload:02x?}"
+            );
+            assert!(
+                same::<(char, bool, Option<u8>, f32)>(&payload),
+                "misc {payload:02x?}"
+            );
+            assert!(
+                same::<(String, ByteBuf, Vec<u8>)>(&payload),
+                "strings {payload:02x?}"
+            );
+            assert!(same::<Vec<Kind>>(&payload), "kinds {payload:02x?}");
+            accepted += usize::from(wire::from_slice::<(u16, i32, u64, i128)>(&payload).is_ok());
+        }
+        assert!(accepted > 200, "only {accepted} random payloads decoded");
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Shape {
+        Point,
+        Circle(i32),
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Example {
+        id: u32,
+        name: String,
+        tags: Vec<u16>,
+        score: Option<f64>,
+        shape: Shape,
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The worked example of docs/FORMAT.md.
+    #[test]
+    fn format_doc_example() {
+        let value = Example {
+            id: 300,
+            name: "ab".into(),
+            tags: vec![1, 1000],
+            score: Some(0.5),
+            shape: Shape::Circle(-2),
+        };
+        let enc = encode_at(
+            &value,
+            Duration::from_micros(1500),
+            NEVER,
+            1_700_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&enc.bytes[..HEADER_LEN]),
+            "01 01 00 00 00 68 e5 cf 8b 01 00 00 dc 05 00 00 16 00 00 00"
+        );
+        assert_eq!(
+            hex(&enc.bytes[HEADER_LEN..]),
+            "fb 2c 01 02 61 62 02 01 fb e8 03 01 00 00 00 00 00 00 e0 3f 01 03"
+        );
+        assert_eq!(decode::<Example>(&enc.bytes, NEVER).unwrap().0, value);
+        // The same entry compressed.
+        let enc = encode_at(
+            &value,
+            Duration::from_micros(1500),
+            ALWAYS,
+            1_700_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(hex(&enc.bytes[..4]), "01 01 01 00");
+        assert_eq!(hex(&enc.bytes[HEADER_LEN..HEADER_LEN + 2]), "78 5e");
+        assert_eq!(decode::<Example>(&enc.bytes, ALWAYS).unwrap().0, value);
+        assert_eq!(hex(&payload_of(&Shape::Point)), "00");
+        assert_eq!(hex(&payload_of(&None::<u8>)), "00");
+        assert_eq!(hex(&payload_of(&-1i64)), "01");
+        assert_eq!(hex(&payload_of(&70_000u64)), "fc 70 11 01 00");
+        assert_eq!(hex(&payload_of(&'é')), "c3 a9");
+        assert_eq!(hex(&payload_of(&(7u8, -7i8))), "07 f9");
+    }
+}

@@ -1,0 +1,328 @@
+//! Configuration: where entries live and how they are written.
+//!
+//! Build one with [`Config::builder`] or [`Config::from_env`], then hand it to
+//! [`crate::init`]. Every setting has a default that suits a web service.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Environment variable naming the Redis to use (checked first).
+pub const ENV_URL: &str = "CACHED_REDIS_URL";
+/// Fallback environment variable naming the Redis to use.
+pub const ENV_URL_FALLBACK: &str = "REDIS_URL";
+/// Environment variable naming the first key segment.
+pub const ENV_NAMESPACE: &str = "CACHED_REDIS_NAMESPACE";
+/// Environment variable that turns caching off when set to `1` or `true`.
+pub const ENV_DISABLE: &str = "CACHED_REDIS_DISABLE";
+
+/// The settings of the cache. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = cached_runtime::Config::builder()
+///     .redis_url("redis://127.0.0.1:6379/0")
+///     .namespace("cached")
+///     .default_ttl(Duration::from_secs(300))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.namespace(), "cached");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) redis_url: Option<String>,
+    pub(crate) namespace: String,
+    pub(crate) salt: Vec<u8>,
+    pub(crate) default_ttl: Duration,
+    pub(crate) compress_min_bytes: usize,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) stats_flush_interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) memory_max_entries: usize,
+    pub(crate) disabled: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            namespace: "cached".to_owned(),
+            salt: Vec::new(),
+            default_ttl: Duration::from_secs(300),
+            compress_min_bytes: 256,
+            max_value_bytes: 8 << 20,
+            stats_flush_interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_millis(500),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(2),
+            memory_max_entries: 100_000,
+            disabled: false,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults: embedded store, namespace
+    /// `cached`, TTL 300 s, compression from 256 bytes, values up to 8 MiB,
+    /// stats flushed every second, Redis timeout 250 ms.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// The configuration the environment describes:
+    ///
+    /// | variable | meaning |
+    /// | --- | --- |
+    /// | `CACHED_REDIS_URL` (else `REDIS_URL`) | the Redis to use; absent: the embedded in-process store |
+    /// | `CACHED_REDIS_NAMESPACE` | first key segment, default `cached` |
+    /// | `CACHED_REDIS_DISABLE=1` | caching off: every call runs the function |
+    ///
+    /// Fails when a variable is set to something unusable (an empty
+    /// namespace, a URL of an unknown scheme).
+    pub fn from_env() -> Result<Config, Error> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_env`] over any variable source (testable without
+    /// touching the process environment).
+    pub(crate) fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let mut builder = Config::builder();
+        let url = var(ENV_URL)
+            .or_else(|| var(ENV_URL_FALLBACK))
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = url {
+            builder = builder.redis_url(url.trim());
+        }
+        if let Some(ns) = var(ENV_NAMESPACE) {
+            builder = builder.namespace(ns);
+        }
+        if let Some(flag) = var(ENV_DISABLE) {
+            builder = builder.disabled(parse_flag(ENV_DISABLE, &flag)?);
+        }
+        builder.build()
+    }
+
+    /// The Redis URL, or `None` for the embedded in-process store.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    /// The first segment of every key.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The TTL of functions that set none.
+    pub fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+
+    /// Whether caching is off (every call runs the function).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+}
+
+fn parse_flag(name: &str, value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(Error::Config(format!(
+            "{name}={other:?}: expected 1/true or 0/false"
+        ))),
+    }
+}
+
+/// Builds a [`Config`]; see [`Config::builder`]. Setters consume and return
+/// the builder; [`ConfigBuilder::build`] validates.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// The Redis to use: `redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS (needs the crate feature `tls`). Without it the
+    /// embedded in-process store serves.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.config.redis_url = Some(url.into());
+        self
+    }
+
+    /// Use the embedded in-process store even if a URL was set before.
+    pub fn embedded(mut self) -> Self {
+        self.config.redis_url = None;
+        self
+    }
+
+    /// The first key segment (default `cached`). Must be non-empty and
+    /// contain no `:`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// Extra salt mixed into every key, e.g. the bytes of the service's
+    /// configuration file, so that a new configuration never reads entries
+    /// written under the old one.
+    pub fn salt(mut self, salt: impl AsRef<[u8]>) -> Self {
+        self.config.salt = salt.as_ref().to_vec();
+        self
+    }
+
+    /// The TTL of functions that set no `ttl` (default 300 s). At least 1 ms.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// Payloads of at least this many bytes are zlib-compressed (default 256).
+    pub fn compress_min_bytes(mut self, bytes: usize) -> Self {
+        self.config.compress_min_bytes = bytes;
+        self
+    }
+
+    /// Largest encoded payload stored (default 8 MiB). A larger value is
+    /// returned to the caller but not stored; decoding never accepts a
+    /// payload claiming more.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_value_bytes = bytes;
+        self
+    }
+
+    /// How often the gathered stats are written to Redis (default 1 s).
+    pub fn stats_flush_interval(mut self, interval: Duration) -> Self {
+        self.config.stats_flush_interval = interval;
+        self
+    }
+
+    /// How long one Redis command may take before the call gives up on the
+    /// cache and runs the function (default 250 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// How long connecting to Redis may take (default 500 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// After this many consecutive Redis failures (default 3), Redis is not
+    /// tried for [`ConfigBuilder::breaker_cooldown`]: a dead Redis then adds
+    /// no latency at all.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.config.breaker_threshold = failures;
+        self
+    }
+
+    /// How long Redis is left alone once the breaker trips (default 2 s);
+    /// then one call tries again.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Capacity of the embedded store in entries (default 100 000); the
+    /// oldest-expiring entries make room for new ones.
+    pub fn memory_max_entries(mut self, entries: usize) -> Self {
+        self.config.memory_max_entries = entries;
+        self
+    }
+
+    /// Turn caching off: every call runs the function and counts a skip.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.config.disabled = disabled;
+        self
+    }
+
+    /// Check the settings and return the [`Config`].
+    pub fn build(self) -> Result<Config, Error> {
+        let c = self.config;
+        if c.namespace.is_empty() || c.namespace.contains(':') {
+            return Err(Error::Config(format!(
+                "namespace {:?}: must be non-empty and contain no ':'",
+                c.namespace
+            )));
+        }
+        if let Some(url) = &c.redis_url {
+            let scheme = url.split("://").next().unwrap_or_default();
+            if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
+                return Err(Error::Config(format!(
+                    "redis_url {url:?}: expected redis://host:port/db or rediss://..."
+                )));
+            }
+        }
+        let positive = [
+            ("default_ttl", c.default_ttl),
+            ("stats_flush_interval", c.stats_flush_interval),
+            ("timeout", c.timeout),
+            ("connect_timeout", c.connect_timeout),
+        ];
+        for (name, value) in positive {
+            if value < Duration::from_millis(1) {
+                return Err(Error::Config(format!("{name} must be at least 1 ms")));
+            }
+        }
+        if c.max_value_bytes == 0 || c.memory_max_entries == 0 || c.breaker_threshold == 0 {
+            return Err(Error::Config(
+                "max_value_bytes, memory_max_entries and breaker_threshold must be at least 1".into(),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn from_env_prefers_cached_redis_url() {
+        let c = Config::from_env_with(env(&[
+            (ENV_URL, "redis://a:1/0"),
+            (ENV_URL_FALLBACK, "redis://b:2/0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.redis_url(), Some("redis://a:1/0"));
+        let c = Config::from_env_with(env(&[(ENV_URL_FALLBACK, "redis://b:2/0")])).unwrap();
+        assert_eq!(c.redis_url(), Some("redis://b:2/0"));
+    }
+
+    #[test]
+    fn no_url_means_embedded() {
+        let c = Config::from_env_with(env(&[])).unwrap();
+        assert_eq!(c.redis_url(), None);
+        assert!(!c.is_disabled());
+    }
+
+    #[test]
+    fn disable_flag_parses_and_rejects_garbage() {
+        assert!(Config::from_env_with(env(&[(ENV_DISABLE, "1")])).unwrap().is_disabled());
+        assert!(!Config::from_env_with(env(&[(ENV_DISABLE, "0")])).unwrap().is_disabled());
+        let err = Config::from_env_with(env(&[(ENV_DISABLE, "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("CACHED_REDIS_DISABLE"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = Config::builder().namespace("a:b").build().unwrap_err();
+        assert!(err.to_string().contains("namespace"), "{err}");
+        let err = Config::builder().redis_url("http://x").build().unwrap_err();
+        assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = Config::builder().timeout(Duration::ZERO).build().unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
+}

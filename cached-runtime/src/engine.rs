@@ -1,0 +1,338 @@
+//! The call path: what a cached call does, start to end, for async and
+//! sync functions alike.
+//!
+//! 1. Off (disabled, or under the skip flag): run the body, count a skip.
+//! 2. The key could not be built: run the body, count an error.
+//! 3. Look the key up; a decodable entry is a hit.
+//! 4. Otherwise (absent, undecodable, store down) run the body, count a
+//!    miss with its compute time, and store the cacheable part of the
+//!    result. Store failures are counted and logged, never returned.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::__private::ReturnShape;
+use crate::codec::{self, CodecError, CodecLimits};
+use crate::config::Config;
+use crate::error::{Error, StoreError};
+use crate::key::{self, CacheKey};
+use crate::site::{self, CallSite, ResolvedSite};
+use crate::skip;
+use crate::store::{MemoryStore, Payload, RedisStore, Store};
+
+/// The active configuration and store.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) config: Config,
+    /// `None` when caching is disabled.
+    store: Option<Store>,
+    limits: CodecLimits,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+impl Engine {
+    fn new(config: Config) -> Result<Engine, Error> {
+        let store = if config.disabled {
+            None
+        } else {
+            Some(match &config.redis_url {
+                Some(url) => Store::Redis(Box::new(RedisStore::new(url, &config)?)),
+                None => Store::Memory(MemoryStore::new(config.memory_max_entries)),
+            })
+        };
+        let limits = CodecLimits {
+            compress_min_bytes: config.compress_min_bytes,
+            max_value_bytes: config.max_value_bytes,
+        };
+        Ok(Engine {
+            config,
+            store,
+            limits,
+        })
+    }
+
+    /// The Redis store, when Redis is configured and caching is on.
+    pub(crate) fn redis(&self) -> Option<&RedisStore> {
+        self.store.as_ref().and_then(Store::redis)
+    }
+
+    fn start(&self) {
+        if self.redis().is_some() {
+            crate::flush::start_interval_flusher(self.config.stats_flush_interval);
+        }
+        let backend = match &self.store {
+            None => "disabled",
+            Some(Store::Memory(_)) => "embedded in-process store",
+            Some(Store::Redis(_)) => "redis",
+        };
+        tracing::debug!(backend, namespace = %self.config.namespace, "cached-redis initialized");
+    }
+}
+
+/// Installs `config` for the whole process. Call it once, before the first
+/// cached call; without it the first cached call initializes from the
+/// environment ([`Config::from_env`]).
+///
+/// # Errors
+///
+/// [`Error::AlreadyInitialized`] on a second call (or after a cached call),
+/// [`Error::Config`] for a URL the Redis client rejects.
+///
+/// ```
+/// cached_runtime::init(cached_runtime::Config::builder().build().unwrap()).unwrap();
+/// assert!(cached_runtime::init(cached_runtime::Config::builder().build().unwrap()).is_err());
+/// ```
+pub fn init(config: Config) -> Result<(), Error> {
+    let engine = Engine::new(config)?;
+    ENGINE.set(engine).map_err(|_| Error::AlreadyInitialized)?;
+    ENGINE.get().expect("just set").start();
+    Ok(())
+}
+
+/// The engine, initialized from the environment on first use.
+pub(crate) fn engine() -> &'static Engine {
+    if let Some(engine) = ENGINE.get() {
+        return engine;
+    }
+    let engine = Config::from_env()
+        .and_then(Engine::new)
+        .unwrap_or_else(|e| {
+            // A bad environment must not take the service down: the
+            // functions still run, uncached, and the log says why.
+            tracing::error!(error = %e, "cached-redis configuration invalid; caching disabled");
+            Engine::new(Config::builder().disabled(true).build().expect("defaults are valid"))
+                .expect("a disabled engine needs no connection")
+        });
+    let mut installed = false;
+    let engine = ENGINE.get_or_init(|| {
+        installed = true;
+        engine
+    });
+    if installed {
+        engine.start();
+    }
+    engine
+}
+
+/// Writes the stats gathered in this process to Redis now (they are also
+/// written every `stats_flush_interval`). Without Redis this does nothing.
+///
+/// # Errors
+///
+/// [`Error::Store`] when Redis cannot be reached; the counts are kept and
+/// sent with the next flush.
+pub async fn flush_stats() -> Result<(), Error> {
+    let engine = engine();
+    match engine.redis() {
+        Some(store) => crate::flush::flush(store, &engine.config.namespace).await,
+        None => Ok(()),
+    }
+}
+
+/// The key of a call of `site` with key arguments `args` (a tuple) and, for
+/// generic functions, the concrete type names.
+pub fn build_key<A: Serialize + ?Sized>(
+    site: &'static CallSite,
+    args: &A,
+    type_names: &[&str],
+) -> Result<CacheKey, Error> {
+    let engine = engine();
+    let resolved = site.resolve(&engine.config);
+    let salt_digest = if type_names.is_empty() {
+        resolved.salt_digest
+    } else {
+        key::salt_digest(&site::salt_parts(site, &engine.config, type_names))
+    };
+    let hash = key::hash_segment(&salt_digest, args).map_err(|e| Error::Key(e.to_string()))?;
+    Ok(CacheKey::new(&resolved.key_head, &hash))
+}
+
+/// Steps 1–2: the store and key to use, if any.
+fn prepare<'a>(
+    engine: &'a Engine,
+    resolved: &ResolvedSite,
+    key: Result<CacheKey, Error>,
+) -> Option<(&'a Store, CacheKey, bool)> {
+    let force = skip::take_force_refresh();
+    let store = match &engine.store {
+        Some(store) if !skip::is_cache_skipped() => store,
+        _ => {
+            resolved.stats.skip();
+            return None;
+        }
+    };
+    match key {
+        Ok(key) => Some((store, key, force)),
+        Err(e) => {
+            resolved.stats.error();
+            tracing::debug!(prefix = %resolved.key_head, error = %e, "key not buildable; running uncached");
+            None
+        }
+    }
+}
+
+/// Step 3's verdict on what the store returned.
+fn interpret<V: serde::de::DeserializeOwned>(
+    engine: &Engine,
+    resolved: &ResolvedSite,
+    key: &CacheKey,
+    found: Result<Option<Payload>, StoreError>,
+) -> Option<V> {
+    match found {
+        Ok(Some(bytes)) => match codec::decode::<V>(&bytes, engine.limits) {
+            Ok((value, _header)) => {
+                resolved.stats.hit();
+                tracing::trace!(key = key.as_str(), "hit");
+                Some(value)
+            }
+            Err(e) => {
+                resolved.stats.error();
+                tracing::warn!(key = key.as_str(), error = %e, "undecodable entry; recomputing and replacing it");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            resolved.stats.error();
+            tracing::debug!(key = key.as_str(), error = %e, "cache read failed; running uncached");
+            None
+        }
+    }
+}
+
+/// Encodes a computed value for storing; `None` when it is not to be stored.
+fn encode_for_store<V: Serialize>(
+    engine: &Engine,
+    resolved: &ResolvedSite,
+    key: &CacheKey,
+    value: &V,
+    elapsed: Duration,
+) -> Option<codec::Encoded> {
+    match codec::encode(value, elapsed, engine.limits) {
+        Ok(encoded) => Some(encoded),
+        Err(CodecError::TooLarge(size)) => {
+            tracing::debug!(key = key.as_str(), size, "value over max_value_bytes; returned, not stored");
+            None
+        }
+        Err(e) => {
+            resolved.stats.error();
+            tracing::warn!(key = key.as_str(), error = %e, "value not encodable; returned, not stored");
+            None
+        }
+    }
+}
+
+fn after_store(resolved: &ResolvedSite, key: &CacheKey, result: Result<(), StoreError>, encoded: &codec::Encoded) {
+    match result {
+        Ok(()) => resolved.stats.stored(encoded.raw_len, encoded.bytes.len()),
+        Err(e) => {
+            resolved.stats.error();
+            tracing::debug!(key = key.as_str(), error = %e, "cache write failed");
+        }
+    }
+}
+
+fn touch(resolved: &ResolvedSite) -> Option<Duration> {
+    resolved.refresh.then_some(resolved.ttl)
+}
+
+/// A cached call of an async function.
+pub async fn call_async<R, S, F>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    _shape: S,
+    body: F,
+) -> R
+where
+    S: ReturnShape<R>,
+    F: Future<Output = R>,
+{
+    let engine = engine();
+    let resolved = site.resolve(&engine.config);
+    let Some((store, key, force)) = prepare(engine, resolved, key) else {
+        return body.await;
+    };
+    if !force {
+        let found = store.get(key.as_str(), touch(resolved)).await;
+        if let Some(value) = interpret::<S::Value>(engine, resolved, &key, found) {
+            return S::rebuild(value);
+        }
+    }
+    let started = Instant::now();
+    let ret = body.await;
+    let elapsed = started.elapsed();
+    resolved.stats.miss(elapsed);
+    if let Some(value) = S::cacheable(&ret) {
+        if let Some(encoded) = encode_for_store(engine, resolved, &key, value, elapsed) {
+            let result = store.set(key.as_str(), &encoded.bytes, resolved.ttl).await;
+            after_store(resolved, &key, result, &encoded);
+        }
+    }
+    ret
+}
+
+/// A cached call of a sync function.
+pub fn call_sync<R, S, F>(site: &'static CallSite, key: Result<CacheKey, Error>, _shape: S, body: F) -> R
+where
+    S: ReturnShape<R>,
+    F: FnOnce() -> R,
+{
+    let engine = engine();
+    let resolved = site.resolve(&engine.config);
+    let Some((store, key, force)) = prepare(engine, resolved, key) else {
+        return body();
+    };
+    if !force {
+        let found = store.get_sync(key.as_str(), touch(resolved));
+        if let Some(value) = interpret::<S::Value>(engine, resolved, &key, found) {
+            return S::rebuild(value);
+        }
+    }
+    let started = Instant::now();
+    let ret = body();
+    let elapsed = started.elapsed();
+    resolved.stats.miss(elapsed);
+    if let Some(value) = S::cacheable(&ret) {
+        if let Some(encoded) = encode_for_store(engine, resolved, &key, value, elapsed) {
+            let result = store.set_sync(key.as_str(), &encoded.bytes, resolved.ttl);
+            after_store(resolved, &key, result, &encoded);
+        }
+    }
+    ret
+}
+
+/// Removes the entry of a call; true if one was there.
+pub async fn invalidate_async(site: &'static CallSite, key: Result<CacheKey, Error>) -> Result<bool, Error> {
+    let key = key?;
+    let _ = site;
+    match &engine().store {
+        Some(store) => Ok(store.del(key.as_str()).await?),
+        None => Ok(false),
+    }
+}
+
+/// [`invalidate_async`] for sync functions.
+pub fn invalidate_sync(site: &'static CallSite, key: Result<CacheKey, Error>) -> Result<bool, Error> {
+    let key = key?;
+    let _ = site;
+    match &engine().store {
+        Some(store) => Ok(store.del_sync(key.as_str())?),
+        None => Ok(false),
+    }
+}
+
+/// Runs `future` (a call of a cached async function) so that it recomputes
+/// and stores its result whatever the cache holds.
+pub async fn force_refresh_async<F: Future>(future: F) -> F::Output {
+    skip::force_refresh(future).await
+}
+
+/// Runs `f` (a call of a cached sync function) so that it recomputes and
+/// stores its result whatever the cache holds.
+pub fn force_refresh_sync<R>(f: impl FnOnce() -> R) -> R {
+    skip::force_refresh_sync(f)
+}

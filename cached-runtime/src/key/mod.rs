@@ -1,0 +1,265 @@
+//! Cache keys: `{namespace}:{prefix}:{hash}`.
+//!
+//! `hash` is base64url (no padding) of the first 16 bytes of
+//! `BLAKE3(salt_digest || canonical_json(key_args))`, 22 characters.
+
+mod canonical;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+pub(crate) use canonical::{to_canonical_json, CanonicalError};
+
+/// Everything that salts a key besides the arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct SaltParts<'a> {
+    /// [`crate::ConfigBuilder::salt`].
+    pub config_salt: &'a [u8],
+    /// The calling crate's name.
+    pub crate_name: &'a str,
+    /// The calling crate's version.
+    pub crate_version: &'a str,
+    /// The git commit the calling crate was built from, when known.
+    pub git_sha: Option<&'a str>,
+    /// The function's `version` option.
+    pub version: &'a str,
+    /// Concrete type names of a generic call, in parameter order.
+    pub type_names: &'a [&'a str],
+}
+
+/// Digest of the salt parts, each length-prefixed so that no two different
+/// salts can produce the same byte stream.
+pub(crate) fn salt_digest(parts: &SaltParts<'_>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cached-redis salt v1");
+    let mut put = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    put(parts.config_salt);
+    put(parts.crate_name.as_bytes());
+    put(parts.crate_version.as_bytes());
+    match parts.git_sha {
+        Some(sha) => {
+            put(b"git");
+            put(sha.as_bytes());
+        }
+        None => put(b"nogit"),
+    }
+    put(parts.version.as_bytes());
+    put(&(parts.type_names.len() as u64).to_le_bytes());
+    for name in parts.type_names {
+        put(name.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The 22-character hash segment for `args` under `salt_digest`.
+pub(crate) fn hash_segment<T: Serialize + ?Sized>(
+    salt_digest: &[u8; 32],
+    args: &T,
+) -> Result<String, CanonicalError> {
+    // Roomy enough that most keys never grow it.
+    let mut json = Vec::with_capacity(256);
+    to_canonical_json(args, &mut json)?;
+    let mut h = blake3::Hasher::new();
+    h.update(salt_digest);
+    h.update(&json);
+    let digest = h.finalize();
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_bytes()[..16]))
+}
+
+/// A full Redis key of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// `head` is `{namespace}:{prefix}:`.
+    pub(crate) fn new(head: &str, hash: &str) -> Self {
+        let mut s = String::with_capacity(head.len() + hash.len());
+        s.push_str(head);
+        s.push_str(hash);
+        CacheKey(s)
+    }
+
+    /// The key as Redis sees it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hash_segment, salt_digest, SaltParts};
+
+    const BASE: SaltParts<'static> = SaltParts {
+        config_salt: b"cfg",
+        crate_name: "demo",
+        crate_version: "1.2.3",
+        git_sha: Some("abc123"),
+        version: "v1",
+        type_names: &["u8"],
+    };
+
+    fn is_base64url(s: &str) -> bool {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
+    /// Guards the on-Redis key format: if this changes, every entry already
+    /// stored becomes unreachable (orphaned until its TTL runs out). Change it
+    /// only on purpose, together with the salt's version tag.
+    ///
+    /// Cross-checked outside Rust (Python `blake3`): BLAKE3 of the
+    /// length-prefixed salt parts, then BLAKE3(digest || `[42,"hello"]`),
+    /// first 16 bytes, base64url without padding.
+    #[test]
+    fn fixed_test_vector() {
+        let mut json = Vec::new();
+        super::to_canonical_json(&(&42u32, &"hello"), &mut json).unwrap();
+        assert_eq!(json, br#"[42,"hello"]"#);
+        let digest = salt_digest(&BASE);
+        let seg = hash_segment(&digest, &(&42u32, &"hello")).unwrap();
+        assert_eq!(seg, "q6sOU8rAVtWoHcFPcE83wQ");
+    }
+
+    #[test]
+    fn segment_is_22_chars_of_base64url() {
+        let digest = salt_digest(&BASE);
+        for args in [
+            serde_json::json!(null),
+            serde_json::json!([1, "two", {"b": 3.5, "a": [true]}]),
+            serde_json::json!("x".repeat(10_000)),
+        ] {
+            let seg = hash_segment(&digest, &args).unwrap();
+            assert_eq!(seg.len(), 22, "{seg}");
+            assert!(is_base64url(&seg), "{seg}");
+        }
+    }
+
+    #[test]
+    fn different_salts_give_different_segments() {
+        let a = hash_segment(&salt_digest(&BASE), &1u8).unwrap();
+        let other = SaltParts {
+            config_salt: b"other",
+            ..BASE
+        };
+        let b = hash_segment(&salt_digest(&other), &1u8).unwrap();
+        assert_ne!(a, b);
+        // And different arguments under one salt.
+        assert_ne!(a, hash_segment(&salt_digest(&BASE), &2u8).unwrap());
+    }
+
+    #[test]
+    fn each_salt_part_matters() {
+        let base = salt_digest(&BASE);
+        let variants = [
+            SaltParts {
+                config_salt: b"cfg2",
+                ..BASE
+            },
+            SaltParts {
+                crate_name: "demo2",
+                ..BASE
+            },
+            SaltParts {
+                crate_version: "1.2.4",
+                ..BASE
+            },
+            SaltParts {
+                git_sha: Some("abc124"),
+                ..BASE
+            },
+            SaltParts {
+                git_sha: None,
+                ..BASE
+            },
+            SaltParts {
+                version: "v2",
+                ..BASE
+            },
+            SaltParts {
+                type_names: &["u64"],
+                ..BASE
+            },
+            SaltParts {
+                type_names: &[],
+                ..BASE
+            },
+            SaltParts {
+                type_names: &["u8", "u8"],
+                ..BASE
+            },
+        ];
+        let mut seen = vec![base];
+        for v in &variants {
+            let d = salt_digest(v);
+            assert!(!seen.contains(&d), "{v:?} collides");
+            seen.push(d);
+        }
+    }
+
+    #[test]
+    fn git_sha_none_differs_from_empty() {
+        let none = salt_digest(&SaltParts {
+            git_sha: None,
+            ..BASE
+        });
+        let empty = salt_digest(&SaltParts {
+            git_sha: Some(""),
+            ..BASE
+        });
+        assert_ne!(none, empty);
+    }
+
+    #[test]
+    fn type_names_differ() {
+        let u8s = salt_digest(&SaltParts {
+            type_names: &["u8"],
+            ..BASE
+        });
+        let u64s = salt_digest(&SaltParts {
+            type_names: &["u64"],
+            ..BASE
+        });
+        assert_ne!(u8s, u64s);
+    }
+
+    /// Length prefixes keep the parts apart: moving bytes from one part to
+    /// the next changes the digest.
+    #[test]
+    fn parts_do_not_run_together() {
+        let a = salt_digest(&SaltParts {
+            crate_name: "ab",
+            crate_version: "c",
+            ..BASE
+        });
+        let b = salt_digest(&SaltParts {
+            crate_name: "a",
+            crate_version: "bc",
+            ..BASE
+        });
+        assert_ne!(a, b);
+        let a = salt_digest(&SaltParts {
+            type_names: &["a", "b"],
+            ..BASE
+        });
+        let b = salt_digest(&SaltParts {
+            type_names: &["ab"],
+            ..BASE
+        });
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn uncanonical_arguments_are_errors() {
+        let digest = salt_digest(&BASE);
+        assert!(hash_segment(&digest, &(1u8, f64::NAN)).is_err());
+        assert!(hash_segment(&digest, &None::<f64>).is_ok());
+    }
+}

@@ -1,0 +1,41 @@
+//! The runtime of [cached-redis](https://docs.rs/cached-redis): keys, codec,
+//! stores, stats, skip flag. Users depend on `cached-redis`, which
+//! re-exports everything public here together with the `#[cached]`
+//! attribute; see its documentation.
+//!
+//! Module map: [`config`] (settings), `key` (canonical keys), `codec`
+//! (stored format), `store` (Redis and the embedded store, with the circuit
+//! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
+//! (the skip-cache flag and its tower layer), `engine` (the call path),
+//! [`build`] (build-script helper), `__private` (what the macro expands to).
+
+#![warn(missing_docs)]
+
+mod codec;
+pub mod config;
+mod engine;
+mod error;
+mod flush;
+mod io;
+mod key;
+mod site;
+mod skip;
+mod stats;
+mod store;
+
+/// Build-script helpers.
+pub mod build {
+    pub use crate::build_helper::emit_git_sha;
+}
+mod build_helper;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use config::{Config, ConfigBuilder};
+pub use engine::{flush_stats, init};
+pub use error::{Error, StoreError, StoreErrorKind};
+pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
+#[cfg(feature = "tower")]
+pub use skip::{SkipCacheLayer, SkipCacheService};
+pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};

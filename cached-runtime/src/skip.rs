@@ -1,0 +1,205 @@
+//! The skip-cache flag: a call under it neither reads nor writes the cache.
+//!
+//! Async code carries the flag in a task-local ([`skip_cache`]), sync code in
+//! a thread-local ([`skip_cache_sync`]); [`is_cache_skipped`] reads both.
+//! The same mechanism carries the internal "force refresh" flag used by the
+//! generated `*_refresh` companions.
+
+use std::cell::Cell;
+use std::future::Future;
+
+/// The HTTP header that asks for a response computed without the cache.
+/// Any value but `0` or `false` counts.
+pub const SKIP_CACHE_HEADER: &str = "X-Skip-Redis-Cache";
+
+tokio::task_local! {
+    static SKIP_TASK: bool;
+    static REFRESH_TASK: Cell<bool>;
+}
+
+thread_local! {
+    static SKIP_THREAD: Cell<bool> = const { Cell::new(false) };
+    static REFRESH_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `future` with the cache bypassed: cached functions it calls run
+/// their body and store nothing.
+///
+/// ```
+/// # async fn demo() {
+/// let fresh = cached_runtime::skip_cache(async { cached_runtime::is_cache_skipped() }).await;
+/// assert!(fresh);
+/// # }
+/// ```
+pub async fn skip_cache<F: Future>(future: F) -> F::Output {
+    SKIP_TASK.scope(true, future).await
+}
+
+/// Runs `f` with the cache bypassed on this thread.
+///
+/// ```
+/// assert!(cached_runtime::skip_cache_sync(cached_runtime::is_cache_skipped));
+/// assert!(!cached_runtime::is_cache_skipped());
+/// ```
+pub fn skip_cache_sync<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = SetThreadFlag::new(&SKIP_THREAD, true);
+    f()
+}
+
+/// Whether the current call runs under [`skip_cache`] or [`skip_cache_sync`].
+pub fn is_cache_skipped() -> bool {
+    SKIP_TASK.try_with(|s| *s).unwrap_or(false) || SKIP_THREAD.with(Cell::get)
+}
+
+/// Sets a thread-local flag and restores its previous value on drop, so a
+/// panic inside the closure does not leave the flag behind.
+struct SetThreadFlag {
+    flag: &'static std::thread::LocalKey<Cell<bool>>,
+    previous: bool,
+}
+
+impl SetThreadFlag {
+    fn new(flag: &'static std::thread::LocalKey<Cell<bool>>, value: bool) -> Self {
+        let previous = flag.with(|f| f.replace(value));
+        Self { flag, previous }
+    }
+}
+
+impl Drop for SetThreadFlag {
+    fn drop(&mut self) {
+        self.flag.with(|f| f.set(self.previous));
+    }
+}
+
+/// Runs `future` so that the first cached call in it recomputes and stores
+/// whatever the cache holds.
+pub(crate) async fn force_refresh<F: Future>(future: F) -> F::Output {
+    REFRESH_TASK.scope(Cell::new(true), future).await
+}
+
+/// [`force_refresh`] for sync code.
+pub(crate) fn force_refresh_sync<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = SetThreadFlag::new(&REFRESH_THREAD, true);
+    f()
+}
+
+/// Takes the force-refresh flag: true once for the outermost cached call
+/// under [`force_refresh`], false for the calls its body makes.
+pub(crate) fn take_force_refresh() -> bool {
+    let task = REFRESH_TASK.try_with(|c| c.replace(false)).unwrap_or(false);
+    task || REFRESH_THREAD.with(|c| c.replace(false))
+}
+
+#[cfg(feature = "tower")]
+pub use layer::{SkipCacheLayer, SkipCacheService};
+
+#[cfg(feature = "tower")]
+mod layer {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{SKIP_CACHE_HEADER, SKIP_TASK};
+
+    /// Tower middleware (axum, tonic, hyper): a request carrying
+    /// [`SKIP_CACHE_HEADER`] with any value but `0` or `false` is handled
+    /// under [`super::skip_cache`].
+    ///
+    /// ```
+    /// let layer = cached_runtime::SkipCacheLayer::new();
+    /// # let _ = layer;
+    /// ```
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SkipCacheLayer {
+        _private: (),
+    }
+
+    impl SkipCacheLayer {
+        /// The layer.
+        pub fn new() -> Self {
+            Self { _private: () }
+        }
+    }
+
+    impl<S> tower_layer::Layer<S> for SkipCacheLayer {
+        type Service = SkipCacheService<S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            SkipCacheService { inner }
+        }
+    }
+
+    /// The service [`SkipCacheLayer`] wraps around another.
+    #[derive(Clone, Debug)]
+    pub struct SkipCacheService<S> {
+        inner: S,
+    }
+
+    /// Whether a request asks to skip the cache.
+    pub(crate) fn wants_skip(headers: &http::HeaderMap) -> bool {
+        headers.get_all(SKIP_CACHE_HEADER).iter().any(|v| {
+            let v = v.as_bytes().trim_ascii();
+            !(v == b"0" || v.eq_ignore_ascii_case(b"false"))
+        })
+    }
+
+    pin_project_lite::pin_project! {
+        /// The response future of [`SkipCacheService`].
+        pub struct SkipCacheFuture<F> {
+            #[pin]
+            inner: tokio::task::futures::TaskLocalFuture<bool, F>,
+        }
+    }
+
+    impl<F: Future> Future for SkipCacheFuture<F> {
+        type Output = F::Output;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.project().inner.poll(cx)
+        }
+    }
+
+    impl<S, B> tower_service::Service<http::Request<B>> for SkipCacheService<S>
+    where
+        S: tower_service::Service<http::Request<B>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = SkipCacheFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            // Outside the header's reach the flag is whatever the caller had
+            // (normally off), so nested layers compose.
+            let skip = wants_skip(req.headers()) || super::is_cache_skipped();
+            SkipCacheFuture {
+                inner: SKIP_TASK.scope(skip, self.inner.call(req)),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::wants_skip;
+
+        fn headers(values: &[&str]) -> http::HeaderMap {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append("x-skip-redis-cache", v.parse().unwrap());
+            }
+            h
+        }
+
+        #[test]
+        fn header_values() {
+            assert!(!wants_skip(&headers(&[])));
+            assert!(!wants_skip(&headers(&["0"])));
+            assert!(!wants_skip(&headers(&["false"])));
+            assert!(!wants_skip(&headers(&["FALSE"])));
+            assert!(wants_skip(&headers(&["1"])));
+            assert!(wants_skip(&headers(&["yes"])));
+            assert!(wants_skip(&headers(&[""])));
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Per-prefix counters, gathered in-process with relaxed atomics (a hit
+//! costs one uncontended `fetch_add`, no lock, no round trip) and written
+//! to the hash `{namespace}:{prefix}:stats` by the flusher.
+//!
+//! Counters only grow; the flusher remembers what it last wrote and sends
+//! the difference, so several processes add up in the same hash.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Upper bounds (µs) of the miss-time histogram buckets; one more bucket,
+/// `inf`, takes the rest.
+pub const MISS_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+const BUCKETS: usize = MISS_BUCKETS_US.len() + 1;
+
+/// The counters of one prefix.
+#[derive(Debug, Default)]
+pub struct PrefixStats {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) skips: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) bytes_raw: AtomicU64,
+    pub(crate) bytes_stored: AtomicU64,
+    pub(crate) miss_us_sum: AtomicU64,
+    /// Sum of squares, kept as two words (`hi * 2^64 + lo`): a long-lived
+    /// service overflows 64 bits here.
+    miss_us_sumsq_lo: AtomicU64,
+    miss_us_sumsq_hi: AtomicU64,
+    miss_buckets: [AtomicU64; BUCKETS],
+}
+
+/// A point-in-time copy of one prefix's counters (totals since start).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups not served from the cache.
+    pub misses: u64,
+    /// Calls that bypassed the cache.
+    pub skips: u64,
+    /// Store or codec failures and keys that could not be built.
+    pub errors: u64,
+    /// Values written.
+    pub stores: u64,
+    /// Encoded size of stored values before compression.
+    pub bytes_raw: u64,
+    /// Stored size of stored values (after compression, with header).
+    pub bytes_stored: u64,
+    /// Sum of compute times on misses, µs.
+    pub miss_us_sum: u64,
+    /// Sum of squared compute times on misses, µs².
+    pub miss_us_sumsq: u128,
+    /// Miss-time histogram, one count per bucket of [`MISS_BUCKETS_US`] then
+    /// one for larger times; not cumulative.
+    pub miss_buckets: [u64; BUCKETS],
+}
+
+impl PrefixStats {
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn skip(&self) {
+        self.skips.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stored(&self, raw: usize, stored: usize) {
+        self.stores.fetch_add(1, Relaxed);
+        self.bytes_raw.fetch_add(raw as u64, Relaxed);
+        self.bytes_stored.fetch_add(stored as u64, Relaxed);
+    }
+
+    /// A miss whose computation took `elapsed`.
+    pub(crate) fn miss(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        self.misses.fetch_add(1, Relaxed);
+        self.miss_us_sum.fetch_add(us, Relaxed);
+        let sq = (us as u128) * (us as u128);
+        let lo = sq as u64;
+        let prev = self.miss_us_sumsq_lo.fetch_add(lo, Relaxed);
+        let carry = u64::from(prev.checked_add(lo).is_none());
+        self.miss_us_sumsq_hi
+            .fetch_add(((sq >> 64) as u64) + carry, Relaxed);
+        let bucket = MISS_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(MISS_BUCKETS_US.len());
+        self.miss_buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// The totals so far.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut miss_buckets = [0; BUCKETS];
+        for (out, b) in miss_buckets.iter_mut().zip(&self.miss_buckets) {
+            *out = b.load(Relaxed);
+        }
+        StatsSnapshot {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            skips: self.skips.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            stores: self.stores.load(Relaxed),
+            bytes_raw: self.bytes_raw.load(Relaxed),
+            bytes_stored: self.bytes_stored.load(Relaxed),
+            miss_us_sum: self.miss_us_sum.load(Relaxed),
+            miss_us_sumsq: ((self.miss_us_sumsq_hi.load(Relaxed) as u128) << 64)
+                | self.miss_us_sumsq_lo.load(Relaxed) as u128,
+            miss_buckets,
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// `self - earlier`, field by field: what happened in between.
+    pub(crate) fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        let mut miss_buckets = [0; BUCKETS];
+        for (i, out) in miss_buckets.iter_mut().enumerate() {
+            *out = self.miss_buckets[i].wrapping_sub(earlier.miss_buckets[i]);
+        }
+        StatsSnapshot {
+            hits: self.hits.wrapping_sub(earlier.hits),
+            misses: self.misses.wrapping_sub(earlier.misses),
+            skips: self.skips.wrapping_sub(earlier.skips),
+            errors: self.errors.wrapping_sub(earlier.errors),
+            stores: self.stores.wrapping_sub(earlier.stores),
+            bytes_raw: self.bytes_raw.wrapping_sub(earlier.bytes_raw),
+            bytes_stored: self.bytes_stored.wrapping_sub(earlier.bytes_stored),
+            miss_us_sum: self.miss_us_sum.wrapping_sub(earlier.miss_us_sum),
+            miss_us_sumsq: self.miss_us_sumsq.wrapping_sub(earlier.miss_us_sumsq),
+            miss_buckets,
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == StatsSnapshot::default()
+    }
+
+    /// `(field, increment)` pairs of the stats hash, zero increments left out.
+    /// `miss_us_sumsq` is not among them: it may exceed 64 bits and is
+    /// written by [`crate::store`] as a decimal big integer.
+    pub(crate) fn integer_fields(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("hits".to_owned(), self.hits),
+            ("misses".to_owned(), self.misses),
+            ("skips".to_owned(), self.skips),
+            ("errors".to_owned(), self.errors),
+            ("stores".to_owned(), self.stores),
+            ("bytes_raw".to_owned(), self.bytes_raw),
+            ("bytes_stored".to_owned(), self.bytes_stored),
+            ("miss_us_sum".to_owned(), self.miss_us_sum),
+        ];
+        for (i, count) in self.miss_buckets.iter().enumerate() {
+            let name = match MISS_BUCKETS_US.get(i) {
+                Some(bound) => format!("miss_us_le_{bound}"),
+                None => "miss_us_le_inf".to_owned(),
+            };
+            out.push((name, *count));
+        }
+        out.retain(|(_, v)| *v != 0);
+        out
+    }
+}
+
+type Registry = Mutex<HashMap<String, Arc<PrefixStats>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// The counters of `prefix`, shared by every call site with that prefix.
+pub(crate) fn for_prefix(prefix: &str) -> Arc<PrefixStats> {
+    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(prefix.to_owned()).or_default().clone()
+}
+
+/// Every prefix with its counters.
+pub(crate) fn all() -> Vec<(String, Arc<PrefixStats>)> {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// This process's totals for `prefix` since it started, or `None` when no
+/// cached function with that prefix has run.
+pub fn local_stats(prefix: &str) -> Option<StatsSnapshot> {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.get(prefix).map(|s| s.snapshot())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn miss_lands_in_its_bucket_and_sums() {
+        let s = PrefixStats::default();
+        s.miss(Duration::from_micros(100));
+        s.miss(Duration::from_micros(101));
+        s.miss(Duration::from_secs(11));
+        let snap = s.snapshot();
+        assert_eq!(snap.misses, 3);
+        assert_eq!(snap.miss_buckets[0], 1);
+        assert_eq!(snap.miss_buckets[1], 1);
+        assert_eq!(snap.miss_buckets[BUCKETS - 1], 1);
+        assert_eq!(snap.miss_us_sum, 100 + 101 + 11_000_000);
+        assert_eq!(snap.miss_us_sumsq, 100 * 100 + 101 * 101 + 11_000_000u128 * 11_000_000);
+    }
+
+    #[test]
+    fn sumsq_carries_past_64_bits() {
+        let s = PrefixStats::default();
+        // (2^32 µs)^2 = 2^64: one more than u64 can hold.
+        for _ in 0..3 {
+            s.miss(Duration::from_micros(1 << 32));
+        }
+        assert_eq!(s.snapshot().miss_us_sumsq, 3u128 << 64);
+    }
+
+    #[test]
+    fn since_gives_the_difference() {
+        let s = PrefixStats::default();
+        s.hit();
+        let first = s.snapshot();
+        s.hit();
+        s.hit();
+        s.error();
+        let d = s.snapshot().since(&first);
+        assert_eq!((d.hits, d.errors, d.misses), (2, 1, 0));
+        assert_eq!(
+            d.integer_fields(),
+            vec![("hits".to_owned(), 2), ("errors".to_owned(), 1)]
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared test support: the Redis the tests talk to, and throwaway servers
+//! for the tests that kill one.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The Redis under test: `CACHED_REDIS_TEST_URL` (set by `scripts/test.sh`),
+/// else a server started for this test process.
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("CACHED_REDIS_TEST_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let server = RedisServer::start();
+            let url = server.url();
+            // Lives as long as the test process; its watchdog stops it after.
+            std::mem::forget(server);
+            url
+        }
+    })
+    .clone()
+}
+
+/// A namespace of this test process, so runs never see each other's keys.
+pub fn namespace(test_file: &str) -> String {
+    format!("t-{test_file}-{}", std::process::id())
+}
+
+/// A raw connection to the Redis under test.
+pub fn raw() -> redis::Connection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .expect("redis under test reachable")
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, stopped on drop (and by a watchdog if
+/// the test process dies first).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("cached-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The shell waits for the server and kills it once this test
+        // process is gone, so no server outlives a crashed test.
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no >/dev/null 2>&1 & \
+             srv=$!; trap 'kill $srv 2>/dev/null; exit 0' TERM; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; kill $srv 2>/dev/null",
+            dir.display(),
+            parent = std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh available");
+        let server = Self {
+            port,
+            child: Some(child),
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).unwrap();
+        while Instant::now() < deadline {
+            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server on port {} did not start (is redis-server installed?)",
+            self.port
+        );
+    }
+
+    /// Stops the server and waits until the port refuses connections.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "redis-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,47 @@
+//! The embedded in-process store: what serves when no Redis is configured.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use cached_redis::cached;
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, prefix = "embedded")]
+async fn embedded(x: u32) -> Vec<u32> {
+    CALLS.fetch_add(1, SeqCst);
+    vec![x; 3]
+}
+
+static SYNC_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "embedded_sync")]
+fn embedded_sync(x: u32) -> Option<String> {
+    SYNC_CALLS.fetch_add(1, SeqCst);
+    (x > 0).then(|| x.to_string())
+}
+
+#[tokio::test]
+async fn the_embedded_store_caches_expires_and_invalidates() {
+    // No URL: the embedded store, whatever the environment says.
+    cached_redis::init(cached_redis::Config::builder().embedded().build().unwrap()).unwrap();
+    assert_eq!(embedded(4).await, vec![4, 4, 4]);
+    assert_eq!(embedded(4).await, vec![4, 4, 4]);
+    assert_eq!(CALLS.load(SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    embedded(4).await;
+    assert_eq!(CALLS.load(SeqCst), 2, "expired after ttl = 1");
+    assert!(embedded_invalidate(4).await.unwrap());
+    embedded(4).await;
+    assert_eq!(CALLS.load(SeqCst), 3);
+
+    embedded_sync(1);
+    embedded_sync(1);
+    embedded_sync(0);
+    embedded_sync(0);
+    assert_eq!(SYNC_CALLS.load(SeqCst), 3, "Some cached, None not");
+    let s = cached_redis::local_stats("embedded").unwrap();
+    assert_eq!((s.hits, s.misses, s.errors), (1, 3, 0));
+    // Nothing to flush to, and that is not an error.
+    cached_redis::flush_stats().await.unwrap();
+}

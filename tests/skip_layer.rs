@@ -1,0 +1,132 @@
+//! The skip flag end to end: an axum `Router` with `SkipCacheLayer`, and
+//! the task- and thread-local APIs.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Once;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use cached_redis::{cached, SkipCacheLayer, SKIP_CACHE_HEADER};
+use http_body_util::BodyExt;
+use redis::Commands;
+use tower::ServiceExt;
+
+fn setup() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        cached_redis::init(
+            cached_redis::Config::builder()
+                .redis_url(common::redis_url())
+                .namespace(common::namespace("skip"))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    });
+}
+
+static RENDERS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "render")]
+async fn render(page: u32) -> String {
+    RENDERS.fetch_add(1, SeqCst);
+    format!("page {page}")
+}
+
+async fn handler() -> String {
+    render(1).await
+}
+
+async fn request(app: &Router, header: Option<&str>) -> String {
+    let mut req = axum::http::Request::builder().uri("/");
+    if let Some(value) = header {
+        req = req.header(SKIP_CACHE_HEADER, value);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn the_header_bypasses_the_cache_through_an_axum_router() {
+    setup();
+    let app = Router::new()
+        .route("/", get(handler))
+        .layer(SkipCacheLayer::new());
+    let key = render_cache_key(1).unwrap();
+
+    // Skipped requests run the function every time and write nothing.
+    for value in ["1", "true", "yes"] {
+        assert_eq!(request(&app, Some(value)).await, "page 1");
+    }
+    assert_eq!(RENDERS.load(SeqCst), 3);
+    let exists: bool = common::raw().exists(&key).unwrap();
+    assert!(!exists, "a skipped call stores nothing");
+    assert_eq!(cached_redis::local_stats("render").unwrap().skips, 3);
+
+    // Without the header, or with 0/false: cached.
+    assert_eq!(request(&app, None).await, "page 1");
+    assert_eq!(request(&app, Some("0")).await, "page 1");
+    assert_eq!(request(&app, Some("false")).await, "page 1");
+    assert_eq!(request(&app, None).await, "page 1");
+    assert_eq!(RENDERS.load(SeqCst), 4, "one miss, then hits");
+
+    // A skipped request does not read the entry either.
+    assert_eq!(request(&app, Some("1")).await, "page 1");
+    assert_eq!(RENDERS.load(SeqCst), 5);
+}
+
+static TASK_RENDERS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "render_task")]
+async fn render_task(page: u32) -> String {
+    TASK_RENDERS.fetch_add(1, SeqCst);
+    format!("page {page}")
+}
+
+static SYNC_RENDERS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "render_sync")]
+fn render_sync(page: u32) -> String {
+    SYNC_RENDERS.fetch_add(1, SeqCst);
+    format!("page {page}")
+}
+
+#[tokio::test]
+async fn skip_cache_and_skip_cache_sync() {
+    setup();
+    assert!(!cached_redis::is_cache_skipped());
+    cached_redis::skip_cache(async {
+        assert!(cached_redis::is_cache_skipped());
+        render_task(2).await;
+        render_task(2).await;
+        // Sync code called from a skipped task is skipped too.
+        render_sync(2);
+    })
+    .await;
+    assert!(!cached_redis::is_cache_skipped());
+    assert_eq!(TASK_RENDERS.load(SeqCst), 2);
+    let exists: bool = common::raw().exists(render_task_cache_key(2).unwrap()).unwrap();
+    assert!(!exists, "nothing written under skip_cache");
+    cached_redis::skip_cache_sync(|| {
+        assert!(cached_redis::is_cache_skipped());
+        render_sync(2);
+        render_sync(2);
+    });
+    assert_eq!(SYNC_RENDERS.load(SeqCst), 3);
+    let exists: bool = common::raw().exists(render_sync_cache_key(2).unwrap()).unwrap();
+    assert!(!exists, "nothing written under skip_cache_sync");
+    render_sync(2);
+    render_sync(2);
+    assert_eq!(SYNC_RENDERS.load(SeqCst), 4, "outside the flag: cached again");
+    render_task(2).await;
+    render_task(2).await;
+    assert_eq!(TASK_RENDERS.load(SeqCst), 3);
+}

@@ -1,0 +1,15 @@
+use cached_redis::cached;
+
+#[cached(ttl = 60)]
+struct Config {
+    ttl: u64,
+}
+
+trait Repo {
+    #[cached]
+    fn find(&self, id: u32) -> String;
+}
+
+fn main() {
+    let _ = Config { ttl: 1 }.ttl;
+}

@@ -1,0 +1,218 @@
+//! The expansion is clean under strict lints: this file is a trybuild pass
+//! test and is also compiled into `tests/ui.rs`, where
+//! `cargo clippy --all-targets -- -D warnings` checks it.
+#![deny(warnings, unused_qualifications)]
+#![warn(clippy::pedantic)]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use cached_redis::cached;
+use serde::{Deserialize, Serialize};
+
+/// A crate-local `Result` alias shadowing the prelude's: the expansion must
+/// not depend on the name `Result`.
+type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// An error type with no traits.
+#[derive(Debug)]
+pub struct Failure;
+
+/// A value type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// Skipped argument type, not `Serialize`.
+pub struct Conn {
+    queries: u32,
+}
+
+#[cached(ttl = 300, prefix = "lints_all", skip = "conn", refresh = true, version = "3")]
+fn all_options(conn: &mut Conn, id: i64) -> Option<Point> {
+    conn.queries += 1;
+    let x = i32::try_from(id).ok()?;
+    Some(Point { x, y: 0 })
+}
+
+#[cached]
+fn plain(mut a: u32, b: String) -> u32 {
+    a += 1;
+    a + u32::try_from(b.len()).unwrap_or(0)
+}
+
+#[cached(ttl = 1)]
+fn result_alias(text: &str) -> Result<u32> {
+    text.parse().map_err(|_| Failure)
+}
+
+#[cached]
+fn io_result(path: &str) -> std::io::Result<Vec<String>> {
+    Ok(vec![path.to_owned()])
+}
+
+#[cached]
+fn nothing(x: u8) {
+    let _ = x;
+}
+
+#[cached(skip = "log")]
+fn impl_args(log: &impl Fn(&str), key: impl Serialize + Debug) -> String {
+    log("called");
+    format!("{key:?}")
+}
+
+#[cached]
+fn generic<T, U: Serialize, const N: usize>(values: &[T], extra: &U) -> usize
+where
+    T: Serialize + Clone,
+{
+    let _ = extra;
+    values.len() + N
+}
+
+#[cached]
+fn maps(m: &BTreeMap<String, f64>) -> f64 {
+    m.values().sum()
+}
+
+#[cached]
+#[expect(clippy::too_many_arguments)]
+fn many(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32 {
+    [a, b, c, d, e, f, g, h].iter().map(|&v| u32::from(v)).sum()
+}
+
+#[cached]
+#[cfg(not(any()))]
+fn with_cfg(x: u8) -> u8 {
+    x
+}
+
+/// # Safety
+/// None.
+#[cached]
+unsafe fn unsafe_fn(x: u8) -> u8 {
+    x
+}
+
+#[cached(ttl = 10, skip = "conn")]
+async fn async_fn(conn: &mut Conn, id: u64, name: &str) -> Result<String> {
+    conn.queries += 1;
+    tokio::task::yield_now().await;
+    if id == 0 {
+        return Err(Failure);
+    }
+    Ok(format!("{name}{id}"))
+}
+
+#[cached]
+async fn async_generic<T: Serialize + Send + Sync>(value: &T) -> Option<u8> {
+    let _ = value;
+    Some(1)
+}
+
+impl Point {
+    #[cached]
+    fn norm1(&self, scale: i32) -> i32 {
+        (self.x.abs() + self.y.abs()) * scale
+    }
+
+    #[cached(skip = "conn")]
+    fn moved(&mut self, conn: &Conn, dx: i32) -> Point {
+        let _ = conn.queries;
+        self.x += dx;
+        self.clone()
+    }
+
+    #[cached]
+    fn consume(self) -> i32 {
+        self.x
+    }
+
+    #[cached]
+    fn shifted(dx: i32) -> Self {
+        Point { x: dx, y: 0 }
+    }
+
+    #[cached]
+    async fn async_method(&self, factor: i32) -> Result<i32, String> {
+        Ok(self.x * factor)
+    }
+
+    #[cached]
+    fn generic_method<K: Serialize>(&self, key: K) -> bool {
+        let _ = key;
+        self.x > 0
+    }
+}
+
+/// Runs everything once, companions included.
+pub fn main() {
+    let mut conn = Conn { queries: 0 };
+    let _ = all_options(&mut conn, 1);
+    let _ = all_options_cache_key(1);
+    let _ = all_options_invalidate(1);
+    let _ = all_options_refresh(&mut conn, 1);
+    assert_eq!(plain(1, "ab".to_owned()), 4);
+    let _ = plain_refresh(1, "ab".to_owned());
+    assert_eq!(result_alias("5").ok(), Some(5));
+    assert!(result_alias_refresh("x").is_err());
+    let _ = result_alias_cache_key("5");
+    assert_eq!(io_result("p").unwrap(), ["p"]);
+    nothing(1);
+    nothing_refresh(1);
+    assert_eq!(impl_args(&|_| {}, 5_u8), "5");
+    let _ = impl_args_refresh(&|_| {}, 5_u8);
+    assert_ne!(impl_args_cache_key(5_u8).unwrap(), impl_args_cache_key(5_u32).unwrap());
+    assert_eq!(generic::<u8, u8, 2>(&[1, 2], &0), 4);
+    assert_eq!(generic_refresh::<i64, &str, 3>(&[1, 2, 3], &"x"), 6);
+    assert_ne!(
+        generic_cache_key::<u8, u8, 1>(&[1], &0).unwrap(),
+        generic_cache_key::<u16, u8, 1>(&[1], &0).unwrap()
+    );
+    let _ = maps(&BTreeMap::from([("a".to_owned(), 1.5)]));
+    assert_eq!(many(1, 1, 1, 1, 1, 1, 1, 1), 8);
+    let _ = many_refresh(1, 1, 1, 1, 1, 1, 1, 1);
+    assert_eq!(with_cfg(2), with_cfg_refresh(2));
+    // SAFETY: no requirements.
+    assert_eq!(unsafe { unsafe_fn(3) }, 3);
+    // SAFETY: no requirements.
+    let _ = unsafe { unsafe_fn_refresh(3) };
+
+    let mut p = Point { x: 1, y: -2 };
+    assert_eq!(p.norm1(2), 6);
+    assert_eq!(p.norm1_refresh(2), 6);
+    let _ = Point::norm1_cache_key(2);
+    let _ = Point::norm1_invalidate(2);
+    let _ = p.moved(&conn, 1);
+    let _ = p.moved_refresh(&conn, 1);
+    let _ = Point::moved_cache_key(1);
+    let _ = p.clone().consume();
+    let _ = p.clone().consume_refresh();
+    let _ = Point::consume_cache_key();
+    assert_eq!(Point::shifted(4).x, 4);
+    let _ = Point::shifted_refresh(4);
+    assert!(p.generic_method("k"));
+    let _ = p.generic_method_refresh(1_u8);
+    let _ = Point::generic_method_cache_key::<u8>(1);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(async_fn(&mut conn, 2, "n").await.unwrap(), "n2");
+        assert!(async_fn(&mut conn, 0, "n").await.is_err());
+        let _ = async_fn_refresh(&mut conn, 2, "n").await;
+        let _ = async_fn_invalidate(2, "n").await;
+        let _ = async_fn_cache_key(2, "n");
+        assert_eq!(async_generic(&1_u8).await, Some(1));
+        let _ = async_generic_refresh(&1_u8).await;
+        let _ = async_generic_invalidate(&1_u8).await;
+        assert!(p.async_method(2).await.is_ok());
+        let _ = p.async_method_refresh(2).await;
+        let _ = Point::async_method_invalidate(2).await;
+    });
+}
