@@ -35,7 +35,9 @@ async fn main() -> Result<(), cached_redis::Error> {
     let config = cached_redis::Config::from_env()?;
     let store = config
         .redis_url()
-        .map_or("the embedded in-process store".to_owned(), |url| format!("Redis at {url}"));
+        .map_or("the embedded in-process store".to_owned(), |url| {
+            format!("Redis at {url}")
+        });
     cached_redis::init(config)?;
     println!("caching in {store}");
     println!("key: {}", forecast_cache_key("Lisbon", 3)?);
@@ -45,7 +47,11 @@ async fn main() -> Result<(), cached_redis::Error> {
         let started = Instant::now();
         let result = forecast("Lisbon", 3).await;
         let took = started.elapsed();
-        let kind = if QUERIES.load(Ordering::Relaxed) > before { "miss" } else { "hit " };
+        let kind = if QUERIES.load(Ordering::Relaxed) > before {
+            "miss"
+        } else {
+            "hit "
+        };
         println!("{kind} in {:>10.3?}: {result:?}", took);
     }
 

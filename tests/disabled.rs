@@ -27,5 +27,8 @@ fn the_disable_variable_turns_caching_off() {
     assert_eq!(CALLS.load(SeqCst), 3);
     let s = cached_redis::local_stats("disabled").unwrap();
     assert_eq!((s.skips, s.hits, s.misses, s.errors), (3, 0, 0, 0));
-    assert!(!disabled_invalidate(9).unwrap(), "nothing stored, nothing removed");
+    assert!(
+        !disabled_invalidate(9).unwrap(),
+        "nothing stored, nothing removed"
+    );
 }

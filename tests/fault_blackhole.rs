@@ -76,8 +76,15 @@ async fn a_silent_redis_costs_at_most_the_timeout_then_nothing() {
         assert_eq!(slow_store_sync(i), i * 3);
     }
     let took = started.elapsed();
-    assert_eq!(accepted.load(SeqCst), tried, "no connection attempts while tripped");
-    assert!(took < timeout, "100 calls took {took:?} with the breaker open");
+    assert_eq!(
+        accepted.load(SeqCst),
+        tried,
+        "no connection attempts while tripped"
+    );
+    assert!(
+        took < timeout,
+        "100 calls took {took:?} with the breaker open"
+    );
     let s = cached_redis::local_stats("blackhole").unwrap();
     assert_eq!(s.misses, 52);
     assert_eq!(s.hits, 0);

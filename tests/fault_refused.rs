@@ -43,7 +43,10 @@ async fn refused_connections_degrade_to_running_the_function() {
     let async_ = cached_redis::local_stats("refused_async").unwrap();
     assert_eq!(sync.misses + async_.misses, 20);
     assert_eq!(sync.hits + async_.hits, 0);
-    assert!(sync.errors + async_.errors >= 20, "store failures are counted");
+    assert!(
+        sync.errors + async_.errors >= 20,
+        "store failures are counted"
+    );
     let err = cached_redis::flush_stats().await.unwrap_err();
     assert!(matches!(err, cached_redis::Error::Store(_)), "{err}");
 }

@@ -61,7 +61,11 @@ async fn caching_survives_a_redis_restart() {
 
     server.kill();
     for i in 0..20 {
-        assert_eq!(item(1000 + i).await, 1100 + i, "answers while redis is down");
+        assert_eq!(
+            item(1000 + i).await,
+            1100 + i,
+            "answers while redis is down"
+        );
         assert_eq!(item_sync(1000 + i), 1100 + i);
     }
     assert_eq!(CALLS.load(SeqCst), 21);

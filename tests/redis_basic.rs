@@ -48,7 +48,10 @@ async fn miss_then_hit_runs_the_body_once() {
     assert!(key.starts_with(&format!("{ns}:square:")), "{key}");
     assert_eq!(key.len(), ns.len() + ":square:".len() + 22);
     let pttl: i64 = common::raw().pttl(&key).unwrap();
-    assert!((55_000..=60_000).contains(&pttl), "PTTL {pttl} not close to ttl = 60 s");
+    assert!(
+        (55_000..=60_000).contains(&pttl),
+        "PTTL {pttl} not close to ttl = 60 s"
+    );
 }
 
 static SYNC_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -65,7 +68,9 @@ fn sync_function_needs_no_runtime() {
     assert_eq!(sync_double(21), 42);
     assert_eq!(sync_double(21), 42);
     assert_eq!(SYNC_CALLS.load(SeqCst), 1);
-    let pttl: i64 = common::raw().pttl(sync_double_cache_key(21).unwrap()).unwrap();
+    let pttl: i64 = common::raw()
+        .pttl(sync_double_cache_key(21).unwrap())
+        .unwrap();
     assert!((25_000..=30_000).contains(&pttl), "PTTL {pttl}");
 }
 
@@ -83,7 +88,10 @@ async fn refresh_resets_the_ttl_on_every_hit() {
     let _: () = raw.pexpire(&key, 2_000).unwrap();
     assert_eq!(sliding(1).await, 2);
     let pttl: i64 = raw.pttl(&key).unwrap();
-    assert!(pttl > 8_000, "a hit should have restarted the 10 s TTL, PTTL is {pttl}");
+    assert!(
+        pttl > 8_000,
+        "a hit should have restarted the 10 s TTL, PTTL is {pttl}"
+    );
 }
 
 #[cached(ttl = 10, prefix = "fixed")]
@@ -121,13 +129,23 @@ async fn skipped_arguments_do_not_change_the_key_the_others_do() {
     setup();
     let (a, b) = (Db { name: "primary" }, Db { name: "replica" });
     let first = lookup(&a, 1, "en").await;
-    assert_eq!(lookup(&b, 1, "en").await, first, "served from the entry written via db a");
+    assert_eq!(
+        lookup(&b, 1, "en").await,
+        first,
+        "served from the entry written via db a"
+    );
     assert_eq!(LOOKUP_CALLS.load(SeqCst), 1);
     lookup(&a, 2, "en").await;
     lookup(&a, 1, "de").await;
     assert_eq!(LOOKUP_CALLS.load(SeqCst), 3);
-    assert_ne!(lookup_cache_key(1, "en").unwrap(), lookup_cache_key(2, "en").unwrap());
-    assert_ne!(lookup_cache_key(1, "en").unwrap(), lookup_cache_key(1, "de").unwrap());
+    assert_ne!(
+        lookup_cache_key(1, "en").unwrap(),
+        lookup_cache_key(2, "en").unwrap()
+    );
+    assert_ne!(
+        lookup_cache_key(1, "en").unwrap(),
+        lookup_cache_key(1, "de").unwrap()
+    );
 }
 
 static MAYBE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -206,7 +224,11 @@ async fn methods_leave_self_out_of_the_key() {
         calls: AtomicUsize::new(0),
         version: 2,
     };
-    assert_eq!(other.get(1).await, "row 1 v1", "self is not part of the key");
+    assert_eq!(
+        other.get(1).await,
+        "row 1 v1",
+        "self is not part of the key"
+    );
     assert_eq!(repo.calls.load(SeqCst) + other.calls.load(SeqCst), 1);
     assert!(Repo::get_cache_key(1).unwrap().contains(":repo_get:"));
     assert!(Repo::get_invalidate(1).await.unwrap());
@@ -254,10 +276,21 @@ async fn companions_invalidate_and_refresh() {
     let first = counter(name()).await;
     assert_eq!(counter(name()).await, first);
     let refreshed = counter_refresh(name()).await;
-    assert_eq!(refreshed, first + 1, "refresh runs the body whatever the cache holds");
-    assert_eq!(counter(name()).await, refreshed, "and stores what it computed");
+    assert_eq!(
+        refreshed,
+        first + 1,
+        "refresh runs the body whatever the cache holds"
+    );
+    assert_eq!(
+        counter(name()).await,
+        refreshed,
+        "and stores what it computed"
+    );
     assert!(counter_invalidate(name()).await.unwrap());
-    assert!(!counter_invalidate(name()).await.unwrap(), "nothing left to remove");
+    assert!(
+        !counter_invalidate(name()).await.unwrap(),
+        "nothing left to remove"
+    );
     assert_eq!(counter(name()).await, refreshed + 1);
 }
 
@@ -371,8 +404,16 @@ async fn garbage_under_a_key_is_a_miss_and_gets_replaced() {
         let before_errors = stats("garbage").errors;
         let value = garbage(case).await;
         assert_eq!(value, format!("value of case {case}").repeat(40));
-        assert_eq!(GARBAGE_CALLS.load(SeqCst), before_calls + 1, "case {case}: a miss");
-        assert_eq!(stats("garbage").errors, before_errors + 1, "case {case}: counted");
+        assert_eq!(
+            GARBAGE_CALLS.load(SeqCst),
+            before_calls + 1,
+            "case {case}: a miss"
+        );
+        assert_eq!(
+            stats("garbage").errors,
+            before_errors + 1,
+            "case {case}: counted"
+        );
         garbage(case).await;
         assert_eq!(
             GARBAGE_CALLS.load(SeqCst),
@@ -418,7 +459,11 @@ fn nan_and_infinities_bypass_the_cache() {
         float_arg(Some(x));
         float_arg(Some(x));
         assert_eq!(FLOAT_CALLS.load(SeqCst), before + 2, "{x} runs every time");
-        assert_eq!(stats("float_arg").errors, errors + 2, "{x} counted as errors");
+        assert_eq!(
+            stats("float_arg").errors,
+            errors + 2,
+            "{x} counted as errors"
+        );
     }
     // None keys like JSON null and is cached normally; it never shares an
     // entry with NaN (which has no entry at all).
@@ -466,7 +511,11 @@ fn a_runtime_shutting_down_does_not_break_the_next_one() {
             .unwrap();
         assert_eq!(rt.block_on(across_runtimes(7)), 7);
         drop(rt);
-        assert_eq!(RT_CALLS.load(SeqCst), 1, "round {round}: hit in every new runtime");
+        assert_eq!(
+            RT_CALLS.load(SeqCst),
+            1,
+            "round {round}: hit in every new runtime"
+        );
     }
     let s = stats("across_runtimes");
     assert_eq!((s.misses, s.hits, s.errors), (1, 2, 0));
@@ -487,7 +536,19 @@ async fn hits_and_misses_reach_the_stats_hash() {
     cached_redis::flush_stats().await.unwrap();
     let hash = format!("{}:flushed:stats", common::namespace("basic"));
     let fields: HashMap<String, String> = common::raw().hgetall(&hash).unwrap();
-    assert_eq!(fields.get("hits").map(String::as_str), Some("2"), "{fields:?}");
-    assert_eq!(fields.get("misses").map(String::as_str), Some("2"), "{fields:?}");
-    assert_eq!(fields.get("stores").map(String::as_str), Some("2"), "{fields:?}");
+    assert_eq!(
+        fields.get("hits").map(String::as_str),
+        Some("2"),
+        "{fields:?}"
+    );
+    assert_eq!(
+        fields.get("misses").map(String::as_str),
+        Some("2"),
+        "{fields:?}"
+    );
+    assert_eq!(
+        fields.get("stores").map(String::as_str),
+        Some("2"),
+        "{fields:?}"
+    );
 }

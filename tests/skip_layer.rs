@@ -113,7 +113,9 @@ async fn skip_cache_and_skip_cache_sync() {
     .await;
     assert!(!cached_redis::is_cache_skipped());
     assert_eq!(TASK_RENDERS.load(SeqCst), 2);
-    let exists: bool = common::raw().exists(render_task_cache_key(2).unwrap()).unwrap();
+    let exists: bool = common::raw()
+        .exists(render_task_cache_key(2).unwrap())
+        .unwrap();
     assert!(!exists, "nothing written under skip_cache");
     cached_redis::skip_cache_sync(|| {
         assert!(cached_redis::is_cache_skipped());
@@ -121,11 +123,17 @@ async fn skip_cache_and_skip_cache_sync() {
         render_sync(2);
     });
     assert_eq!(SYNC_RENDERS.load(SeqCst), 3);
-    let exists: bool = common::raw().exists(render_sync_cache_key(2).unwrap()).unwrap();
+    let exists: bool = common::raw()
+        .exists(render_sync_cache_key(2).unwrap())
+        .unwrap();
     assert!(!exists, "nothing written under skip_cache_sync");
     render_sync(2);
     render_sync(2);
-    assert_eq!(SYNC_RENDERS.load(SeqCst), 4, "outside the flag: cached again");
+    assert_eq!(
+        SYNC_RENDERS.load(SeqCst),
+        4,
+        "outside the flag: cached again"
+    );
     render_task(2).await;
     render_task(2).await;
     assert_eq!(TASK_RENDERS.load(SeqCst), 3);

@@ -43,6 +43,8 @@ pub(crate) struct Param {
     pub(crate) ty: Type,
     /// Whether the type is or contains `impl Trait`.
     pub(crate) impl_trait: bool,
+    /// Whether the type is a reference (`&T`, `&mut T`).
+    pub(crate) is_ref: bool,
 }
 
 /// How the runtime maps a return value to a stored value.
@@ -81,6 +83,7 @@ impl Function {
                     name: plain_name(&typed.pat),
                     ty: (*typed.ty).clone(),
                     impl_trait: contains_impl_trait(&typed.ty),
+                    is_ref: matches!(strip(&typed.ty), Type::Reference(_)),
                 }),
             }
         }
@@ -197,15 +200,22 @@ fn plain_name(pat: &Pat) -> Option<Ident> {
 /// The shape a return type has by its last path segment: `Option` and
 /// `Result` (any path, any alias of that name) are recognised.
 fn shape_of(ty: &Type) -> Shape {
-    match ty {
-        Type::Paren(p) => shape_of(&p.elem),
-        Type::Group(g) => shape_of(&g.elem),
+    match strip(ty) {
         Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
             Some(seg) if seg.ident == "Option" => Shape::Option,
             Some(seg) if seg.ident == "Result" => Shape::Result,
             _ => Shape::Plain,
         },
         _ => Shape::Plain,
+    }
+}
+
+/// `ty` without parentheses and the invisible groups of `macro_rules!`.
+pub(crate) fn strip(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => strip(&p.elem),
+        Type::Group(g) => strip(&g.elem),
+        _ => ty,
     }
 }
 
@@ -242,24 +252,62 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(parse(quote!(fn f() {})).shape, Shape::Plain);
-        assert_eq!(parse(quote!(fn f() -> u8 { 0 })).shape, Shape::Plain);
-        assert_eq!(parse(quote!(fn f() -> Option<u8> { None })).shape, Shape::Option);
         assert_eq!(
-            parse(quote!(fn f() -> std::io::Result<u8> { Ok(0) })).shape,
+            parse(quote!(
+                fn f() {}
+            ))
+            .shape,
+            Shape::Plain
+        );
+        assert_eq!(
+            parse(quote!(
+                fn f() -> u8 {
+                    0
+                }
+            ))
+            .shape,
+            Shape::Plain
+        );
+        assert_eq!(
+            parse(quote!(
+                fn f() -> Option<u8> {
+                    None
+                }
+            ))
+            .shape,
+            Shape::Option
+        );
+        assert_eq!(
+            parse(quote!(
+                fn f() -> std::io::Result<u8> {
+                    Ok(0)
+                }
+            ))
+            .shape,
             Shape::Result
         );
         assert_eq!(
-            parse(quote!(fn f() -> (Result<u8, ()>) { Ok(0) })).shape,
+            parse(quote!(
+                fn f() -> (Result<u8, ()>) {
+                    Ok(0)
+                }
+            ))
+            .shape,
             Shape::Result
         );
     }
 
     #[test]
     fn params_and_receiver() {
-        let f = parse(quote!(fn f(&mut self, mut a: u8, (b, c): (u8, u8), _: u8, d: impl Sized) {}));
+        let f = parse(quote!(
+            fn f(&mut self, mut a: u8, (b, c): (u8, u8), _: u8, d: impl Sized) {}
+        ));
         assert!(f.receiver.is_some() && f.in_impl);
-        let names: Vec<_> = f.params.iter().map(|p| p.name.as_ref().map(unraw)).collect();
+        let names: Vec<_> = f
+            .params
+            .iter()
+            .map(|p| p.name.as_ref().map(unraw))
+            .collect();
         assert_eq!(
             names,
             [Some("a".to_owned()), None, None, Some("d".to_owned())]
@@ -269,30 +317,66 @@ mod tests {
 
     #[test]
     fn inner_attributes_are_separated() {
-        let f = parse(quote!(#[inline] fn f() { #![allow(unused)] }));
+        let f = parse(quote!(
+            #[inline]
+            fn f() {
+                #![allow(unused)]
+            }
+        ));
         assert_eq!(f.outer_attrs.len(), 1);
         assert_eq!(f.inner_attrs.len(), 1);
     }
 
     #[test]
     fn in_impl_detection() {
-        assert!(!parse(quote!(fn f(x: u8) -> u8 { x })).in_impl);
-        assert!(parse(quote!(fn new(x: u8) -> Self { todo!() })).in_impl);
-        assert!(parse(quote!(fn get(x: Vec<Self>) {})).in_impl);
+        assert!(
+            !parse(quote!(
+                fn f(x: u8) -> u8 {
+                    x
+                }
+            ))
+            .in_impl
+        );
+        assert!(
+            parse(quote!(
+                fn new(x: u8) -> Self {
+                    todo!()
+                }
+            ))
+            .in_impl
+        );
+        assert!(
+            parse(quote!(
+                fn get(x: Vec<Self>) {}
+            ))
+            .in_impl
+        );
     }
 
     #[test]
     fn generic_params() {
-        let f = parse(quote!(fn f<'a, T: Clone, const N: usize, U>(x: &'a T) {}));
+        let f = parse(quote!(
+            fn f<'a, T: Clone, const N: usize, U>(x: &'a T) {}
+        ));
         let types: Vec<_> = f.type_params().map(ToString::to_string).collect();
         assert_eq!(types, ["T", "U"]);
-        let fish: Vec<_> = f.turbofish_params().iter().map(ToString::to_string).collect();
+        let fish: Vec<_> = f
+            .turbofish_params()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(fish, ["T", "N", "U"]);
     }
 
     #[test]
     fn not_a_function() {
-        assert!(Function::parse(quote!(struct S;)).is_err());
-        assert!(Function::parse(quote!(fn f(&self);)).is_err());
+        assert!(Function::parse(quote!(
+            struct S;
+        ))
+        .is_err());
+        assert!(Function::parse(quote!(
+            fn f(&self);
+        ))
+        .is_err());
     }
 }

@@ -13,11 +13,22 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Path, Token, UnOp};
 use crate::errors::Errors;
 
 /// The options this version understands, in the order the docs list them.
-const OPTIONS: &[&str] = &["ttl", "prefix", "skip", "refresh", "version", "crate"];
+const OPTIONS: &[&str] = &[
+    "ttl",
+    "prefix",
+    "skip",
+    "refresh",
+    "version",
+    "crate",
+    "lock",
+    "stale",
+    "early",
+    "cache_none",
+];
 
 /// Options of the API that this version does not implement yet: named in
 /// their own error rather than as unknown.
-const NOT_YET: &[&str] = &["lock", "stale", "early", "cache_none", "local"];
+const NOT_YET: &[&str] = &["local"];
 
 /// The parsed options; `None` where the attribute does not give one.
 #[derive(Default)]
@@ -34,6 +45,15 @@ pub(crate) struct Options {
     pub(crate) version: Option<LitStr>,
     /// `crate = "my_cache"`.
     pub(crate) krate: Option<Path>,
+    /// `lock = true`.
+    pub(crate) lock: Option<bool>,
+    /// `stale = 30`: seconds, at least 1.
+    pub(crate) stale: Option<u64>,
+    /// `early = true`.
+    pub(crate) early: Option<bool>,
+    /// `cache_none = 60`: seconds, at least 1; the literal, for errors about
+    /// the function's return type.
+    pub(crate) cache_none: Option<(u64, proc_macro2::Span)>,
 }
 
 /// `skip = "a, b"`: the literal (errors about its names point at it) and
@@ -86,7 +106,10 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
     let value = match meta {
         Meta::NameValue(nv) => &nv.value,
         Meta::Path(_) | Meta::List(_) => {
-            errors.at(meta, format_args!("expected `{name} = ...`, like `{example}`"));
+            errors.at(
+                meta,
+                format_args!("expected `{name} = ...`, like `{example}`"),
+            );
             return;
         }
     };
@@ -96,6 +119,10 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "skip" => options.skip.is_some(),
         "refresh" => options.refresh.is_some(),
         "version" => options.version.is_some(),
+        "lock" => options.lock.is_some(),
+        "stale" => options.stale.is_some(),
+        "early" => options.early.is_some(),
+        "cache_none" => options.cache_none.is_some(),
         _ => options.krate.is_some(),
     };
     if duplicate {
@@ -103,10 +130,17 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         return;
     }
     match name.as_str() {
-        "ttl" => options.ttl = parse_ttl(value, errors),
+        "ttl" => options.ttl = parse_seconds("ttl", value, errors),
+        "stale" => options.stale = parse_seconds("stale", value, errors),
+        "cache_none" => {
+            options.cache_none = parse_seconds("cache_none", value, errors)
+                .map(|secs| (secs, syn::spanned::Spanned::span(value)));
+        }
+        "lock" => options.lock = parse_bool("lock", value, errors),
+        "early" => options.early = parse_bool("early", value, errors),
         "prefix" => options.prefix = parse_prefix(value, errors),
         "skip" => options.skip = parse_skip(value, errors),
-        "refresh" => options.refresh = parse_refresh(value, errors),
+        "refresh" => options.refresh = parse_bool("refresh", value, errors),
         "version" => options.version = parse_version(value, errors),
         _ => options.krate = parse_crate(value, errors),
     }
@@ -122,6 +156,10 @@ fn example(name: &str) -> Option<&'static str> {
         "refresh" => "refresh = true",
         "version" => "version = \"2\"",
         "crate" => "crate = \"my_cache\"",
+        "lock" => "lock = true",
+        "stale" => "stale = 30",
+        "early" => "early = true",
+        "cache_none" => "cache_none = 60",
         _ => return None,
     })
 }
@@ -149,29 +187,42 @@ fn literal(expr: &Expr) -> Option<&Lit> {
     }
 }
 
-fn parse_ttl(value: &Expr, errors: &mut Errors) -> Option<u64> {
+/// A whole number of seconds, at least 1, for option `name`.
+fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let at_least_one = format!("`{name}` is a number of seconds and must be at least 1");
     let int = match (literal(value), value) {
         (Some(Lit::Int(int)), _) => int,
-        (_, Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. })) => {
-            errors.at(value, "`ttl` is a number of seconds and must be at least 1");
+        (
+            _,
+            Expr::Unary(ExprUnary {
+                op: UnOp::Neg(_), ..
+            }),
+        ) => {
+            errors.at(value, at_least_one);
             return None;
         }
         _ => {
+            let example = example(name).unwrap_or("ttl = 300");
             errors.at(
                 value,
-                "expected an integer number of seconds, like `ttl = 300`",
+                format_args!("expected an integer number of seconds, like `{example}`"),
             );
             return None;
         }
     };
+    // syn reads `-5` as one negative literal.
+    if int.base10_digits().starts_with('-') {
+        errors.at(int, at_least_one);
+        return None;
+    }
     match int.base10_parse::<u64>() {
         Ok(0) => {
-            errors.at(int, "`ttl` is a number of seconds and must be at least 1");
+            errors.at(int, at_least_one);
             None
         }
         Ok(secs) => Some(secs),
         Err(e) => {
-            errors.at(int, format_args!("invalid `ttl`: {e}"));
+            errors.at(int, format_args!("invalid `{name}`: {e}"));
             None
         }
     }
@@ -233,11 +284,15 @@ fn parse_skip(value: &Expr, errors: &mut Errors) -> Option<Skip> {
     })
 }
 
-fn parse_refresh(value: &Expr, errors: &mut Errors) -> Option<bool> {
+/// `true` or `false`, for option `name`.
+fn parse_bool(name: &str, value: &Expr, errors: &mut Errors) -> Option<bool> {
     match literal(value) {
         Some(Lit::Bool(b)) => Some(b.value),
         _ => {
-            errors.at(value, "expected `true` or `false`, like `refresh = true`");
+            errors.at(
+                value,
+                format_args!("expected `true` or `false`, like `{name} = true`"),
+            );
             None
         }
     }
@@ -335,7 +390,7 @@ mod tests {
 
     #[test]
     fn api_options_not_implemented_say_so() {
-        let m = messages(quote!(lock = true));
+        let m = messages(quote!(local = 100));
         assert!(m[0].contains("not supported by this version"), "{m:?}");
     }
 
@@ -347,9 +402,18 @@ mod tests {
 
     #[test]
     fn wrong_literal_types() {
-        let m = messages(quote!(ttl = "300", prefix = 3, refresh = 1, version = 2, crate = x));
+        let m = messages(quote!(
+            ttl = "300",
+            prefix = 3,
+            refresh = 1,
+            version = 2,
+            crate = x
+        ));
         assert_eq!(m.len(), 5, "{m:?}");
-        assert_eq!(m[0], "expected an integer number of seconds, like `ttl = 300`");
+        assert_eq!(
+            m[0],
+            "expected an integer number of seconds, like `ttl = 300`"
+        );
         assert!(m[1].starts_with("expected a string"));
         assert!(m[2].starts_with("expected `true` or `false`"));
         assert!(m[3].starts_with("expected a string"));
@@ -359,7 +423,10 @@ mod tests {
     #[test]
     fn ttl_bounds() {
         assert_eq!(messages(quote!(ttl = 0)).len(), 1);
-        assert_eq!(messages(quote!(ttl = -5)).len(), 1);
+        assert_eq!(
+            messages(quote!(ttl = -5)),
+            ["`ttl` is a number of seconds and must be at least 1"]
+        );
         assert_eq!(messages(quote!(ttl = 99999999999999999999999)).len(), 1);
         assert_eq!(parse_ok(quote!(ttl = 60u64)).ttl, Some(60));
     }
@@ -375,7 +442,10 @@ mod tests {
     fn skip_rules() {
         assert!(messages(quote!(skip = "a,,b"))[0].contains("empty name"));
         assert!(messages(quote!(skip = ""))[0].contains("empty name"));
-        assert_eq!(messages(quote!(skip = "a, a")), ["`a` is listed twice in `skip`"]);
+        assert_eq!(
+            messages(quote!(skip = "a, a")),
+            ["`a` is listed twice in `skip`"]
+        );
     }
 
     #[test]

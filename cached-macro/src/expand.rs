@@ -4,15 +4,14 @@
 //!
 //! ```text
 //! #[cached(ttl = 60, skip = "conn")]
-//! pub async fn user<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> { body }
+//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> { body }
 //! ```
 //!
 //! Output, with `P` standing for `::cached_redis::__private` (or
-//! `<crate = "...">::__private`) and `SITE` for the `static` below, which
-//! every generated function declares in its own body:
+//! `<crate = "...">::__private`):
 //!
 //! ```text
-//! pub async fn user<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> {
+//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
 //!     static __CACHED_SITE: P::CallSite = P::CallSite::new(
 //!         P::SiteIdent {
 //!             module_path: ::core::module_path!(),
@@ -21,37 +20,40 @@
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
 //!         },
-//!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },
+//!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
-//!     let __cached_key = P::build_key(
-//!         &__CACHED_SITE,
-//!         &(P::key_arg(&id),),                      // key arguments, always a tuple
-//!         &[::core::any::type_name::<T>()],         // generic type parameters
-//!     );
+//!     let __cached_key = {                                    // KEY, below
+//!         fn __cached_build_key<__A0: ?Sized + P::KeyArg, __A1: ?Sized + P::KeyArg>(
+//!             a0: &__A0, a1: &__A1, type_names: &[&str],
+//!         ) -> Result<P::CacheKey, ::cached_redis::Error> {
+//!             P::build_key(&__CACHED_SITE, &(a0, a1), type_names)
+//!         }
+//!         __cached_build_key(P::key_arg(&id), P::key_arg(name), &[::core::any::type_name::<T>()])
+//!     };
 //!     P::call_async(&__CACHED_SITE, __cached_key, P::ResultShape, async move { body }).await
-//!     // a sync fn: P::call_sync(&SITE, __cached_key, Shape, move || -> Ret { body })
+//!     // a sync fn: P::call_sync(&__CACHED_SITE, __cached_key, Shape, move || -> Ret { body })
 //! }
 //!
-//! /// The cache key a call of [`user`] with these arguments uses. ...
+//! /// The cache key ... of [`user`] ...
 //! #[allow(dead_code)]
-//! pub fn user_cache_key<T: Serialize>(id: T) -> Result<String, ::cached_redis::Error> {
-//!     static __CACHED_SITE: ... = ...;              // the same
-//!     P::build_key(&__CACHED_SITE, &(P::key_arg(&id),), &[...]).map(P::CacheKey::into_string)
+//! pub fn user_cache_key<T: Serialize>(id: T, name: &str) -> Result<String, ::cached_redis::Error> {
+//!     static __CACHED_SITE: ... = ...;                        // the same
+//!     KEY.map(P::CacheKey::into_string)
 //! }
 //!
 //! /// Removes the cached result ...
 //! #[allow(dead_code)]
-//! pub async fn user_invalidate<T: Serialize>(id: T) -> Result<bool, ::cached_redis::Error> {
+//! pub async fn user_invalidate<T: Serialize>(id: T, name: &str) -> Result<bool, ::cached_redis::Error> {
 //!     static __CACHED_SITE: ... = ...;
-//!     let __cached_key = P::build_key(&__CACHED_SITE, &(P::key_arg(&id),), &[...]);
-//!     P::invalidate_async(&__CACHED_SITE, __cached_key).await  // sync fn: P::invalidate_sync
+//!     let __cached_key = KEY;
+//!     P::invalidate_async(&__CACHED_SITE, __cached_key).await // a sync fn: P::invalidate_sync
 //! }
 //!
 //! /// Calls [`user`] and stores its result whatever the cache holds ...
 //! #[allow(dead_code)]
-//! pub async fn user_refresh<T: Serialize>(conn: &Db, id: T) -> Result<User, DbError> {
-//!     P::force_refresh_async(user::<T>(conn, id)).await
-//!     // a sync fn: P::force_refresh_sync(move || user::<T>(conn, id))
+//! pub async fn user_refresh<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
+//!     P::force_refresh_async(user::<T>(conn, id, name)).await
+//!     // a sync fn: P::force_refresh_sync(move || user::<T>(conn, id, name))
 //! }
 //! ```
 //!
@@ -59,19 +61,32 @@
 //! `_invalidate` are associated functions without it, `_refresh` takes it
 //! and calls `Self::user(self, ...)`.
 //!
-//! The key argument list is built with `key_arg(&arg)` spanned at the
-//! argument, so that a type that is not `Serialize` is reported there, by
-//! the runtime's `#[diagnostic::on_unimplemented]` message. Type names are
-//! those of the generic type parameters in declaration order (const
-//! generics are not included: a const parameter that matters to the result
-//! belongs in an argument), then `type_name_of_val` of each key argument
-//! whose type contains `impl Trait` (an anonymous type parameter).
+//! Key arguments: always a tuple (`&()` when there are none), each element
+//! `&arg` (a reference argument as it is). `key_arg` and the helper both
+//! require `KeyArg` (`Serialize`, with the runtime's
+//! `#[diagnostic::on_unimplemented]` message). All their tokens are located
+//! at the argument: rustc reports the unmet bound there, and drops the
+//! helper's identical error at the identical span, so an argument that is
+//! not `Serialize` gets exactly one error, naming it. Without the helper,
+//! `build_key`'s own bound on the whole tuple would add a second error
+//! pointing at the attribute.
+//!
+//! Type names: `Self` when the function is known to be in an `impl` (a
+//! method of `impl<T> Repo<T>` is generic too), the generic type parameters
+//! in declaration order, then `type_name_of_val` of each key argument whose
+//! type contains `impl Trait` (an anonymous type parameter). Lifetimes and
+//! const generics are not included: a const parameter that matters to the
+//! result belongs in an argument.
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{Attribute, Meta};
 
 use crate::ast::{unraw, Function, Param, Shape};
+
+/// How many fields `SiteOptions` has; with all of them given, clippy calls
+/// `..DEFAULT` needless.
+const OPTION_FIELDS: usize = 8;
 use crate::attr::Options;
 
 /// The function rewritten, followed by its companions.
@@ -143,6 +158,7 @@ impl<'a> Context<'a> {
         let build_key = self.build_key();
         let shape = match self.func.shape {
             Shape::Plain => quote!(#p::PlainShape),
+            Shape::Option if self.options.cache_none.is_some() => quote!(#p::CacheNoneShape),
             Shape::Option => quote!(#p::OptionShape),
             Shape::Result => quote!(#p::ResultShape),
         };
@@ -225,7 +241,10 @@ impl<'a> Context<'a> {
                 quote!(#private::invalidate_async(&__CACHED_SITE, #key).await),
             )
         } else {
-            (None, quote!(#private::invalidate_sync(&__CACHED_SITE, #key)))
+            (
+                None,
+                quote!(#private::invalidate_sync(&__CACHED_SITE, #key)),
+            )
         };
         self.companion(
             &ident,
@@ -362,9 +381,24 @@ impl<'a> Context<'a> {
         if let Some(version) = &options.version {
             fields.push(quote!(version: #version));
         }
+        if let Some(lock) = options.lock {
+            fields.push(quote!(lock: #lock));
+        }
+        if let Some(stale) = options.stale {
+            let stale = Literal::u64_unsuffixed(stale);
+            fields.push(quote!(stale_secs: #stale));
+        }
+        if let Some(early) = options.early {
+            fields.push(quote!(early: #early));
+        }
+        if let Some((secs, _)) = options.cache_none {
+            let secs = Literal::u64_unsuffixed(secs);
+            fields.push(quote!(cache_none_secs: ::core::option::Option::Some(#secs)));
+        }
         // With every option given, `..DEFAULT` fills nothing today; it stays
         // so that options the runtime adds later cannot break expansions.
-        let allow = (fields.len() == 4).then(|| quote!(#[allow(clippy::needless_update)]));
+        let allow =
+            (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
         quote! {
             #allow
             static __CACHED_SITE: #p::CallSite = #p::CallSite::new(
@@ -383,17 +417,18 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// `P::build_key(&__CACHED_SITE, &(key args,), &[type names])`.
+    /// The key of the call: `P::build_key(&__CACHED_SITE, &(key args,),
+    /// &[type names])`, through a local helper when there are key
+    /// arguments (see the module docs).
     fn build_key(&self) -> TokenStream {
-        let p = &self.private;
-        let args = self.key_params.iter().map(|param| {
-            let ident = param.name.as_ref().expect("checked by valid.rs");
-            // Located at the argument, so that "not `Serialize`" points
-            // there; resolved like the rest of the expansion.
-            let span = Span::call_site().located_at(ident.span());
-            let p = respan(p.clone(), span);
-            quote_spanned!(span=> #p::key_arg(&#ident))
-        });
+        let Context {
+            krate, private: p, ..
+        } = self;
+        // `Self` first: a method of `impl<T> Repo<T>` is generic too.
+        let self_name = self
+            .func
+            .in_impl
+            .then(|| quote!(::core::any::type_name::<Self>()));
         let generic_names = self
             .func
             .type_params()
@@ -402,8 +437,41 @@ impl<'a> Context<'a> {
             let ident = &p.name;
             quote!(::core::any::type_name_of_val(&#ident))
         });
-        let type_names = generic_names.chain(impl_trait_names);
-        quote!(#p::build_key(&__CACHED_SITE, &(#(#args,)*), &[#(#type_names),*]))
+        let type_names = self_name
+            .into_iter()
+            .chain(generic_names)
+            .chain(impl_trait_names);
+        if self.key_params.is_empty() {
+            return quote!(#p::build_key(&__CACHED_SITE, &(), &[#(#type_names),*]));
+        }
+        let tys: Vec<Ident> = (0..self.key_params.len())
+            .map(|i| format_ident!("__A{}", i))
+            .collect();
+        let params: Vec<Ident> = (0..self.key_params.len())
+            .map(|i| format_ident!("a{}", i))
+            .collect();
+        let args = self.key_params.iter().map(|param| {
+            let mut ident = param.name.clone().expect("checked by valid.rs");
+            // Every token located at the argument, so that "not
+            // `Serialize`" points there, once: rustc drops the helper's
+            // identical error at the identical span.
+            let span = Span::call_site().located_at(ident.span());
+            ident.set_span(span);
+            let p = respan(p.clone(), span);
+            // A reference is passed as it is, so that an error names the
+            // type behind it (the key is the same: serde sees through `&`).
+            let borrow = (!param.is_ref).then(|| quote_spanned!(span=> &));
+            quote_spanned!(span=> #p::key_arg(#borrow #ident))
+        });
+        quote!({
+            fn __cached_build_key<#(#tys: ?Sized + #p::KeyArg),*>(
+                #(#params: &#tys,)*
+                type_names: &[&str],
+            ) -> ::core::result::Result<#p::CacheKey, #krate::Error> {
+                #p::build_key(&__CACHED_SITE, &(#(#params,)*), type_names)
+            }
+            __cached_build_key(#(#args,)* &[#(#type_names),*])
+        })
     }
 
     /// An intra-doc link to the function.
@@ -478,4 +546,183 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             tt
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    /// The expansion without whitespace, for `contains` checks.
+    fn expand(attr: TokenStream, item: TokenStream) -> String {
+        let out = crate::cached_impl(attr, item).unwrap_or_else(|e| panic!("{e}"));
+        out.to_string().split_whitespace().collect()
+    }
+
+    fn has(out: &str, fragment: &str) -> bool {
+        let fragment: String = fragment.split_whitespace().collect();
+        out.contains(&fragment)
+    }
+
+    #[test]
+    fn sync_free_function() {
+        let out = expand(
+            quote!(ttl = 60, skip = "conn"),
+            quote!(
+                pub fn f(conn: &mut Db, mut id: u64) -> Option<u8> {
+                    None
+                }
+            ),
+        );
+        assert!(has(
+            &out,
+            "pub fn f(conn: &mut Db, mut id: u64) -> Option<u8>"
+        ));
+        assert!(has(&out, "ttl_secs: ::core::option::Option::Some(60), ..::cached_redis::__private::SiteOptions::DEFAULT"));
+        assert!(has(
+            &out,
+            "__cached_build_key(::cached_redis::__private::key_arg(&id), &[])"
+        ));
+        assert!(has(
+            &out,
+            "::cached_redis::__private::OptionShape, move || -> Option<u8> { None })"
+        ));
+        // Companions: key arguments only, without `mut`; refresh with all.
+        assert!(has(&out, "pub fn f_cache_key(id: u64)"));
+        assert!(has(&out, "pub fn f_invalidate(id: u64)"));
+        assert!(has(&out, "invalidate_sync(&__CACHED_SITE, __cached_key)"));
+        assert!(has(
+            &out,
+            "pub fn f_refresh(conn: &mut Db, id: u64) -> Option<u8>"
+        ));
+        assert!(has(&out, "force_refresh_sync(move || f(conn, id))"));
+        assert!(!has(&out, "needless_update"));
+    }
+
+    #[test]
+    fn no_key_arguments_is_an_empty_tuple() {
+        let out = expand(
+            quote!(),
+            quote!(
+                async fn f() -> Vec<u8> {
+                    vec![]
+                }
+            ),
+        );
+        assert!(has(&out, "build_key(&__CACHED_SITE, &(), &[])"));
+        assert!(has(&out, "async move { vec![] }).await"));
+        assert!(has(&out, "async fn f_invalidate()"));
+        assert!(has(
+            &out,
+            "invalidate_async(&__CACHED_SITE, __cached_key).await"
+        ));
+        assert!(has(&out, "force_refresh_async(f()).await"));
+        assert!(has(
+            &out,
+            "SiteOptions { ..::cached_redis::__private::SiteOptions::DEFAULT }"
+        ));
+    }
+
+    #[test]
+    fn every_option_allows_needless_update() {
+        let out = expand(
+            quote!(
+                ttl = 1,
+                prefix = "p",
+                refresh = false,
+                version = "v",
+                crate = "my::c",
+                lock = true,
+                stale = 5,
+                early = true,
+                cache_none = 7
+            ),
+            quote!(
+                fn f() -> Option<u8> {
+                    None
+                }
+            ),
+        );
+        assert!(has(
+            &out,
+            "#[allow(clippy::needless_update)] static __CACHED_SITE: my::c::__private::CallSite"
+        ));
+        assert!(has(
+            &out,
+            "prefix: ::core::option::Option::Some(\"p\"), refresh: false, version: \"v\""
+        ));
+        assert!(has(&out, "-> ::core::result::Result<bool, my::c::Error>"));
+    }
+
+    #[test]
+    fn methods_use_self() {
+        let out = expand(
+            quote!(),
+            quote!(
+                fn get<T: Serialize>(&mut self, key: T) -> u8 {
+                    0
+                }
+            ),
+        );
+        assert!(has(&out, "fn get_cache_key<T: Serialize>(key: T)"));
+        assert!(has(
+            &out,
+            "fn get_refresh<T: Serialize>(&mut self, key: T) -> u8"
+        ));
+        assert!(has(&out, "move || Self::get::<T>(self, key)"));
+        assert!(has(
+            &out,
+            "&[::core::any::type_name::<Self>(), ::core::any::type_name::<T>()]"
+        ));
+        assert!(has(&out, "[`get`](Self::get)"));
+    }
+
+    #[test]
+    fn unsafe_and_impl_trait() {
+        let out = expand(
+            quote!(skip = "log"),
+            quote!(
+                unsafe fn f<const N: usize>(log: impl Fn(), k: impl Serialize) -> u8 {
+                    0
+                }
+            ),
+        );
+        assert!(has(
+            &out,
+            "unsafe fn f_refresh<const N: usize>(log: impl Fn(), k: impl Serialize) -> u8"
+        ));
+        assert!(has(&out, "move || unsafe { f::<N>(log, k) }"));
+        assert!(has(&out, "# Safety"));
+        assert!(has(&out, "&[::core::any::type_name_of_val(&k)]"));
+        assert!(has(
+            &out,
+            "fn f_cache_key<const N: usize>(k: impl Serialize)"
+        ));
+    }
+
+    #[test]
+    fn companion_attributes() {
+        let out = expand(
+            quote!(),
+            quote!(
+                /// Docs stay on the function.
+                #[cfg(feature = "x")]
+                #[inline]
+                #[expect(clippy::too_many_arguments)]
+                #[doc(hidden)]
+                fn f() {
+                    #![allow(unused)]
+                }
+            ),
+        );
+        assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 4);
+        assert_eq!(out.matches("#[inline]").count(), 1);
+        assert_eq!(
+            out.matches("#[allow(clippy::too_many_arguments)]").count(),
+            3
+        );
+        assert_eq!(out.matches("#[doc(hidden)]").count(), 4);
+        assert_eq!(out.matches("Docsstayonthefunction").count(), 1);
+        assert!(has(&out, "fn f() { #![allow(unused)] static __CACHED_SITE"));
+    }
 }

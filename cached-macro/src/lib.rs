@@ -56,6 +56,10 @@ use crate::errors::Errors;
 /// | `skip = "a, b"` | arguments left out of the key (connections, clients, loggers); a name that is not a parameter is a compile error | none |
 /// | `refresh = true` | every hit resets the TTL (sliding expiry) | `false` |
 /// | `version = "<text>"` | extra salt for this function: bump it to drop its old entries | none |
+/// | `lock = true` | one computation per key across all processes; other callers wait for its result (distributed lock) | `false` |
+/// | `stale = <seconds>` | after `ttl`, keep serving the old value for this long while one caller recomputes, and when recomputing fails | `0` |
+/// | `early = true` | probabilistic early recomputation (XFetch) driven by the measured compute time | `false` |
+/// | `cache_none = <seconds>` | also cache `None` (negative caching) with its own TTL; only on functions returning `Option` | `None` is not cached |
 /// | `crate = "<path>"` | where cached-redis is, for crates that re-export it | `::cached_redis` |
 ///
 /// Values are literals of one type each: `ttl = "300"` or `refresh = 1` is
@@ -70,8 +74,9 @@ use crate::errors::Errors;
 ///   `serde::Serialize`; one that does not is reported at the argument.
 /// - Generic functions: the concrete type names of the generic type
 ///   parameters (and of `impl Trait` key arguments) enter the key, so
-///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry. Const generic
-///   parameters do not enter the key.
+///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry; so does `Self`
+///   for a method, so that `Repo<u8>` and `Repo<String>` never share one.
+///   Const generic parameters do not enter the key.
 /// - The return type: `T` is always cached; `Option<T>` when `Some`;
 ///   `Result<T, E>` (recognised by the name `Result`, so `io::Result<T>`
 ///   too) when `Ok`, and `E` needs no traits. The cached type needs

@@ -8,7 +8,7 @@ use syn::{
     TypeBareFn, TypeImplTrait, TypeMacro, TypeReference,
 };
 
-use crate::ast::{unraw, Function, Shape};
+use crate::ast::{strip, unraw, Function, Shape};
 use crate::attr::Options;
 use crate::errors::Errors;
 
@@ -33,6 +33,14 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
         }
     }
     check_skip(options, func, errors);
+    if let Some((_, span)) = options.cache_none {
+        if func.shape != Shape::Option {
+            errors.push(syn::Error::new(
+                span,
+                "`cache_none` caches `None` results, but this function does not return an `Option`; remove `cache_none`",
+            ));
+        }
+    }
 }
 
 /// Every name in `skip` must be a parameter, and not `self`.
@@ -96,14 +104,6 @@ fn check_return_type(ty: &Type, shape: Shape, errors: &mut Errors) {
         strict.static_refs_ok = is_type && seen_type;
         seen_type |= is_type;
         strict.visit_generic_argument(arg);
-    }
-}
-
-fn strip(ty: &Type) -> &Type {
-    match ty {
-        Type::Paren(p) => strip(&p.elem),
-        Type::Group(g) => strip(&g.elem),
-        _ => ty,
     }
 }
 
@@ -176,39 +176,103 @@ mod tests {
     #[test]
     fn accepted_functions() {
         for item in [
-            quote!(fn f() {}),
-            quote!(async fn f(&self, x: u8) -> Result<String, &'static str> { todo!() }),
-            quote!(unsafe fn f(mut x: u8) -> Option<Cow<'static, str>> { todo!() }),
-            quote!(fn f(x: impl Serialize) -> Box<dyn Fn(&str) -> u8> { todo!() }),
-            quote!(fn f<T>(x: T) -> io::Result<Vec<T>> { todo!() }),
+            quote!(
+                fn f() {}
+            ),
+            quote!(
+                async fn f(&self, x: u8) -> Result<String, &'static str> {
+                    todo!()
+                }
+            ),
+            quote!(
+                unsafe fn f(mut x: u8) -> Option<Cow<'static, str>> {
+                    todo!()
+                }
+            ),
+            quote!(
+                fn f(x: impl Serialize) -> Box<dyn Fn(&str) -> u8> {
+                    todo!()
+                }
+            ),
+            quote!(
+                fn f<T>(x: T) -> io::Result<Vec<T>> {
+                    todo!()
+                }
+            ),
         ] {
-            assert_eq!(messages(quote!(), item.clone()), Vec::<String>::new(), "{item}");
+            assert_eq!(
+                messages(quote!(), item.clone()),
+                Vec::<String>::new(),
+                "{item}"
+            );
         }
     }
 
     #[test]
     fn references_and_borrows_in_return_type() {
-        let m = messages(quote!(), quote!(fn f(x: &str) -> &str { x }));
+        let m = messages(
+            quote!(),
+            quote!(
+                fn f(x: &str) -> &str {
+                    x
+                }
+            ),
+        );
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("cannot return a reference"));
-        let m = messages(quote!(), quote!(fn f<'a>(x: &'a str) -> Cow<'a, str> { todo!() }));
+        let m = messages(
+            quote!(),
+            quote!(
+                fn f<'a>(x: &'a str) -> Cow<'a, str> {
+                    todo!()
+                }
+            ),
+        );
         assert!(m[0].contains("borrows (`'a`)"), "{m:?}");
-        let m = messages(quote!(), quote!(fn f(x: &str) -> Result<u8, &str> { todo!() }));
+        let m = messages(
+            quote!(),
+            quote!(
+                fn f(x: &str) -> Result<u8, &str> {
+                    todo!()
+                }
+            ),
+        );
         assert_eq!(m.len(), 1);
-        let m = messages(quote!(), quote!(fn f() -> Result<&'static str, ()> { todo!() }));
+        let m = messages(
+            quote!(),
+            quote!(
+                fn f() -> Result<&'static str, ()> {
+                    todo!()
+                }
+            ),
+        );
         assert_eq!(m.len(), 1);
     }
 
     #[test]
     fn impl_trait_return() {
-        let m = messages(quote!(), quote!(fn f() -> impl Iterator<Item = u8> { todo!() }));
+        let m = messages(
+            quote!(),
+            quote!(
+                fn f() -> impl Iterator<Item = u8> {
+                    todo!()
+                }
+            ),
+        );
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("`impl Trait`"));
     }
 
     #[test]
     fn const_fn_and_patterns() {
-        let m = messages(quote!(), quote!(const fn f((a, b): (u8, u8), _: u8) -> u8 { a }));
+        let m = messages(
+            quote!(),
+            quote!(
+                const fn f((a, b): (u8, u8), _: u8) -> u8 {
+                    a
+                }
+            ),
+        );
         assert_eq!(m.len(), 3, "{m:?}");
         assert!(m[0].contains("`const fn`"));
         assert!(m[1].contains("use a plain name for key arguments"));
@@ -218,7 +282,9 @@ mod tests {
     fn skip_names() {
         let m = messages(
             quote!(skip = "self, conn, nope, r#type"),
-            quote!(fn f(&self, conn: u8, r#type: u8) {}),
+            quote!(
+                fn f(&self, conn: u8, r#type: u8) {}
+            ),
         );
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m[0].contains("`self` is never part of the cache key"));
@@ -226,7 +292,12 @@ mod tests {
             m[1],
             "`skip` names `nope`, but `f` has no parameter `nope`; its parameters are `conn`, `type`"
         );
-        let m = messages(quote!(skip = "x"), quote!(fn g() {}));
+        let m = messages(
+            quote!(skip = "x"),
+            quote!(
+                fn g() {}
+            ),
+        );
         assert!(m[0].ends_with("it has no named parameters"));
     }
 }

@@ -29,6 +29,12 @@ pub use crate::engine::{
 pub use crate::key::CacheKey;
 pub use crate::site::{CallSite, SiteIdent, SiteOptions};
 
+/// Turns the stats counters on or off for the whole process. For
+/// benchmarks that measure what counting costs; not for services.
+pub fn set_stats_enabled(enabled: bool) {
+    crate::stats::set_enabled(enabled);
+}
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -68,6 +74,12 @@ pub trait ReturnShape<R> {
     fn cacheable(ret: &R) -> Option<&Self::Value>;
     /// The return value a stored value stands for.
     fn rebuild(value: Self::Value) -> R;
+    /// Whether `value` is a negative result, stored with the `cache_none`
+    /// lifetime instead of the TTL.
+    #[inline]
+    fn is_negative(_value: &Self::Value) -> bool {
+        false
+    }
 }
 
 /// Shape of a function returning a plain `T`.
@@ -76,6 +88,10 @@ pub struct PlainShape;
 /// Shape of a function returning `Option<T>`.
 #[derive(Clone, Copy, Debug)]
 pub struct OptionShape;
+/// Shape of a function returning `Option<T>` with `cache_none`: `None` is
+/// stored too, with its own lifetime.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheNoneShape;
 /// Shape of a function returning `Result<T, E>`.
 #[derive(Clone, Copy, Debug)]
 pub struct ResultShape;
@@ -113,5 +129,21 @@ impl<T: CacheValue, E> ReturnShape<Result<T, E>> for ResultShape {
     #[inline]
     fn rebuild(value: T) -> Result<T, E> {
         Ok(value)
+    }
+}
+
+impl<T: CacheValue> ReturnShape<Option<T>> for CacheNoneShape {
+    type Value = Option<T>;
+    #[inline]
+    fn cacheable(ret: &Option<T>) -> Option<&Option<T>> {
+        Some(ret)
+    }
+    #[inline]
+    fn rebuild(value: Option<T>) -> Option<T> {
+        value
+    }
+    #[inline]
+    fn is_negative(value: &Option<T>) -> bool {
+        value.is_none()
     }
 }

@@ -26,8 +26,8 @@ pub fn emit_git_sha() {
     let Some(sha) = git(&["rev-parse", "HEAD"]) else {
         return;
     };
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let suffix = if dirty { "-dirty" } else { "" };
     println!("cargo:rustc-env=CACHED_REDIS_GIT_SHA={sha}{suffix}");
     if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {

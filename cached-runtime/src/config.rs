@@ -255,7 +255,8 @@ impl ConfigBuilder {
         }
         if let Some(url) = &c.redis_url {
             let scheme = url.split("://").next().unwrap_or_default();
-            if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
+            if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://")
+            {
                 return Err(Error::Config(format!(
                     "redis_url {url:?}: expected redis://host:port/db or rediss://..."
                 )));
@@ -274,7 +275,8 @@ impl ConfigBuilder {
         }
         if c.max_value_bytes == 0 || c.memory_max_entries == 0 || c.breaker_threshold == 0 {
             return Err(Error::Config(
-                "max_value_bytes, memory_max_entries and breaker_threshold must be at least 1".into(),
+                "max_value_bytes, memory_max_entries and breaker_threshold must be at least 1"
+                    .into(),
             ));
         }
         Ok(c)
@@ -286,7 +288,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -310,8 +317,12 @@ mod tests {
 
     #[test]
     fn disable_flag_parses_and_rejects_garbage() {
-        assert!(Config::from_env_with(env(&[(ENV_DISABLE, "1")])).unwrap().is_disabled());
-        assert!(!Config::from_env_with(env(&[(ENV_DISABLE, "0")])).unwrap().is_disabled());
+        assert!(Config::from_env_with(env(&[(ENV_DISABLE, "1")]))
+            .unwrap()
+            .is_disabled());
+        assert!(!Config::from_env_with(env(&[(ENV_DISABLE, "0")]))
+            .unwrap()
+            .is_disabled());
         let err = Config::from_env_with(env(&[(ENV_DISABLE, "maybe")])).unwrap_err();
         assert!(err.to_string().contains("CACHED_REDIS_DISABLE"), "{err}");
     }
@@ -322,7 +333,10 @@ mod tests {
         assert!(err.to_string().contains("namespace"), "{err}");
         let err = Config::builder().redis_url("http://x").build().unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
-        let err = Config::builder().timeout(Duration::ZERO).build().unwrap_err();
+        let err = Config::builder()
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
     }
 }

@@ -3,25 +3,25 @@
 //!
 //! 1. Off (disabled, or under the skip flag): run the body, count a skip.
 //! 2. The key could not be built: run the body, count an error.
-//! 3. Look the key up; a decodable entry is a hit.
-//! 4. Otherwise (absent, undecodable, store down) run the body, count a
-//!    miss with its compute time, and store the cacheable part of the
-//!    result. Store failures are counted and logged, never returned.
+//! 3. Otherwise [`crate::flow`] takes over: lookup, freshness, coalescing,
+//!    locking, compute, store. Store failures are counted and logged,
+//!    never returned.
 
 use std::future::Future;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::__private::ReturnShape;
-use crate::codec::{self, CodecError, CodecLimits};
+use crate::codec::CodecLimits;
 use crate::config::Config;
-use crate::error::{Error, StoreError};
+use crate::error::Error;
+use crate::flow::{self, Call};
 use crate::key::{self, CacheKey};
-use crate::site::{self, CallSite, ResolvedSite};
+use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
+use crate::site::{CallSite, ResolvedSite};
 use crate::skip;
-use crate::store::{MemoryStore, Payload, RedisStore, Store};
+use crate::store::{MemoryStore, RedisStore, Store};
 
 /// The active configuration and store.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub(crate) struct Engine {
     pub(crate) config: Config,
     /// `None` when caching is disabled.
     store: Option<Store>,
-    limits: CodecLimits,
+    pub(crate) limits: CodecLimits,
 }
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -63,6 +63,7 @@ impl Engine {
     fn start(&self) {
         if self.redis().is_some() {
             crate::flush::start_interval_flusher(self.config.stats_flush_interval);
+            crate::flush::flush_at_exit();
         }
         let backend = match &self.store {
             None => "disabled",
@@ -104,8 +105,13 @@ pub(crate) fn engine() -> &'static Engine {
             // A bad environment must not take the service down: the
             // functions still run, uncached, and the log says why.
             tracing::error!(error = %e, "cached-redis configuration invalid; caching disabled");
-            Engine::new(Config::builder().disabled(true).build().expect("defaults are valid"))
-                .expect("a disabled engine needs no connection")
+            Engine::new(
+                Config::builder()
+                    .disabled(true)
+                    .build()
+                    .expect("defaults are valid"),
+            )
+            .expect("a disabled engine needs no connection")
         });
     let mut installed = false;
     let engine = ENGINE.get_or_init(|| {
@@ -142,16 +148,13 @@ pub fn build_key<A: Serialize + ?Sized>(
 ) -> Result<CacheKey, Error> {
     let engine = engine();
     let resolved = site.resolve(&engine.config);
-    let salt_digest = if type_names.is_empty() {
-        resolved.salt_digest
-    } else {
-        key::salt_digest(&site::salt_parts(site, &engine.config, type_names))
-    };
+    let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     let hash = key::hash_segment(&salt_digest, args).map_err(|e| Error::Key(e.to_string()))?;
     Ok(CacheKey::new(&resolved.key_head, &hash))
 }
 
-/// Steps 1–2: the store and key to use, if any.
+/// Steps 1–2: the store and key to use, if any, and whether this call
+/// must recompute whatever the cache holds.
 fn prepare<'a>(
     engine: &'a Engine,
     resolved: &ResolvedSite,
@@ -169,75 +172,13 @@ fn prepare<'a>(
         Ok(key) => Some((store, key, force)),
         Err(e) => {
             resolved.stats.error();
-            tracing::debug!(prefix = %resolved.key_head, error = %e, "key not buildable; running uncached");
+            tracing::debug!(
+                prefix = %resolved.prefix, error = %e,
+                "cache error: key not buildable; running uncached"
+            );
             None
         }
     }
-}
-
-/// Step 3's verdict on what the store returned.
-fn interpret<V: serde::de::DeserializeOwned>(
-    engine: &Engine,
-    resolved: &ResolvedSite,
-    key: &CacheKey,
-    found: Result<Option<Payload>, StoreError>,
-) -> Option<V> {
-    match found {
-        Ok(Some(bytes)) => match codec::decode::<V>(&bytes, engine.limits) {
-            Ok((value, _header)) => {
-                resolved.stats.hit();
-                tracing::trace!(key = key.as_str(), "hit");
-                Some(value)
-            }
-            Err(e) => {
-                resolved.stats.error();
-                tracing::warn!(key = key.as_str(), error = %e, "undecodable entry; recomputing and replacing it");
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            resolved.stats.error();
-            tracing::debug!(key = key.as_str(), error = %e, "cache read failed; running uncached");
-            None
-        }
-    }
-}
-
-/// Encodes a computed value for storing; `None` when it is not to be stored.
-fn encode_for_store<V: Serialize>(
-    engine: &Engine,
-    resolved: &ResolvedSite,
-    key: &CacheKey,
-    value: &V,
-    elapsed: Duration,
-) -> Option<codec::Encoded> {
-    match codec::encode(value, elapsed, engine.limits) {
-        Ok(encoded) => Some(encoded),
-        Err(CodecError::TooLarge(size)) => {
-            tracing::debug!(key = key.as_str(), size, "value over max_value_bytes; returned, not stored");
-            None
-        }
-        Err(e) => {
-            resolved.stats.error();
-            tracing::warn!(key = key.as_str(), error = %e, "value not encodable; returned, not stored");
-            None
-        }
-    }
-}
-
-fn after_store(resolved: &ResolvedSite, key: &CacheKey, result: Result<(), StoreError>, encoded: &codec::Encoded) {
-    match result {
-        Ok(()) => resolved.stats.stored(encoded.raw_len, encoded.bytes.len()),
-        Err(e) => {
-            resolved.stats.error();
-            tracing::debug!(key = key.as_str(), error = %e, "cache write failed");
-        }
-    }
-}
-
-fn touch(resolved: &ResolvedSite) -> Option<Duration> {
-    resolved.refresh.then_some(resolved.ttl)
 }
 
 /// A cached call of an async function.
@@ -256,27 +197,21 @@ where
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body.await;
     };
-    if !force {
-        let found = store.get(key.as_str(), touch(resolved)).await;
-        if let Some(value) = interpret::<S::Value>(engine, resolved, &key, found) {
-            return S::rebuild(value);
-        }
-    }
-    let started = Instant::now();
-    let ret = body.await;
-    let elapsed = started.elapsed();
-    resolved.stats.miss(elapsed);
-    if let Some(value) = S::cacheable(&ret) {
-        if let Some(encoded) = encode_for_store(engine, resolved, &key, value, elapsed) {
-            let result = store.set(key.as_str(), &encoded.bytes, resolved.ttl).await;
-            after_store(resolved, &key, result, &encoded);
-        }
-    }
-    ret
+    let call = Call {
+        engine,
+        site: resolved,
+        key,
+    };
+    flow::run::<_, S, R, F>(&AsyncIo(store), &call, force, body).await
 }
 
 /// A cached call of a sync function.
-pub fn call_sync<R, S, F>(site: &'static CallSite, key: Result<CacheKey, Error>, _shape: S, body: F) -> R
+pub fn call_sync<R, S, F>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    _shape: S,
+    body: F,
+) -> R
 where
     S: ReturnShape<R>,
     F: FnOnce() -> R,
@@ -286,27 +221,25 @@ where
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body();
     };
-    if !force {
-        let found = store.get_sync(key.as_str(), touch(resolved));
-        if let Some(value) = interpret::<S::Value>(engine, resolved, &key, found) {
-            return S::rebuild(value);
-        }
-    }
-    let started = Instant::now();
-    let ret = body();
-    let elapsed = started.elapsed();
-    resolved.stats.miss(elapsed);
-    if let Some(value) = S::cacheable(&ret) {
-        if let Some(encoded) = encode_for_store(engine, resolved, &key, value, elapsed) {
-            let result = store.set_sync(key.as_str(), &encoded.bytes, resolved.ttl);
-            after_store(resolved, &key, result, &encoded);
-        }
-    }
-    ret
+    let call = Call {
+        engine,
+        site: resolved,
+        key,
+    };
+    let body = async move { body() };
+    block_on_ready(flow::run::<_, S, R, _>(
+        &BlockingIo(store),
+        &call,
+        force,
+        body,
+    ))
 }
 
 /// Removes the entry of a call; true if one was there.
-pub async fn invalidate_async(site: &'static CallSite, key: Result<CacheKey, Error>) -> Result<bool, Error> {
+pub async fn invalidate_async(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+) -> Result<bool, Error> {
     let key = key?;
     let _ = site;
     match &engine().store {
@@ -316,7 +249,10 @@ pub async fn invalidate_async(site: &'static CallSite, key: Result<CacheKey, Err
 }
 
 /// [`invalidate_async`] for sync functions.
-pub fn invalidate_sync(site: &'static CallSite, key: Result<CacheKey, Error>) -> Result<bool, Error> {
+pub fn invalidate_sync(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+) -> Result<bool, Error> {
     let key = key?;
     let _ = site;
     match &engine().store {

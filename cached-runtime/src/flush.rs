@@ -14,27 +14,39 @@ use crate::error::Error;
 use crate::stats::{self, StatsSnapshot};
 use crate::store::RedisStore;
 
-/// Adds ARGV[2] (a non-negative decimal integer) to the decimal integer in
-/// field ARGV[1] of hash KEYS[1]; a field that is not a decimal integer is
-/// an error, left untouched.
-const ADD_DECIMAL: &str = r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
-local inc = ARGV[2]
-if not string.match(cur, '^%d+$') or not string.match(inc, '^%d+$') then
-  return redis.error_reply('ERR field ' .. ARGV[1] .. ' is not a decimal integer')
+/// Adds a prefix's counts to its hash, all or nothing. ARGV holds
+/// `field, increment` pairs. Every field it touches must hold a
+/// non-negative integer (or be absent), else nothing is written and the
+/// error names the field. `miss_us_sumsq` is added as a decimal big integer
+/// (Lua numbers are doubles, so digit by digit); the rest with `HINCRBY`.
+const ADD_STATS: &str = r#"
+local h = KEYS[1]
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', h, ARGV[i])
+  if cur and not string.match(cur, '^%d+$') then
+    return redis.error_reply('ERR field ' .. ARGV[i] .. ' of ' .. h .. ' is not a non-negative integer')
+  end
 end
-local out, carry, i, j = {}, 0, #cur, #inc
-while i > 0 or j > 0 or carry > 0 do
-  local d = carry
-  if i > 0 then d = d + string.byte(cur, i) - 48 end
-  if j > 0 then d = d + string.byte(inc, j) - 48 end
-  out[#out + 1] = string.char(48 + d % 10)
-  carry = math.floor(d / 10)
-  i, j = i - 1, j - 1
+for i = 1, #ARGV, 2 do
+  local field, inc = ARGV[i], ARGV[i + 1]
+  if field == 'miss_us_sumsq' then
+    local cur = redis.call('HGET', h, field) or '0'
+    local out, carry, a, b = {}, 0, #cur, #inc
+    while a > 0 or b > 0 or carry > 0 do
+      local d = carry
+      if a > 0 then d = d + string.byte(cur, a) - 48 end
+      if b > 0 then d = d + string.byte(inc, b) - 48 end
+      out[#out + 1] = string.char(48 + d % 10)
+      carry = math.floor(d / 10)
+      a, b = a - 1, b - 1
+    end
+    local sum = string.gsub(string.reverse(table.concat(out)), '^0+(%d)', '%1')
+    redis.call('HSET', h, field, sum)
+  else
+    redis.call('HINCRBY', h, field, inc)
+  end
 end
-local s = string.reverse(table.concat(out)):gsub('^0+(%d)', '%1')
-redis.call('HSET', KEYS[1], ARGV[1], s)
-return s
+return 1
 "#;
 
 /// What was last written for each prefix, so each flush sends only the
@@ -45,11 +57,16 @@ fn flushed() -> &'static tokio::sync::Mutex<HashMap<String, StatsSnapshot>> {
     FLUSHED.get_or_init(Default::default)
 }
 
-/// Writes every prefix's counts since the last flush to
-/// `{namespace}:{prefix}:stats`.
-pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Error> {
-    let mut flushed = flushed().lock().await;
+/// The commands that add every prefix's counts since `flushed` to Redis,
+/// and the snapshots to remember once they went through; `None` when there
+/// is nothing to send.
+type Batch = (redis::Pipeline, Vec<(String, StatsSnapshot)>);
+
+fn batch(namespace: &str, flushed: &HashMap<String, StatsSnapshot>) -> Option<Batch> {
     let mut pipe = redis::pipe();
+    // One script call per prefix; a failing one must not hide the others'
+    // results, which are remembered separately.
+    pipe.ignore_errors();
     let mut pending = Vec::new();
     for (prefix, counters) in stats::all() {
         let now = counters.snapshot();
@@ -57,30 +74,104 @@ pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Err
         if delta.is_empty() {
             continue;
         }
-        let hash = format!("{namespace}:{prefix}:stats");
+        let cmd = pipe
+            .cmd("EVAL")
+            .arg(ADD_STATS)
+            .arg(1)
+            .arg(format!("{namespace}:{prefix}:stats"));
         for (field, inc) in delta.integer_fields() {
-            pipe.cmd("HINCRBY").arg(&hash).arg(field).arg(inc).ignore();
+            cmd.arg(field).arg(inc);
         }
         if delta.miss_us_sumsq != 0 {
-            pipe.cmd("EVAL")
-                .arg(ADD_DECIMAL)
-                .arg(1)
-                .arg(&hash)
-                .arg("miss_us_sumsq")
-                .arg(delta.miss_us_sumsq.to_string())
-                .ignore();
+            cmd.arg("miss_us_sumsq")
+                .arg(delta.miss_us_sumsq.to_string());
         }
         pending.push((prefix, now));
     }
-    if pending.is_empty() {
-        return Ok(());
+    (!pending.is_empty()).then_some((pipe, pending))
+}
+
+/// Remembers what went through; the first failure, if any, is the result.
+fn settle(
+    flushed: &mut HashMap<String, StatsSnapshot>,
+    pending: Vec<(String, StatsSnapshot)>,
+    results: Vec<redis::RedisResult<redis::Value>>,
+) -> Result<(), Error> {
+    let mut first_error = None;
+    for ((prefix, snapshot), result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(_) => {
+                flushed.insert(prefix, snapshot);
+            }
+            Err(e) => {
+                tracing::warn!(prefix = %prefix, error = %e, "stats not written; kept for the next flush");
+                first_error.get_or_insert(Error::Store(crate::error::StoreError::new(
+                    crate::error::StoreErrorKind::Response,
+                    e.to_string(),
+                )));
+            }
+        }
     }
-    store
-        .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-        .await
-        .map_err(Error::from)?;
-    flushed.extend(pending);
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Writes every prefix's counts since the last flush to
+/// `{namespace}:{prefix}:stats`, in one round trip.
+pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Error> {
+    let mut flushed = flushed().lock().await;
+    let Some((pipe, pending)) = batch(namespace, &flushed) else {
+        return Ok(());
+    };
+    let results = store
+        .run(|mut c| async move {
+            pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut c)
+                .await
+        })
+        .await?;
+    settle(&mut flushed, pending, results)
+}
+
+/// [`flush`] without a runtime, for the exit hook. Gives up at once when
+/// another flush is under way (it is sending the same counts).
+pub(crate) fn flush_blocking(store: &RedisStore, namespace: &str) -> Result<(), Error> {
+    let Ok(mut flushed) = flushed().try_lock() else {
+        return Ok(());
+    };
+    let Some((pipe, pending)) = batch(namespace, &flushed) else {
+        return Ok(());
+    };
+    let results = store.run_sync(|c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(c))?;
+    settle(&mut flushed, pending, results)
+}
+
+/// Flushes once more when the process exits normally (`main` returns or
+/// `std::process::exit`), so a short-lived program loses no counts. A
+/// process killed by a signal skips it: call [`crate::flush_stats`] from the
+/// shutdown path of a service that handles signals.
+pub(crate) fn flush_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        unsafe extern "C" {
+            fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+        }
+        extern "C" fn on_exit() {
+            // Never unwind into C, whatever happens on the way out.
+            let _ = std::panic::catch_unwind(|| {
+                let engine = crate::engine::engine();
+                if let Some(store) = engine.redis() {
+                    if let Err(e) = flush_blocking(store, &engine.config.namespace) {
+                        tracing::debug!(error = %e, "stats flush at exit failed");
+                    }
+                }
+            });
+        }
+        // SAFETY: `atexit` is the C library's; the callback is a plain
+        // `extern "C" fn` that catches every panic.
+        let rc = unsafe { atexit(on_exit) };
+        if rc != 0 {
+            tracing::debug!("cannot register the stats flush at exit");
+        }
+    });
 }
 
 /// Starts the interval flusher once.

@@ -15,13 +15,20 @@ mod codec;
 pub mod config;
 mod engine;
 mod error;
+mod flight;
+mod flow;
 mod flush;
+mod freshness;
 mod io;
 mod key;
+#[cfg(feature = "metrics")]
+mod metrics_facade;
+mod ops;
 mod site;
 mod skip;
 mod stats;
 mod store;
+mod unwind;
 
 /// Build-script helpers.
 pub mod build {

@@ -2,6 +2,7 @@
 //! written in the attribute, and what is derived from them once (prefix,
 //! salt digest, stats slot).
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +38,15 @@ pub struct SiteOptions {
     pub refresh: bool,
     /// `version = "..."`: extra salt.
     pub version: &'static str,
+    /// `lock = true`: one computation per key across processes.
+    pub lock: bool,
+    /// `stale = N`: seconds an entry is served past its TTL while one
+    /// caller refreshes it.
+    pub stale_secs: u64,
+    /// `early = true`: probabilistic early refresh (XFetch).
+    pub early: bool,
+    /// `cache_none = N`: seconds a `None` is cached; `None` when it is not.
+    pub cache_none_secs: Option<u64>,
 }
 
 impl SiteOptions {
@@ -46,6 +56,10 @@ impl SiteOptions {
         prefix: None,
         refresh: false,
         version: "",
+        lock: false,
+        stale_secs: 0,
+        early: false,
+        cache_none_secs: None,
     };
 }
 
@@ -69,7 +83,8 @@ impl CallSite {
 
     /// The derived state, computed on first use against the active config.
     pub(crate) fn resolve(&self, config: &Config) -> &Arc<ResolvedSite> {
-        self.resolved.get_or_init(|| Arc::new(ResolvedSite::new(self, config)))
+        self.resolved
+            .get_or_init(|| Arc::new(ResolvedSite::new(self, config)))
     }
 
     /// The prefix segment of this function's keys and stats hash.
@@ -90,16 +105,67 @@ impl CallSite {
 /// What a [`CallSite`] resolves to under a config.
 #[derive(Debug)]
 pub(crate) struct ResolvedSite {
+    /// The prefix segment.
+    pub prefix: String,
     /// `{namespace}:{prefix}:`, the start of every key of this function.
     pub key_head: String,
     /// Salt digest for the non-generic case (no type names).
     pub salt_digest: [u8; 32],
-    /// Time to live of an entry.
+    /// Time an entry is fresh.
     pub ttl: Duration,
+    /// Time an entry is served past `ttl` while being refreshed.
+    pub stale: Duration,
+    /// Lifetime of a cached `None` (with `cache_none`).
+    pub negative_ttl: Duration,
     /// Whether a hit resets the TTL.
     pub refresh: bool,
+    /// One computation per key across processes.
+    pub lock: bool,
+    /// XFetch early refresh.
+    pub early: bool,
+    /// XFetch's β: above 1 favours earlier refreshes.
+    pub early_beta: f64,
     /// The counters of this prefix.
     pub stats: Arc<PrefixStats>,
+    /// Moving average of the body's compute time in µs (0: never run),
+    /// for lock leases.
+    compute_avg_us: AtomicU64,
+}
+
+impl ResolvedSite {
+    /// With `refresh`, the lifetime a hit restarts.
+    pub(crate) fn touch(&self) -> Option<Duration> {
+        self.refresh.then_some(self.ttl + self.stale)
+    }
+
+    /// Counts a run of the body.
+    pub(crate) fn record_miss(&self, key: &str, elapsed: Duration) {
+        self.stats.miss(elapsed);
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        let avg = self.compute_avg_us.load(Relaxed);
+        // Exponential moving average, weight 1/4 for the newest run; racing
+        // updates may drop one sample, which an estimate can afford.
+        let next = if avg == 0 {
+            us.max(1)
+        } else {
+            (avg * 3 + us) / 4
+        };
+        self.compute_avg_us.store(next.max(1), Relaxed);
+        tracing::debug!(
+            prefix = %self.prefix,
+            key,
+            compute_us = us,
+            "cache miss"
+        );
+    }
+
+    /// What the body usually costs, once it has run in this process.
+    pub(crate) fn compute_estimate(&self) -> Option<Duration> {
+        match self.compute_avg_us.load(Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
 }
 
 impl ResolvedSite {
@@ -110,12 +176,20 @@ impl ResolvedSite {
             .ttl_secs
             .map(Duration::from_secs)
             .unwrap_or(config.default_ttl);
+        let options = &site.options;
         Self {
             key_head: format!("{}:{}:", config.namespace, prefix),
             salt_digest: key::salt_digest(&salt_parts(site, config, &[])),
             ttl,
-            refresh: site.options.refresh,
+            stale: Duration::from_secs(options.stale_secs),
+            negative_ttl: Duration::from_secs(options.cache_none_secs.unwrap_or(0)),
+            refresh: options.refresh,
+            lock: options.lock,
+            early: options.early,
+            early_beta: 1.0,
             stats: stats::for_prefix(&prefix),
+            compute_avg_us: AtomicU64::new(0),
+            prefix,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! the difference, so several processes add up in the same hash.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,9 +18,27 @@ pub const MISS_BUCKETS_US: [u64; 16] = [
 ];
 const BUCKETS: usize = MISS_BUCKETS_US.len() + 1;
 
+/// Whether counting is on. Only benchmarks turn it off, to measure what
+/// counting costs on the hit path.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns counting on or off for the whole process (benchmarks only).
+pub(crate) fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Relaxed);
+}
+
+#[inline]
+fn enabled() -> bool {
+    ENABLED.load(Relaxed)
+}
+
 /// The counters of one prefix.
 #[derive(Debug, Default)]
 pub struct PrefixStats {
+    /// Handles into the `metrics` facade (feature `metrics`), bound to the
+    /// recorder installed when the prefix is first used.
+    #[cfg(feature = "metrics")]
+    facade: crate::metrics_facade::PrefixMetrics,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) skips: AtomicU64,
@@ -63,23 +81,54 @@ pub struct StatsSnapshot {
 }
 
 impl PrefixStats {
+    fn new(_prefix: &str) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            facade: crate::metrics_facade::PrefixMetrics::new(_prefix),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn hit(&self) {
+        if !enabled() {
+            return;
+        }
         self.hits.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.hits.increment(1);
     }
     pub(crate) fn skip(&self) {
+        if !enabled() {
+            return;
+        }
         self.skips.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.skips.increment(1);
     }
     pub(crate) fn error(&self) {
+        if !enabled() {
+            return;
+        }
         self.errors.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.errors.increment(1);
     }
     pub(crate) fn stored(&self, raw: usize, stored: usize) {
+        if !enabled() {
+            return;
+        }
         self.stores.fetch_add(1, Relaxed);
         self.bytes_raw.fetch_add(raw as u64, Relaxed);
         self.bytes_stored.fetch_add(stored as u64, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.stored(raw, stored);
     }
 
     /// A miss whose computation took `elapsed`.
     pub(crate) fn miss(&self, elapsed: Duration) {
+        if !enabled() {
+            return;
+        }
         let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
         self.misses.fetch_add(1, Relaxed);
         self.miss_us_sum.fetch_add(us, Relaxed);
@@ -94,6 +143,8 @@ impl PrefixStats {
             .position(|&bound| us <= bound)
             .unwrap_or(MISS_BUCKETS_US.len());
         self.miss_buckets[bucket].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.miss(elapsed);
     }
 
     /// The totals so far.
@@ -180,7 +231,9 @@ fn registry() -> &'static Registry {
 /// The counters of `prefix`, shared by every call site with that prefix.
 pub(crate) fn for_prefix(prefix: &str) -> Arc<PrefixStats> {
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(prefix.to_owned()).or_default().clone()
+    map.entry(prefix.to_owned())
+        .or_insert_with(|| Arc::new(PrefixStats::new(prefix)))
+        .clone()
 }
 
 /// Every prefix with its counters.
@@ -212,7 +265,10 @@ mod tests {
         assert_eq!(snap.miss_buckets[1], 1);
         assert_eq!(snap.miss_buckets[BUCKETS - 1], 1);
         assert_eq!(snap.miss_us_sum, 100 + 101 + 11_000_000);
-        assert_eq!(snap.miss_us_sumsq, 100 * 100 + 101 * 101 + 11_000_000u128 * 11_000_000);
+        assert_eq!(
+            snap.miss_us_sumsq,
+            100 * 100 + 101 * 101 + 11_000_000u128 * 11_000_000
+        );
     }
 
     #[test]

@@ -30,12 +30,21 @@ pub struct SaltParts<'a> {
 /// Digest of the salt parts, each length-prefixed so that no two different
 /// salts can produce the same byte stream.
 pub(crate) fn salt_digest(parts: &SaltParts<'_>) -> [u8; 32] {
+    with_type_names(&base_digest(parts), parts.type_names)
+}
+
+/// Feeds `bytes` to `h` behind its length, so that neighbouring parts can
+/// never trade bytes.
+fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// The digest of everything but the type names: fixed per function.
+fn base_digest(parts: &SaltParts<'_>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"cached-redis salt v1");
-    let mut put = |bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
+    let mut put = |bytes: &[u8]| put(&mut h, bytes);
     put(parts.config_salt);
     put(parts.crate_name.as_bytes());
     put(parts.crate_version.as_bytes());
@@ -47,9 +56,22 @@ pub(crate) fn salt_digest(parts: &SaltParts<'_>) -> [u8; 32] {
         None => put(b"nogit"),
     }
     put(parts.version.as_bytes());
-    put(&(parts.type_names.len() as u64).to_le_bytes());
-    for name in parts.type_names {
-        put(name.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The salt digest of a call with concrete type names, derived from the
+/// function's fixed `base` digest (the config salt, possibly large, is not
+/// hashed again on every generic call). No type names: `base` itself.
+pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] {
+    if type_names.is_empty() {
+        return *base;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"cached-redis types v1");
+    h.update(base);
+    put(&mut h, &(type_names.len() as u64).to_le_bytes());
+    for name in type_names {
+        put(&mut h, name.as_bytes());
     }
     *h.finalize().as_bytes()
 }
@@ -115,8 +137,9 @@ mod tests {
     /// stored becomes unreachable (orphaned until its TTL runs out). Change it
     /// only on purpose, together with the salt's version tag.
     ///
-    /// Cross-checked outside Rust (Python `blake3`): BLAKE3 of the
-    /// length-prefixed salt parts, then BLAKE3(digest || `[42,"hello"]`),
+    /// Cross-checked outside Rust (Python `blake3`, following
+    /// docs/FORMAT.md): base digest of the length-prefixed salt parts, the
+    /// type-name digest over it, then BLAKE3(digest || `[42,"hello"]`),
     /// first 16 bytes, base64url without padding.
     #[test]
     fn fixed_test_vector() {
@@ -125,7 +148,7 @@ mod tests {
         assert_eq!(json, br#"[42,"hello"]"#);
         let digest = salt_digest(&BASE);
         let seg = hash_segment(&digest, &(&42u32, &"hello")).unwrap();
-        assert_eq!(seg, "q6sOU8rAVtWoHcFPcE83wQ");
+        assert_eq!(seg, "d-0ohb0iNQDjvoA9zMaF4Q");
     }
 
     #[test]

@@ -68,6 +68,31 @@ fn del_cmd(key: &str) -> ::redis::Cmd {
     cmd
 }
 
+/// Deletes the lock only if it still holds our token, so a holder whose
+/// lease ran out never removes the next holder's lock.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+fn lock_cmd(lock_key: &str, token: &str, lease: Duration) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("SET");
+    cmd.arg(lock_key)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(px(lease));
+    cmd
+}
+
+fn unlock_cmd(lock_key: &str, token: &str) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(UNLOCK).arg(1).arg(lock_key).arg(token);
+    cmd
+}
+
 impl Store {
     /// The entry under `key`; with `touch`, its lifetime restarts.
     pub(crate) async fn get(
@@ -86,7 +111,12 @@ impl Store {
         }
     }
 
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.set(key, value, ttl);
@@ -128,7 +158,12 @@ impl Store {
     }
 
     /// [`Store::set`] for sync callers.
-    pub(crate) fn set_sync(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) fn set_sync(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.set(key, value, ttl);
@@ -142,9 +177,65 @@ impl Store {
     pub(crate) fn del_sync(&self, key: &str) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.del(key)),
+            Store::Redis(r) => r.run_sync(|c| del_cmd(key).query::<u64>(c)).map(|n| n > 0),
+        }
+    }
+
+    /// Takes the lock `lock_key` for `lease` unless someone holds it. The
+    /// embedded store serves one process, where in-process coalescing
+    /// already gives one computation per key: its lock always succeeds.
+    pub(crate) async fn try_lock(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => {
+                let cmd = lock_cmd(lock_key, token, lease);
+                r.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await })
+                    .await
+                    .map(|ok| ok.is_some())
+            }
+        }
+    }
+
+    /// Releases `lock_key` if it still holds `token`.
+    pub(crate) async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => {
+                let cmd = unlock_cmd(lock_key, token);
+                r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// [`Store::try_lock`] for sync callers.
+    pub(crate) fn try_lock_sync(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
             Store::Redis(r) => r
-                .run_sync(|c| del_cmd(key).query::<u64>(c))
-                .map(|n| n > 0),
+                .run_sync(|c| lock_cmd(lock_key, token, lease).query::<Option<String>>(c))
+                .map(|ok| ok.is_some()),
+        }
+    }
+
+    /// [`Store::unlock`] for sync callers.
+    pub(crate) fn unlock_sync(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r
+                .run_sync(|c| unlock_cmd(lock_key, token).query::<i64>(c))
+                .map(drop),
         }
     }
 

@@ -177,7 +177,10 @@ impl RedisStore {
         match tokio::time::timeout(self.connect_timeout + Duration::from_millis(50), task).await {
             Ok(Ok(Ok(conn))) => Ok(conn),
             Ok(Ok(Err(e))) => Err(store_error(&e)),
-            Ok(Err(join)) => Err(StoreError::new(StoreErrorKind::Connection, join.to_string())),
+            Ok(Err(join)) => Err(StoreError::new(
+                StoreErrorKind::Connection,
+                join.to_string(),
+            )),
             Err(_) => Err(StoreError::new(
                 StoreErrorKind::Timeout,
                 format!("connecting took over {:?}", self.connect_timeout),
@@ -194,7 +197,11 @@ impl RedisStore {
         if !self.breaker.allows() {
             return Err(cooling_down());
         }
-        let pooled = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = self
+            .sync_pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => match self.open_sync() {
@@ -229,7 +236,9 @@ impl RedisStore {
     }
 
     fn open_sync(&self) -> RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(self.connect_timeout)?;
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
         conn.set_read_timeout(Some(self.timeout))?;
         conn.set_write_timeout(Some(self.timeout))?;
         Ok(conn)

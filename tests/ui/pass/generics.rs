@@ -39,13 +39,19 @@ fn with_impl(log: impl Fn(&str), key: impl Serialize) -> bool {
 fn main() {
     assert_eq!(echo(5_u8), 5);
     assert_eq!(echo(String::from("x")), "x");
-    assert_ne!(echo_cache_key(1_u8).unwrap(), echo_cache_key(1_u16).unwrap());
+    assert_ne!(
+        echo_cache_key(1_u8).unwrap(),
+        echo_cache_key(1_u16).unwrap()
+    );
     assert_eq!(echo_refresh(7_i32), 7);
     assert!(echo_invalidate(7_i32).is_ok());
 
     assert_eq!(describe("hi"), "<hi>");
     assert_eq!(describe(&3.5), "<3.5>");
-    assert_ne!(describe_cache_key("1").unwrap(), describe_cache_key(&1).unwrap());
+    assert_ne!(
+        describe_cache_key("1").unwrap(),
+        describe_cache_key(&1).unwrap()
+    );
 
     assert_eq!(default_of::<u32>(), 0);
     assert_eq!(default_of_refresh::<String>(), "");
@@ -58,5 +64,8 @@ fn main() {
     assert_eq!(sized_refresh::<3>([0; 4]), 12);
 
     assert!(with_impl(|_| {}, 1_u8));
-    assert_ne!(with_impl_cache_key(1_u8).unwrap(), with_impl_cache_key(1_i8).unwrap());
+    assert_ne!(
+        with_impl_cache_key(1_u8).unwrap(),
+        with_impl_cache_key(1_i8).unwrap()
+    );
 }

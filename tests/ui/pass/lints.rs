@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use cached_redis::cached;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A crate-local `Result` alias shadowing the prelude's: the expansion must
@@ -30,7 +31,13 @@ pub struct Conn {
     queries: u32,
 }
 
-#[cached(ttl = 300, prefix = "lints_all", skip = "conn", refresh = true, version = "3")]
+#[cached(
+    ttl = 300,
+    prefix = "lints_all",
+    skip = "conn",
+    refresh = true,
+    version = "3"
+)]
 fn all_options(conn: &mut Conn, id: i64) -> Option<Point> {
     conn.queries += 1;
     let x = i32::try_from(id).ok()?;
@@ -113,6 +120,29 @@ async fn async_generic<T: Serialize + Send + Sync>(value: &T) -> Option<u8> {
     Some(1)
 }
 
+#[cached]
+fn mixed<T: Serialize>(explicit: T, anonymous: impl Serialize) -> u8 {
+    let _ = (explicit, anonymous);
+    1
+}
+
+#[cached]
+fn mut_ref_key(counter: &mut u32) -> u32 {
+    *counter += 1;
+    *counter
+}
+
+/// A generic type with a cached method: `Self` enters the key.
+pub struct Repo<T>(std::marker::PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned + Default> Repo<T> {
+    #[cached]
+    fn load(&self, id: u32) -> T {
+        let _ = id;
+        T::default()
+    }
+}
+
 impl Point {
     #[cached]
     fn norm1(&self, scale: i32) -> i32 {
@@ -165,7 +195,10 @@ pub fn main() {
     nothing_refresh(1);
     assert_eq!(impl_args(&|_| {}, 5_u8), "5");
     let _ = impl_args_refresh(&|_| {}, 5_u8);
-    assert_ne!(impl_args_cache_key(5_u8).unwrap(), impl_args_cache_key(5_u32).unwrap());
+    assert_ne!(
+        impl_args_cache_key(5_u8).unwrap(),
+        impl_args_cache_key(5_u32).unwrap()
+    );
     assert_eq!(generic::<u8, u8, 2>(&[1, 2], &0), 4);
     assert_eq!(generic_refresh::<i64, &str, 3>(&[1, 2, 3], &"x"), 6);
     assert_ne!(
@@ -180,6 +213,19 @@ pub fn main() {
     assert_eq!(unsafe { unsafe_fn(3) }, 3);
     // SAFETY: no requirements.
     let _ = unsafe { unsafe_fn_refresh(3) };
+
+    assert_eq!(mixed(1_u8, 2_u16), 1);
+    assert_eq!(mixed_refresh(1_u8, "x"), 1);
+    let mut counter = 0;
+    let _ = mut_ref_key(&mut counter);
+    let _ = mut_ref_key_refresh(&mut counter);
+    let repo = Repo::<u8>(std::marker::PhantomData);
+    assert_eq!(repo.load(1), 0);
+    assert_eq!(repo.load_refresh(1), 0);
+    assert_ne!(
+        Repo::<u8>::load_cache_key(1).unwrap(),
+        Repo::<u16>::load_cache_key(1).unwrap()
+    );
 
     let mut p = Point { x: 1, y: -2 };
     assert_eq!(p.norm1(2), 6);

@@ -74,7 +74,9 @@ fn main() {
     // `self` is not in the key: another receiver gets the same entry.
     assert_eq!(other.account(1).unwrap().balance, 10);
     assert_eq!(CALLS.load(SeqCst) - before, 1);
-    assert!(Bank::account_cache_key(1).unwrap().contains(":ui_pass_bank_account:"));
+    assert!(Bank::account_cache_key(1)
+        .unwrap()
+        .contains(":ui_pass_bank_account:"));
     assert!(other.account_refresh(1).is_some());
     assert_eq!(CALLS.load(SeqCst) - before, 2);
 

@@ -1,0 +1,163 @@
+//! Pure decisions about an entry's age: fresh or stale, whether to
+//! recompute early (XFetch), how long a lock may be held. No I/O here.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Shortest lock lease: enough for a round trip and a quick body.
+pub(crate) const LEASE_FLOOR: Duration = Duration::from_millis(500);
+/// Longest lock lease: a holder that died blocks others at most this long.
+pub(crate) const LEASE_CEILING: Duration = Duration::from_secs(30);
+/// Lease when nothing is known of the body's cost yet.
+pub(crate) const LEASE_UNKNOWN: Duration = Duration::from_secs(5);
+
+/// What an entry read from the store is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Age {
+    /// Within its TTL; `remaining` until it turns stale.
+    Fresh { remaining: Duration },
+    /// Past its TTL, within the `stale` window.
+    Stale,
+}
+
+/// Milliseconds since the Unix epoch, as stored in entry headers.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The age of an entry created at `created_at_ms`. Entries without a stale
+/// window, and sliding (`refresh`) entries, are fresh for as long as the
+/// store keeps them: the store's expiry is then the only clock.
+pub(crate) fn classify(
+    created_at_ms: u64,
+    now_ms: u64,
+    ttl: Duration,
+    stale: Duration,
+    sliding: bool,
+) -> Age {
+    let expires = created_at_ms.saturating_add(ttl.as_millis() as u64);
+    if now_ms < expires {
+        return Age::Fresh {
+            remaining: Duration::from_millis(expires - now_ms),
+        };
+    }
+    if stale.is_zero() || sliding {
+        // Clock skew between writer and reader, or a sliding entry: trust
+        // the store, which still has it.
+        return Age::Fresh {
+            remaining: Duration::ZERO,
+        };
+    }
+    Age::Stale
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): recompute early
+/// when `compute · β · (−ln u) ≥ remaining`, u uniform in (0, 1]. The
+/// chance rises as expiry nears and with the cost of the body, so a hot
+/// entry is refreshed shortly before it expires, by about one caller.
+pub(crate) fn xfetch(compute: Duration, remaining: Duration, beta: f64) -> bool {
+    if compute.is_zero() {
+        return false;
+    }
+    let u = unit_random();
+    compute.as_secs_f64() * beta * -u.ln() >= remaining.as_secs_f64()
+}
+
+/// A lock lease for a body that took about `estimate`: room for four runs,
+/// within [`LEASE_FLOOR`] and [`LEASE_CEILING`].
+pub(crate) fn lease_for(estimate: Option<Duration>) -> Duration {
+    match estimate {
+        None => LEASE_UNKNOWN,
+        Some(e) => (e * 4 + Duration::from_millis(100)).clamp(LEASE_FLOOR, LEASE_CEILING),
+    }
+}
+
+/// A uniform number in (0, 1], from a per-thread xorshift generator.
+fn unit_random() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    })
+}
+
+/// A token no other holder of a lock can have.
+pub(crate) fn lock_token() -> String {
+    let a = RandomState::new().hash_one(std::process::id());
+    let b = RandomState::new().hash_one(now_ms());
+    format!("{a:016x}{b:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn classify_fresh_and_stale() {
+        assert_eq!(
+            classify(1_000, 1_400, S, S, false),
+            Age::Fresh {
+                remaining: Duration::from_millis(600)
+            }
+        );
+        assert_eq!(classify(1_000, 2_100, S, S, false), Age::Stale);
+        assert_eq!(
+            classify(1_000, 2_100, S, Duration::ZERO, false),
+            Age::Fresh {
+                remaining: Duration::ZERO
+            },
+            "no stale window: the store's expiry decides"
+        );
+        assert!(matches!(
+            classify(1_000, 2_100, S, S, true),
+            Age::Fresh { .. }
+        ));
+    }
+
+    #[test]
+    fn xfetch_probability_follows_the_formula() {
+        // P(recompute) = P(−ln u ≥ r/(δβ)) = exp(−r/(δβ)).
+        let compute = Duration::from_millis(100);
+        for (remaining_ms, expected) in
+            [(0u64, 1.0), (100, (-1.0f64).exp()), (300, (-3.0f64).exp())]
+        {
+            let n = 20_000;
+            let hits = (0..n)
+                .filter(|_| xfetch(compute, Duration::from_millis(remaining_ms), 1.0))
+                .count();
+            let p = hits as f64 / n as f64;
+            assert!(
+                (p - expected).abs() < 0.02,
+                "remaining {remaining_ms} ms: {p} vs {expected}"
+            );
+        }
+        assert!(!xfetch(Duration::ZERO, Duration::ZERO, 1.0));
+    }
+
+    #[test]
+    fn lease_is_bounded() {
+        assert_eq!(lease_for(None), LEASE_UNKNOWN);
+        assert_eq!(lease_for(Some(Duration::from_millis(1))), LEASE_FLOOR);
+        assert_eq!(
+            lease_for(Some(Duration::from_secs(1))),
+            Duration::from_millis(4_100)
+        );
+        assert_eq!(lease_for(Some(Duration::from_secs(3600))), LEASE_CEILING);
+    }
+
+    #[test]
+    fn tokens_differ() {
+        assert_ne!(lock_token(), lock_token());
+    }
+}

@@ -1,0 +1,105 @@
+//! The store operations of the call path, once for async callers and once
+//! for blocking ones, behind one trait, so that [`crate::flow`] is written
+//! once.
+//!
+//! Sync cached functions run the same `async` flow through
+//! [`block_on_ready`]: every [`BlockingIo`] operation completes before it
+//! returns (it blocks the thread, as a sync function does), so the flow's
+//! future is ready at its first poll and needs no runtime.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::flight::{Flight, Outcome};
+use crate::store::{Payload, Store};
+
+/// What the call path asks of the store and of time.
+pub(crate) trait Io {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError>;
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    async fn try_lock(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
+    async fn sleep(&self, duration: Duration);
+    async fn wait(&self, flight: &Flight) -> Outcome;
+}
+
+/// For `async fn`s: awaits the store.
+pub(crate) struct AsyncIo<'a>(pub(crate) &'a Store);
+
+/// For sync `fn`s: blocks on the store.
+pub(crate) struct BlockingIo<'a>(pub(crate) &'a Store);
+
+impl Io for AsyncIo<'_> {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError> {
+        self.0.get(key, touch).await
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.0.set(key, value, ttl).await
+    }
+    async fn try_lock(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.0.try_lock(lock_key, token, lease).await
+    }
+    async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
+        self.0.unlock(lock_key, token).await
+    }
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+    async fn wait(&self, flight: &Flight) -> Outcome {
+        flight.wait().await
+    }
+}
+
+impl Io for BlockingIo<'_> {
+    async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError> {
+        self.0.get_sync(key, touch)
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.0.set_sync(key, value, ttl)
+    }
+    async fn try_lock(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.0.try_lock_sync(lock_key, token, lease)
+    }
+    async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
+        self.0.unlock_sync(lock_key, token)
+    }
+    async fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+    async fn wait(&self, flight: &Flight) -> Outcome {
+        flight.wait_blocking()
+    }
+}
+
+/// Runs a future whose every step completes without waiting on a waker
+/// (the flow over [`BlockingIo`] and a sync body).
+pub(crate) fn block_on_ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        // Not reached with BlockingIo; yielding keeps a mistake from
+        // spinning a core flat out.
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,135 @@
+//! The stats hash holds exactly what happened: a known pattern of hits,
+//! misses, skips and errors, a body of known duration, and two processes
+//! adding into the same hash.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use cached_redis::cached;
+use redis::Commands;
+
+const CHILD_ENV: &str = "CACHED_REDIS_STATS_CHILD_NS";
+const SLEEP: Duration = Duration::from_millis(60);
+
+#[cached(prefix = "timed")]
+fn timed(x: f64) -> String {
+    std::thread::sleep(SLEEP);
+    format!("{x:>20}")
+}
+
+/// 3 misses, 4 hits, 2 skips, 1 error (a NaN argument cannot be keyed).
+fn pattern() {
+    for x in [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0] {
+        timed(x);
+    }
+    cached_redis::skip_cache_sync(|| {
+        timed(1.0);
+        timed(9.0);
+    });
+    timed(f64::NAN);
+}
+
+fn init(namespace: &str) {
+    cached_redis::init(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(namespace)
+            // Only explicit flushes: the test controls when counts arrive.
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+fn field(fields: &HashMap<String, String>, name: &str) -> u128 {
+    fields.get(name).map_or(0, |v| v.parse().unwrap())
+}
+
+/// Runs [`pattern`] in another process, against the same namespace, and
+/// returns that process's own totals (sum, sumsq) of compute time.
+fn run_child(namespace: &str) -> (u128, u128) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, namespace)
+        .env("CACHED_REDIS_TEST_URL", common::redis_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CHILD_TOTALS "))
+        .expect("child reports its totals");
+    let mut parts = line.split_whitespace().map(|p| p.parse::<u128>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// The child side of [`two_processes_add_up_exactly`]; runs only when
+/// spawned by it.
+#[test]
+#[ignore = "spawned by two_processes_add_up_exactly"]
+fn child_process() {
+    let Ok(namespace) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    init(&namespace);
+    pattern();
+    let s = cached_redis::local_stats("timed").unwrap();
+    // No explicit flush: the exit hook must write the counts.
+    println!("CHILD_TOTALS {} {}", s.miss_us_sum, s.miss_us_sumsq);
+}
+
+#[tokio::test]
+async fn two_processes_add_up_exactly() {
+    let namespace = common::namespace("stats");
+    // A fresh namespace: this process's entries and the child's are the
+    // same keys, so run the child second to make its lookups hits.
+    let (child_sum, child_sumsq) = run_child(&namespace);
+    init(&namespace);
+    pattern();
+    cached_redis::flush_stats().await.unwrap();
+
+    let hash = format!("{namespace}:timed:stats");
+    let fields: HashMap<String, String> = common::raw().hgetall(&hash).unwrap();
+    let mine = cached_redis::local_stats("timed").unwrap();
+
+    // Child: 3 misses, 4 hits. This process: same keys, already stored by
+    // the child, so 7 hits. Both: 2 skips and 1 error each.
+    assert_eq!(field(&fields, "misses"), 3, "{fields:?}");
+    assert_eq!(field(&fields, "hits"), 4 + 7);
+    assert_eq!(field(&fields, "skips"), 4);
+    assert_eq!(field(&fields, "errors"), 2);
+    assert_eq!(field(&fields, "stores"), 3);
+    assert_eq!(
+        (mine.misses, mine.hits, mine.skips, mine.errors),
+        (0, 7, 2, 1)
+    );
+
+    // bincode of a 20-character string: 1 length byte + 20; stored with the
+    // 20-byte header, uncompressed (under compress_min_bytes).
+    assert_eq!(field(&fields, "bytes_raw"), 3 * 21);
+    assert_eq!(field(&fields, "bytes_stored"), 3 * (20 + 21));
+
+    // The sums are the child's exactly; each miss slept 60 ms.
+    assert_eq!(field(&fields, "miss_us_sum"), child_sum);
+    assert_eq!(field(&fields, "miss_us_sumsq"), child_sumsq);
+    assert!(child_sum >= 3 * SLEEP.as_micros(), "{child_sum}");
+    assert!(child_sumsq * 3 >= child_sum * child_sum, "sumsq ≥ sum²/n");
+
+    // 60 ms lands in (50 ms, 100 ms]; every other bucket is empty.
+    let buckets: Vec<(String, u128)> = fields
+        .iter()
+        .filter(|(k, _)| k.starts_with("miss_us_le_"))
+        .map(|(k, v)| (k.clone(), v.parse().unwrap()))
+        .filter(|(_, v)| *v != 0)
+        .collect();
+    assert_eq!(buckets, vec![("miss_us_le_100000".to_owned(), 3)]);
+}
