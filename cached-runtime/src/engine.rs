@@ -55,6 +55,11 @@ impl Engine {
         })
     }
 
+    /// The store, unless caching is disabled.
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
     /// The Redis store, when Redis is configured and caching is on.
     pub(crate) fn redis(&self) -> Option<&RedisStore> {
         self.store.as_ref().and_then(Store::redis)

@@ -19,6 +19,7 @@ mod flight;
 mod flow;
 mod flush;
 mod freshness;
+mod invalidate;
 mod io;
 mod key;
 #[cfg(feature = "metrics")]
@@ -42,6 +43,7 @@ pub mod __private;
 pub use config::{Config, ConfigBuilder};
 pub use engine::{flush_stats, init};
 pub use error::{Error, StoreError, StoreErrorKind};
+pub use invalidate::{invalidate_args, invalidate_prefix};
 pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
 #[cfg(feature = "tower")]
 pub use skip::{SkipCacheLayer, SkipCacheService};

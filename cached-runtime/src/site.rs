@@ -82,9 +82,12 @@ impl CallSite {
     }
 
     /// The derived state, computed on first use against the active config.
-    pub(crate) fn resolve(&self, config: &Config) -> &Arc<ResolvedSite> {
-        self.resolved
-            .get_or_init(|| Arc::new(ResolvedSite::new(self, config)))
+    pub(crate) fn resolve(&'static self, config: &Config) -> &'static Arc<ResolvedSite> {
+        self.resolved.get_or_init(|| {
+            // Known from now on to event-driven invalidation by arguments.
+            crate::invalidate::register(self);
+            Arc::new(ResolvedSite::new(self, config))
+        })
     }
 
     /// The prefix segment of this function's keys and stats hash.

@@ -10,6 +10,9 @@ use serde::Serialize;
 
 pub(crate) use canonical::{to_canonical_json, CanonicalError};
 
+/// Length of the hash segment of a key.
+pub(crate) const HASH_LEN: usize = 22;
+
 /// Everything that salts a key besides the arguments.
 #[derive(Debug, Clone, Copy)]
 pub struct SaltParts<'a> {

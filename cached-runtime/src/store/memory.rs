@@ -86,6 +86,21 @@ impl MemoryStore {
             .is_some_and(|e| e.expires_at > now)
     }
 
+    /// Removes every live entry whose key satisfies `matches`; how many.
+    pub(crate) fn remove_matching(&self, matches: impl Fn(&str) -> bool) -> u64 {
+        let now = Instant::now();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|k, e| {
+                let hit = matches(k);
+                removed += u64::from(hit && e.expires_at > now);
+                !hit
+            });
+        }
+        removed
+    }
+
     /// Remaining lifetime of `key`, if present.
     #[cfg(test)]
     pub(crate) fn ttl(&self, key: &str) -> Option<Duration> {

@@ -1,0 +1,208 @@
+//! Dropping entries: all of a prefix, or one call's named by its prefix and
+//! key arguments as JSON (what an event from a database carries).
+//!
+//! Prefix-wide invalidation walks the prefix's keys with `SCAN` and removes
+//! them with `UNLINK` in batches: never `KEYS`, never a long blocking
+//! command, so Redis keeps serving other clients meanwhile. Only entry keys
+//! match (`{namespace}:{prefix}:` followed by exactly 22 hash characters):
+//! the stats hash and lock keys are left alone.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use crate::engine::engine;
+use crate::error::Error;
+use crate::key::{self, CacheKey};
+use crate::site::CallSite;
+use crate::store::Store;
+
+/// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
+const SCAN_COUNT: usize = 1_000;
+
+/// Removes every entry of `prefix` (every function with that prefix, every
+/// argument); returns how many were removed. Safe while traffic flows: a
+/// call that misses meanwhile simply recomputes.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cached_runtime::Error> {
+/// let removed = cached_runtime::invalidate_prefix("user").await?;
+/// # let _ = removed; Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Store`] when Redis fails part-way; what was removed stays
+/// removed, and calling again finishes the job.
+pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
+    let engine = engine();
+    let head = format!("{}:{}:", engine.config.namespace, prefix);
+    match engine.store() {
+        None => Ok(0),
+        Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
+        Some(Store::Redis(r)) => {
+            let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
+            let mut cursor = 0u64;
+            let mut removed = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, keys): (u64, Vec<String>) = r
+                    .run(|mut c| async move { scan.query_async(&mut c).await })
+                    .await?;
+                let keys: Vec<String> =
+                    keys.into_iter().filter(|k| is_entry_of(k, &head)).collect();
+                if !keys.is_empty() {
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(&keys);
+                    removed += r
+                        .run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            tracing::debug!(prefix, removed, "prefix invalidated");
+            Ok(removed)
+        }
+    }
+}
+
+/// Whether `key` is an entry key under `head` (`{namespace}:{prefix}:`).
+fn is_entry_of(key: &str, head: &str) -> bool {
+    key.strip_prefix(head).is_some_and(|rest| {
+        rest.len() == key::HASH_LEN
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// `text` with Redis glob metacharacters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+type Registry = Mutex<HashMap<String, Vec<&'static CallSite>>>;
+
+/// The program's cached functions by prefix, for turning an event's
+/// arguments into the key a function would use. Each function registers
+/// the first time it is called, has a key built, or is invalidated in this
+/// process.
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Records `site` in the registry (idempotent).
+pub(crate) fn register(site: &'static CallSite) {
+    let prefix = site.prefix();
+    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let sites = map.entry(prefix).or_default();
+    if !sites.iter().any(|s| std::ptr::eq(*s, site)) {
+        sites.push(site);
+    }
+}
+
+/// Removes the entry of one call, named the way an event from a database
+/// names it: the function's `prefix` and its key arguments as a JSON array,
+/// in parameter order (a single argument is still an array of one).
+/// Returns whether an entry was removed.
+///
+/// The arguments must serialize as the function's own argument types would
+/// (`42` for an `i64`, `"a"` for a `&str`, an object for a struct): the key
+/// is the hash of that JSON. Every function registered under `prefix` is
+/// tried, so two functions sharing a prefix are both invalidated.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cached_runtime::Error> {
+/// // From a change-stream consumer: user 42 changed.
+/// cached_runtime::invalidate_args("user", &serde_json::json!([42])).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Key`] when no function with that prefix has registered in
+/// this process (call it once, or build its key with its `*_cache_key`
+/// companion at start-up) or when the arguments are not an array;
+/// [`Error::Store`] when Redis fails.
+pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
+    let keys = keys_for_args(prefix, args)?;
+    let Some(store) = engine().store() else {
+        return Ok(false);
+    };
+    let mut removed = false;
+    for key in keys {
+        removed |= store.del(key.as_str()).await?;
+    }
+    Ok(removed)
+}
+
+/// The keys calls with `args` use, for every function registered under
+/// `prefix`.
+fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>, Error> {
+    if !args.is_array() {
+        return Err(Error::Key(format!(
+            "arguments for prefix {prefix:?} must be a JSON array in parameter order, got {args}"
+        )));
+    }
+    let sites = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(prefix)
+        .cloned()
+        .unwrap_or_default();
+    if sites.is_empty() {
+        return Err(Error::Key(format!(
+            "no cached function with prefix {prefix:?} is known in this process yet"
+        )));
+    }
+    let engine = engine();
+    sites
+        .into_iter()
+        .map(|site| {
+            let resolved = site.resolve(&engine.config);
+            // A function without key arguments hashes `()`, which is JSON
+            // `null`, not `[]`.
+            let hash = match args.as_array() {
+                Some(list) if list.is_empty() => key::hash_segment(&resolved.salt_digest, &()),
+                _ => key::hash_segment(&resolved.salt_digest, args),
+            }
+            .map_err(|e| Error::Key(e.to_string()))?;
+            Ok(CacheKey::new(&resolved.key_head, &hash))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entry_keys_match() {
+        let head = "ns:user:";
+        assert!(is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFzZQ", head));
+        assert!(!is_entry_of("ns:user:stats", head));
+        assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFzZQ:lock", head));
+        assert!(!is_entry_of("ns:users:Q2hhbmdlIG1lIHBsZWFzZQ", head));
+        assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFz*Q", head));
+    }
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+    }
+}

@@ -1,0 +1,271 @@
+//! `stale`, `early` (XFetch) and `cache_none` against a real Redis, and
+//! invalidation by prefix and by arguments.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use cached_redis::cached;
+use redis::Commands;
+use serde_json::json;
+
+fn setup() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        cached_redis::init(
+            cached_redis::Config::builder()
+                .redis_url(common::redis_url())
+                .namespace(common::namespace("freshness"))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    });
+}
+
+fn errors(prefix: &str) -> u64 {
+    cached_redis::local_stats(prefix).map_or(0, |s| s.errors)
+}
+
+static VERSION: AtomicU64 = AtomicU64::new(1);
+static FAIL: AtomicBool = AtomicBool::new(false);
+static STALE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, stale = 30, prefix = "stale_page")]
+async fn page(id: u32) -> Result<String, String> {
+    STALE_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if FAIL.load(SeqCst) {
+        return Err("backend down".into());
+    }
+    Ok(format!("page {id} v{}", VERSION.load(SeqCst)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_values_are_served_while_one_caller_refreshes() {
+    setup();
+    assert_eq!(page(1).await.unwrap(), "page 1 v1");
+    let pttl: i64 = common::raw().pttl(page_cache_key(1).unwrap()).unwrap();
+    assert!(pttl > 30_000, "entries live ttl + stale: PTTL {pttl}");
+
+    // Past the TTL, inside the stale window.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    VERSION.store(2, SeqCst);
+    let runs_before = STALE_RUNS.load(SeqCst);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async {
+                let started = Instant::now();
+                (page(1).await.unwrap(), started.elapsed())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(
+        STALE_RUNS.load(SeqCst),
+        runs_before + 1,
+        "one caller refreshes"
+    );
+    let fresh = results.iter().filter(|(v, _)| v == "page 1 v2").count();
+    assert_eq!(
+        fresh, 1,
+        "the refreshing caller gets the new value: {results:?}"
+    );
+    for (value, took) in &results {
+        if value == "page 1 v1" {
+            assert!(
+                *took < Duration::from_millis(100),
+                "stale served at once, took {took:?}"
+            );
+        }
+    }
+    assert_eq!(page(1).await.unwrap(), "page 1 v2", "fresh again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_refresh_keeps_serving_the_stale_value() {
+    setup();
+    assert!(page(2).await.unwrap().starts_with("page 2 v"));
+    let first = page(2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    FAIL.store(true, SeqCst);
+    let errors_before = errors("stale_page");
+    // The refreshing caller's Err is replaced by the stale value, and the
+    // failure counted; the others are served at once.
+    for _ in 0..5 {
+        assert_eq!(page(2).await.unwrap(), first);
+    }
+    FAIL.store(false, SeqCst);
+    assert!(
+        errors("stale_page") > errors_before,
+        "the failed refresh is counted"
+    );
+}
+
+static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 1, stale = 30, prefix = "stale_panic")]
+fn report(id: u32) -> u64 {
+    if PANIC_NEXT.swap(false, SeqCst) {
+        panic!("report generator crashed");
+    }
+    u64::from(id) * 100
+}
+
+#[test]
+fn a_panicking_refresh_keeps_serving_the_stale_value() {
+    setup();
+    assert_eq!(report(3), 300);
+    std::thread::sleep(Duration::from_millis(1_100));
+    PANIC_NEXT.store(true, SeqCst);
+    let errors_before = errors("stale_panic");
+    assert_eq!(report(3), 300, "panic in the refresh: the old value");
+    assert_eq!(errors("stale_panic"), errors_before + 1);
+}
+
+static EARLY_RUNS: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// Each run records the entry's remaining lifetime at the moment it starts:
+/// -2 means the entry had expired (a plain miss), anything else an early
+/// refresh of an entry still there.
+#[cached(ttl = 1, early = true, prefix = "early_hot")]
+async fn hot(id: u32) -> u32 {
+    let pttl: i64 = common::raw().pttl(hot_cache_key(id).unwrap()).unwrap();
+    EARLY_RUNS.lock().unwrap().push(pttl);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn xfetch_refreshes_a_hot_key_before_it_expires() {
+    setup();
+    let run_for = Duration::from_secs(4);
+    let started = Instant::now();
+    let slow_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let slow_calls = slow_calls.clone();
+            tokio::spawn(async move {
+                while started.elapsed() < run_for {
+                    let t = Instant::now();
+                    assert_eq!(hot(9).await, 9);
+                    if t.elapsed() >= Duration::from_millis(50) {
+                        slow_calls.fetch_add(1, SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let runs = EARLY_RUNS.lock().unwrap().clone();
+    let expired = runs.iter().filter(|p| **p == -2).count();
+    let early = runs.len() - expired;
+    eprintln!(
+        "xfetch over {run_for:?} with ttl 1 s: {} runs, {early} early refreshes, {expired} after expiry, \
+         {} calls waited for a computation",
+        runs.len(),
+        slow_calls.load(SeqCst)
+    );
+    assert_eq!(expired, 1, "only the first call found no entry: {runs:?}");
+    assert!(
+        (2..=8).contains(&early),
+        "about one refresh per TTL period over 4 periods: {runs:?}"
+    );
+}
+
+static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(cache_none = 7, prefix = "neg_user")]
+async fn user(id: u32) -> Option<String> {
+    LOOKUPS.fetch_add(1, SeqCst);
+    (id < 100).then(|| format!("user {id}"))
+}
+
+#[tokio::test]
+async fn none_is_cached_with_its_own_ttl() {
+    setup();
+    assert_eq!(user(404).await, None);
+    assert_eq!(user(404).await, None);
+    assert_eq!(LOOKUPS.load(SeqCst), 1, "None served from the cache");
+    let pttl: i64 = common::raw().pttl(user_cache_key(404).unwrap()).unwrap();
+    assert!(
+        (6_000..=7_000).contains(&pttl),
+        "cache_none = 7: PTTL {pttl}"
+    );
+    assert_eq!(user(1).await.as_deref(), Some("user 1"));
+    let pttl: i64 = common::raw().pttl(user_cache_key(1).unwrap()).unwrap();
+    assert!(pttl > 200_000, "Some keeps the default TTL: PTTL {pttl}");
+}
+
+#[cached(prefix = "inv_item")]
+async fn item(id: u32, lang: String) -> String {
+    format!("{id}/{lang}")
+}
+
+#[cached(prefix = "inv_other")]
+async fn other(id: u32) -> u32 {
+    id
+}
+
+#[cached(prefix = "inv_none")]
+async fn no_args() -> u32 {
+    7
+}
+
+#[tokio::test]
+async fn invalidation_by_prefix_and_by_arguments() {
+    setup();
+    for id in 0..50 {
+        item(id, "en".into()).await;
+    }
+    other(1).await;
+    no_args().await;
+    cached_redis::flush_stats().await.unwrap();
+    let mut raw = common::raw();
+
+    // By arguments, as an event would name them.
+    let key = item_cache_key(3, "en".into()).unwrap();
+    assert!(raw.exists::<_, bool>(&key).unwrap());
+    assert!(cached_redis::invalidate_args("inv_item", &json!([3, "en"]))
+        .await
+        .unwrap());
+    assert!(!raw.exists::<_, bool>(&key).unwrap());
+    assert!(
+        !cached_redis::invalidate_args("inv_item", &json!([3, "en"]))
+            .await
+            .unwrap()
+    );
+    assert!(cached_redis::invalidate_args("inv_none", &json!([]))
+        .await
+        .unwrap());
+    assert!(cached_redis::invalidate_args("never_called", &json!([1]))
+        .await
+        .is_err());
+    assert!(cached_redis::invalidate_args("inv_item", &json!({"id": 3}))
+        .await
+        .is_err());
+
+    // By prefix: the other 49 entries, nothing else.
+    assert_eq!(
+        cached_redis::invalidate_prefix("inv_item").await.unwrap(),
+        49
+    );
+    assert!(raw.exists::<_, bool>(other_cache_key(1).unwrap()).unwrap());
+    let stats = format!("{}:inv_item:stats", common::namespace("freshness"));
+    assert!(
+        raw.exists::<_, bool>(&stats).unwrap(),
+        "the stats hash stays"
+    );
+    assert_eq!(
+        cached_redis::invalidate_prefix("inv_item").await.unwrap(),
+        0
+    );
+}

@@ -1,0 +1,167 @@
+//! `lock = true` across real processes: one computation per key however
+//! many processes miss at once, and a holder that dies delays the others by
+//! no more than the lock's lease.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cached_redis::cached;
+use redis::Commands;
+
+const ROLE: &str = "CACHED_REDIS_LOCK_ROLE";
+const NS: &str = "CACHED_REDIS_LOCK_NS";
+const KEY: &str = "CACHED_REDIS_LOCK_KEY";
+
+/// Counts its runs in Redis, where every process sees them. How long it
+/// takes depends on the process's role.
+#[cached(lock = true, prefix = "locked")]
+async fn locked(key: u64) -> u64 {
+    let ns = std::env::var(NS).unwrap();
+    let mut raw = common::raw();
+    let _: i64 = raw.incr(format!("{ns}:test:runs:{key}"), 1).unwrap();
+    let _: () = raw.set(format!("{ns}:test:started:{key}"), 1).unwrap();
+    let body = match std::env::var(ROLE).as_deref() {
+        Ok("holder") => Duration::from_secs(60),
+        Ok("parent") => Duration::from_millis(10),
+        _ => Duration::from_millis(200),
+    };
+    tokio::time::sleep(body).await;
+    key * 10
+}
+
+#[cached(prefix = "unlocked")]
+async fn unlocked(key: u64) -> u64 {
+    let ns = std::env::var(NS).unwrap();
+    let _: i64 = common::raw()
+        .incr(format!("{ns}:test:unlocked_runs:{key}"), 1)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    key * 10
+}
+
+fn init(namespace: &str) {
+    cached_redis::init(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(namespace)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+/// Child side: 100 concurrent calls, released together by a start flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "spawned by the tests below"]
+async fn child() {
+    let (Ok(ns), Ok(role)) = (std::env::var(NS), std::env::var(ROLE)) else {
+        return;
+    };
+    let key: u64 = std::env::var(KEY).unwrap().parse().unwrap();
+    init(&ns);
+    let go = format!("{ns}:test:go:{key}");
+    while !common::raw().exists::<_, bool>(&go).unwrap() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let calls = if role == "holder" { 1 } else { 100 };
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let role = role.clone();
+            tokio::spawn(async move {
+                if role == "unlocked" {
+                    unlocked(key).await
+                } else {
+                    locked(key).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), key * 10);
+    }
+}
+
+fn spawn_child(ns: &str, role: &str, key: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--ignored", "--nocapture"])
+        .env(NS, ns)
+        .env(ROLE, role)
+        .env(KEY, key.to_string())
+        .env("CACHED_REDIS_TEST_URL", common::redis_url())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn runs(ns: &str, what: &str, key: u64) -> i64 {
+    common::raw()
+        .get::<_, Option<i64>>(format!("{ns}:test:{what}:{key}"))
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[test]
+fn four_processes_on_a_cold_key_run_the_body_once() {
+    let ns = common::namespace("lock4");
+    let key = 1;
+    let children: Vec<_> = (0..4).map(|_| spawn_child(&ns, "worker", key)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let _: () = common::raw().set(format!("{ns}:test:go:{key}"), 1).unwrap();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a child failed");
+    }
+    assert_eq!(
+        runs(&ns, "runs", key),
+        1,
+        "4 processes x 100 calls, one computation"
+    );
+
+    // Without the lock each process computes once (in-process coalescing
+    // only): shown for contrast, not a promise.
+    let key = 2;
+    let children: Vec<_> = (0..4).map(|_| spawn_child(&ns, "unlocked", key)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let _: () = common::raw().set(format!("{ns}:test:go:{key}"), 1).unwrap();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let unlocked = runs(&ns, "unlocked_runs", key);
+    eprintln!("without lock: {unlocked} computations for 4 processes x 100 calls");
+    assert!((1..=4).contains(&unlocked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_delays_the_others_by_at_most_the_lease() {
+    let ns = common::namespace("lockkill");
+    let key = 3;
+    // SAFETY: set before this process's first cached call reads them; the
+    // test binary runs this test alone in its process when it matters.
+    unsafe {
+        std::env::set_var(NS, &ns);
+        std::env::set_var(ROLE, "parent");
+    }
+    init(&ns);
+    let _: () = common::raw().set(format!("{ns}:test:go:{key}"), 1).unwrap();
+    let mut holder = spawn_child(&ns, "holder", key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs(&ns, "started", key) == 0 {
+        assert!(Instant::now() < deadline, "holder never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = Instant::now();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    assert_eq!(locked(key).await, key * 10);
+    let waited = killed_at.elapsed();
+    eprintln!(
+        "the holder died; the next caller waited {waited:?} (lease for an unmeasured body: 5 s)"
+    );
+    assert!(
+        waited <= Duration::from_secs(5) + Duration::from_secs(1),
+        "waited {waited:?}"
+    );
+    assert_eq!(runs(&ns, "runs", key), 2, "the dead holder's run and ours");
+}
