@@ -113,9 +113,10 @@ async fn two_processes_add_up_exactly() {
         (0, 7, 2, 1)
     );
 
-    // bincode of a 20-character string: 1 length byte + 20; stored with the
-    // 20-byte header, uncompressed (under compress_min_bytes).
-    assert_eq!(field(&fields, "bytes_raw"), 3 * 21);
+    // bincode of a 20-character string: 1 length byte + 20, behind the
+    // 20-byte header, uncompressed (under compress_min_bytes): both sizes
+    // are the same.
+    assert_eq!(field(&fields, "bytes_raw"), 3 * (20 + 21));
     assert_eq!(field(&fields, "bytes_stored"), 3 * (20 + 21));
 
     // The sums are the child's exactly; each miss slept 60 ms.

@@ -347,7 +347,12 @@ where
         call.site.ttl + call.site.stale
     };
     match io.set(call.key(), &encoded.bytes, ttl).await {
-        Ok(()) => call.site.stats.stored(encoded.raw_len, encoded.bytes.len()),
+        // Both sizes count the header, so an uncompressed entry has a
+        // compression ratio of exactly 1.
+        Ok(()) => call
+            .site
+            .stats
+            .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len()),
         Err(e) => {
             call.site.stats.error();
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
