@@ -552,3 +552,29 @@ async fn hits_and_misses_reach_the_stats_hash() {
         "{fields:?}"
     );
 }
+
+#[cached(prefix = "no_runtime")]
+async fn no_runtime(x: u32) -> u32 {
+    x + 1
+}
+
+/// A minimal executor that is not tokio.
+fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn outside_a_tokio_runtime_the_function_still_runs() {
+    setup();
+    assert_eq!(block_on_without_tokio(no_runtime(1)), 2);
+    assert_eq!(block_on_without_tokio(no_runtime(1)), 2);
+    let s = stats("no_runtime");
+    assert_eq!((s.errors, s.hits), (2, 0), "uncached and counted, no panic");
+}

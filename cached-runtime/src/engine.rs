@@ -202,6 +202,16 @@ where
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body.await;
     };
+    if matches!(store, Store::Redis(_)) && tokio::runtime::Handle::try_current().is_err() {
+        // Redis I/O needs tokio's timers; under another executor the
+        // function still runs, uncached, instead of panicking.
+        resolved.stats.error();
+        tracing::warn!(
+            prefix = %resolved.prefix,
+            "cache error: cached async fn polled outside a tokio runtime; running uncached"
+        );
+        return body.await;
+    }
     let call = Call {
         engine,
         site: resolved,
