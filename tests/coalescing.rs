@@ -5,23 +5,13 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Barrier, Once};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use cached_redis::cached;
 
 fn setup() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        cached_redis::init(
-            cached_redis::Config::builder()
-                .redis_url(common::redis_url())
-                .namespace(common::namespace("coalescing"))
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    });
+    common::init_once("coalescing");
 }
 
 static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);

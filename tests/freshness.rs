@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cached_redis::cached;
@@ -12,17 +12,7 @@ use redis::Commands;
 use serde_json::json;
 
 fn setup() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        cached_redis::init(
-            cached_redis::Config::builder()
-                .redis_url(common::redis_url())
-                .namespace(common::namespace("freshness"))
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    });
+    common::init_once("freshness");
 }
 
 fn errors(prefix: &str) -> u64 {

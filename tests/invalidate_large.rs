@@ -48,7 +48,8 @@ async fn two_hundred_thousand_entries_go_while_redis_keeps_answering() {
     for chunk in (1..ENTRIES as u64).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            pipe.set_ex(bulk_cache_key(*id).unwrap(), &value, 600).ignore();
+            pipe.set_ex(bulk_cache_key(*id).unwrap(), &value, 600)
+                .ignore();
         }
         let _: () = pipe.query(&mut raw).unwrap();
     }
@@ -79,9 +80,18 @@ async fn two_hundred_thousand_entries_go_while_redis_keeps_answering() {
 
     assert_eq!(removed, ENTRIES as u64);
     assert!(!raw.exists::<_, bool>(bulk_cache_key(0).unwrap()).unwrap());
-    assert!(!raw.exists::<_, bool>(bulk_cache_key(123_456).unwrap()).unwrap());
-    assert!(raw.exists::<_, bool>(neighbour_cache_key(1).unwrap()).unwrap(), "other prefixes stay");
-    assert!(raw.exists::<_, bool>(format!("{ns}:bulk:stats")).unwrap(), "the stats hash stays");
+    assert!(!raw
+        .exists::<_, bool>(bulk_cache_key(123_456).unwrap())
+        .unwrap());
+    assert!(
+        raw.exists::<_, bool>(neighbour_cache_key(1).unwrap())
+            .unwrap(),
+        "other prefixes stay"
+    );
+    assert!(
+        raw.exists::<_, bool>(format!("{ns}:bulk:stats")).unwrap(),
+        "the stats hash stays"
+    );
     eprintln!(
         "invalidate_prefix removed {removed} entries in {took:?}; another client's PING meanwhile: \
          {} samples, p50 {:?}, p99 {:?}, max {:?}",

@@ -5,24 +5,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Once;
 
 use cached_redis::cached;
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 
 fn setup() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        cached_redis::init(
-            cached_redis::Config::builder()
-                .redis_url(common::redis_url())
-                .namespace(common::namespace("basic"))
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    });
+    common::init_once("basic");
 }
 
 fn stats(prefix: &str) -> cached_redis::StatsSnapshot {

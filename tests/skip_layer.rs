@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Once;
 
 use axum::body::Body;
 use axum::routing::get;
@@ -15,17 +14,7 @@ use redis::Commands;
 use tower::ServiceExt;
 
 fn setup() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        cached_redis::init(
-            cached_redis::Config::builder()
-                .redis_url(common::redis_url())
-                .namespace(common::namespace("skip"))
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    });
+    common::init_once("skip");
 }
 
 static RENDERS: AtomicUsize = AtomicUsize::new(0);

@@ -128,3 +128,19 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Initializes cached-redis once for this test process, against the Redis
+/// under test and in this process's own namespace for `test_file`.
+pub fn init_once(test_file: &str) {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        cached_redis::init(
+            cached_redis::Config::builder()
+                .redis_url(redis_url())
+                .namespace(namespace(test_file))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    });
+}
