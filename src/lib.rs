@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 
 pub use cached_macro::cached;
+#[cfg(feature = "postgres")]
+pub use cached_runtime::postgres;
 pub use cached_runtime::{
     build, flush_stats, init, invalidate_args, invalidate_prefix, is_cache_skipped, local_stats,
     skip_cache, skip_cache_sync, Config, ConfigBuilder, Error, StatsSnapshot, StoreError,

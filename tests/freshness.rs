@@ -210,6 +210,12 @@ async fn no_args() -> u32 {
     7
 }
 
+#[cached(prefix = "inv_generic")]
+async fn generic_item<T: serde::Serialize + Send>(id: T) -> u32 {
+    let _ = id;
+    1
+}
+
 #[tokio::test]
 async fn invalidation_by_prefix_and_by_arguments() {
     setup();

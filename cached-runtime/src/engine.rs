@@ -153,6 +153,9 @@ pub fn build_key<A: Serialize + ?Sized>(
 ) -> Result<CacheKey, Error> {
     let engine = engine();
     let resolved = site.resolve(&engine.config);
+    if !type_names.is_empty() {
+        site.mark_typed();
+    }
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     let hash = key::hash_segment(&salt_digest, args).map_err(|e| Error::Key(e.to_string()))?;
     Ok(CacheKey::new(&resolved.key_head, &hash))

@@ -137,7 +137,8 @@ pub(crate) fn register(site: &'static CallSite) {
 ///
 /// [`Error::Key`] when no function with that prefix has registered in
 /// this process (call it once, or build its key with its `*_cache_key`
-/// companion at start-up) or when the arguments are not an array;
+/// companion at start-up), when one is generic (its keys depend on type
+/// names: invalidate the prefix) or when the arguments are not an array;
 /// [`Error::Store`] when Redis fails.
 pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
     let keys = keys_for_args(prefix, args)?;
@@ -168,6 +169,12 @@ fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>
     if sites.is_empty() {
         return Err(Error::Key(format!(
             "no cached function with prefix {prefix:?} is known in this process yet"
+        )));
+    }
+    if let Some(site) = sites.iter().find(|s| s.is_typed()) {
+        return Err(Error::Key(format!(
+            "{} is generic: its keys depend on type names too; invalidate prefix {prefix:?} instead",
+            site.ident.fn_name
         )));
     }
     let engine = engine();

@@ -25,6 +25,8 @@ mod key;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
 mod ops;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod site;
 mod skip;
 mod stats;

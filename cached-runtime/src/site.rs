@@ -2,7 +2,7 @@
 //! written in the attribute, and what is derived from them once (prefix,
 //! salt digest, stats slot).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -69,6 +69,9 @@ pub struct CallSite {
     pub(crate) ident: SiteIdent,
     pub(crate) options: SiteOptions,
     resolved: OnceLock<Arc<ResolvedSite>>,
+    /// Whether calls carry type names (generic function, method of a
+    /// generic type): their keys cannot be derived from arguments alone.
+    typed: AtomicBool,
 }
 
 impl CallSite {
@@ -78,6 +81,7 @@ impl CallSite {
             ident,
             options,
             resolved: OnceLock::new(),
+            typed: AtomicBool::new(false),
         }
     }
 
@@ -88,6 +92,18 @@ impl CallSite {
             crate::invalidate::register(self);
             Arc::new(ResolvedSite::new(self, config))
         })
+    }
+
+    /// Records that this function's calls carry type names.
+    pub(crate) fn mark_typed(&self) {
+        if !self.typed.load(Relaxed) {
+            self.typed.store(true, Relaxed);
+        }
+    }
+
+    /// Whether this function's keys depend on type names too.
+    pub(crate) fn is_typed(&self) -> bool {
+        self.typed.load(Relaxed)
     }
 
     /// The prefix segment of this function's keys and stats hash.

@@ -1,0 +1,775 @@
+//! Invalidation driven by PostgreSQL `LISTEN`/`NOTIFY` (feature `postgres`).
+//!
+//! A trigger on the tables behind your cached functions sends a
+//! notification when a row changes; [`listen`] keeps one connection
+//! listening on that channel and removes the matching entries from Redis.
+//!
+//! # Setting it up
+//!
+//! 1. Install the trigger function shipped in the repository,
+//!    `sql/cached_redis_notify.sql` (`psql -f sql/cached_redis_notify.sql`,
+//!    or as a migration), and attach it to each table:
+//!
+//!    ```sql
+//!    CREATE TRIGGER users_cache AFTER INSERT OR UPDATE OR DELETE ON users
+//!        FOR EACH ROW EXECUTE FUNCTION cached_redis_notify('cache_invalidation', 'user', 'id');
+//!    ```
+//!
+//!    The trigger arguments are the channel, the prefix of the cached
+//!    function, then the columns whose values are the function's key
+//!    arguments, in parameter order. Changing the row with `id = 42` sends
+//!    `{"prefix":"user","args":[42]}` on `cache_invalidation`.
+//!
+//! 2. Start a listener once per process, after [`crate::init`], and keep
+//!    its handle (dropping it stops the listener):
+//!
+//!    ```rust,ignore
+//!    use cached_redis::cached;
+//!
+//!    #[cached(prefix = "user", skip = "db")]
+//!    async fn user(db: &tokio_postgres::Client, id: i64) -> Option<User> { ... }
+//!
+//!    cached_redis::init(cached_redis::Config::from_env()?)?;
+//!    // Optional: makes `user` known to this process now, so that an event
+//!    // removes exactly one entry even before the first call (see below).
+//!    let _ = user_cache_key(0);
+//!    let listener = cached_redis::postgres::listen(
+//!        "host=db.internal user=app dbname=app application_name=cache-listener",
+//!        "cache_invalidation",
+//!    )?;
+//!    listener.wait_listening().await; // optional: LISTEN is active from here on
+//!    ```
+//!
+//! # Payloads
+//!
+//! | payload | does |
+//! | --- | --- |
+//! | `{"prefix":"user","args":[42]}` | [`crate::invalidate_args`]`("user", [42])`: the one entry of `user(…, 42)` |
+//! | `{"prefix":"user"}` (or `"args"` absent / `null`) | [`crate::invalidate_prefix`]`("user")`: every entry of the prefix |
+//! | `user` (plain text, no JSON) | the same as `{"prefix":"user"}` |
+//! | anything else (bad JSON, no `prefix`, a prefix with `:` or whitespace) | logged at `warn` and ignored |
+//!
+//! `args` is a JSON array of the key arguments in parameter order, each
+//! written the way `serde_json` serializes the Rust argument (`42` for an
+//! `i64`, `"alice"` for a `&str`/`String`, `null` for `None`, an object for
+//! a struct): the key is the hash of that JSON. Extra fields are ignored.
+//!
+//! When `args` cannot be mapped to keys in this process (no function with
+//! that prefix has been called or keyed here yet, or `args` is not an
+//! array), the whole prefix is invalidated instead (logged at `debug`): a
+//! little more recomputation, never a stale entry. Calling each function's
+//! `*_cache_key` companion once at start-up avoids those prefix-wide
+//! removals.
+//!
+//! # Guarantees and limits
+//!
+//! - An entry is gone within about one Redis round trip after the
+//!   notification reaches this process, which PostgreSQL does when the
+//!   changing transaction commits (notifications of a rolled-back
+//!   transaction are never sent). Redis failures are retried for a few
+//!   seconds (longer than the store's circuit-breaker cool-down), then
+//!   logged at `error`.
+//! - A call that read the old row *before* the commit and stores its result
+//!   *after* the invalidation puts the old value back (the classic
+//!   cache-aside race); the entry's TTL bounds how long it can stay.
+//! - Notifications sent while the listener is disconnected are lost:
+//!   PostgreSQL delivers a notification only to sessions listening at
+//!   commit time and keeps no backlog. The listener reconnects by itself
+//!   (backoff from 100 ms doubling to 5 s) and listens again, but it
+//!   invalidates nothing on reconnect: it cannot know what changed, and
+//!   dropping whole prefixes on every network blip would stampede the
+//!   database. Entries changed during the gap stay until their TTL. If that
+//!   is not acceptable, invalidate the prefixes you care about on each
+//!   reconnect yourself, with [`ListenerHandle::wait_sessions`]:
+//!
+//!   ```rust,ignore
+//!   let mut seen = listener.sessions();
+//!   loop {
+//!       listener.wait_sessions(seen + 1).await;
+//!       seen = listener.sessions();
+//!       cached_redis::invalidate_prefix("user").await?;
+//!   }
+//!   ```
+//!
+//! - Notifications are acted upon one at a time, in commit order, each
+//!   costing a Redis round trip: a statement changing 100 000 rows sends
+//!   100 000 of them. For tables changed in bulk, a `FOR EACH STATEMENT`
+//!   trigger (which sends the prefix only) is the better fit.
+//! - A connection that silently stops answering (a dead network path) is
+//!   detected by a health check every 30 seconds and replaced.
+//! - `listen` connects without TLS ([`tokio_postgres::NoTls`]; `sslmode=require`
+//!   fails); use [`listen_with_tls`] with a TLS connector (e.g.
+//!   `postgres-native-tls`, `tokio-postgres-rustls`) otherwise.
+//! - One listener per channel per process is enough; each process needs its
+//!   own only if it has its own in-process state to drop (Redis entries are
+//!   shared, so one listener anywhere removes them for everyone).
+//!
+//! # Other databases
+//!
+//! The same two functions serve any change feed. A MongoDB change stream
+//! consumer:
+//!
+//! ```rust,ignore
+//! let mut stream = users.watch().await?; // mongodb crate
+//! while let Some(event) = stream.next().await.transpose()? {
+//!     // The document key of a change is `{ "_id": ... }`.
+//!     if let Some(key) = event.document_key {
+//!         let id = key.get_i64("_id")?;
+//!         cached_redis::invalidate_args("user", &serde_json::json!([id])).await?;
+//!     }
+//! }
+//! ```
+//!
+//! A DynamoDB Streams consumer (a Lambda function, or a KCL worker's record
+//! processor), with the table's stream view including the keys:
+//!
+//! ```rust,ignore
+//! async fn handler(event: LambdaEvent<aws_lambda_events::dynamodb::Event>) -> Result<(), Error> {
+//!     for record in event.payload.records {
+//!         match record.change.keys.get("id") {
+//!             Some(AttributeValue::N(id)) => {
+//!                 let id: i64 = id.parse()?;
+//!                 cached_redis::invalidate_args("user", &serde_json::json!([id])).await?;
+//!             }
+//!             _ => {
+//!                 cached_redis::invalidate_prefix("user").await?;
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! As here, such a consumer should fall back to `invalidate_prefix` when it
+//! cannot map an event to arguments, and when `invalidate_args` returns
+//! [`Error::Key`] (the function is not known in that process).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout, Instant, MissedTickBehavior};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Config as PgConfig, NoTls, Socket};
+
+use crate::error::Error;
+
+/// The `tokio-postgres` this module is built with, for naming its types
+/// (TLS connectors, [`tokio_postgres::Config`]) at the same version.
+pub use tokio_postgres;
+
+/// First pause before reconnecting.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest pause between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// `connect_timeout` when the connection string sets none.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `application_name` when the connection string sets none.
+const DEFAULT_APPLICATION_NAME: &str = "cached-redis-listener";
+/// How often an idle connection is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the check may take before the connection counts as dead.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries of one invalidation when Redis fails (100 ms doubling between
+/// them: 3.1 s in all, past the default breaker cool-down of 2 s).
+const STORE_ATTEMPTS: u32 = 6;
+/// Longest channel name PostgreSQL accepts (`NAMEDATALEN - 1`).
+const MAX_CHANNEL_BYTES: usize = 63;
+/// Characters of a payload quoted in a log line.
+const LOG_PAYLOAD_CHARS: usize = 200;
+/// A failing reconnection is logged at `warn` on the first attempt and
+/// every this many attempts after (about once a minute), `debug` between.
+const WARN_EVERY_ATTEMPTS: u32 = 12;
+
+/// Starts listening on `channel` of the PostgreSQL described by `config`
+/// (a [`tokio_postgres::Config`] string: `host=... port=... user=...
+/// password=... dbname=...` or a `postgresql://` URL) and invalidating
+/// what its notifications name (see the [module docs](self) for the
+/// payloads).
+///
+/// The listener runs on the crate's own I/O runtime, so this needs no
+/// runtime of the caller's and may be called from sync code. It connects in
+/// the background and keeps going until the handle is dropped or
+/// [`ListenerHandle::stop`]ped: a failed connection or a dropped one is
+/// retried with backoff (100 ms doubling to 5 s), then `LISTEN` runs again.
+///
+/// `channel` is used exactly as given (quoted), so it must equal the first
+/// argument of `pg_notify` (or the trigger's first argument), case included.
+/// Without `application_name` in `config` the session is named
+/// `cached-redis-listener`; without `connect_timeout`, 5 seconds.
+///
+/// Call [`crate::init`] first: the first notification otherwise initializes
+/// the cache from the environment.
+///
+/// ```no_run
+/// # fn main() -> Result<(), cached_runtime::Error> {
+/// let listener = cached_runtime::postgres::listen(
+///     "host=127.0.0.1 user=app dbname=app",
+///     "cache_invalidation",
+/// )?;
+/// // ... serve; the listener stops when `listener` is dropped.
+/// # let _ = listener; Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Config`] when `config` does not parse or `channel` is empty,
+/// longer than 63 bytes or contains a NUL character. Connection failures
+/// are not errors: they are logged and retried.
+pub fn listen(config: &str, channel: &str) -> Result<ListenerHandle, Error> {
+    listen_with_tls(config, channel, NoTls)
+}
+
+/// [`listen`] over TLS: `tls` is a `tokio-postgres` TLS connector, such as
+/// `postgres_native_tls::MakeTlsConnector` or
+/// `tokio_postgres_rustls::MakeRustlsConnect`. It is cloned for every
+/// connection.
+///
+/// # Errors
+///
+/// As [`listen`].
+pub fn listen_with_tls<T>(config: &str, channel: &str, tls: T) -> Result<ListenerHandle, Error>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let mut pg: PgConfig = config
+        .parse()
+        .map_err(|e| Error::Config(format!("invalid PostgreSQL connection string: {e}")))?;
+    validate_channel(channel)?;
+    if pg.get_application_name().is_none() {
+        pg.application_name(DEFAULT_APPLICATION_NAME);
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    let (state_tx, state_rx) = watch::channel(State::default());
+    let listener = Listener {
+        pg,
+        channel: channel.to_owned(),
+        listen_sql: format!("LISTEN {}", quote_ident(channel)),
+        tls,
+        state: state_tx,
+    };
+    let task = crate::io::handle().spawn(listener.run());
+    Ok(ListenerHandle {
+        task: Some(task),
+        state: state_rx,
+        channel: channel.to_owned(),
+    })
+}
+
+/// A running listener (see [`listen`]). Dropping it stops the listener and
+/// closes its connection; [`ListenerHandle::detach`] lets it run for the
+/// rest of the process instead.
+#[must_use = "dropping the handle stops the listener"]
+pub struct ListenerHandle {
+    /// `None` once detached.
+    task: Option<JoinHandle<()>>,
+    state: watch::Receiver<State>,
+    channel: String,
+}
+
+impl ListenerHandle {
+    /// The channel listened on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Whether `LISTEN` is active right now (false while connecting or
+    /// reconnecting).
+    pub fn is_listening(&self) -> bool {
+        self.state.borrow().listening
+    }
+
+    /// How many times `LISTEN` has become active: 1 after the first
+    /// connection, 2 after the first reconnection, and so on.
+    pub fn sessions(&self) -> u64 {
+        self.state.borrow().sessions
+    }
+
+    /// Resolves once `LISTEN` is active: every notification committed from
+    /// then on (while the connection lasts) is acted upon. Immediately when
+    /// it already is. Returns `false` only if the listener task has ended
+    /// (it never does by itself), `true` otherwise.
+    pub async fn wait_listening(&self) -> bool {
+        self.wait_sessions(1).await
+    }
+
+    /// Resolves once `LISTEN` has become active at least `n` times and is
+    /// active now: after noting [`ListenerHandle::sessions`] as `s`,
+    /// `wait_sessions(s + 1)` waits for the next reconnection. Returns
+    /// `false` only if the listener task has ended, `true` otherwise.
+    pub async fn wait_sessions(&self, n: u64) -> bool {
+        let mut state = self.state.clone();
+        let reached = state.wait_for(|s| s.listening && s.sessions >= n).await;
+        reached.is_ok()
+    }
+
+    /// Stops the listener and closes its connection (as dropping the handle
+    /// does).
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    /// Lets the listener run for the rest of the process, without a handle.
+    pub fn detach(mut self) {
+        self.task = None;
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            tracing::debug!(channel = %self.channel, "cached-redis listener stopped");
+        }
+    }
+}
+
+impl fmt::Debug for ListenerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = *self.state.borrow();
+        f.debug_struct("ListenerHandle")
+            .field("channel", &self.channel)
+            .field("listening", &state.listening)
+            .field("sessions", &state.sessions)
+            .finish()
+    }
+}
+
+/// What the handle can see of the listener.
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    listening: bool,
+    sessions: u64,
+}
+
+/// The background task's settings.
+struct Listener<T> {
+    pg: PgConfig,
+    channel: String,
+    listen_sql: String,
+    tls: T,
+    state: watch::Sender<State>,
+}
+
+/// Why a session ended.
+enum Ended {
+    Connect(tokio_postgres::Error),
+    Listen(tokio_postgres::Error),
+    Lost(Option<tokio_postgres::Error>),
+    Unhealthy(Option<tokio_postgres::Error>),
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Connect(e) => write!(f, "cannot connect: {e}"),
+            Ended::Listen(e) => write!(f, "LISTEN failed: {e}"),
+            Ended::Lost(Some(e)) => write!(f, "connection lost: {e}"),
+            Ended::Lost(None) => write!(f, "connection closed by the server"),
+            Ended::Unhealthy(Some(e)) => write!(f, "health check failed: {e}"),
+            Ended::Unhealthy(None) => {
+                write!(f, "health check unanswered for {HEALTH_TIMEOUT:?}")
+            }
+        }
+    }
+}
+
+impl<T> Listener<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    /// Sessions one after the other, forever.
+    async fn run(self) {
+        let mut backoff = BACKOFF_START;
+        let mut failures = 0u32;
+        loop {
+            let mut listened = false;
+            let Err(ended) = self.session(&mut listened).await;
+            self.state.send_modify(|s| s.listening = false);
+            if listened {
+                // A session that worked: the next try comes quickly.
+                backoff = BACKOFF_START;
+                failures = 0;
+            }
+            failures += 1;
+            let retry_ms = backoff.as_millis() as u64;
+            if listened || failures % WARN_EVERY_ATTEMPTS == 1 {
+                tracing::warn!(
+                    channel = %self.channel, error = %ended, retry_ms, attempt = failures,
+                    "cached-redis listener disconnected; notifications sent until it listens again are lost"
+                );
+            } else {
+                tracing::debug!(
+                    channel = %self.channel, error = %ended, retry_ms, attempt = failures,
+                    "cached-redis listener still disconnected"
+                );
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection: connect, `LISTEN`, act on notifications until it
+    /// fails. Sets `listened` once `LISTEN` is active.
+    async fn session(&self, listened: &mut bool) -> Result<Infallible, Ended> {
+        let (client, mut connection) = self
+            .pg
+            .connect(self.tls.clone())
+            .await
+            .map_err(Ended::Connect)?;
+        // The connection is driven by its own task, so that the client's
+        // requests (LISTEN, health checks) progress while notifications
+        // are being acted upon here.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _driver = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if tx.send(Ok(n)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(AsyncMessage::Notice(notice))) => {
+                        tracing::debug!(
+                            severity = notice.severity(),
+                            message = notice.message(),
+                            "PostgreSQL notice on the cached-redis listener"
+                        );
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        }));
+        client
+            .batch_execute(&self.listen_sql)
+            .await
+            .map_err(Ended::Listen)?;
+        *listened = true;
+        self.state.send_modify(|s| {
+            s.listening = true;
+            s.sessions += 1;
+        });
+        tracing::info!(channel = %self.channel, "cached-redis listener listening");
+
+        let mut health =
+            tokio::time::interval_at(Instant::now() + HEALTH_INTERVAL, HEALTH_INTERVAL);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(Ok(notification)) => on_payload(notification.payload()).await,
+                    Some(Err(e)) => return Err(Ended::Lost(Some(e))),
+                    None => return Err(Ended::Lost(None)),
+                },
+                _ = health.tick() => {
+                    match timeout(HEALTH_TIMEOUT, client.check_connection()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(Ended::Unhealthy(Some(e))),
+                        Err(_) => return Err(Ended::Unhealthy(None)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a payload asks for.
+#[derive(Debug, PartialEq)]
+struct Event {
+    prefix: String,
+    args: Args,
+}
+
+/// The `args` of a payload.
+#[derive(Debug, PartialEq)]
+enum Args {
+    /// Absent or `null`: the whole prefix.
+    None,
+    /// An array: one call's entry.
+    List(serde_json::Value),
+    /// Present but not an array: the whole prefix, with a warning.
+    Malformed,
+}
+
+/// Reads a notification payload; `Err` says why it is ignored.
+fn parse_payload(payload: &str) -> Result<Event, String> {
+    let text = payload.trim();
+    if text.is_empty() {
+        return Err("empty payload".into());
+    }
+    if !text.starts_with(['{', '"', '[']) {
+        // Plain text: a prefix.
+        check_prefix(text)?;
+        return Ok(Event {
+            prefix: text.to_owned(),
+            args: Args::None,
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let (prefix, args) = match value {
+        serde_json::Value::String(prefix) => (prefix, Args::None),
+        serde_json::Value::Object(mut object) => {
+            let prefix = match object.remove("prefix") {
+                Some(serde_json::Value::String(prefix)) => prefix,
+                Some(_) => return Err("`prefix` is not a string".into()),
+                None => return Err("no `prefix` field".into()),
+            };
+            let args = match object.remove("args") {
+                None | Some(serde_json::Value::Null) => Args::None,
+                Some(list @ serde_json::Value::Array(_)) => Args::List(list),
+                Some(_) => Args::Malformed,
+            };
+            (prefix, args)
+        }
+        _ => return Err("JSON that is neither an object nor a string".into()),
+    };
+    check_prefix(&prefix)?;
+    Ok(Event { prefix, args })
+}
+
+/// The rules of the attribute's `prefix` option.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        Err("empty prefix".into())
+    } else if prefix.contains(':') {
+        Err(format!("prefix {prefix:?} contains `:`"))
+    } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "prefix {prefix:?} contains whitespace or control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Acts on one notification. Never fails: problems are logged.
+async fn on_payload(payload: &str) {
+    let event = match parse_payload(payload) {
+        Ok(event) => event,
+        Err(reason) => {
+            tracing::warn!(
+                payload = %shorten(payload), reason,
+                "cached-redis listener: ignoring a notification it cannot read"
+            );
+            return;
+        }
+    };
+    let prefix = event.prefix.as_str();
+    let args = match event.args {
+        Args::List(args) => args,
+        Args::None => return drop_prefix(prefix).await,
+        Args::Malformed => {
+            tracing::warn!(
+                payload = %shorten(payload),
+                "cached-redis listener: `args` is not a JSON array; invalidating the whole prefix"
+            );
+            return drop_prefix(prefix).await;
+        }
+    };
+    match with_retries(|| crate::invalidate::invalidate_args(prefix, &args)).await {
+        Ok(removed) => tracing::debug!(prefix, %args, removed, "invalidated by notification"),
+        Err(Error::Key(reason)) => {
+            tracing::debug!(
+                prefix, %args, reason,
+                "arguments not mappable to a key in this process; invalidating the whole prefix"
+            );
+            drop_prefix(prefix).await;
+        }
+        Err(e) => tracing::error!(
+            prefix, %args, error = %e,
+            "cached-redis listener: invalidation failed; the entry stays until its TTL"
+        ),
+    }
+}
+
+/// Invalidates a whole prefix, logging the outcome.
+async fn drop_prefix(prefix: &str) {
+    match with_retries(|| crate::invalidate::invalidate_prefix(prefix)).await {
+        Ok(removed) => tracing::debug!(prefix, removed, "prefix invalidated by notification"),
+        Err(e) => tracing::error!(
+            prefix, error = %e,
+            "cached-redis listener: prefix invalidation failed; entries stay until their TTL"
+        ),
+    }
+}
+
+/// Runs `op`, again after a pause while it fails with a store error.
+async fn with_retries<R, F, Fut>(mut op: F) -> Result<R, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
+    let mut pause = BACKOFF_START;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(Error::Store(e)) if attempt < STORE_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "invalidation failed; retrying");
+                sleep(pause).await;
+                pause = (pause * 2).min(BACKOFF_MAX);
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// `payload` cut for a log line.
+fn shorten(payload: &str) -> String {
+    match payload.char_indices().nth(LOG_PAYLOAD_CHARS) {
+        Some((end, _)) => format!("{}…", &payload[..end]),
+        None => payload.to_owned(),
+    }
+}
+
+/// Checks what PostgreSQL accepts as a channel name.
+fn validate_channel(channel: &str) -> Result<(), Error> {
+    if channel.is_empty() {
+        return Err(Error::Config("the channel name is empty".into()));
+    }
+    if channel.len() > MAX_CHANNEL_BYTES {
+        return Err(Error::Config(format!(
+            "the channel name {channel:?} is longer than {MAX_CHANNEL_BYTES} bytes"
+        )));
+    }
+    if channel.contains('\0') {
+        return Err(Error::Config(
+            "the channel name contains a NUL character".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `ident` as a quoted SQL identifier: inside double quotes, with each
+/// double quote doubled, so that nothing in it is read as SQL and its case
+/// is kept.
+fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(prefix: &str, args: Args) -> Result<Event, String> {
+        Ok(Event {
+            prefix: prefix.into(),
+            args,
+        })
+    }
+
+    #[test]
+    fn payloads() {
+        assert_eq!(
+            parse_payload(r#"{"prefix":"user","args":[42]}"#),
+            event("user", Args::List(json!([42])))
+        );
+        assert_eq!(
+            parse_payload(r#" {"args": [1, "a"], "prefix": "user", "table": "t"} "#),
+            event("user", Args::List(json!([1, "a"])))
+        );
+        assert_eq!(
+            parse_payload(r#"{"prefix":"user"}"#),
+            event("user", Args::None)
+        );
+        assert_eq!(
+            parse_payload(r#"{"prefix":"user","args":null}"#),
+            event("user", Args::None)
+        );
+        assert_eq!(
+            parse_payload(r#"{"prefix":"user","args":42}"#),
+            event("user", Args::Malformed)
+        );
+        assert_eq!(parse_payload("user"), event("user", Args::None));
+        assert_eq!(
+            parse_payload("my_app.db.user\n"),
+            event("my_app.db.user", Args::None)
+        );
+        assert_eq!(parse_payload(r#""user""#), event("user", Args::None));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for payload in [
+            "",
+            "  ",
+            "{",
+            r#"{"prefix":"#,
+            r#"{"args":[1]}"#,
+            r#"{"prefix":3}"#,
+            r#"{"prefix":""}"#,
+            r#"{"prefix":"a:b"}"#,
+            "a:b",
+            "two words",
+            "\"unterminated",
+            "[1, 2]",
+        ] {
+            assert!(parse_payload(payload).is_err(), "{payload:?} accepted");
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("cache"), "\"cache\"");
+        assert_eq!(quote_ident("Mixed Case"), "\"Mixed Case\"");
+        assert_eq!(
+            quote_ident("x\"; DROP TABLE users; --"),
+            "\"x\"\"; DROP TABLE users; --\""
+        );
+    }
+
+    #[test]
+    fn channel_names_are_checked() {
+        assert!(validate_channel("cache_invalidation").is_ok());
+        assert!(validate_channel(&"c".repeat(63)).is_ok());
+        assert!(validate_channel(&"c".repeat(64)).is_err());
+        assert!(validate_channel("").is_err());
+        assert!(validate_channel("a\0b").is_err());
+    }
+
+    #[test]
+    fn bad_connection_strings_are_config_errors() {
+        assert!(matches!(
+            listen("host=localhost port=notaport", "c"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            listen("host=localhost", ""),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn long_payloads_are_shortened_for_logs() {
+        assert_eq!(shorten("abc"), "abc");
+        let long = "é".repeat(500);
+        assert_eq!(shorten(&long).chars().count(), LOG_PAYLOAD_CHARS + 1);
+    }
+}
