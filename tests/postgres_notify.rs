@@ -27,15 +27,15 @@ fn setup() {
     common::init_once("postgres_notify");
 }
 
-/// The PostgreSQL under test, or `None` (the test is skipped) outside
-/// `scripts/test.sh`.
+/// The PostgreSQL under test. A run without one fails rather than passing
+/// untested: `scripts/test.sh` starts a throwaway cluster and sets it.
 fn pg_config() -> Option<String> {
     match std::env::var("CACHED_REDIS_TEST_PG") {
         Ok(config) if !config.is_empty() => Some(config),
-        _ => {
-            eprintln!("skipped: CACHED_REDIS_TEST_PG is not set (scripts/test.sh sets it)");
-            None
-        }
+        _ => panic!(
+            "CACHED_REDIS_TEST_PG is not set: run the tests with scripts/test.sh, \
+             which starts a throwaway PostgreSQL and sets it"
+        ),
     }
 }
 
