@@ -148,9 +148,11 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// The Redis to use: `redis://[user:password@]host:port/db`, or
-    /// `rediss://` for TLS (needs the crate feature `tls`). Without it the
-    /// embedded in-process store serves.
+    /// The Redis to use: `redis://[user:password@]host:port/db` (ACL
+    /// user and password in the URL), or `redis+unix:///path/to/socket`.
+    /// Without it the embedded in-process store serves. `rediss://` (TLS)
+    /// is not supported by this version: [`ConfigBuilder::build`] rejects
+    /// it with an error that says so.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.config.redis_url = Some(url.into());
         self
@@ -255,10 +257,15 @@ impl ConfigBuilder {
         }
         if let Some(url) = &c.redis_url {
             let scheme = url.split("://").next().unwrap_or_default();
-            if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://")
-            {
+            if scheme == "rediss" {
                 return Err(Error::Config(format!(
-                    "redis_url {url:?}: expected redis://host:port/db or rediss://..."
+                    "redis_url {url:?}: TLS (rediss://) is not supported by this version of cached-redis; \
+                     use redis:// (e.g. through a local TLS tunnel)"
+                )));
+            }
+            if !matches!(scheme, "redis" | "redis+unix" | "unix") || !url.contains("://") {
+                return Err(Error::Config(format!(
+                    "redis_url {url:?}: expected redis://host:port/db or redis+unix:///path"
                 )));
             }
         }
@@ -333,6 +340,11 @@ mod tests {
         assert!(err.to_string().contains("namespace"), "{err}");
         let err = Config::builder().redis_url("http://x").build().unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = Config::builder()
+            .redis_url("rediss://x:6380")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
         let err = Config::builder()
             .timeout(Duration::ZERO)
             .build()

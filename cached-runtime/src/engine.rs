@@ -1,5 +1,5 @@
-//! The call path: what a cached call does, start to end, for async and
-//! sync functions alike.
+//! The process-wide engine (configuration and store) and the entry points
+//! generated code calls. A cached call, async or sync:
 //!
 //! 1. Off (disabled, or under the skip flag): run the body, count a skip.
 //! 2. The key could not be built: run the body, count an error.

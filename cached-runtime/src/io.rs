@@ -1,6 +1,6 @@
-//! The crate's own small tokio runtime. Redis connections are opened on it
-//! so that their driver tasks do not die with the runtime of whoever made
-//! the first call; the stats flusher runs on it too.
+//! The crate's own small tokio runtime, for background work that must not
+//! depend on any caller's runtime staying alive: the interval stats flusher
+//! and the PostgreSQL listener. Calls themselves never hop onto it.
 
 use std::sync::OnceLock;
 
