@@ -567,3 +567,65 @@ fn outside_a_tokio_runtime_the_function_still_runs() {
     let s = stats("no_runtime");
     assert_eq!((s.errors, s.hits), (2, 0), "uncached and counted, no panic");
 }
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Flattened {
+    id: u32,
+    #[serde(flatten)]
+    extra: HashMap<String, u32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+    Text(String),
+}
+
+static UNSTORABLE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// `#[serde(flatten)]` needs a map of unknown length: bincode cannot even
+/// encode it.
+#[cached(prefix = "unencodable")]
+async fn flattened(id: u32) -> Flattened {
+    UNSTORABLE_RUNS.fetch_add(1, SeqCst);
+    Flattened {
+        id,
+        extra: HashMap::from([("a".to_owned(), 1)]),
+    }
+}
+
+/// An untagged enum encodes fine but needs a self-describing format to
+/// decode: it would be written on every miss and never read.
+#[cached(prefix = "unreadable")]
+async fn untagged(id: u32) -> Untagged {
+    UNSTORABLE_RUNS.fetch_add(1, SeqCst);
+    Untagged::Number(id)
+}
+
+#[tokio::test]
+async fn value_types_bincode_cannot_round_trip_run_uncached() {
+    setup();
+    for _ in 0..3 {
+        assert_eq!(flattened(1).await.id, 1);
+        assert_eq!(untagged(2).await, Untagged::Number(2));
+    }
+    assert_eq!(UNSTORABLE_RUNS.load(SeqCst), 6, "every call ran the body");
+    for key in [
+        flattened_cache_key(1).unwrap(),
+        untagged_cache_key(2).unwrap(),
+    ] {
+        let exists: bool = common::raw().exists(&key).unwrap();
+        assert!(!exists, "nothing stored under {key}");
+    }
+    // Found out at the first store; from then on no lookup that could only
+    // miss, and every call counted as an error.
+    for prefix in ["unencodable", "unreadable"] {
+        let s = stats(prefix);
+        assert_eq!(
+            (s.hits, s.misses, s.stores, s.errors),
+            (0, 1, 0, 3),
+            "{prefix}"
+        );
+    }
+}

@@ -176,6 +176,11 @@ fn prepare<'a>(
             return None;
         }
     };
+    if resolved.is_unreadable() {
+        // Logged once when found out; counted on every call.
+        resolved.stats.error();
+        return None;
+    }
     match key {
         Ok(key) => Some((store, key, force)),
         Err(e) => {

@@ -334,13 +334,19 @@ where
         }
         Err(e) => {
             call.site.stats.error();
-            tracing::warn!(
-                prefix = %call.site.prefix, key = call.key(), error = %e,
-                "cache error: value not encodable; returned, not stored"
-            );
+            call.site.mark_unreadable(&e.to_string());
             return None;
         }
     };
+    let reads_back = call.site.check_readback(|| {
+        codec::decode::<S::Value>(&encoded.bytes, call.engine.limits)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    if !reads_back {
+        call.site.stats.error();
+        return None;
+    }
     let ttl = if S::is_negative(value) {
         call.site.negative_ttl
     } else {

@@ -2,7 +2,7 @@
 //! written in the attribute, and what is derived from them once (prefix,
 //! salt digest, stats slot).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -149,7 +149,18 @@ pub(crate) struct ResolvedSite {
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
+    /// Whether this function's values read back: [`UNCHECKED`],
+    /// [`ROUND_TRIPS`] or [`UNREADABLE`].
+    readback: AtomicU8,
 }
+
+/// No value of the function has been stored yet.
+const UNCHECKED: u8 = 0;
+/// Its first stored value decoded again.
+const ROUND_TRIPS: u8 = 1;
+/// Its first stored value did not decode: the type uses serde features
+/// bincode cannot read back. The function runs uncached.
+const UNREADABLE: u8 = 2;
 
 impl ResolvedSite {
     /// With `refresh`, the lifetime a hit restarts.
@@ -176,6 +187,50 @@ impl ResolvedSite {
             compute_us = us,
             "cache miss"
         );
+    }
+
+    /// Whether values of this function are known not to read back.
+    pub(crate) fn is_unreadable(&self) -> bool {
+        self.readback.load(Relaxed) == UNREADABLE
+    }
+
+    /// Checks, once per function, that an encoded value decodes again:
+    /// a type that serializes but cannot be read back from bincode
+    /// (untagged enums, `serde_json::Value`...) would otherwise be stored
+    /// on every miss and never hit. False when it does not read back; the
+    /// function then runs uncached from now on.
+    pub(crate) fn check_readback(&self, decodes: impl FnOnce() -> Result<(), String>) -> bool {
+        match self.readback.load(Relaxed) {
+            ROUND_TRIPS => true,
+            UNREADABLE => false,
+            _ => match decodes() {
+                Ok(()) => {
+                    self.readback.store(ROUND_TRIPS, Relaxed);
+                    true
+                }
+                Err(e) => {
+                    self.mark_unreadable(&e);
+                    false
+                }
+            },
+        }
+    }
+
+    /// Takes this function out of caching for the rest of the process: its
+    /// values cannot be encoded, or not read back (serde features such as
+    /// `flatten`, untagged enums or `serde_json::Value` need a
+    /// self-describing format). Logged once; every call then counts an
+    /// error and runs uncached, without a lookup that could only miss.
+    pub(crate) fn mark_unreadable(&self, reason: &str) {
+        if self.readback.swap(UNREADABLE, Relaxed) != UNREADABLE {
+            tracing::warn!(
+                prefix = %self.prefix,
+                error = %reason,
+                "cache error: values of this function cannot be stored and read back \
+                 (serde features such as flatten, untagged enums or serde_json::Value need a \
+                 self-describing format); it runs uncached"
+            );
+        }
     }
 
     /// What the body usually costs, once it has run in this process.
@@ -208,6 +263,7 @@ impl ResolvedSite {
             early_beta: 1.0,
             stats: stats::for_prefix(&prefix),
             compute_avg_us: AtomicU64::new(0),
+            readback: AtomicU8::new(UNCHECKED),
             prefix,
         }
     }
