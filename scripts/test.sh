@@ -13,23 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_redis() {
-  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: installing redis-server with apt-get" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    return 0
-  fi
-  cat >&2 <<'MSG'
-test.sh: redis-server and redis-cli are needed and not installed.
-  Debian/Ubuntu: sudo apt-get install redis-server
-  Fedora:        sudo dnf install redis
-  macOS:         brew install redis
-MSG
-  exit 1
-}
-need_redis
+# shellcheck source=scripts/throwaway-redis.sh
+. scripts/throwaway-redis.sh
+need_redis test.sh
 
 # initdb and pg_ctl: from PATH, else the newest /usr/lib/postgresql/*/bin.
 pg_bin=""
@@ -76,14 +62,10 @@ as_postgres() {
 }
 
 workdir=$(mktemp -d)
-redis_pid=""
 pg_dir=""
 pg_started=""
 cleanup() {
-  if [ -n "$redis_pid" ]; then
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-  fi
+  stop_redis
   rm -rf "$workdir"
   if [ -n "$pg_dir" ]; then
     # Also a server whose start timed out yet came up.
@@ -95,29 +77,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A random high port; retried when taken.
-for _ in $(seq 1 20); do
-  port=$((20000 + RANDOM % 30000))
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$workdir" --logfile "$workdir/redis.log" --daemonize no &
-  redis_pid=$!
-  for _ in $(seq 1 50); do
-    if redis-cli -p "$port" ping >/dev/null 2>&1; then break 2; fi
-    kill -0 "$redis_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill "$redis_pid" 2>/dev/null || true
-  wait "$redis_pid" 2>/dev/null || true
-  redis_pid=""
-done
-if [ -z "$redis_pid" ]; then
-  echo "test.sh: could not start redis-server; its log:" >&2
-  cat "$workdir/redis.log" >&2 || true
-  exit 1
-fi
-echo "test.sh: throwaway redis-server on 127.0.0.1:$port" >&2
+start_redis test.sh "$workdir"
 
-export CACHED_REDIS_TEST_URL="redis://127.0.0.1:$port/0"
+export CACHED_REDIS_TEST_URL="redis://127.0.0.1:$redis_port/0"
 
 # PostgreSQL: its own directory (owned by the user it runs as), its sockets
 # in there too, TCP on 127.0.0.1 only, nothing synced to disk.

@@ -36,6 +36,8 @@ use crate::unwind::CatchUnwind;
 
 /// Longest pause between two looks at a value another process is computing.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+/// The pause cap while nothing is known of the body's cost.
+const LOCK_POLL_UNKNOWN: Duration = Duration::from_millis(10);
 
 /// One call in play.
 pub(crate) struct Call<'a> {
@@ -246,7 +248,12 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
     let token = freshness::lock_token();
     let lease = freshness::lease_for(call.site.compute_estimate());
     let deadline = Instant::now() + freshness::LEASE_CEILING;
-    let mut pause = Duration::from_millis(5);
+    // Pauses grow to a tenth of what the body usually costs: a waiter sees
+    // the value at most that late, and a slow body is not polled often.
+    let pause_cap = call.site.compute_estimate().map_or(LOCK_POLL_UNKNOWN, |e| {
+        (e / 10).clamp(Duration::from_millis(2), LOCK_POLL_MAX)
+    });
+    let mut pause = Duration::from_millis(2);
     loop {
         match io.try_lock(&lock_key, &token, lease).await {
             Ok(true) => {
@@ -269,7 +276,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
             return Acquired::GaveUp;
         }
         io.sleep(pause).await;
-        pause = (pause * 3 / 2).min(LOCK_POLL_MAX);
+        pause = (pause * 3 / 2).min(pause_cap);
         if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
             return Acquired::Value(value, bytes);
         }

@@ -1,0 +1,301 @@
+//! Micro benchmarks of cached-redis, through its public paths only, on the
+//! embedded store (no Redis: the process configures itself with
+//! `Config::builder().embedded()`).
+//!
+//! - `key/*`: a `#[cached]` function's `name_cache_key(...)` companion, i.e.
+//!   canonical JSON + BLAKE3 + base64 + the key's head, for a small struct,
+//!   a 1 KB JSON query and a 100-entry `HashMap`. `key_floor/*` is the same
+//!   work done the plain way (`serde_json::to_vec`, one BLAKE3, one base64):
+//!   what a key cannot cost less than.
+//! - `hit/*`: a hit on the embedded store (lookup, `Arc` clone, header
+//!   check, inflate, bincode decode) for values of 200 B, 2 KB, 64 KB and
+//!   1 MB of JSON, and a one-byte value (`tiny`: the fixed cost of the path).
+//! - `refresh/*`: `name_refresh(...)`, which runs the body (a clone of the
+//!   fixture), encodes, compresses and stores; `clone/*` is the body alone.
+//!   The codec is crate-private, so the load binary derives
+//!   `decode ≈ hit(v) − hit(tiny)` and
+//!   `encode ≈ refresh(v) − clone(v) − refresh(tiny)` from these.
+//! - `embedded_async/search_2kb`: the async `#[cached]` hit the load test
+//!   measures as scenario (e), here single-threaded and without a scheduler
+//!   in between.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use cached_redis::cached;
+use cached_redis_bench::fixtures::{self, Fixtures, RowSet, SearchResponse, UserDoc};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use serde::Serialize;
+
+fn fx() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(fixtures::load)
+}
+
+/// The small struct of the key benchmark.
+#[derive(Debug, Clone, Serialize)]
+struct UserKey {
+    tenant: u32,
+    user_id: u64,
+    locale: String,
+    include_deleted: bool,
+}
+
+#[cached(prefix = "bench_key_user")]
+fn user_by_key(key: &UserKey) -> Option<UserDoc> {
+    let _ = key;
+    None
+}
+
+#[cached(prefix = "bench_key_query")]
+fn search_by_query(query: &serde_json::Value) -> Option<SearchResponse> {
+    let _ = query;
+    None
+}
+
+#[cached(prefix = "bench_key_map")]
+fn by_map(attributes: &HashMap<String, u64>) -> Option<u64> {
+    let _ = attributes;
+    None
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_tiny")]
+fn v_tiny(k: u32) -> u8 {
+    let _ = k;
+    7
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_user")]
+fn v_user(k: u32) -> UserDoc {
+    let _ = k;
+    fx().user.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_search")]
+fn v_search(k: u32) -> SearchResponse {
+    let _ = k;
+    fx().search.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_rows64k")]
+fn v_rows64k(k: u32) -> RowSet {
+    let _ = k;
+    fx().rows_64k.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_rows1m")]
+fn v_rows1m(k: u32) -> RowSet {
+    let _ = k;
+    fx().rows_1m.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_es_search")]
+async fn search(query: &serde_json::Value) -> Result<SearchResponse, String> {
+    let _ = query;
+    Ok(fx().search.clone())
+}
+
+fn init() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let config = cached_redis::Config::builder()
+            .embedded()
+            .build()
+            .expect("config");
+        cached_redis::init(config).expect("init once");
+    });
+}
+
+fn floor_key<T: Serialize + ?Sized>(args: &T) -> String {
+    let json = serde_json::to_vec(args).expect("json");
+    let mut h = blake3::Hasher::new();
+    h.update(&[7u8; 32]);
+    h.update(&json);
+    let hash =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize().as_bytes()[..16]);
+    let mut key = String::with_capacity(40);
+    key.push_str("cached:bench:");
+    key.push_str(&hash);
+    key
+}
+
+fn keys(c: &mut Criterion) {
+    init();
+    let user = UserKey {
+        tenant: 7,
+        user_id: 1_234_567,
+        locale: "en-GB".to_owned(),
+        include_deleted: false,
+    };
+    let query = fx().query.clone();
+    let map: HashMap<String, u64> = (0..100u64)
+        .map(|i| (format!("attribute_{i:03}"), i * 7919))
+        .collect();
+    let mut g = c.benchmark_group("key");
+    g.bench_function("small_struct", |b| {
+        b.iter(|| user_by_key_cache_key(black_box(&user)).unwrap())
+    });
+    g.bench_function("json_1kb", |b| {
+        b.iter(|| search_by_query_cache_key(black_box(&query)).unwrap())
+    });
+    g.bench_function("hashmap_100", |b| {
+        b.iter(|| by_map_cache_key(black_box(&map)).unwrap())
+    });
+    g.finish();
+    let mut g = c.benchmark_group("key_floor");
+    g.bench_function("small_struct", |b| {
+        b.iter(|| floor_key(&(black_box(&user),)))
+    });
+    g.bench_function("json_1kb", |b| b.iter(|| floor_key(&(black_box(&query),))));
+    g.bench_function("hashmap_100", |b| b.iter(|| floor_key(&(black_box(&map),))));
+    g.finish();
+}
+
+/// Sizes as named in the tables, with the functions that cache them: name,
+/// stats prefix, hit, refresh, body alone.
+type Case = (&'static str, &'static str, fn(u32), fn(u32), fn());
+
+fn cases() -> [Case; 5] {
+    [
+        (
+            "tiny",
+            "bench_v_tiny",
+            |k| {
+                black_box(v_tiny(k));
+            },
+            |k| {
+                black_box(v_tiny_refresh(k));
+            },
+            || {},
+        ),
+        (
+            "200B",
+            "bench_v_user",
+            |k| {
+                black_box(v_user(k));
+            },
+            |k| {
+                black_box(v_user_refresh(k));
+            },
+            || {
+                black_box(fx().user.clone());
+            },
+        ),
+        (
+            "2KB",
+            "bench_v_search",
+            |k| {
+                black_box(v_search(k));
+            },
+            |k| {
+                black_box(v_search_refresh(k));
+            },
+            || {
+                black_box(fx().search.clone());
+            },
+        ),
+        (
+            "64KB",
+            "bench_v_rows64k",
+            |k| {
+                black_box(v_rows64k(k));
+            },
+            |k| {
+                black_box(v_rows64k_refresh(k));
+            },
+            || {
+                black_box(fx().rows_64k.clone());
+            },
+        ),
+        (
+            "1MB",
+            "bench_v_rows1m",
+            |k| {
+                black_box(v_rows1m(k));
+            },
+            |k| {
+                black_box(v_rows1m_refresh(k));
+            },
+            || {
+                black_box(fx().rows_1m.clone());
+            },
+        ),
+    ]
+}
+
+fn codec(c: &mut Criterion) {
+    init();
+    for (name, prefix, hit, refresh, _) in cases() {
+        // The entry the hits read.
+        hit(1);
+        refresh(1);
+        let misses = || cached_redis::local_stats(prefix).expect("stats").misses;
+        let before = misses();
+        let mut g = c.benchmark_group("hit");
+        if name == "1MB" {
+            g.sampling_mode(SamplingMode::Flat).sample_size(20);
+        }
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| hit(black_box(1)))
+        });
+        g.finish();
+        assert_eq!(misses(), before, "{name}: a hit benchmark missed");
+        let mut g = c.benchmark_group("refresh");
+        if name == "1MB" || name == "64KB" {
+            g.sampling_mode(SamplingMode::Flat).sample_size(20);
+        }
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| refresh(black_box(1)))
+        });
+        g.finish();
+    }
+    let mut g = c.benchmark_group("clone");
+    for (name, _, _, _, clone) in cases().into_iter().skip(1) {
+        if name == "1MB" {
+            g.sampling_mode(SamplingMode::Flat).sample_size(20);
+        }
+        g.bench_function(BenchmarkId::from_parameter(name), |b| b.iter(clone));
+    }
+    g.finish();
+}
+
+fn embedded_async(c: &mut Criterion) {
+    init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let query = fx().query.clone();
+    rt.block_on(search(&query)).expect("warm");
+    let mut g = c.benchmark_group("embedded_async");
+    g.bench_function("search_2kb", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(search(black_box(&query)).await.expect("hit"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(50)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = keys, codec, embedded_async
+}
+criterion_main!(benches);

@@ -1,0 +1,8 @@
+//! Shared parts of the cached-redis benchmarks: the fixtures, the latency
+//! histogram, the results' data model, and the report (markdown, chart)
+//! the load binary writes.
+
+pub mod fixtures;
+pub mod hist;
+pub mod report;
+pub mod results;
