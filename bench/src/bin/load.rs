@@ -878,6 +878,11 @@ where
         }
         ratios.push(on / off);
     }
+    stats_cost_done(store, what, ratios)
+}
+
+/// Turns counting back on and summarizes the on/off ratios of one call.
+fn stats_cost_done(store: &str, what: &str, ratios: Vec<f64>) -> StatsCost {
     cached_redis::__private::set_stats_enabled(true);
     let cost = StatsCost {
         store: store.into(),
@@ -912,15 +917,7 @@ fn stats_cost_sync(store: &str, what: &str, pairs: usize, n: usize, op: impl Fn(
         };
         ratios.push(off / on);
     }
-    cached_redis::__private::set_stats_enabled(true);
-    let cost = StatsCost {
-        store: store.into(),
-        what: what.into(),
-        ratios,
-    };
-    let (m, lo, hi) = cost.median_ci();
-    eprintln!("  [{store} stats] {what}: on/off {m:.4} (95 % interval {lo:.4} – {hi:.4})");
-    cost
+    stats_cost_done(store, what, ratios)
 }
 
 // ---------------------------------------------------------------------------
