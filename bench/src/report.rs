@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::results::{summarize, Micro, Results, Series, Summary};
+use crate::results::{summarize, Micro, Probe, Results, Series, Summary};
 
 // ---------------------------------------------------------------------------
 // Formatting.
@@ -36,6 +36,17 @@ pub fn fmt_ns(ns: f64) -> String {
     } else {
         format!("{v:.2} {unit}")
     }
+}
+
+/// The other client's cells of one phase: calls, p50, p99, max.
+fn probe_cells(p: &Probe) -> String {
+    format!(
+        "{} | {} | {} | {}",
+        fmt_int(p.ops as f64),
+        fmt_ns(p.p50_ns as f64),
+        fmt_ns(p.p99_ns as f64),
+        fmt_ns(p.max_ns as f64)
+    )
 }
 
 /// `1,234,567`.
@@ -866,31 +877,22 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         let _ = writeln!(
             w,
-            "| idle, before (1 s) | – | – | {} | {} | {} | {} |",
-            fmt_int(inv.probe_before.ops as f64),
-            fmt_ns(inv.probe_before.p50_ns as f64),
-            fmt_ns(inv.probe_before.p99_ns as f64),
-            fmt_ns(inv.probe_before.max_ns as f64)
+            "| idle, before (1 s) | – | – | {} |",
+            probe_cells(&inv.probe_before)
         );
         let _ = writeln!(
             w,
-            "| `invalidate_prefix` (SCAN + UNLINK batches) | {} | {} | {} | {} | {} | {} |",
+            "| `invalidate_prefix` (SCAN + UNLINK batches) | {} | {} | {} |",
             fmt_ns(inv.duration_ms * 1e6),
             fmt_int(inv.removed as f64),
-            fmt_int(inv.probe_during.ops as f64),
-            fmt_ns(inv.probe_during.p50_ns as f64),
-            fmt_ns(inv.probe_during.p99_ns as f64),
-            fmt_ns(inv.probe_during.max_ns as f64)
+            probe_cells(&inv.probe_during)
         );
         let _ = writeln!(
             w,
-            "| for scale: `KEYS` + one `UNLINK` | {} | {} | {} | {} | {} | {} |",
+            "| for scale: `KEYS` + one `UNLINK` | {} | {} | {} |",
             fmt_ns(inv.naive_duration_ms * 1e6),
             fmt_int(inv.entries as f64),
-            fmt_int(inv.probe_naive.ops as f64),
-            fmt_ns(inv.probe_naive.p50_ns as f64),
-            fmt_ns(inv.probe_naive.p99_ns as f64),
-            fmt_ns(inv.probe_naive.max_ns as f64)
+            probe_cells(&inv.probe_naive)
         );
         let _ = writeln!(
             w,

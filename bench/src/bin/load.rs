@@ -783,28 +783,27 @@ async fn raw_get(setup: &Setup, level: usize, w: Window) -> Sample {
 
 /// (a) from one task on a parked runtime.
 async fn raw_get_parked(setup: &Setup, w: Window) -> Sample {
-    let conn = setup.conn.clone();
-    let key: Arc<str> = setup.key.as_str().into();
-    drive_parked(w, move |_| {
-        let mut conn = conn.clone();
-        let key = key.clone();
-        async move {
-            let bytes: Vec<u8> = redis::cmd("GET")
-                .arg(&*key)
-                .query_async(&mut conn)
-                .await
-                .expect("GET");
-            std::hint::black_box(bytes);
-        }
-    })
-    .await
+    raw_get_driven(setup, &setup.key, setup.entry_len, 1, w, false).await
 }
 
 /// `GET` of `key` (an entry of `len` bytes) from `level` tasks.
 async fn raw_get_of(setup: &Setup, key: &str, len: usize, level: usize, w: Window) -> Sample {
+    raw_get_driven(setup, key, len, level, w, true).await
+}
+
+/// [`raw_get_of`], with tasks that yield between calls or not (see
+/// [`drive_with`]).
+async fn raw_get_driven(
+    setup: &Setup,
+    key: &str,
+    len: usize,
+    level: usize,
+    w: Window,
+    yields: bool,
+) -> Sample {
     let conn = setup.conn.clone();
     let key: Arc<str> = key.into();
-    drive(level, w, move |_| {
+    drive_with(level, w, yields, move |_| {
         let mut conn = conn.clone();
         let key = key.clone();
         async move {
