@@ -8,7 +8,7 @@
 //! script: exact, never overflowing, still readable with `HGET`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::stats::{self, StatsSnapshot};
@@ -176,12 +176,11 @@ pub(crate) fn flush_at_exit() {
 
 /// Starts the interval flusher once.
 pub(crate) fn start_interval_flusher(interval: std::time::Duration) {
-    static STARTED: Mutex<bool> = Mutex::new(false);
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if *started {
-        return;
-    }
-    *started = true;
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| start_flusher_task(interval));
+}
+
+fn start_flusher_task(interval: std::time::Duration) {
     crate::io::handle().spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

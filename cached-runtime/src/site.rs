@@ -253,7 +253,7 @@ impl ResolvedSite {
         let options = &site.options;
         Self {
             key_head: format!("{}:{}:", config.namespace, prefix),
-            salt_digest: key::salt_digest(&salt_parts(site, config, &[])),
+            salt_digest: key::salt_digest(&salt_parts(site, config)),
             ttl,
             stale: Duration::from_secs(options.stale_secs),
             negative_ttl: Duration::from_secs(options.cache_none_secs.unwrap_or(0)),
@@ -269,18 +269,15 @@ impl ResolvedSite {
     }
 }
 
-/// The salt of a call site, with the concrete type names of a generic call.
-pub(crate) fn salt_parts<'a>(
-    site: &'a CallSite,
-    config: &'a Config,
-    type_names: &'a [&'a str],
-) -> SaltParts<'a> {
+/// The salt of a call site without type names: the base that
+/// [`key::with_type_names`] extends for generic calls.
+fn salt_parts<'a>(site: &'a CallSite, config: &'a Config) -> SaltParts<'a> {
     SaltParts {
         config_salt: &config.salt,
         crate_name: site.ident.crate_name,
         crate_version: site.ident.crate_version,
         git_sha: site.ident.git_sha,
         version: site.options.version,
-        type_names,
+        type_names: &[],
     }
 }
