@@ -6,7 +6,7 @@
 //! Module map: [`config`] (settings), `key` (canonical keys), `codec`
 //! (stored format), `store` (Redis and the embedded store, with the circuit
 //! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
-//! (the skip-cache flag and its tower layer), `engine` (the call path),
+//! (the skip-cache flag and its tower layer), `engine` (the call path), [`report`] (reading the stats back),
 //! [`build`] (build-script helper), `__private` (what the macro expands to).
 
 #![warn(missing_docs)]
@@ -27,6 +27,7 @@ mod metrics_facade;
 mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod report;
 mod site;
 mod skip;
 mod stats;
