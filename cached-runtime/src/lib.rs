@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod clock;
 mod codec;
 pub mod config;
 mod engine;
