@@ -6,11 +6,14 @@
 //! Module map: [`config`] (settings), `key` (canonical keys), `codec`
 //! (stored format), `store` (Redis and the embedded store, with the circuit
 //! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
-//! (the skip-cache flag and its tower layer), `engine` (the call path), `entry_info` (what an entry is, for HTTP caching headers),
+//! (the skip-cache flag and its tower layer), `engine` (the call path),
+//! `entry_info` (what a call's entry is, for HTTP caching headers),
+//! [`report`] (reading the stats back),
 //! [`build`] (build-script helper), `__private` (what the macro expands to).
 
 #![warn(missing_docs)]
 
+mod clock;
 mod codec;
 pub mod config;
 mod engine;
@@ -28,6 +31,7 @@ mod metrics_facade;
 mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod report;
 mod site;
 mod skip;
 mod stats;

@@ -73,8 +73,6 @@ pub struct AppState {
     pub db: Db,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// Reads the stats hashes for `/cache`.
-    pub stats: Arc<stats_page::StatsSource>,
     /// Who may skip the cache.
     pub trust: Arc<Trust>,
 }
@@ -253,13 +251,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn cache_page(State(state): State<AppState>) -> Response {
+async fn cache_page() -> Response {
     // This process's counts first, so the page includes them.
     if let Err(e) = cached_redis::flush_stats().await {
         tracing::warn!(error = %e, "stats flush failed; the page may lag");
     }
-    match state.stats.read().await {
-        Ok(stats) => Html(stats_page::render(&stats)).into_response(),
+    match cached_redis::report::read_all().await {
+        Ok(reports) => Html(stats_page::render(&reports)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "stats unreadable");
             (

@@ -114,14 +114,6 @@ pub async fn run(
     // recorder installed at that moment.
     let metrics = PrometheusBuilder::new().install_recorder()?;
     let cache_config = cached_redis::Config::from_env()?;
-    let redis_url = std::env::var("CACHED_REDIS_URL")
-        .or_else(|_| std::env::var("REDIS_URL"))
-        .ok()
-        .filter(|u| !u.is_empty());
-    let namespace = std::env::var("CACHED_REDIS_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "cached".to_owned());
     cached_redis::init(cache_config)?;
 
     let db = db::Db::connect(
@@ -148,11 +140,6 @@ pub async fn run(
     let state = http::AppState {
         db,
         metrics,
-        stats: Arc::new(stats_page::StatsSource::new(
-            redis_url.as_deref(),
-            &namespace,
-            &[cache::PRODUCT_PREFIX, cache::SEARCH_PREFIX],
-        )?),
         trust: Arc::new(settings.trust),
     };
     let socket = tokio::net::TcpListener::bind(settings.addr).await?;

@@ -1,151 +1,14 @@
-//! `/cache`: the stats hashes as a page, with no script: a table of every
-//! prefix and each prefix's miss-time histogram as an inline SVG chart.
+//! `/cache`: the stats as a page, with no script: a table of every prefix
+//! and each prefix's miss-time histogram as an inline SVG chart.
 //!
-//! [`StatsSource`] is the one place that reads the stats; everything else
-//! here is a pure function of what it returns.
+//! The stats come from `cached_redis::report::read_all`, the reader
+//! `cached-stats` uses too (with Redis: every process's flushed counts; with
+//! the embedded store: this process's). Everything here is a pure function
+//! of its reports.
 
 use std::fmt::Write as _;
 
-use cached_redis::{StatsSnapshot, MISS_BUCKETS_US};
-
-/// The stats of one prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrefixRow {
-    /// The prefix.
-    pub prefix: String,
-    /// Its counters.
-    pub stats: StatsSnapshot,
-}
-
-/// Where the page reads the stats: the hashes in Redis (every process's
-/// counts, as `cached-stats` shows them) or, with the embedded store, this
-/// process's own counters.
-pub struct StatsSource {
-    redis: Option<redis::Client>,
-    namespace: String,
-    /// The prefixes shown with the embedded store (nothing to scan there).
-    local_prefixes: Vec<String>,
-}
-
-impl StatsSource {
-    /// Reads from the Redis at `redis_url` when given, else this process.
-    pub fn new(
-        redis_url: Option<&str>,
-        namespace: &str,
-        local_prefixes: &[&str],
-    ) -> Result<StatsSource, redis::RedisError> {
-        Ok(StatsSource {
-            redis: redis_url.map(redis::Client::open).transpose()?,
-            namespace: namespace.to_owned(),
-            local_prefixes: local_prefixes.iter().map(|p| (*p).to_owned()).collect(),
-        })
-    }
-
-    /// Every prefix's stats, sorted by prefix.
-    pub async fn read(&self) -> Result<Vec<PrefixRow>, redis::RedisError> {
-        let Some(client) = &self.redis else {
-            return Ok(self
-                .local_prefixes
-                .iter()
-                .map(|prefix| PrefixRow {
-                    prefix: prefix.clone(),
-                    stats: cached_redis::local_stats(prefix).unwrap_or_default(),
-                })
-                .collect());
-        };
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let mut rows = read_hashes(&mut conn, &self.namespace).await?;
-        rows.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-        Ok(rows)
-    }
-}
-
-/// Finds the `{namespace}:*:stats` hashes with SCAN and reads each.
-///
-/// This is the adapter to switch to the runtime's public stats reader (the
-/// one `cached-stats` uses) once it is available; the page only needs
-/// `Vec<PrefixRow>`.
-async fn read_hashes(
-    conn: &mut redis::aio::MultiplexedConnection,
-    namespace: &str,
-) -> Result<Vec<PrefixRow>, redis::RedisError> {
-    let head = format!("{namespace}:");
-    let pattern = format!("{}*:stats", glob_escape(&head));
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort();
-    keys.dedup();
-    let mut rows = Vec::with_capacity(keys.len());
-    for key in keys {
-        let fields: Vec<(String, String)> =
-            redis::cmd("HGETALL").arg(&key).query_async(conn).await?;
-        let prefix = key[head.len()..key.len() - ":stats".len()].to_owned();
-        rows.push(PrefixRow {
-            prefix,
-            stats: parse_fields(&fields),
-        });
-    }
-    Ok(rows)
-}
-
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The counters of a stats hash (fields as in the API: `hits`, ...,
-/// `miss_us_le_<bound>`); unknown or malformed fields are ignored.
-pub fn parse_fields(fields: &[(String, String)]) -> StatsSnapshot {
-    let mut s = StatsSnapshot::default();
-    for (name, value) in fields {
-        let Ok(n) = value.parse::<u128>() else {
-            continue;
-        };
-        let small = u64::try_from(n).unwrap_or(u64::MAX);
-        match name.as_str() {
-            "hits" => s.hits = small,
-            "misses" => s.misses = small,
-            "skips" => s.skips = small,
-            "errors" => s.errors = small,
-            "stores" => s.stores = small,
-            "bytes_raw" => s.bytes_raw = small,
-            "bytes_stored" => s.bytes_stored = small,
-            "miss_us_sum" => s.miss_us_sum = small,
-            "miss_us_sumsq" => s.miss_us_sumsq = n,
-            "miss_us_le_inf" => s.miss_buckets[MISS_BUCKETS_US.len()] = small,
-            other => {
-                let bound = other
-                    .strip_prefix("miss_us_le_")
-                    .and_then(|b| b.parse::<u64>().ok());
-                if let Some(i) = bound.and_then(|b| MISS_BUCKETS_US.iter().position(|&x| x == b)) {
-                    s.miss_buckets[i] = small;
-                }
-            }
-        }
-    }
-    s
-}
+use cached_redis::report::{Bucket, PrefixReport};
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -176,34 +39,35 @@ fn human_us(us: f64) -> String {
     }
 }
 
-/// The label of histogram bucket `i`: its upper bound.
-fn bucket_label(i: usize) -> String {
-    match MISS_BUCKETS_US.get(i) {
-        Some(&b) if b >= 1_000_000 => format!("{}s", b / 1_000_000),
-        Some(&b) if b >= 1000 => format!("{}ms", b / 1000),
-        Some(&b) => format!("{b}µs"),
+/// The label of a histogram bucket: its upper bound.
+fn bucket_label(bucket: &Bucket) -> String {
+    match bucket.upto_us {
+        Some(b) if b >= 1_000_000 => format!("{}s", b / 1_000_000),
+        Some(b) if b >= 1000 => format!("{}ms", b / 1000),
+        Some(b) => format!("{b}µs"),
         None => "∞".to_owned(),
     }
 }
 
-/// The miss-time histogram of `s` as an SVG bar chart: one bar per bucket,
-/// labelled with its upper bound, its count above it.
-pub fn histogram_svg(s: &StatsSnapshot) -> String {
+/// The miss-time histogram of `report` as an SVG bar chart: one bar per
+/// bucket, labelled with its upper bound, its count above it.
+pub fn histogram_svg(report: &PrefixReport) -> String {
     const W: usize = 680;
     const H: usize = 190;
     const LEFT: usize = 10;
     const TOP: usize = 18;
     const PLOT_H: usize = 130;
-    let n = s.miss_buckets.len();
-    let slot = (W - 2 * LEFT) / n;
-    let max = s.miss_buckets.iter().copied().max().unwrap_or(0).max(1);
+    let buckets: Vec<Bucket> = report.histogram().collect();
+    let slot = (W - 2 * LEFT) / buckets.len().max(1);
+    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"miss-time histogram\">\
          <line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"#888\"/>",
         y = TOP + PLOT_H,
         x2 = W - LEFT
     );
-    for (i, &count) in s.miss_buckets.iter().enumerate() {
+    for (i, bucket) in buckets.iter().enumerate() {
+        let count = bucket.count;
         let x = LEFT + i * slot;
         let h = (count as f64 / max as f64 * PLOT_H as f64).round() as usize;
         let h = if count > 0 { h.max(2) } else { 0 };
@@ -213,7 +77,7 @@ pub fn histogram_svg(s: &StatsSnapshot) -> String {
             bx = x + 3,
             by = TOP + PLOT_H - h,
             bw = slot - 6,
-            label = bucket_label(i),
+            label = bucket_label(bucket),
         );
         if count > 0 {
             let _ = write!(
@@ -228,7 +92,7 @@ pub fn histogram_svg(s: &StatsSnapshot) -> String {
             "<text x=\"{cx}\" y=\"{ly}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#555\">{label}</text>",
             cx = x + slot / 2,
             ly = TOP + PLOT_H + 16,
-            label = escape(&bucket_label(i)),
+            label = escape(&bucket_label(bucket)),
         );
     }
     let _ = write!(
@@ -241,7 +105,7 @@ pub fn histogram_svg(s: &StatsSnapshot) -> String {
 }
 
 /// The whole page.
-pub fn render(rows: &[PrefixRow]) -> String {
+pub fn render(reports: &[PrefixReport]) -> String {
     let mut html = String::from(concat!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>cache stats</title><style>",
@@ -255,25 +119,22 @@ pub fn render(rows: &[PrefixRow]) -> String {
         "h2{font-size:16px;margin:8px 0}",
         "</style></head><body><h1>Cache stats</h1>",
     ));
-    if rows.is_empty() {
+    if reports.is_empty() {
         html.push_str("<p>No cached call has been counted yet.</p></body></html>");
         return html;
     }
     html.push_str(
         "<table><thead><tr><th>prefix</th><th>hit ratio</th><th>hits</th><th>misses</th>\
-         <th>skips</th><th>errors</th><th>stores</th><th>avg size</th><th>mean miss</th></tr></thead><tbody>",
+         <th>skips</th><th>errors</th><th>stores</th><th>avg size</th><th>miss p50</th><th>miss p99</th></tr></thead><tbody>",
     );
-    for row in rows {
-        let s = &row.stats;
-        let lookups = s.hits + s.misses;
-        let ratio = (lookups > 0).then(|| s.hits as f64 / lookups as f64);
-        let avg = (s.stores > 0).then(|| s.bytes_stored as f64 / s.stores as f64);
-        let mean = (s.misses > 0).then(|| s.miss_us_sum as f64 / s.misses as f64);
+    for report in reports {
+        let s = &report.counters;
+        let ratio = report.hit_ratio;
         let _ = write!(
             html,
             "<tr><td>{prefix}</td><td>{ratio_text}<span class=\"ratio\"><span style=\"width:{pct:.0}%\"></span></span></td>\
-             <td>{hits}</td><td>{misses}</td><td>{skips}</td><td>{errors}</td><td>{stores}</td><td>{avg}</td><td>{mean}</td></tr>",
-            prefix = escape(&row.prefix),
+             <td>{hits}</td><td>{misses}</td><td>{skips}</td><td>{errors}</td><td>{stores}</td><td>{avg}</td><td>{p50}</td><td>{p99}</td></tr>",
+            prefix = escape(&report.prefix),
             ratio_text = ratio.map_or("–".to_owned(), |r| format!("{:.1}%", r * 100.0)),
             pct = ratio.unwrap_or(0.0) * 100.0,
             hits = s.hits,
@@ -281,17 +142,18 @@ pub fn render(rows: &[PrefixRow]) -> String {
             skips = s.skips,
             errors = s.errors,
             stores = s.stores,
-            avg = avg.map_or("–".to_owned(), human_bytes),
-            mean = mean.map_or("–".to_owned(), human_us),
+            avg = report.mean_stored_bytes.map_or("–".to_owned(), human_bytes),
+            p50 = report.p50.map_or("–".to_owned(), |p| human_us(p.us)),
+            p99 = report.p99.map_or("–".to_owned(), |p| human_us(p.us)),
         );
     }
     html.push_str("</tbody></table>");
-    for row in rows {
+    for report in reports {
         let _ = write!(
             html,
             "<section><h2>{} — miss times</h2>{}</section><br>",
-            escape(&row.prefix),
-            histogram_svg(&row.stats)
+            escape(&report.prefix),
+            histogram_svg(report)
         );
     }
     html.push_str("</body></html>");
@@ -301,30 +163,11 @@ pub fn render(rows: &[PrefixRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_hash_fields() {
-        let fields: Vec<(String, String)> = [
-            ("hits", "7"),
-            ("misses", "3"),
-            ("miss_us_le_250", "2"),
-            ("miss_us_le_inf", "1"),
-            ("miss_us_sumsq", "340282366920938463463374607431768211455"),
-            ("future_field", "x"),
-        ]
-        .iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect();
-        let s = parse_fields(&fields);
-        assert_eq!((s.hits, s.misses), (7, 3));
-        assert_eq!(s.miss_buckets[1], 2);
-        assert_eq!(s.miss_buckets[16], 1);
-        assert_eq!(s.miss_us_sumsq, u128::MAX);
-    }
+    use cached_redis::StatsSnapshot;
 
     #[test]
     fn page_shows_ratio_and_one_bar_per_bucket() {
-        let mut stats = StatsSnapshot {
+        let mut counters = StatsSnapshot {
             hits: 3,
             misses: 1,
             stores: 1,
@@ -332,15 +175,18 @@ mod tests {
             miss_us_sum: 1500,
             ..StatsSnapshot::default()
         };
-        stats.miss_buckets[4] = 1;
-        let html = render(&[PrefixRow {
-            prefix: "a<b".into(),
-            stats,
-        }]);
+        counters.miss_buckets[4] = 1;
+        let html = render(&[PrefixReport::from_counters("a<b", counters)]);
         assert!(html.contains("<td>a&lt;b</td>"));
         assert!(html.contains("75.0%"));
         assert!(html.contains("2.0 KB"));
         assert_eq!(html.matches("<rect ").count(), 17);
+        assert!(html.contains(">2ms</text>"));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn no_stats_yet() {
+        assert!(render(&[]).contains("No cached call"));
     }
 }
