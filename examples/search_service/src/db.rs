@@ -162,7 +162,12 @@ pub struct DbError(pub tokio_postgres::Error);
 
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "database error: {}", self.0)
+        // tokio-postgres says only "db error" for server errors; the
+        // server's message is in the source.
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "database error: {}: {}", db.severity(), db.message()),
+            None => write!(f, "database error: {}", self.0),
+        }
     }
 }
 
@@ -251,15 +256,16 @@ impl Db {
                  INSERT INTO products (id, name, description, category, price_cents)
                  SELECT i,
                         initcap(a[1 + x % {na}] || ' ' || m[1 + (x / {na}) % {nm}] || ' ' || n[1 + (x / ({na} * {nm})) % {nn}]),
-                        'A ' || a[1 + y % {na}] || ' ' || n[1 + (x / ({na} * {nm})) % {nn}] || ' made of '
+                        'This ' || a[1 + y % {na}] || ' ' || n[1 + (x / ({na} * {nm})) % {nn}] || ' is made of '
                             || m[1 + (y / {na}) % {nm}] || ' for ' || u[1 + (y / ({na} * {nm})) % {nu}]
                             || '. Pairs well with a ' || a[1 + (y / 7919) % {na}] || ' ' || n[1 + (y / 104729) % {nn}] || '.',
                         c[1 + (x / ({na} * {nm} * {nn})) % {nc}],
                         199 + (y / 13) % 49800
-                 FROM generate_series(1, {products}) AS i,
+                 FROM generate_series(1, {products}::bigint) AS i,
                       LATERAL (SELECT (i * 2654435761) % 4294967291 AS x,
                                       (i * 40503 + 2166136261) % 4294967279 AS y) AS h,
                       (SELECT {a} AS a, {m} AS m, {n} AS n, {c} AS c, {u} AS u) AS w;
+                 SET maintenance_work_mem = '128MB';
                  CREATE INDEX products_document ON products USING gin (document);
                  CREATE INDEX products_category ON products (category);
                  ANALYZE products;

@@ -42,8 +42,9 @@ fn human_us(us: f64) -> String {
 /// The label of a histogram bucket: its upper bound.
 fn bucket_label(bucket: &Bucket) -> String {
     match bucket.upto_us {
-        Some(b) if b >= 1_000_000 => format!("{}s", b / 1_000_000),
-        Some(b) if b >= 1000 => format!("{}ms", b / 1000),
+        // f64's Display: 2.5 stays "2.5", 10.0 becomes "10".
+        Some(b) if b >= 1_000_000 => format!("{}s", b as f64 / 1e6),
+        Some(b) if b >= 1000 => format!("{}ms", b as f64 / 1e3),
         Some(b) => format!("{b}µs"),
         None => "∞".to_owned(),
     }
@@ -181,7 +182,8 @@ mod tests {
         assert!(html.contains("75.0%"));
         assert!(html.contains("2.0 KB"));
         assert_eq!(html.matches("<rect ").count(), 17);
-        assert!(html.contains(">2ms</text>"));
+        assert!(html.contains(">2.5ms</text>"));
+        assert!(html.contains(">10s</text>"));
         assert!(!html.contains("<script"));
     }
 
