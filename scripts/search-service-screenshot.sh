@@ -6,7 +6,8 @@
 #
 # Installs Debian's `chromium` with apt-get when missing (as root), starts
 # the service against a throwaway redis-server and PostgreSQL, sends 5 s of
-# searches and some product reads, and takes the screenshot.
+# searches through the cache, 5 s with the skip header, some product
+# reads, and takes the screenshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/search_service_cache.png
