@@ -1,9 +1,10 @@
 //! Dropping entries: all of a prefix, or one call's named by its prefix and
 //! key arguments as JSON (what an event from a database carries).
 //!
-//! Prefix-wide invalidation walks the prefix's keys with `SCAN` and removes
-//! them with `UNLINK` in batches: never `KEYS`, never a long blocking
-//! command, so Redis keeps serving other clients meanwhile. Only entry keys
+//! Prefix-wide invalidation walks the prefix's keys with `SCAN` (every
+//! master of a cluster) and removes them with `UNLINK` in batches: never
+//! `KEYS`, never a long blocking command, so Redis keeps serving other
+//! clients meanwhile. Only entry keys
 //! match (`{namespace}:{prefix}:` followed by exactly 22 hash characters):
 //! the stats hash and lock keys are left alone.
 
@@ -14,7 +15,7 @@ use crate::engine::engine;
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::site::CallSite;
-use crate::store::Store;
+use crate::store::{ScanCursor, Store};
 
 /// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
 const SCAN_COUNT: usize = 1_000;
@@ -41,31 +42,22 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
         Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
         Some(Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
-            let mut cursor = 0u64;
+            let mut cursor = ScanCursor::new();
             let mut removed = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let (next, keys): (u64, Vec<String>) = r
-                    .run(|mut c| async move { scan.query_async(&mut c).await })
-                    .await?;
-                let keys: Vec<String> =
-                    keys.into_iter().filter(|k| is_entry_of(k, &head)).collect();
+            while !cursor.is_done() {
+                let keys: Vec<String> = r
+                    .scan(&mut cursor, &pattern, SCAN_COUNT)
+                    .await?
+                    .into_iter()
+                    .filter(|k| is_entry_of(k, &head))
+                    .collect();
                 if !keys.is_empty() {
+                    // On a cluster the client splits a multi-key UNLINK by
+                    // slot and adds up the answers.
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
-                    removed += r
-                        .run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
-                        .await?;
+                    removed += r.query::<u64>(&unlink).await?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
             tracing::debug!(prefix, removed, "prefix invalidated");
             Ok(removed)
