@@ -9,6 +9,9 @@
 # directory, on a free port of 127.0.0.1, trust authentication, run as the
 # `postgres` user when this script runs as root, given to the tests as
 # CACHED_REDIS_TEST_PG. The machine's own PostgreSQL is never touched.
+# It also starts the production topologies of scripts/topologies.sh (TLS,
+# mutual TLS, a cluster, a sentinel), fresh each run, and passes their
+# URLs in CACHED_REDIS_TEST_* variables.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test redis_basic`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/throwaway-redis.sh
 . scripts/throwaway-redis.sh
 need_redis test.sh
+# shellcheck source=scripts/topologies.sh
+. scripts/topologies.sh
+need_topologies test.sh
 
 # initdb and pg_ctl: from PATH, else the newest /usr/lib/postgresql/*/bin.
 pg_bin=""
@@ -66,6 +72,7 @@ pg_dir=""
 pg_started=""
 cleanup() {
   stop_redis
+  stop_topologies
   rm -rf "$workdir"
   if [ -n "$pg_dir" ]; then
     # Also a server whose start timed out yet came up.
@@ -80,6 +87,8 @@ trap cleanup EXIT
 start_redis test.sh "$workdir"
 
 export CACHED_REDIS_TEST_URL="redis://127.0.0.1:$redis_port/0"
+mkdir -p "$workdir/topologies"
+start_topologies test.sh "$workdir/topologies"
 
 # PostgreSQL: its own directory (owned by the user it runs as), its sockets
 # in there too, TCP on 127.0.0.1 only, nothing synced to disk.

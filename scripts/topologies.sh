@@ -23,6 +23,7 @@
 
 topo_pids=()
 topo_used=" "
+TOPO_CLI=()
 
 need_topologies() {
   local missing=()
@@ -58,26 +59,35 @@ topo_port() {
   return 1
 }
 
-# topo_server DIR PORT ARGS...: a redis-server in the foreground of a
-# background job, its pid remembered and written to DIR/redis-PORT.pid.
+# topo_server DIR ARGS...: a redis-server on a free port (@PORT@ in ARGS
+# stands for it), in the foreground of a background job; its pid is
+# remembered and written to DIR/redis-PORT.pid. A server that dies at
+# start (a port taken meanwhile) is retried on another port. Sets
+# topo_next to the port. TOPO_CLI holds extra redis-cli arguments for the
+# readiness check (TLS).
 topo_server() {
-  local dir=$1 port=$2
-  shift 2
-  redis-server --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-    --logfile "$dir/redis-$port.log" --daemonize no "$@" &
-  topo_pids+=($!)
-  echo $! >"$dir/redis-$port.pid"
-}
-
-# topo_wait NAME CLI-ARGS...: until PING answers (10 s).
-topo_wait() {
-  local name=$1
+  local dir=$1 port pid
   shift
-  for _ in $(seq 1 100); do
-    if redis-cli "$@" ping 2>/dev/null | grep -q PONG; then return 0; fi
-    sleep 0.1
+  for _ in 1 2 3 4 5; do
+    topo_port || return 1
+    port=$topo_next
+    redis-server --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+      --logfile "$dir/redis-$port.log" --daemonize no "${@//@PORT@/$port}" &
+    pid=$!
+    for _ in $(seq 1 200); do
+      if redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
+        topo_pids+=("$pid")
+        echo "$pid" >"$dir/redis-$port.pid"
+        topo_next=$port
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "topologies: a redis-server on $port did not start; its log:" >&2
+    cat "$dir/redis-$port.log" >&2 2>/dev/null || true
   done
-  echo "topologies: $name did not start" >&2
   return 1
 }
 
@@ -100,43 +110,38 @@ topo_certs() {
 }
 
 start_topologies() {
-  local name=$1 dir=$2 port tls_port mtls_port
+  local name=$1 dir=$2 tls_port mtls_port
   topo_certs "$dir" || exit 1
-  local tls=(--tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key"
-    --tls-ca-cert-file "$dir/ca.pem")
-  local cli_tls=(--tls --cacert "$dir/ca.pem")
+  local tls=(--port 0 --tls-port @PORT@ --tls-cert-file "$dir/server.pem"
+    --tls-key-file "$dir/server.key" --tls-ca-cert-file "$dir/ca.pem")
 
   # TLS, hardened like a managed service.
-  topo_port || exit 1; tls_port=$topo_next
-  topo_server "$dir" "$tls_port" --port 0 --tls-port "$tls_port" "${tls[@]}" \
-    --tls-auth-clients optional \
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem")
+  topo_server "$dir" "${tls[@]}" --tls-auth-clients optional \
     --rename-command KEYS "" --rename-command FLUSHALL "" --rename-command FLUSHDB "" \
-    --rename-command CONFIG "" --rename-command DEBUG ""
-  topo_wait "the TLS redis-server" -p "$tls_port" "${cli_tls[@]}" || exit 1
+    --rename-command CONFIG "" --rename-command DEBUG "" || exit 1
+  tls_port=$topo_next
 
   # Mutual TLS.
-  topo_port || exit 1; mtls_port=$topo_next
-  topo_server "$dir" "$mtls_port" --port 0 --tls-port "$mtls_port" "${tls[@]}" \
-    --tls-auth-clients yes
-  topo_wait "the mutual-TLS redis-server" -p "$mtls_port" "${cli_tls[@]}" \
-    --cert "$dir/client.pem" --key "$dir/client.key" || exit 1
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem" --cert "$dir/client.pem" --key "$dir/client.key")
+  topo_server "$dir" "${tls[@]}" --tls-auth-clients yes || exit 1
+  mtls_port=$topo_next
+  TOPO_CLI=()
 
   # Cluster: 3 masters, 3 replicas.
   local cluster=()
+  mkdir -p "$dir/cluster"
   for _ in 1 2 3 4 5 6; do
-    topo_port || exit 1; port=$topo_next
-    mkdir -p "$dir/cluster-$port"
-    topo_server "$dir/cluster-$port" "$port" --port "$port" --cluster-enabled yes \
-      --cluster-config-file "$dir/cluster-$port/nodes.conf" --cluster-node-timeout 2000
-    echo "${topo_pids[-1]}" >"$dir/redis-$port.pid"
-    cluster+=("127.0.0.1:$port")
+    topo_server "$dir/cluster" --port @PORT@ --cluster-enabled yes \
+      --cluster-config-file "nodes-@PORT@.conf" --cluster-node-timeout 2000 || exit 1
+    cp "$dir/cluster/redis-$topo_next.pid" "$dir/"
+    cluster+=("127.0.0.1:$topo_next")
   done
-  for node in "${cluster[@]}"; do topo_wait "a cluster node" -p "${node#*:}" || exit 1; done
   redis-cli --cluster create "${cluster[@]}" --cluster-replicas 1 --cluster-yes \
     >"$dir/cluster-create.log" 2>&1 ||
     { echo "topologies: cluster create failed:" >&2; cat "$dir/cluster-create.log" >&2; exit 1; }
-  local ok=""
-  for _ in $(seq 1 100); do
+  local ok="" node
+  for _ in $(seq 1 200); do
     ok=1
     for node in "${cluster[@]}"; do
       redis-cli -p "${node#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=""
@@ -148,11 +153,12 @@ start_topologies() {
 
   # Sentinel: a master, a replica, one sentinel (quorum 1).
   local master replica sentinel
-  topo_port || exit 1; master=$topo_next
-  topo_server "$dir" "$master" --port "$master"
-  topo_port || exit 1; replica=$topo_next
-  topo_server "$dir" "$replica" --port "$replica" --replicaof 127.0.0.1 "$master"
-  topo_port || exit 1; sentinel=$topo_next
+  topo_server "$dir" --port @PORT@ || exit 1
+  master=$topo_next
+  topo_server "$dir" --port @PORT@ --replicaof 127.0.0.1 "$master" || exit 1
+  replica=$topo_next
+  topo_port || exit 1
+  sentinel=$topo_next
   cat >"$dir/sentinel.conf" <<CONF
 port $sentinel
 bind 127.0.0.1
@@ -165,10 +171,11 @@ CONF
   redis-server "$dir/sentinel.conf" --sentinel --logfile "$dir/sentinel.log" --daemonize no &
   topo_pids+=($!)
   echo $! >"$dir/redis-$sentinel.pid"
-  topo_wait "the sentinel master" -p "$master" || exit 1
-  topo_wait "the sentinel" -p "$sentinel" || exit 1
-  for _ in $(seq 1 100); do
-    redis-cli -p "$master" info replication 2>/dev/null | grep -q 'connected_slaves:1' && break
+  for _ in $(seq 1 200); do
+    redis-cli -p "$sentinel" sentinel get-master-addr-by-name mymaster 2>/dev/null |
+      grep -q "$master" &&
+      redis-cli -p "$master" info replication 2>/dev/null | grep -q 'connected_slaves:1' &&
+      break
     sleep 0.1
   done
 
@@ -190,4 +197,5 @@ stop_topologies() {
   for pid in "${topo_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   topo_pids=()
 topo_used=" "
+TOPO_CLI=()
 }
