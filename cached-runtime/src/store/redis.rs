@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult};
 
@@ -37,8 +37,12 @@ const SYNC_POOL_MAX: usize = 16;
 /// most likely shut down and are dropped first.
 const RUNTIMES_MAX: usize = 8;
 
-/// The multiplexed connection of each runtime that made calls, newest last.
-type PerRuntime = Vec<(tokio::runtime::Id, AsyncConn)>;
+/// The connection of each runtime that made calls and when it was opened,
+/// newest last.
+type PerRuntime = Vec<(tokio::runtime::Id, AsyncConn, Instant)>;
+
+/// A cluster connection that fails is replaced at most this often.
+const CLUSTER_RENEW_MIN: Duration = Duration::from_secs(1);
 
 /// A connection to the Redis a [`Config`] names, whatever its topology,
 /// with the cache's timeout and circuit breaker. The cache uses one per
@@ -187,20 +191,20 @@ impl RedisStore {
         let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
         conns
             .iter()
-            .find(|(rt, _)| *rt == id)
-            .map(|(_, c)| c.clone())
+            .find(|(rt, _, _)| *rt == id)
+            .map(|(_, c, _)| c.clone())
     }
 
     fn drop_connection(&self) {
-        if self.is_cluster() {
-            // The cluster connection reconnects to failed nodes and refreshes
-            // its slot map by itself; a new one would have to start again
-            // from the seed nodes, which may be the ones that died.
-            return;
-        }
+        // A cluster connection reconnects to failed nodes by itself, but it
+        // learns the new slot map after a failover only from an error its
+        // caller waits for, and callers here give up at `timeout` first.
+        // A new connection reads the map from the seed nodes; under
+        // repeated failures it is made at most every CLUSTER_RENEW_MIN.
+        let keep = |opened: &Instant| self.is_cluster() && opened.elapsed() < CLUSTER_RENEW_MIN;
         if let Ok(id) = Self::runtime_id() {
             let mut conns = self.conns.write().unwrap_or_else(|e| e.into_inner());
-            conns.retain(|(rt, _)| *rt != id);
+            conns.retain(|(rt, _, opened)| *rt != id || keep(opened));
         }
     }
 
@@ -231,7 +235,7 @@ impl RedisStore {
                 if conns.len() >= RUNTIMES_MAX {
                     conns.remove(0);
                 }
-                conns.push((id, conn.clone()));
+                conns.push((id, conn.clone(), Instant::now()));
                 tracing::debug!(runtime = %id, "connected to redis");
                 Ok(conn)
             }
