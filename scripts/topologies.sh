@@ -76,6 +76,8 @@ topo_server() {
     pid=$!
     for _ in $(seq 1 200); do
       if redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
+        # Disowned: a server a test kills on purpose is not reported.
+        disown "$pid"
         topo_pids+=("$pid")
         echo "$pid" >"$dir/redis-$port.pid"
         topo_next=$port
@@ -169,6 +171,7 @@ sentinel failover-timeout mymaster 4000
 sentinel parallel-syncs mymaster 1
 CONF
   redis-server "$dir/sentinel.conf" --sentinel --logfile "$dir/sentinel.log" --daemonize no &
+  disown $!
   topo_pids+=($!)
   echo $! >"$dir/redis-$sentinel.pid"
   for _ in $(seq 1 200); do
@@ -194,7 +197,9 @@ CONF
 stop_topologies() {
   local pid
   for pid in "${topo_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for pid in "${topo_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${topo_pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
   topo_pids=()
 topo_used=" "
 TOPO_CLI=()
