@@ -99,9 +99,10 @@ pub(crate) fn parse(url: &str) -> Result<Target, String> {
         Some(info) => {
             let (user, pass) = match info.split_once(':') {
                 Some((user, pass)) => (user, Some(pass)),
-                // `redis://secret@host` is read the way the Redis client
-                // reads it: a password alone (older `requirepass` servers).
-                None => ("", Some(info)),
+                // `redis://name@host` names a user without a password, as
+                // the Redis client reads it (redaction still hides it, in
+                // case it was meant as a password).
+                None => (info, None),
             };
             let user = decode(user).ok_or_else(|| fail("bad percent-encoding in the user"))?;
             let pass = match pass {
@@ -294,6 +295,8 @@ mod tests {
         );
         assert_eq!(t.nodes[0], ("s1".to_owned(), 26379));
         assert!(parse("redis+unix:///tmp/redis.sock").unwrap().topology == Topology::Unix);
+        let t = parse("redis://name@h").unwrap();
+        assert_eq!((t.username.as_deref(), t.password), (Some("name"), None));
     }
 
     #[test]
