@@ -9,6 +9,9 @@
 # directory, on a free port of 127.0.0.1, trust authentication, run as the
 # `postgres` user when this script runs as root, given to the tests as
 # CACHED_REDIS_TEST_PG. The machine's own PostgreSQL is never touched.
+# It also starts the production topologies of scripts/topologies.sh (TLS,
+# mutual TLS, a cluster, a sentinel), fresh each run, and passes their
+# URLs in CACHED_REDIS_TEST_* variables.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test redis_basic`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/throwaway-redis.sh
 . scripts/throwaway-redis.sh
 need_redis test.sh
+# shellcheck source=scripts/topologies.sh
+. scripts/topologies.sh
+need_topologies test.sh
 
 # shellcheck source=scripts/throwaway-postgres.sh
 . scripts/throwaway-postgres.sh
@@ -25,6 +31,7 @@ workdir=$(mktemp -d)
 cleanup() {
   stop_redis
   stop_postgres
+  stop_topologies
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -32,6 +39,8 @@ trap cleanup EXIT
 start_redis test.sh "$workdir"
 
 export CACHED_REDIS_TEST_URL="redis://127.0.0.1:$redis_port/0"
+mkdir -p "$workdir/topologies"
+start_topologies test.sh "$workdir/topologies"
 
 start_postgres test.sh
 export CACHED_REDIS_TEST_PG="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"

@@ -1,9 +1,10 @@
 //! Dropping entries: all of a prefix, or one call's named by its prefix and
 //! key arguments as JSON (what an event from a database carries).
 //!
-//! Prefix-wide invalidation walks the prefix's keys with `SCAN` and removes
-//! them with `UNLINK` in batches: never `KEYS`, never a long blocking
-//! command, so Redis keeps serving other clients meanwhile. Only entry keys
+//! Prefix-wide invalidation walks the prefix's keys with `SCAN` (every
+//! master of a cluster) and removes them with `UNLINK` in batches: never
+//! `KEYS`, never a long blocking command, so Redis keeps serving other
+//! clients meanwhile. Only entry keys
 //! match (`{namespace}:{prefix}:` followed by exactly 22 hash characters):
 //! the stats hash and lock keys are left alone.
 
@@ -38,7 +39,7 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
         Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
         Some(Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
-            let mut scan = r.scan(pattern);
+            let mut scan = r.scan_keys(pattern);
             let mut removed = 0u64;
             while let Some(keys) = scan.next_batch().await? {
                 let keys: Vec<&str> = keys
@@ -47,11 +48,11 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
                     .filter(|k| is_entry_of(k, &head))
                     .collect();
                 if !keys.is_empty() {
+                    // On a cluster the client splits a multi-key UNLINK by
+                    // slot and adds up the answers.
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
-                    removed += r
-                        .run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
-                        .await?;
+                    removed += r.query::<u64>(&unlink).await?;
                 }
             }
             tracing::debug!(prefix, removed, "prefix invalidated");

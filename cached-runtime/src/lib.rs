@@ -56,3 +56,4 @@ pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER}
 #[cfg(feature = "tower")]
 pub use skip::{SkipCacheLayer, SkipCacheService};
 pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};
+pub use store::{RedisStore, ScanCursor};

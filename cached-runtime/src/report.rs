@@ -320,7 +320,7 @@ fn prefix_of_key<'a>(namespace: &str, key: &'a [u8]) -> Option<&'a [u8]> {
 
 /// Every prefix of `namespace` that has a stats hash, sorted.
 async fn discover(store: &RedisStore, namespace: &str) -> Result<Vec<Vec<u8>>, Error> {
-    let mut scan = store.scan(format!("{}:*:stats", glob_escape(namespace)));
+    let mut scan = store.scan_keys(format!("{}:*:stats", glob_escape(namespace)));
     let mut found = BTreeSet::new();
     while let Some(keys) = scan.next_batch().await? {
         found.extend(
@@ -360,9 +360,21 @@ async fn read(
         pipe.cmd("HGETALL").arg(stats_key(namespace, prefix));
     }
     type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-    let replies: Vec<redis::RedisResult<Fields>> = store
-        .run(|mut c| async move { pipe.query_async(&mut c).await })
-        .await?;
+    let replies: Vec<redis::RedisResult<Fields>> = if store.is_cluster() {
+        // Each prefix's hash lives in its own slot, maybe on its own master:
+        // a pipeline must not cross slots, so one command each.
+        let mut replies = Vec::with_capacity(wanted.len());
+        for cmd in pipe.cmd_iter() {
+            replies.push(store.query::<Fields>(cmd).await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "HGETALL", e.to_string()))
+            }));
+        }
+        replies
+    } else {
+        store
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?
+    };
     let discovered = prefixes.is_none();
     let mut reports = Vec::with_capacity(wanted.len());
     for (prefix, reply) in wanted.iter().zip(replies) {
@@ -400,11 +412,13 @@ impl StatsReader {
     /// embedded store keeps its stats in-process: [`crate::local_stats`])
     /// or a URL the Redis client rejects.
     pub fn new(config: &Config) -> Result<Self, Error> {
-        let url = config.redis_url().ok_or_else(|| {
-            Error::Config("reading stats needs a Redis URL; the embedded store has none".into())
-        })?;
+        if config.redis_url().is_none() {
+            return Err(Error::Config(
+                "reading stats needs a Redis URL; the embedded store has none".into(),
+            ));
+        }
         Ok(StatsReader {
-            store: RedisStore::new(url, config)?,
+            store: RedisStore::open(config)?,
             namespace: config.namespace().to_owned(),
         })
     }
