@@ -98,6 +98,12 @@ impl RedisStore {
         })
     }
 
+    /// The client the store connects with, for connections of other kinds
+    /// (the invalidation channel's subscriber).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// Runs one async command against Redis, under the timeout and breaker.
     pub(crate) async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
     where
