@@ -46,6 +46,7 @@ impl Engine {
                 None => Store::Memory(MemoryStore::new(
                     config.memory_max_entries,
                     config.memory_max_bytes,
+                    config.max_value_bytes as u64,
                 )),
             })
         };

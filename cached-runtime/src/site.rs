@@ -259,7 +259,11 @@ impl ResolvedSite {
         let options = &site.options;
         let key_head = format!("{}:{}:", config.namespace, prefix);
         let local = options.local.map(|entries| {
-            let level = Arc::new(LocalLevel::new(entries, config.local_max_bytes));
+            let level = Arc::new(LocalLevel::new(
+                entries,
+                config.local_max_bytes,
+                config.max_value_bytes as u64,
+            ));
             crate::local::register(&key_head, level.clone());
             level
         });

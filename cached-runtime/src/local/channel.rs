@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn own_messages_are_skipped_and_others_applied() {
-        let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20));
+        let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20, 1));
         super::super::register("chan-ns:p:", level.clone());
         level.put(level.ticket(), "chan-ns:p:k", 1u8, 1, Duration::from_secs(60));
         receive(&Change::Key("chan-ns:p:k").message());

@@ -73,27 +73,31 @@ impl std::fmt::Debug for LocalLevel {
     }
 }
 
-/// Shards of a bounded cache: at most 8 (two cores see little contention
-/// beyond), and never more than `entries`, since each shard holds
-/// `capacity / shards` and an entry weighs at least `capacity / entries`.
-pub(crate) fn shards_for(entries: u64) -> usize {
+/// Shards of a bounded cache. Each shard holds `max_bytes / shards` and an
+/// entry never spans shards, so: never more shards than `entries` (an
+/// entry weighs at least `max_bytes / entries`), nor than `max_bytes /
+/// largest` (the largest value allowed must fit one shard), and at most 8
+/// (little contention is left beyond).
+pub(crate) fn shards_for(entries: u64, max_bytes: u64, largest: u64) -> usize {
+    let limit = entries.min(max_bytes / largest.max(1)).clamp(1, 8);
     let mut shards = 1usize;
-    while shards < 8 && (shards as u64) * 2 <= entries {
+    while (shards as u64) * 2 <= limit {
         shards *= 2;
     }
     shards
 }
 
 impl LocalLevel {
-    /// A level of at most `entries` values and `max_bytes` estimated bytes.
-    pub(crate) fn new(entries: u64, max_bytes: u64) -> Self {
+    /// A level of at most `entries` values and `max_bytes` estimated bytes,
+    /// for values of up to `largest` bytes.
+    pub(crate) fn new(entries: u64, max_bytes: u64, largest: u64) -> Self {
         let entries = entries.max(1);
         let max_bytes = max_bytes.max(entries);
         let cache = Cache::with_options(
             OptionsBuilder::new()
                 .estimated_items_capacity(entries.min(1 << 20) as usize)
                 .weight_capacity(max_bytes)
-                .shards(shards_for(entries))
+                .shards(shards_for(entries, max_bytes, largest))
                 .build()
                 .expect("valid cache options"),
             SlotWeight,
@@ -310,7 +314,7 @@ mod tests {
 
     #[test]
     fn holds_and_returns_clones() {
-        let l = LocalLevel::new(10, 1 << 20);
+        let l = LocalLevel::new(10, 1 << 20, 1);
         l.put(l.ticket(), "ns:p:a", vec![1u8, 2], 2, LONG);
         assert_eq!(l.get::<Vec<u8>>("ns:p:a"), Some(vec![1, 2]));
         assert_eq!(l.get::<Vec<u8>>("ns:p:b"), None);
@@ -320,7 +324,7 @@ mod tests {
 
     #[test]
     fn entry_bound_holds() {
-        let l = LocalLevel::new(16, 1 << 30);
+        let l = LocalLevel::new(16, 1 << 30, 1);
         for i in 0..1000 {
             l.put(l.ticket(), &format!("ns:p:{i}"), i, 8, LONG);
         }
@@ -330,7 +334,7 @@ mod tests {
 
     #[test]
     fn byte_bound_holds() {
-        let l = LocalLevel::new(1000, 100_000);
+        let l = LocalLevel::new(1000, 100_000, 1);
         for i in 0..1000 {
             l.put(l.ticket(), &format!("ns:p:{i}"), i, 10_000, LONG);
         }
@@ -341,7 +345,7 @@ mod tests {
 
     #[test]
     fn deadline_is_kept() {
-        let l = LocalLevel::new(10, 1 << 20);
+        let l = LocalLevel::new(10, 1 << 20, 1);
         l.put(l.ticket(), "ns:p:a", 1u32, 4, Duration::from_millis(20));
         assert_eq!(l.get::<u32>("ns:p:a"), Some(1));
         std::thread::sleep(Duration::from_millis(30));
@@ -352,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_read_older_than_an_invalidation_is_not_held() {
-        let l = LocalLevel::new(10, 1 << 20);
+        let l = LocalLevel::new(10, 1 << 20, 1);
         let ticket = l.ticket();
         l.invalidate("ns:p:a");
         l.put(ticket, "ns:p:a", 1u32, 4, LONG);
@@ -363,8 +367,8 @@ mod tests {
 
     #[test]
     fn invalidations_reach_registered_levels() {
-        let a = Arc::new(LocalLevel::new(10, 1 << 20));
-        let b = Arc::new(LocalLevel::new(10, 1 << 20));
+        let a = Arc::new(LocalLevel::new(10, 1 << 20, 1));
+        let b = Arc::new(LocalLevel::new(10, 1 << 20, 1));
         register("unit-ns:a:", a.clone());
         register("unit-ns:b:", b.clone());
         a.put(a.ticket(), "unit-ns:a:k1", 1u8, 1, LONG);
@@ -380,9 +384,13 @@ mod tests {
 
     #[test]
     fn shard_count_never_exceeds_entries() {
-        assert_eq!(shards_for(1), 1);
-        assert_eq!(shards_for(3), 2);
-        assert_eq!(shards_for(5), 4);
-        assert_eq!(shards_for(1000), 8);
+        assert_eq!(shards_for(1, 1 << 30, 1), 1);
+        assert_eq!(shards_for(3, 1 << 30, 1), 2);
+        assert_eq!(shards_for(5, 1 << 30, 1), 4);
+        assert_eq!(shards_for(1000, 1 << 30, 1), 8);
+        // The largest value fits one shard.
+        assert_eq!(shards_for(1000, 64 << 20, 8 << 20), 8);
+        assert_eq!(shards_for(1000, 64 << 10, 8 << 20), 1);
+        assert_eq!(shards_for(1000, 32 << 20, 8 << 20), 4);
     }
 }

@@ -67,14 +67,16 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+    /// A store of at most `max_entries` entries and `max_bytes` bytes, for
+    /// entries of up to `largest` bytes.
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, largest: u64) -> Self {
         let entries = (max_entries as u64).max(1);
         let max_bytes = max_bytes.max(entries);
         let cache = Cache::with_options(
             OptionsBuilder::new()
                 .estimated_items_capacity(max_entries.clamp(1, 1 << 20))
                 .weight_capacity(max_bytes)
-                .shards(shards_for(entries))
+                .shards(shards_for(entries, max_bytes, largest))
                 .build()
                 .expect("valid cache options"),
             EntryWeight,
@@ -148,7 +150,7 @@ mod tests {
 
     #[test]
     fn set_get_expire() {
-        let m = MemoryStore::new(100, BIG);
+        let m = MemoryStore::new(100, BIG, 1);
         m.set("k", b"v", Duration::from_millis(30));
         assert_eq!(m.get("k", None).as_deref(), Some(&b"v"[..]));
         std::thread::sleep(Duration::from_millis(40));
@@ -157,7 +159,7 @@ mod tests {
 
     #[test]
     fn touch_extends() {
-        let m = MemoryStore::new(100, BIG);
+        let m = MemoryStore::new(100, BIG, 1);
         m.set("k", b"v", Duration::from_millis(50));
         m.get("k", Some(Duration::from_secs(10)));
         assert!(m.ttl("k").unwrap() > Duration::from_secs(9));
@@ -165,7 +167,7 @@ mod tests {
 
     #[test]
     fn entry_count_is_bounded() {
-        let m = MemoryStore::new(32, BIG);
+        let m = MemoryStore::new(32, BIG, 1);
         for i in 0..1000 {
             m.set(&format!("k{i}"), b"v", Duration::from_secs(60));
         }
@@ -176,7 +178,7 @@ mod tests {
     /// The case the entry bound alone allowed: many large values.
     #[test]
     fn bytes_are_bounded() {
-        let m = MemoryStore::new(100_000, 1 << 20);
+        let m = MemoryStore::new(100_000, 1 << 20, 1);
         let value = vec![7u8; 64 << 10];
         for i in 0..200 {
             m.set(&format!("k{i}"), &value, Duration::from_secs(60));
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn del_reports_presence() {
-        let m = MemoryStore::new(10, BIG);
+        let m = MemoryStore::new(10, BIG, 1);
         m.set("k", b"v", Duration::from_secs(1));
         assert!(m.del("k"));
         assert!(!m.del("k"));
@@ -199,7 +201,7 @@ mod tests {
 
     #[test]
     fn remove_matching_counts_live_entries() {
-        let m = MemoryStore::new(100, BIG);
+        let m = MemoryStore::new(100, BIG, 1);
         m.set("a:1", b"v", Duration::from_secs(60));
         m.set("a:2", b"v", Duration::from_secs(60));
         m.set("b:1", b"v", Duration::from_secs(60));
