@@ -18,7 +18,10 @@ fn url() -> String {
 }
 
 fn raw() -> redis::Connection {
-    redis::Client::open(url()).unwrap().get_connection().unwrap()
+    redis::Client::open(url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 fn set_source(value: u64) {
@@ -85,13 +88,20 @@ async fn a_lost_channel_empties_and_bypasses_the_level_until_it_is_back() {
     // Emptied: the current source shows.
     let deadline = Instant::now() + PATIENCE;
     while value(0).await != source {
-        assert!(Instant::now() < deadline, "the level still served after its channel was lost");
+        assert!(
+            Instant::now() < deadline,
+            "the level still served after its channel was lost"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Bypassed: every unannounced change shows at once, nothing is held.
     for next in source + 1..source + 5 {
         change_behind(next);
-        assert_eq!(value(0).await, next, "served from the level without a channel");
+        assert_eq!(
+            value(0).await,
+            next,
+            "served from the level without a channel"
+        );
     }
 
     // The channel may come back: the level serves again.

@@ -150,9 +150,8 @@ impl Peer {
     fn call(&self, what: &str, id: u64) -> u64 {
         let mut raw = common::raw();
         let _: () = raw.rpush(&self.requests, format!("{what} {id}")).unwrap();
-        let reply: Option<(String, u64)> = raw
-            .blpop(&self.replies, PATIENCE.as_secs_f64())
-            .unwrap();
+        let reply: Option<(String, u64)> =
+            raw.blpop(&self.replies, PATIENCE.as_secs_f64()).unwrap();
         reply.expect("the peer answers").1
     }
 
@@ -175,7 +174,10 @@ impl Peer {
                 // from the level.
                 return (answer, next);
             }
-            assert!(Instant::now() < deadline, "the peer's level never held {what}({id})");
+            assert!(
+                Instant::now() < deadline,
+                "the peer's level never held {what}({id})"
+            );
             last = answer;
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -231,9 +233,12 @@ async fn invalidate_args_reaches_the_peer() {
     reaches_the_peer("args", "value", 2, async || {
         // Registers `value` in this process, as a service does at start.
         value_cache_key(2).unwrap();
-        assert!(!cached_redis::invalidate_args("l1_value", &serde_json::json!([2]))
-            .await
-            .unwrap(), "the Redis entry was already gone");
+        assert!(
+            !cached_redis::invalidate_args("l1_value", &serde_json::json!([2]))
+                .await
+                .unwrap(),
+            "the Redis entry was already gone"
+        );
     })
     .await;
 }
@@ -241,7 +246,9 @@ async fn invalidate_args_reaches_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_prefix_reaches_the_peer() {
     reaches_the_peer("prefix", "prefixed", 3, async || {
-        cached_redis::invalidate_prefix("l1_prefixed").await.unwrap();
+        cached_redis::invalidate_prefix("l1_prefixed")
+            .await
+            .unwrap();
     })
     .await;
 }
@@ -282,7 +289,10 @@ async fn the_level_never_outlives_the_redis_entry() {
         assert_eq!(peer.call("short", id), 1);
         set_source("short", id, 2);
         // Wait for Redis to expire the entry (nothing else removes it).
-        while common::raw().exists::<_, bool>(entry_key("short", id)).unwrap() {
+        while common::raw()
+            .exists::<_, bool>(entry_key("short", id))
+            .unwrap()
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let answer = peer.call("short", id);
@@ -291,7 +301,10 @@ async fn the_level_never_outlives_the_redis_entry() {
         }
         // 1 only if the peer's level served past the entry's life; retried
         // in case the peer's channel was not yet live (nothing was held).
-        assert!(Instant::now() < deadline, "the peer served {answer} after the entry expired");
+        assert!(
+            Instant::now() < deadline,
+            "the peer served {answer} after the entry expired"
+        );
     }
 }
 

@@ -251,6 +251,9 @@ pub struct Results {
     pub stats_cost: Vec<StatsCost>,
     pub stampede: Vec<Stampede>,
     pub invalidate: Option<Invalidate>,
+    /// The `local` level's coherence delay with two processes.
+    #[serde(default)]
+    pub coherence: Option<crate::coherence::Coherence>,
     pub micro: Vec<Micro>,
     /// Seconds: the load binary, and the whole command when known.
     pub load_seconds: f64,

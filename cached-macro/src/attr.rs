@@ -239,7 +239,14 @@ fn parse_entries(value: &Expr, errors: &mut Errors) -> Option<u64> {
     let at_least_one = "`local` is a number of entries and must be at least 1";
     let int = match literal(value) {
         Some(Lit::Int(int)) if !int.base10_digits().starts_with('-') => int,
-        _ if matches!(value, Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. })) => {
+        _ if matches!(
+            value,
+            Expr::Unary(ExprUnary {
+                op: UnOp::Neg(_),
+                ..
+            })
+        ) =>
+        {
             errors.at(value, at_least_one);
             return None;
         }

@@ -177,8 +177,7 @@ pub fn build_key<A: Serialize + ?Sized>(
         site.mark_typed();
     }
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
-    let hash = key::hash_segment(&salt_digest, args).map_err(|e| Error::Key(e.to_string()))?;
-    Ok(CacheKey::new(&resolved.key_head, &hash))
+    key::cache_key(&resolved.key_head, &salt_digest, args).map_err(|e| Error::Key(e.to_string()))
 }
 
 /// Steps 1–2: the store and key to use, if any, and whether this call

@@ -127,7 +127,13 @@ where
         if !refresh_now {
             call.hit();
             let lifetime = held_for::<S, R>(call, &value, Some(&header));
-            near.hold(ticket, call.key(), &value, header.raw_len as usize, lifetime);
+            near.hold(
+                ticket,
+                call.key(),
+                &value,
+                header.raw_len as usize,
+                lifetime,
+            );
             return S::rebuild(value);
         }
         return refresh_or_serve::<I, S, R, F, N>(io, call, &header, value, body, near).await;
@@ -254,7 +260,8 @@ where
     }
     match acquire::<I, S::Value>(io, call).await {
         Acquired::Lock(token) => {
-            let ret = compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
+            let ret =
+                compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
             if let Err(e) = io.unlock(&call.lock_key(), &token).await {
                 tracing::debug!(key = call.key(), error = %e, "lock not released; it expires with its lease");
             }

@@ -233,12 +233,28 @@ mod tests {
     fn own_messages_are_skipped_and_others_applied() {
         let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20, 1));
         super::super::register("chan-ns:p:", level.clone());
-        level.put(level.ticket(), "chan-ns:p:k", 1u8, 1, Duration::from_secs(60));
+        level.put(
+            level.ticket(),
+            "chan-ns:p:k",
+            1u8,
+            1,
+            Duration::from_secs(60),
+        );
         receive(&Change::Key("chan-ns:p:k").message());
-        assert_eq!(level.get::<u8>("chan-ns:p:k"), Some(1), "own message skipped");
+        assert_eq!(
+            level.get::<u8>("chan-ns:p:k"),
+            Some(1),
+            "own message skipped"
+        );
         receive("someoneelse000000 k chan-ns:p:k");
         assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
-        level.put(level.ticket(), "chan-ns:p:k", 1u8, 1, Duration::from_secs(60));
+        level.put(
+            level.ticket(),
+            "chan-ns:p:k",
+            1u8,
+            1,
+            Duration::from_secs(60),
+        );
         receive("someoneelse000000 p chan-ns:p:");
         assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
         receive("garbage");

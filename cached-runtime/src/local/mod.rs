@@ -140,8 +140,8 @@ impl LocalLevel {
         if lifetime.is_zero() || self.seq.load(SeqCst) != ticket.0 {
             return;
         }
-        let weight = (bytes as u64 + key.len() as u64 + std::mem::size_of::<V>() as u64)
-            .max(self.floor);
+        let weight =
+            (bytes as u64 + key.len() as u64 + std::mem::size_of::<V>() as u64).max(self.floor);
         let slot = Slot {
             value: Arc::new(value),
             expires_at: Instant::now() + lifetime,
