@@ -40,7 +40,7 @@ pub struct ReaderReport {
 
 /// The reader: calls `stamped(0)` until `stop` says so, recording each
 /// change's delay. The first value (whatever was there) is not a change.
-pub async fn read_until(stop: impl Fn() -> bool) -> ReaderReport {
+pub async fn read_until(mut stop: impl FnMut() -> bool) -> ReaderReport {
     let mut report = ReaderReport::default();
     let mut last = stamped(0).await;
     let mut n = 0u64;

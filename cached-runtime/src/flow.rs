@@ -161,7 +161,9 @@ fn held_for<S: ReturnShape<R>, R>(
             let end = header
                 .created_at_ms
                 .saturating_add(lifetime.as_millis() as u64);
-            Duration::from_millis(end.saturating_sub(freshness::now_ms()))
+            // Never more than the whole lifetime, even if this clock lags
+            // the writer's.
+            Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(lifetime)
         }
         None => lifetime,
     }
