@@ -60,10 +60,23 @@ async fn the_embedded_store_caches_expires_and_invalidates() {
     assert!(embedded_local_invalidate(2).await.unwrap());
     embedded_local(2).await;
     assert_eq!(LOCAL_CALLS.load(SeqCst), 2, "invalidated in the level too");
-    assert_eq!(cached_redis::invalidate_prefix("embedded_local").await.unwrap(), 1);
+    assert_eq!(
+        cached_redis::invalidate_prefix("embedded_local")
+            .await
+            .unwrap(),
+        1
+    );
     embedded_local(2).await;
-    assert_eq!(LOCAL_CALLS.load(SeqCst), 3, "prefix invalidated in the level too");
+    assert_eq!(
+        LOCAL_CALLS.load(SeqCst),
+        3,
+        "prefix invalidated in the level too"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     embedded_local(2).await;
-    assert_eq!(LOCAL_CALLS.load(SeqCst), 4, "expired after ttl = 1, in the level too");
+    assert_eq!(
+        LOCAL_CALLS.load(SeqCst),
+        4,
+        "expired after ttl = 1, in the level too"
+    );
 }

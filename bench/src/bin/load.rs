@@ -436,6 +436,7 @@ fn main() {
         "embedded" => child_embedded(&args),
         "stampede-child" => child_stampede(&args),
         "coherence-child" => child_coherence(&args),
+        "coherence" => solo_coherence(&args),
         "solo" => solo(&args),
         "report" => rerender(&args),
         other => Err(format!("unknown scenario {other:?}").into()),
@@ -1125,6 +1126,16 @@ async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
         c.changes, c.seen, c.p50_us, c.p99_us, c.max_us
     );
     Ok(c)
+}
+
+/// The coherence measurement alone (`--scenario coherence`).
+fn solo_coherence(args: &Args) -> Res<()> {
+    let url = args.redis_url.clone().ok_or("--redis-url")?;
+    cached_redis::init(redis_config(&url)?)?;
+    let changes = if args.quick { 50 } else { 300 };
+    let c = runtime().block_on(coherence(args, &url, changes))?;
+    println!("{}", serde_json::to_string(&c)?);
+    Ok(())
 }
 
 /// The reader side, in its own process.
