@@ -652,7 +652,8 @@ mod tests {
                 lock = true,
                 stale = 5,
                 early = true,
-                cache_none = 7
+                cache_none = 7,
+                local = 3
             ),
             quote!(
                 fn f() -> Option<u8> {
