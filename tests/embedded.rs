@@ -21,6 +21,14 @@ fn embedded_sync(x: u32) -> Option<String> {
     (x > 0).then(|| x.to_string())
 }
 
+static LOCAL_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, prefix = "embedded_local", local = 10)]
+async fn embedded_local(x: u32) -> Vec<u32> {
+    LOCAL_CALLS.fetch_add(1, SeqCst);
+    vec![x; 2]
+}
+
 #[tokio::test]
 async fn the_embedded_store_caches_expires_and_invalidates() {
     // No URL: the embedded store, whatever the environment says.
@@ -44,4 +52,31 @@ async fn the_embedded_store_caches_expires_and_invalidates() {
     assert_eq!((s.hits, s.misses, s.errors), (1, 3, 0));
     // Nothing to flush to, and that is not an error.
     cached_redis::flush_stats().await.unwrap();
+
+    // A `local` level in front of the embedded store: same behaviour.
+    assert_eq!(embedded_local(2).await, vec![2, 2]);
+    assert_eq!(embedded_local(2).await, vec![2, 2]);
+    assert_eq!(LOCAL_CALLS.load(SeqCst), 1);
+    assert!(embedded_local_invalidate(2).await.unwrap());
+    embedded_local(2).await;
+    assert_eq!(LOCAL_CALLS.load(SeqCst), 2, "invalidated in the level too");
+    assert_eq!(
+        cached_redis::invalidate_prefix("embedded_local")
+            .await
+            .unwrap(),
+        1
+    );
+    embedded_local(2).await;
+    assert_eq!(
+        LOCAL_CALLS.load(SeqCst),
+        3,
+        "prefix invalidated in the level too"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    embedded_local(2).await;
+    assert_eq!(
+        LOCAL_CALLS.load(SeqCst),
+        4,
+        "expired after ttl = 1, in the level too"
+    );
 }

@@ -122,6 +122,23 @@ fn floor_key<T: Serialize + ?Sized>(args: &T) -> String {
     key
 }
 
+/// The same key through the maintained path: `serde_json::to_value` (its
+/// `BTreeMap` sorts object keys at every depth) then `to_writer`, BLAKE3,
+/// base64: what the hand-written canonical serializer must beat to stay.
+fn serde_value_key<T: Serialize + ?Sized>(args: &T) -> String {
+    let value = serde_json::to_value(args).expect("json value");
+    let mut json = Vec::with_capacity(256);
+    serde_json::to_writer(&mut json, &value).expect("json");
+    let mut h = blake3::Hasher::new();
+    h.update(&[7u8; 32]);
+    h.update(&json);
+    let mut key = String::with_capacity(40);
+    key.push_str("cached:bench:");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_string(&h.finalize().as_bytes()[..16], &mut key);
+    key
+}
+
 fn keys(c: &mut Criterion) {
     init();
     let user = UserKey {
@@ -151,6 +168,32 @@ fn keys(c: &mut Criterion) {
     });
     g.bench_function("json_1kb", |b| b.iter(|| floor_key(&(black_box(&query),))));
     g.bench_function("hashmap_100", |b| b.iter(|| floor_key(&(black_box(&map),))));
+    g.finish();
+    let mut g = c.benchmark_group("key_serde_value");
+    g.bench_function("small_struct", |b| {
+        b.iter(|| serde_value_key(&(black_box(&user),)))
+    });
+    g.bench_function("json_1kb", |b| {
+        b.iter(|| serde_value_key(&(black_box(&query),)))
+    });
+    g.bench_function("hashmap_100", |b| {
+        b.iter(|| serde_value_key(&(black_box(&map),)))
+    });
+    g.finish();
+}
+
+/// The 2 KB value with a `local` level (on the embedded store).
+#[cached(ttl = 3600, prefix = "micro_local", local = 100)]
+fn v_search_local(k: u32) -> SearchResponse {
+    let _ = k;
+    fx().search.clone()
+}
+
+fn local_hit(c: &mut Criterion) {
+    init();
+    v_search_local(1);
+    let mut g = c.benchmark_group("local_hit");
+    g.bench_function("2KB", |b| b.iter(|| v_search_local(black_box(1))));
     g.finish();
 }
 
@@ -296,6 +339,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = keys, codec, embedded_async
+    targets = keys, codec, embedded_async, local_hit
 }
 criterion_main!(benches);

@@ -2,8 +2,10 @@
 //! histogram, the results' data model, and the report (markdown, chart)
 //! the load binary writes.
 
+pub mod coherence;
 pub mod fixtures;
 pub mod hist;
 pub mod report;
+pub mod report_local;
 pub mod results;
 pub mod topologies;

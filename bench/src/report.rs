@@ -357,7 +357,7 @@ where
 
 /// Throughput and p99 against concurrency for (a), (b), (c), (d), (e).
 pub fn chart(r: &Results, path: &Path) -> ChartResult {
-    let series: Vec<&Series> = ["a", "b", "c", "d", "e"]
+    let series: Vec<&Series> = ["a", "b", "c", "d", "e", "f"]
         .iter()
         .filter_map(|id| r.series(id))
         .collect();
@@ -563,6 +563,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
             "**not resolved** by this run"
         }
     );
+    let _ = write!(w, "{}", crate::report_local::goal_rows(r));
     let _ = writeln!(w);
 
     // Reproduce.
@@ -651,7 +652,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         w,
         "![Throughput and p99 latency against concurrency]({chart})\n"
     );
-    series_rows(w, &d, &["a", "b", "c", "e"], &t.levels, "tasks", "a");
+    series_rows(w, &d, &["a", "b", "c", "e", "f"], &t.levels, "tasks", "a");
     let _ = writeln!(w);
     let _ = writeln!(w, "### Where the time of a 2 KB hit goes (one task)\n");
     let a1 = d.p50("a", 1);
@@ -718,6 +719,8 @@ pub fn markdown(r: &Results, chart: &str) -> String {
     );
     series_rows(w, &d, &["pa", "pb", "pc"], &[1], "tasks", "pa");
     let _ = writeln!(w);
+
+    let _ = write!(w, "{}", crate::report_local::section(r));
 
     // Misses.
     let _ = writeln!(w, "## Misses with a 1 ms body (d)\n");

@@ -251,6 +251,9 @@ pub struct Results {
     pub stats_cost: Vec<StatsCost>,
     pub stampede: Vec<Stampede>,
     pub invalidate: Option<Invalidate>,
+    /// The `local` level's coherence delay with two processes.
+    #[serde(default)]
+    pub coherence: Option<crate::coherence::Coherence>,
     pub micro: Vec<Micro>,
     /// Hits on TLS and a cluster against plain TCP.
     #[serde(default)]

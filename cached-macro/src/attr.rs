@@ -24,11 +24,12 @@ const OPTIONS: &[&str] = &[
     "stale",
     "early",
     "cache_none",
+    "local",
 ];
 
 /// Options of the API that this version does not implement yet: named in
 /// their own error rather than as unknown.
-const NOT_YET: &[&str] = &["local"];
+const NOT_YET: &[&str] = &[];
 
 /// The parsed options; `None` where the attribute does not give one.
 #[derive(Default)]
@@ -54,6 +55,8 @@ pub(crate) struct Options {
     /// `cache_none = 60`: seconds, at least 1; the literal, for errors about
     /// the function's return type.
     pub(crate) cache_none: Option<(u64, proc_macro2::Span)>,
+    /// `local = 1000`: entries of the in-process level, at least 1.
+    pub(crate) local: Option<u64>,
 }
 
 /// `skip = "a, b"`: the literal (errors about its names point at it) and
@@ -123,6 +126,7 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "stale" => options.stale.is_some(),
         "early" => options.early.is_some(),
         "cache_none" => options.cache_none.is_some(),
+        "local" => options.local.is_some(),
         _ => options.krate.is_some(),
     };
     if duplicate {
@@ -136,6 +140,7 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
             options.cache_none = parse_seconds("cache_none", value, errors)
                 .map(|secs| (secs, syn::spanned::Spanned::span(value)));
         }
+        "local" => options.local = parse_entries(value, errors),
         "lock" => options.lock = parse_bool("lock", value, errors),
         "early" => options.early = parse_bool("early", value, errors),
         "prefix" => options.prefix = parse_prefix(value, errors),
@@ -160,6 +165,7 @@ fn example(name: &str) -> Option<&'static str> {
         "stale" => "stale = 30",
         "early" => "early = true",
         "cache_none" => "cache_none = 60",
+        "local" => "local = 1000",
         _ => return None,
     })
 }
@@ -223,6 +229,47 @@ fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
         Ok(secs) => Some(secs),
         Err(e) => {
             errors.at(int, format_args!("invalid `{name}`: {e}"));
+            None
+        }
+    }
+}
+
+/// `local = N`: a whole number of entries, at least 1.
+fn parse_entries(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let at_least_one = "`local` is a number of entries and must be at least 1";
+    let int = match literal(value) {
+        Some(Lit::Int(int)) if !int.base10_digits().starts_with('-') => int,
+        _ if matches!(
+            value,
+            Expr::Unary(ExprUnary {
+                op: UnOp::Neg(_),
+                ..
+            })
+        ) =>
+        {
+            errors.at(value, at_least_one);
+            return None;
+        }
+        Some(Lit::Int(int)) => {
+            errors.at(int, at_least_one);
+            return None;
+        }
+        _ => {
+            errors.at(
+                value,
+                "expected an integer number of entries, like `local = 1000`",
+            );
+            return None;
+        }
+    };
+    match int.base10_parse::<u64>() {
+        Ok(0) => {
+            errors.at(int, at_least_one);
+            None
+        }
+        Ok(entries) => Some(entries),
+        Err(e) => {
+            errors.at(int, format_args!("invalid `local`: {e}"));
             None
         }
     }
@@ -389,9 +436,15 @@ mod tests {
     }
 
     #[test]
-    fn api_options_not_implemented_say_so() {
-        let m = messages(quote!(local = 100));
-        assert!(m[0].contains("not supported by this version"), "{m:?}");
+    fn local_takes_a_positive_number_of_entries() {
+        assert!(messages(quote!(local = 100)).is_empty());
+        let m = messages(quote!(local = 0));
+        assert_eq!(m, ["`local` is a number of entries and must be at least 1"]);
+        let m = messages(quote!(local = true));
+        assert_eq!(
+            m,
+            ["expected an integer number of entries, like `local = 1000`"]
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ use crate::ast::{unraw, Function, Param, Shape};
 
 /// How many fields `SiteOptions` has; with all of them given, clippy calls
 /// `..DEFAULT` needless.
-const OPTION_FIELDS: usize = 8;
+const OPTION_FIELDS: usize = 9;
 use crate::attr::Options;
 
 /// The function rewritten, followed by its companions.
@@ -162,13 +162,26 @@ impl<'a> Context<'a> {
             Shape::Option => quote!(#p::OptionShape),
             Shape::Result => quote!(#p::ResultShape),
         };
+        // `local` needs values it can clone: its own entry points carry
+        // that bound, so functions without it keep theirs unbounded.
+        let local = self.options.local.is_some();
         let call = if self.func.is_async() {
-            quote!(#p::call_async(&__CACHED_SITE, #key, #shape, async move #block).await)
+            let call_async = if local {
+                quote!(#p::call_async_local)
+            } else {
+                quote!(#p::call_async)
+            };
+            quote!(#call_async(&__CACHED_SITE, #key, #shape, async move #block).await)
         } else {
             // The closure's return type is the function's, so `?` and
             // `return` in the body behave as they did.
             let output = &sig.output;
-            quote!(#p::call_sync(&__CACHED_SITE, #key, #shape, move || #output #block))
+            let call_sync = if local {
+                quote!(#p::call_sync_local)
+            } else {
+                quote!(#p::call_sync)
+            };
+            quote!(#call_sync(&__CACHED_SITE, #key, #shape, move || #output #block))
         };
         quote! {
             #(#outer_attrs)*
@@ -394,6 +407,10 @@ impl<'a> Context<'a> {
         if let Some((secs, _)) = options.cache_none {
             let secs = Literal::u64_unsuffixed(secs);
             fields.push(quote!(cache_none_secs: ::core::option::Option::Some(#secs)));
+        }
+        if let Some(entries) = options.local {
+            let entries = Literal::u64_unsuffixed(entries);
+            fields.push(quote!(local: ::core::option::Option::Some(#entries)));
         }
         // With every option given, `..DEFAULT` fills nothing today; it stays
         // so that options the runtime adds later cannot break expansions.
@@ -635,7 +652,8 @@ mod tests {
                 lock = true,
                 stale = 5,
                 early = true,
-                cache_none = 7
+                cache_none = 7,
+                local = 3
             ),
             quote!(
                 fn f() -> Option<u8> {

@@ -23,8 +23,8 @@
 //! ```
 
 pub use crate::engine::{
-    build_key, call_async, call_sync, force_refresh_async, force_refresh_sync, invalidate_async,
-    invalidate_sync,
+    build_key, call_async, call_async_local, call_sync, call_sync_local, force_refresh_async,
+    force_refresh_sync, invalidate_async, invalidate_sync,
 };
 pub use crate::key::CacheKey;
 pub use crate::site::{CallSite, SiteIdent, SiteOptions};
@@ -63,6 +63,16 @@ pub fn key_arg<T: KeyArg + ?Sized>(value: &T) -> &T {
 )]
 pub trait CacheValue: Serialize + DeserializeOwned {}
 impl<T: Serialize + DeserializeOwned> CacheValue for T {}
+
+/// A value type a `local` level can hold: returned by clone, shared
+/// between threads. Exists for its error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be held by a `local` level: it must be `Clone + Send + Sync + 'static`",
+    label = "the cached value type",
+    note = "derive `Clone` for it (wrap it in `std::sync::Arc` if cloning is expensive), or drop the `local` option"
+)]
+pub trait LocalValue: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> LocalValue for T {}
 
 /// How a function's return value maps to what is stored: a plain `T` is
 /// always stored, `Option<T>` only when `Some`, `Result<T, E>` only when

@@ -48,6 +48,8 @@ pub struct Config {
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) memory_max_entries: usize,
+    pub(crate) memory_max_bytes: u64,
+    pub(crate) local_max_bytes: u64,
     pub(crate) disabled: bool,
     pub(crate) tls: TlsOptions,
 }
@@ -84,6 +86,8 @@ impl fmt::Debug for Config {
             breaker_threshold,
             breaker_cooldown,
             memory_max_entries,
+            memory_max_bytes,
+            local_max_bytes,
             disabled,
             tls,
         } = self;
@@ -100,6 +104,8 @@ impl fmt::Debug for Config {
             .field("breaker_threshold", breaker_threshold)
             .field("breaker_cooldown", breaker_cooldown)
             .field("memory_max_entries", memory_max_entries)
+            .field("memory_max_bytes", memory_max_bytes)
+            .field("local_max_bytes", local_max_bytes)
             .field("disabled", disabled)
             .field("tls", tls)
             .finish()
@@ -121,6 +127,8 @@ impl Default for Config {
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_secs(2),
             memory_max_entries: 100_000,
+            memory_max_bytes: 256 << 20,
+            local_max_bytes: 64 << 20,
             disabled: false,
             tls: TlsOptions::default(),
         }
@@ -337,6 +345,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// Byte budget of the embedded store (default 256 MiB): the encoded
+    /// entries and their keys never add up to more; the least useful
+    /// entries make room for new ones.
+    pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.memory_max_bytes = bytes;
+        self
+    }
+
+    /// Byte budget of each function's `local` level (default 64 MiB),
+    /// besides its `local = N` entries. A held value weighs its encoded
+    /// size (before compression) plus its key: an estimate of the memory
+    /// its decoded form takes.
+    pub fn local_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.local_max_bytes = bytes;
+        self
+    }
+
     /// Turn caching off: every call runs the function and counts a skip.
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.config.disabled = disabled;
@@ -373,9 +398,15 @@ impl ConfigBuilder {
                 return Err(Error::Config(format!("{name} must be at least 1 ms")));
             }
         }
-        if c.max_value_bytes == 0 || c.memory_max_entries == 0 || c.breaker_threshold == 0 {
+        if c.max_value_bytes == 0
+            || c.memory_max_entries == 0
+            || c.memory_max_bytes == 0
+            || c.local_max_bytes == 0
+            || c.breaker_threshold == 0
+        {
             return Err(Error::Config(
-                "max_value_bytes, memory_max_entries and breaker_threshold must be at least 1"
+                "max_value_bytes, memory_max_entries, memory_max_bytes, local_max_bytes and \
+                 breaker_threshold must be at least 1"
                     .into(),
             ));
         }

@@ -12,12 +12,14 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::__private::ReturnShape;
+use crate::__private::{LocalValue, ReturnShape};
 use crate::codec::CodecLimits;
 use crate::config::Config;
 use crate::error::Error;
 use crate::flow::{self, Call};
 use crate::key::{self, CacheKey};
+use crate::local::channel::{self, Change};
+use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
 use crate::site::{CallSite, ResolvedSite};
 use crate::skip;
@@ -41,7 +43,11 @@ impl Engine {
         } else {
             Some(match &config.redis_url {
                 Some(url) => Store::Redis(Box::new(RedisStore::new(url, &config)?)),
-                None => Store::Memory(MemoryStore::new(config.memory_max_entries)),
+                None => Store::Memory(MemoryStore::new(
+                    config.memory_max_entries,
+                    config.memory_max_bytes,
+                    config.max_value_bytes as u64,
+                )),
             })
         };
         let limits = CodecLimits {
@@ -63,6 +69,20 @@ impl Engine {
     /// The Redis store, when Redis is configured and caching is on.
     pub(crate) fn redis(&self) -> Option<&RedisStore> {
         self.store.as_ref().and_then(Store::redis)
+    }
+
+    /// Whether `local` levels may serve now: always with the embedded
+    /// store (one process); with Redis, while this process receives the
+    /// other processes' invalidations (the subscriber starts on first use).
+    pub(crate) fn local_live(&self) -> bool {
+        match &self.store {
+            Some(Store::Redis(r)) => {
+                channel::ensure_subscriber(|| r.pubsub_source(), &self.config.namespace);
+                channel::is_live()
+            }
+            Some(Store::Memory(_)) => true,
+            None => false,
+        }
     }
 
     fn start(&self) {
@@ -157,8 +177,7 @@ pub fn build_key<A: Serialize + ?Sized>(
         site.mark_typed();
     }
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
-    let hash = key::hash_segment(&salt_digest, args).map_err(|e| Error::Key(e.to_string()))?;
-    Ok(CacheKey::new(&resolved.key_head, &hash))
+    key::cache_key(&resolved.key_head, &salt_digest, args).map_err(|e| Error::Key(e.to_string()))
 }
 
 /// Steps 1–2: the store and key to use, if any, and whether this call
@@ -201,12 +220,55 @@ fn prepare<'a>(
 pub async fn call_async<R, S, F>(
     site: &'static CallSite,
     key: Result<CacheKey, Error>,
-    _shape: S,
+    shape: S,
     body: F,
 ) -> R
 where
     S: ReturnShape<R>,
     F: Future<Output = R>,
+{
+    call_async_with(site, key, shape, body, |_, _| Off).await
+}
+
+/// A cached call of an async function with `local = N`: its values are
+/// held in this process and returned by clone.
+pub async fn call_async_local<R, S, F>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    shape: S,
+    body: F,
+) -> R
+where
+    S: ReturnShape<R>,
+    S::Value: LocalValue,
+    F: Future<Output = R>,
+{
+    call_async_with(site, key, shape, body, near).await
+}
+
+/// The `local` level of `resolved` as the call path uses it; [`Off`]
+/// when the function has none.
+fn near<'a>(engine: &Engine, resolved: &'a ResolvedSite) -> Either<On<'a>> {
+    match &resolved.local {
+        Some(level) => Either::On(On {
+            level,
+            live: engine.local_live(),
+        }),
+        None => Either::Off,
+    }
+}
+
+async fn call_async_with<R, S, F, N>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    _shape: S,
+    body: F,
+    near: impl FnOnce(&Engine, &'static ResolvedSite) -> N,
+) -> R
+where
+    S: ReturnShape<R>,
+    F: Future<Output = R>,
+    N: Near<S::Value>,
 {
     let engine = engine();
     let resolved = site.resolve(&engine.config);
@@ -224,55 +286,97 @@ where
         );
         return body.await;
     }
+    let near = near(engine, resolved);
     let call = Call {
         engine,
         site: resolved,
         key,
     };
-    flow::run::<_, S, R, F>(&AsyncIo(store), &call, force, body).await
+    flow::run::<_, S, R, F, N>(&AsyncIo(store), &call, force, body, &near).await
 }
 
 /// A cached call of a sync function.
 pub fn call_sync<R, S, F>(
     site: &'static CallSite,
     key: Result<CacheKey, Error>,
-    _shape: S,
+    shape: S,
     body: F,
 ) -> R
 where
     S: ReturnShape<R>,
     F: FnOnce() -> R,
 {
+    call_sync_with(site, key, shape, body, |_, _| Off)
+}
+
+/// A cached call of a sync function with `local = N`.
+pub fn call_sync_local<R, S, F>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    shape: S,
+    body: F,
+) -> R
+where
+    S: ReturnShape<R>,
+    S::Value: LocalValue,
+    F: FnOnce() -> R,
+{
+    call_sync_with(site, key, shape, body, near)
+}
+
+fn call_sync_with<R, S, F, N>(
+    site: &'static CallSite,
+    key: Result<CacheKey, Error>,
+    _shape: S,
+    body: F,
+    near: impl FnOnce(&Engine, &'static ResolvedSite) -> N,
+) -> R
+where
+    S: ReturnShape<R>,
+    F: FnOnce() -> R,
+    N: Near<S::Value>,
+{
     let engine = engine();
     let resolved = site.resolve(&engine.config);
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body();
     };
+    let near = near(engine, resolved);
     let call = Call {
         engine,
         site: resolved,
         key,
     };
     let body = async move { body() };
-    block_on_ready(flow::run::<_, S, R, _>(
+    block_on_ready(flow::run::<_, S, R, _, N>(
         &BlockingIo(store),
         &call,
         force,
         body,
+        &near,
     ))
 }
 
-/// Removes the entry of a call; true if one was there.
+/// Removes the entry of a call; true if one was there. The `local`
+/// levels of every process drop it too.
 pub async fn invalidate_async(
     site: &'static CallSite,
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let _ = site;
-    match &engine().store {
-        Some(store) => Ok(store.del(key.as_str()).await?),
-        None => Ok(false),
+    let engine = engine();
+    let Some(store) = &engine.store else {
+        return Ok(false);
+    };
+    // Removed from the store first: a read racing this one then either
+    // sees nothing or is older than the change and is not held.
+    let removed = store.del(key.as_str()).await?;
+    let change = Change::Key(key.as_str());
+    change.apply_here();
+    if site.options.local.is_some() {
+        channel::publish(store, &engine.config.namespace, change).await?;
     }
+    Ok(removed)
 }
 
 /// [`invalidate_async`] for sync functions.
@@ -281,11 +385,17 @@ pub fn invalidate_sync(
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let _ = site;
-    match &engine().store {
-        Some(store) => Ok(store.del_sync(key.as_str())?),
-        None => Ok(false),
+    let engine = engine();
+    let Some(store) = &engine.store else {
+        return Ok(false);
+    };
+    let removed = store.del_sync(key.as_str())?;
+    let change = Change::Key(key.as_str());
+    change.apply_here();
+    if site.options.local.is_some() {
+        channel::publish_sync(store, &engine.config.namespace, change)?;
     }
+    Ok(removed)
 }
 
 /// Runs `future` (a call of a cached async function) so that it recomputes
@@ -298,4 +408,43 @@ pub async fn force_refresh_async<F: Future>(future: F) -> F::Output {
 /// stores its result whatever the cache holds.
 pub fn force_refresh_sync<R>(f: impl FnOnce() -> R) -> R {
     skip::force_refresh_sync(f)
+}
+
+/// [`Off`] or [`On`], chosen per call site at run time.
+enum Either<T> {
+    Off,
+    On(T),
+}
+
+impl<V: LocalValue> Near<V> for Either<On<'_>> {
+    #[inline]
+    fn get(&self, key: &str) -> Option<V> {
+        match self {
+            Either::On(on) => on.get(key),
+            Either::Off => None,
+        }
+    }
+    #[inline]
+    fn ticket(&self) -> Option<crate::local::Ticket> {
+        match self {
+            Either::On(on) => Near::<V>::ticket(on),
+            Either::Off => None,
+        }
+    }
+    fn hold(
+        &self,
+        ticket: Option<crate::local::Ticket>,
+        key: &str,
+        value: &V,
+        bytes: usize,
+        lifetime: std::time::Duration,
+    ) {
+        if let Either::On(on) = self {
+            on.hold(ticket, key, value, bytes, lifetime);
+        }
+    }
+    #[inline]
+    fn publishes(&self) -> bool {
+        matches!(self, Either::On(_))
+    }
 }

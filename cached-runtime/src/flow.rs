@@ -30,6 +30,8 @@ use crate::error::StoreError;
 use crate::flight::{self, Leader, Outcome, Role};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
+use crate::local::channel::Change;
+use crate::local::Near;
 use crate::ops::Io;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
@@ -84,16 +86,23 @@ impl Call<'_> {
     }
 }
 
-/// A cached call from lookup to result.
-pub(crate) async fn run<I, S, R, F>(io: &I, call: &Call<'_>, force: bool, body: F) -> R
+/// A cached call from lookup to result; `near` is the function's `local`
+/// level, in front of the store.
+pub(crate) async fn run<I, S, R, F, N>(io: &I, call: &Call<'_>, force: bool, body: F, near: &N) -> R
 where
     I: Io,
     S: ReturnShape<R>,
     F: Future<Output = R>,
+    N: Near<S::Value>,
 {
     if force {
-        return compute_and_store::<I, S, R, F>(io, call, body, None).await;
+        return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
     }
+    if let Some(value) = near.get(call.key()) {
+        call.hit();
+        return S::rebuild(value);
+    }
+    let ticket = near.ticket();
     let found = match io.get(call.key(), call.site.touch()).await {
         Ok(found) => found,
         Err(e) => {
@@ -122,11 +131,47 @@ where
         };
         if !refresh_now {
             call.hit();
+            let lifetime = held_for::<S, R>(call, &value, Some(&header));
+            near.hold(
+                ticket,
+                call.key(),
+                &value,
+                header.raw_len as usize,
+                lifetime,
+            );
             return S::rebuild(value);
         }
-        return refresh_or_serve::<I, S, R, F>(io, call, &header, value, body).await;
+        return refresh_or_serve::<I, S, R, F, N>(io, call, &header, value, body, near).await;
     }
-    miss::<I, S, R, F>(io, call, body).await
+    miss::<I, S, R, F, N>(io, call, body, near).await
+}
+
+/// How long the `local` level may hold `value`: what is left of the store
+/// entry's fresh lifetime (`header` of the entry read; `None` for an entry
+/// just written), never more.
+fn held_for<S: ReturnShape<R>, R>(
+    call: &Call<'_>,
+    value: &S::Value,
+    header: Option<&Header>,
+) -> Duration {
+    let lifetime = if S::is_negative(value) {
+        call.site.negative_ttl
+    } else {
+        call.site.ttl
+    };
+    match header {
+        // A read with `refresh` restarted the entry's lifetime.
+        Some(_) if call.site.refresh => lifetime,
+        Some(header) => {
+            let end = header
+                .created_at_ms
+                .saturating_add(lifetime.as_millis() as u64);
+            // Never more than the whole lifetime, even if this clock lags
+            // the writer's.
+            Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(lifetime)
+        }
+        None => lifetime,
+    }
 }
 
 fn compute_time(header: &Header) -> Duration {
@@ -136,17 +181,19 @@ fn compute_time(header: &Header) -> Duration {
 /// An entry due for refreshing (stale, or picked by XFetch): one caller
 /// recomputes it; everyone else, and that caller if recomputing fails, gets
 /// the old value at once.
-async fn refresh_or_serve<I, S, R, F>(
+async fn refresh_or_serve<I, S, R, F, N>(
     io: &I,
     call: &Call<'_>,
     header: &Header,
     old: S::Value,
     body: F,
+    near: &N,
 ) -> R
 where
     I: Io,
     S: ReturnShape<R>,
     F: Future<Output = R>,
+    N: Near<S::Value>,
 {
     let Role::Leader(mut leader) = flight::join(call.key()) else {
         call.hit();
@@ -166,7 +213,8 @@ where
     match outcome {
         Ok(ret) => {
             if let Some(value) = S::cacheable(&ret) {
-                if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
+                if let Some(bytes) = store_value::<I, S, R, N>(io, call, value, elapsed, near).await
+                {
                     leader.share(bytes);
                 }
                 let _ = io.unlock(&lock_key, &token).await;
@@ -193,11 +241,12 @@ where
 
 /// No usable entry: compute once per key in this process (and, with
 /// `lock`, across processes); the other callers wait for that result.
-async fn miss<I, S, R, F>(io: &I, call: &Call<'_>, body: F) -> R
+async fn miss<I, S, R, F, N>(io: &I, call: &Call<'_>, body: F, near: &N) -> R
 where
     I: Io,
     S: ReturnShape<R>,
     F: Future<Output = R>,
+    N: Near<S::Value>,
 {
     let mut leader = match flight::join(call.key()) {
         Role::Leader(leader) => leader,
@@ -211,15 +260,16 @@ where
             }
             // The leader had nothing to share (an error, a panic, `None`):
             // this call runs as if it had been alone.
-            return compute_and_store::<I, S, R, F>(io, call, body, None).await;
+            return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
         }
     };
     if !call.site.lock {
-        return compute_and_store::<I, S, R, F>(io, call, body, Some(&mut leader)).await;
+        return compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
     }
     match acquire::<I, S::Value>(io, call).await {
         Acquired::Lock(token) => {
-            let ret = compute_and_store::<I, S, R, F>(io, call, body, Some(&mut leader)).await;
+            let ret =
+                compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
             if let Err(e) = io.unlock(&call.lock_key(), &token).await {
                 tracing::debug!(key = call.key(), error = %e, "lock not released; it expires with its lease");
             }
@@ -231,7 +281,7 @@ where
             S::rebuild(value)
         }
         Acquired::GaveUp => {
-            compute_and_store::<I, S, R, F>(io, call, body, Some(&mut leader)).await
+            compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await
         }
     }
 }
@@ -299,16 +349,18 @@ async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V
 
 /// Runs the body, counts the miss, stores the cacheable part of the result
 /// and hands its bytes to the followers.
-async fn compute_and_store<I, S, R, F>(
+async fn compute_and_store<I, S, R, F, N>(
     io: &I,
     call: &Call<'_>,
     body: F,
     leader: Option<&mut Leader>,
+    near: &N,
 ) -> R
 where
     I: Io,
     S: ReturnShape<R>,
     F: Future<Output = R>,
+    N: Near<S::Value>,
 {
     let started = Instant::now();
     let ret = body.await;
@@ -316,7 +368,7 @@ where
     call.site.record_miss(call.key(), elapsed);
     match S::cacheable(&ret) {
         Some(value) => {
-            if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
+            if let Some(bytes) = store_value::<I, S, R, N>(io, call, value, elapsed, near).await {
                 if let Some(leader) = leader {
                     leader.share(bytes);
                 }
@@ -327,17 +379,20 @@ where
     ret
 }
 
-/// Encodes and stores `value`; its bytes, when it could be encoded.
-async fn store_value<I, S, R>(
+/// Encodes and stores `value`; its bytes, when it could be encoded. With
+/// a `local` level, the other processes are told and this one holds it.
+async fn store_value<I, S, R, N>(
     io: &I,
     call: &Call<'_>,
     value: &S::Value,
     elapsed: Duration,
+    near: &N,
 ) -> Option<Arc<[u8]>>
 where
     I: Io,
     S: ReturnShape<R>,
     S::Value: Serialize,
+    N: Near<S::Value>,
 {
     let encoded = match codec::encode(value, elapsed, call.engine.limits) {
         Ok(encoded) => encoded,
@@ -378,13 +433,26 @@ where
     } else {
         fresh_for + call.site.stale
     };
+    // Taken before the write: a change another process makes after it
+    // keeps this value out of the level.
+    let ticket = near.ticket();
     match io.set(call.key(), &encoded.bytes, ttl).await {
         // Both sizes count the header, so an uncompressed entry has a
         // compression ratio of exactly 1.
-        Ok(()) => call
-            .site
-            .stats
-            .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len()),
+        Ok(()) => {
+            call.site
+                .stats
+                .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len());
+            if near.publishes() {
+                let namespace = &call.engine.config.namespace;
+                if let Err(e) = io.publish(namespace, Change::Key(call.key())).await {
+                    call.site.stats.error();
+                    tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
+                }
+                let lifetime = held_for::<S, R>(call, value, None);
+                near.hold(ticket, call.key(), value, encoded.raw_len, lifetime);
+            }
+        }
         Err(e) => {
             call.site.stats.error();
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");

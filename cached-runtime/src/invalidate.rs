@@ -14,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::engine::engine;
 use crate::error::Error;
 use crate::key::{self, CacheKey};
+use crate::local::channel::{self, Change};
 use crate::site::CallSite;
 use crate::store::{glob_escape, Store};
 
@@ -36,8 +37,12 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
     let head = format!("{}:{}:", engine.config.namespace, prefix);
     match engine.store() {
         None => Ok(0),
-        Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
-        Some(Store::Redis(r)) => {
+        Some(Store::Memory(m)) => {
+            let removed = m.remove_matching(|k| is_entry_of(k, &head));
+            Change::Head(&head).apply_here();
+            Ok(removed)
+        }
+        Some(store @ Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
             let mut scan = r.scan_keys(pattern);
             let mut removed = 0u64;
@@ -55,6 +60,11 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
                     removed += r.query::<u64>(&unlink).await?;
                 }
             }
+            // One message for the whole prefix, once its entries are gone
+            // (a local level refilled during the scan is emptied by it).
+            let change = Change::Head(&head);
+            change.apply_here();
+            channel::publish(store, &engine.config.namespace, change).await?;
             tracing::debug!(prefix, removed, "prefix invalidated");
             Ok(removed)
         }
@@ -124,6 +134,9 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
     let mut removed = false;
     for key in keys {
         removed |= store.del(key.as_str()).await?;
+        let change = Change::Key(key.as_str());
+        change.apply_here();
+        channel::publish(store, &engine().config.namespace, change).await?;
     }
     Ok(removed)
 }

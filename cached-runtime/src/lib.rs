@@ -26,6 +26,7 @@ mod freshness;
 mod invalidate;
 mod io;
 mod key;
+mod local;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
 mod ops;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::flight::{Flight, Outcome};
+use crate::local::channel::{self, Change};
 use crate::store::{Payload, Store};
 
 /// What the call path asks of the store and of time.
@@ -29,6 +30,8 @@ pub(crate) trait Io {
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
     async fn sleep(&self, duration: Duration);
     async fn wait(&self, flight: &Flight) -> Outcome;
+    /// Tells the other processes' `local` levels about a change.
+    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError>;
 }
 
 /// For `async fn`s: awaits the store.
@@ -61,6 +64,9 @@ impl Io for AsyncIo<'_> {
     async fn wait(&self, flight: &Flight) -> Outcome {
         flight.wait().await
     }
+    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
+        channel::publish(self.0, namespace, change).await
+    }
 }
 
 impl Io for BlockingIo<'_> {
@@ -86,6 +92,9 @@ impl Io for BlockingIo<'_> {
     }
     async fn wait(&self, flight: &Flight) -> Outcome {
         flight.wait_blocking()
+    }
+    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
+        channel::publish_sync(self.0, namespace, change)
     }
 }
 

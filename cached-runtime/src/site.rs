@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::key::{self, SaltParts};
+use crate::local::LocalLevel;
 use crate::stats::{self, PrefixStats};
 
 /// Where a cached function is: filled by the macro from `module_path!()`,
@@ -47,6 +48,8 @@ pub struct SiteOptions {
     pub early: bool,
     /// `cache_none = N`: seconds a `None` is cached; `None` when it is not.
     pub cache_none_secs: Option<u64>,
+    /// `local = N`: entries of the in-process level; `None` without one.
+    pub local: Option<u64>,
 }
 
 impl SiteOptions {
@@ -60,6 +63,7 @@ impl SiteOptions {
         stale_secs: 0,
         early: false,
         cache_none_secs: None,
+        local: None,
     };
 }
 
@@ -146,6 +150,8 @@ pub(crate) struct ResolvedSite {
     pub early_beta: f64,
     /// The counters of this prefix.
     pub stats: Arc<PrefixStats>,
+    /// The `local` level, with `local = N`.
+    pub local: Option<Arc<LocalLevel>>,
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
@@ -251,8 +257,19 @@ impl ResolvedSite {
             .map(Duration::from_secs)
             .unwrap_or(config.default_ttl);
         let options = &site.options;
+        let key_head = format!("{}:{}:", config.namespace, prefix);
+        let local = options.local.map(|entries| {
+            let level = Arc::new(LocalLevel::new(
+                entries,
+                config.local_max_bytes,
+                config.max_value_bytes as u64,
+            ));
+            crate::local::register(&key_head, level.clone());
+            level
+        });
         Self {
-            key_head: format!("{}:{}:", config.namespace, prefix),
+            key_head,
+            local,
             salt_digest: key::salt_digest(&salt_parts(site, config)),
             ttl,
             stale: Duration::from_secs(options.stale_secs),

@@ -10,13 +10,13 @@ fn bad_values(id: u32) -> Option<u32> {
     Some(id)
 }
 
-#[cached(local = 100)]
-fn not_yet(id: u32) -> u32 {
+#[cached(local = 0)]
+fn no_local_entries(id: u32) -> u32 {
     id
 }
 
 fn main() {
     not_an_option(1);
     bad_values(1);
-    not_yet(1);
+    no_local_entries(1);
 }

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cached::macros::concurrent_cached;
 use cached_redis::cached;
+use cached_redis_bench::coherence::{self, Coherence};
 use cached_redis_bench::fixtures::{self, Fixtures, SearchResponse, UserDoc};
 use cached_redis_bench::hist::Hist;
 use cached_redis_bench::report;
@@ -69,6 +70,14 @@ static STAMPEDE_RUNS: AtomicU64 = AtomicU64::new(0);
 /// (b), (e): the README's example, returning the 2 KB search response.
 #[cached(ttl = 3600, prefix = "bench_search")]
 async fn search(query: &Value) -> Result<SearchResponse, BenchError> {
+    let _ = query;
+    SEARCH_RUNS.fetch_add(1, Relaxed);
+    Ok(fx().search.clone())
+}
+
+/// (f): the same function with a `local` level in front of Redis.
+#[cached(ttl = 3600, prefix = "bench_search_local", local = 1000)]
+async fn search_local(query: &Value) -> Result<SearchResponse, BenchError> {
     let _ = query;
     SEARCH_RUNS.fetch_add(1, Relaxed);
     Ok(fx().search.clone())
@@ -426,6 +435,8 @@ fn main() {
         "all" => run_all(&args),
         "embedded" => child_embedded(&args),
         "stampede-child" => child_stampede(&args),
+        "coherence-child" => child_coherence(&args),
+        "coherence" => solo_coherence(&args),
         "solo" => solo(&args),
         "topology-child" => cached_redis_bench::topologies::child(
             &args.only,
@@ -482,6 +493,9 @@ fn run_all(args: &Args) -> Res<()> {
     let mut a = Series::new("a", "raw GET (redis crate): the limit");
     let mut b = Series::new("b", "cached-redis hit");
     let mut c = Series::new("c", "cached crate hit (peer)");
+    let mut f = Series::new("f", "cached-redis `local` hit (in-process level)");
+    // The level goes live once its invalidation channel is subscribed.
+    rt.block_on(local_warm());
     for round in 0..timing.rounds {
         eprintln!(" round {}", round + 1);
         for &level in &timing.levels {
@@ -498,6 +512,11 @@ fn run_all(args: &Args) -> Res<()> {
             }));
             show("c", level, "tasks", &s);
             c.push(level, s);
+            let s = rt.block_on(drive(level, w, |_| async {
+                assert!(search_local(&fx().query).await.is_ok());
+            }));
+            show("f", level, "tasks", &s);
+            f.push(level, s);
         }
     }
     eprintln!("load: the smallest hit (u32 key, 1-byte value)");
@@ -574,7 +593,7 @@ fn run_all(args: &Args) -> Res<()> {
     eprintln!("load: the embedded store (child process)");
     let embedded: EmbeddedChild = child_json(&["--scenario", "embedded"], args)?;
     results.misses_during_hits += embedded.misses_during_hits;
-    results.load = vec![a, b, c, d0, d, embedded.hits.clone(), a1, b1, pa, pb, pc];
+    results.load = vec![a, b, c, d0, d, embedded.hits.clone(), a1, b1, pa, pb, pc, f];
 
     eprintln!("load: sync path");
     results.sync = sync_path(&url, &setup, &timing, w)?;
@@ -623,6 +642,10 @@ fn run_all(args: &Args) -> Res<()> {
     eprintln!("load: topologies (child processes)");
     results.topologies =
         cached_redis_bench::topologies::measure(args.quick).map_err(|e| e.to_string())?;
+    eprintln!("load: coherence of the local level (2 processes)");
+    let changes = if args.quick { 50 } else { 300 };
+    results.coherence = Some(rt.block_on(coherence(args, &url, changes))?);
+
     results.load_seconds = began.elapsed().as_secs_f64();
     results.micro_seconds = args.micro_seconds;
     if let Some(t) = args.started_at {
@@ -1067,6 +1090,79 @@ fn child_stampede(args: &Args) -> Res<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Coherence of the `local` level across two processes.
+
+/// Gives `search_local`'s level time to go live (its invalidation channel
+/// subscribes in a few ms) and fills it.
+async fn local_warm() {
+    for _ in 0..20 {
+        assert!(search_local(&fx().query).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const COHERENCE_STOP: &str = "bench:coherence:stop";
+
+/// The writer side: starts the reader process, lets it settle, changes the
+/// entry `changes` times and collects the reader's delays.
+async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("DEL").arg(COHERENCE_STOP).query_async(&mut conn).await?;
+    coherence::stamped(0).await;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--scenario", "coherence-child", "--redis-url", url])
+        .args(args.child_flags())
+        .env_remove("CACHED_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let child = cmd.spawn()?;
+    // The reader's channel subscribes within its first second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    coherence::write(changes, Duration::from_millis(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: () = redis::cmd("SET").arg(COHERENCE_STOP).arg(1).query_async(&mut conn).await?;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    if !out.status.success() {
+        return Err(format!("coherence reader failed: {}", out.status).into());
+    }
+    let report: coherence::ReaderReport = serde_json::from_slice(&out.stdout)?;
+    let c = Coherence::of(changes, report);
+    eprintln!(
+        "  {} changes, {} seen: p50 {} µs, p99 {} µs, max {} µs",
+        c.changes, c.seen, c.p50_us, c.p99_us, c.max_us
+    );
+    Ok(c)
+}
+
+/// The coherence measurement alone (`--scenario coherence`).
+fn solo_coherence(args: &Args) -> Res<()> {
+    let url = args.redis_url.clone().ok_or("--redis-url")?;
+    cached_redis::init(redis_config(&url)?)?;
+    let changes = if args.quick { 50 } else { 300 };
+    let c = runtime().block_on(coherence(args, &url, changes))?;
+    println!("{}", serde_json::to_string(&c)?);
+    Ok(())
+}
+
+/// The reader side, in its own process.
+fn child_coherence(args: &Args) -> Res<()> {
+    let url = args.redis_url.clone().ok_or("--redis-url")?;
+    cached_redis::init(redis_config(&url)?)?;
+    let rt = runtime();
+    let mut raw = redis::Client::open(url.as_str())?.get_connection()?;
+    let report = rt.block_on(coherence::read_until(move || {
+        redis::cmd("EXISTS")
+            .arg(COHERENCE_STOP)
+            .query::<bool>(&mut raw)
+            .unwrap_or(true)
+    }));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 /// One scenario at one level for a while, for a profiler.
 fn solo(args: &Args) -> Res<()> {
     let w = Window {
@@ -1108,7 +1204,13 @@ fn solo(args: &Args) -> Res<()> {
             "c" => rt.block_on(drive(level, w, |_| async {
                 assert!(peer_search(&fx().query).await.is_ok());
             })),
-            other => return Err(format!("--only {other:?}: one of a, b, c, e, a1, b1").into()),
+            "f" => {
+                rt.block_on(local_warm());
+                rt.block_on(drive(level, w, |_| async {
+                    assert!(search_local(&fx().query).await.is_ok());
+                }))
+            }
+            other => return Err(format!("--only {other:?}: one of a, b, c, e, f, a1, b1").into()),
         }
     };
     show(&args.only, level, "tasks", &s);

@@ -79,19 +79,59 @@ pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] 
     *h.finalize().as_bytes()
 }
 
+/// The first 16 bytes of `BLAKE3(salt_digest || canonical_json(args))`.
+fn args_digest<T: Serialize + ?Sized>(
+    salt_digest: &[u8; 32],
+    args: &T,
+) -> Result<[u8; 16], CanonicalError> {
+    thread_local! {
+        /// The canonical JSON of the last key built on this thread, kept
+        /// for its capacity: no allocation per key once warm.
+        static JSON: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // `try_with`: a key built from another thread-local's destructor
+    // still works, with a buffer of its own.
+    let mut json = JSON.try_with(std::cell::Cell::take).unwrap_or_default();
+    json.clear();
+    let result = to_canonical_json(args, &mut json).map(|()| {
+        let mut h = blake3::Hasher::new();
+        h.update(salt_digest);
+        h.update(&json);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        first
+    });
+    // A buffer grown by a huge argument is not kept.
+    if json.capacity() <= JSON_KEEP_MAX {
+        let _ = JSON.try_with(|cell| cell.set(json));
+    }
+    result
+}
+
+/// Largest JSON buffer kept per thread between keys.
+const JSON_KEEP_MAX: usize = 64 << 10;
+
 /// The 22-character hash segment for `args` under `salt_digest`.
 pub(crate) fn hash_segment<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
 ) -> Result<String, CanonicalError> {
-    // Roomy enough that most keys never grow it.
-    let mut json = Vec::with_capacity(256);
-    to_canonical_json(args, &mut json)?;
-    let mut h = blake3::Hasher::new();
-    h.update(salt_digest);
-    h.update(&json);
-    let digest = h.finalize();
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_bytes()[..16]))
+    let digest = args_digest(salt_digest, args)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}
+
+/// The key of `args` under `head` (`{namespace}:{prefix}:`) and
+/// `salt_digest`, built in one allocation.
+pub(crate) fn cache_key<T: Serialize + ?Sized>(
+    head: &str,
+    salt_digest: &[u8; 32],
+    args: &T,
+) -> Result<CacheKey, CanonicalError> {
+    let digest = args_digest(salt_digest, args)?;
+    let mut key = String::with_capacity(head.len() + HASH_LEN);
+    key.push_str(head);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(digest, &mut key);
+    Ok(CacheKey(key))
 }
 
 /// A full Redis key of one call.
@@ -280,6 +320,17 @@ mod tests {
             ..BASE
         });
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn cache_key_is_head_and_segment() {
+        let digest = salt_digest(&BASE);
+        let args = serde_json::json!({"b": [1, 2], "a": "x"});
+        let key = super::cache_key("ns:p:", &digest, &args).unwrap();
+        assert_eq!(
+            key.as_str(),
+            format!("ns:p:{}", hash_segment(&digest, &args).unwrap())
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! connection to the old master breaks, the store drops it, the next
 //! connect asks the sentinels again).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
@@ -25,13 +25,45 @@ use crate::config::TlsOptions;
 /// How to reach the configured Redis.
 pub(crate) enum Backend {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster {
+        client: ClusterClient,
+        /// A client of each seed node, for the invalidation channel (a
+        /// plain `PUBLISH` on a cluster reaches the subscribers of every
+        /// node).
+        nodes: Vec<redis::Client>,
+    },
     /// One sentinel client per calling style: the async one is locked
-    /// across awaits, the blocking one must never wait on a runtime.
+    /// across awaits, the blocking one must never wait on a runtime, and
+    /// the invalidation channel's subscriber has its own.
     Sentinel {
         for_async: tokio::sync::Mutex<SentinelClient>,
         for_sync: Mutex<SentinelClient>,
+        for_pubsub: Arc<tokio::sync::Mutex<SentinelClient>>,
     },
+}
+
+/// Where the invalidation channel's subscriber connects: a node of the
+/// configured Redis (the current master, behind a sentinel).
+#[derive(Clone)]
+pub(crate) enum PubSubSource {
+    /// Tried in turn, one per attempt.
+    Nodes(Vec<redis::Client>),
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl PubSubSource {
+    /// The client to subscribe through on the `attempt`-th connect.
+    pub(crate) async fn client(&self, attempt: usize) -> RedisResult<redis::Client> {
+        match self {
+            PubSubSource::Nodes(nodes) => nodes
+                .get(attempt % nodes.len().max(1))
+                .cloned()
+                .ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Client, "no node to subscribe to"))
+                }),
+            PubSubSource::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
 }
 
 impl Backend {
@@ -85,28 +117,28 @@ impl Backend {
                 .map_err(|_| client_error("Unix-socket URL")),
             Topology::Single => {
                 let (host, port) = &target.nodes[0];
-                let info = node_info(addr(host, *port), &settings);
-                let client = match certs {
-                    Some(certs) => redis::Client::build_with_tls(info, certs),
-                    None => redis::Client::open(info),
-                };
-                client
+                node_client(node_info(addr(host, *port), &settings), &certs)
                     .map(Backend::Single)
                     .map_err(|_| client_error("TLS settings"))
             }
             Topology::Cluster => {
-                let nodes: Vec<ConnectionInfo> = target
+                let infos: Vec<ConnectionInfo> = target
                     .nodes
                     .iter()
                     .map(|(host, port)| node_info(addr(host, *port), &settings))
                     .collect();
-                let mut builder = ClusterClientBuilder::new(nodes);
+                let nodes = infos
+                    .iter()
+                    .map(|info| node_client(info.clone(), &certs))
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(|_| client_error("TLS settings"))?;
+                let mut builder = ClusterClientBuilder::new(infos);
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
                 builder
                     .build()
-                    .map(Backend::Cluster)
+                    .map(|client| Backend::Cluster { client, nodes })
                     .map_err(|_| client_error("cluster settings"))
             }
             Topology::Sentinel { service } => {
@@ -138,12 +170,13 @@ impl Backend {
                     }
                     b.build()
                 };
-                let (a, s) = build()
-                    .and_then(|a| Ok((a, build()?)))
+                let (a, s, p) = build()
+                    .and_then(|a| Ok((a, build()?, build()?)))
                     .map_err(|_| client_error("sentinel settings"))?;
                 Ok(Backend::Sentinel {
                     for_async: tokio::sync::Mutex::new(a),
                     for_sync: Mutex::new(s),
+                    for_pubsub: Arc::new(tokio::sync::Mutex::new(p)),
                 })
             }
         }
@@ -151,7 +184,16 @@ impl Backend {
 
     /// Whether this is a cluster (several masters, slot routing).
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Backend::Cluster(_))
+        matches!(self, Backend::Cluster { .. })
+    }
+
+    /// Where the invalidation channel's subscriber connects.
+    pub(crate) fn pubsub_source(&self) -> PubSubSource {
+        match self {
+            Backend::Single(client) => PubSubSource::Nodes(vec![client.clone()]),
+            Backend::Cluster { nodes, .. } => PubSubSource::Nodes(nodes.clone()),
+            Backend::Sentinel { for_pubsub, .. } => PubSubSource::Sentinel(Arc::clone(for_pubsub)),
+        }
     }
 
     /// A multiplexed connection opened on the current runtime (its driver
@@ -165,7 +207,7 @@ impl Backend {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map(AsyncConn::Single),
-            Backend::Cluster(client) => {
+            Backend::Cluster { client, .. } => {
                 // Responses are timed by the store; the cluster connection
                 // must not give up on its own first.
                 let config = ClusterConfig::new().set_connection_timeout(connect_timeout);
@@ -199,7 +241,7 @@ impl Backend {
         };
         match self {
             Backend::Single(client) => single(client),
-            Backend::Cluster(client) => {
+            Backend::Cluster { client, .. } => {
                 let config = ClusterConfig::new()
                     .set_connection_timeout(connect_timeout)
                     .set_response_timeout(timeout);
@@ -216,6 +258,18 @@ impl Backend {
                 single(&master)
             }
         }
+    }
+}
+
+/// A client of one node, over TLS when `certs` (or a `rediss` address)
+/// says so.
+fn node_client(
+    info: ConnectionInfo,
+    certs: &Option<TlsCertificates>,
+) -> RedisResult<redis::Client> {
+    match certs {
+        Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+        None => redis::Client::open(info),
     }
 }
 

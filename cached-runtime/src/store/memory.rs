@@ -1,113 +1,144 @@
 //! The embedded in-process store: what serves when no Redis is configured,
 //! so a program runs the same on a laptop with nothing installed.
 //!
-//! Sharded mutex-protected maps of encoded entries with deadlines. Expired
-//! entries are dropped when met; a full shard first sweeps its expired
-//! entries, then evicts the entry closest to expiry.
+//! A [`quick_cache`] cache of encoded entries with deadlines, bounded by
+//! `memory_max_entries` and `memory_max_bytes` at once: an entry weighs its
+//! bytes and key, but never less than `max_bytes / max_entries`, so at most
+//! that many entries fit and their sizes never add up to more than the
+//! budget. Eviction (CLOCK-Pro) is O(1); expired entries are dropped when
+//! met and are the first candidates when room is needed, since nothing
+//! reads them.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const SHARDS: usize = 16;
+use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
+
+use crate::local::shards_for;
 
 #[derive(Debug)]
 struct Entry {
     bytes: Arc<[u8]>,
-    expires_at: Instant,
+    /// Deadline in ms since [`epoch`]; atomic so that `touch` needs no
+    /// write access to the cache.
+    expires_ms: AtomicU64,
+    weight: u64,
 }
 
-#[derive(Debug)]
+/// The instant deadlines count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+fn deadline(ttl: Duration) -> u64 {
+    now_ms().saturating_add((ttl.as_millis() as u64).max(1))
+}
+
+#[derive(Clone, Copy)]
+struct EntryWeight;
+
+impl Weighter<String, Arc<Entry>> for EntryWeight {
+    fn weight(&self, _key: &String, entry: &Arc<Entry>) -> u64 {
+        entry.weight
+    }
+}
+
 pub(crate) struct MemoryStore {
-    shards: Box<[Mutex<HashMap<String, Entry>>]>,
-    hasher: RandomState,
-    max_per_shard: usize,
+    cache: Cache<String, Arc<Entry>, EntryWeight>,
+    /// The weight of an entry of no size.
+    floor: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.cache.len())
+            .field("weight", &self.cache.weight())
+            .field("capacity", &self.cache.capacity())
+            .finish()
+    }
 }
 
 impl MemoryStore {
-    pub(crate) fn new(max_entries: usize) -> Self {
+    /// A store of at most `max_entries` entries and `max_bytes` bytes, for
+    /// entries of up to `largest` bytes.
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, largest: u64) -> Self {
+        let entries = (max_entries as u64).max(1);
+        let max_bytes = max_bytes.max(entries);
+        let cache = Cache::with_options(
+            OptionsBuilder::new()
+                .estimated_items_capacity(max_entries.clamp(1, 1 << 20))
+                .weight_capacity(max_bytes)
+                .shards(shards_for(entries, max_bytes, largest))
+                .build()
+                .expect("valid cache options"),
+            EntryWeight,
+            Default::default(),
+            Default::default(),
+        );
+        let _ = epoch();
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-            max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+            cache,
+            floor: max_bytes.div_ceil(entries),
         }
-    }
-
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // A panic while holding the lock cannot leave an entry half-written.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The entry under `key`; with `touch`, its lifetime restarts.
     pub(crate) fn get(&self, key: &str, touch: Option<Duration>) -> Option<Arc<[u8]>> {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        let entry = shard.get_mut(key)?;
-        if entry.expires_at <= now {
-            shard.remove(key);
+        let entry = self.cache.get(key)?;
+        if entry.expires_ms.load(Relaxed) <= now_ms() {
+            self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
             return None;
         }
         if let Some(ttl) = touch {
-            entry.expires_at = now + ttl;
+            entry.expires_ms.store(deadline(ttl), Relaxed);
         }
         Some(entry.bytes.clone())
     }
 
     pub(crate) fn set(&self, key: &str, bytes: &[u8], ttl: Duration) {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        if shard.len() >= self.max_per_shard && !shard.contains_key(key) {
-            shard.retain(|_, e| e.expires_at > now);
-            if shard.len() >= self.max_per_shard {
-                let victim = shard
-                    .iter()
-                    .min_by_key(|(_, e)| e.expires_at)
-                    .map(|(k, _)| k.clone());
-                if let Some(victim) = victim {
-                    shard.remove(&victim);
-                }
-            }
-        }
-        shard.insert(
-            key.to_owned(),
-            Entry {
-                bytes: bytes.into(),
-                expires_at: now + ttl,
-            },
-        );
+        let weight = (bytes.len() as u64 + key.len() as u64).max(self.floor);
+        let entry = Entry {
+            bytes: bytes.into(),
+            expires_ms: AtomicU64::new(deadline(ttl)),
+            weight,
+        };
+        self.cache.insert(key.to_owned(), Arc::new(entry));
     }
 
     pub(crate) fn del(&self, key: &str) -> bool {
-        let now = Instant::now();
-        self.shard(key)
+        self.cache
             .remove(key)
-            .is_some_and(|e| e.expires_at > now)
+            .is_some_and(|(_, e)| e.expires_ms.load(Relaxed) > now_ms())
     }
 
     /// Removes every live entry whose key satisfies `matches`; how many.
     pub(crate) fn remove_matching(&self, matches: impl Fn(&str) -> bool) -> u64 {
-        let now = Instant::now();
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|k, e| {
-                let hit = matches(k);
-                removed += u64::from(hit && e.expires_at > now);
-                !hit
-            });
-        }
-        removed
+        let now = now_ms();
+        let removed = AtomicU64::new(0);
+        self.cache.retain(|k, e| {
+            let hit = matches(k);
+            if hit && e.expires_ms.load(Relaxed) > now {
+                removed.fetch_add(1, Relaxed);
+            }
+            !hit
+        });
+        removed.into_inner()
     }
 
     /// Remaining lifetime of `key`, if present.
     #[cfg(test)]
     pub(crate) fn ttl(&self, key: &str) -> Option<Duration> {
-        let shard = self.shard(key);
-        shard
-            .get(key)
-            .and_then(|e| e.expires_at.checked_duration_since(Instant::now()))
+        let entry = self.cache.peek(key)?;
+        let left = entry.expires_ms.load(Relaxed).checked_sub(now_ms())?;
+        Some(Duration::from_millis(left))
     }
 }
 
@@ -115,9 +146,11 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
+    const BIG: u64 = 1 << 30;
+
     #[test]
     fn set_get_expire() {
-        let m = MemoryStore::new(100);
+        let m = MemoryStore::new(100, BIG, 1);
         m.set("k", b"v", Duration::from_millis(30));
         assert_eq!(m.get("k", None).as_deref(), Some(&b"v"[..]));
         std::thread::sleep(Duration::from_millis(40));
@@ -126,28 +159,54 @@ mod tests {
 
     #[test]
     fn touch_extends() {
-        let m = MemoryStore::new(100);
+        let m = MemoryStore::new(100, BIG, 1);
         m.set("k", b"v", Duration::from_millis(50));
         m.get("k", Some(Duration::from_secs(10)));
         assert!(m.ttl("k").unwrap() > Duration::from_secs(9));
     }
 
     #[test]
-    fn capacity_is_bounded() {
-        let m = MemoryStore::new(32);
+    fn entry_count_is_bounded() {
+        let m = MemoryStore::new(32, BIG, 1);
         for i in 0..1000 {
             m.set(&format!("k{i}"), b"v", Duration::from_secs(60));
         }
-        let total: usize = m.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-        assert!(total <= 32, "{total} entries");
+        assert!(m.cache.len() <= 32, "{} entries", m.cache.len());
         assert!(m.get("k999", None).is_some(), "newest entry kept");
+    }
+
+    /// The case the entry bound alone allowed: many large values.
+    #[test]
+    fn bytes_are_bounded() {
+        let m = MemoryStore::new(100_000, 1 << 20, 1);
+        let value = vec![7u8; 64 << 10];
+        for i in 0..200 {
+            m.set(&format!("k{i}"), &value, Duration::from_secs(60));
+        }
+        assert!(m.cache.weight() <= 1 << 20, "{} bytes", m.cache.weight());
+        let held: usize = (0..200)
+            .filter(|i| m.get(&format!("k{i}"), None).is_some())
+            .count();
+        assert!(held <= 16, "{held} values of 64 KiB in 1 MiB");
+        assert!(held > 0);
     }
 
     #[test]
     fn del_reports_presence() {
-        let m = MemoryStore::new(10);
+        let m = MemoryStore::new(10, BIG, 1);
         m.set("k", b"v", Duration::from_secs(1));
         assert!(m.del("k"));
         assert!(!m.del("k"));
+    }
+
+    #[test]
+    fn remove_matching_counts_live_entries() {
+        let m = MemoryStore::new(100, BIG, 1);
+        m.set("a:1", b"v", Duration::from_secs(60));
+        m.set("a:2", b"v", Duration::from_secs(60));
+        m.set("b:1", b"v", Duration::from_secs(60));
+        assert_eq!(m.remove_matching(|k| k.starts_with("a:")), 2);
+        assert!(m.get("b:1", None).is_some());
+        assert!(m.get("a:1", None).is_none());
     }
 }

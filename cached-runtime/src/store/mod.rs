@@ -10,6 +10,7 @@ pub(crate) mod target;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use self::connect::PubSubSource;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::glob_escape;
 pub use self::redis::{RedisStore, ScanCursor};
@@ -90,10 +91,11 @@ fn lock_cmd(lock_key: &str, token: &str, lease: Duration) -> ::redis::Cmd {
     cmd
 }
 
-fn unlock_cmd(lock_key: &str, token: &str) -> ::redis::Cmd {
-    let mut cmd = ::redis::cmd("EVAL");
-    cmd.arg(UNLOCK).arg(1).arg(lock_key).arg(token);
-    cmd
+/// [`UNLOCK`] as a script: sent as `EVALSHA` (its hash, not its text),
+/// loaded by the crate on the one `NOSCRIPT` reply after a server restart.
+fn unlock_script() -> &'static ::redis::Script {
+    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| ::redis::Script::new(UNLOCK))
 }
 
 impl Store {
@@ -209,8 +211,9 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
-                let cmd = unlock_cmd(lock_key, token);
-                r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+                let mut invocation = unlock_script().key(lock_key);
+                invocation.arg(token);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
                     .await
                     .map(drop)
             }
@@ -237,7 +240,7 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => r
-                .run_sync(|c| unlock_cmd(lock_key, token).query::<i64>(c))
+                .run_sync(|c| unlock_script().key(lock_key).arg(token).invoke::<i64>(c))
                 .map(drop),
         }
     }

@@ -145,6 +145,12 @@ impl RedisStore {
         self.backend.is_cluster()
     }
 
+    /// Where the invalidation channel's subscriber connects (a node of
+    /// this Redis, whatever its topology).
+    pub(crate) fn pubsub_source(&self) -> super::connect::PubSubSource {
+        self.backend.pubsub_source()
+    }
+
     /// Runs one async command against Redis, under the timeout and breaker.
     pub(crate) async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
     where

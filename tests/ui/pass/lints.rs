@@ -44,6 +44,12 @@ fn all_options(conn: &mut Conn, id: i64) -> Option<Point> {
     Some(Point { x, y: 0 })
 }
 
+#[cached(local = 16, prefix = "lints_local")]
+fn held(id: i64) -> Option<Point> {
+    let x = i32::try_from(id).ok()?;
+    Some(Point { x, y: 1 })
+}
+
 #[cached]
 fn plain(mut a: u32, b: String) -> u32 {
     a += 1;
@@ -185,6 +191,9 @@ pub fn main() {
     let _ = all_options_cache_key(1);
     let _ = all_options_invalidate(1);
     let _ = all_options_refresh(&mut conn, 1);
+    assert_eq!(held(2), Some(Point { x: 2, y: 1 }));
+    assert_eq!(held(2), Some(Point { x: 2, y: 1 }));
+    let _ = held_invalidate(2);
     assert_eq!(plain(1, "ab".to_owned()), 4);
     let _ = plain_refresh(1, "ab".to_owned());
     assert_eq!(result_alias("5").ok(), Some(5));

@@ -1,0 +1,188 @@
+//! The report's section on the `local` level and on the client work of a
+//! Redis hit: L1 goals, coherence delay, and the micro figures of keying,
+//! canonical JSON against serde_json, and the codec.
+
+use std::fmt::Write as _;
+
+use crate::report::{fmt_int, fmt_ns};
+use crate::results::Results;
+
+fn ops(r: &Results, id: &str, level: usize) -> f64 {
+    r.series(id)
+        .and_then(|s| s.at(level))
+        .map_or(f64::NAN, |s| s.ops_per_sec)
+}
+
+fn p99(r: &Results, id: &str, level: usize) -> f64 {
+    r.series(id)
+        .and_then(|s| s.at(level))
+        .map_or(f64::NAN, |s| s.p99_ns as f64)
+}
+
+fn micro(r: &Results, id: &str) -> f64 {
+    r.micro(id).map_or(f64::NAN, |m| m.ns)
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:.2}×")
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Goal rows for the `local` level and the Redis hit path, in the goals
+/// table's format.
+pub fn goal_rows(r: &Results) -> String {
+    let mut w = String::new();
+    let top = r.timing.levels.iter().copied().max().unwrap_or(64);
+    let f1 = ops(r, "f", 1) / ops(r, "a", 1);
+    let _ = writeln!(
+        w,
+        "| `local` hit, 1 task | ≥ 20 × raw GET | {} ({} vs {} calls/s) | {} |",
+        ratio(f1),
+        fmt_int(ops(r, "f", 1)),
+        fmt_int(ops(r, "a", 1)),
+        verdict(f1 >= 20.0)
+    );
+    let ft = ops(r, "f", top) / ops(r, "c", top);
+    let _ = writeln!(
+        w,
+        "| `local` hit, {top} tasks | ≥ 10 × the peer's hit | {} ({} vs {} calls/s) | {} |",
+        ratio(ft),
+        fmt_int(ops(r, "f", top)),
+        fmt_int(ops(r, "c", top)),
+        verdict(ft >= 10.0)
+    );
+    let worst = r
+        .timing
+        .levels
+        .iter()
+        .map(|&l| p99(r, "f", l))
+        .fold(0.0f64, f64::max);
+    let _ = writeln!(
+        w,
+        "| `local` hit p99 | < 10 µs | {} at worst over {:?} tasks | {} |",
+        fmt_ns(worst),
+        r.timing.levels,
+        verdict(worst < 10_000.0)
+    );
+    if let Some(c) = &r.coherence {
+        let _ = writeln!(
+            w,
+            "| coherence delay, 2 processes | p99 ≤ 100 ms | p99 {} ({} changes) | {} |",
+            fmt_ns(c.p99_us as f64 * 1e3),
+            c.seen,
+            verdict(c.seen > 0 && c.p99_us <= 100_000)
+        );
+    }
+    for &l in &r.timing.levels {
+        let bc = ops(r, "b", l) / ops(r, "c", l);
+        let _ = writeln!(
+            w,
+            "| Redis hit against the peer, {l} task{} | ≥ 1.0 × | {} | {} |",
+            if l == 1 { "" } else { "s" },
+            ratio(bc),
+            verdict(bc >= 1.0)
+        );
+    }
+    let key = micro(r, "key/json_1kb");
+    let _ = writeln!(
+        w,
+        "| keying the 1 KB query | ≤ 1.5 µs | {} | {} |",
+        fmt_ns(key),
+        verdict(key <= 1_500.0)
+    );
+    let dec = micro(r, "hit/2KB") - micro(r, "hit/tiny");
+    let _ = writeln!(
+        w,
+        "| inflate + decode, 2 KB value | ≤ 3 µs | {} | {} |",
+        fmt_ns(dec),
+        verdict(dec <= 3_000.0)
+    );
+    w
+}
+
+/// The section on the `local` level.
+pub fn section(r: &Results) -> String {
+    let mut w = String::new();
+    let _ = writeln!(w, "## The `local` level\n");
+    let _ = writeln!(
+        w,
+        "(f) is the same 2 KB `search` with `local = 1000`: after its first call a hit \
+         builds the key and clones the value held in this process; no round trip, no \
+         decode. Its rows are in the table above and in the chart.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| tasks | (f) calls/s | p99 | ÷ (a) raw GET | ÷ (c) peer |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    for &l in &r.timing.levels {
+        let _ = writeln!(
+            w,
+            "| {l} | {} | {} | {} | {} |",
+            fmt_int(ops(r, "f", l)),
+            fmt_ns(p99(r, "f", l)),
+            ratio(ops(r, "f", l) / ops(r, "a", l)),
+            ratio(ops(r, "f", l) / ops(r, "c", l)),
+        );
+    }
+    if let Some(c) = &r.coherence {
+        let _ = writeln!(
+            w,
+            "\n### Coherence across processes\n\n\
+             A second process reads the entry in a loop (`local` hits) while this one \
+             replaces it {} times with `_refresh`, 10 ms apart. Each delay runs from the \
+             moment the writer's body produced the value (before its `SET` and \
+             `PUBLISH`) to the reader's first call that returns it: {} changes seen, \
+             p50 {}, p99 {}, max {} (the reader made {} calls).\n",
+            c.changes,
+            c.seen,
+            fmt_ns(c.p50_us as f64 * 1e3),
+            fmt_ns(c.p99_us as f64 * 1e3),
+            fmt_ns(c.max_us as f64 * 1e3),
+            fmt_int(c.reader_calls as f64),
+        );
+    }
+    let _ = writeln!(w, "\n### Canonical JSON against serde_json\n");
+    let _ = writeln!(
+        w,
+        "The whole key (canonical JSON, BLAKE3 with the salt, base64url, the head) \
+         against the same key through `serde_json::to_value` (objects sorted by its \
+         `BTreeMap`) and `serde_json::to_writer`, on the same inputs.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| key arguments | canonical (`name_cache_key`) | `to_value` + `to_writer` | canonical ÷ serde_json |\n| --- | ---: | ---: | ---: |"
+    );
+    for (name, id) in [
+        ("a small struct (4 fields)", "small_struct"),
+        ("a 1 KB JSON query", "json_1kb"),
+        ("a `HashMap<String, u64>` of 100 entries", "hashmap_100"),
+    ] {
+        let ours = micro(r, &format!("key/{id}"));
+        let serde = micro(r, &format!("key_serde_value/{id}"));
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {} | {} |",
+            fmt_ns(ours),
+            fmt_ns(serde),
+            ratio(ours / serde)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n`local` hit through the embedded store, sync, 2 KB value (key of a `u32`, \
+         lookup, clone): {}.\n",
+        fmt_ns(micro(r, "local_hit/2KB"))
+    );
+    w
+}

@@ -1,0 +1,270 @@
+//! The invalidation channel: `PUBLISH {namespace}:__invalidate` when an
+//! entry changes, and one subscriber per process that applies what others
+//! publish to its `local` levels.
+//!
+//! The subscriber has its own connection (a subscribed connection can do
+//! nothing else), opened from the store's `redis::Client`, on a thread of
+//! its own with a one-thread runtime, so it outlives every runtime of the
+//! program and serves sync programs too. It reconnects by itself. While it
+//! is not subscribed, [`is_live`] is false: levels are emptied and
+//! bypassed, because invalidations published meanwhile are lost. A
+//! connection that answers no `PING` within [`PING_TIMEOUT`] counts as
+//! lost.
+//!
+//! Messages are text: `{origin} k {key}` (one entry) or `{origin} p {head}`
+//! (every entry under `{namespace}:{prefix}:`). `origin` identifies the
+//! publishing process, which has already applied the change to its own
+//! levels and skips its own messages. Plain `PUBLISH`/`SUBSCRIBE` (RESP2)
+//! work on Redis 5 and later and on a cluster.
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::error::StoreError;
+use crate::store::{PubSubSource, Store};
+
+/// How often the subscriber checks that its connection still answers.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// How long a `PING` may take before the connection counts as lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between reconnection attempts.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Whether invalidations from other processes are arriving now.
+static LIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the `local` levels may serve and be filled: with Redis, only
+/// while the channel is subscribed.
+pub(crate) fn is_live() -> bool {
+    LIVE.load(SeqCst)
+}
+
+/// The channel of a namespace.
+pub(crate) fn channel_name(namespace: &str) -> String {
+    format!("{namespace}:__invalidate")
+}
+
+/// This process's identity in messages: random, fixed for its lifetime.
+fn origin() -> &'static str {
+    static ORIGIN: OnceLock<String> = OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        use std::hash::{BuildHasher, RandomState};
+        let n = RandomState::new().hash_one(std::process::id());
+        format!("{n:016x}")
+    })
+}
+
+/// A change of one entry (`key`) or of every entry under `head`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    Key(&'a str),
+    Head(&'a str),
+}
+
+impl Change<'_> {
+    fn message(self) -> String {
+        match self {
+            Change::Key(key) => format!("{} k {key}", origin()),
+            Change::Head(head) => format!("{} p {head}", origin()),
+        }
+    }
+
+    /// Applies the change to this process's own levels.
+    pub(crate) fn apply_here(self) {
+        match self {
+            Change::Key(key) => super::invalidate_key(key),
+            Change::Head(head) => super::invalidate_head(head),
+        }
+    }
+}
+
+/// Applies a received message, unless this process sent it.
+fn receive(message: &str) {
+    let mut parts = message.splitn(3, ' ');
+    let (Some(from), Some(kind), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+        tracing::debug!(message, "ignoring a malformed invalidation message");
+        return;
+    };
+    if from == origin() {
+        return;
+    }
+    match kind {
+        "k" => super::invalidate_key(what),
+        "p" => super::invalidate_head(what),
+        _ => tracing::debug!(message, "ignoring an invalidation message of unknown kind"),
+    }
+}
+
+fn publish_cmd(namespace: &str, change: Change<'_>) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel_name(namespace)).arg(change.message());
+    cmd
+}
+
+/// Tells the other processes about `change` (the caller applied it here).
+pub(crate) async fn publish(
+    store: &Store,
+    namespace: &str,
+    change: Change<'_>,
+) -> Result<(), StoreError> {
+    let Some(r) = store.redis() else {
+        return Ok(());
+    };
+    let cmd = publish_cmd(namespace, change);
+    r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+        .await
+        .map(drop)
+}
+
+/// [`publish`] for sync callers.
+pub(crate) fn publish_sync(
+    store: &Store,
+    namespace: &str,
+    change: Change<'_>,
+) -> Result<(), StoreError> {
+    let Some(r) = store.redis() else {
+        return Ok(());
+    };
+    r.run_sync(|c| publish_cmd(namespace, change).query::<i64>(c))
+        .map(drop)
+}
+
+/// Starts this process's subscriber (once), listening on `namespace`'s
+/// channel through a node of the configured Redis (`source` is asked only
+/// the first time).
+pub(crate) fn ensure_subscriber(source: impl FnOnce() -> PubSubSource, namespace: &str) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let source = source();
+        let channel = channel_name(namespace);
+        let spawned = std::thread::Builder::new()
+            .name("cached-redis-invalidation".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "no runtime for the invalidation channel; local levels stay off");
+                        return;
+                    }
+                };
+                rt.block_on(subscribe_forever(source, channel));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the invalidation channel; local levels stay off");
+        }
+    });
+}
+
+/// Connects, subscribes and applies messages; on any loss, empties the
+/// levels and starts over (on a cluster, through the next seed node; behind
+/// a sentinel, through the master it names now).
+async fn subscribe_forever(source: PubSubSource, channel: String) {
+    let mut retry = RETRY_MIN;
+    let mut attempt = 0usize;
+    loop {
+        let outcome = match source.client(attempt).await {
+            Ok(client) => listen(&client, &channel).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => retry = RETRY_MIN,
+            Err(e) => {
+                tracing::debug!(error = %e, "invalidation channel unavailable");
+            }
+        }
+        attempt = attempt.wrapping_add(1);
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// One connection's life: returns when it is lost (Ok if it had been
+/// subscribed).
+async fn listen(client: &redis::Client, channel: &str) -> redis::RedisResult<()> {
+    let pubsub = tokio::time::timeout(RETRY_MAX * 2, client.get_async_pubsub())
+        .await
+        .map_err(|_| timeout_error("connecting"))??;
+    let (mut sink, mut stream) = pubsub.split();
+    tokio::time::timeout(RETRY_MAX * 2, sink.subscribe(channel))
+        .await
+        .map_err(|_| timeout_error("subscribing"))??;
+    // Whatever was held was read while no invalidation could arrive.
+    super::clear_all();
+    LIVE.store(true, SeqCst);
+    tracing::debug!(channel, "invalidation channel subscribed; local levels on");
+    let lost = loop {
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => match message.get_payload::<String>() {
+                    Ok(text) => receive(&text),
+                    Err(e) => tracing::debug!(error = %e, "ignoring a non-text invalidation message"),
+                },
+                None => break "connection closed",
+            },
+            () = tokio::time::sleep(PING_EVERY) => {
+                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    break "no answer to PING";
+                }
+            }
+        }
+    };
+    LIVE.store(false, SeqCst);
+    super::clear_all();
+    tracing::warn!(
+        channel,
+        reason = lost,
+        "invalidation channel lost; local levels emptied and bypassed until it is back"
+    );
+    Ok(())
+}
+
+fn timeout_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("invalidation channel: {what} timed out"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_messages_are_skipped_and_others_applied() {
+        let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20, 1));
+        super::super::register("chan-ns:p:", level.clone());
+        level.put(
+            level.ticket(),
+            "chan-ns:p:k",
+            1u8,
+            1,
+            Duration::from_secs(60),
+        );
+        receive(&Change::Key("chan-ns:p:k").message());
+        assert_eq!(
+            level.get::<u8>("chan-ns:p:k"),
+            Some(1),
+            "own message skipped"
+        );
+        receive("someoneelse000000 k chan-ns:p:k");
+        assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
+        level.put(
+            level.ticket(),
+            "chan-ns:p:k",
+            1u8,
+            1,
+            Duration::from_secs(60),
+        );
+        receive("someoneelse000000 p chan-ns:p:");
+        assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
+        receive("garbage");
+    }
+}

@@ -1,0 +1,396 @@
+//! The `local = N` level: decoded values held in this process in front of
+//! the store, so a hot key costs no round trip and no decode.
+//!
+//! Each function with `local` has its own [`LocalLevel`], a
+//! [`quick_cache`] cache bounded both by N entries and by
+//! `local_max_bytes`: an entry weighs its estimated size, but never less
+//! than `local_max_bytes / N`, so at most N entries fit and their sizes
+//! add up to at most the budget. Eviction is quick_cache's CLOCK-Pro, O(1).
+//! Each entry carries a deadline: the end of the store entry's fresh
+//! lifetime as its header tells it, never later.
+//!
+//! Coherence ([`channel`]): every change of an entry (a miss that stores,
+//! `_refresh`, `_invalidate`, `invalidate_args`, `invalidate_prefix`, the
+//! PostgreSQL listener) is published on `{namespace}:__invalidate`; each
+//! process removes what it names from its levels. While that channel is
+//! not connected, levels are emptied and bypassed. A lookup that races an
+//! invalidation never stores what it read: each level counts the
+//! invalidations it has seen, and a value read before the count moved is
+//! dropped (see [`LocalLevel::put`]).
+
+pub(crate) mod channel;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
+
+/// A held value, type-erased: the level belongs to one function, whose
+/// value type is the only one ever stored in it.
+type Held = Arc<dyn Any + Send + Sync>;
+
+#[derive(Clone)]
+struct Slot {
+    value: Held,
+    expires_at: Instant,
+    weight: u64,
+}
+
+#[derive(Clone, Copy)]
+struct SlotWeight;
+
+impl Weighter<String, Slot> for SlotWeight {
+    fn weight(&self, _key: &String, slot: &Slot) -> u64 {
+        slot.weight
+    }
+}
+
+/// A value read before this point may be held only if nothing was
+/// invalidated since: see [`LocalLevel::ticket`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
+
+/// One function's in-process level.
+pub(crate) struct LocalLevel {
+    cache: Cache<String, Slot, SlotWeight>,
+    /// The weight of an entry of no size: `max_bytes / entries`.
+    floor: u64,
+    /// Invalidations seen by this level (bumped before entries go).
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for LocalLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLevel")
+            .field("entries", &self.cache.len())
+            .field("weight", &self.cache.weight())
+            .field("capacity", &self.cache.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shards of a bounded cache. Each shard holds `max_bytes / shards` and an
+/// entry never spans shards, so: never more shards than `entries` (an
+/// entry weighs at least `max_bytes / entries`), nor than `max_bytes /
+/// largest` (the largest value allowed must fit one shard), and at most 8
+/// (little contention is left beyond).
+pub(crate) fn shards_for(entries: u64, max_bytes: u64, largest: u64) -> usize {
+    let limit = entries.min(max_bytes / largest.max(1)).clamp(1, 8);
+    let mut shards = 1usize;
+    while (shards as u64) * 2 <= limit {
+        shards *= 2;
+    }
+    shards
+}
+
+impl LocalLevel {
+    /// A level of at most `entries` values and `max_bytes` estimated bytes,
+    /// for values of up to `largest` bytes.
+    pub(crate) fn new(entries: u64, max_bytes: u64, largest: u64) -> Self {
+        let entries = entries.max(1);
+        let max_bytes = max_bytes.max(entries);
+        let cache = Cache::with_options(
+            OptionsBuilder::new()
+                .estimated_items_capacity(entries.min(1 << 20) as usize)
+                .weight_capacity(max_bytes)
+                .shards(shards_for(entries, max_bytes, largest))
+                .build()
+                .expect("valid cache options"),
+            SlotWeight,
+            Default::default(),
+            Default::default(),
+        );
+        Self {
+            cache,
+            floor: max_bytes.div_ceil(entries),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The value held under `key`, if it is still within its deadline.
+    pub(crate) fn get<V: Clone + 'static>(&self, key: &str) -> Option<V> {
+        let slot = self.cache.get(key)?;
+        if slot.expires_at <= Instant::now() {
+            self.cache.remove(key);
+            return None;
+        }
+        slot.value.downcast_ref::<V>().cloned()
+    }
+
+    /// Taken before reading the store: the value read may be held only if
+    /// no invalidation reached this level meanwhile.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(self.seq.load(SeqCst))
+    }
+
+    /// Holds `value` under `key` for `lifetime`, weighing `bytes` (its
+    /// estimated size), unless an invalidation came after `ticket`.
+    pub(crate) fn put<V: Send + Sync + 'static>(
+        &self,
+        ticket: Ticket,
+        key: &str,
+        value: V,
+        bytes: usize,
+        lifetime: Duration,
+    ) {
+        if lifetime.is_zero() || self.seq.load(SeqCst) != ticket.0 {
+            return;
+        }
+        let weight =
+            (bytes as u64 + key.len() as u64 + std::mem::size_of::<V>() as u64).max(self.floor);
+        let slot = Slot {
+            value: Arc::new(value),
+            expires_at: Instant::now() + lifetime,
+            weight,
+        };
+        self.cache.insert(key.to_owned(), slot);
+        // An invalidation between the check above and the insert removed
+        // nothing (the entry was not there yet); it did move the count,
+        // which this second look sees.
+        if self.seq.load(SeqCst) != ticket.0 {
+            self.cache.remove(key);
+        }
+    }
+
+    /// Drops `key` (an invalidation of it).
+    pub(crate) fn invalidate(&self, key: &str) {
+        self.seq.fetch_add(1, SeqCst);
+        self.cache.remove(key);
+    }
+
+    /// Drops every entry.
+    pub(crate) fn clear(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        self.cache.clear();
+    }
+
+    /// Entries held now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Their total weight.
+    #[cfg(test)]
+    pub(crate) fn weight(&self) -> u64 {
+        self.cache.weight()
+    }
+}
+
+/// The `local` level as the call path sees it: [`Off`] for functions
+/// without one (no bounds on their value type), [`On`] for the others.
+pub(crate) trait Near<V> {
+    /// The held value of `key`, if any.
+    fn get(&self, key: &str) -> Option<V>;
+    /// See [`LocalLevel::ticket`]; `None` when nothing may be held.
+    fn ticket(&self) -> Option<Ticket>;
+    /// Holds a clone of `value`; see [`LocalLevel::put`].
+    fn hold(&self, ticket: Option<Ticket>, key: &str, value: &V, bytes: usize, lifetime: Duration);
+    /// Whether a change of this function's entries must be published.
+    fn publishes(&self) -> bool;
+}
+
+/// No `local` level.
+pub(crate) struct Off;
+
+impl<V> Near<V> for Off {
+    #[inline]
+    fn get(&self, _key: &str) -> Option<V> {
+        None
+    }
+    #[inline]
+    fn ticket(&self) -> Option<Ticket> {
+        None
+    }
+    #[inline]
+    fn hold(&self, _: Option<Ticket>, _: &str, _: &V, _: usize, _: Duration) {}
+    #[inline]
+    fn publishes(&self) -> bool {
+        false
+    }
+}
+
+/// A `local` level; `live` says whether it may serve and be filled now
+/// (see [`channel::is_live`]).
+pub(crate) struct On<'a> {
+    pub(crate) level: &'a LocalLevel,
+    pub(crate) live: bool,
+}
+
+impl<V: Clone + Send + Sync + 'static> Near<V> for On<'_> {
+    #[inline]
+    fn get(&self, key: &str) -> Option<V> {
+        if self.live {
+            self.level.get(key)
+        } else {
+            None
+        }
+    }
+    #[inline]
+    fn ticket(&self) -> Option<Ticket> {
+        self.live.then(|| self.level.ticket())
+    }
+    fn hold(&self, ticket: Option<Ticket>, key: &str, value: &V, bytes: usize, lifetime: Duration) {
+        if let Some(ticket) = ticket {
+            self.level.put(ticket, key, value.clone(), bytes, lifetime);
+        }
+    }
+    #[inline]
+    fn publishes(&self) -> bool {
+        true
+    }
+}
+
+/// Every level of this process, by key head (`{namespace}:{prefix}:`).
+type Levels = Mutex<HashMap<String, Vec<Arc<LocalLevel>>>>;
+
+fn levels() -> &'static Levels {
+    static LEVELS: OnceLock<Levels> = OnceLock::new();
+    LEVELS.get_or_init(Default::default)
+}
+
+/// Makes `level` reachable by invalidations of keys under `head`.
+pub(crate) fn register(head: &str, level: Arc<LocalLevel>) {
+    levels()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(head.to_owned())
+        .or_default()
+        .push(level);
+}
+
+/// The levels holding keys under `head`.
+fn levels_of(head: &str) -> Vec<Arc<LocalLevel>> {
+    levels()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(head)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `{namespace}:{prefix}:` of an entry key.
+fn head_of(key: &str) -> &str {
+    key.rfind(':').map_or("", |i| &key[..=i])
+}
+
+/// Drops `key` from this process's levels.
+pub(crate) fn invalidate_key(key: &str) {
+    for level in levels_of(head_of(key)) {
+        level.invalidate(key);
+    }
+}
+
+/// Drops every entry under `head` from this process's levels.
+pub(crate) fn invalidate_head(head: &str) {
+    for level in levels_of(head) {
+        level.clear();
+    }
+}
+
+/// Empties every level of this process.
+pub(crate) fn clear_all() {
+    let all: Vec<_> = levels()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .flatten()
+        .cloned()
+        .collect();
+    for level in all {
+        level.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn holds_and_returns_clones() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        l.put(l.ticket(), "ns:p:a", vec![1u8, 2], 2, LONG);
+        assert_eq!(l.get::<Vec<u8>>("ns:p:a"), Some(vec![1, 2]));
+        assert_eq!(l.get::<Vec<u8>>("ns:p:b"), None);
+        // Another type under the same key is not served.
+        assert_eq!(l.get::<String>("ns:p:a"), None);
+    }
+
+    #[test]
+    fn entry_bound_holds() {
+        let l = LocalLevel::new(16, 1 << 30, 1);
+        for i in 0..1000 {
+            l.put(l.ticket(), &format!("ns:p:{i}"), i, 8, LONG);
+        }
+        assert!(l.len() <= 16, "{} entries", l.len());
+        assert!(l.len() > 0);
+    }
+
+    #[test]
+    fn byte_bound_holds() {
+        let l = LocalLevel::new(1000, 100_000, 1);
+        for i in 0..1000 {
+            l.put(l.ticket(), &format!("ns:p:{i}"), i, 10_000, LONG);
+        }
+        assert!(l.weight() <= 100_000, "{} bytes", l.weight());
+        assert!(l.len() <= 10, "{} entries of 10 KB in 100 KB", l.len());
+        assert!(l.len() > 0);
+    }
+
+    #[test]
+    fn deadline_is_kept() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        l.put(l.ticket(), "ns:p:a", 1u32, 4, Duration::from_millis(20));
+        assert_eq!(l.get::<u32>("ns:p:a"), Some(1));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(l.get::<u32>("ns:p:a"), None);
+        l.put(l.ticket(), "ns:p:a", 1u32, 4, Duration::ZERO);
+        assert_eq!(l.get::<u32>("ns:p:a"), None);
+    }
+
+    #[test]
+    fn a_read_older_than_an_invalidation_is_not_held() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        let ticket = l.ticket();
+        l.invalidate("ns:p:a");
+        l.put(ticket, "ns:p:a", 1u32, 4, LONG);
+        assert_eq!(l.get::<u32>("ns:p:a"), None);
+        l.put(l.ticket(), "ns:p:a", 2u32, 4, LONG);
+        assert_eq!(l.get::<u32>("ns:p:a"), Some(2));
+    }
+
+    #[test]
+    fn invalidations_reach_registered_levels() {
+        let a = Arc::new(LocalLevel::new(10, 1 << 20, 1));
+        let b = Arc::new(LocalLevel::new(10, 1 << 20, 1));
+        register("unit-ns:a:", a.clone());
+        register("unit-ns:b:", b.clone());
+        a.put(a.ticket(), "unit-ns:a:k1", 1u8, 1, LONG);
+        a.put(a.ticket(), "unit-ns:a:k2", 2u8, 1, LONG);
+        b.put(b.ticket(), "unit-ns:b:k1", 3u8, 1, LONG);
+        invalidate_key("unit-ns:a:k1");
+        assert_eq!(a.get::<u8>("unit-ns:a:k1"), None);
+        assert_eq!(a.get::<u8>("unit-ns:a:k2"), Some(2));
+        invalidate_head("unit-ns:b:");
+        assert_eq!(b.get::<u8>("unit-ns:b:k1"), None);
+        assert_eq!(a.get::<u8>("unit-ns:a:k2"), Some(2));
+    }
+
+    #[test]
+    fn shard_count_never_exceeds_entries() {
+        assert_eq!(shards_for(1, 1 << 30, 1), 1);
+        assert_eq!(shards_for(3, 1 << 30, 1), 2);
+        assert_eq!(shards_for(5, 1 << 30, 1), 4);
+        assert_eq!(shards_for(1000, 1 << 30, 1), 8);
+        // The largest value fits one shard.
+        assert_eq!(shards_for(1000, 64 << 20, 8 << 20), 8);
+        assert_eq!(shards_for(1000, 64 << 10, 8 << 20), 1);
+        assert_eq!(shards_for(1000, 32 << 20, 8 << 20), 4);
+    }
+}
