@@ -115,7 +115,10 @@ async fn a_broken_field_names_the_key_and_field() {
     let text = err.to_string();
     assert!(matches!(err, Error::StatsField(_)), "{text}");
     assert!(text.contains(&format!("{ns}:foo:stats")), "{text}");
-    assert!(text.contains("miss_us_le_100") && text.contains("\"abc\""), "{text}");
+    assert!(
+        text.contains("miss_us_le_100") && text.contains("\"abc\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]
