@@ -7,16 +7,22 @@
 # dependencies already built; median of several rebuilds) and the size of
 # each binary.
 #
-#   scripts/compile-cost.sh              # N = 200, 3 rounds
+#   scripts/compile-cost.sh              # N = 200, 5 rounds
 #   scripts/compile-cost.sh 50 1         # N = 50, 1 round (a smoke run)
+#   COMPILE_COST_LABEL="after X" scripts/compile-cost.sh
+#
+# Each run also adds a row to the file's history table (kept across runs),
+# labelled with COMPILE_COST_LABEL (default: the commit measured), so that
+# figures before and after a change of the expansion stay side by side.
 #
 # The crates live under target/compile-cost/ (kept, so a rerun does not
-# rebuild their dependencies); nothing else is touched.
+# rebuild their dependencies); nothing else is touched. Needs GNU time
+# (/usr/bin/time, Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 n=${1:-200}
-rounds=${2:-3}
+rounds=${2:-5}
 work="$root/target/compile-cost"
 out="$root/docs/bench/compile-cost.md"
 now() { date +%s.%N; }
@@ -105,18 +111,23 @@ echo "compile-cost.sh: building the dependencies (not timed)" >&2
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-declare -A secs size
+declare -A secs cpu size
 for crate in with_cached one_cached without_cached; do
-  times=()
+  walls=() cpus=()
   for _ in $(seq 1 "$rounds"); do
     touch "$work/$crate/src/main.rs"
-    start=$(now)
-    (cd "$work" && cargo build -q -p "$crate")
-    times+=("$(awk -v a="$start" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')")
+    # Wall time and the CPU time of cargo and the compilers it ran (user +
+    # system): the CPU time is far less disturbed by other work on the
+    # machine.
+    (cd "$work" && /usr/bin/time -f '%e %U %S' -o "$work/time.txt" cargo build -q -p "$crate")
+    t=$(cat "$work/time.txt")
+    walls+=("$(echo "$t" | awk '{ printf "%.2f", $1 }')")
+    cpus+=("$(echo "$t" | awk '{ printf "%.2f", $2 + $3 }')")
   done
-  secs[$crate]=$(printf '%s\n' "${times[@]}" | median)
+  secs[$crate]=$(printf '%s\n' "${walls[@]}" | median)
+  cpu[$crate]=$(printf '%s\n' "${cpus[@]}" | median)
   size[$crate]=$(stat -c %s "$CARGO_TARGET_DIR/debug/$crate")
-  echo "compile-cost.sh: $crate: ${times[*]} s; binary ${size[$crate]} B" >&2
+  echo "compile-cost.sh: $crate: wall ${walls[*]} s, cpu ${cpus[*]} s; binary ${size[$crate]} B" >&2
 done
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
@@ -124,6 +135,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # The marginal cost of one more cached function: (all - one) / (N - 1).
 per_fn() { awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.1f", (a - b) * 1000 / (n - 1) }'; }
 per_fn_kib() { awk -v a="$1" -v b="$2" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / 1024 / (n - 1) }'; }
+
+# Rows of earlier runs, kept.
+history=""
+if [ -f "$out" ]; then
+  history=$(sed -n '/^<!-- history -->$/,/^<!-- \/history -->$/p' "$out" | grep '^| 20' || true)
+fi
+label=${COMPILE_COST_LABEL:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+row="| $(date -u '+%Y-%m-%d') | $label | $n | $(ratio "${cpu[with_cached]}" "${cpu[without_cached]}")× | $(ratio "${size[with_cached]}" "${size[without_cached]}")× | $(per_fn "${cpu[with_cached]}" "${cpu[one_cached]}") ms | $(per_fn_kib "${size[with_cached]}" "${size[one_cached]}") KiB |"
 
 mkdir -p "$(dirname "$out")"
 cat >"$out" <<EOF
@@ -137,21 +156,35 @@ returning \`Result<Vec<u64>, String>\` with \`stale\`, \`fn\` with a skipped
 \`&Conn\` argument returning a struct), against the same crate with the
 attributes removed, and the same crate with only its first function
 cached (the runtime is linked in, one function pays the expansion). Each
-calls every function from \`main\`, so none is left out of the binary. Debug profile; the time is the crate's own build
-(\`touch src/main.rs\`, then \`cargo build\`, dependencies already built),
-the median of $rounds; the size is the unstripped debug binary.
+calls every function from \`main\`, so none is left out of the binary.
+Debug profile; the time is the crate's own build (\`touch src/main.rs\`,
+then \`cargo build\`, dependencies already built),
+the median of $rounds rounds, as CPU time (user + system of cargo and
+rustc: what the build costs, little disturbed by other load) and as wall
+time; the size is the unstripped debug binary.
 
-| crate | build time | binary size |
-| --- | --- | --- |
-| $n \`#[cached]\` functions | ${secs[with_cached]} s | $(mib "${size[with_cached]}") MiB |
-| only the first cached | ${secs[one_cached]} s | $(mib "${size[one_cached]}") MiB |
-| none cached (attributes removed) | ${secs[without_cached]} s | $(mib "${size[without_cached]}") MiB |
-| all / none | $(ratio "${secs[with_cached]}" "${secs[without_cached]}")× | $(ratio "${size[with_cached]}" "${size[without_cached]}")× |
-| each further cached function: (all − one) / $((n - 1)) | $(per_fn "${secs[with_cached]}" "${secs[one_cached]}") ms | $(per_fn_kib "${size[with_cached]}" "${size[one_cached]}") KiB |
+| crate | build, CPU time | build, wall time | binary size |
+| --- | --- | --- | --- |
+| $n \`#[cached]\` functions | ${cpu[with_cached]} s | ${secs[with_cached]} s | $(mib "${size[with_cached]}") MiB |
+| only the first cached | ${cpu[one_cached]} s | ${secs[one_cached]} s | $(mib "${size[one_cached]}") MiB |
+| none cached (attributes removed) | ${cpu[without_cached]} s | ${secs[without_cached]} s | $(mib "${size[without_cached]}") MiB |
+| all / none | $(ratio "${cpu[with_cached]}" "${cpu[without_cached]}")× | $(ratio "${secs[with_cached]}" "${secs[without_cached]}")× | $(ratio "${size[with_cached]}" "${size[without_cached]}")× |
+| each further cached function: (all − one) / $((n - 1)) | $(per_fn "${cpu[with_cached]}" "${cpu[one_cached]}") ms | $(per_fn "${secs[with_cached]}" "${secs[one_cached]}") ms | $(per_fn_kib "${size[with_cached]}" "${size[one_cached]}") KiB |
 
 Measured $(date -u '+%Y-%m-%d %H:%M UTC') with $(rustc --version), on
 $(nproc) visible cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg);
-a shared machine, so times carry noise of a few tens of percent — compare
-the ratio, measured in the same run). Reproduce: \`scripts/compile-cost.sh\`.
+a shared machine: wall times carry noise of tens of percent, CPU times
+much less — compare the ratios, measured in the same run).
+Reproduce: \`scripts/compile-cost.sh\`.
+
+## History
+
+Every run of the script adds a row; compare rows by their ratios (the
+machines and loads differ).
+
+<!-- history -->
+| date | measured | N | CPU time all / none | size all / none | CPU per further function | size per further function |
+| --- | --- | --- | --- | --- | --- | --- |
 EOF
+{ [ -n "$history" ] && printf '%s\n' "$history"; printf '%s\n' "$row"; echo '<!-- /history -->'; } >>"$out"
 echo "compile-cost.sh: wrote $out" >&2
