@@ -9,6 +9,7 @@ pub use cached_runtime::{
     report, skip_cache, skip_cache_sync, Config, ConfigBuilder, Error, StatsSnapshot, StoreError,
     StoreErrorKind, MISS_BUCKETS_US, SKIP_CACHE_HEADER,
 };
+pub use cached_runtime::{with_entry_info, CacheStatus, EntryInfo};
 #[cfg(feature = "tower")]
 pub use cached_runtime::{SkipCacheLayer, SkipCacheService};
 
