@@ -566,6 +566,17 @@ pub fn markdown(r: &Results, chart: &str) -> String {
     let _ = write!(w, "{}", crate::report_local::goal_rows(r));
     let _ = writeln!(w);
 
+    // Compile cost: measured by its own script into its own file, so this
+    // report only links it.
+    let _ = writeln!(w, "## Compile cost\n");
+    let _ = writeln!(
+        w,
+        "What `#[cached]` costs at build time (the debug build time and binary size \
+         of a crate with 200 cached functions against the same crate without the \
+         attribute) is measured separately by `scripts/compile-cost.sh`: \
+         [docs/bench/compile-cost.md](docs/bench/compile-cost.md).\n"
+    );
+
     // Reproduce.
     let _ = writeln!(w, "## Reproduce\n");
     let _ = writeln!(

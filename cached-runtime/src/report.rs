@@ -50,6 +50,17 @@ pub struct Bucket {
     pub count: u64,
 }
 
+impl Bucket {
+    /// The bucket's field in the stats hash: `miss_us_le_<upto_us>`, or
+    /// `miss_us_le_inf` for the unbounded one.
+    pub fn field(&self) -> String {
+        match self.upto_us {
+            Some(bound) => format!("miss_us_le_{bound}"),
+            None => "miss_us_le_inf".to_owned(),
+        }
+    }
+}
+
 /// The stats of one prefix: its counters and what is derived from them.
 /// A derived number is `None` where it is undefined (no lookups, no timed
 /// misses, nothing stored).
@@ -688,6 +699,11 @@ mod tests {
         assert_eq!(r.compression_ratio, Some(4.0));
         let hist: Vec<Bucket> = r.histogram().collect();
         assert_eq!(hist.len(), BUCKETS);
+        for (i, b) in hist.iter().enumerate() {
+            assert_eq!(b.field(), bucket_field(i));
+        }
+        assert_eq!(hist[0].field(), "miss_us_le_100");
+        assert_eq!(hist[16].field(), "miss_us_le_inf");
         assert_eq!(
             hist[1],
             Bucket {

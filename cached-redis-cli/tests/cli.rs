@@ -1,15 +1,42 @@
 //! The `cached-stats` binary against a real Redis: stats hashes with known
-//! numbers, read back in the three formats; discovery; failures.
+//! numbers, read back in the three formats; discovery; the histogram of one
+//! prefix; failures; completions.
 //!
 //! Every test writes under a namespace of its own and deletes only the keys
-//! it wrote.
-
-mod common;
+//! it wrote. The Redis is the one `scripts/test.sh` starts
+//! (`CACHED_REDIS_TEST_URL`).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use redis::Commands;
+
+mod common {
+    /// The Redis under test.
+    pub fn redis_url() -> String {
+        std::env::var("CACHED_REDIS_TEST_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .expect("CACHED_REDIS_TEST_URL names the Redis under test: run scripts/test.sh")
+    }
+
+    /// A raw connection to the Redis under test.
+    pub fn raw() -> redis::Connection {
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection()
+            .expect("redis under test reachable")
+    }
+
+    /// A port nothing listens on right now.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
 
 /// Keys written by a test, deleted when it ends (even when it fails).
 struct Written {
@@ -587,11 +614,81 @@ fn usage() {
     let out = run(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    assert!(help.starts_with("Usage: cached-stats"), "{help}");
-    for flag in ["--url", "--namespace", "--json", "--prometheus", "--watch"] {
+    assert!(help.contains("Usage: cached-stats"), "{help}");
+    for flag in [
+        "--url",
+        "--namespace",
+        "--json",
+        "--prometheus",
+        "--watch",
+        "completions",
+    ] {
         assert!(help.contains(flag), "{flag}");
     }
     assert_one_line_failure(&run(&["--frobnicate"]), 2, "--frobnicate");
-    assert_one_line_failure(&run(&["--json", "--prometheus"]), 2, "exclude");
+    assert_one_line_failure(&run(&["--json", "--prometheus"]), 2, "cannot be used with");
     assert_one_line_failure(&run(&["--watch", "never"]), 2, "--watch");
+    assert_one_line_failure(&run(&["a:b"]), 2, "without ':'");
+}
+
+#[test]
+fn completions_for_the_shells() {
+    for (shell, needle) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef cached-stats"),
+        ("fish", "complete -c cached-stats"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(needle), "{shell}: {script}");
+        assert!(script.contains("prometheus"), "{shell}");
+    }
+}
+
+#[test]
+fn one_prefix_draws_its_histogram() {
+    let ns = namespace("hist");
+    let mut w = Written::new();
+    write_three(&mut w, &ns);
+    // alpha: (0,100]: 10, (100,250]: 30, (250,500]: 40, (500,1000]: 20.
+    let text = stats(&ns, &["alpha"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("PREFIX") && lines[1].starts_with("alpha"),
+        "{text}"
+    );
+    assert_eq!(lines[3], "Miss time of alpha (100 timed misses)", "{text}");
+    let bars: Vec<(&str, usize)> = lines[4..]
+        .iter()
+        .map(|l| {
+            let (numbers, bar) = l.split_once('│').unwrap();
+            (numbers.trim(), bar.chars().filter(|&c| c == '█').count())
+        })
+        .collect();
+    let numbers: Vec<Vec<&str>> = bars
+        .iter()
+        .map(|(n, _)| n.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            ["≤100µs", "10", "10.0%"],
+            ["≤250µs", "30", "30.0%"],
+            ["≤500µs", "40", "40.0%"],
+            ["≤1.00ms", "20", "20.0%"],
+        ],
+        "{text}"
+    );
+    // Bar lengths in proportion: 40 misses fill the 40-cell width.
+    let lengths: Vec<usize> = bars.iter().map(|(_, n)| *n).collect();
+    assert_eq!(lengths, [10, 30, 40, 20], "{text}");
+
+    // beta reaches the unbounded bucket.
+    let beta = stats(&ns, &["beta"]);
+    assert!(beta.contains("≤10.0s") && beta.contains(">10.0s"), "{beta}");
+    // Several prefixes, or none named, or a machine format: no histogram.
+    for args in [&["alpha", "beta"][..], &[], &["--json", "alpha"]] {
+        assert!(!stats(&ns, args).contains("Miss time of"), "{args:?}");
+    }
 }
