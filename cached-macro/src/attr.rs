@@ -24,6 +24,8 @@ const OPTIONS: &[&str] = &[
     "stale",
     "early",
     "cache_none",
+    "codec",
+    "returns",
 ];
 
 /// Options of the API that this version does not implement yet: named in
@@ -54,6 +56,29 @@ pub(crate) struct Options {
     /// `cache_none = 60`: seconds, at least 1; the literal, for errors about
     /// the function's return type.
     pub(crate) cache_none: Option<(u64, proc_macro2::Span)>,
+    /// `codec = "json"`: the value codec, forced.
+    pub(crate) codec: Option<CodecName>,
+    /// `returns = "result"`: the return shape, declared; the literal, for
+    /// errors about the function's return type.
+    pub(crate) returns: Option<(Returns, LitStr)>,
+}
+
+/// A codec the `codec` option can force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodecName {
+    Bincode,
+    Json,
+}
+
+/// What `returns = "..."` declares the return type to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// `"result"`: a `Result` (through an alias): `Ok` stored, `Err` never.
+    Result,
+    /// `"option"`: an `Option`: `Some` stored.
+    Option,
+    /// `"plain"`: any value, stored whole (a `Result` alias's `Err` too).
+    Plain,
 }
 
 /// `skip = "a, b"`: the literal (errors about its names point at it) and
@@ -123,6 +148,8 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "stale" => options.stale.is_some(),
         "early" => options.early.is_some(),
         "cache_none" => options.cache_none.is_some(),
+        "codec" => options.codec.is_some(),
+        "returns" => options.returns.is_some(),
         _ => options.krate.is_some(),
     };
     if duplicate {
@@ -142,6 +169,8 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "skip" => options.skip = parse_skip(value, errors),
         "refresh" => options.refresh = parse_bool("refresh", value, errors),
         "version" => options.version = parse_version(value, errors),
+        "codec" => options.codec = parse_codec(value, errors),
+        "returns" => options.returns = parse_returns(value, errors),
         _ => options.krate = parse_crate(value, errors),
     }
 }
@@ -160,6 +189,8 @@ fn example(name: &str) -> Option<&'static str> {
         "stale" => "stale = 30",
         "early" => "early = true",
         "cache_none" => "cache_none = 60",
+        "codec" => "codec = \"json\"",
+        "returns" => "returns = \"result\"",
         _ => return None,
     })
 }
@@ -308,6 +339,40 @@ fn parse_version(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
     }
 }
 
+fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<CodecName> {
+    const EXPECTED: &str = "expected `codec = \"bincode\"` or `codec = \"json\"` (leave the option out to choose per function: bincode when the value type reads back from it, JSON otherwise)";
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(value, EXPECTED);
+        return None;
+    };
+    match lit.value().as_str() {
+        "bincode" => Some(CodecName::Bincode),
+        "json" => Some(CodecName::Json),
+        _ => {
+            errors.at(lit, EXPECTED);
+            None
+        }
+    }
+}
+
+fn parse_returns(value: &Expr, errors: &mut Errors) -> Option<(Returns, LitStr)> {
+    const EXPECTED: &str = "expected `returns = \"result\"` (`Ok` cached, `Err` never), `returns = \"option\"` (`Some` cached) or `returns = \"plain\"` (the whole value cached)";
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(value, EXPECTED);
+        return None;
+    };
+    let returns = match lit.value().as_str() {
+        "result" => Returns::Result,
+        "option" => Returns::Option,
+        "plain" => Returns::Plain,
+        _ => {
+            errors.at(lit, EXPECTED);
+            return None;
+        }
+    };
+    Some((returns, lit.clone()))
+}
+
 fn parse_crate(value: &Expr, errors: &mut Errors) -> Option<Path> {
     let Some(Lit::Str(lit)) = literal(value) else {
         errors.at(
@@ -446,6 +511,24 @@ mod tests {
             messages(quote!(skip = "a, a")),
             ["`a` is listed twice in `skip`"]
         );
+    }
+
+    #[test]
+    fn codec_and_returns() {
+        let o = parse_ok(quote!(codec = "json", returns = "result"));
+        assert_eq!(o.codec, Some(CodecName::Json));
+        assert_eq!(o.returns.map(|r| r.0), Some(Returns::Result));
+        let o = parse_ok(quote!(codec = "bincode", returns = "plain"));
+        assert_eq!(o.codec, Some(CodecName::Bincode));
+        assert_eq!(o.returns.map(|r| r.0), Some(Returns::Plain));
+        let m = messages(quote!(codec = "cbor", returns = "either"));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(
+            m[0].starts_with("expected `codec = \"bincode\"` or"),
+            "{m:?}"
+        );
+        assert!(m[1].contains("`returns = \"option\"`"), "{m:?}");
+        assert_eq!(messages(quote!(codec = 1)).len(), 1);
     }
 
     #[test]

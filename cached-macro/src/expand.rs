@@ -86,17 +86,19 @@ use crate::ast::{unraw, Function, Param, Shape};
 
 /// How many fields `SiteOptions` has; with all of them given, clippy calls
 /// `..DEFAULT` needless.
-const OPTION_FIELDS: usize = 8;
-use crate::attr::Options;
+const OPTION_FIELDS: usize = 9;
+use crate::attr::{CodecName, Options};
 
 /// The function rewritten, followed by its companions.
 pub(crate) fn expand(options: &Options, func: &Function) -> TokenStream {
     let cx = Context::new(options, func);
+    let site = cx.site_fn();
     let main = cx.main_fn();
     let cache_key = cx.cache_key_fn();
     let invalidate = cx.invalidate_fn();
     let refresh = cx.refresh_fn();
     quote! {
+        #site
         #main
         #cache_key
         #invalidate
@@ -115,6 +117,10 @@ struct Context<'a> {
     key_params: Vec<&'a Param>,
     /// `__cached_key`, invisible to the body (mixed-site hygiene).
     key_local: Ident,
+    /// `__cached_site`, the `&'static CallSite`, likewise.
+    site_local: Ident,
+    /// `__cached_site_<name>`, the hidden function owning the `static`.
+    site_fn: Ident,
 }
 
 impl<'a> Context<'a> {
@@ -139,6 +145,8 @@ impl<'a> Context<'a> {
             private,
             key_params,
             key_local: Ident::new("__cached_key", Span::mixed_site()),
+            site_local: Ident::new("__cached_site", Span::mixed_site()),
+            site_fn: format_ident!("__cached_site_{}", unraw(func.name())),
         }
     }
 
@@ -153,9 +161,11 @@ impl<'a> Context<'a> {
             ..
         } = self.func;
         let p = &self.private;
-        let site = self.site_static();
+        let site = self.site_binding();
+        let site_local = &self.site_local;
         let key = &self.key_local;
         let build_key = self.build_key();
+        let probe = self.shape_probe();
         let shape = match self.func.shape {
             Shape::Plain => quote!(#p::PlainShape),
             Shape::Option if self.options.cache_none.is_some() => quote!(#p::CacheNoneShape),
@@ -163,17 +173,18 @@ impl<'a> Context<'a> {
             Shape::Result => quote!(#p::ResultShape),
         };
         let call = if self.func.is_async() {
-            quote!(#p::call_async(&__CACHED_SITE, #key, #shape, async move #block).await)
+            quote!(#p::call_async(#site_local, #key, #shape, async move #block).await)
         } else {
             // The closure's return type is the function's, so `?` and
             // `return` in the body behave as they did.
             let output = &sig.output;
-            quote!(#p::call_sync(&__CACHED_SITE, #key, #shape, move || #output #block))
+            quote!(#p::call_sync(#site_local, #key, #shape, move || #output #block))
         };
         quote! {
             #(#outer_attrs)*
             #vis #sig {
                 #(#inner_attrs)*
+                #probe
                 #site
                 let #key = #build_key;
                 #call
@@ -197,7 +208,7 @@ impl<'a> Context<'a> {
             "When the arguments cannot be made into a key: a NaN or infinite float, a failing",
             "`Serialize` implementation (such a call of the function runs uncached).",
         ]);
-        let site = self.site_static();
+        let site = self.site_binding();
         let build_key = self.build_key();
         self.companion(
             &ident,
@@ -232,19 +243,17 @@ impl<'a> Context<'a> {
                 self.link_to(&cache_key)
             ),
         ]);
-        let site = self.site_static();
+        let site = self.site_binding();
+        let site_local = &self.site_local;
         let key = &self.key_local;
         let build_key = self.build_key();
         let (asyncness, invalidate) = if self.func.is_async() {
             (
                 Some(quote!(async)),
-                quote!(#private::invalidate_async(&__CACHED_SITE, #key).await),
+                quote!(#private::invalidate_async(#site_local, #key).await),
             )
         } else {
-            (
-                None,
-                quote!(#private::invalidate_sync(&__CACHED_SITE, #key)),
-            )
+            (None, quote!(#private::invalidate_sync(#site_local, #key)))
         };
         self.companion(
             &ident,
@@ -361,11 +370,42 @@ impl<'a> Context<'a> {
         self.key_params.iter().map(|p| param_input(p)).collect()
     }
 
-    /// `static __CACHED_SITE: CallSite = ...;` naming the function and
-    /// giving the options written in the attribute.
-    fn site_static(&self) -> TokenStream {
+    /// `let __cached_site = __cached_site_<name>();` (`Self::` in an impl).
+    fn site_binding(&self) -> TokenStream {
+        let Context {
+            private: p,
+            site_local,
+            site_fn,
+            ..
+        } = self;
+        let callee = if self.func.in_impl {
+            quote!(Self::#site_fn)
+        } else {
+            quote!(#site_fn)
+        };
+        quote!(let #site_local: &'static #p::CallSite = #callee();)
+    }
+
+    /// The hidden function owning the one `static CallSite` of the
+    /// function, which the function and its companions share: beside the
+    /// function (an associated function in an `impl`, where no `static`
+    /// item may stand), naming the function and giving the options written
+    /// in the attribute. Not generic: one `static` serves every
+    /// instantiation, whose type names go into each call's key instead.
+    fn site_fn(&self) -> TokenStream {
         let p = &self.private;
         let fn_name = unraw(self.func.name());
+        let return_type = self
+            .func
+            .return_type()
+            .map(|ty| type_as_written(&ty.to_token_stream()))
+            .unwrap_or_default();
+        let site_fn = &self.site_fn;
+        let attrs = self
+            .func
+            .outer_attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"));
         let options = self.options;
         let mut fields = Vec::new();
         if let Some(ttl) = options.ttl {
@@ -395,26 +435,64 @@ impl<'a> Context<'a> {
             let secs = Literal::u64_unsuffixed(secs);
             fields.push(quote!(cache_none_secs: ::core::option::Option::Some(#secs)));
         }
+        if let Some(codec) = options.codec {
+            let variant = match codec {
+                CodecName::Bincode => quote!(Bincode),
+                CodecName::Json => quote!(Json),
+            };
+            fields.push(quote!(codec: #p::CodecOption::#variant));
+        }
         // With every option given, `..DEFAULT` fills nothing today; it stays
         // so that options the runtime adds later cannot break expansions.
         let allow =
             (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
         quote! {
-            #allow
-            static __CACHED_SITE: #p::CallSite = #p::CallSite::new(
-                #p::SiteIdent {
-                    module_path: ::core::module_path!(),
-                    fn_name: #fn_name,
-                    crate_name: ::core::env!("CARGO_PKG_NAME"),
-                    crate_version: ::core::env!("CARGO_PKG_VERSION"),
-                    git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
-                },
-                #p::SiteOptions {
-                    #(#fields,)*
-                    ..#p::SiteOptions::DEFAULT
-                },
-            );
+            #(#attrs)*
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            fn #site_fn() -> &'static #p::CallSite {
+                #allow
+                static SITE: #p::CallSite = #p::CallSite::new(
+                    #p::SiteIdent {
+                        module_path: ::core::module_path!(),
+                        fn_name: #fn_name,
+                        return_type: #return_type,
+                        crate_name: ::core::env!("CARGO_PKG_NAME"),
+                        crate_version: ::core::env!("CARGO_PKG_VERSION"),
+                        git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+                    },
+                    #p::SiteOptions {
+                        #(#fields,)*
+                        ..#p::SiteOptions::DEFAULT
+                    },
+                );
+                &SITE
+            }
         }
+    }
+
+    /// With a return type whose name says neither `Result` nor `Option`
+    /// and no `returns` option: a check that it is not one of them under
+    /// an alias (`type ApiResult<T> = Result<T, ApiError>`), whose `Err`
+    /// or `None` would otherwise be cached as a plain value. A compile
+    /// error at the return type names the `returns` option. Resolved by
+    /// method lookup: an inherent `check` exists only for `Result` and
+    /// `Option`, and its where-clause never holds; any other type (a
+    /// generic parameter included) gets the trait's no-op.
+    fn shape_probe(&self) -> Option<TokenStream> {
+        if self.func.shape_declared || self.func.shape != Shape::Plain {
+            return None;
+        }
+        let ty = self.func.return_type()?;
+        let span = syn::spanned::Spanned::span(ty);
+        let p = respan(self.private.clone(), span);
+        Some(quote_spanned! {span=>
+            {
+                #[allow(unused_imports)]
+                use #p::PlainShapeCheck as _;
+                #p::ShapeProbe::<#ty>::new().check();
+            }
+        })
     }
 
     /// The key of the call: `P::build_key(&__CACHED_SITE, &(key args,),
@@ -441,8 +519,9 @@ impl<'a> Context<'a> {
             .into_iter()
             .chain(generic_names)
             .chain(impl_trait_names);
+        let site_local = &self.site_local;
         if self.key_params.is_empty() {
-            return quote!(#p::build_key(&__CACHED_SITE, &(), &[#(#type_names),*]));
+            return quote!(#p::build_key(#site_local, &(), &[#(#type_names),*]));
         }
         let tys: Vec<Ident> = (0..self.key_params.len())
             .map(|i| format_ident!("__A{}", i))
@@ -465,12 +544,13 @@ impl<'a> Context<'a> {
         });
         quote!({
             fn __cached_build_key<#(#tys: ?Sized + #p::KeyArg),*>(
+                site: &'static #p::CallSite,
                 #(#params: &#tys,)*
-                type_names: &[&str],
+                type_names: &[&'static str],
             ) -> ::core::result::Result<#p::CacheKey, #krate::Error> {
-                #p::build_key(&__CACHED_SITE, &(#(#params,)*), type_names)
+                #p::build_key(site, &(#(#params,)*), type_names)
             }
-            __cached_build_key(#(#args,)* &[#(#type_names),*])
+            __cached_build_key(#site_local, #(#args,)* &[#(#type_names),*])
         })
     }
 
@@ -516,6 +596,36 @@ fn companion_attr(attr: &Attribute) -> Option<TokenStream> {
         }
         _ => None,
     }
+}
+
+/// A type's tokens as one string, each token once, separated by single
+/// spaces (groups spelled with their delimiters): the same text whatever
+/// the spacing in the source and whichever compiler prints it, because it
+/// salts keys.
+fn type_as_written(tokens: &TokenStream) -> String {
+    let mut parts = Vec::new();
+    for tt in tokens.clone() {
+        parts.push(match tt {
+            TokenTree::Group(g) => {
+                let inner = type_as_written(&g.stream());
+                let (open, close) = match g.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                if inner.is_empty() {
+                    format!("{open}{close}")
+                } else {
+                    format!("{open} {inner} {close}")
+                }
+            }
+            TokenTree::Ident(i) => i.to_string(),
+            TokenTree::Punct(p) => p.as_char().to_string(),
+            TokenTree::Literal(l) => l.to_string(),
+        });
+    }
+    parts.join(" ")
 }
 
 /// `#[doc = " line"]` for each line, as `///` would write.
@@ -581,8 +691,24 @@ mod tests {
         assert!(has(&out, "ttl_secs: ::core::option::Option::Some(60), ..::cached_redis::__private::SiteOptions::DEFAULT"));
         assert!(has(
             &out,
-            "__cached_build_key(::cached_redis::__private::key_arg(&id), &[])"
+            "__cached_build_key(__cached_site, ::cached_redis::__private::key_arg(&id), &[])"
         ));
+        // One site, beside the function, named with its return type.
+        assert_eq!(out.matches("staticSITE").count(), 1);
+        assert!(has(
+            &out,
+            "fn __cached_site_f() -> &'static ::cached_redis::__private::CallSite"
+        ));
+        assert!(has(&out, "return_type: \"Option < u8 >\""));
+        assert_eq!(
+            out.matches(
+                "let__cached_site:&'static::cached_redis::__private::CallSite=__cached_site_f();"
+            )
+            .count(),
+            3
+        );
+        // `Option` by its name: no alias check.
+        assert!(!has(&out, "ShapeProbe"));
         assert!(has(
             &out,
             "::cached_redis::__private::OptionShape, move || -> Option<u8> { None })"
@@ -590,7 +716,7 @@ mod tests {
         // Companions: key arguments only, without `mut`; refresh with all.
         assert!(has(&out, "pub fn f_cache_key(id: u64)"));
         assert!(has(&out, "pub fn f_invalidate(id: u64)"));
-        assert!(has(&out, "invalidate_sync(&__CACHED_SITE, __cached_key)"));
+        assert!(has(&out, "invalidate_sync(__cached_site, __cached_key)"));
         assert!(has(
             &out,
             "pub fn f_refresh(conn: &mut Db, id: u64) -> Option<u8>"
@@ -609,12 +735,18 @@ mod tests {
                 }
             ),
         );
-        assert!(has(&out, "build_key(&__CACHED_SITE, &(), &[])"));
+        assert!(has(&out, "build_key(__cached_site, &(), &[])"));
+        assert!(has(&out, "return_type: \"Vec < u8 >\""));
+        assert!(
+            has(&out, "ShapeProbe::<Vec<u8> >::new().check();")
+                || has(&out, "ShapeProbe::<Vec<u8>>::new().check();"),
+            "{out}"
+        );
         assert!(has(&out, "async move { vec![] }).await"));
         assert!(has(&out, "async fn f_invalidate()"));
         assert!(has(
             &out,
-            "invalidate_async(&__CACHED_SITE, __cached_key).await"
+            "invalidate_async(__cached_site, __cached_key).await"
         ));
         assert!(has(&out, "force_refresh_async(f()).await"));
         assert!(has(
@@ -635,7 +767,9 @@ mod tests {
                 lock = true,
                 stale = 5,
                 early = true,
-                cache_none = 7
+                cache_none = 7,
+                codec = "json",
+                returns = "option"
             ),
             quote!(
                 fn f() -> Option<u8> {
@@ -645,13 +779,15 @@ mod tests {
         );
         assert!(has(
             &out,
-            "#[allow(clippy::needless_update)] static __CACHED_SITE: my::c::__private::CallSite"
+            "#[allow(clippy::needless_update)] static SITE: my::c::__private::CallSite"
         ));
         assert!(has(
             &out,
             "prefix: ::core::option::Option::Some(\"p\"), refresh: false, version: \"v\""
         ));
         assert!(has(&out, "-> ::core::result::Result<bool, my::c::Error>"));
+        assert!(has(&out, "codec: my::c::__private::CodecOption::Json"));
+        assert!(has(&out, "my::c::__private::CacheNoneShape"));
     }
 
     #[test]
@@ -675,6 +811,50 @@ mod tests {
             "&[::core::any::type_name::<Self>(), ::core::any::type_name::<T>()]"
         ));
         assert!(has(&out, "[`get`](Self::get)"));
+        assert!(has(&out, "= Self::__cached_site_get();"));
+    }
+
+    #[test]
+    fn returns_option_overrides_the_name() {
+        let out = expand(
+            quote!(returns = "result"),
+            quote!(
+                fn f() -> ApiResult<u8> {
+                    Ok(0)
+                }
+            ),
+        );
+        assert!(has(&out, "::cached_redis::__private::ResultShape"));
+        assert!(!has(&out, "ShapeProbe"));
+        let out = expand(
+            quote!(),
+            quote!(
+                fn f() -> ApiResult<u8> {
+                    Ok(0)
+                }
+            ),
+        );
+        assert!(has(&out, "::cached_redis::__private::PlainShape"));
+        assert!(
+            has(&out, "ShapeProbe::<ApiResult<u8> >::new().check();")
+                || has(&out, "ShapeProbe::<ApiResult<u8>>::new().check();")
+        );
+    }
+
+    #[test]
+    fn type_as_written_is_spacing_free() {
+        let a: TokenStream = "std::collections::HashMap<String,(u8, [i32; 3])>"
+            .parse()
+            .unwrap();
+        let b: TokenStream = "std :: collections :: HashMap < String , ( u8 , [ i32 ; 3 ] ) >"
+            .parse()
+            .unwrap();
+        let text = super::type_as_written(&a);
+        assert_eq!(text, super::type_as_written(&b));
+        assert_eq!(
+            text,
+            "std : : collections : : HashMap < String , ( u8 , [ i32 ; 3 ] ) >"
+        );
     }
 
     #[test]
@@ -715,14 +895,17 @@ mod tests {
                 }
             ),
         );
-        assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 4);
+        assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 5);
         assert_eq!(out.matches("#[inline]").count(), 1);
         assert_eq!(
             out.matches("#[allow(clippy::too_many_arguments)]").count(),
             3
         );
-        assert_eq!(out.matches("#[doc(hidden)]").count(), 4);
+        assert_eq!(out.matches("#[doc(hidden)]").count(), 5);
         assert_eq!(out.matches("Docsstayonthefunction").count(), 1);
-        assert!(has(&out, "fn f() { #![allow(unused)] static __CACHED_SITE"));
+        assert!(has(
+            &out,
+            "fn f() { #![allow(unused)] let __cached_site: &'static ::cached_redis::__private::CallSite = __cached_site_f();"
+        ));
     }
 }

@@ -132,7 +132,15 @@ fn cached_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let mut errors = Errors::default();
     let options = attr::parse(args, &mut errors);
     match ast::Function::parse(item) {
-        Ok(func) => {
+        Ok(mut func) => {
+            if let Some((returns, _)) = &options.returns {
+                func.shape = match returns {
+                    attr::Returns::Result => ast::Shape::Result,
+                    attr::Returns::Option => ast::Shape::Option,
+                    attr::Returns::Plain => ast::Shape::Plain,
+                };
+                func.shape_declared = true;
+            }
             valid::check(&options, &func, &mut errors);
             errors.finish()?;
             Ok(expand::expand(&options, &func))
