@@ -11,42 +11,51 @@
 //! `<crate = "...">::__private`):
 //!
 //! ```text
-//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
-//!     static __CACHED_SITE: P::CallSite = P::CallSite::new(
+//! #[doc(hidden)] #[allow(dead_code)]          // one per function, shared by all below
+//! fn __cached_site_user() -> &'static P::CallSite {            // in an impl: an associated fn
+//!     static SITE: P::CallSite = P::CallSite::new(
 //!         P::SiteIdent {
 //!             module_path: ::core::module_path!(),
 //!             fn_name: "user",
+//!             return_type: "Result < User , DbError >",          // tokens, one space apart
 //!             crate_name: ::core::env!("CARGO_PKG_NAME"),
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
 //!         },
 //!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
+//!     &SITE
+//! }
+//!
+//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
+//!     let __cached_site = __cached_site_user();                 // `Self::__cached_site_user()` in an impl
 //!     let __cached_key = {                                    // KEY, below
 //!         fn __cached_build_key<__A0: ?Sized + P::KeyArg, __A1: ?Sized + P::KeyArg>(
-//!             a0: &__A0, a1: &__A1, type_names: &[&str],
+//!             site: &'static P::CallSite, a0: &__A0, a1: &__A1, type_names: &[&'static str],
 //!         ) -> Result<P::CacheKey, ::cached_redis::Error> {
-//!             P::build_key(&__CACHED_SITE, &(a0, a1), type_names)
+//!             P::build_key(site, &(a0, a1), type_names)
 //!         }
-//!         __cached_build_key(P::key_arg(&id), P::key_arg(name), &[::core::any::type_name::<T>()])
+//!         __cached_build_key(__cached_site, P::key_arg(&id), P::key_arg(name), &[::core::any::type_name::<T>()])
 //!     };
-//!     P::call_async(&__CACHED_SITE, __cached_key, P::ResultShape, async move { body }).await
-//!     // a sync fn: P::call_sync(&__CACHED_SITE, __cached_key, Shape, move || -> Ret { body })
+//!     P::call_async(__cached_site, __cached_key, P::ResultShape, async move { body }).await
+//!     // a sync fn: P::call_sync(__cached_site, __cached_key, Shape, move || -> Ret { body })
+//!     // a plain return type (not named Result/Option) without `returns` first gets
+//!     // `P::ShapeProbe::<Ret>::new().check();`, a compile error for a Result/Option alias
 //! }
 //!
 //! /// The cache key ... of [`user`] ...
 //! #[allow(dead_code)]
 //! pub fn user_cache_key<T: Serialize>(id: T, name: &str) -> Result<String, ::cached_redis::Error> {
-//!     static __CACHED_SITE: ... = ...;                        // the same
+//!     let __cached_site = __cached_site_user();               // the same site
 //!     KEY.map(P::CacheKey::into_string)
 //! }
 //!
 //! /// Removes the cached result ...
 //! #[allow(dead_code)]
 //! pub async fn user_invalidate<T: Serialize>(id: T, name: &str) -> Result<bool, ::cached_redis::Error> {
-//!     static __CACHED_SITE: ... = ...;
+//!     let __cached_site = __cached_site_user();
 //!     let __cached_key = KEY;
-//!     P::invalidate_async(&__CACHED_SITE, __cached_key).await // a sync fn: P::invalidate_sync
+//!     P::invalidate_async(__cached_site, __cached_key).await // a sync fn: P::invalidate_sync
 //! }
 //!
 //! /// Calls [`user`] and stores its result whatever the cache holds ...
@@ -77,6 +86,16 @@
 //! type contains `impl Trait` (an anonymous type parameter). Lifetimes and
 //! const generics are not included: a const parameter that matters to the
 //! result belongs in an argument.
+//!
+//! Why `Self` is always named, even in a non-generic `impl`: the macro sees
+//! the method, never its `impl` block, so it cannot tell `impl Repo` from
+//! `impl<T> Repo<T>`, and one `static` serves every instantiation. The
+//! `Self` name is what keeps `Repo<u8>` from `Repo<String>`, and two
+//! `impl`s of one module with a same-named method, apart. The runtime
+//! records each distinct list of type names a site is called with, so
+//! `invalidate_args` rebuilds the key of every one it has seen: a method of
+//! a non-generic `impl` has exactly one, and invalidates by arguments like
+//! a free function.
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -495,7 +514,7 @@ impl<'a> Context<'a> {
         })
     }
 
-    /// The key of the call: `P::build_key(&__CACHED_SITE, &(key args,),
+    /// The key of the call: `P::build_key(site, &(key args,),
     /// &[type names])`, through a local helper when there are key
     /// arguments (see the module docs).
     fn build_key(&self) -> TokenStream {

@@ -1831,6 +1831,190 @@ mod tests {
             .join(" ")
     }
 
+    /// The serde features bincode cannot read back, in one type.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Rich {
+        value: serde_json::Value,
+        #[serde(flatten)]
+        rest: HashMap<String, serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        tagged: Tagged,
+        either: Either,
+        big: u128,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "type")]
+    enum Tagged {
+        A { x: i32 },
+        B,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(untagged)]
+    enum Either {
+        Num(i64),
+        Text(String),
+    }
+
+    fn rich() -> Rich {
+        Rich {
+            value: serde_json::json!({"q": {"match": {"title": "rust"}}, "size": [1, 2.5, null]}),
+            rest: HashMap::from([("extra".to_string(), serde_json::json!(true))]),
+            note: None,
+            tagged: Tagged::A { x: -3 },
+            either: Either::Text("t".into()),
+            big: u128::MAX,
+        }
+    }
+
+    fn json_roundtrip<T>(value: &T, limits: CodecLimits)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let enc = encode_verified(Codec::Json, value, Duration::from_micros(9), limits).unwrap();
+        assert_eq!(enc.bytes[1], CODEC_JSON);
+        assert_eq!(enc.raw_len, serde_json::to_vec(value).unwrap().len());
+        let (back, header) = decode::<T>(&enc.bytes, limits).unwrap();
+        assert_eq!(&back, value);
+        assert_eq!(header.codec, Codec::Json);
+        assert_eq!(header.compute_us, 9);
+    }
+
+    #[test]
+    fn json_reads_back_what_bincode_cannot() {
+        let value = rich();
+        // bincode cannot even write it (flatten: a map of unknown length)...
+        assert!(matches!(
+            encode(&value, Duration::ZERO, LIMITS),
+            Err(CodecError::Encode(_))
+        ));
+        // ...and writes a `Value` it cannot read back.
+        let enc = encode(&value.value, Duration::ZERO, LIMITS).unwrap();
+        assert!(decode::<serde_json::Value>(&enc.bytes, LIMITS).is_err());
+        assert!(matches!(
+            encode_verified(Codec::Bincode, &value.value, Duration::ZERO, LIMITS),
+            Err(CodecError::NoReadback(_))
+        ));
+        for limits in [NEVER, ALWAYS, LIMITS] {
+            json_roundtrip(&value, limits);
+            json_roundtrip(&sample(), limits);
+            json_roundtrip(&search_page(), limits);
+            json_roundtrip(&Some(serde_json::json!([1, {"a": null}])), limits);
+            json_roundtrip(&(i128::MIN, u128::MAX), limits);
+            json_roundtrip(&"x".repeat(10_000), limits);
+        }
+        // Compressed when long enough, like bincode.
+        let enc = encode_with(Codec::Json, &search_page(), Duration::ZERO, LIMITS).unwrap();
+        assert_eq!(enc.bytes[2], FLAG_ZLIB);
+        assert!(enc.bytes.len() * 3 < enc.raw_len);
+    }
+
+    #[test]
+    fn json_limits_hold() {
+        // Encoding stops at max_value_bytes.
+        let value = "y".repeat(1000);
+        let tight = CodecLimits {
+            compress_min_bytes: 256,
+            max_value_bytes: 1001,
+        };
+        match encode_with(Codec::Json, &value, Duration::ZERO, tight) {
+            Err(CodecError::TooLarge(n)) => assert!(n > 1001, "{n}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let fits = CodecLimits {
+            max_value_bytes: 1002,
+            ..tight
+        };
+        assert!(encode_with(Codec::Json, &value, Duration::ZERO, fits).is_ok());
+        // Decoding refuses a claimed payload over the limit from the header.
+        let enc = encode_with(Codec::Json, &value, Duration::ZERO, fits).unwrap();
+        assert!(decode::<String>(&enc.bytes, tight).is_err());
+        // Hostile nesting stops at serde_json's recursion limit, no stack
+        // overflow, in a small stack.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let mut bytes = entry(FLAG_ZLIB, deep.len() as u32, &zlib(deep.as_bytes()));
+        bytes[1] = CODEC_JSON;
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let msg = assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+                assert!(msg.contains("recursion limit"), "{msg}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // Junk after the value, and a JSON bomb claiming a small size.
+        for body in [&b"{\"a\":1}x"[..], b"{\"a\":1} {}", b"\xff"] {
+            let mut bytes = entry(0, body.len() as u32, body);
+            bytes[1] = CODEC_JSON;
+            assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+        }
+        let bomb = " ".repeat(1 << 20);
+        let mut bytes = entry(FLAG_ZLIB, 64, &zlib(bomb.as_bytes()));
+        bytes[1] = CODEC_JSON;
+        let msg = assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+        assert!(msg.contains("inflates past"), "{msg}");
+    }
+
+    #[test]
+    fn json_fuzz_never_panics() {
+        let mut r = Rng(0xA5A5);
+        let valid: Vec<Vec<u8>> = [NEVER, ALWAYS]
+            .iter()
+            .map(|&limits| {
+                encode_with(Codec::Json, &rich(), Duration::ZERO, limits)
+                    .unwrap()
+                    .bytes
+            })
+            .collect();
+        for i in 0..4000 {
+            let mut bytes = valid[i % valid.len()].clone();
+            for _ in 0..=r.below(4) {
+                let at = r.below(bytes.len() as u64) as usize;
+                match r.below(3) {
+                    0 => bytes[at] = r.next() as u8,
+                    1 => bytes.truncate(at.max(1)),
+                    _ => bytes.insert(at, r.next() as u8),
+                }
+            }
+            let _ = decode::<Rich>(&bytes, LIMITS);
+            let _ = decode::<serde_json::Value>(&bytes, LIMITS);
+            decode_all(&bytes, LIMITS);
+        }
+    }
+
+    /// The JSON example of docs/FORMAT.md.
+    #[test]
+    fn format_doc_json_example() {
+        let value = Example {
+            id: 300,
+            name: "ab".into(),
+            tags: vec![1, 1000],
+            score: Some(0.5),
+            shape: Shape::Circle(-2),
+        };
+        let enc = encode_at(
+            Codec::Json,
+            &value,
+            Duration::from_micros(1500),
+            NEVER,
+            1_700_000_000_000,
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&enc.bytes[..HEADER_LEN]),
+            "02 02 00 00 00 68 e5 cf 8b 01 00 00 dc 05 00 00 48 00 00 00"
+        );
+        assert_eq!(
+            std::str::from_utf8(&enc.bytes[HEADER_LEN..]).unwrap(),
+            r#"{"id":300,"name":"ab","tags":[1,1000],"score":0.5,"shape":{"Circle":-2}}"#
+        );
+        assert_eq!(decode::<Example>(&enc.bytes, NEVER).unwrap().0, value);
+    }
+
     /// The worked example of docs/FORMAT.md.
     #[test]
     fn format_doc_example() {
