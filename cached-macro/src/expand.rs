@@ -191,13 +191,21 @@ impl<'a> Context<'a> {
             Shape::Option => quote!(#p::OptionShape),
             Shape::Result => quote!(#p::ResultShape),
         };
+        // With `returns`, the return type is given to the runtime, so that a
+        // shape it does not have is reported as such (`ReturnShape`'s
+        // message) rather than inferred into a type mismatch.
+        let declared = self
+            .func
+            .return_type()
+            .filter(|_| self.func.shape_declared)
+            .map(|ty| quote!(::<#ty, _, _>));
         let call = if self.func.is_async() {
-            quote!(#p::call_async(#site_local, #key, #shape, async move #block).await)
+            quote!(#p::call_async #declared (#site_local, #key, #shape, async move #block).await)
         } else {
             // The closure's return type is the function's, so `?` and
             // `return` in the body behave as they did.
             let output = &sig.output;
-            quote!(#p::call_sync(#site_local, #key, #shape, move || #output #block))
+            quote!(#p::call_sync #declared (#site_local, #key, #shape, move || #output #block))
         };
         quote! {
             #(#outer_attrs)*
@@ -843,7 +851,10 @@ mod tests {
                 }
             ),
         );
-        assert!(has(&out, "::cached_redis::__private::ResultShape"));
+        assert!(has(
+            &out,
+            "call_sync::<ApiResult<u8>, _, _>(__cached_site, __cached_key, ::cached_redis::__private::ResultShape"
+        ));
         assert!(!has(&out, "ShapeProbe"));
         let out = expand(
             quote!(),
