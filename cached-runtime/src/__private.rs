@@ -176,6 +176,12 @@ pub trait PlainShapeCheck {
 }
 impl<T: ?Sized> PlainShapeCheck for ShapeProbe<T> {}
 
+impl<T: ?Sized> Default for ShapeProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T, E> ShapeProbe<Result<T, E>> {
     /// Fails to compile: the shape must be declared.
     #[inline(always)]

@@ -123,7 +123,7 @@ impl CallSite {
             return;
         }
         let mut more = self.more_types.lock().unwrap_or_else(|e| e.into_inner());
-        if more.iter().any(|seen| *seen == names) {
+        if more.contains(&names) {
             return;
         }
         if more.len() + 1 < MAX_INSTANTIATIONS {
