@@ -171,6 +171,7 @@ fn prepare<'a>(
         Some(store) if !skip::is_cache_skipped() => store,
         _ => {
             resolved.stats.skip();
+            crate::entry_info::skipped();
             return None;
         }
     };
@@ -178,6 +179,7 @@ fn prepare<'a>(
         Ok(key) => Some((store, key, force)),
         Err(e) => {
             resolved.stats.error();
+            crate::entry_info::uncached();
             tracing::debug!(
                 prefix = %resolved.prefix, error = %e,
                 "cache error: key not buildable; running uncached"
@@ -207,6 +209,7 @@ where
         // Redis I/O needs tokio's timers; under another executor the
         // function still runs, uncached, instead of panicking.
         resolved.stats.error();
+        crate::entry_info::uncached();
         tracing::warn!(
             prefix = %resolved.prefix,
             "cache error: cached async fn polled outside a tokio runtime; running uncached"

@@ -14,10 +14,7 @@ use crate::engine::engine;
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::site::CallSite;
-use crate::store::Store;
-
-/// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
-const SCAN_COUNT: usize = 1_000;
+use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
 /// argument); returns how many were removed. Safe while traffic flows: a
@@ -41,20 +38,14 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
         Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
         Some(Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
-            let mut cursor = 0u64;
+            let mut scan = r.scan(pattern);
             let mut removed = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let (next, keys): (u64, Vec<String>) = r
-                    .run(|mut c| async move { scan.query_async(&mut c).await })
-                    .await?;
-                let keys: Vec<String> =
-                    keys.into_iter().filter(|k| is_entry_of(k, &head)).collect();
+            while let Some(keys) = scan.next_batch().await? {
+                let keys: Vec<&str> = keys
+                    .iter()
+                    .filter_map(|k| std::str::from_utf8(k).ok())
+                    .filter(|k| is_entry_of(k, &head))
+                    .collect();
                 if !keys.is_empty() {
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
@@ -62,10 +53,6 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
                         .run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
                         .await?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
             tracing::debug!(prefix, removed, "prefix invalidated");
             Ok(removed)
@@ -81,18 +68,6 @@ fn is_entry_of(key: &str, head: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
-}
-
-/// `text` with Redis glob metacharacters escaped.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 type Registry = Mutex<HashMap<String, Vec<&'static CallSite>>>;
@@ -224,10 +199,5 @@ mod tests {
         assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFzZQ:lock", head));
         assert!(!is_entry_of("ns:users:Q2hhbmdlIG1lIHBsZWFzZQ", head));
         assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFz*Q", head));
-    }
-
-    #[test]
-    fn glob_metacharacters_are_escaped() {
-        assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
     }
 }

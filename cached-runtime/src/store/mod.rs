@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::RedisStore;
+pub(crate) use self::redis::{glob_escape, RedisStore};
 use crate::error::StoreError;
 
 /// Bytes read from a store.

@@ -271,3 +271,82 @@ impl RedisStore {
         Ok(conn)
     }
 }
+
+/// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
+const SCAN_COUNT: usize = 1_000;
+
+/// `text` with the glob metacharacters of `SCAN MATCH` escaped, so it
+/// matches itself only. Redis' matcher treats `*`, `?`, `[` and `\`
+/// specially (and `]` closes a class); `^` and `-` mean something only
+/// inside a class, which an escaped `[` never opens.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A walk over the keys matching a `SCAN MATCH` pattern, batch by batch:
+/// never `KEYS`, never one long blocking command, so Redis keeps serving
+/// other clients meanwhile. Every key-enumerating feature (prefix
+/// invalidation, the stats reader) goes through here. A key may come twice
+/// (`SCAN` guarantees only that a key present throughout is seen).
+pub(crate) struct KeyScan<'a> {
+    store: &'a RedisStore,
+    pattern: String,
+    cursor: u64,
+    done: bool,
+}
+
+impl RedisStore {
+    /// Starts a walk over the keys matching `pattern` (a glob: escape
+    /// literal parts with [`glob_escape`]).
+    pub(crate) fn scan(&self, pattern: String) -> KeyScan<'_> {
+        KeyScan {
+            store: self,
+            pattern,
+            cursor: 0,
+            done: false,
+        }
+    }
+}
+
+impl KeyScan<'_> {
+    /// The next batch of keys (possibly empty), or `None` once the walk is
+    /// over. Keys are bytes: a foreign key need not be UTF-8.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(self.cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let (next, keys): (u64, Vec<Vec<u8>>) = self
+            .store
+            .run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        self.cursor = next;
+        self.done = next == 0;
+        Ok(Some(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_escape;
+
+    #[test]
+    fn glob_metacharacters_are_escaped_and_nothing_else() {
+        assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+        // Special only inside a class, which is never opened.
+        assert_eq!(glob_escape("a^b-c:d"), "a^b-c:d");
+        assert_eq!(glob_escape("ключ"), "ключ");
+    }
+}
