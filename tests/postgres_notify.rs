@@ -306,6 +306,60 @@ async fn update_and_delete_drop_the_entry_of_the_row() {
     assert_eq!(user_name(c, t, 2).await.as_deref(), Some("bob"));
 }
 
+/// The DAO pattern: the cached function is a method.
+struct UserDao<'a> {
+    client: &'a Client,
+    table: &'a str,
+}
+
+impl UserDao<'_> {
+    #[cached(prefix = "pgn_dao")]
+    async fn name(&self, id: i64) -> Option<String> {
+        read_name(self.client, self.table, id).await
+    }
+}
+
+/// Regression: a method used to count as generic (`Self` is in its key), so
+/// every changed row dropped the DAO's whole prefix. Now the row's entry
+/// alone goes, as for a free function.
+#[tokio::test]
+async fn a_dao_method_loses_the_entry_of_the_row_only() {
+    let Some(_) = pg_config() else { return };
+    setup();
+    let f = Fixture::new(
+        "dao",
+        "pgn_dao",
+        "UPDATE OR DELETE",
+        &[(1, "ann"), (2, "ben")],
+    )
+    .await;
+    let _listener = f.listen().await;
+    let dao = UserDao {
+        client: &f.client,
+        table: f.table.as_str(),
+    };
+    assert_eq!(dao.name(1).await.as_deref(), Some("ann"));
+    assert_eq!(dao.name(2).await.as_deref(), Some("ben"));
+    let (key1, key2) = (
+        UserDao::name_cache_key(1).unwrap(),
+        UserDao::name_cache_key(2).unwrap(),
+    );
+    assert_invalidated(
+        "UPDATE through a DAO method",
+        std::slice::from_ref(&key1),
+        f.exec(&format!(
+            "UPDATE {} SET name = 'anna' WHERE id = 1",
+            f.table
+        )),
+    )
+    .await;
+    assert!(
+        exists(&mut common::raw(), &key2),
+        "the whole prefix was dropped, not the row's entry"
+    );
+    assert_eq!(dao.name(1).await.as_deref(), Some("anna"));
+}
+
 #[cached(prefix = "pgn_maybe", skip = "client, table", cache_none = 60)]
 async fn maybe_name(client: &Client, table: &str, id: i64) -> Option<String> {
     read_name(client, table, id).await

@@ -15,6 +15,11 @@
 //!   The codec is crate-private, so the load binary derives
 //!   `decode ≈ hit(v) − hit(tiny)` and
 //!   `encode ≈ refresh(v) − clone(v) − refresh(tiny)` from these.
+//! - `codec_2kb/*`: the 2 KB search response with each codec forced
+//!   (`codec = "bincode"`, `codec = "json"`), a hit (decode) and a
+//!   `name_refresh` (encode, compress, store) each, beside `hit/2KB` and
+//!   `refresh/2KB`, the automatic choice (bincode, every store verified by
+//!   decoding it once more).
 //! - `embedded_async/search_2kb`: the async `#[cached]` hit the load test
 //!   measures as scenario (e), here single-threaded and without a scheduler
 //!   in between.
@@ -76,6 +81,18 @@ fn v_user(k: u32) -> UserDoc {
 
 #[cached(ttl = 3600, prefix = "bench_v_search")]
 fn v_search(k: u32) -> SearchResponse {
+    let _ = k;
+    fx().search.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_search_bincode", codec = "bincode")]
+fn v_search_bincode(k: u32) -> SearchResponse {
+    let _ = k;
+    fx().search.clone()
+}
+
+#[cached(ttl = 3600, prefix = "bench_v_search_json", codec = "json")]
+fn v_search_json(k: u32) -> SearchResponse {
     let _ = k;
     fx().search.clone()
 }
@@ -305,6 +322,46 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// The 2 KB value with each codec forced: hits and stores side by side.
+fn codecs(c: &mut Criterion) {
+    init();
+    let cases: [(&str, &str, fn(u32), fn(u32)); 2] = [
+        (
+            "bincode",
+            "bench_v_search_bincode",
+            |k| {
+                black_box(v_search_bincode(k));
+            },
+            |k| {
+                black_box(v_search_bincode_refresh(k));
+            },
+        ),
+        (
+            "json",
+            "bench_v_search_json",
+            |k| {
+                black_box(v_search_json(k));
+            },
+            |k| {
+                black_box(v_search_json_refresh(k));
+            },
+        ),
+    ];
+    let mut g = c.benchmark_group("codec_2kb");
+    for (name, prefix, hit, refresh) in cases {
+        hit(1);
+        refresh(1);
+        let misses = || cached_redis::local_stats(prefix).expect("stats").misses;
+        let before = misses();
+        g.bench_function(format!("hit_{name}"), |b| b.iter(|| hit(black_box(1))));
+        assert_eq!(misses(), before, "{name}: a hit benchmark missed");
+        g.bench_function(format!("store_{name}"), |b| {
+            b.iter(|| refresh(black_box(1)))
+        });
+    }
+    g.finish();
+}
+
 fn embedded_async(c: &mut Criterion) {
     init();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -339,6 +396,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = keys, codec, embedded_async, local_hit
+    targets = keys, codec, codecs, embedded_async, local_hit
 }
 criterion_main!(benches);

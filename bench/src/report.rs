@@ -996,6 +996,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
             fmt_ns((rf - cl - tiny_ref).max(0.0))
         );
     }
+    let _ = writeln!(w, "{}", codec_table(&d));
     let ea = d.micro("embedded_async/search_2kb");
     if !ea.is_nan() {
         let _ = writeln!(
@@ -1015,6 +1016,49 @@ pub fn markdown(r: &Results, chart: &str) -> String {
 
     let _ = writeln!(w, "## What stands in the way of the goals\n");
     let _ = writeln!(w, "{}", PROFILE_NOTES.trim());
+    o
+}
+
+/// The 2 KB search response with each codec: hit (decode) and store
+/// (encode), side by side, with the automatic choice (which verifies each
+/// store) for comparison.
+fn codec_table(d: &Derived<'_>) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    let tiny_hit = d.micro("hit/tiny");
+    let tiny_ref = d.micro("refresh/tiny");
+    let clone = d.micro("clone/2KB");
+    if d.micro("codec_2kb/hit_json").is_nan() {
+        return o;
+    }
+    let _ = writeln!(w, "\n### Codecs side by side, 2 KB search response\n");
+    let _ = writeln!(
+        w,
+        "The same value and path as the `2KB` row above, with the codec forced \
+         (`codec = \"bincode\"`, `codec = \"json\"`) or chosen automatically (the \
+         default: bincode when the value reads back from it, each store verified by \
+         decoding it once more). Derived columns as above.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| codec | hit | ≈ decompress + decode | store (`name_refresh`) | ≈ encode + compress |"
+    );
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
+    for (label, hit, store) in [
+        ("bincode", "codec_2kb/hit_bincode", "codec_2kb/store_bincode"),
+        ("JSON", "codec_2kb/hit_json", "codec_2kb/store_json"),
+        ("automatic (bincode, verified)", "hit/2KB", "refresh/2KB"),
+    ] {
+        let (hit, store) = (d.micro(hit), d.micro(store));
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} |",
+            fmt_ns(hit),
+            fmt_ns((hit - tiny_hit).max(0.0)),
+            fmt_ns(store),
+            fmt_ns((store - clone - tiny_ref).max(0.0))
+        );
+    }
     o
 }
 

@@ -24,8 +24,12 @@ pub(crate) struct Function {
     pub(crate) receiver: Option<Receiver>,
     /// The parameters after the receiver.
     pub(crate) params: Vec<Param>,
-    /// What the return type tells the runtime about storing it.
+    /// What the return type tells the runtime about storing it: by its
+    /// name, or as the `returns` option declares.
     pub(crate) shape: Shape,
+    /// Whether `shape` was declared with `returns` rather than read from
+    /// the return type's name.
+    pub(crate) shape_declared: bool,
     /// Whether the function is known to be in an `impl` block (it has a
     /// receiver or names `Self` in its signature): calls to it and doc links
     /// then go through `Self::`.
@@ -45,6 +49,33 @@ pub(crate) struct Param {
     pub(crate) impl_trait: bool,
     /// Whether the type is a reference (`&T`, `&mut T`).
     pub(crate) is_ref: bool,
+}
+
+impl Param {
+    /// The first `&mut` in the parameter's type, if any (`&mut T`,
+    /// `Option<&mut T>`, `(&mut A, B)`...).
+    pub(crate) fn mut_ref(&self) -> Option<&syn::TypeReference> {
+        struct Finder<'a>(Option<&'a syn::TypeReference>);
+        impl<'a> Visit<'a> for Finder<'a> {
+            fn visit_type_reference(&mut self, r: &'a syn::TypeReference) {
+                if r.mutability.is_some() && self.0.is_none() {
+                    self.0 = Some(r);
+                }
+                syn::visit::visit_type_reference(self, r);
+            }
+            // `fn(&mut T)` and `dyn FnMut(&mut T)` take a `&mut`, they are
+            // not one.
+            fn visit_type_bare_fn(&mut self, _: &'a syn::TypeBareFn) {}
+            fn visit_parenthesized_generic_arguments(
+                &mut self,
+                _: &'a syn::ParenthesizedGenericArguments,
+            ) {
+            }
+        }
+        let mut finder = Finder(None);
+        finder.visit_type(&self.ty);
+        finder.0
+    }
 }
 
 /// How the runtime maps a return value to a stored value.
@@ -101,6 +132,7 @@ impl Function {
             receiver,
             params,
             shape,
+            shape_declared: false,
             in_impl,
         })
     }

@@ -25,6 +25,8 @@ const OPTIONS: &[&str] = &[
     "early",
     "cache_none",
     "local",
+    "codec",
+    "returns",
 ];
 
 /// Options of the API that this version does not implement yet: named in
@@ -57,6 +59,29 @@ pub(crate) struct Options {
     pub(crate) cache_none: Option<(u64, proc_macro2::Span)>,
     /// `local = 1000`: entries of the in-process level, at least 1.
     pub(crate) local: Option<u64>,
+    /// `codec = "json"`: the value codec, forced.
+    pub(crate) codec: Option<CodecName>,
+    /// `returns = "result"`: the return shape, declared; the literal, for
+    /// errors about the function's return type.
+    pub(crate) returns: Option<(Returns, LitStr)>,
+}
+
+/// A codec the `codec` option can force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodecName {
+    Bincode,
+    Json,
+}
+
+/// What `returns = "..."` declares the return type to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// `"result"`: a `Result` (through an alias): `Ok` stored, `Err` never.
+    Result,
+    /// `"option"`: an `Option`: `Some` stored.
+    Option,
+    /// `"plain"`: any value, stored whole (a `Result` alias's `Err` too).
+    Plain,
 }
 
 /// `skip = "a, b"`: the literal (errors about its names point at it) and
@@ -127,6 +152,8 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "early" => options.early.is_some(),
         "cache_none" => options.cache_none.is_some(),
         "local" => options.local.is_some(),
+        "codec" => options.codec.is_some(),
+        "returns" => options.returns.is_some(),
         _ => options.krate.is_some(),
     };
     if duplicate {
@@ -147,6 +174,8 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "skip" => options.skip = parse_skip(value, errors),
         "refresh" => options.refresh = parse_bool("refresh", value, errors),
         "version" => options.version = parse_version(value, errors),
+        "codec" => options.codec = parse_codec(value, errors),
+        "returns" => options.returns = parse_returns(value, errors),
         _ => options.krate = parse_crate(value, errors),
     }
 }
@@ -166,6 +195,8 @@ fn example(name: &str) -> Option<&'static str> {
         "early" => "early = true",
         "cache_none" => "cache_none = 60",
         "local" => "local = 1000",
+        "codec" => "codec = \"json\"",
+        "returns" => "returns = \"result\"",
         _ => return None,
     })
 }
@@ -355,6 +386,40 @@ fn parse_version(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
     }
 }
 
+fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<CodecName> {
+    const EXPECTED: &str = "expected `codec = \"bincode\"` or `codec = \"json\"` (leave the option out to choose per function: bincode when the value type reads back from it, JSON otherwise)";
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(value, EXPECTED);
+        return None;
+    };
+    match lit.value().as_str() {
+        "bincode" => Some(CodecName::Bincode),
+        "json" => Some(CodecName::Json),
+        _ => {
+            errors.at(lit, EXPECTED);
+            None
+        }
+    }
+}
+
+fn parse_returns(value: &Expr, errors: &mut Errors) -> Option<(Returns, LitStr)> {
+    const EXPECTED: &str = "expected `returns = \"result\"` (`Ok` cached, `Err` never), `returns = \"option\"` (`Some` cached) or `returns = \"plain\"` (the whole value cached)";
+    let Some(Lit::Str(lit)) = literal(value) else {
+        errors.at(value, EXPECTED);
+        return None;
+    };
+    let returns = match lit.value().as_str() {
+        "result" => Returns::Result,
+        "option" => Returns::Option,
+        "plain" => Returns::Plain,
+        _ => {
+            errors.at(lit, EXPECTED);
+            return None;
+        }
+    };
+    Some((returns, lit.clone()))
+}
+
 fn parse_crate(value: &Expr, errors: &mut Errors) -> Option<Path> {
     let Some(Lit::Str(lit)) = literal(value) else {
         errors.at(
@@ -499,6 +564,24 @@ mod tests {
             messages(quote!(skip = "a, a")),
             ["`a` is listed twice in `skip`"]
         );
+    }
+
+    #[test]
+    fn codec_and_returns() {
+        let o = parse_ok(quote!(codec = "json", returns = "result"));
+        assert_eq!(o.codec, Some(CodecName::Json));
+        assert_eq!(o.returns.map(|r| r.0), Some(Returns::Result));
+        let o = parse_ok(quote!(codec = "bincode", returns = "plain"));
+        assert_eq!(o.codec, Some(CodecName::Bincode));
+        assert_eq!(o.returns.map(|r| r.0), Some(Returns::Plain));
+        let m = messages(quote!(codec = "cbor", returns = "either"));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(
+            m[0].starts_with("expected `codec = \"bincode\"` or"),
+            "{m:?}"
+        );
+        assert!(m[1].contains("`returns = \"option\"`"), "{m:?}");
+        assert_eq!(messages(quote!(codec = 1)).len(), 1);
     }
 
     #[test]

@@ -11,42 +11,51 @@
 //! `<crate = "...">::__private`):
 //!
 //! ```text
-//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
-//!     static __CACHED_SITE: P::CallSite = P::CallSite::new(
+//! #[doc(hidden)] #[allow(dead_code)]          // one per function, shared by all below
+//! fn __cached_site_user() -> &'static P::CallSite {            // in an impl: an associated fn
+//!     static SITE: P::CallSite = P::CallSite::new(
 //!         P::SiteIdent {
 //!             module_path: ::core::module_path!(),
 //!             fn_name: "user",
+//!             return_type: "Result < User , DbError >",          // tokens, one space apart
 //!             crate_name: ::core::env!("CARGO_PKG_NAME"),
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
 //!         },
 //!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
+//!     &SITE
+//! }
+//!
+//! pub async fn user<T: Serialize>(conn: &Db, id: T, name: &str) -> Result<User, DbError> {
+//!     let __cached_site = __cached_site_user();                 // `Self::__cached_site_user()` in an impl
 //!     let __cached_key = {                                    // KEY, below
 //!         fn __cached_build_key<__A0: ?Sized + P::KeyArg, __A1: ?Sized + P::KeyArg>(
-//!             a0: &__A0, a1: &__A1, type_names: &[&str],
+//!             site: &'static P::CallSite, a0: &__A0, a1: &__A1, type_names: &[&'static str],
 //!         ) -> Result<P::CacheKey, ::cached_redis::Error> {
-//!             P::build_key(&__CACHED_SITE, &(a0, a1), type_names)
+//!             P::build_key(site, &(a0, a1), type_names)
 //!         }
-//!         __cached_build_key(P::key_arg(&id), P::key_arg(name), &[::core::any::type_name::<T>()])
+//!         __cached_build_key(__cached_site, P::key_arg(&id), P::key_arg(name), &[::core::any::type_name::<T>()])
 //!     };
-//!     P::call_async(&__CACHED_SITE, __cached_key, P::ResultShape, async move { body }).await
-//!     // a sync fn: P::call_sync(&__CACHED_SITE, __cached_key, Shape, move || -> Ret { body })
+//!     P::call_async(__cached_site, __cached_key, P::ResultShape, async move { body }).await
+//!     // a sync fn: P::call_sync(__cached_site, __cached_key, Shape, move || -> Ret { body })
+//!     // a plain return type (not named Result/Option) without `returns` first gets
+//!     // `P::ShapeProbe::<Ret>::new().check();`, a compile error for a Result/Option alias
 //! }
 //!
 //! /// The cache key ... of [`user`] ...
 //! #[allow(dead_code)]
 //! pub fn user_cache_key<T: Serialize>(id: T, name: &str) -> Result<String, ::cached_redis::Error> {
-//!     static __CACHED_SITE: ... = ...;                        // the same
+//!     let __cached_site = __cached_site_user();               // the same site
 //!     KEY.map(P::CacheKey::into_string)
 //! }
 //!
 //! /// Removes the cached result ...
 //! #[allow(dead_code)]
 //! pub async fn user_invalidate<T: Serialize>(id: T, name: &str) -> Result<bool, ::cached_redis::Error> {
-//!     static __CACHED_SITE: ... = ...;
+//!     let __cached_site = __cached_site_user();
 //!     let __cached_key = KEY;
-//!     P::invalidate_async(&__CACHED_SITE, __cached_key).await // a sync fn: P::invalidate_sync
+//!     P::invalidate_async(__cached_site, __cached_key).await // a sync fn: P::invalidate_sync
 //! }
 //!
 //! /// Calls [`user`] and stores its result whatever the cache holds ...
@@ -77,6 +86,16 @@
 //! type contains `impl Trait` (an anonymous type parameter). Lifetimes and
 //! const generics are not included: a const parameter that matters to the
 //! result belongs in an argument.
+//!
+//! Why `Self` is always named, even in a non-generic `impl`: the macro sees
+//! the method, never its `impl` block, so it cannot tell `impl Repo` from
+//! `impl<T> Repo<T>`, and one `static` serves every instantiation. The
+//! `Self` name is what keeps `Repo<u8>` from `Repo<String>`, and two
+//! `impl`s of one module with a same-named method, apart. The runtime
+//! records each distinct list of type names a site is called with, so
+//! `invalidate_args` rebuilds the key of every one it has seen: a method of
+//! a non-generic `impl` has exactly one, and invalidates by arguments like
+//! a free function.
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -86,17 +105,19 @@ use crate::ast::{unraw, Function, Param, Shape};
 
 /// How many fields `SiteOptions` has; with all of them given, clippy calls
 /// `..DEFAULT` needless.
-const OPTION_FIELDS: usize = 9;
-use crate::attr::Options;
+const OPTION_FIELDS: usize = 10;
+use crate::attr::{CodecName, Options};
 
 /// The function rewritten, followed by its companions.
 pub(crate) fn expand(options: &Options, func: &Function) -> TokenStream {
     let cx = Context::new(options, func);
+    let site = cx.site_fn();
     let main = cx.main_fn();
     let cache_key = cx.cache_key_fn();
     let invalidate = cx.invalidate_fn();
     let refresh = cx.refresh_fn();
     quote! {
+        #site
         #main
         #cache_key
         #invalidate
@@ -115,6 +136,10 @@ struct Context<'a> {
     key_params: Vec<&'a Param>,
     /// `__cached_key`, invisible to the body (mixed-site hygiene).
     key_local: Ident,
+    /// `__cached_site`, the `&'static CallSite`, likewise.
+    site_local: Ident,
+    /// `__cached_site_<name>`, the hidden function owning the `static`.
+    site_fn: Ident,
 }
 
 impl<'a> Context<'a> {
@@ -139,6 +164,8 @@ impl<'a> Context<'a> {
             private,
             key_params,
             key_local: Ident::new("__cached_key", Span::mixed_site()),
+            site_local: Ident::new("__cached_site", Span::mixed_site()),
+            site_fn: format_ident!("__cached_site_{}", unraw(func.name())),
         }
     }
 
@@ -153,15 +180,25 @@ impl<'a> Context<'a> {
             ..
         } = self.func;
         let p = &self.private;
-        let site = self.site_static();
+        let site = self.site_binding();
+        let site_local = &self.site_local;
         let key = &self.key_local;
         let build_key = self.build_key();
+        let probe = self.shape_probe();
         let shape = match self.func.shape {
             Shape::Plain => quote!(#p::PlainShape),
             Shape::Option if self.options.cache_none.is_some() => quote!(#p::CacheNoneShape),
             Shape::Option => quote!(#p::OptionShape),
             Shape::Result => quote!(#p::ResultShape),
         };
+        // With `returns`, the return type is given to the runtime, so that a
+        // shape it does not have is reported as such (`ReturnShape`'s
+        // message) rather than inferred into a type mismatch.
+        let declared = self
+            .func
+            .return_type()
+            .filter(|_| self.func.shape_declared)
+            .map(|ty| quote!(::<#ty, _, _>));
         // `local` needs values it can clone: its own entry points carry
         // that bound, so functions without it keep theirs unbounded.
         let local = self.options.local.is_some();
@@ -171,7 +208,7 @@ impl<'a> Context<'a> {
             } else {
                 quote!(#p::call_async)
             };
-            quote!(#call_async(&__CACHED_SITE, #key, #shape, async move #block).await)
+            quote!(#call_async #declared (#site_local, #key, #shape, async move #block).await)
         } else {
             // The closure's return type is the function's, so `?` and
             // `return` in the body behave as they did.
@@ -181,12 +218,13 @@ impl<'a> Context<'a> {
             } else {
                 quote!(#p::call_sync)
             };
-            quote!(#call_sync(&__CACHED_SITE, #key, #shape, move || #output #block))
+            quote!(#call_sync #declared (#site_local, #key, #shape, move || #output #block))
         };
         quote! {
             #(#outer_attrs)*
             #vis #sig {
                 #(#inner_attrs)*
+                #probe
                 #site
                 let #key = #build_key;
                 #call
@@ -210,7 +248,7 @@ impl<'a> Context<'a> {
             "When the arguments cannot be made into a key: a NaN or infinite float, a failing",
             "`Serialize` implementation (such a call of the function runs uncached).",
         ]);
-        let site = self.site_static();
+        let site = self.site_binding();
         let build_key = self.build_key();
         self.companion(
             &ident,
@@ -245,19 +283,17 @@ impl<'a> Context<'a> {
                 self.link_to(&cache_key)
             ),
         ]);
-        let site = self.site_static();
+        let site = self.site_binding();
+        let site_local = &self.site_local;
         let key = &self.key_local;
         let build_key = self.build_key();
         let (asyncness, invalidate) = if self.func.is_async() {
             (
                 Some(quote!(async)),
-                quote!(#private::invalidate_async(&__CACHED_SITE, #key).await),
+                quote!(#private::invalidate_async(#site_local, #key).await),
             )
         } else {
-            (
-                None,
-                quote!(#private::invalidate_sync(&__CACHED_SITE, #key)),
-            )
+            (None, quote!(#private::invalidate_sync(#site_local, #key)))
         };
         self.companion(
             &ident,
@@ -374,11 +410,42 @@ impl<'a> Context<'a> {
         self.key_params.iter().map(|p| param_input(p)).collect()
     }
 
-    /// `static __CACHED_SITE: CallSite = ...;` naming the function and
-    /// giving the options written in the attribute.
-    fn site_static(&self) -> TokenStream {
+    /// `let __cached_site = __cached_site_<name>();` (`Self::` in an impl).
+    fn site_binding(&self) -> TokenStream {
+        let Context {
+            private: p,
+            site_local,
+            site_fn,
+            ..
+        } = self;
+        let callee = if self.func.in_impl {
+            quote!(Self::#site_fn)
+        } else {
+            quote!(#site_fn)
+        };
+        quote!(let #site_local: &'static #p::CallSite = #callee();)
+    }
+
+    /// The hidden function owning the one `static CallSite` of the
+    /// function, which the function and its companions share: beside the
+    /// function (an associated function in an `impl`, where no `static`
+    /// item may stand), naming the function and giving the options written
+    /// in the attribute. Not generic: one `static` serves every
+    /// instantiation, whose type names go into each call's key instead.
+    fn site_fn(&self) -> TokenStream {
         let p = &self.private;
         let fn_name = unraw(self.func.name());
+        let return_type = self
+            .func
+            .return_type()
+            .map(|ty| type_as_written(&ty.to_token_stream()))
+            .unwrap_or_default();
+        let site_fn = &self.site_fn;
+        let attrs = self
+            .func
+            .outer_attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"));
         let options = self.options;
         let mut fields = Vec::new();
         if let Some(ttl) = options.ttl {
@@ -412,29 +479,67 @@ impl<'a> Context<'a> {
             let entries = Literal::u64_unsuffixed(entries);
             fields.push(quote!(local: ::core::option::Option::Some(#entries)));
         }
+        if let Some(codec) = options.codec {
+            let variant = match codec {
+                CodecName::Bincode => quote!(Bincode),
+                CodecName::Json => quote!(Json),
+            };
+            fields.push(quote!(codec: #p::CodecOption::#variant));
+        }
         // With every option given, `..DEFAULT` fills nothing today; it stays
         // so that options the runtime adds later cannot break expansions.
         let allow =
             (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
         quote! {
-            #allow
-            static __CACHED_SITE: #p::CallSite = #p::CallSite::new(
-                #p::SiteIdent {
-                    module_path: ::core::module_path!(),
-                    fn_name: #fn_name,
-                    crate_name: ::core::env!("CARGO_PKG_NAME"),
-                    crate_version: ::core::env!("CARGO_PKG_VERSION"),
-                    git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
-                },
-                #p::SiteOptions {
-                    #(#fields,)*
-                    ..#p::SiteOptions::DEFAULT
-                },
-            );
+            #(#attrs)*
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            fn #site_fn() -> &'static #p::CallSite {
+                #allow
+                static SITE: #p::CallSite = #p::CallSite::new(
+                    #p::SiteIdent {
+                        module_path: ::core::module_path!(),
+                        fn_name: #fn_name,
+                        return_type: #return_type,
+                        crate_name: ::core::env!("CARGO_PKG_NAME"),
+                        crate_version: ::core::env!("CARGO_PKG_VERSION"),
+                        git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+                    },
+                    #p::SiteOptions {
+                        #(#fields,)*
+                        ..#p::SiteOptions::DEFAULT
+                    },
+                );
+                &SITE
+            }
         }
     }
 
-    /// The key of the call: `P::build_key(&__CACHED_SITE, &(key args,),
+    /// With a return type whose name says neither `Result` nor `Option`
+    /// and no `returns` option: a check that it is not one of them under
+    /// an alias (`type ApiResult<T> = Result<T, ApiError>`), whose `Err`
+    /// or `None` would otherwise be cached as a plain value. A compile
+    /// error at the return type names the `returns` option. Resolved by
+    /// method lookup: an inherent `check` exists only for `Result` and
+    /// `Option`, and its where-clause never holds; any other type (a
+    /// generic parameter included) gets the trait's no-op.
+    fn shape_probe(&self) -> Option<TokenStream> {
+        if self.func.shape_declared || self.func.shape != Shape::Plain {
+            return None;
+        }
+        let ty = self.func.return_type()?;
+        let span = syn::spanned::Spanned::span(ty);
+        let p = respan(self.private.clone(), span);
+        Some(quote_spanned! {span=>
+            {
+                #[allow(unused_imports)]
+                use #p::PlainShapeCheck as _;
+                #p::ShapeProbe::<#ty>::new().check();
+            }
+        })
+    }
+
+    /// The key of the call: `P::build_key(site, &(key args,),
     /// &[type names])`, through a local helper when there are key
     /// arguments (see the module docs).
     fn build_key(&self) -> TokenStream {
@@ -458,8 +563,9 @@ impl<'a> Context<'a> {
             .into_iter()
             .chain(generic_names)
             .chain(impl_trait_names);
+        let site_local = &self.site_local;
         if self.key_params.is_empty() {
-            return quote!(#p::build_key(&__CACHED_SITE, &(), &[#(#type_names),*]));
+            return quote!(#p::build_key(#site_local, &(), &[#(#type_names),*]));
         }
         let tys: Vec<Ident> = (0..self.key_params.len())
             .map(|i| format_ident!("__A{}", i))
@@ -482,12 +588,13 @@ impl<'a> Context<'a> {
         });
         quote!({
             fn __cached_build_key<#(#tys: ?Sized + #p::KeyArg),*>(
+                site: &'static #p::CallSite,
                 #(#params: &#tys,)*
-                type_names: &[&str],
+                type_names: &[&'static str],
             ) -> ::core::result::Result<#p::CacheKey, #krate::Error> {
-                #p::build_key(&__CACHED_SITE, &(#(#params,)*), type_names)
+                #p::build_key(site, &(#(#params,)*), type_names)
             }
-            __cached_build_key(#(#args,)* &[#(#type_names),*])
+            __cached_build_key(#site_local, #(#args,)* &[#(#type_names),*])
         })
     }
 
@@ -533,6 +640,36 @@ fn companion_attr(attr: &Attribute) -> Option<TokenStream> {
         }
         _ => None,
     }
+}
+
+/// A type's tokens as one string, each token once, separated by single
+/// spaces (groups spelled with their delimiters): the same text whatever
+/// the spacing in the source and whichever compiler prints it, because it
+/// salts keys.
+fn type_as_written(tokens: &TokenStream) -> String {
+    let mut parts = Vec::new();
+    for tt in tokens.clone() {
+        parts.push(match tt {
+            TokenTree::Group(g) => {
+                let inner = type_as_written(&g.stream());
+                let (open, close) = match g.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                if inner.is_empty() {
+                    format!("{open}{close}")
+                } else {
+                    format!("{open} {inner} {close}")
+                }
+            }
+            TokenTree::Ident(i) => i.to_string(),
+            TokenTree::Punct(p) => p.as_char().to_string(),
+            TokenTree::Literal(l) => l.to_string(),
+        });
+    }
+    parts.join(" ")
 }
 
 /// `#[doc = " line"]` for each line, as `///` would write.
@@ -598,8 +735,24 @@ mod tests {
         assert!(has(&out, "ttl_secs: ::core::option::Option::Some(60), ..::cached_redis::__private::SiteOptions::DEFAULT"));
         assert!(has(
             &out,
-            "__cached_build_key(::cached_redis::__private::key_arg(&id), &[])"
+            "__cached_build_key(__cached_site, ::cached_redis::__private::key_arg(&id), &[])"
         ));
+        // One site, beside the function, named with its return type.
+        assert_eq!(out.matches("staticSITE").count(), 1);
+        assert!(has(
+            &out,
+            "fn __cached_site_f() -> &'static ::cached_redis::__private::CallSite"
+        ));
+        assert!(has(&out, "return_type: \"Option < u8 >\""));
+        assert_eq!(
+            out.matches(
+                "let__cached_site:&'static::cached_redis::__private::CallSite=__cached_site_f();"
+            )
+            .count(),
+            3
+        );
+        // `Option` by its name: no alias check.
+        assert!(!has(&out, "ShapeProbe"));
         assert!(has(
             &out,
             "::cached_redis::__private::OptionShape, move || -> Option<u8> { None })"
@@ -607,7 +760,7 @@ mod tests {
         // Companions: key arguments only, without `mut`; refresh with all.
         assert!(has(&out, "pub fn f_cache_key(id: u64)"));
         assert!(has(&out, "pub fn f_invalidate(id: u64)"));
-        assert!(has(&out, "invalidate_sync(&__CACHED_SITE, __cached_key)"));
+        assert!(has(&out, "invalidate_sync(__cached_site, __cached_key)"));
         assert!(has(
             &out,
             "pub fn f_refresh(conn: &mut Db, id: u64) -> Option<u8>"
@@ -626,12 +779,18 @@ mod tests {
                 }
             ),
         );
-        assert!(has(&out, "build_key(&__CACHED_SITE, &(), &[])"));
+        assert!(has(&out, "build_key(__cached_site, &(), &[])"));
+        assert!(has(&out, "return_type: \"Vec < u8 >\""));
+        assert!(
+            has(&out, "ShapeProbe::<Vec<u8> >::new().check();")
+                || has(&out, "ShapeProbe::<Vec<u8>>::new().check();"),
+            "{out}"
+        );
         assert!(has(&out, "async move { vec![] }).await"));
         assert!(has(&out, "async fn f_invalidate()"));
         assert!(has(
             &out,
-            "invalidate_async(&__CACHED_SITE, __cached_key).await"
+            "invalidate_async(__cached_site, __cached_key).await"
         ));
         assert!(has(&out, "force_refresh_async(f()).await"));
         assert!(has(
@@ -653,7 +812,9 @@ mod tests {
                 stale = 5,
                 early = true,
                 cache_none = 7,
-                local = 3
+                local = 3,
+                codec = "json",
+                returns = "option"
             ),
             quote!(
                 fn f() -> Option<u8> {
@@ -663,13 +824,15 @@ mod tests {
         );
         assert!(has(
             &out,
-            "#[allow(clippy::needless_update)] static __CACHED_SITE: my::c::__private::CallSite"
+            "#[allow(clippy::needless_update)] static SITE: my::c::__private::CallSite"
         ));
         assert!(has(
             &out,
             "prefix: ::core::option::Option::Some(\"p\"), refresh: false, version: \"v\""
         ));
         assert!(has(&out, "-> ::core::result::Result<bool, my::c::Error>"));
+        assert!(has(&out, "codec: my::c::__private::CodecOption::Json"));
+        assert!(has(&out, "my::c::__private::CacheNoneShape"));
     }
 
     #[test]
@@ -693,6 +856,53 @@ mod tests {
             "&[::core::any::type_name::<Self>(), ::core::any::type_name::<T>()]"
         ));
         assert!(has(&out, "[`get`](Self::get)"));
+        assert!(has(&out, "= Self::__cached_site_get();"));
+    }
+
+    #[test]
+    fn returns_option_overrides_the_name() {
+        let out = expand(
+            quote!(returns = "result"),
+            quote!(
+                fn f() -> ApiResult<u8> {
+                    Ok(0)
+                }
+            ),
+        );
+        assert!(has(
+            &out,
+            "call_sync::<ApiResult<u8>, _, _>(__cached_site, __cached_key, ::cached_redis::__private::ResultShape"
+        ));
+        assert!(!has(&out, "ShapeProbe"));
+        let out = expand(
+            quote!(),
+            quote!(
+                fn f() -> ApiResult<u8> {
+                    Ok(0)
+                }
+            ),
+        );
+        assert!(has(&out, "::cached_redis::__private::PlainShape"));
+        assert!(
+            has(&out, "ShapeProbe::<ApiResult<u8> >::new().check();")
+                || has(&out, "ShapeProbe::<ApiResult<u8>>::new().check();")
+        );
+    }
+
+    #[test]
+    fn type_as_written_is_spacing_free() {
+        let a: TokenStream = "std::collections::HashMap<String,(u8, [i32; 3])>"
+            .parse()
+            .unwrap();
+        let b: TokenStream = "std :: collections :: HashMap < String , ( u8 , [ i32 ; 3 ] ) >"
+            .parse()
+            .unwrap();
+        let text = super::type_as_written(&a);
+        assert_eq!(text, super::type_as_written(&b));
+        assert_eq!(
+            text,
+            "std : : collections : : HashMap < String , ( u8 , [ i32 ; 3 ] ) >"
+        );
     }
 
     #[test]
@@ -733,14 +943,17 @@ mod tests {
                 }
             ),
         );
-        assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 4);
+        assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 5);
         assert_eq!(out.matches("#[inline]").count(), 1);
         assert_eq!(
             out.matches("#[allow(clippy::too_many_arguments)]").count(),
             3
         );
-        assert_eq!(out.matches("#[doc(hidden)]").count(), 4);
+        assert_eq!(out.matches("#[doc(hidden)]").count(), 5);
         assert_eq!(out.matches("Docsstayonthefunction").count(), 1);
-        assert!(has(&out, "fn f() { #![allow(unused)] static __CACHED_SITE"));
+        assert!(has(
+            &out,
+            "fn f() { #![allow(unused)] let __cached_site: &'static ::cached_redis::__private::CallSite = __cached_site_f();"
+        ));
     }
 }

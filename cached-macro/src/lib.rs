@@ -60,6 +60,8 @@ use crate::errors::Errors;
 /// | `stale = <seconds>` | after `ttl`, keep serving the old value for this long while one caller recomputes, and when recomputing fails | `0` |
 /// | `early = true` | probabilistic early recomputation (XFetch) driven by the measured compute time | `false` |
 /// | `cache_none = <seconds>` | also cache `None` (negative caching) with its own TTL; only on functions returning `Option` | `None` is not cached |
+/// | `codec = "bincode" \| "json"` | force the value codec | per function: bincode when the value reads back from it, JSON otherwise (every store verified) |
+/// | `returns = "result" \| "option" \| "plain"` | the return shape, for a `Result` or `Option` behind a type alias: `Ok` only, `Some` only, or the whole value | read from the return type's name |
 /// | `crate = "<path>"` | where cached-redis is, for crates that re-export it | `::cached_redis` |
 ///
 /// Values are literals of one type each: `ttl = "300"` or `refresh = 1` is
@@ -72,21 +74,31 @@ use crate::errors::Errors;
 /// - Each argument not in `skip` is a key argument: it must have a plain
 ///   name (not a pattern such as `(a, b): (i32, i32)`) and implement
 ///   `serde::Serialize`; one that does not is reported at the argument.
+///   It cannot be (or hold) a `&mut`: a hit skips the body, so the caller's
+///   mutation would silently never happen. A skipped `&mut` (a connection)
+///   is fine. `&mut self` is allowed and never in the key; on a hit the
+///   body does not run, so nothing in `self` changes: cache such a method
+///   only when it needs `&mut self` for access, not to update state.
 /// - Generic functions: the concrete type names of the generic type
 ///   parameters (and of `impl Trait` key arguments) enter the key, so
 ///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry; so does `Self`
-///   for a method, so that `Repo<u8>` and `Repo<String>` never share one.
-///   Const generic parameters do not enter the key.
+///   for a method, so that `Repo<u8>` and `Repo<String>` (or two `impl`s
+///   with a same-named method) never share one. Const generic parameters
+///   do not enter the key. The function's module path, name and return type
+///   are in every key too: two functions never share an entry, whatever
+///   their `prefix`.
 /// - The return type: `T` is always cached; `Option<T>` when `Some`;
 ///   `Result<T, E>` (recognised by the name `Result`, so `io::Result<T>`
 ///   too) when `Ok`, and `E` needs no traits. The cached type needs
-///   `Serialize` and `DeserializeOwned`. Without a return type, `()` is
-///   cached.
+///   `Serialize` and `DeserializeOwned`; every type that round-trips
+///   through serde_json is cached. Without a return type, `()` is cached.
+///   A `Result` or `Option` behind a type alias (`type ApiResult<T> =
+///   Result<T, ApiError>`) is a compile error asking for `returns = "..."`.
 ///
 /// Compile errors: a `const fn`, a return type that borrows (`&T`, `'a`;
 /// return an owned type such as `String` or `Vec<T>`), `impl Trait` in the
-/// return type, a key argument that is a pattern, and every mistake in the
-/// options.
+/// return type, a key argument that is a pattern or a `&mut`, a `Result` or
+/// `Option` alias without `returns`, and every mistake in the options.
 ///
 /// # Generated companions
 ///
@@ -132,7 +144,15 @@ fn cached_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
     let mut errors = Errors::default();
     let options = attr::parse(args, &mut errors);
     match ast::Function::parse(item) {
-        Ok(func) => {
+        Ok(mut func) => {
+            if let Some((returns, _)) = &options.returns {
+                func.shape = match returns {
+                    attr::Returns::Result => ast::Shape::Result,
+                    attr::Returns::Option => ast::Shape::Option,
+                    attr::Returns::Plain => ast::Shape::Plain,
+                };
+                func.shape_declared = true;
+            }
             valid::check(&options, &func, &mut errors);
             errors.finish()?;
             Ok(expand::expand(&options, &func))

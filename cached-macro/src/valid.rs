@@ -24,13 +24,36 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
         check_return_type(ty, func.shape, errors);
     }
     for param in &func.params {
-        if param.name.is_none() {
+        let Some(name) = &param.name else {
             errors.at(
                 &param.pat,
                 "use a plain name for key arguments, like `point: (i32, i32)`, and destructure in the body: \
                  `#[cached]` names each argument, to put it into the cache key or leave it out with `skip`",
             );
+            continue;
+        };
+        let name = unraw(name);
+        if options.skips(&name) {
+            continue;
         }
+        if let Some(reference) = param.mut_ref() {
+            errors.at(
+                reference,
+                format_args!(
+                    "`{name}` is a `&mut` argument, so it cannot be part of the cache key: a cache hit \
+                     skips the function body, and the caller's `{name}` would silently not be changed. \
+                     If the function only uses it to reach something (a connection, a client), leave it \
+                     out of the key with `skip = \"{name}\"`; otherwise take it by value or by `&` (or do \
+                     not cache this function)"
+                ),
+            );
+        }
+    }
+    if let (Some((_, lit)), None) = (&options.returns, func.return_type()) {
+        errors.at(
+            lit,
+            "`returns` says how to cache the return type, but this function returns `()`; remove `returns`",
+        );
     }
     check_skip(options, func, errors);
     if let Some((_, span)) = options.cache_none {
@@ -276,6 +299,40 @@ mod tests {
         assert_eq!(m.len(), 3, "{m:?}");
         assert!(m[0].contains("`const fn`"));
         assert!(m[1].contains("use a plain name for key arguments"));
+    }
+
+    #[test]
+    fn mut_ref_key_arguments() {
+        let m = messages(
+            quote!(skip = "conn"),
+            quote!(
+                fn f(
+                    &mut self,
+                    conn: &mut Conn,
+                    n: &mut u32,
+                    o: Option<&mut u8>,
+                    g: fn(&mut u8),
+                    ok: &u8,
+                ) {
+                }
+            ),
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("`n` is a `&mut` argument"), "{m:?}");
+        assert!(m[0].contains("`skip = \"n\"`"), "{m:?}");
+        assert!(m[1].starts_with("`o` is a `&mut` argument"), "{m:?}");
+    }
+
+    #[test]
+    fn returns_needs_a_return_type() {
+        let m = messages(
+            quote!(returns = "plain"),
+            quote!(
+                fn f() {}
+            ),
+        );
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("returns `()`"), "{m:?}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+pub use crate::codec_choice::CodecOption;
 pub use crate::engine::{
     build_key, call_async, call_async_local, call_sync, call_sync_local, force_refresh_async,
     force_refresh_sync, invalidate_async, invalidate_sync,
@@ -77,6 +78,11 @@ impl<T: Clone + Send + Sync + 'static> LocalValue for T {}
 /// How a function's return value maps to what is stored: a plain `T` is
 /// always stored, `Option<T>` only when `Some`, `Result<T, E>` only when
 /// `Ok`.
+#[diagnostic::on_unimplemented(
+    message = "`{R}` does not have the return shape `#[cached]` was told (`{Self}`)",
+    label = "the function's return type",
+    note = "`returns = \"result\"` needs a `Result<T, E>` (or an alias of one), `returns = \"option\"` an `Option<T>`; `returns = \"plain\"` caches any value whole"
+)]
 pub trait ReturnShape<R> {
     /// The stored type.
     type Value: CacheValue;
@@ -157,3 +163,59 @@ impl<T: CacheValue> ReturnShape<Option<T>> for CacheNoneShape {
         value.is_none()
     }
 }
+
+/// Checks that a return type read as a plain value is not a `Result` or an
+/// `Option` under another name (see [`ShapeProbe`]).
+pub struct ShapeProbe<T: ?Sized>(core::marker::PhantomData<T>);
+
+impl<T: ?Sized> ShapeProbe<T> {
+    /// A probe for the return type `T`.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        ShapeProbe(core::marker::PhantomData)
+    }
+}
+
+/// The check every type passes: a trait method, so that the inherent
+/// `check` of `ShapeProbe<Result<..>>` and `ShapeProbe<Option<..>>` wins
+/// method lookup for those.
+pub trait PlainShapeCheck {
+    /// Does nothing.
+    #[inline(always)]
+    fn check(&self) {}
+}
+impl<T: ?Sized> PlainShapeCheck for ShapeProbe<T> {}
+
+impl<T: ?Sized> Default for ShapeProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, E> ShapeProbe<Result<T, E>> {
+    /// Fails to compile: the shape must be declared.
+    #[inline(always)]
+    pub fn check(&self)
+    where
+        Result<T, E>: ShapeDeclared,
+    {
+    }
+}
+
+impl<T> ShapeProbe<Option<T>> {
+    /// Fails to compile: the shape must be declared.
+    #[inline(always)]
+    pub fn check(&self)
+    where
+        Option<T>: ShapeDeclared,
+    {
+    }
+}
+
+/// Never implemented: the error a `Result` or `Option` alias gets.
+#[diagnostic::on_unimplemented(
+    message = "this function returns `{Self}` under another name (a type alias), so `#[cached]` cannot tell what to cache",
+    label = "a `Result` or `Option` through an alias",
+    note = "say it in the attribute: `returns = \"result\"` caches `Ok` and never `Err`, `returns = \"option\"` caches `Some` (and `None` with `cache_none`), `returns = \"plain\"` caches the whole value, `Err` or `None` included"
+)]
+pub trait ShapeDeclared {}

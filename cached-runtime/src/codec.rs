@@ -1,13 +1,14 @@
-//! Stored values: a fixed 20-byte header followed by the bincode payload,
-//! zlib-compressed when it is at least `compress_min_bytes` long.
+//! Stored values: a fixed 20-byte header followed by the payload, bincode
+//! or JSON as the header's codec id says, zlib-compressed when it is at
+//! least `compress_min_bytes` long.
 //!
 //! The byte-level format, with a worked example, is in `docs/FORMAT.md`; in
 //! short (all integers little-endian):
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
-//! | 0 | 1 | format version, `1` |
-//! | 1 | 1 | codec id, `1` = bincode 2, serde API, `config::standard()` |
+//! | 0 | 1 | format version, `2` |
+//! | 1 | 1 | codec id: `1` = bincode 2, serde API, `config::standard()`; `2` = JSON (serde_json) |
 //! | 2 | 1 | flags: bit 0 = payload is zlib-compressed; other bits `0` |
 //! | 3 | 1 | reserved, `0` |
 //! | 4 | 8 | created at, Unix time in ms (u64) |
@@ -32,7 +33,7 @@
 //!   there: inflating one byte more (a decompression bomb) or fewer, or
 //!   bytes after the zlib stream, is an error. The compressed size is never
 //!   trusted for anything.
-//! - The value is decoded by a bounded reader of the bincode format (module
+//! - A bincode value is decoded by a bounded reader of the format (module
 //!   `wire` below) rather than by `bincode::serde::decode_from_slice`, whose
 //!   `deserialize_string`/`deserialize_byte_buf` run `vec![0u8; len]` on a
 //!   length read from the input before checking it against the input (only
@@ -48,6 +49,11 @@
 //!   in total; nesting is limited to [`MAX_DEPTH`] levels, so a hostile
 //!   recursive value cannot overflow the stack.
 //! - Bytes left after the value are an error.
+//! - A JSON value is decoded by `serde_json::from_slice` from that same
+//!   bounded payload: JSON is self-describing, so every string, number and
+//!   element is backed by payload bytes (serde_json never preallocates from
+//!   a claimed length; there are none in JSON), and nesting is bounded by
+//!   serde_json's own recursion limit of 128 levels.
 //!
 //! So the decoder itself holds at most `max_value_bytes` of buffers, and
 //! every element of the value it builds is backed by at least one payload
@@ -58,7 +64,7 @@
 //! `Option<[u64; 16]>`, for honest and hostile entries alike.)
 //!
 //! Encoding uses bincode itself (the reader above is cross-checked against
-//! bincode's decoder by the tests) and stops as soon as the payload grows
+//! bincode's decoder by the tests) or `serde_json::to_writer`, and stops as soon as the payload grows
 //! past `max_value_bytes`: its payload buffer never exceeds that plus the
 //! header.
 
@@ -73,10 +79,62 @@ use crate::clock::now_ms;
 
 /// Header length in bytes.
 pub(crate) const HEADER_LEN: usize = 20;
-/// Byte 0: the layout of everything that follows.
-const FORMAT_VERSION: u8 = 1;
+/// Byte 0: the layout of everything that follows. Version 2 added the JSON
+/// codec and came with keys that name their function (see `key`).
+const FORMAT_VERSION: u8 = 2;
 /// Byte 1: bincode 2, serde API, `bincode::config::standard()`.
 const CODEC_BINCODE: u8 = 1;
+/// Byte 1: JSON as serde_json writes it (compact, UTF-8).
+const CODEC_JSON: u8 = 2;
+
+/// The serde format of a payload (header byte 1). A reader decodes
+/// whatever the entry's id names; which one a writer picks is up to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Codec {
+    /// bincode 2, standard configuration: compact and fast, but not
+    /// self-describing (no `deserialize_any`), so serde's `flatten`,
+    /// untagged and internally tagged enums, `skip_serializing_if` and
+    /// `serde_json::Value` cannot be read back from it.
+    Bincode,
+    /// serde_json: self-describing, reads back every type that round-trips
+    /// through JSON.
+    Json,
+}
+
+impl Codec {
+    /// The header's codec id.
+    pub(crate) const fn id(self) -> u8 {
+        match self {
+            Codec::Bincode => CODEC_BINCODE,
+            Codec::Json => CODEC_JSON,
+        }
+    }
+
+    /// The codec an id names, if any.
+    pub(crate) const fn from_id(id: u8) -> Option<Codec> {
+        match id {
+            CODEC_BINCODE => Some(Codec::Bincode),
+            CODEC_JSON => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    /// The other codec.
+    pub(crate) const fn other(self) -> Codec {
+        match self {
+            Codec::Bincode => Codec::Json,
+            Codec::Json => Codec::Bincode,
+        }
+    }
+
+    /// The name used in logs and in the `codec = "..."` option.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Codec::Bincode => "bincode",
+            Codec::Json => "json",
+        }
+    }
+}
 /// Byte 2, bit 0: the payload is a zlib stream.
 const FLAG_ZLIB: u8 = 1;
 /// Every flag this version knows; any other bit set is an error.
@@ -141,9 +199,14 @@ pub(crate) enum CodecError {
     /// Decoding: the bytes are not a valid entry for this type.
     #[error("malformed entry: {0}")]
     Malformed(String),
-    /// Encoding: the value's `Serialize` failed or bincode cannot express it.
+    /// Encoding: the value's `Serialize` failed or the codec cannot express
+    /// it (a map without a length for bincode, a non-string map key for
+    /// JSON).
     #[error("cannot encode: {0}")]
     Encode(String),
+    /// Verified encoding: the payload does not decode back into the type.
+    #[error("written but not read back: {0}")]
+    NoReadback(String),
 }
 
 fn malformed(what: impl Into<String>) -> CodecError {
@@ -153,6 +216,8 @@ fn malformed(what: impl Into<String>) -> CodecError {
 /// The header of a stored value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// The payload's format.
+    pub codec: Codec,
     /// Flag bit 0: the payload is a zlib stream.
     pub compressed: bool,
     /// When the value was encoded, Unix time in ms.
@@ -167,7 +232,7 @@ impl Header {
     fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0] = FORMAT_VERSION;
-        b[1] = CODEC_BINCODE;
+        b[1] = self.codec.id();
         b[2] = if self.compressed { FLAG_ZLIB } else { 0 };
         b[3] = 0;
         b[4..12].copy_from_slice(&self.created_at_ms.to_le_bytes());
@@ -189,9 +254,9 @@ impl Header {
         if version != FORMAT_VERSION {
             return Err(malformed(format!("unknown format version {version}")));
         }
-        if codec != CODEC_BINCODE {
+        let Some(codec) = Codec::from_id(codec) else {
             return Err(malformed(format!("unknown codec id {codec}")));
-        }
+        };
         if flags & !KNOWN_FLAGS != 0 {
             return Err(malformed(format!("unknown flags {flags:#04x}")));
         }
@@ -199,6 +264,7 @@ impl Header {
             return Err(malformed(format!("reserved byte is {reserved}, not 0")));
         }
         Ok(Header {
+            codec,
             compressed: flags & FLAG_ZLIB != 0,
             created_at_ms: u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
             compute_us: u32::from_le_bytes([t0, t1, t2, t3]),
@@ -220,23 +286,56 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes `value` with its compute time.
-///
-/// Fails with [`CodecError::TooLarge`] as soon as the payload grows past
-/// `max_value_bytes` (the caller returns the value without storing it).
+/// Encodes `value` with bincode (tests; the call path picks a codec).
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     compute: Duration,
     limits: CodecLimits,
 ) -> Result<Encoded, CodecError> {
-    encode_at(value, compute, limits, now_ms())
+    encode_with(Codec::Bincode, value, compute, limits)
+}
+
+/// Encodes `value` with `codec` and its compute time.
+///
+/// Fails with [`CodecError::TooLarge`] as soon as the payload grows past
+/// `max_value_bytes` (the caller returns the value without storing it).
+pub(crate) fn encode_with<T: Serialize + ?Sized>(
+    codec: Codec,
+    value: &T,
+    compute: Duration,
+    limits: CodecLimits,
+) -> Result<Encoded, CodecError> {
+    encode_at(codec, value, compute, limits, now_ms(), |_| Ok(()))
+}
+
+/// [`encode_with`], and before compressing, decodes the payload again as a
+/// `T`: [`CodecError::NoReadback`] when it does not (a type, or a value,
+/// that this codec can write but not read back). Costs one decode of the
+/// uncompressed payload.
+pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
+    codec: Codec,
+    value: &T,
+    compute: Duration,
+    limits: CodecLimits,
+) -> Result<Encoded, CodecError> {
+    encode_at(codec, value, compute, limits, now_ms(), |payload| {
+        decode_payload::<T>(codec, payload)
+            .map(drop)
+            .map_err(|e| match e {
+                CodecError::Malformed(why) => CodecError::NoReadback(why),
+                other => other,
+            })
+    })
 }
 
 fn encode_at<T: Serialize + ?Sized>(
+    codec: Codec,
     value: &T,
     compute: Duration,
     limits: CodecLimits,
     created_at_ms: u64,
+    check: impl FnOnce(&[u8]) -> Result<(), CodecError>,
 ) -> Result<Encoded, CodecError> {
     // The payload is written right after room for the header, so an
     // uncompressed entry is this very buffer.
@@ -246,16 +345,23 @@ fn encode_at<T: Serialize + ?Sized>(
         wanted: 0,
     };
     w.buf.resize(HEADER_LEN, 0);
-    if let Err(e) = bincode::serde::encode_into_writer(value, &mut w, bincode_config()) {
+    let written = match codec {
+        Codec::Bincode => bincode::serde::encode_into_writer(value, &mut w, bincode_config())
+            .map_err(|e| e.to_string()),
+        Codec::Json => serde_json::to_writer(&mut w, value).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
         return Err(if w.wanted > 0 {
             CodecError::TooLarge(w.wanted - HEADER_LEN)
         } else {
-            CodecError::Encode(e.to_string())
+            CodecError::Encode(e)
         });
     }
     let mut buf = w.buf;
+    check(&buf[HEADER_LEN..])?;
     let raw_len = buf.len() - HEADER_LEN;
     let header = Header {
+        codec,
         compressed: raw_len >= limits.compress_min_bytes,
         created_at_ms,
         compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
@@ -275,8 +381,8 @@ fn encode_at<T: Serialize + ?Sized>(
     Ok(Encoded { bytes, raw_len })
 }
 
-/// The bincode writer: appends to a buffer, refusing to grow it past
-/// `max_len` (header plus `max_value_bytes`).
+/// The payload writer of both codecs: appends to a buffer, refusing to
+/// grow it past `max_len` (header plus `max_value_bytes`).
 struct PayloadWriter {
     buf: Vec<u8>,
     max_len: usize,
@@ -286,10 +392,35 @@ struct PayloadWriter {
 
 impl bincode::enc::write::Writer for PayloadWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.append(bytes)
+            .map_err(|()| bincode::error::EncodeError::Other("over max_value_bytes"))
+    }
+}
+
+impl std::io::Write for PayloadWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.append(bytes)
+            .map(|()| bytes.len())
+            .map_err(|()| std::io::Error::other("over max_value_bytes"))
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.append(bytes)
+            .map_err(|()| std::io::Error::other("over max_value_bytes"))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PayloadWriter {
+    /// Appends `bytes`, or records the length wanted and refuses.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), ()> {
         let new_len = self.buf.len().saturating_add(bytes.len());
         if new_len > self.max_len {
             self.wanted = new_len;
-            return Err(bincode::error::EncodeError::Other("over max_value_bytes"));
+            return Err(());
         }
         if new_len > self.buf.capacity() {
             // Grow geometrically, but never past the limit.
@@ -444,8 +575,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
         }
         body
     };
-    let value = wire::from_slice(payload).map_err(|e| malformed(format!("bincode: {e}")))?;
+    let value = decode_payload(header.codec, payload)?;
     Ok((value, header))
+}
+
+/// Decodes an uncompressed payload written with `codec`.
+fn decode_payload<T: DeserializeOwned>(codec: Codec, payload: &[u8]) -> Result<T, CodecError> {
+    match codec {
+        Codec::Bincode => wire::from_slice(payload).map_err(|e| malformed(format!("bincode: {e}"))),
+        // `from_slice` refuses anything but whitespace after the value, and
+        // nesting past serde_json's recursion limit (128).
+        Codec::Json => serde_json::from_slice(payload).map_err(|e| malformed(format!("json: {e}"))),
+    }
 }
 
 /// A bounded serde reader of the bincode 2 `config::standard()` format
@@ -1068,6 +1209,7 @@ mod tests {
     /// An entry with a hand-made header.
     fn entry(flags: u8, raw_len: u32, body: &[u8]) -> Vec<u8> {
         let mut b = Header {
+            codec: Codec::Bincode,
             compressed: false,
             created_at_ms: 1,
             compute_us: 2,
@@ -1323,9 +1465,11 @@ mod tests {
         assert_malformed::<Sample>(&[], LIMITS);
         assert_malformed::<Sample>(&good[..HEADER_LEN - 1], LIMITS);
         for (at, value, what) in [
-            (0, 2, "version"),
+            (0, 1, "version"),
             (0, 0, "version"),
-            (1, 2, "codec"),
+            (0, 3, "version"),
+            (1, 0, "codec"),
+            (1, 3, "codec"),
             (2, 2, "flags"),
             (2, 0x81, "flags"),
             (3, 1, "reserved"),
@@ -1682,6 +1826,189 @@ mod tests {
             .join(" ")
     }
 
+    /// The serde features bincode cannot read back, in one type.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Rich {
+        value: serde_json::Value,
+        #[serde(flatten)]
+        rest: HashMap<String, serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        tagged: Tagged,
+        either: Either,
+        big: u128,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "type")]
+    enum Tagged {
+        A { x: i32 },
+        B,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(untagged)]
+    enum Either {
+        Num(i64),
+        Text(String),
+    }
+
+    fn rich() -> Rich {
+        Rich {
+            value: serde_json::json!({"q": {"match": {"title": "rust"}}, "size": [1, 2.5, null]}),
+            rest: HashMap::from([("extra".to_string(), serde_json::json!(true))]),
+            note: None,
+            tagged: Tagged::A { x: -3 },
+            either: Either::Text("t".into()),
+            big: u128::MAX,
+        }
+    }
+
+    fn json_roundtrip<T>(value: &T, limits: CodecLimits)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let enc = encode_verified(Codec::Json, value, Duration::from_micros(9), limits).unwrap();
+        assert_eq!(enc.bytes[1], CODEC_JSON);
+        assert_eq!(enc.raw_len, serde_json::to_vec(value).unwrap().len());
+        let (back, header) = decode::<T>(&enc.bytes, limits).unwrap();
+        assert_eq!(&back, value);
+        assert_eq!(header.codec, Codec::Json);
+        assert_eq!(header.compute_us, 9);
+    }
+
+    #[test]
+    fn json_reads_back_what_bincode_cannot() {
+        let value = rich();
+        // bincode cannot even write it (flatten: a map of unknown length)...
+        assert!(matches!(
+            encode(&value, Duration::ZERO, LIMITS),
+            Err(CodecError::Encode(_))
+        ));
+        // ...and writes a `Value` it cannot read back.
+        let enc = encode(&value.value, Duration::ZERO, LIMITS).unwrap();
+        assert!(decode::<serde_json::Value>(&enc.bytes, LIMITS).is_err());
+        assert!(matches!(
+            encode_verified(Codec::Bincode, &value.value, Duration::ZERO, LIMITS),
+            Err(CodecError::NoReadback(_))
+        ));
+        for limits in [NEVER, ALWAYS, LIMITS] {
+            json_roundtrip(&value, limits);
+            json_roundtrip(&search_page(), limits);
+            json_roundtrip(&Some(serde_json::json!([1, {"a": null}])), limits);
+            json_roundtrip(&(i128::MIN, u128::MAX), limits);
+            json_roundtrip(&"x".repeat(10_000), limits);
+        }
+        // Compressed when long enough, like bincode.
+        let enc = encode_with(Codec::Json, &search_page(), Duration::ZERO, LIMITS).unwrap();
+        assert_eq!(enc.bytes[2], FLAG_ZLIB);
+        assert!(enc.bytes.len() * 3 < enc.raw_len);
+    }
+
+    #[test]
+    fn json_limits_hold() {
+        // Encoding stops at max_value_bytes.
+        let value = "y".repeat(1000);
+        let tight = CodecLimits {
+            compress_min_bytes: 256,
+            max_value_bytes: 1001,
+        };
+        match encode_with(Codec::Json, &value, Duration::ZERO, tight) {
+            Err(CodecError::TooLarge(n)) => assert!(n > 1001, "{n}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let fits = CodecLimits {
+            max_value_bytes: 1002,
+            ..tight
+        };
+        assert!(encode_with(Codec::Json, &value, Duration::ZERO, fits).is_ok());
+        // Decoding refuses a claimed payload over the limit from the header.
+        let enc = encode_with(Codec::Json, &value, Duration::ZERO, fits).unwrap();
+        assert!(decode::<String>(&enc.bytes, tight).is_err());
+        // Hostile nesting stops at serde_json's recursion limit, no stack
+        // overflow, in a small stack.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let mut bytes = entry(FLAG_ZLIB, deep.len() as u32, &zlib(deep.as_bytes()));
+        bytes[1] = CODEC_JSON;
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let msg = assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+                assert!(msg.contains("recursion limit"), "{msg}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // Junk after the value, and a JSON bomb claiming a small size.
+        for body in [&b"{\"a\":1}x"[..], b"{\"a\":1} {}", b"\xff"] {
+            let mut bytes = entry(0, body.len() as u32, body);
+            bytes[1] = CODEC_JSON;
+            assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+        }
+        let bomb = " ".repeat(1 << 20);
+        let mut bytes = entry(FLAG_ZLIB, 64, &zlib(bomb.as_bytes()));
+        bytes[1] = CODEC_JSON;
+        let msg = assert_malformed::<serde_json::Value>(&bytes, LIMITS);
+        assert!(msg.contains("inflates past"), "{msg}");
+    }
+
+    #[test]
+    fn json_fuzz_never_panics() {
+        let mut r = Rng(0xA5A5);
+        let valid: Vec<Vec<u8>> = [NEVER, ALWAYS]
+            .iter()
+            .map(|&limits| {
+                encode_with(Codec::Json, &rich(), Duration::ZERO, limits)
+                    .unwrap()
+                    .bytes
+            })
+            .collect();
+        for i in 0..4000 {
+            let mut bytes = valid[i % valid.len()].clone();
+            for _ in 0..=r.below(4) {
+                let at = r.below(bytes.len() as u64) as usize;
+                match r.below(3) {
+                    0 => bytes[at] = r.next() as u8,
+                    1 => bytes.truncate(at.max(1)),
+                    _ => bytes.insert(at, r.next() as u8),
+                }
+            }
+            let _ = decode::<Rich>(&bytes, LIMITS);
+            let _ = decode::<serde_json::Value>(&bytes, LIMITS);
+            decode_all(&bytes, LIMITS);
+        }
+    }
+
+    /// The JSON example of docs/FORMAT.md.
+    #[test]
+    fn format_doc_json_example() {
+        let value = Example {
+            id: 300,
+            name: "ab".into(),
+            tags: vec![1, 1000],
+            score: Some(0.5),
+            shape: Shape::Circle(-2),
+        };
+        let enc = encode_at(
+            Codec::Json,
+            &value,
+            Duration::from_micros(1500),
+            NEVER,
+            1_700_000_000_000,
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&enc.bytes[..HEADER_LEN]),
+            "02 02 00 00 00 68 e5 cf 8b 01 00 00 dc 05 00 00 48 00 00 00"
+        );
+        assert_eq!(
+            std::str::from_utf8(&enc.bytes[HEADER_LEN..]).unwrap(),
+            r#"{"id":300,"name":"ab","tags":[1,1000],"score":0.5,"shape":{"Circle":-2}}"#
+        );
+        assert_eq!(decode::<Example>(&enc.bytes, NEVER).unwrap().0, value);
+    }
+
     /// The worked example of docs/FORMAT.md.
     #[test]
     fn format_doc_example() {
@@ -1693,15 +2020,17 @@ mod tests {
             shape: Shape::Circle(-2),
         };
         let enc = encode_at(
+            Codec::Bincode,
             &value,
             Duration::from_micros(1500),
             NEVER,
             1_700_000_000_000,
+            |_| Ok(()),
         )
         .unwrap();
         assert_eq!(
             hex(&enc.bytes[..HEADER_LEN]),
-            "01 01 00 00 00 68 e5 cf 8b 01 00 00 dc 05 00 00 16 00 00 00"
+            "02 01 00 00 00 68 e5 cf 8b 01 00 00 dc 05 00 00 16 00 00 00"
         );
         assert_eq!(
             hex(&enc.bytes[HEADER_LEN..]),
@@ -1710,13 +2039,15 @@ mod tests {
         assert_eq!(decode::<Example>(&enc.bytes, NEVER).unwrap().0, value);
         // The same entry compressed.
         let enc = encode_at(
+            Codec::Bincode,
             &value,
             Duration::from_micros(1500),
             ALWAYS,
             1_700_000_000_000,
+            |_| Ok(()),
         )
         .unwrap();
-        assert_eq!(hex(&enc.bytes[..4]), "01 01 01 00");
+        assert_eq!(hex(&enc.bytes[..4]), "02 01 01 00");
         assert_eq!(hex(&enc.bytes[HEADER_LEN..HEADER_LEN + 2]), "78 5e");
         assert_eq!(decode::<Example>(&enc.bytes, ALWAYS).unwrap().0, value);
         assert_eq!(hex(&payload_of(&Shape::Point)), "00");

@@ -165,17 +165,15 @@ pub async fn flush_stats() -> Result<(), Error> {
 }
 
 /// The key of a call of `site` with key arguments `args` (a tuple) and, for
-/// generic functions, the concrete type names.
+/// methods and generic functions, the concrete type names (`Self` first).
 pub fn build_key<A: Serialize + ?Sized>(
     site: &'static CallSite,
     args: &A,
-    type_names: &[&str],
+    type_names: &[&'static str],
 ) -> Result<CacheKey, Error> {
     let engine = engine();
     let resolved = site.resolve(&engine.config);
-    if !type_names.is_empty() {
-        site.mark_typed();
-    }
+    site.record_types(type_names);
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     key::cache_key(&resolved.key_head, &salt_digest, args).map_err(|e| Error::Key(e.to_string()))
 }
@@ -196,12 +194,6 @@ fn prepare<'a>(
             return None;
         }
     };
-    if resolved.is_unreadable() {
-        // Logged once when found out; counted on every call.
-        resolved.stats.error();
-        crate::entry_info::uncached();
-        return None;
-    }
     match key {
         Ok(key) => Some((store, key, force)),
         Err(e) => {

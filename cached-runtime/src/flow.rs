@@ -394,34 +394,33 @@ where
     S::Value: Serialize,
     N: Near<S::Value>,
 {
-    let encoded = match codec::encode(value, elapsed, call.engine.limits) {
-        Ok(encoded) => encoded,
-        Err(CodecError::TooLarge(size)) => {
-            tracing::debug!(
-                key = call.key(),
-                size,
-                "value over max_value_bytes; returned, not stored"
-            );
-            entry_info::uncached();
-            return None;
-        }
-        Err(e) => {
-            call.site.stats.error();
-            call.site.mark_unreadable(&e.to_string());
-            entry_info::uncached();
-            return None;
-        }
-    };
-    let reads_back = call.site.check_readback(|| {
-        codec::decode::<S::Value>(&encoded.bytes, call.engine.limits)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    if !reads_back {
-        call.site.stats.error();
-        entry_info::uncached();
-        return None;
-    }
+    let encoded =
+        match call
+            .site
+            .codec
+            .encode(&call.site.prefix, value, elapsed, call.engine.limits)
+        {
+            Ok(encoded) => encoded,
+            Err(CodecError::TooLarge(size)) => {
+                tracing::debug!(
+                    key = call.key(),
+                    size,
+                    "value over max_value_bytes; returned, not stored"
+                );
+                entry_info::uncached();
+                return None;
+            }
+            Err(e) => {
+                // This value only: the next one is tried again.
+                call.site.stats.error();
+                tracing::warn!(
+                    prefix = %call.site.prefix, key = call.key(), error = %e,
+                    "cache error: value cannot be stored and read back; returned, not stored"
+                );
+                entry_info::uncached();
+                return None;
+            }
+        };
     let fresh_for = if S::is_negative(value) {
         call.site.negative_ttl
     } else {

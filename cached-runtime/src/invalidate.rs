@@ -112,6 +112,11 @@ pub(crate) fn register(site: &'static CallSite) {
 /// is the hash of that JSON. Every function registered under `prefix` is
 /// tried, so two functions sharing a prefix are both invalidated.
 ///
+/// Methods work like free functions (their key also holds the `Self` type,
+/// which their first call or companion call records). For generic
+/// functions and methods of generic types, the entry of every instantiation
+/// called in this process is removed, one round trip each.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), cached_runtime::Error> {
 /// // From a change-stream consumer: user 42 changed.
@@ -123,8 +128,9 @@ pub(crate) fn register(site: &'static CallSite) {
 ///
 /// [`Error::Key`] when no function with that prefix has registered in
 /// this process (call it once, or build its key with its `*_cache_key`
-/// companion at start-up), when one is generic (its keys depend on type
-/// names: invalidate the prefix) or when the arguments are not an array;
+/// companion at start-up), when a generic one was called with more than
+/// 256 different types (invalidate the prefix), or when the arguments are
+/// not an array;
 /// [`Error::Store`] when Redis fails.
 pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
     let keys = keys_for_args(prefix, args)?;
@@ -160,27 +166,39 @@ fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>
             "no cached function with prefix {prefix:?} is known in this process yet"
         )));
     }
-    if let Some(site) = sites.iter().find(|s| s.is_typed()) {
-        return Err(Error::Key(format!(
-            "{} is generic: its keys depend on type names too; invalidate prefix {prefix:?} instead",
-            site.ident.fn_name
-        )));
-    }
     let engine = engine();
-    sites
-        .into_iter()
-        .map(|site| {
-            let resolved = site.resolve(&engine.config);
-            // A function without key arguments hashes `()`, which is JSON
-            // `null`, not `[]`.
-            let hash = match args.as_array() {
-                Some(list) if list.is_empty() => key::hash_segment(&resolved.salt_digest, &()),
-                _ => key::hash_segment(&resolved.salt_digest, args),
-            }
-            .map_err(|e| Error::Key(e.to_string()))?;
-            Ok(CacheKey::new(&resolved.key_head, &hash))
-        })
-        .collect()
+    let mut keys = Vec::new();
+    for site in sites {
+        let resolved = site.resolve(&engine.config);
+        // A function without key arguments hashes `()`, which is JSON
+        // `null`, not `[]`.
+        let hash = |salt: &[u8; 32]| match args.as_array() {
+            Some(list) if list.is_empty() => key::hash_segment(salt, &()),
+            _ => key::hash_segment(salt, args),
+        };
+        let Some(instantiations) = site.instantiations() else {
+            return Err(Error::Key(format!(
+                "{} has been called with too many different types to name each key; \
+                 invalidate prefix {prefix:?} instead",
+                site.ident.fn_name
+            )));
+        };
+        if instantiations.is_empty() {
+            let hash = hash(&resolved.salt_digest).map_err(|e| Error::Key(e.to_string()))?;
+            keys.push(CacheKey::new(&resolved.key_head, &hash));
+        }
+        // Methods (`Self`) and generic functions: one key per list of type
+        // names this process has seen; a method of a non-generic `impl`
+        // has exactly one.
+        for names in instantiations {
+            let salt = key::with_type_names(&resolved.salt_digest, names);
+            let hash = hash(&salt).map_err(|e| Error::Key(e.to_string()))?;
+            keys.push(CacheKey::new(&resolved.key_head, &hash));
+        }
+    }
+    keys.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    keys.dedup();
+    Ok(keys)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! attribute; see its documentation.
 //!
 //! Module map: [`config`] (settings), `key` (canonical keys), `codec`
-//! (stored format), `store` (Redis and the embedded store, with the circuit
+//! (stored format), `codec_choice` (which codec a function writes), `store` (Redis and the embedded store, with the circuit
 //! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
 //! (the skip-cache flag and its tower layer), `engine` (the call path),
 //! `entry_info` (what a call's entry is, for HTTP caching headers),
@@ -15,6 +15,7 @@
 
 mod clock;
 mod codec;
+mod codec_choice;
 pub mod config;
 mod engine;
 mod entry_info;

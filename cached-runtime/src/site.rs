@@ -1,15 +1,21 @@
 //! One cached function as the runtime sees it: its identity and options as
-//! written in the attribute, and what is derived from them once (prefix,
-//! salt digest, stats slot).
+//! written in the attribute, what is derived from them once (prefix, salt
+//! digest, stats slot, codec choice), and the type names its calls have
+//! been seen with (for invalidation by arguments).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::codec_choice::{CodecChoice, CodecOption};
 use crate::config::Config;
 use crate::key::{self, SaltParts};
 use crate::local::LocalLevel;
 use crate::stats::{self, PrefixStats};
+
+/// Most distinct type-name lists remembered per function; a function
+/// instantiated with more is invalidated by prefix instead of by arguments.
+const MAX_INSTANTIATIONS: usize = 256;
 
 /// Where a cached function is: filled by the macro from `module_path!()`,
 /// `env!("CARGO_PKG_NAME")` and friends in the calling crate.
@@ -19,6 +25,8 @@ pub struct SiteIdent {
     pub module_path: &'static str,
     /// The function's name.
     pub fn_name: &'static str,
+    /// The return type as written (`stringify!`), empty when there is none.
+    pub return_type: &'static str,
     /// The calling crate's `CARGO_PKG_NAME`.
     pub crate_name: &'static str,
     /// The calling crate's `CARGO_PKG_VERSION`.
@@ -50,6 +58,8 @@ pub struct SiteOptions {
     pub cache_none_secs: Option<u64>,
     /// `local = N`: entries of the in-process level; `None` without one.
     pub local: Option<u64>,
+    /// `codec = "..."`.
+    pub codec: CodecOption,
 }
 
 impl SiteOptions {
@@ -64,18 +74,24 @@ impl SiteOptions {
         early: false,
         cache_none_secs: None,
         local: None,
+        codec: CodecOption::Auto,
     };
 }
 
-/// A cached function: a `static` in its body (and in each companion's).
+/// A cached function: one hidden `static` per function, shared by the
+/// function and its companions.
 #[derive(Debug)]
 pub struct CallSite {
     pub(crate) ident: SiteIdent,
     pub(crate) options: SiteOptions,
     resolved: OnceLock<Arc<ResolvedSite>>,
-    /// Whether calls carry type names (generic function, method of a
-    /// generic type): their keys cannot be derived from arguments alone.
-    typed: AtomicBool,
+    /// The first list of type names a call carried (methods: `Self`;
+    /// generic functions: their type parameters), without a lock: most
+    /// functions, methods of a non-generic `impl` included, only ever have
+    /// this one.
+    first_types: OnceLock<&'static [&'static str]>,
+    /// Further lists, up to [`MAX_INSTANTIATIONS`] in all.
+    more_types: Mutex<Vec<&'static [&'static str]>>,
 }
 
 impl CallSite {
@@ -85,7 +101,8 @@ impl CallSite {
             ident,
             options,
             resolved: OnceLock::new(),
-            typed: AtomicBool::new(false),
+            first_types: OnceLock::new(),
+            more_types: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,16 +115,49 @@ impl CallSite {
         })
     }
 
-    /// Records that this function's calls carry type names.
-    pub(crate) fn mark_typed(&self) {
-        if !self.typed.load(Relaxed) {
-            self.typed.store(true, Relaxed);
+    /// Records the type names of a call (its instantiation), so that
+    /// invalidation by arguments can rebuild the keys of every one seen.
+    /// Cheap when seen before: a comparison with the first list, no lock.
+    pub(crate) fn record_types(&self, names: &[&'static str]) {
+        if names.is_empty() {
+            return;
+        }
+        let first = *self.first_types.get_or_init(|| leak(names));
+        if first == names {
+            return;
+        }
+        let mut more = self.more_types.lock().unwrap_or_else(|e| e.into_inner());
+        if more.contains(&names) {
+            return;
+        }
+        if more.len() + 1 < MAX_INSTANTIATIONS {
+            more.push(leak(names));
+        } else if more.len() + 1 == MAX_INSTANTIATIONS {
+            // One placeholder marks the overflow.
+            more.push(&[]);
+            tracing::warn!(
+                function = self.ident.fn_name,
+                "over {MAX_INSTANTIATIONS} instantiations of a cached generic function;                  invalidate_args cannot name them all, invalidate its prefix instead"
+            );
         }
     }
 
-    /// Whether this function's keys depend on type names too.
-    pub(crate) fn is_typed(&self) -> bool {
-        self.typed.load(Relaxed)
+    /// The type-name lists seen so far: `Some(vec![])` when calls carry
+    /// none (a free, non-generic function), `None` when too many were seen
+    /// to list them all.
+    pub(crate) fn instantiations(&self) -> Option<Vec<&'static [&'static str]>> {
+        let Some(first) = self.first_types.get() else {
+            return Some(Vec::new());
+        };
+        let more = self.more_types.lock().unwrap_or_else(|e| e.into_inner());
+        if more.iter().any(|names| names.is_empty()) {
+            return None;
+        }
+        Some(
+            std::iter::once(*first)
+                .chain(more.iter().copied())
+                .collect(),
+        )
     }
 
     /// The prefix segment of this function's keys and stats hash.
@@ -155,18 +205,9 @@ pub(crate) struct ResolvedSite {
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
-    /// Whether this function's values read back: [`UNCHECKED`],
-    /// [`ROUND_TRIPS`] or [`UNREADABLE`].
-    readback: AtomicU8,
+    /// The codec its values are written with.
+    pub codec: CodecChoice,
 }
-
-/// No value of the function has been stored yet.
-const UNCHECKED: u8 = 0;
-/// Its first stored value decoded again.
-const ROUND_TRIPS: u8 = 1;
-/// Its first stored value did not decode: the type uses serde features
-/// bincode cannot read back. The function runs uncached.
-const UNREADABLE: u8 = 2;
 
 impl ResolvedSite {
     /// With `refresh`, the lifetime a hit restarts.
@@ -193,50 +234,6 @@ impl ResolvedSite {
             compute_us = us,
             "cache miss"
         );
-    }
-
-    /// Whether values of this function are known not to read back.
-    pub(crate) fn is_unreadable(&self) -> bool {
-        self.readback.load(Relaxed) == UNREADABLE
-    }
-
-    /// Checks, once per function, that an encoded value decodes again:
-    /// a type that serializes but cannot be read back from bincode
-    /// (untagged enums, `serde_json::Value`...) would otherwise be stored
-    /// on every miss and never hit. False when it does not read back; the
-    /// function then runs uncached from now on.
-    pub(crate) fn check_readback(&self, decodes: impl FnOnce() -> Result<(), String>) -> bool {
-        match self.readback.load(Relaxed) {
-            ROUND_TRIPS => true,
-            UNREADABLE => false,
-            _ => match decodes() {
-                Ok(()) => {
-                    self.readback.store(ROUND_TRIPS, Relaxed);
-                    true
-                }
-                Err(e) => {
-                    self.mark_unreadable(&e);
-                    false
-                }
-            },
-        }
-    }
-
-    /// Takes this function out of caching for the rest of the process: its
-    /// values cannot be encoded, or not read back (serde features such as
-    /// `flatten`, untagged enums or `serde_json::Value` need a
-    /// self-describing format). Logged once; every call then counts an
-    /// error and runs uncached, without a lookup that could only miss.
-    pub(crate) fn mark_unreadable(&self, reason: &str) {
-        if self.readback.swap(UNREADABLE, Relaxed) != UNREADABLE {
-            tracing::warn!(
-                prefix = %self.prefix,
-                error = %reason,
-                "cache error: values of this function cannot be stored and read back \
-                 (serde features such as flatten, untagged enums or serde_json::Value need a \
-                 self-describing format); it runs uncached"
-            );
-        }
     }
 
     /// What the body usually costs, once it has run in this process.
@@ -280,7 +277,7 @@ impl ResolvedSite {
             early_beta: 1.0,
             stats: stats::for_prefix(&prefix),
             compute_avg_us: AtomicU64::new(0),
-            readback: AtomicU8::new(UNCHECKED),
+            codec: CodecChoice::new(options.codec),
             prefix,
         }
     }
@@ -294,7 +291,16 @@ fn salt_parts<'a>(site: &'a CallSite, config: &'a Config) -> SaltParts<'a> {
         crate_name: site.ident.crate_name,
         crate_version: site.ident.crate_version,
         git_sha: site.ident.git_sha,
+        module_path: site.ident.module_path,
+        fn_name: site.ident.fn_name,
+        return_type: site.ident.return_type,
         version: site.options.version,
         type_names: &[],
     }
+}
+
+/// A type-name list kept for the life of the process (at most
+/// [`MAX_INSTANTIATIONS`] per function, each a few pointers).
+fn leak(names: &[&'static str]) -> &'static [&'static str] {
+    Box::leak(names.to_vec().into_boxed_slice())
 }

@@ -16,7 +16,7 @@ fn main() {
 
 // One error per argument that is not `Serialize`, whatever its position.
 #[cached]
-async fn several(id: u64, conn: &mut Connection, other: Connection, name: &str) -> String {
+async fn several(id: u64, conn: &Connection, other: Connection, name: &str) -> String {
     let _ = (conn, other);
     format!("{name}{id}")
 }
@@ -29,6 +29,6 @@ fn generic<T: Clone>(value: T) -> u8 {
 }
 
 fn use_them() {
-    let _ = several(1, &mut Connection, Connection, "n");
+    let _ = several(1, &Connection, Connection, "n");
     generic(1_u8);
 }

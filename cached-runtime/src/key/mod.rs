@@ -24,6 +24,12 @@ pub struct SaltParts<'a> {
     pub crate_version: &'a str,
     /// The git commit the calling crate was built from, when known.
     pub git_sha: Option<&'a str>,
+    /// The function's `module_path!()`.
+    pub module_path: &'a str,
+    /// The function's name.
+    pub fn_name: &'a str,
+    /// The function's return type as written (`stringify!`), empty for none.
+    pub return_type: &'a str,
     /// The function's `version` option.
     pub version: &'a str,
     /// Concrete type names of a generic call, in parameter order.
@@ -46,7 +52,8 @@ fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// The digest of everything but the type names: fixed per function.
 fn base_digest(parts: &SaltParts<'_>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(b"cached-redis salt v1");
+    // v2: the function's identity joined the salt (v1 keys are orphaned).
+    h.update(b"cached-redis salt v2");
     let mut put = |bytes: &[u8]| put(&mut h, bytes);
     put(parts.config_salt);
     put(parts.crate_name.as_bytes());
@@ -58,6 +65,9 @@ fn base_digest(parts: &SaltParts<'_>) -> [u8; 32] {
         }
         None => put(b"nogit"),
     }
+    put(parts.module_path.as_bytes());
+    put(parts.fn_name.as_bytes());
+    put(parts.return_type.as_bytes());
     put(parts.version.as_bytes());
     *h.finalize().as_bytes()
 }
@@ -167,6 +177,9 @@ mod tests {
         crate_name: "demo",
         crate_version: "1.2.3",
         git_sha: Some("abc123"),
+        module_path: "demo::users",
+        fn_name: "profile",
+        return_type: "Option < User >",
         version: "v1",
         type_names: &["u8"],
     };
@@ -191,7 +204,7 @@ mod tests {
         assert_eq!(json, br#"[42,"hello"]"#);
         let digest = salt_digest(&BASE);
         let seg = hash_segment(&digest, &(&42u32, &"hello")).unwrap();
-        assert_eq!(seg, "d-0ohb0iNQDjvoA9zMaF4Q");
+        assert_eq!(seg, "HlacG84UR-knK6sN3MxfFA");
     }
 
     #[test]
@@ -247,6 +260,18 @@ mod tests {
             },
             SaltParts {
                 version: "v2",
+                ..BASE
+            },
+            SaltParts {
+                module_path: "demo::admin",
+                ..BASE
+            },
+            SaltParts {
+                fn_name: "profile2",
+                ..BASE
+            },
+            SaltParts {
+                return_type: "Option < Admin >",
                 ..BASE
             },
             SaltParts {

@@ -132,7 +132,7 @@ fn mixed<T: Serialize>(explicit: T, anonymous: impl Serialize) -> u8 {
     1
 }
 
-#[cached]
+#[cached(skip = "counter")]
 fn mut_ref_key(counter: &mut u32) -> u32 {
     *counter += 1;
     *counter

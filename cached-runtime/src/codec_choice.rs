@@ -1,0 +1,280 @@
+//! Which codec a function's values are written with.
+//!
+//! Readers need no choice: an entry's header names its codec and `decode`
+//! follows it. Writers pick per function:
+//!
+//! - **Automatic** (the default): bincode is tried first, being smaller and
+//!   faster; a value that bincode writes but cannot read back (serde's
+//!   `flatten`, untagged and internally tagged enums, `skip_serializing_if`
+//!   that fired, `serde_json::Value` anywhere inside) is written as JSON, and
+//!   from then on the function prefers JSON. Every store is verified (the
+//!   payload is decoded again before it is compressed and written), because
+//!   whether bincode can read a value back can depend on the value itself:
+//!   `Option<serde_json::Value>` is fine as `None` and not as `Some`. A
+//!   value that neither codec reads back (JSON: a NaN float, a map with
+//!   non-string keys; bincode: the above) is returned and not stored, counted
+//!   as an error; the next value is tried again. The function never stops
+//!   being cached.
+//! - **Forced** (`codec = "bincode"` or `"json"`): that codec, unverified,
+//!   except for the first store, which checks that it reads back. A forced
+//!   codec that does not is logged once and the function falls back to the
+//!   automatic choice.
+//!
+//! The verification costs one decode of the uncompressed payload per store;
+//! a store follows a run of the function body, so this is small next to it
+//! (figures in BENCHMARKS.md).
+
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, Codec, CodecError, CodecLimits, Encoded};
+
+/// What the attribute's `codec = "..."` option says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecOption {
+    /// No option: chosen per function, see the module docs.
+    Auto,
+    /// `codec = "bincode"`.
+    Bincode,
+    /// `codec = "json"`.
+    Json,
+}
+
+/// Automatic choice, bincode preferred.
+const AUTO_BINCODE: u8 = 0;
+/// Automatic choice, JSON preferred (a value needed it).
+const AUTO_JSON: u8 = 1;
+/// Forced codec, not yet checked.
+const FORCED_UNCHECKED: u8 = 2;
+/// Forced codec, its first value read back.
+const FORCED_CHECKED: u8 = 3;
+
+/// A function's codec choice, remembered across its stores.
+#[derive(Debug)]
+pub(crate) struct CodecChoice {
+    forced: Option<Codec>,
+    state: AtomicU8,
+}
+
+impl CodecChoice {
+    pub(crate) fn new(option: CodecOption) -> Self {
+        let forced = match option {
+            CodecOption::Auto => None,
+            CodecOption::Bincode => Some(Codec::Bincode),
+            CodecOption::Json => Some(Codec::Json),
+        };
+        let state = if forced.is_some() {
+            FORCED_UNCHECKED
+        } else {
+            AUTO_BINCODE
+        };
+        Self {
+            forced,
+            state: AtomicU8::new(state),
+        }
+    }
+
+    /// The codec the next store tries first.
+    pub(crate) fn preferred(&self) -> Codec {
+        match (self.state.load(Relaxed), self.forced) {
+            (FORCED_UNCHECKED | FORCED_CHECKED, Some(codec)) => codec,
+            (AUTO_JSON, _) => Codec::Json,
+            _ => Codec::Bincode,
+        }
+    }
+
+    /// Encodes `value` for storing, with the codec this function uses.
+    ///
+    /// Errors: [`CodecError::TooLarge`] (returned, not stored, not an
+    /// error), and otherwise the reason neither codec could write and read
+    /// it back.
+    pub(crate) fn encode<V: Serialize + DeserializeOwned>(
+        &self,
+        prefix: &str,
+        value: &V,
+        compute: Duration,
+        limits: CodecLimits,
+    ) -> Result<Encoded, CodecError> {
+        match self.state.load(Relaxed) {
+            FORCED_CHECKED => {
+                let codec = self.forced.unwrap_or(Codec::Bincode);
+                return codec::encode_with(codec, value, compute, limits);
+            }
+            FORCED_UNCHECKED => {
+                let codec = self.forced.unwrap_or(Codec::Bincode);
+                match codec::encode_verified(codec, value, compute, limits) {
+                    Ok(encoded) => {
+                        self.state.store(FORCED_CHECKED, Relaxed);
+                        return Ok(encoded);
+                    }
+                    Err(CodecError::TooLarge(n)) => return Err(CodecError::TooLarge(n)),
+                    Err(e) => {
+                        tracing::warn!(
+                            prefix,
+                            codec = codec.name(),
+                            error = %e,
+                            "cache error: the forced codec cannot store this function's values \
+                             and read them back; choosing the codec automatically instead \
+                             (remove the `codec` option)"
+                        );
+                        let fallback = match codec {
+                            Codec::Bincode => AUTO_JSON,
+                            Codec::Json => AUTO_BINCODE,
+                        };
+                        self.state.store(fallback, Relaxed);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let first = self.preferred();
+        let first_error = match codec::encode_verified(first, value, compute, limits) {
+            Ok(encoded) => return Ok(encoded),
+            Err(CodecError::TooLarge(n)) => return Err(CodecError::TooLarge(n)),
+            Err(e) => e,
+        };
+        let second = first.other();
+        match codec::encode_verified(second, value, compute, limits) {
+            Ok(encoded) => {
+                if second == Codec::Json {
+                    // Remembered: the next values of this type most likely
+                    // need JSON too, and JSON reads back whatever bincode does
+                    // apart from NaN floats and non-string map keys, for which
+                    // bincode is tried again.
+                    if self.state.swap(AUTO_JSON, Relaxed) != AUTO_JSON {
+                        tracing::debug!(
+                            prefix,
+                            reason = %first_error,
+                            "values of this function are stored as JSON"
+                        );
+                    }
+                }
+                Ok(encoded)
+            }
+            Err(CodecError::TooLarge(n)) => Err(CodecError::TooLarge(n)),
+            Err(second_error) => Err(CodecError::Encode(format!(
+                "{}: {first_error}; {}: {second_error}",
+                first.name(),
+                second.name()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMITS: CodecLimits = CodecLimits {
+        compress_min_bytes: 256,
+        max_value_bytes: 1 << 20,
+    };
+
+    fn stored_codec<V: Serialize + DeserializeOwned>(choice: &CodecChoice, value: &V) -> Codec {
+        let enc = choice
+            .encode("p", value, Duration::ZERO, LIMITS)
+            .expect("encodes");
+        codec::decode::<V>(&enc.bytes, LIMITS)
+            .expect("decodes")
+            .1
+            .codec
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Doc {
+        id: u32,
+        extra: Option<serde_json::Value>,
+    }
+
+    #[test]
+    fn auto_prefers_bincode_and_remembers_json() {
+        let choice = CodecChoice::new(CodecOption::Auto);
+        assert_eq!(stored_codec(&choice, &vec![1u8, 2]), Codec::Bincode);
+        // Reads back from bincode while `extra` is None...
+        let plain = Doc { id: 1, extra: None };
+        assert_eq!(stored_codec(&choice, &plain), Codec::Bincode);
+        assert_eq!(choice.preferred(), Codec::Bincode);
+        // ...not once it holds a Value: that value goes out as JSON, and so
+        // do the next ones.
+        let rich = Doc {
+            id: 2,
+            extra: Some(json!({"a": [1, "b"]})),
+        };
+        assert_eq!(stored_codec(&choice, &rich), Codec::Json);
+        assert_eq!(choice.preferred(), Codec::Json);
+        assert_eq!(stored_codec(&choice, &plain), Codec::Json);
+    }
+
+    #[test]
+    fn json_falls_back_to_bincode_per_value() {
+        let choice = CodecChoice::new(CodecOption::Auto);
+        assert_eq!(stored_codec(&choice, &json!(1)), Codec::Json);
+        // Not expressible in JSON: a NaN and a map with tuple keys.
+        let nan = vec![f64::NAN];
+        let enc = choice.encode("p", &nan, Duration::ZERO, LIMITS).unwrap();
+        let (back, header) = codec::decode::<Vec<f64>>(&enc.bytes, LIMITS).unwrap();
+        assert!(back[0].is_nan());
+        assert_eq!(header.codec, Codec::Bincode);
+        let keyed = HashMap::from([((1u8, 2u8), 3u8)]);
+        assert_eq!(stored_codec(&choice, &keyed), Codec::Bincode);
+        // Still JSON first.
+        assert_eq!(choice.preferred(), Codec::Json);
+    }
+
+    #[test]
+    fn neither_codec_is_an_error_not_a_verdict() {
+        #[derive(Serialize, Deserialize)]
+        struct Both {
+            v: serde_json::Value,
+            x: f64,
+        }
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let bad = Both {
+            v: json!(1),
+            x: f64::NAN,
+        };
+        let err = choice
+            .encode("p", &bad, Duration::ZERO, LIMITS)
+            .unwrap_err();
+        assert!(matches!(err, CodecError::Encode(_)), "{err}");
+        let good = Both {
+            v: json!(1),
+            x: 1.5,
+        };
+        assert_eq!(stored_codec(&choice, &good), Codec::Json);
+    }
+
+    #[test]
+    fn forced_codecs() {
+        let json = CodecChoice::new(CodecOption::Json);
+        assert_eq!(stored_codec(&json, &5u32), Codec::Json);
+        assert_eq!(stored_codec(&json, &6u32), Codec::Json);
+        let bin = CodecChoice::new(CodecOption::Bincode);
+        assert_eq!(stored_codec(&bin, &5u32), Codec::Bincode);
+        // A forced codec that cannot read the type back gives way.
+        let wrong = CodecChoice::new(CodecOption::Bincode);
+        assert_eq!(stored_codec(&wrong, &json!({"a": 1})), Codec::Json);
+        assert_eq!(wrong.preferred(), Codec::Json);
+    }
+
+    #[test]
+    fn too_large_is_reported_as_such() {
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let tiny = CodecLimits {
+            compress_min_bytes: 0,
+            max_value_bytes: 8,
+        };
+        let err = choice
+            .encode("p", &"x".repeat(100), Duration::ZERO, tiny)
+            .unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+    }
+}

@@ -1,0 +1,230 @@
+//! A key belongs to one function (its module path, name and return type
+//! are in the salt, whatever its `prefix`), the companions agree with the
+//! calls, and `invalidate_args` works for methods and for every
+//! instantiation of a generic function, one round trip each.
+//!
+//! This file has a Redis server of its own, so that the commands counted by
+//! `INFO commandstats` are only its own.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use cached_redis::cached;
+use redis::Commands;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+/// This file's own Redis, started once.
+static SERVER_URL: OnceLock<String> = OnceLock::new();
+
+/// Initializes against this file's Redis; the guard keeps the tests of
+/// this file one at a time (one of them counts commands).
+fn setup() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    SERVER_URL.get_or_init(|| {
+        let server = common::RedisServer::start();
+        let url = server.url();
+        // Lives as long as the test process; its watchdog stops it after.
+        std::mem::forget(server);
+        cached_redis::init(
+            cached_redis::Config::builder()
+                .redis_url(url.clone())
+                .namespace("ident")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        url
+    });
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn raw() -> redis::Connection {
+    let url = SERVER_URL.get().expect("setup first");
+    redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+static COUNT_RUNS: AtomicUsize = AtomicUsize::new(0);
+static TOTAL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "orders")]
+fn count_of(id: u32) -> u32 {
+    COUNT_RUNS.fetch_add(1, SeqCst);
+    id * 2
+}
+
+#[cached(prefix = "orders")]
+fn total_of(id: u32) -> u64 {
+    TOTAL_RUNS.fetch_add(1, SeqCst);
+    u64::from(id) * 1000
+}
+
+/// Regression: with one prefix and equal arguments, `total_of` used to read
+/// the `6` that `count_of` stored (both layouts are one varint).
+#[test]
+fn functions_sharing_a_prefix_never_share_an_entry() {
+    let _g = setup();
+    assert_eq!(count_of(3), 6);
+    assert_eq!(total_of(3), 3000);
+    assert_eq!(total_of(3), 3000);
+    assert_eq!(count_of(3), 6);
+    assert_eq!((COUNT_RUNS.load(SeqCst), TOTAL_RUNS.load(SeqCst)), (1, 1));
+    let (a, b) = (
+        count_of_cache_key(3).unwrap(),
+        total_of_cache_key(3).unwrap(),
+    );
+    assert_ne!(a, b);
+    assert!(a.starts_with("ident:orders:") && b.starts_with("ident:orders:"));
+    // invalidate_args removes both, as both are named by the prefix.
+    assert!(cached_redis::invalidate_args("orders", &json!([3]))
+        .await_blocking()
+        .unwrap());
+    let mut raw = raw();
+    assert!(!raw.exists::<_, bool>(&a).unwrap());
+    assert!(!raw.exists::<_, bool>(&b).unwrap());
+}
+
+/// Two `impl`s in one module with a same-named method: `Self` tells them
+/// apart.
+pub struct Users;
+pub struct Admins;
+
+static USER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+impl Users {
+    #[cached(prefix = "people")]
+    fn name(&self, id: u32) -> String {
+        USER_RUNS.fetch_add(1, SeqCst);
+        format!("user {id}")
+    }
+}
+
+impl Admins {
+    #[cached(prefix = "people")]
+    fn name(&self, id: u32) -> String {
+        format!("admin {id}")
+    }
+}
+
+#[test]
+fn methods_of_non_generic_impls_invalidate_by_arguments() {
+    let _g = setup();
+    assert_eq!(Users.name(1), "user 1");
+    assert_eq!(Admins.name(1), "admin 1");
+    assert_eq!(Users.name(1), "user 1");
+    assert_eq!(Admins.name(1), "admin 1");
+    assert_eq!(USER_RUNS.load(SeqCst), 1);
+    let user_key = Users::name_cache_key(1).unwrap();
+    let admin_key = Admins::name_cache_key(1).unwrap();
+    assert_ne!(user_key, admin_key);
+    let mut raw = raw();
+    assert!(raw.exists::<_, bool>(&user_key).unwrap());
+    // As a database event names it: the prefix and the key arguments.
+    assert!(cached_redis::invalidate_args("people", &json!([1]))
+        .await_blocking()
+        .unwrap());
+    assert!(!raw.exists::<_, bool>(&user_key).unwrap());
+    assert!(!raw.exists::<_, bool>(&admin_key).unwrap());
+    // The companion agrees with the call.
+    assert_eq!(Users.name(1), "user 1");
+    assert!(raw.exists::<_, bool>(&user_key).unwrap());
+    assert!(Users::name_invalidate(1).unwrap());
+    assert!(!raw.exists::<_, bool>(&user_key).unwrap());
+}
+
+static GENERIC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "generic_lookup")]
+fn lookup<T: Serialize + Default + DeserializeOwned>(id: u32) -> T {
+    GENERIC_RUNS.fetch_add(1, SeqCst);
+    let _ = id;
+    T::default()
+}
+
+/// A generic type's method: one key per `Self`.
+pub struct Repo<T>(std::marker::PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned + Default> Repo<T> {
+    #[cached(prefix = "repo_load")]
+    fn load(&self, id: u32) -> T {
+        let _ = id;
+        T::default()
+    }
+}
+
+#[test]
+fn generic_functions_invalidate_every_instantiation_seen() {
+    let _g = setup();
+    let _: u8 = lookup(4);
+    let _: String = lookup(4);
+    let _: Vec<u64> = lookup(4);
+    let _: u8 = lookup(4);
+    assert_eq!(GENERIC_RUNS.load(SeqCst), 3);
+    let keys = [
+        lookup_cache_key::<u8>(4).unwrap(),
+        lookup_cache_key::<String>(4).unwrap(),
+        lookup_cache_key::<Vec<u64>>(4).unwrap(),
+    ];
+    let mut raw = raw();
+    for key in &keys {
+        assert!(raw.exists::<_, bool>(key).unwrap(), "{key}");
+    }
+    // One round trip per instantiation, no more.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut raw)
+        .unwrap();
+    assert!(cached_redis::invalidate_args("generic_lookup", &json!([4]))
+        .await_blocking()
+        .unwrap());
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut raw)
+        .unwrap();
+    let unlinks = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_unlink:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("0");
+    assert_eq!(unlinks, "3", "{info}");
+    for key in &keys {
+        assert!(!raw.exists::<_, bool>(key).unwrap(), "{key}");
+    }
+
+    let (a, b) = (
+        Repo::<u8>(std::marker::PhantomData),
+        Repo::<String>(std::marker::PhantomData),
+    );
+    assert_eq!(a.load(1), 0);
+    assert_eq!(b.load(1), "");
+    let keys = [
+        Repo::<u8>::load_cache_key(1).unwrap(),
+        Repo::<String>::load_cache_key(1).unwrap(),
+    ];
+    assert_ne!(keys[0], keys[1]);
+    assert!(cached_redis::invalidate_args("repo_load", &json!([1]))
+        .await_blocking()
+        .unwrap());
+    for key in &keys {
+        assert!(!raw.exists::<_, bool>(key).unwrap(), "{key}");
+    }
+}
+
+/// Runs a future to completion on a fresh runtime (the tests here are
+/// sync, the invalidation API async).
+trait AwaitBlocking: std::future::Future + Sized {
+    fn await_blocking(self) -> Self::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self)
+    }
+}
+impl<F: std::future::Future> AwaitBlocking for F {}
