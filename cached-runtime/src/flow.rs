@@ -26,7 +26,7 @@ use crate::__private::ReturnShape;
 use crate::codec::{self, CodecError, Header};
 use crate::engine::Engine;
 use crate::error::StoreError;
-use crate::flight::{self, Leader, Outcome, Role};
+use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
 use crate::ops::Io;
@@ -196,17 +196,19 @@ where
 {
     let mut leader = match flight::join(call.key()) {
         Role::Leader(leader) => leader,
-        Role::Follower(flight) => {
-            if let Outcome::Value(bytes) = io.wait(&flight).await {
+        Role::Follower(follower) => match io.wait(follower).await {
+            Turn::Value(bytes) => {
                 if let Some((value, _)) = call.decode::<S::Value>(&bytes) {
                     call.hit();
                     return S::rebuild(value);
                 }
+                return compute_and_store::<I, S, R, F>(io, call, body, None).await;
             }
             // The leader had nothing to share (an error, a panic, `None`):
-            // this call runs as if it had been alone.
-            return compute_and_store::<I, S, R, F>(io, call, body, None).await;
-        }
+            // this call leads now, as if it had been first, while the other
+            // waiters keep waiting for it.
+            Turn::Lead(leader) => leader,
+        },
     };
     if !call.site.lock {
         return compute_and_store::<I, S, R, F>(io, call, body, Some(&mut leader)).await;

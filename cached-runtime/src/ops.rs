@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::flight::{Flight, Outcome};
+use crate::flight::{Follower, Turn};
 use crate::store::{Payload, Store};
 
 /// What the call path asks of the store and of time.
@@ -28,7 +28,7 @@ pub(crate) trait Io {
     ) -> Result<bool, StoreError>;
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
     async fn sleep(&self, duration: Duration);
-    async fn wait(&self, flight: &Flight) -> Outcome;
+    async fn wait(&self, follower: Follower) -> Turn;
 }
 
 /// For `async fn`s: awaits the store.
@@ -58,8 +58,8 @@ impl Io for AsyncIo<'_> {
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
-    async fn wait(&self, flight: &Flight) -> Outcome {
-        flight.wait().await
+    async fn wait(&self, follower: Follower) -> Turn {
+        follower.wait().await
     }
 }
 
@@ -84,8 +84,8 @@ impl Io for BlockingIo<'_> {
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);
     }
-    async fn wait(&self, flight: &Flight) -> Outcome {
-        flight.wait_blocking()
+    async fn wait(&self, follower: Follower) -> Turn {
+        follower.wait_blocking()
     }
 }
 
