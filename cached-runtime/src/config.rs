@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::signing::SigningKeys;
 
 /// Environment variable naming the Redis to use (checked first).
 pub const ENV_URL: &str = "CACHED_REDIS_URL";
@@ -43,6 +44,8 @@ pub struct Config {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) memory_max_entries: usize,
     pub(crate) disabled: bool,
+    /// Entry MAC keys; its `Debug` redacts them.
+    pub(crate) signing: SigningKeys,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(2),
             memory_max_entries: 100_000,
             disabled: false,
+            signing: SigningKeys::default(),
         }
     }
 }
@@ -240,6 +244,49 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sign entries (opt-in): every entry written carries a keyed BLAKE3
+    /// MAC over its Redis key, header and payload, and an entry read is
+    /// decoded only if its MAC verifies. An entry with a wrong or missing
+    /// MAC (written by someone without the key, tampered with, or written
+    /// before signing was turned on) is a miss counted in `errors`, and is
+    /// replaced. Protects a service whose Redis is shared or exposed from
+    /// values injected into its deserializer.
+    ///
+    /// `secret` is at least 16 random bytes (the BLAKE3 key is derived from
+    /// it, see `docs/FORMAT.md`); every process reading the same entries
+    /// needs it. It never appears in `Debug` output or logs.
+    ///
+    /// To rotate: deploy the new key with the old one accepted
+    /// ([`ConfigBuilder::signing_keys_accepted`]), so that processes still
+    /// writing with the old key are understood; once every process writes
+    /// with the new key (and old entries have expired), drop the old one.
+    ///
+    /// ```
+    /// let config = cached_runtime::Config::builder()
+    ///     .signing_key(b"new: 32 random bytes from a vault")
+    ///     .signing_keys_accepted([b"old: 32 random bytes from a vault"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{config:?}").contains("vault"));
+    /// ```
+    pub fn signing_key(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.config.signing.sign_with(secret.as_ref());
+        self
+    }
+
+    /// Keys whose entries are still accepted besides the
+    /// [`signing_key`](ConfigBuilder::signing_key), while rotating. Nothing
+    /// is written with them. Needs a `signing_key`.
+    pub fn signing_keys_accepted<K: AsRef<[u8]>>(
+        mut self,
+        secrets: impl IntoIterator<Item = K>,
+    ) -> Self {
+        for secret in secrets {
+            self.config.signing.accept(secret.as_ref());
+        }
+        self
+    }
+
     /// Turn caching off: every call runs the function and counts a skip.
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.config.disabled = disabled;
@@ -268,6 +315,9 @@ impl ConfigBuilder {
                     "redis_url {url:?}: expected redis://host:port/db or redis+unix:///path"
                 )));
             }
+        }
+        if let Some(problem) = c.signing.problem() {
+            return Err(Error::Config(problem));
         }
         let positive = [
             ("default_ttl", c.default_ttl),

@@ -30,6 +30,7 @@ use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
 use crate::ops::Io;
+use crate::signing;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
 use crate::unwind::CatchUnwind;
@@ -61,6 +62,21 @@ impl Call<'_> {
     }
 
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
+        let bytes = match self.engine.config.signing.active() {
+            None => bytes,
+            Some(keys) => match signing::open(keys, self.key(), bytes) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Never decoded: whoever wrote it lacks the key.
+                    self.site.stats.error();
+                    tracing::warn!(
+                        prefix = %self.site.prefix, key = self.key(), error = %e,
+                        "cache error: unsigned or forged entry; recomputing and replacing it"
+                    );
+                    return None;
+                }
+            },
+        };
         match codec::decode::<V>(bytes, self.engine.limits) {
             Ok(decoded) => Some(decoded),
             Err(e) => {
@@ -331,7 +347,7 @@ where
     S: ReturnShape<R>,
     S::Value: Serialize,
 {
-    let encoded = match codec::encode(value, elapsed, call.engine.limits) {
+    let mut encoded = match codec::encode(value, elapsed, call.engine.limits) {
         Ok(encoded) => encoded,
         Err(CodecError::TooLarge(size)) => {
             tracing::debug!(
@@ -355,6 +371,9 @@ where
     if !reads_back {
         call.site.stats.error();
         return None;
+    }
+    if let Some(keys) = call.engine.config.signing.active() {
+        signing::seal(keys, call.key(), &mut encoded.bytes);
     }
     let ttl = if S::is_negative(value) {
         call.site.negative_ttl

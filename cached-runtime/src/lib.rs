@@ -27,6 +27,7 @@ mod metrics_facade;
 mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod signing;
 mod site;
 mod skip;
 mod stats;
