@@ -10,7 +10,7 @@ pub use cached_runtime::{
     StoreErrorKind, MISS_BUCKETS_US, SKIP_CACHE_HEADER,
 };
 #[cfg(feature = "tower")]
-pub use cached_runtime::{SkipCacheLayer, SkipCacheService};
+pub use cached_runtime::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
 
 #[doc(hidden)]
 pub use cached_runtime::__private;

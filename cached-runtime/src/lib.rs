@@ -49,5 +49,5 @@ pub use error::{Error, StoreError, StoreErrorKind};
 pub use invalidate::{invalidate_args, invalidate_prefix};
 pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
 #[cfg(feature = "tower")]
-pub use skip::{SkipCacheLayer, SkipCacheService};
+pub use skip::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
 pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};
