@@ -91,10 +91,14 @@ impl Breaker {
 
     /// Redis answered (even with an error reply): the breaker closes.
     pub(crate) fn success(&self) {
+        // Loads first: this runs on every command, and a write to a shared
+        // line on each hit would cost every core.
         if self.consecutive_failures.load(Relaxed) != 0 {
             self.consecutive_failures.store(0, Relaxed);
         }
-        if self.open_until_ms.swap(CLOSED, AcqRel) != CLOSED {
+        if self.open_until_ms.load(Relaxed) != CLOSED
+            && self.open_until_ms.swap(CLOSED, AcqRel) != CLOSED
+        {
             tracing::info!("redis answers again; cache back in service");
         }
     }
