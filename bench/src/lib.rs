@@ -6,3 +6,4 @@ pub mod fixtures;
 pub mod hist;
 pub mod report;
 pub mod results;
+pub mod topologies;

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::__private::ReturnShape;
 use crate::codec::{self, CodecError, Header};
 use crate::engine::Engine;
+use crate::entry_info;
 use crate::error::StoreError;
 use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
@@ -59,6 +60,15 @@ impl Call<'_> {
     fn hit(&self) {
         self.site.stats.hit();
         tracing::debug!(prefix = %self.site.prefix, key = self.key(), "cache hit");
+    }
+
+    /// The entry inside `bytes` (header and payload) without its MAC
+    /// trailer, for a caller that already had it verified.
+    fn unsealed<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        match self.engine.config.signing.active() {
+            Some(_) => &bytes[..bytes.len().saturating_sub(signing::MAC_LEN)],
+            None => bytes,
+        }
     }
 
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
@@ -116,7 +126,11 @@ where
             None
         }
     };
-    if let Some((value, header)) = found.and_then(|bytes| call.decode::<S::Value>(&bytes)) {
+    if let Some(((value, header), bytes)) =
+        found.and_then(|bytes| Some((call.decode::<S::Value>(&bytes)?, bytes)))
+    {
+        // A refresh that succeeds records its new entry over this one.
+        entry_info::hit(call.site, call.unsealed(&bytes));
         let age = freshness::classify(
             header.created_at_ms,
             freshness::now_ms(),
@@ -216,6 +230,7 @@ where
             Turn::Value(bytes) => {
                 if let Some((value, _)) = call.decode::<S::Value>(&bytes) {
                     call.hit();
+                    entry_info::hit(call.site, call.unsealed(&bytes));
                     return S::rebuild(value);
                 }
                 return compute_and_store::<I, S, R, F>(io, call, body, None).await;
@@ -305,6 +320,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
 async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V, Arc<[u8]>)> {
     let bytes: Payload = io.get(call.key(), None).await.ok()??;
     let (value, _) = call.decode::<V>(&bytes)?;
+    entry_info::hit(call.site, call.unsealed(&bytes));
     Some((value, Arc::from(&*bytes)))
 }
 
@@ -325,12 +341,15 @@ where
     let ret = body.await;
     let elapsed = started.elapsed();
     call.site.record_miss(call.key(), elapsed);
-    if let Some(value) = S::cacheable(&ret) {
-        if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
-            if let Some(leader) = leader {
-                leader.share(bytes);
+    match S::cacheable(&ret) {
+        Some(value) => {
+            if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
+                if let Some(leader) = leader {
+                    leader.share(bytes);
+                }
             }
         }
+        None => entry_info::uncached(),
     }
     ret
 }
@@ -355,11 +374,13 @@ where
                 size,
                 "value over max_value_bytes; returned, not stored"
             );
+            entry_info::uncached();
             return None;
         }
         Err(e) => {
             call.site.stats.error();
             call.site.mark_unreadable(&e.to_string());
+            entry_info::uncached();
             return None;
         }
     };
@@ -370,15 +391,24 @@ where
     });
     if !reads_back {
         call.site.stats.error();
+        entry_info::uncached();
         return None;
     }
+    let fresh_for = if S::is_negative(value) {
+        call.site.negative_ttl
+    } else {
+        call.site.ttl
+    };
+    // Before sealing: the content hash is of the value, not of its MAC
+    // (which changes with the creation time).
+    entry_info::stored(&encoded.bytes, fresh_for);
     if let Some(keys) = call.engine.config.signing.active() {
         signing::seal(keys, call.key(), &mut encoded.bytes);
     }
     let ttl = if S::is_negative(value) {
-        call.site.negative_ttl
+        fresh_for
     } else {
-        call.site.ttl + call.site.stale
+        fresh_for + call.site.stale
     };
     match io.set(call.key(), &encoded.bytes, ttl).await {
         // Both sizes count the header, so an uncompressed entry has a
