@@ -11,7 +11,7 @@ pub use cached_runtime::{
 };
 pub use cached_runtime::{with_entry_info, CacheStatus, EntryInfo};
 #[cfg(feature = "tower")]
-pub use cached_runtime::{SkipCacheLayer, SkipCacheService};
+pub use cached_runtime::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
 
 #[doc(hidden)]
 pub use cached_runtime::__private;

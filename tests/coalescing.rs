@@ -1,6 +1,8 @@
 //! In-process coalescing: concurrent calls with one key run the body once;
-//! an error or a panic in that run reaches every waiter as its own call
-//! would, and nobody is left waiting.
+//! when that run fails (an error, a panic), one waiter takes over while the
+//! rest keep waiting, so a failing backend sees one call at a time; each
+//! caller sees what its own call would have produced, and nobody is left
+//! waiting.
 
 mod common;
 
@@ -35,29 +37,210 @@ async fn a_hundred_concurrent_calls_run_the_body_once() {
     assert_eq!((s.misses, s.hits, s.errors), (1, 99, 0));
 }
 
+/// Tracks how many runs of a body overlap, and the most that ever did.
+struct Gauge {
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Gauge {
+    const fn new() -> Self {
+        Self {
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        }
+    }
+
+    fn enter(&self) {
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, SeqCst);
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(SeqCst)
+    }
+}
+
 static FAILING_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FAILING_GAUGE: Gauge = Gauge::new();
+/// Callers of `failing` that have started and not yet returned.
+static FAILING_CALLERS: AtomicUsize = AtomicUsize::new(0);
+/// The most callers seen waiting beside a run of the body.
+static FAILING_QUEUE: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(prefix = "coalesce_err")]
 async fn failing(x: u32) -> Result<u32, String> {
     FAILING_RUNS.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    FAILING_GAUGE.enter();
+    FAILING_QUEUE.fetch_max(FAILING_CALLERS.load(SeqCst), SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    FAILING_GAUGE.leave();
     Err(format!("backend down for {x}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_error_reaches_every_waiter_and_is_not_cached() {
+async fn an_error_reaches_every_waiter_one_run_at_a_time() {
     setup();
-    let tasks: Vec<_> = (0..50).map(|_| tokio::spawn(failing(7))).collect();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async {
+                FAILING_CALLERS.fetch_add(1, SeqCst);
+                let result = failing(7).await;
+                FAILING_CALLERS.fetch_sub(1, SeqCst);
+                result
+            })
+        })
+        .collect();
     for t in tasks {
-        let result = tokio::time::timeout(Duration::from_secs(10), t)
+        let result = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("no waiter is left hanging")
             .unwrap();
         assert_eq!(result, Err("backend down for 7".to_owned()));
     }
-    // The leader's error is not shared: each waiter ran its own call.
+    // An error cannot be shared, so each caller ran its own call, and so
+    // saw its own error; but the backend got them one at a time, while
+    // the other callers waited their turn.
     assert_eq!(FAILING_RUNS.load(SeqCst), 50);
+    assert_eq!(FAILING_GAUGE.most(), 1, "never two runs at once");
+    assert!(
+        FAILING_QUEUE.load(SeqCst) > 1,
+        "callers were waiting while a run was under way"
+    );
     assert_eq!(failing(7).await, Err("backend down for 7".to_owned()));
+}
+
+/// How many calls of a backend fail before it recovers.
+const FAIL_FIRST: usize = 3;
+const CALLERS: usize = 40;
+
+static FLAKY_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FLAKY_GAUGE: Gauge = Gauge::new();
+
+#[cached(prefix = "coalesce_flaky")]
+async fn flaky(x: u32) -> Result<u32, String> {
+    let run = FLAKY_RUNS.fetch_add(1, SeqCst);
+    FLAKY_GAUGE.enter();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    FLAKY_GAUGE.leave();
+    if run < FAIL_FIRST {
+        return Err(format!("run {run} failed"));
+    }
+    Ok(x * 5)
+}
+
+static FLAKY_LOCK_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FLAKY_LOCK_GAUGE: Gauge = Gauge::new();
+
+#[cached(prefix = "coalesce_flaky_lock", lock = true)]
+async fn flaky_locked(x: u32) -> Result<u32, String> {
+    let run = FLAKY_LOCK_RUNS.fetch_add(1, SeqCst);
+    FLAKY_LOCK_GAUGE.enter();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    FLAKY_LOCK_GAUGE.leave();
+    if run < FAIL_FIRST {
+        return Err(format!("run {run} failed"));
+    }
+    Ok(x * 5)
+}
+
+/// Checks what `CALLERS` concurrent callers of a backend failing its first
+/// `FAIL_FIRST` calls got: the callers whose own run failed see that
+/// error, everyone else the value, and the body ran once per failure plus
+/// the one success.
+fn check_results(results: &[Result<u32, String>], runs: usize, most_at_once: usize) {
+    let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let mut expected: Vec<_> = (0..FAIL_FIRST).map(|r| format!("run {r} failed")).collect();
+    let mut seen: Vec<_> = errors.iter().map(|e| e.to_string()).collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "each failed run reached its own caller");
+    assert!(
+        results.iter().filter(|r| r.is_ok()).all(|r| *r == Ok(35)),
+        "everyone else got the value"
+    );
+    assert_eq!(
+        runs,
+        FAIL_FIRST + 1,
+        "one run per failure, then one success"
+    );
+    assert_eq!(most_at_once, 1, "the backend saw one call at a time");
+}
+
+async fn call_together<F: std::future::Future<Output = Result<u32, String>> + Send + 'static>(
+    call: fn() -> F,
+) -> Vec<Result<u32, String>> {
+    let tasks: Vec<_> = (0..CALLERS).map(|_| tokio::spawn(call())).collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        let result = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("no waiter is left hanging")
+            .unwrap();
+        results.push(result);
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_leader_hands_over_to_one_waiter_at_a_time() {
+    setup();
+    let results = call_together(|| flaky(7)).await;
+    check_results(&results, FLAKY_RUNS.load(SeqCst), FLAKY_GAUGE.most());
+    assert_eq!(flaky(7).await, Ok(35), "the value is cached");
+    assert_eq!(FLAKY_RUNS.load(SeqCst), FAIL_FIRST + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_lock_a_failing_leader_hands_over_to_one_waiter_at_a_time() {
+    setup();
+    let results = call_together(|| flaky_locked(7)).await;
+    check_results(
+        &results,
+        FLAKY_LOCK_RUNS.load(SeqCst),
+        FLAKY_LOCK_GAUGE.most(),
+    );
+    assert_eq!(flaky_locked(7).await, Ok(35), "the value is cached");
+}
+
+static FLAKY_SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FLAKY_SYNC_GAUGE: Gauge = Gauge::new();
+
+#[cached(prefix = "coalesce_flaky_sync")]
+fn flaky_sync(x: u32) -> Result<u32, String> {
+    let run = FLAKY_SYNC_RUNS.fetch_add(1, SeqCst);
+    FLAKY_SYNC_GAUGE.enter();
+    std::thread::sleep(Duration::from_millis(20));
+    FLAKY_SYNC_GAUGE.leave();
+    if run < FAIL_FIRST {
+        return Err(format!("run {run} failed"));
+    }
+    Ok(x * 5)
+}
+
+#[test]
+fn sync_waiters_take_over_one_at_a_time_too() {
+    setup();
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                flaky_sync(7)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    check_results(
+        &results,
+        FLAKY_SYNC_RUNS.load(SeqCst),
+        FLAKY_SYNC_GAUGE.most(),
+    );
 }
 
 static PANICKED_ONCE: AtomicBool = AtomicBool::new(false);
@@ -66,7 +249,7 @@ static PANIC_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(prefix = "coalesce_panic")]
 async fn panics_first(x: u32) -> u32 {
     PANIC_RUNS.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     if !PANICKED_ONCE.swap(true, SeqCst) {
         panic!("first run fails");
     }
@@ -76,18 +259,24 @@ async fn panics_first(x: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panicking_leader_releases_its_waiters() {
     setup();
-    let leader = tokio::spawn(panics_first(1));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let waiters: Vec<_> = (0..20).map(|_| tokio::spawn(panics_first(1))).collect();
-    assert!(leader.await.unwrap_err().is_panic());
-    for w in waiters {
-        let value = tokio::time::timeout(Duration::from_secs(10), w)
+    let tasks: Vec<_> = (0..21).map(|_| tokio::spawn(panics_first(1))).collect();
+    let mut panicked = 0;
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("no waiter is left hanging")
-            .unwrap();
-        assert_eq!(value, 2);
+        {
+            Ok(value) => assert_eq!(value, 2),
+            Err(e) => {
+                assert!(e.is_panic());
+                panicked += 1;
+            }
+        }
     }
-    assert!(PANIC_RUNS.load(SeqCst) >= 2);
+    // Only the run that panicked panics its caller; one waiter then ran
+    // the body again and fed the rest.
+    assert_eq!(panicked, 1);
+    assert_eq!(PANIC_RUNS.load(SeqCst), 2);
 }
 
 static SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);

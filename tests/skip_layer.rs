@@ -5,8 +5,12 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use cached_redis::{cached, SkipCacheLayer, SKIP_CACHE_HEADER};
 use http_body_util::BodyExt;
@@ -27,6 +31,70 @@ async fn render(page: u32) -> String {
 
 async fn handler() -> String {
     render(1).await
+}
+
+static GUARDED_RENDERS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "render_guarded")]
+async fn render_guarded(page: u32) -> String {
+    GUARDED_RENDERS.fetch_add(1, SeqCst);
+    format!("page {page}")
+}
+
+/// Loopback and private addresses: callers inside the network.
+fn internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+/// A router that honours the header only from internal peers, reached by a
+/// client at `peer` (as `into_make_service_with_connect_info` reports it).
+fn guarded_app(peer: &str) -> Router {
+    Router::new()
+        .route("/", get(|| render_guarded(1)))
+        .layer(
+            SkipCacheLayer::new().allow_if(|req: &axum::http::Request<Body>| {
+                req.extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .is_some_and(|ConnectInfo(peer)| internal(peer.ip()))
+            }),
+        )
+        // What `into_make_service_with_connect_info` puts in each request.
+        .layer(Extension(ConnectInfo(peer.parse::<SocketAddr>().unwrap())))
+}
+
+#[tokio::test]
+async fn allow_if_honours_the_header_only_for_trusted_callers() {
+    setup();
+    let trusted = guarded_app("10.1.2.3:40000");
+    let untrusted = guarded_app("203.0.113.9:40000");
+    let key = render_guarded_cache_key(1).unwrap();
+
+    // An outside client's header is ignored: the first call is the miss
+    // that stores the entry, the rest are hits.
+    for _ in 0..3 {
+        assert_eq!(request(&untrusted, Some("1")).await, "page 1");
+    }
+    assert_eq!(GUARDED_RENDERS.load(SeqCst), 1, "untrusted: cached");
+    let exists: bool = common::raw().exists(&key).unwrap();
+    assert!(exists, "the untrusted request was served through the cache");
+    let stats = cached_redis::local_stats("render_guarded").unwrap();
+    assert_eq!((stats.skips, stats.hits), (0, 2));
+
+    // An internal caller's header is honoured.
+    for _ in 0..2 {
+        assert_eq!(request(&trusted, Some("1")).await, "page 1");
+    }
+    assert_eq!(GUARDED_RENDERS.load(SeqCst), 3, "trusted: skipped");
+    assert_eq!(
+        cached_redis::local_stats("render_guarded").unwrap().skips,
+        2
+    );
+    // Without the header the trusted caller is cached like anyone.
+    assert_eq!(request(&trusted, None).await, "page 1");
+    assert_eq!(GUARDED_RENDERS.load(SeqCst), 3);
 }
 
 async fn request(app: &Router, header: Option<&str>) -> String {

@@ -49,9 +49,17 @@ fn field(fields: &HashMap<String, String>, name: &str) -> u128 {
     fields.get(name).map_or(0, |v| v.parse().unwrap())
 }
 
+/// What the child process measured itself.
+struct ChildTotals {
+    sum: u128,
+    sumsq: u128,
+    /// Its miss-time histogram, bucket by bucket.
+    buckets: Vec<u128>,
+}
+
 /// Runs [`pattern`] in another process, against the same namespace, and
-/// returns that process's own totals (sum, sumsq) of compute time.
-fn run_child(namespace: &str) -> (u128, u128) {
+/// returns that process's own totals of compute time.
+fn run_child(namespace: &str) -> ChildTotals {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_process", "--ignored", "--nocapture"])
         .env(CHILD_ENV, namespace)
@@ -69,7 +77,11 @@ fn run_child(namespace: &str) -> (u128, u128) {
         .find_map(|l| l.strip_prefix("CHILD_TOTALS "))
         .expect("child reports its totals");
     let mut parts = line.split_whitespace().map(|p| p.parse::<u128>().unwrap());
-    (parts.next().unwrap(), parts.next().unwrap())
+    ChildTotals {
+        sum: parts.next().unwrap(),
+        sumsq: parts.next().unwrap(),
+        buckets: parts.collect(),
+    }
 }
 
 /// The child side of [`two_processes_add_up_exactly`]; runs only when
@@ -84,7 +96,13 @@ fn child_process() {
     pattern();
     let s = cached_redis::local_stats("timed").unwrap();
     // No explicit flush: the exit hook must write the counts.
-    println!("CHILD_TOTALS {} {}", s.miss_us_sum, s.miss_us_sumsq);
+    let buckets: Vec<String> = s.miss_buckets.iter().map(u64::to_string).collect();
+    println!(
+        "CHILD_TOTALS {} {} {}",
+        s.miss_us_sum,
+        s.miss_us_sumsq,
+        buckets.join(" ")
+    );
 }
 
 #[tokio::test]
@@ -92,7 +110,7 @@ async fn two_processes_add_up_exactly() {
     let namespace = common::namespace("stats");
     // A fresh namespace: this process's entries and the child's are the
     // same keys, so run the child second to make its lookups hits.
-    let (child_sum, child_sumsq) = run_child(&namespace);
+    let child = run_child(&namespace);
     init(&namespace);
     pattern();
     cached_redis::flush_stats().await.unwrap();
@@ -119,18 +137,26 @@ async fn two_processes_add_up_exactly() {
     assert_eq!(field(&fields, "bytes_raw"), 3 * (20 + 21));
     assert_eq!(field(&fields, "bytes_stored"), 3 * (20 + 21));
 
-    // The sums are the child's exactly; each miss slept 60 ms.
-    assert_eq!(field(&fields, "miss_us_sum"), child_sum);
-    assert_eq!(field(&fields, "miss_us_sumsq"), child_sumsq);
-    assert!(child_sum >= 3 * SLEEP.as_micros(), "{child_sum}");
-    assert!(child_sumsq * 3 >= child_sum * child_sum, "sumsq ≥ sum²/n");
-
-    // 60 ms lands in (50 ms, 100 ms]; every other bucket is empty.
-    let buckets: Vec<(String, u128)> = fields
+    // The sums and the histogram are the child's exactly.
+    assert_eq!(field(&fields, "miss_us_sum"), child.sum);
+    assert_eq!(field(&fields, "miss_us_sumsq"), child.sumsq);
+    let mut bounds: Vec<String> = cached_redis::MISS_BUCKETS_US
         .iter()
-        .filter(|(k, _)| k.starts_with("miss_us_le_"))
-        .map(|(k, v)| (k.clone(), v.parse().unwrap()))
-        .filter(|(_, v)| *v != 0)
+        .map(|b| format!("miss_us_le_{b}"))
         .collect();
-    assert_eq!(buckets, vec![("miss_us_le_100000".to_owned(), 3)]);
+    bounds.push("miss_us_le_inf".to_owned());
+    let hash_buckets: Vec<u128> = bounds.iter().map(|b| field(&fields, b)).collect();
+    assert_eq!(hash_buckets, child.buckets, "{fields:?}");
+    assert_eq!(hash_buckets.iter().sum::<u128>(), 3, "one count per miss");
+
+    // Each miss slept at least 60 ms (a sleep never ends early; a loaded
+    // machine can only make it longer): no time below that, and so no
+    // count in a bucket that ends below it.
+    assert!(child.sum >= 3 * SLEEP.as_micros(), "{}", child.sum);
+    assert!(child.sumsq * 3 >= child.sum * child.sum, "sumsq ≥ sum²/n");
+    for (bound, count) in cached_redis::MISS_BUCKETS_US.iter().zip(&hash_buckets) {
+        if u128::from(*bound) < SLEEP.as_micros() {
+            assert_eq!(*count, 0, "miss_us_le_{bound}: {fields:?}");
+        }
+    }
 }

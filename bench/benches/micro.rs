@@ -20,6 +20,8 @@
 //!   `name_refresh` (encode, compress, store) each, beside `hit/2KB` and
 //!   `refresh/2KB`, the automatic choice (bincode, every store verified by
 //!   decoding it once more).
+//! - `signing/*`: decoding the 2 KB entry with and without checking the MAC
+//!   trailer of signed entries (`signing_key`) first.
 //! - `embedded_async/search_2kb`: the async `#[cached]` hit the load test
 //!   measures as scenario (e), here single-threaded and without a scheduler
 //!   in between.
@@ -385,6 +387,31 @@ fn embedded_async(c: &mut Criterion) {
     g.finish();
 }
 
+/// What verifying the MAC of a signed entry adds to decoding a 2 KB hit:
+/// `signing/decode_2kb` decodes the stored entry of the 2 KB fixture,
+/// `signing/verify_decode_2kb` checks its MAC trailer first (one keyed
+/// BLAKE3 pass over key, header and payload), as a hit does with
+/// `signing_key` set.
+fn signing(c: &mut Criterion) {
+    use cached_redis::__private::entry::{self, Signer};
+    let key = "cached:bench_v_search:AAAAAAAAAAAAAAAAAAAAAA";
+    let plain = entry::encode(&fx().search).expect("encodes");
+    let signer = Signer::new(b"a benchmark signing key, 32 byte");
+    let mut signed = plain.clone();
+    signer.seal(key, &mut signed);
+    let mut g = c.benchmark_group("signing");
+    g.bench_function("decode_2kb", |b| {
+        b.iter(|| entry::decode::<SearchResponse>(black_box(&plain)).expect("decodes"))
+    });
+    g.bench_function("verify_decode_2kb", |b| {
+        b.iter(|| {
+            let bytes = signer.open(key, black_box(&signed)).expect("verifies");
+            entry::decode::<SearchResponse>(bytes).expect("decodes")
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -396,6 +423,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = keys, codec, codecs, embedded_async, local_hit
+    targets = keys, codec, codecs, embedded_async, local_hit, signing
 }
 criterion_main!(benches);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::signing::SigningKeys;
 use crate::store::target;
 
 /// Environment variable naming the Redis to use (checked first).
@@ -52,6 +53,8 @@ pub struct Config {
     pub(crate) local_max_bytes: u64,
     pub(crate) disabled: bool,
     pub(crate) tls: TlsOptions,
+    /// Entry MAC keys; its `Debug` redacts them.
+    pub(crate) signing: SigningKeys,
 }
 
 /// TLS settings for `rediss` URLs, set on the builder.
@@ -90,6 +93,7 @@ impl fmt::Debug for Config {
             local_max_bytes,
             disabled,
             tls,
+            signing,
         } = self;
         f.debug_struct("Config")
             .field("redis_url", &redis_url.as_deref().map(target::redact))
@@ -108,6 +112,7 @@ impl fmt::Debug for Config {
             .field("local_max_bytes", local_max_bytes)
             .field("disabled", disabled)
             .field("tls", tls)
+            .field("signing", signing)
             .finish()
     }
 }
@@ -131,6 +136,7 @@ impl Default for Config {
             local_max_bytes: 64 << 20,
             disabled: false,
             tls: TlsOptions::default(),
+            signing: SigningKeys::default(),
         }
     }
 }
@@ -362,6 +368,49 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sign entries (opt-in): every entry written carries a keyed BLAKE3
+    /// MAC over its Redis key, header and payload, and an entry read is
+    /// decoded only if its MAC verifies. An entry with a wrong or missing
+    /// MAC (written by someone without the key, tampered with, or written
+    /// before signing was turned on) is a miss counted in `errors`, and is
+    /// replaced. Protects a service whose Redis is shared or exposed from
+    /// values injected into its deserializer.
+    ///
+    /// `secret` is at least 16 random bytes (the BLAKE3 key is derived from
+    /// it, see `docs/FORMAT.md`); every process reading the same entries
+    /// needs it. It never appears in `Debug` output or logs.
+    ///
+    /// To rotate: deploy the new key with the old one accepted
+    /// ([`ConfigBuilder::signing_keys_accepted`]), so that processes still
+    /// writing with the old key are understood; once every process writes
+    /// with the new key (and old entries have expired), drop the old one.
+    ///
+    /// ```
+    /// let config = cached_runtime::Config::builder()
+    ///     .signing_key(b"new: 32 random bytes from a vault")
+    ///     .signing_keys_accepted([b"old: 32 random bytes from a vault"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{config:?}").contains("vault"));
+    /// ```
+    pub fn signing_key(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.config.signing.sign_with(secret.as_ref());
+        self
+    }
+
+    /// Keys whose entries are still accepted besides the
+    /// [`signing_key`](ConfigBuilder::signing_key), while rotating. Nothing
+    /// is written with them. Needs a `signing_key`.
+    pub fn signing_keys_accepted<K: AsRef<[u8]>>(
+        mut self,
+        secrets: impl IntoIterator<Item = K>,
+    ) -> Self {
+        for secret in secrets {
+            self.config.signing.accept(secret.as_ref());
+        }
+        self
+    }
+
     /// Turn caching off: every call runs the function and counts a skip.
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.config.disabled = disabled;
@@ -386,6 +435,9 @@ impl ConfigBuilder {
                     target::redact(url)
                 )));
             }
+        }
+        if let Some(problem) = c.signing.problem() {
+            return Err(Error::Config(problem));
         }
         let positive = [
             ("default_ttl", c.default_ttl),

@@ -2,26 +2,41 @@
 //! once; the others wait for its encoded result. Always on.
 //!
 //! The leader holds a [`Leader`] guard. Whatever way it ends (value, error,
-//! panic, a cancelled future), dropping the guard wakes every waiter: with
-//! the encoded value when there is one, otherwise with [`Outcome::Failed`],
-//! on which each waiter runs its own call, so an error reaches it just as
-//! its own call would have produced it. Nobody is left hanging.
+//! `None`, panic, a cancelled future), dropping the guard settles the
+//! flight:
+//!
+//! - with an encoded value, every waiter gets it;
+//! - without one (nothing shareable: an error, `None`, a panic, a value too
+//!   large, a cancelled leader), exactly one waiter is handed the lead and
+//!   runs its own call, while the others keep waiting for that call. A
+//!   failing backend thus sees one call at a time per key in this process,
+//!   never the whole herd at once; the first call that succeeds feeds
+//!   everyone still waiting.
+//!
+//! Each caller sees what a call would have produced: the shared value, or
+//! the outcome of its own run (an error cannot be shared: `E` needs no
+//! traits). Nobody is left hanging: a waiter that gives up (its future is
+//! dropped) leaves the queue, and the lead passes on as long as anyone
+//! waits.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-/// What the leader left for its followers.
-#[derive(Debug, Clone)]
-pub(crate) enum Outcome {
-    /// The stored entry, header included.
-    Value(Arc<[u8]>),
-    /// No shareable value (error, `None`, panic, too large, cancelled).
-    Failed,
+/// Where a flight stands; guarded by [`Flight::state`].
+#[derive(Debug, Default)]
+struct State {
+    /// The stored entry (header included), once a leader shared one.
+    value: Option<Arc<[u8]>>,
+    /// A leader ended without a value and nobody has taken the lead since.
+    lead_vacant: bool,
+    /// Followers registered and not yet served or gone.
+    waiters: usize,
 }
 
+/// The calls of one key that are under way.
 #[derive(Debug, Default)]
 pub(crate) struct Flight {
-    outcome: Mutex<Option<Outcome>>,
+    state: Mutex<State>,
     done: Condvar,
     notify: tokio::sync::Notify,
 }
@@ -31,7 +46,15 @@ pub(crate) enum Role {
     /// Runs the body; others wait for it.
     Leader(Leader),
     /// Waits for the leader.
-    Follower(Arc<Flight>),
+    Follower(Follower),
+}
+
+/// What a follower's wait ends with.
+pub(crate) enum Turn {
+    /// A leader's encoded entry.
+    Value(Arc<[u8]>),
+    /// The leader ended without a value: this call leads now.
+    Lead(Leader),
 }
 
 type Table = Mutex<HashMap<String, Arc<Flight>>>;
@@ -41,97 +64,158 @@ fn table() -> &'static Table {
     TABLE.get_or_init(Default::default)
 }
 
+fn lock_table() -> MutexGuard<'static, HashMap<String, Arc<Flight>>> {
+    table().lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Joins the flight of `key`, leading it if none is under way.
 pub(crate) fn join(key: &str) -> Role {
-    let mut flights = table().lock().unwrap_or_else(|e| e.into_inner());
+    // Lock order everywhere: the table, then a flight's state.
+    let mut flights = lock_table();
     if let Some(flight) = flights.get(key) {
-        return Role::Follower(flight.clone());
+        flight.lock_state().waiters += 1;
+        return Role::Follower(Follower {
+            key: key.to_owned(),
+            flight: flight.clone(),
+            queued: true,
+        });
     }
     let flight = Arc::new(Flight::default());
     flights.insert(key.to_owned(), flight.clone());
     Role::Leader(Leader {
         key: key.to_owned(),
         flight,
-        outcome: Outcome::Failed,
+        value: None,
     })
+}
+
+/// Removes `flight` from the table if it is still the one under `key`.
+fn retire(flights: &mut HashMap<String, Arc<Flight>>, key: &str, flight: &Arc<Flight>) {
+    if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+        flights.remove(key);
+    }
 }
 
 /// Whether some call in this process is computing `key` right now.
 #[cfg(test)]
 fn in_flight(key: &str) -> bool {
-    table()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains_key(key)
+    lock_table().contains_key(key)
 }
 
-/// The leader's side; finishing (or dropping) it releases the followers.
+/// The leader's side; finishing (or dropping) it settles the flight.
 pub(crate) struct Leader {
     key: String,
     flight: Arc<Flight>,
-    outcome: Outcome,
+    value: Option<Arc<[u8]>>,
 }
 
 impl Leader {
     /// Hands `bytes` (an encoded entry) to the followers.
     pub(crate) fn share(&mut self, bytes: Arc<[u8]>) {
-        self.outcome = Outcome::Value(bytes);
+        self.value = Some(bytes);
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        let mut flights = table().lock().unwrap_or_else(|e| e.into_inner());
-        // Remove first: a call arriving from now on starts afresh (it will
-        // find the stored entry) instead of joining a finished flight.
-        if flights
-            .get(&self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-        {
-            flights.remove(&self.key);
+        let mut flights = lock_table();
+        let mut state = self.flight.lock_state();
+        match self.value.take() {
+            Some(value) => {
+                // Retired first: a call arriving from now on starts afresh
+                // (it will find the stored entry) instead of joining a
+                // finished flight.
+                retire(&mut flights, &self.key, &self.flight);
+                state.value = Some(value);
+            }
+            None if state.waiters == 0 => retire(&mut flights, &self.key, &self.flight),
+            // The flight stays in the table, so newcomers queue behind the
+            // next leader instead of running beside it.
+            None => state.lead_vacant = true,
         }
+        drop(state);
         drop(flights);
-        let outcome = std::mem::replace(&mut self.outcome, Outcome::Failed);
-        *self
-            .flight
-            .outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.flight.done.notify_all();
         self.flight.notify.notify_waiters();
     }
 }
 
 impl Flight {
-    fn outcome(&self) -> Option<Outcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A follower's place in the queue of its key; dropping it (a cancelled
+/// wait) leaves the queue.
+pub(crate) struct Follower {
+    key: String,
+    flight: Arc<Flight>,
+    /// Still counted in [`State::waiters`].
+    queued: bool,
+}
+
+impl Follower {
+    /// The end of the wait, if it has come.
+    fn turn(&mut self, state: &mut State) -> Option<Turn> {
+        if let Some(value) = &state.value {
+            state.waiters -= 1;
+            self.queued = false;
+            return Some(Turn::Value(value.clone()));
+        }
+        if state.lead_vacant {
+            state.lead_vacant = false;
+            state.waiters -= 1;
+            self.queued = false;
+            return Some(Turn::Lead(Leader {
+                key: std::mem::take(&mut self.key),
+                flight: self.flight.clone(),
+                value: None,
+            }));
+        }
+        None
     }
 
-    /// Waits for the leader without blocking the thread.
-    pub(crate) async fn wait(&self) -> Outcome {
+    /// Waits for a value or the lead without blocking the thread.
+    pub(crate) async fn wait(mut self) -> Turn {
+        let flight = self.flight.clone();
         loop {
-            let mut notified = std::pin::pin!(self.notify.notified());
+            let mut notified = std::pin::pin!(flight.notify.notified());
             // Registered before checking, so a wake-up between the check
             // and the await is not lost.
             notified.as_mut().enable();
-            if let Some(outcome) = self.outcome() {
-                return outcome;
+            if let Some(turn) = self.turn(&mut flight.lock_state()) {
+                return turn;
             }
             notified.await;
         }
     }
 
-    /// Waits for the leader, blocking the thread.
-    pub(crate) fn wait_blocking(&self) -> Outcome {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+    /// Waits for a value or the lead, blocking the thread.
+    pub(crate) fn wait_blocking(mut self) -> Turn {
+        let flight = self.flight.clone();
+        let mut state = flight.lock_state();
         loop {
-            if let Some(o) = outcome.as_ref() {
-                return o.clone();
+            if let Some(turn) = self.turn(&mut state) {
+                return turn;
             }
-            outcome = self.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+            state = flight.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if !self.queued {
+            return;
+        }
+        let mut flights = lock_table();
+        let mut state = self.flight.lock_state();
+        state.waiters -= 1;
+        // The last waiter gone while the lead is vacant: nobody is left to
+        // take it, so the flight ends here.
+        if state.waiters == 0 && state.lead_vacant {
+            retire(&mut flights, &self.key, &self.flight);
         }
     }
 }
@@ -140,52 +224,118 @@ impl Flight {
 mod tests {
     use super::*;
 
+    fn lead(key: &str) -> Leader {
+        match join(key) {
+            Role::Leader(leader) => leader,
+            Role::Follower(_) => panic!("{key}: expected to lead"),
+        }
+    }
+
+    fn follow(key: &str) -> Follower {
+        match join(key) {
+            Role::Follower(f) => f,
+            Role::Leader(_) => panic!("{key}: expected to follow"),
+        }
+    }
+
     #[test]
     fn followers_get_the_leaders_value() {
-        let Role::Leader(mut leader) = join("k1") else {
-            panic!("first is leader")
-        };
-        let Role::Follower(f) = join("k1") else {
-            panic!("second follows")
-        };
+        let mut leader = lead("k1");
+        let f = follow("k1");
         let waiter = std::thread::spawn(move || f.wait_blocking());
         leader.share(Arc::from(&b"v"[..]));
         drop(leader);
-        assert!(matches!(waiter.join().unwrap(), Outcome::Value(v) if &*v == b"v"));
+        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v == b"v"));
         assert!(!in_flight("k1"));
     }
 
     #[test]
-    fn a_leader_that_panics_releases_its_followers() {
-        let Role::Leader(leader) = join("k2") else {
-            panic!()
-        };
-        let Role::Follower(f) = join("k2") else {
-            panic!()
-        };
+    fn a_leader_that_panics_hands_the_lead_to_one_follower() {
+        let leader = lead("k2");
+        let (f1, f2) = (follow("k2"), follow("k2"));
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _leader = leader;
             panic!("body failed");
         }));
-        assert!(matches!(f.wait_blocking(), Outcome::Failed));
+        let Turn::Lead(mut next) = f1.wait_blocking() else {
+            panic!("the first follower to look takes the lead")
+        };
+        // The other one keeps waiting, for the new leader.
+        let waiter = std::thread::spawn(move || f2.wait_blocking());
+        assert!(in_flight("k2"), "newcomers queue behind the new leader");
+        assert!(matches!(join("k2"), Role::Follower(_)));
+        next.share(Arc::from(&b"w"[..]));
+        drop(next);
+        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v == b"w"));
+        assert!(!in_flight("k2"));
+    }
+
+    #[test]
+    fn a_failed_leader_without_followers_ends_the_flight() {
+        drop(lead("k4"));
+        assert!(!in_flight("k4"));
+        let _again = lead("k4");
+    }
+
+    #[test]
+    fn a_follower_that_gives_up_leaves_no_flight_behind() {
+        let leader = lead("k5");
+        let f = follow("k5");
+        drop(leader);
+        assert!(in_flight("k5"), "the lead waits for its follower");
+        drop(f);
+        assert!(!in_flight("k5"));
     }
 
     #[tokio::test]
     async fn async_followers_wake_up() {
-        let Role::Leader(mut leader) = join("k3") else {
-            panic!()
-        };
+        let mut leader = lead("k3");
         let waiters: Vec<_> = (0..8)
-            .map(|_| match join("k3") {
-                Role::Follower(f) => tokio::spawn(async move { f.wait().await }),
-                Role::Leader(_) => panic!("only one leader"),
+            .map(|_| {
+                let f = follow("k3");
+                tokio::spawn(async move { f.wait().await })
             })
             .collect();
         tokio::task::yield_now().await;
         leader.share(Arc::from(&b"x"[..]));
         drop(leader);
         for w in waiters {
-            assert!(matches!(w.await.unwrap(), Outcome::Value(_)));
+            assert!(matches!(w.await.unwrap(), Turn::Value(_)));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_pass_the_lead_one_follower_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static LEADING: AtomicUsize = AtomicUsize::new(0);
+        static MOST_LEADING: AtomicUsize = AtomicUsize::new(0);
+        let leader = lead("k6");
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let f = follow("k6");
+                tokio::spawn(async move {
+                    match f.wait().await {
+                        // Every new leader fails too, passing the lead on.
+                        Turn::Lead(next) => {
+                            let now = LEADING.fetch_add(1, SeqCst) + 1;
+                            MOST_LEADING.fetch_max(now, SeqCst);
+                            tokio::task::yield_now().await;
+                            LEADING.fetch_sub(1, SeqCst);
+                            drop(next);
+                            true
+                        }
+                        Turn::Value(_) => false,
+                    }
+                })
+            })
+            .collect();
+        drop(leader);
+        let mut led = 0;
+        for w in waiters {
+            led += usize::from(w.await.unwrap());
+        }
+        assert_eq!(led, 8, "each follower led once");
+        assert_eq!(MOST_LEADING.load(SeqCst), 1, "in turn, never two at once");
+        assert!(!in_flight("k6"));
     }
 }

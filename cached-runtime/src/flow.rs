@@ -27,12 +27,13 @@ use crate::codec::{self, CodecError, Header};
 use crate::engine::Engine;
 use crate::entry_info;
 use crate::error::StoreError;
-use crate::flight::{self, Leader, Outcome, Role};
+use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
 use crate::local::channel::Change;
 use crate::local::Near;
 use crate::ops::Io;
+use crate::signing;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
 use crate::unwind::CatchUnwind;
@@ -63,7 +64,31 @@ impl Call<'_> {
         tracing::debug!(prefix = %self.site.prefix, key = self.key(), "cache hit");
     }
 
+    /// The entry inside `bytes` (header and payload) without its MAC
+    /// trailer, for a caller that already had it verified.
+    fn unsealed<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        match self.engine.config.signing.active() {
+            Some(_) => &bytes[..bytes.len().saturating_sub(signing::MAC_LEN)],
+            None => bytes,
+        }
+    }
+
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
+        let bytes = match self.engine.config.signing.active() {
+            None => bytes,
+            Some(keys) => match signing::open(keys, self.key(), bytes) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Never decoded: whoever wrote it lacks the key.
+                    self.site.stats.error();
+                    tracing::warn!(
+                        prefix = %self.site.prefix, key = self.key(), error = %e,
+                        "cache error: unsigned or forged entry; recomputing and replacing it"
+                    );
+                    return None;
+                }
+            },
+        };
         match codec::decode::<V>(bytes, self.engine.limits) {
             Ok(decoded) => Some(decoded),
             Err(e) => {
@@ -114,7 +139,7 @@ where
         found.and_then(|bytes| Some((call.decode::<S::Value>(&bytes)?, bytes)))
     {
         // A refresh that succeeds records its new entry over this one.
-        entry_info::hit(call.site, &bytes);
+        entry_info::hit(call.site, call.unsealed(&bytes));
         let age = freshness::classify(
             header.created_at_ms,
             freshness::now_ms(),
@@ -250,18 +275,20 @@ where
 {
     let mut leader = match flight::join(call.key()) {
         Role::Leader(leader) => leader,
-        Role::Follower(flight) => {
-            if let Outcome::Value(bytes) = io.wait(&flight).await {
+        Role::Follower(follower) => match io.wait(follower).await {
+            Turn::Value(bytes) => {
                 if let Some((value, _)) = call.decode::<S::Value>(&bytes) {
                     call.hit();
-                    entry_info::hit(call.site, &bytes);
+                    entry_info::hit(call.site, call.unsealed(&bytes));
                     return S::rebuild(value);
                 }
+                return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
             }
             // The leader had nothing to share (an error, a panic, `None`):
-            // this call runs as if it had been alone.
-            return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
-        }
+            // this call leads now, as if it had been first, while the other
+            // waiters keep waiting for it.
+            Turn::Lead(leader) => leader,
+        },
     };
     if !call.site.lock {
         return compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
@@ -343,7 +370,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
 async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V, Arc<[u8]>)> {
     let bytes: Payload = io.get(call.key(), None).await.ok()??;
     let (value, _) = call.decode::<V>(&bytes)?;
-    entry_info::hit(call.site, &bytes);
+    entry_info::hit(call.site, call.unsealed(&bytes));
     Some((value, Arc::from(&*bytes)))
 }
 
@@ -394,7 +421,7 @@ where
     S::Value: Serialize,
     N: Near<S::Value>,
 {
-    let encoded =
+    let mut encoded =
         match call
             .site
             .codec
@@ -426,7 +453,12 @@ where
     } else {
         call.site.ttl
     };
+    // Before sealing: the content hash is of the value, not of its MAC
+    // (which changes with the creation time).
     entry_info::stored(&encoded.bytes, fresh_for);
+    if let Some(keys) = call.engine.config.signing.active() {
+        signing::seal(keys, call.key(), &mut encoded.bytes);
+    }
     let ttl = if S::is_negative(value) {
         fresh_for
     } else {

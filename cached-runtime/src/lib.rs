@@ -34,6 +34,7 @@ mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod report;
+mod signing;
 mod site;
 mod skip;
 mod stats;
@@ -56,6 +57,6 @@ pub use error::{Error, StoreError, StoreErrorKind};
 pub use invalidate::{invalidate_args, invalidate_prefix};
 pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
 #[cfg(feature = "tower")]
-pub use skip::{SkipCacheLayer, SkipCacheService};
+pub use skip::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
 pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};
 pub use store::{RedisStore, ScanCursor};

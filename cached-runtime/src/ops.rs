@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::flight::{Flight, Outcome};
+use crate::flight::{Follower, Turn};
 use crate::local::channel::{self, Change};
 use crate::store::{Payload, Store};
 
@@ -29,7 +29,7 @@ pub(crate) trait Io {
     ) -> Result<bool, StoreError>;
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
     async fn sleep(&self, duration: Duration);
-    async fn wait(&self, flight: &Flight) -> Outcome;
+    async fn wait(&self, follower: Follower) -> Turn;
     /// Tells the other processes' `local` levels about a change.
     async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError>;
 }
@@ -61,8 +61,8 @@ impl Io for AsyncIo<'_> {
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
-    async fn wait(&self, flight: &Flight) -> Outcome {
-        flight.wait().await
+    async fn wait(&self, follower: Follower) -> Turn {
+        follower.wait().await
     }
     async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
         channel::publish(self.0, namespace, change).await
@@ -90,8 +90,8 @@ impl Io for BlockingIo<'_> {
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);
     }
-    async fn wait(&self, flight: &Flight) -> Outcome {
-        flight.wait_blocking()
+    async fn wait(&self, follower: Follower) -> Turn {
+        follower.wait_blocking()
     }
     async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
         channel::publish_sync(self.0, namespace, change)

@@ -91,7 +91,7 @@ pub(crate) fn take_force_refresh() -> bool {
 }
 
 #[cfg(feature = "tower")]
-pub use layer::{SkipCacheLayer, SkipCacheService};
+pub use layer::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
 
 #[cfg(feature = "tower")]
 mod layer {
@@ -105,33 +105,94 @@ mod layer {
     /// [`SKIP_CACHE_HEADER`] with any value but `0` or `false` is handled
     /// under [`super::skip_cache`].
     ///
+    /// **By default every client may skip the cache**, which makes the header
+    /// a lever for anyone who can reach the service to send all its traffic
+    /// to the backend. On a service exposed to untrusted clients, honour it
+    /// only for trusted requests with [`SkipCacheLayer::allow_if`].
+    ///
     /// ```
     /// let layer = cached_runtime::SkipCacheLayer::new();
     /// # let _ = layer;
     /// ```
     #[derive(Clone, Copy, Debug, Default)]
-    pub struct SkipCacheLayer {
-        _private: (),
+    pub struct SkipCacheLayer<P = AnyClient> {
+        allow: P,
     }
 
-    impl SkipCacheLayer {
-        /// The layer.
-        pub fn new() -> Self {
-            Self { _private: () }
+    /// The default policy of [`SkipCacheLayer`]: every request may skip the
+    /// cache.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct AnyClient;
+
+    /// Which requests [`SkipCacheLayer`] lets skip the cache: implemented
+    /// by [`AnyClient`] and by every `Fn(&http::Request<B>) -> bool`.
+    pub trait AllowSkip<B> {
+        /// Whether `request`, which carries the header, may skip the cache.
+        fn allows(&self, request: &http::Request<B>) -> bool;
+    }
+
+    impl<B> AllowSkip<B> for AnyClient {
+        fn allows(&self, _: &http::Request<B>) -> bool {
+            true
         }
     }
 
-    impl<S> tower_layer::Layer<S> for SkipCacheLayer {
-        type Service = SkipCacheService<S>;
+    impl<B, F: Fn(&http::Request<B>) -> bool> AllowSkip<B> for F {
+        fn allows(&self, request: &http::Request<B>) -> bool {
+            self(request)
+        }
+    }
+
+    impl SkipCacheLayer {
+        /// The layer, honouring the header from every client.
+        pub fn new() -> Self {
+            Self { allow: AnyClient }
+        }
+    }
+
+    impl<P> SkipCacheLayer<P> {
+        /// Honours the header only on requests for which `predicate`
+        /// returns true; on the others it is ignored (the request is served
+        /// with the cache, as if the header were absent). The predicate
+        /// runs only on requests that carry the header.
+        ///
+        /// Honouring it only from internal callers, here those that present
+        /// a shared token (an address check through
+        /// `axum::extract::ConnectInfo` in the request's extensions works
+        /// the same way):
+        ///
+        /// ```
+        /// use cached_runtime::SkipCacheLayer;
+        ///
+        /// const INTERNAL_TOKEN: &str = "token from the service's config";
+        ///
+        /// let layer = SkipCacheLayer::new().allow_if(|req: &http::Request<String>| {
+        ///     req.headers()
+        ///         .get("x-internal-token")
+        ///         .is_some_and(|token| token == INTERNAL_TOKEN)
+        /// });
+        /// # let _ = layer;
+        /// ```
+        pub fn allow_if<F>(self, predicate: F) -> SkipCacheLayer<F> {
+            SkipCacheLayer { allow: predicate }
+        }
+    }
+
+    impl<S, P: Clone> tower_layer::Layer<S> for SkipCacheLayer<P> {
+        type Service = SkipCacheService<S, P>;
         fn layer(&self, inner: S) -> Self::Service {
-            SkipCacheService { inner }
+            SkipCacheService {
+                inner,
+                allow: self.allow.clone(),
+            }
         }
     }
 
     /// The service [`SkipCacheLayer`] wraps around another.
     #[derive(Clone, Debug)]
-    pub struct SkipCacheService<S> {
+    pub struct SkipCacheService<S, P = AnyClient> {
         inner: S,
+        allow: P,
     }
 
     /// Whether a request asks to skip the cache.
@@ -157,9 +218,10 @@ mod layer {
         }
     }
 
-    impl<S, B> tower_service::Service<http::Request<B>> for SkipCacheService<S>
+    impl<S, P, B> tower_service::Service<http::Request<B>> for SkipCacheService<S, P>
     where
         S: tower_service::Service<http::Request<B>>,
+        P: AllowSkip<B>,
     {
         type Response = S::Response;
         type Error = S::Error;
@@ -172,7 +234,14 @@ mod layer {
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
             // Outside the header's reach the flag is whatever the caller had
             // (normally off), so nested layers compose.
-            let skip = wants_skip(req.headers()) || super::is_cache_skipped();
+            let honoured = wants_skip(req.headers()) && {
+                let allowed = self.allow.allows(&req);
+                if !allowed {
+                    tracing::debug!("skip-cache header ignored: request not allowed to skip");
+                }
+                allowed
+            };
+            let skip = honoured || super::is_cache_skipped();
             SkipCacheFuture {
                 inner: SKIP_TASK.scope(skip, self.inner.call(req)),
             }

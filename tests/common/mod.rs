@@ -108,6 +108,28 @@ impl RedisServer {
         );
     }
 
+    /// The redis-server process id (the child is the shell watching it).
+    pub fn pid(&self) -> u32 {
+        let mut c = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("server reachable");
+        let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("INFO server names the process id")
+    }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open, nothing
+    /// answers. It runs again when the guard is dropped, whatever happens
+    /// in between (a failing assertion included).
+    pub fn hang(&self) -> Hung {
+        let pid = self.pid();
+        signal("STOP", pid);
+        Hung { pid }
+    }
+
     /// Stops the server and waits until the port refuses connections.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -143,4 +165,27 @@ pub fn init_once(test_file: &str) {
         )
         .unwrap();
     });
+}
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill available");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A server frozen by [`RedisServer::hang`]; dropping this resumes it.
+pub struct Hung {
+    pid: u32,
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid.to_string())
+            .status();
+    }
 }

@@ -151,10 +151,17 @@ mod tests {
     #[test]
     fn set_get_expire() {
         let m = MemoryStore::new(100, BIG, 1);
-        m.set("k", b"v", Duration::from_millis(30));
+        m.set("k", b"v", Duration::from_secs(3600));
         assert_eq!(m.get("k", None).as_deref(), Some(&b"v"[..]));
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(m.get("k", None), None);
+        // A short lifetime, waited out with a deadline rather than a sleep
+        // of a guessed length.
+        m.set("k", b"v", Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m.get("k", None).is_some() {
+            assert!(Instant::now() < deadline, "the entry expires");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(m.get("k", None), None, "and stays expired");
     }
 
     #[test]

@@ -170,6 +170,10 @@ impl RedisStore {
                 if is_connection_fault(&e) {
                     self.drop_connection();
                     self.breaker.failure();
+                } else {
+                    // An error reply is still an answer: a probe that gets
+                    // one must close the breaker, not leave it half-open.
+                    self.breaker.success();
                 }
                 Err(self.store_error(&e))
             }
@@ -220,6 +224,7 @@ impl RedisStore {
             return Ok(conn);
         }
         let seen = self.connect_failures.load(Relaxed);
+        let trips = self.breaker.trips();
         let _gate = tokio::time::timeout(self.connect_timeout, self.connect_gate.lock())
             .await
             .map_err(|_| StoreError::new(StoreErrorKind::Timeout, "waiting for a connection"))?;
@@ -232,7 +237,9 @@ impl RedisStore {
                 "a connection attempt just failed",
             ));
         }
-        if !self.breaker.allows() {
+        // Not `allows()`: this call was admitted already (it may be the one
+        // probe); it only gives up if the breaker opened while it waited.
+        if self.breaker.trips() != trips {
             return Err(cooling_down());
         }
         match self.open_connection().await {
@@ -310,6 +317,7 @@ impl RedisStore {
                 if is_connection_fault(&e) {
                     self.breaker.failure();
                 } else {
+                    self.breaker.success();
                     self.sync_pool
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
