@@ -1,8 +1,9 @@
 //! Shared parts of the cached-redis benchmarks: the fixtures, the latency
 //! histogram, the results' data model, and the report (markdown, chart)
-//! the load binary writes.
+//! the load binary writes; the chaos run (`chaos`).
 
 pub mod fixtures;
 pub mod hist;
 pub mod report;
 pub mod results;
+pub mod chaos;

@@ -19,6 +19,7 @@ mod flight;
 mod flow;
 mod flush;
 mod freshness;
+mod fuzzing;
 mod invalidate;
 mod io;
 mod key;
