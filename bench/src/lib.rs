@@ -2,8 +2,8 @@
 //! histogram, the results' data model, and the report (markdown, chart)
 //! the load binary writes; the chaos run (`chaos`).
 
+pub mod chaos;
 pub mod fixtures;
 pub mod hist;
 pub mod report;
 pub mod results;
-pub mod chaos;

@@ -89,6 +89,13 @@ fn err(what: &str) -> impl Fn(redis::RedisError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// The number of keys, or `?`.
+fn dbsize(c: &mut redis::Connection) -> String {
+    redis::cmd("DBSIZE")
+        .query::<u64>(c)
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
 impl Injector {
     /// An injector for `target`.
     pub fn new(target: Target) -> Self {
@@ -259,7 +266,10 @@ impl Injector {
                             .iter()
                             .any(|m| e.to_string().to_ascii_uppercase().contains(m)) =>
                     {
-                        Ok("replica of the second server; SET answers READONLY".into())
+                        Ok(format!(
+                            "replica of the second server ({} keys); SET answers READONLY",
+                            dbsize(&mut c)
+                        ))
                     }
                     other => Err(format!("SET on the replica: {other:?}, not READONLY")),
                 }
@@ -369,6 +379,7 @@ impl Injector {
             }
             Fault::ReadOnlyReplica => {
                 let mut c = self.conn()?;
+                let keys = dbsize(&mut c);
                 redis::cmd("REPLICAOF")
                     .arg("NO")
                     .arg("ONE")
@@ -381,7 +392,9 @@ impl Injector {
                     .arg(1)
                     .query::<()>(&mut c)
                     .map_err(err("SET after REPLICAOF NO ONE"))?;
-                Ok("a master again; SET works".into())
+                Ok(format!(
+                    "a master again ({keys} keys when lifted); SET works"
+                ))
             }
         }
     }

@@ -79,7 +79,14 @@ impl Restarted {
     fn start(&mut self, port: u16, dir: &std::path::Path) -> Result<(), String> {
         self.stop();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir)
@@ -214,7 +221,9 @@ fn main() -> Res<()> {
     let runs = workload::take_runs();
     restarted.stop();
     if let Some(f) = failure {
-        return Err(format!("a fault could not be injected or lifted, no report written: {f}").into());
+        return Err(
+            format!("a fault could not be injected or lifted, no report written: {f}").into(),
+        );
     }
 
     let per_fault: Vec<_> = times

@@ -58,10 +58,18 @@ pub struct FaultFigures {
     pub after: Phase,
     /// Lowest hit ratio of a bucket from the injection to the end.
     pub min_hit_ratio: f64,
-    /// Seconds from the lifting until the hit ratio is back at 90% of its
-    /// level before the fault (two buckets in a row); `Some(0.0)` when it
-    /// never fell below; `None` when it did not come back in the phase.
-    pub recovery_s: Option<f64>,
+    pub recovery: Recovery,
+}
+
+/// When the hit ratio was back above 90% of its level before the fault.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Recovery {
+    /// It never fell below.
+    NeverBelow,
+    /// This many seconds after the lifting (two buckets in a row).
+    After(f64),
+    /// Not within the after phase.
+    NotWithin,
 }
 
 fn phase(calls: &[Call], runs: &[Run], from: u64, to: u64, cuts: &[u64]) -> Phase {
@@ -151,13 +159,15 @@ pub fn figures(calls: &[Call], runs: &[Run], times: FaultTimes) -> FaultFigures 
     let from_start = buckets(calls, runs, t.start_us, t.after_us);
     let min_hit_ratio = from_start.iter().copied().fold(1.0, f64::min);
     let after_buckets = buckets(calls, runs, t.end_us, t.after_us);
-    let recovery_s = if min_hit_ratio >= target {
-        Some(0.0)
+    let recovery = if min_hit_ratio >= target {
+        Recovery::NeverBelow
     } else {
         after_buckets
             .windows(2)
             .position(|w| w[0] >= target && w[1] >= target)
-            .map(|i| i as f64 * BUCKET_US as f64 / 1e6)
+            .map_or(Recovery::NotWithin, |i| {
+                Recovery::After(i as f64 * BUCKET_US as f64 / 1e6)
+            })
     };
     FaultFigures {
         times,
@@ -165,7 +175,7 @@ pub fn figures(calls: &[Call], runs: &[Run], times: FaultTimes) -> FaultFigures 
         during,
         after,
         min_hit_ratio,
-        recovery_s,
+        recovery,
     }
 }
 

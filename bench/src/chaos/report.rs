@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::figures::{FaultFigures, Phase, BUCKET_US, WINDOW_US};
-use super::workload::{Kind, BODY_COST, KEYS, TTL_SECS};
+use super::figures::{FaultFigures, Phase, Recovery, BUCKET_US, WINDOW_US};
+use super::workload::{Kind, BODY_COST, DRIFT_PER_S, KEYS, TTL_SECS};
 
 /// Markers of the section written by `scripts/fuzz-long.sh`.
 pub const FUZZ_BEGIN: &str = "<!-- fuzz-long:begin -->";
@@ -39,7 +39,12 @@ fn pct(r: f64) -> String {
 }
 
 fn triple(f: &FaultFigures, get: impl Fn(&Phase) -> String) -> String {
-    format!("{} / {} / {}", get(&f.before), get(&f.during), get(&f.after))
+    format!(
+        "{} / {} / {}",
+        get(&f.before),
+        get(&f.during),
+        get(&f.after)
+    )
 }
 
 /// The section of `previous` between the fuzz markers (markers included),
@@ -53,7 +58,12 @@ pub fn fuzz_section(previous: &str) -> String {
     format!("{FUZZ_BEGIN}\nNo long run recorded yet: run `scripts/fuzz-long.sh`.\n{FUZZ_END}")
 }
 
-pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)], fuzz: &str) -> String {
+pub fn render(
+    setup: &Setup,
+    faults: &[FaultFigures],
+    kinds: &[(Kind, u64, u64)],
+    fuzz: &str,
+) -> String {
     let mut s = String::new();
     let total_calls: u64 = kinds.iter().map(|k| k.1).sum();
     let total_bad: u64 = kinds.iter().map(|k| k.2).sum();
@@ -67,7 +77,10 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
     );
     let _ = writeln!(s, "## Chaos run under load\n");
     if setup.quick {
-        let _ = writeln!(s, "**A `--quick` smoke run: phases shortened, figures indicative only.**\n");
+        let _ = writeln!(
+            s,
+            "**A `--quick` smoke run: phases shortened, figures indicative only.**\n"
+        );
     }
     let _ = writeln!(
         s,
@@ -88,8 +101,9 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
         s,
         "**Load.** {per} callers each of four cached functions: `async`, `async` with \
          `lock = true` (tokio tasks), sync, sync with `lock = true` (threads), each \
-         calling in a loop without pause, over {KEYS} keys per function drawn \
-         uniformly, `ttl = {TTL_SECS}`. A body run sleeps {cost} ms (a backend call) \
+         calling in a loop without pause, on keys drawn uniformly from a \
+         working set of {KEYS} keys per function that drifts by {DRIFT_PER_S} keys a \
+         second (so new values are stored all the time), `ttl = {TTL_SECS}`. A body run sleeps {cost} ms (a backend call) \
          and returns a struct of about 600 encoded bytes determined by its key, and never fails: any \
          `Err`, `None` or wrong value a caller gets is the library's. Every answer is \
          compared with the expected value. The library runs with its defaults \
@@ -109,7 +123,7 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
          | SIGSTOP, SIGCONT | `kill -STOP`: connections open, nothing answered | `kill -CONT` |\n\
          | CLIENT KILL | `CLIENT KILL TYPE normal SKIPME yes` from the injector's connection (checked to survive), every 0.5 s | stop killing |\n\
          | maxmemory, noeviction (OOM) | `maxmemory` at half the memory in use, `noeviction`: writes answer `OOM` (checked) | the previous settings |\n\
-         | REPLICAOF (READONLY) | `REPLICAOF` a second, empty redis-server: writes answer `READONLY` (checked), the data is replaced by the master's | `REPLICAOF NO ONE` |\n\
+         | REPLICAOF (READONLY) | `REPLICAOF` a second, empty redis-server: writes answer `READONLY` (checked); once synced, its data is the master's (keys counted before and after) | `REPLICAOF NO ONE` |\n\
          | garbage under live keys | `SCAN` of the namespace, `SET key <1-200 random bytes> KEEPTTL` on every entry, every 0.5 s | stop writing |\n",
         w = setup.warmup_s,
         b = setup.before_s,
@@ -128,7 +142,7 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
          the injection to the end of the after phase.\n\
          - *recovery*: time from the fault's lifting until the hit ratio of two \
          {bucket} ms buckets in a row is back above 90% of its level before the \
-         fault; `0` when it never fell below that; `not within {a:.0} s` when it did \
+         fault; `never below` when it did not fall below that; `not within {a:.0} s` when it did \
          not come back in the after phase.\n\
          - *surplus runs*: body runs beyond the number needed. The phase is cut into \
          windows at every whole second and at every injection, repetition and \
@@ -149,10 +163,10 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
     );
     for f in faults {
         let failed = |p: &Phase| (p.wrong + p.panics).to_string();
-        let recovery = match f.recovery_s {
-            Some(r) if r == 0.0 => "0 (never below)".to_owned(),
-            Some(r) => format!("{r:.2} s"),
-            None => format!("not within {:.0} s", setup.after_s),
+        let recovery = match f.recovery {
+            Recovery::NeverBelow => "never below".to_owned(),
+            Recovery::After(r) => format!("{r:.2} s"),
+            Recovery::NotWithin => format!("not within {:.0} s", setup.after_s),
         };
         let _ = writeln!(
             s,
@@ -185,7 +199,18 @@ pub fn render(setup: &Setup, faults: &[FaultFigures], kinds: &[(Kind, u64, u64)]
     }
     let _ = writeln!(s, "\nWhat the injector checked at each step:\n");
     for f in faults {
-        let _ = writeln!(s, "- {}: {}", f.times.fault.name(), f.times.notes.join("; "));
+        let _ = writeln!(
+            s,
+            "- {}: {}",
+            f.times.fault.name(),
+            f.times
+                .notes
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
     let _ = writeln!(s, "\nRepeat with `scripts/chaos.sh` (about two minutes with the build; `--quick` for a short smoke run).\n");
     let _ = writeln!(s, "## Fuzzing\n\n{fuzz}");

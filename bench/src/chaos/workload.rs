@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 use cached_redis::cached;
 use serde::{Deserialize, Serialize};
 
-/// Distinct keys per function.
+/// Keys per function in the working set at any moment.
 pub const KEYS: u32 = 250;
+/// Keys entering (and leaving) the working set per second: a working set
+/// that drifts, as real ones do, so that new values are stored all the
+/// time (and a fault that prevents storing shows).
+pub const DRIFT_PER_S: u64 = 25;
 /// Entry lifetime of every function, seconds.
 pub const TTL_SECS: u64 = 10;
 /// What one body run costs (a backend call).
@@ -63,7 +67,9 @@ impl Item {
             id,
             title: format!("item {id}: {}", "lorem ipsum ".repeat(20)),
             tags: (0..8).map(|t| format!("tag-{}", (id + t) % 37)).collect(),
-            scores: (0..64).map(|s| id.wrapping_mul(2654435761).rotate_left(s)).collect(),
+            scores: (0..64)
+                .map(|s| id.wrapping_mul(2654435761).rotate_left(s))
+                .collect(),
         }
     }
 }
@@ -187,11 +193,13 @@ impl<F: Future> Future for CatchUnwind<F> {
 struct Rng(u64);
 
 impl Rng {
+    /// A key of the working set of this moment, uniformly.
     fn key(&mut self) -> u32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % u64::from(KEYS)) as u32
+        let base = since_start_us() * DRIFT_PER_S / 1_000_000;
+        (base + self.0 % u64::from(KEYS)) as u32
     }
 }
 
@@ -243,7 +251,9 @@ impl Workers {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         for kind in Kind::ALL {
             for _ in 0..per_kind {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let mut rng = Rng(seed | 1);
                 let stop = stop.clone();
                 if kind.is_async() {
@@ -286,7 +296,10 @@ impl Workers {
             calls.extend(t.join().expect("a sync worker panicked outside a call"));
         }
         for t in self.tasks {
-            calls.extend(rt.block_on(t).expect("an async worker panicked outside a call"));
+            calls.extend(
+                rt.block_on(t)
+                    .expect("an async worker panicked outside a call"),
+            );
         }
         calls
     }
