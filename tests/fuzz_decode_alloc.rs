@@ -8,8 +8,8 @@
 //! or `Vec<u8>`, the value itself adds at most the payload it is read from
 //! (at most `max_value_bytes` more).
 //!
-//! `PROPTEST_CASES` sets the number of cases per property (256 by default;
-//! `scripts/fuzz-long.sh` runs a million).
+//! `PROPTEST_CASES` sets the number of cases per property (64 by default
+//! here; `scripts/fuzz-long.sh` runs a million).
 
 mod fuzzing;
 
@@ -150,8 +150,18 @@ fn warm_up() {
     }
 }
 
+/// Each case encodes values of up to a few hundred KB: 64 cases by
+/// default keep the normal test run short; `PROPTEST_CASES` still rules.
+fn alloc_config() -> ProptestConfig {
+    let mut c = config();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 64;
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(alloc_config())]
 
     #[test]
     fn decoding_holds_at_most_max_value_bytes(entry in hostile()) {
