@@ -10,8 +10,10 @@
 # 3. starts a throwaway redis-server on a free port (nothing persisted;
 #    never the shared one on 6379), installing it with apt-get when missing
 #    (as root);
-# 4. runs bench/target/release/load against it, which measures the load
-#    scenarios and writes the report; then stops the server.
+# 4. starts the topologies of scripts/topologies.sh (TLS, cluster, ...) for
+#    the cost of each;
+# 5. runs bench/target/release/load against them, which measures the load
+#    scenarios and writes the report; then stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -33,6 +35,9 @@ done
 # shellcheck source=scripts/throwaway-redis.sh
 . scripts/throwaway-redis.sh
 need_redis bench.sh
+# shellcheck source=scripts/topologies.sh
+. scripts/topologies.sh
+need_topologies bench.sh
 
 # The library's own variables must not leak in from the caller's shell:
 # every process of the benchmark configures itself.
@@ -50,10 +55,15 @@ micro_seconds=$(since "$started")
 workdir=$(mktemp -d)
 cleanup() {
   stop_redis
+  stop_topologies
   rm -rf "$workdir"
 }
 trap cleanup EXIT
 start_redis bench.sh "$workdir"
+mkdir -p "$workdir/topologies"
+start_topologies bench.sh "$workdir/topologies"
+export BENCH_TOPOLOGIES="tcp=redis://127.0.0.1:$redis_port/0;tls=$CACHED_REDIS_TEST_TLS_URL;cluster=$CACHED_REDIS_TEST_CLUSTER_URL"
+export BENCH_TLS_CA="$CACHED_REDIS_TEST_TLS_CA"
 
 bench/target/release/load $quick \
   --redis-url "redis://127.0.0.1:$redis_port/0" \

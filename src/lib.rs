@@ -6,9 +6,10 @@ pub use cached_macro::cached;
 pub use cached_runtime::postgres;
 pub use cached_runtime::{
     build, flush_stats, init, invalidate_args, invalidate_prefix, is_cache_skipped, local_stats,
-    skip_cache, skip_cache_sync, Config, ConfigBuilder, Error, StatsSnapshot, StoreError,
-    StoreErrorKind, MISS_BUCKETS_US, SKIP_CACHE_HEADER,
+    report, skip_cache, skip_cache_sync, Config, ConfigBuilder, Error, RedisStore, ScanCursor,
+    StatsSnapshot, StoreError, StoreErrorKind, MISS_BUCKETS_US, SKIP_CACHE_HEADER,
 };
+pub use cached_runtime::{with_entry_info, CacheStatus, EntryInfo};
 #[cfg(feature = "tower")]
 pub use cached_runtime::{SkipCacheLayer, SkipCacheService};
 

@@ -7,3 +7,4 @@ pub mod fixtures;
 pub mod hist;
 pub mod report;
 pub mod results;
+pub mod topologies;

@@ -904,6 +904,8 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         );
     }
 
+    crate::topologies::render(w, &r.topologies);
+
     // Micro.
     let _ = writeln!(w, "## Micro benchmarks\n");
     let _ = writeln!(w, "### Key building\n");

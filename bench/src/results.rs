@@ -252,6 +252,9 @@ pub struct Results {
     pub stampede: Vec<Stampede>,
     pub invalidate: Option<Invalidate>,
     pub micro: Vec<Micro>,
+    /// Hits on TLS and a cluster against plain TCP.
+    #[serde(default)]
+    pub topologies: Vec<crate::topologies::TopologyRow>,
     /// Seconds: the load binary, and the whole command when known.
     pub load_seconds: f64,
     pub total_seconds: Option<f64>,

@@ -63,11 +63,13 @@
 //! header.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::clock::now_ms;
 
 /// Header length in bytes.
 pub(crate) const HEADER_LEN: usize = 20;
@@ -216,13 +218,6 @@ pub(crate) struct Encoded {
 
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
-}
-
-fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Encodes `value` with its compute time.

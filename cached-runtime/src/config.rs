@@ -3,9 +3,12 @@
 //! Build one with [`Config::builder`] or [`Config::from_env`], then hand it to
 //! [`crate::init`]. Every setting has a default that suits a web service.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::store::target;
 
 /// Environment variable naming the Redis to use (checked first).
 pub const ENV_URL: &str = "CACHED_REDIS_URL";
@@ -28,7 +31,10 @@ pub const ENV_DISABLE: &str = "CACHED_REDIS_DISABLE";
 ///     .unwrap();
 /// assert_eq!(config.namespace(), "cached");
 /// ```
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows the Redis URL with the password replaced by
+/// `***`.
+#[derive(Clone)]
 pub struct Config {
     pub(crate) redis_url: Option<String>,
     pub(crate) namespace: String,
@@ -43,6 +49,61 @@ pub struct Config {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) memory_max_entries: usize,
     pub(crate) disabled: bool,
+    pub(crate) tls: TlsOptions,
+}
+
+/// TLS settings for `rediss` URLs, set on the builder.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TlsOptions {
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Certificate chain and private key, PEM.
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) insecure: bool,
+}
+
+impl TlsOptions {
+    pub(crate) fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some() || self.insecure
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field is listed, so that a new one is not forgotten here;
+        // the URL is the only one that can hold a secret.
+        let Config {
+            redis_url,
+            namespace,
+            salt,
+            default_ttl,
+            compress_min_bytes,
+            max_value_bytes,
+            stats_flush_interval,
+            timeout,
+            connect_timeout,
+            breaker_threshold,
+            breaker_cooldown,
+            memory_max_entries,
+            disabled,
+            tls,
+        } = self;
+        f.debug_struct("Config")
+            .field("redis_url", &redis_url.as_deref().map(target::redact))
+            .field("namespace", namespace)
+            .field("salt_bytes", &salt.len())
+            .field("default_ttl", default_ttl)
+            .field("compress_min_bytes", compress_min_bytes)
+            .field("max_value_bytes", max_value_bytes)
+            .field("stats_flush_interval", stats_flush_interval)
+            .field("timeout", timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("breaker_threshold", breaker_threshold)
+            .field("breaker_cooldown", breaker_cooldown)
+            .field("memory_max_entries", memory_max_entries)
+            .field("disabled", disabled)
+            .field("tls", tls)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -61,6 +122,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(2),
             memory_max_entries: 100_000,
             disabled: false,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -108,7 +170,8 @@ impl Config {
         builder.build()
     }
 
-    /// The Redis URL, or `None` for the embedded in-process store.
+    /// The Redis URL, or `None` for the embedded in-process store. It may
+    /// hold a password: do not log it (`Debug` of the config is safe).
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref()
     }
@@ -140,7 +203,8 @@ fn parse_flag(name: &str, value: &str) -> Result<bool, Error> {
 }
 
 /// Builds a [`Config`]; see [`Config::builder`]. Setters consume and return
-/// the builder; [`ConfigBuilder::build`] validates.
+/// the builder; [`ConfigBuilder::build`] validates. Its `Debug` output
+/// shows no password.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ConfigBuilder {
@@ -148,11 +212,21 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// The Redis to use: `redis://[user:password@]host:port/db` (ACL
-    /// user and password in the URL), or `redis+unix:///path/to/socket`.
-    /// Without it the embedded in-process store serves. `rediss://` (TLS)
-    /// is not supported by this version: [`ConfigBuilder::build`] rejects
-    /// it with an error that says so.
+    /// The Redis to use; without it the embedded in-process store serves.
+    ///
+    /// | URL | topology |
+    /// | --- | --- |
+    /// | `redis://[user:password@]host:port/db` | one server |
+    /// | `rediss://...` | one server over TLS (see [`ConfigBuilder::tls_ca_file`]) |
+    /// | `redis+cluster://[user:password@]host:port[,host:port...]` | Redis Cluster; one seed node is enough |
+    /// | `rediss+cluster://...` | Redis Cluster over TLS |
+    /// | `redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]` | the master of `service_name`, followed across failovers |
+    /// | `rediss+sentinel://...` | the same over TLS (sentinels and master) |
+    /// | `redis+unix:///path/to/socket` | a Unix socket |
+    ///
+    /// The user and password (percent-encoded where needed) are the ACL
+    /// credentials of the data nodes; sentinels are asked without them.
+    /// The password never appears in logs, errors or `Debug` output.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.config.redis_url = Some(url.into());
         self
@@ -240,6 +314,29 @@ impl ConfigBuilder {
         self
     }
 
+    /// TLS: trust the CA certificates in this PEM file (instead of the
+    /// system's trust store) to verify the server. For `rediss` URLs only.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// TLS: present this client certificate chain and private key (PEM
+    /// files) to the server: mutual TLS. For `rediss` URLs only.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.config.tls.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// TLS without verifying the server's certificate or name, for
+    /// development against self-signed servers only: anyone on the path
+    /// can read and change the traffic. A warning is logged when it is
+    /// used. For `rediss` URLs only.
+    pub fn tls_insecure(mut self, insecure: bool) -> Self {
+        self.config.tls.insecure = insecure;
+        self
+    }
+
     /// Turn caching off: every call runs the function and counts a skip.
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.config.disabled = disabled;
@@ -256,16 +353,12 @@ impl ConfigBuilder {
             )));
         }
         if let Some(url) = &c.redis_url {
-            let scheme = url.split("://").next().unwrap_or_default();
-            if scheme == "rediss" {
+            let target = target::parse(url).map_err(Error::Config)?;
+            if c.tls.is_set() && !target.tls {
                 return Err(Error::Config(format!(
-                    "redis_url {url:?}: TLS (rediss://) is not supported by this version of cached-redis; \
-                     use redis:// (e.g. through a local TLS tunnel)"
-                )));
-            }
-            if !matches!(scheme, "redis" | "redis+unix" | "unix") || !url.contains("://") {
-                return Err(Error::Config(format!(
-                    "redis_url {url:?}: expected redis://host:port/db or redis+unix:///path"
+                    "redis_url {:?}: TLS options are set but the URL is not rediss://, \
+                     rediss+cluster:// or rediss+sentinel://",
+                    target::redact(url)
                 )));
             }
         }
@@ -341,10 +434,16 @@ mod tests {
         let err = Config::builder().redis_url("http://x").build().unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
         let err = Config::builder()
-            .redis_url("rediss://x:6380")
+            .redis_url("redis://x:6380")
+            .tls_insecure(true)
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("TLS"), "{err}");
+        Config::builder()
+            .redis_url("rediss://x:6380")
+            .tls_ca_file("ca.pem")
+            .build()
+            .unwrap();
         let err = Config::builder()
             .timeout(Duration::ZERO)
             .build()

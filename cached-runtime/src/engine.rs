@@ -173,18 +173,21 @@ fn prepare<'a>(
         Some(store) if !skip::is_cache_skipped() => store,
         _ => {
             resolved.stats.skip();
+            crate::entry_info::skipped();
             return None;
         }
     };
     if resolved.is_unreadable() {
         // Logged once when found out; counted on every call.
         resolved.stats.error();
+        crate::entry_info::uncached();
         return None;
     }
     match key {
         Ok(key) => Some((store, key, force)),
         Err(e) => {
             resolved.stats.error();
+            crate::entry_info::uncached();
             tracing::debug!(
                 prefix = %resolved.prefix, error = %e,
                 "cache error: key not buildable; running uncached"
@@ -214,6 +217,7 @@ where
         // Redis I/O needs tokio's timers; under another executor the
         // function still runs, uncached, instead of panicking.
         resolved.stats.error();
+        crate::entry_info::uncached();
         tracing::warn!(
             prefix = %resolved.prefix,
             "cache error: cached async fn polled outside a tokio runtime; running uncached"

@@ -1,5 +1,8 @@
 //! The one error type of the crate.
 //!
+//! Each variant carries either its own message or a source, never both in
+//! its text, so that walking `source()` prints every cause once.
+//!
 //! Almost no failure reaches a caller of a cached function: a cache must not
 //! take the service down, so store, codec and key failures degrade to "the
 //! function runs" and are only counted (`errors`) and logged. [`Error`] is
@@ -25,12 +28,15 @@ pub enum Error {
     /// float, a failing `Serialize` implementation).
     #[error("cannot build a cache key: {0}")]
     Key(String),
-    /// A value could not be encoded or decoded.
-    #[error("cannot encode or decode a cached value: {0}")]
-    Codec(String),
-    /// The store (Redis) failed or could not be reached.
-    #[error("cache store failed: {0}")]
+    /// The store (Redis) failed or could not be reached. The message says
+    /// only that; what failed is the [source](std::error::Error::source),
+    /// so error reporters (anyhow, eyre) print it once.
+    #[error("cache store failed")]
     Store(#[source] StoreError),
+    /// A stats hash (`{namespace}:{prefix}:stats`) holds a field that is not
+    /// a counter, or is not a hash; the message names the key and field.
+    #[error("invalid stats hash: {0}")]
+    StatsField(String),
 }
 
 /// A failure of the store behind the cache.
@@ -70,7 +76,13 @@ impl StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.message)
+        let what = match self.kind {
+            StoreErrorKind::CoolingDown => "redis is cooling down",
+            StoreErrorKind::Timeout => "redis timed out",
+            StoreErrorKind::Connection => "redis connection failed",
+            StoreErrorKind::Response => "redis answered with an error",
+        };
+        write!(f, "{what}: {}", self.message)
     }
 }
 
@@ -79,5 +91,55 @@ impl std::error::Error for StoreError {}
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         Error::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chain as error reporters print it: each error's message, then
+    /// its source's, and so on.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_store_failure_prints_its_cause_once() {
+        let err = Error::from(StoreError::new(
+            StoreErrorKind::Connection,
+            "Connection refused (os error 111)",
+        ));
+        let chain = chain(&err);
+        assert_eq!(
+            chain,
+            [
+                "cache store failed",
+                "redis connection failed: Connection refused (os error 111)"
+            ]
+        );
+        let joined = chain.join(": ");
+        assert_eq!(joined.matches("Connection refused").count(), 1, "{joined}");
+    }
+
+    #[test]
+    fn message_variants_have_no_source() {
+        for err in [
+            Error::Config("namespace \"\"".into()),
+            Error::AlreadyInitialized,
+            Error::Key("NaN".into()),
+            Error::StatsField("field hits of k is \"x\"".into()),
+        ] {
+            assert!(std::error::Error::source(&err).is_none(), "{err}");
+        }
+        let store = StoreError::new(StoreErrorKind::Timeout, "no answer within 250ms");
+        assert!(std::error::Error::source(&store).is_none());
+        assert_eq!(store.to_string(), "redis timed out: no answer within 250ms");
     }
 }

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::__private::ReturnShape;
 use crate::codec::{self, CodecError, Header};
 use crate::engine::Engine;
+use crate::entry_info;
 use crate::error::StoreError;
 use crate::flight::{self, Leader, Outcome, Role};
 use crate::freshness::{self, Age};
@@ -100,7 +101,11 @@ where
             None
         }
     };
-    if let Some((value, header)) = found.and_then(|bytes| call.decode::<S::Value>(&bytes)) {
+    if let Some(((value, header), bytes)) =
+        found.and_then(|bytes| Some((call.decode::<S::Value>(&bytes)?, bytes)))
+    {
+        // A refresh that succeeds records its new entry over this one.
+        entry_info::hit(call.site, &bytes);
         let age = freshness::classify(
             header.created_at_ms,
             freshness::now_ms(),
@@ -200,6 +205,7 @@ where
             if let Outcome::Value(bytes) = io.wait(&flight).await {
                 if let Some((value, _)) = call.decode::<S::Value>(&bytes) {
                     call.hit();
+                    entry_info::hit(call.site, &bytes);
                     return S::rebuild(value);
                 }
             }
@@ -287,6 +293,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
 async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V, Arc<[u8]>)> {
     let bytes: Payload = io.get(call.key(), None).await.ok()??;
     let (value, _) = call.decode::<V>(&bytes)?;
+    entry_info::hit(call.site, &bytes);
     Some((value, Arc::from(&*bytes)))
 }
 
@@ -307,12 +314,15 @@ where
     let ret = body.await;
     let elapsed = started.elapsed();
     call.site.record_miss(call.key(), elapsed);
-    if let Some(value) = S::cacheable(&ret) {
-        if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
-            if let Some(leader) = leader {
-                leader.share(bytes);
+    match S::cacheable(&ret) {
+        Some(value) => {
+            if let Some(bytes) = store_value::<I, S, R>(io, call, value, elapsed).await {
+                if let Some(leader) = leader {
+                    leader.share(bytes);
+                }
             }
         }
+        None => entry_info::uncached(),
     }
     ret
 }
@@ -337,11 +347,13 @@ where
                 size,
                 "value over max_value_bytes; returned, not stored"
             );
+            entry_info::uncached();
             return None;
         }
         Err(e) => {
             call.site.stats.error();
             call.site.mark_unreadable(&e.to_string());
+            entry_info::uncached();
             return None;
         }
     };
@@ -352,12 +364,19 @@ where
     });
     if !reads_back {
         call.site.stats.error();
+        entry_info::uncached();
         return None;
     }
-    let ttl = if S::is_negative(value) {
+    let fresh_for = if S::is_negative(value) {
         call.site.negative_ttl
     } else {
-        call.site.ttl + call.site.stale
+        call.site.ttl
+    };
+    entry_info::stored(&encoded.bytes, fresh_for);
+    let ttl = if S::is_negative(value) {
+        fresh_for
+    } else {
+        fresh_for + call.site.stale
     };
     match io.set(call.key(), &encoded.bytes, ttl).await {
         // Both sizes count the header, so an uncompressed entry has a

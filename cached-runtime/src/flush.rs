@@ -95,7 +95,7 @@ fn batch(namespace: &str, flushed: &HashMap<String, StatsSnapshot>) -> Option<Ba
 fn settle(
     flushed: &mut HashMap<String, StatsSnapshot>,
     pending: Vec<(String, StatsSnapshot)>,
-    results: Vec<redis::RedisResult<redis::Value>>,
+    results: Vec<Result<(), String>>,
 ) -> Result<(), Error> {
     let mut first_error = None;
     for ((prefix, snapshot), result) in pending.into_iter().zip(results) {
@@ -107,7 +107,7 @@ fn settle(
                 tracing::warn!(prefix = %prefix, error = %e, "stats not written; kept for the next flush");
                 first_error.get_or_insert(Error::Store(crate::error::StoreError::new(
                     crate::error::StoreErrorKind::Response,
-                    e.to_string(),
+                    e,
                 )));
             }
         }
@@ -122,12 +122,31 @@ pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Err
     let Some((pipe, pending)) = batch(namespace, &flushed) else {
         return Ok(());
     };
-    let results = store
-        .run(|mut c| async move {
-            pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut c)
-                .await
-        })
-        .await?;
+    let results = if store.is_cluster() {
+        // Each prefix's hash lives in its own slot, maybe on its own master:
+        // a pipeline must not cross slots, so one command each.
+        let mut results = Vec::with_capacity(pending.len());
+        for cmd in pipe.cmd_iter() {
+            results.push(
+                store
+                    .query::<redis::Value>(cmd)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        results
+    } else {
+        store
+            .run(|mut c| async move {
+                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut c)
+                    .await
+            })
+            .await?
+            .into_iter()
+            .map(|r| r.map(drop).map_err(|e| e.to_string()))
+            .collect()
+    };
     settle(&mut flushed, pending, results)
 }
 
@@ -140,7 +159,22 @@ pub(crate) fn flush_blocking(store: &RedisStore, namespace: &str) -> Result<(), 
     let Some((pipe, pending)) = batch(namespace, &flushed) else {
         return Ok(());
     };
-    let results = store.run_sync(|c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(c))?;
+    let results = if store.is_cluster() {
+        pipe.cmd_iter()
+            .map(|cmd| {
+                store
+                    .run_sync(|c| cmd.query::<redis::Value>(c))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    } else {
+        store
+            .run_sync(|c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(c))?
+            .into_iter()
+            .map(|r| r.map(drop).map_err(|e| e.to_string()))
+            .collect()
+    };
     settle(&mut flushed, pending, results)
 }
 

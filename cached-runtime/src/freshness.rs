@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Shortest lock lease: enough for a round trip and a quick body.
 pub(crate) const LEASE_FLOOR: Duration = Duration::from_millis(500);
@@ -21,12 +21,7 @@ pub(crate) enum Age {
     Stale,
 }
 
-/// Milliseconds since the Unix epoch, as stored in entry headers.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// The age of an entry created at `created_at_ms`. Entries without a stale
 /// window, and sliding (`refresh`) entries, are fresh for as long as the

@@ -1,9 +1,10 @@
 //! Dropping entries: all of a prefix, or one call's named by its prefix and
 //! key arguments as JSON (what an event from a database carries).
 //!
-//! Prefix-wide invalidation walks the prefix's keys with `SCAN` and removes
-//! them with `UNLINK` in batches: never `KEYS`, never a long blocking
-//! command, so Redis keeps serving other clients meanwhile. Only entry keys
+//! Prefix-wide invalidation walks the prefix's keys with `SCAN` (every
+//! master of a cluster) and removes them with `UNLINK` in batches: never
+//! `KEYS`, never a long blocking command, so Redis keeps serving other
+//! clients meanwhile. Only entry keys
 //! match (`{namespace}:{prefix}:` followed by exactly 22 hash characters):
 //! the stats hash and lock keys are left alone.
 
@@ -14,10 +15,7 @@ use crate::engine::engine;
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::site::CallSite;
-use crate::store::Store;
-
-/// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
-const SCAN_COUNT: usize = 1_000;
+use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
 /// argument); returns how many were removed. Safe while traffic flows: a
@@ -41,31 +39,21 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
         Some(Store::Memory(m)) => Ok(m.remove_matching(|k| is_entry_of(k, &head))),
         Some(Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
-            let mut cursor = 0u64;
+            let mut scan = r.scan_keys(pattern);
             let mut removed = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let (next, keys): (u64, Vec<String>) = r
-                    .run(|mut c| async move { scan.query_async(&mut c).await })
-                    .await?;
-                let keys: Vec<String> =
-                    keys.into_iter().filter(|k| is_entry_of(k, &head)).collect();
+            while let Some(keys) = scan.next_batch().await? {
+                let keys: Vec<&str> = keys
+                    .iter()
+                    .filter_map(|k| std::str::from_utf8(k).ok())
+                    .filter(|k| is_entry_of(k, &head))
+                    .collect();
                 if !keys.is_empty() {
+                    // On a cluster the client splits a multi-key UNLINK by
+                    // slot and adds up the answers.
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
-                    removed += r
-                        .run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
-                        .await?;
+                    removed += r.query::<u64>(&unlink).await?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
             tracing::debug!(prefix, removed, "prefix invalidated");
             Ok(removed)
@@ -81,18 +69,6 @@ fn is_entry_of(key: &str, head: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
-}
-
-/// `text` with Redis glob metacharacters escaped.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 type Registry = Mutex<HashMap<String, Vec<&'static CallSite>>>;
@@ -206,10 +182,5 @@ mod tests {
         assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFzZQ:lock", head));
         assert!(!is_entry_of("ns:users:Q2hhbmdlIG1lIHBsZWFzZQ", head));
         assert!(!is_entry_of("ns:user:Q2hhbmdlIG1lIHBsZWFz*Q", head));
-    }
-
-    #[test]
-    fn glob_metacharacters_are_escaped() {
-        assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
     }
 }

@@ -7,13 +7,17 @@
 //! (stored format), `store` (Redis and the embedded store, with the circuit
 //! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
 //! (the skip-cache flag and its tower layer), `engine` (the call path),
+//! `entry_info` (what a call's entry is, for HTTP caching headers),
+//! [`report`] (reading the stats back),
 //! [`build`] (build-script helper), `__private` (what the macro expands to).
 
 #![warn(missing_docs)]
 
+mod clock;
 mod codec;
 pub mod config;
 mod engine;
+mod entry_info;
 mod error;
 mod flight;
 mod flow;
@@ -28,6 +32,7 @@ mod metrics_facade;
 mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod report;
 mod site;
 mod skip;
 mod stats;
@@ -45,9 +50,11 @@ pub mod __private;
 
 pub use config::{Config, ConfigBuilder};
 pub use engine::{flush_stats, init};
+pub use entry_info::{with_entry_info, CacheStatus, EntryInfo};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use invalidate::{invalidate_args, invalidate_prefix};
 pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
 #[cfg(feature = "tower")]
 pub use skip::{SkipCacheLayer, SkipCacheService};
 pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};
+pub use store::{RedisStore, ScanCursor};

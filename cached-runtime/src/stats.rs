@@ -16,7 +16,16 @@ pub const MISS_BUCKETS_US: [u64; 16] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
-const BUCKETS: usize = MISS_BUCKETS_US.len() + 1;
+pub(crate) const BUCKETS: usize = MISS_BUCKETS_US.len() + 1;
+
+/// Name of the stats-hash field of histogram bucket `i`: `miss_us_le_100`,
+/// ..., `miss_us_le_10000000`, then `miss_us_le_inf`.
+pub(crate) fn bucket_field(i: usize) -> String {
+    match MISS_BUCKETS_US.get(i) {
+        Some(bound) => format!("miss_us_le_{bound}"),
+        None => "miss_us_le_inf".to_owned(),
+    }
+}
 
 /// Whether counting is on. Only benchmarks turn it off, to measure what
 /// counting costs on the hit path.
@@ -210,11 +219,7 @@ impl StatsSnapshot {
             ("miss_us_sum".to_owned(), self.miss_us_sum),
         ];
         for (i, count) in self.miss_buckets.iter().enumerate() {
-            let name = match MISS_BUCKETS_US.get(i) {
-                Some(bound) => format!("miss_us_le_{bound}"),
-                None => "miss_us_le_inf".to_owned(),
-            };
-            out.push((name, *count));
+            out.push((bucket_field(i), *count));
         }
         out.retain(|(_, v)| *v != 0);
         out

@@ -427,6 +427,12 @@ fn main() {
         "embedded" => child_embedded(&args),
         "stampede-child" => child_stampede(&args),
         "solo" => solo(&args),
+        "topology-child" => cached_redis_bench::topologies::child(
+            &args.only,
+            args.redis_url.as_deref().unwrap_or_default(),
+            args.quick,
+        )
+        .map_err(|e| e.to_string().into()),
         "report" => rerender(&args),
         other => Err(format!("unknown scenario {other:?}").into()),
     }) {
@@ -614,6 +620,9 @@ fn run_all(args: &Args) -> Res<()> {
     let entries = if args.quick { 20_000 } else { 200_000 };
     results.invalidate = Some(rt.block_on(invalidate(&client, &url, entries))?);
 
+    eprintln!("load: topologies (child processes)");
+    results.topologies =
+        cached_redis_bench::topologies::measure(args.quick).map_err(|e| e.to_string())?;
     results.load_seconds = began.elapsed().as_secs_f64();
     results.micro_seconds = args.micro_seconds;
     if let Some(t) = args.started_at {

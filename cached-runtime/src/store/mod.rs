@@ -2,14 +2,17 @@
 //! in encoded bytes; neither knows about types.
 
 mod breaker;
+mod connect;
 mod memory;
 mod redis;
+pub(crate) mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::RedisStore;
+pub(crate) use self::redis::glob_escape;
+pub use self::redis::{RedisStore, ScanCursor};
 use crate::error::StoreError;
 
 /// Bytes read from a store.

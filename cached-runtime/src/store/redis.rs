@@ -12,16 +12,21 @@
 //!
 //! Every command runs under the configured timeout and behind a circuit
 //! breaker; a connection that failed is dropped and reopened on demand.
+//! The topology (one server, TLS, cluster, sentinel) is [`connect`]'s
+//! business: the connections it hands out take the same commands.
+//!
+//! [`connect`]: super::connect
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError, RedisResult};
+use redis::{RedisError, RedisResult};
 
 use super::breaker::Breaker;
+use super::connect::{AsyncConn, Backend, SyncConn};
+use super::target::{self, Target};
 use crate::config::Config;
 use crate::error::{StoreError, StoreErrorKind};
 
@@ -32,11 +37,20 @@ const SYNC_POOL_MAX: usize = 16;
 /// most likely shut down and are dropped first.
 const RUNTIMES_MAX: usize = 8;
 
-/// The multiplexed connection of each runtime that made calls, newest last.
-type PerRuntime = Vec<(tokio::runtime::Id, MultiplexedConnection)>;
+/// The connection of each runtime that made calls and when it was opened,
+/// newest last.
+type PerRuntime = Vec<(tokio::runtime::Id, AsyncConn, Instant)>;
 
-pub(crate) struct RedisStore {
-    client: redis::Client,
+/// A cluster connection that fails is replaced at most this often.
+const CLUSTER_RENEW_MIN: Duration = Duration::from_secs(1);
+
+/// A connection to the Redis a [`Config`] names, whatever its topology,
+/// with the cache's timeout and circuit breaker. The cache uses one per
+/// process; tools (such as a stats reader) open their own with
+/// [`RedisStore::open`].
+pub struct RedisStore {
+    backend: Backend,
+    target: Target,
     timeout: Duration,
     connect_timeout: Duration,
     breaker: Breaker,
@@ -46,23 +60,17 @@ pub(crate) struct RedisStore {
     /// Counts failed connection attempts, so that tasks which waited at the
     /// gate while one failed give up instead of retrying at once.
     connect_failures: AtomicU64,
-    sync_pool: Mutex<Vec<redis::Connection>>,
+    sync_pool: Mutex<Vec<SyncConn>>,
 }
 
-/// Whether an error says the connection (not the command) is broken.
+/// Whether an error says the connection (not the command) is broken. A
+/// `READONLY` answer counts: the server was a master and has been demoted
+/// (a sentinel failover), so a new connection must find the new master.
 fn is_connection_fault(e: &RedisError) -> bool {
-    !matches!(e.kind(), redis::ErrorKind::Server(_))
-}
-
-fn store_error(e: &RedisError) -> StoreError {
-    let kind = if e.is_timeout() {
-        StoreErrorKind::Timeout
-    } else if is_connection_fault(e) {
-        StoreErrorKind::Connection
-    } else {
-        StoreErrorKind::Response
-    };
-    StoreError::new(kind, e.to_string())
+    match e.kind() {
+        redis::ErrorKind::Server(kind) => kind == redis::ServerErrorKind::ReadOnly,
+        _ => true,
+    }
 }
 
 fn cooling_down() -> StoreError {
@@ -75,7 +83,7 @@ fn cooling_down() -> StoreError {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("client", &self.client)
+            .field("target", &self.target)
             .field("timeout", &self.timeout)
             .field("breaker", &self.breaker)
             .finish_non_exhaustive()
@@ -83,11 +91,28 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// Opens (lazily: connections are made on first use) the Redis that
+    /// `config` names.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] when the configuration names no Redis (the
+    /// embedded store) or the TLS files cannot be read.
+    pub fn open(config: &Config) -> Result<Self, crate::Error> {
+        let url = config.redis_url.as_deref().ok_or_else(|| {
+            crate::Error::Config("no redis_url: the embedded store is configured".into())
+        })?;
+        Self::new(url, config)
+    }
+
     pub(crate) fn new(url: &str, config: &Config) -> Result<Self, crate::Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| crate::Error::Config(format!("redis_url {url:?}: {e}")))?;
+        let target = target::parse(url).map_err(crate::Error::Config)?;
+        let backend = Backend::new(&target, &config.tls).map_err(|e| {
+            crate::Error::Config(format!("redis_url {:?}: {e}", target::redact(url)))
+        })?;
         Ok(Self {
-            client,
+            backend,
+            target,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
@@ -98,10 +123,32 @@ impl RedisStore {
         })
     }
 
+    /// A [`StoreError`] for `e`, its message cleared of the password
+    /// (defence in depth: the client's messages are not known to carry it).
+    fn store_error(&self, e: &RedisError) -> StoreError {
+        let kind = if e.is_timeout() {
+            StoreErrorKind::Timeout
+        } else if is_connection_fault(e) {
+            StoreErrorKind::Connection
+        } else {
+            StoreErrorKind::Response
+        };
+        let mut message = e.to_string();
+        if let Some(password) = self.target.password.as_deref().filter(|p| !p.is_empty()) {
+            message = message.replace(password, "***");
+        }
+        StoreError::new(kind, message)
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.backend.is_cluster()
+    }
+
     /// Runs one async command against Redis, under the timeout and breaker.
     pub(crate) async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(AsyncConn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.allows() {
@@ -118,7 +165,7 @@ impl RedisStore {
                     self.drop_connection();
                     self.breaker.failure();
                 }
-                Err(store_error(&e))
+                Err(self.store_error(&e))
             }
             Err(_) => {
                 // A server that stops answering keeps the socket open; a new
@@ -140,22 +187,28 @@ impl RedisStore {
             .map_err(|_| StoreError::new(StoreErrorKind::Connection, "not inside a tokio runtime"))
     }
 
-    fn current(&self, id: tokio::runtime::Id) -> Option<MultiplexedConnection> {
+    fn current(&self, id: tokio::runtime::Id) -> Option<AsyncConn> {
         let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
         conns
             .iter()
-            .find(|(rt, _)| *rt == id)
-            .map(|(_, c)| c.clone())
+            .find(|(rt, _, _)| *rt == id)
+            .map(|(_, c, _)| c.clone())
     }
 
     fn drop_connection(&self) {
+        // A cluster connection reconnects to failed nodes by itself, but it
+        // learns the new slot map after a failover only from an error its
+        // caller waits for, and callers here give up at `timeout` first.
+        // A new connection reads the map from the seed nodes; under
+        // repeated failures it is made at most every CLUSTER_RENEW_MIN.
+        let keep = |opened: &Instant| self.is_cluster() && opened.elapsed() < CLUSTER_RENEW_MIN;
         if let Ok(id) = Self::runtime_id() {
             let mut conns = self.conns.write().unwrap_or_else(|e| e.into_inner());
-            conns.retain(|(rt, _)| *rt != id);
+            conns.retain(|(rt, _, opened)| *rt != id || keep(opened));
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<AsyncConn, StoreError> {
         let id = Self::runtime_id()?;
         if let Some(conn) = self.current(id) {
             return Ok(conn);
@@ -182,7 +235,7 @@ impl RedisStore {
                 if conns.len() >= RUNTIMES_MAX {
                     conns.remove(0);
                 }
-                conns.push((id, conn.clone()));
+                conns.push((id, conn.clone(), Instant::now()));
                 tracing::debug!(runtime = %id, "connected to redis");
                 Ok(conn)
             }
@@ -197,17 +250,13 @@ impl RedisStore {
 
     /// Opens a connection on the current runtime, whose driver task then
     /// lives there.
-    async fn open_connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None);
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        match tokio::time::timeout(self.connect_timeout + Duration::from_millis(50), connect).await
-        {
+    async fn open_connection(&self) -> Result<AsyncConn, StoreError> {
+        let connect = self.backend.connect(self.connect_timeout);
+        // A sentinel target asks a sentinel first: two connects' worth.
+        let limit = self.connect_timeout * 2 + Duration::from_millis(50);
+        match tokio::time::timeout(limit, connect).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(store_error(&e)),
+            Ok(Err(e)) => Err(self.store_error(&e)),
             Err(_) => Err(StoreError::new(
                 StoreErrorKind::Timeout,
                 format!("connecting took over {:?}", self.connect_timeout),
@@ -219,7 +268,7 @@ impl RedisStore {
     /// timeouts, behind the breaker.
     pub(crate) fn run_sync<T>(
         &self,
-        command: impl FnOnce(&mut redis::Connection) -> RedisResult<T>,
+        command: impl FnOnce(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         if !self.breaker.allows() {
             return Err(cooling_down());
@@ -231,11 +280,14 @@ impl RedisStore {
             .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match self.open_sync() {
+            None => match self
+                .backend
+                .connect_sync(self.connect_timeout, self.timeout)
+            {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.breaker.failure();
-                    return Err(store_error(&e));
+                    return Err(self.store_error(&e));
                 }
             },
         };
@@ -257,17 +309,238 @@ impl RedisStore {
                         .unwrap_or_else(|e| e.into_inner())
                         .push(conn);
                 }
-                Err(store_error(&e))
+                Err(self.store_error(&e))
             }
         }
     }
+}
 
-    fn open_sync(&self) -> RedisResult<redis::Connection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
-        conn.set_read_timeout(Some(self.timeout))?;
-        conn.set_write_timeout(Some(self.timeout))?;
-        Ok(conn)
+/// Where a walk over the keys of a Redis is ([`RedisStore::scan`]): on a
+/// cluster, which master and its cursor; elsewhere, the one cursor.
+#[derive(Debug, Default)]
+pub struct ScanCursor {
+    /// The masters of a cluster, learnt at the first step.
+    masters: Option<Vec<(String, u16)>>,
+    node: usize,
+    cursor: u64,
+    done: bool,
+}
+
+impl ScanCursor {
+    /// A walk from the start.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether every key has been visited.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl RedisStore {
+    /// One step of a walk over the keys matching the glob `pattern` with
+    /// `SCAN` (never `KEYS`: Redis keeps serving other clients between
+    /// steps); call until [`ScanCursor::is_done`]. `count` is the hint
+    /// given to `SCAN`. On a cluster every master is walked in turn (a
+    /// replica holds the same keys as its master). As with `SCAN`, a key
+    /// present for the whole walk is returned at least once; keys written
+    /// meanwhile may or may not be.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: &cached_runtime::Config) -> Result<(), cached_runtime::Error> {
+    /// let store = cached_runtime::RedisStore::open(config)?;
+    /// let mut cursor = cached_runtime::ScanCursor::new();
+    /// while !cursor.is_done() {
+    ///     for key in store.scan(&mut cursor, "cached:*:stats", 1000).await? {
+    ///         println!("{key}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when Redis fails; the cursor is left where it was, so
+    /// the step can be retried.
+    pub async fn scan(
+        &self,
+        cursor: &mut ScanCursor,
+        pattern: &str,
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        // Keys that are not UTF-8 are nobody's this crate writes.
+        let keys = self.scan_raw(cursor, pattern, count).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect())
+    }
+
+    /// [`RedisStore::scan`] with the keys as Redis sent them (a foreign key
+    /// need not be UTF-8).
+    async fn scan_raw(
+        &self,
+        cursor: &mut ScanCursor,
+        pattern: &str,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        if cursor.done {
+            return Ok(Vec::new());
+        }
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor.cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let (next, keys): (u64, Vec<Vec<u8>>) = if self.is_cluster() {
+            let masters = match cursor.masters.take() {
+                Some(masters) => masters,
+                None => self.cluster_masters().await?,
+            };
+            let Some((host, port)) = masters.get(cursor.node).cloned() else {
+                cursor.done = true;
+                return Ok(Vec::new());
+            };
+            cursor.masters = Some(masters);
+            let value = self
+                .run(|c| async move { c.route_to(scan, Some((host, port))).await })
+                .await?;
+            redis::FromRedisValue::from_redis_value(value)
+                .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?
+        } else {
+            self.run(|mut c| async move { scan.query_async(&mut c).await })
+                .await?
+        };
+        cursor.cursor = next;
+        if next == 0 {
+            cursor.node += 1;
+            let nodes = cursor.masters.as_ref().map_or(1, Vec::len);
+            cursor.done = cursor.node >= nodes;
+        }
+        Ok(keys)
+    }
+
+    /// The address of every master of the cluster, from `CLUSTER SLOTS`.
+    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let slots = self
+            .run(|c| async move {
+                c.route_to(redis::cmd("CLUSTER").arg("SLOTS").clone(), None)
+                    .await
+            })
+            .await?;
+        let mut masters: Vec<(String, u16)> = Vec::new();
+        let redis::Value::Array(ranges) = slots else {
+            return Err(StoreError::new(
+                StoreErrorKind::Response,
+                "CLUSTER SLOTS: unexpected answer",
+            ));
+        };
+        for range in ranges {
+            // [start, end, [host, port, id, ...], replicas...]
+            let redis::Value::Array(fields) = range else {
+                continue;
+            };
+            let Some(redis::Value::Array(master)) = fields.get(2) else {
+                continue;
+            };
+            let host: Option<String> = master
+                .first()
+                .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
+            let port: Option<u16> = master
+                .get(1)
+                .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                if !masters.contains(&(host.clone(), port)) {
+                    masters.push((host, port));
+                }
+            }
+        }
+        Ok(masters)
+    }
+
+    /// Runs `command` and returns its answer, under the cache's timeout and
+    /// breaker; on a cluster it goes to the master of its key's slot.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when Redis fails or the answer is not a `T`.
+    pub async fn query<T: redis::FromRedisValue + Send>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let command = command.clone();
+        self.run(|mut c| async move { command.query_async(&mut c).await })
+            .await
+    }
+}
+
+/// Keys asked of `SCAN` per step (a hint to Redis, not a limit).
+const SCAN_COUNT: usize = 1_000;
+
+/// `text` with the glob metacharacters of `SCAN MATCH` escaped, so it
+/// matches itself only. Redis' matcher treats `*`, `?`, `[` and `\`
+/// specially (and `]` closes a class); `^` and `-` mean something only
+/// inside a class, which an escaped `[` never opens.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A walk over the keys matching a `SCAN MATCH` pattern, batch by batch:
+/// never `KEYS`, never one long blocking command, so Redis keeps serving
+/// other clients meanwhile. Every key-enumerating feature (prefix
+/// invalidation, the stats reader) goes through here. A key may come twice
+/// (`SCAN` guarantees only that a key present throughout is seen).
+pub(crate) struct KeyScan<'a> {
+    store: &'a RedisStore,
+    pattern: String,
+    cursor: ScanCursor,
+}
+
+impl RedisStore {
+    /// Starts a walk over the keys matching `pattern` (a glob: escape
+    /// literal parts with [`glob_escape`]); on a cluster, over every master.
+    pub(crate) fn scan_keys(&self, pattern: String) -> KeyScan<'_> {
+        KeyScan {
+            store: self,
+            pattern,
+            cursor: ScanCursor::new(),
+        }
+    }
+}
+
+impl KeyScan<'_> {
+    /// The next batch of keys (possibly empty), or `None` once the walk is
+    /// over. Keys are bytes: a foreign key need not be UTF-8.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        if self.cursor.is_done() {
+            return Ok(None);
+        }
+        let keys = self
+            .store
+            .scan_raw(&mut self.cursor, &self.pattern, SCAN_COUNT)
+            .await?;
+        Ok(Some(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_escape;
+
+    #[test]
+    fn glob_metacharacters_are_escaped_and_nothing_else() {
+        assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+        // Special only inside a class, which is never opened.
+        assert_eq!(glob_escape("a^b-c:d"), "a^b-c:d");
+        assert_eq!(glob_escape("ключ"), "ключ");
     }
 }

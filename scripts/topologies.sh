@@ -1,0 +1,206 @@
+# Sourced by scripts/test.sh and scripts/bench.sh: the Redis topologies
+# production runs, each started fresh on loopback with nothing persisted.
+#
+#   need_topologies NAME     installs redis-server, redis-tools and openssl
+#                            with apt-get when missing (as root)
+#   start_topologies NAME DIR
+#       - a TLS redis-server (certificates made now with openssl) that is
+#         hardened as managed services are: KEYS, FLUSHALL, FLUSHDB, CONFIG
+#         and DEBUG renamed away;
+#       - a TLS redis-server that requires a client certificate (mutual TLS);
+#       - a Redis Cluster: 3 masters and 3 replicas;
+#       - a master, its replica and a sentinel watching them (`mymaster`).
+#     Exports their URLs as CACHED_REDIS_TEST_TLS_URL,
+#     CACHED_REDIS_TEST_MTLS_URL, CACHED_REDIS_TEST_CLUSTER_URL,
+#     CACHED_REDIS_TEST_SENTINEL_URL, the certificates as
+#     CACHED_REDIS_TEST_TLS_CA / _CLIENT_CERT / _CLIENT_KEY, and the
+#     directory of every server's pid file (redis-PORT.pid) as
+#     CACHED_REDIS_TEST_PIDDIR, for the tests that kill one.
+#   stop_topologies          stops them all (safe to call at any time)
+#
+# Short timeouts keep failovers quick: cluster-node-timeout 2000 ms,
+# sentinel down-after-milliseconds 1000 ms.
+
+topo_pids=()
+topo_used=" "
+TOPO_CLI=()
+
+need_topologies() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "$1: installing ${missing[*]} with apt-get" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    return 0
+  fi
+  echo "$1: needs ${missing[*]} (Debian/Ubuntu: sudo apt-get install redis-server redis-tools openssl)" >&2
+  exit 1
+}
+
+# Sets topo_next to a free TCP port in 20000-29999 whose +10000 (cluster
+# bus) is free too, never one handed out before.
+topo_port() {
+  local port
+  for _ in $(seq 1 100); do
+    port=$((20000 + RANDOM % 10000))
+    case "$topo_used" in *" $port "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+      ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
+      topo_used="$topo_used$port "
+      topo_next=$port
+      return 0
+    fi
+  done
+  echo "topologies: no free port" >&2
+  return 1
+}
+
+# topo_server DIR ARGS...: a redis-server on a free port (@PORT@ in ARGS
+# stands for it), in the foreground of a background job; its pid is
+# remembered and written to DIR/redis-PORT.pid. A server that dies at
+# start (a port taken meanwhile) is retried on another port. Sets
+# topo_next to the port. TOPO_CLI holds extra redis-cli arguments for the
+# readiness check (TLS).
+topo_server() {
+  local dir=$1 port pid
+  shift
+  for _ in 1 2 3 4 5; do
+    topo_port || return 1
+    port=$topo_next
+    redis-server --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+      --logfile "$dir/redis-$port.log" --daemonize no "${@//@PORT@/$port}" &
+    pid=$!
+    for _ in $(seq 1 200); do
+      if redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
+        # Disowned: a server a test kills on purpose is not reported.
+        disown "$pid"
+        topo_pids+=("$pid")
+        echo "$pid" >"$dir/redis-$port.pid"
+        topo_next=$port
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "topologies: a redis-server on $port did not start; its log:" >&2
+    cat "$dir/redis-$port.log" >&2 2>/dev/null || true
+  done
+  return 1
+}
+
+topo_certs() {
+  local dir=$1
+  (
+    cd "$dir" || exit 1
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 \
+      -subj "/CN=cached-redis test CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out server.pem -days 2 -extfile server.ext 2>/dev/null
+    openssl req "${ec[@]}" -keyout client.key -out client.csr -subj "/CN=cached-redis client" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out client.pem -days 2 -extfile client.ext 2>/dev/null
+  ) || { echo "topologies: openssl could not make the certificates" >&2; return 1; }
+}
+
+start_topologies() {
+  local name=$1 dir=$2 tls_port mtls_port
+  topo_certs "$dir" || exit 1
+  local tls=(--port 0 --tls-port @PORT@ --tls-cert-file "$dir/server.pem"
+    --tls-key-file "$dir/server.key" --tls-ca-cert-file "$dir/ca.pem")
+
+  # TLS, hardened like a managed service.
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem")
+  topo_server "$dir" "${tls[@]}" --tls-auth-clients optional \
+    --rename-command KEYS "" --rename-command FLUSHALL "" --rename-command FLUSHDB "" \
+    --rename-command CONFIG "" --rename-command DEBUG "" || exit 1
+  tls_port=$topo_next
+
+  # Mutual TLS.
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem" --cert "$dir/client.pem" --key "$dir/client.key")
+  topo_server "$dir" "${tls[@]}" --tls-auth-clients yes || exit 1
+  mtls_port=$topo_next
+  TOPO_CLI=()
+
+  # Cluster: 3 masters, 3 replicas.
+  local cluster=()
+  mkdir -p "$dir/cluster"
+  for _ in 1 2 3 4 5 6; do
+    topo_server "$dir/cluster" --port @PORT@ --cluster-enabled yes \
+      --cluster-config-file "nodes-@PORT@.conf" --cluster-node-timeout 2000 || exit 1
+    cp "$dir/cluster/redis-$topo_next.pid" "$dir/"
+    cluster+=("127.0.0.1:$topo_next")
+  done
+  redis-cli --cluster create "${cluster[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$dir/cluster-create.log" 2>&1 ||
+    { echo "topologies: cluster create failed:" >&2; cat "$dir/cluster-create.log" >&2; exit 1; }
+  local ok="" node
+  for _ in $(seq 1 200); do
+    ok=1
+    for node in "${cluster[@]}"; do
+      redis-cli -p "${node#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=""
+    done
+    [ -n "$ok" ] && break
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "topologies: the cluster did not become ready" >&2; exit 1; }
+
+  # Sentinel: a master, a replica, one sentinel (quorum 1).
+  local master replica sentinel
+  topo_server "$dir" --port @PORT@ || exit 1
+  master=$topo_next
+  topo_server "$dir" --port @PORT@ --replicaof 127.0.0.1 "$master" || exit 1
+  replica=$topo_next
+  topo_port || exit 1
+  sentinel=$topo_next
+  cat >"$dir/sentinel.conf" <<CONF
+port $sentinel
+bind 127.0.0.1
+dir $dir
+sentinel monitor mymaster 127.0.0.1 $master 1
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 4000
+sentinel parallel-syncs mymaster 1
+CONF
+  redis-server "$dir/sentinel.conf" --sentinel --logfile "$dir/sentinel.log" --daemonize no &
+  disown $!
+  topo_pids+=($!)
+  echo $! >"$dir/redis-$sentinel.pid"
+  for _ in $(seq 1 200); do
+    redis-cli -p "$sentinel" sentinel get-master-addr-by-name mymaster 2>/dev/null |
+      grep -q "$master" &&
+      redis-cli -p "$master" info replication 2>/dev/null | grep -q 'connected_slaves:1' &&
+      break
+    sleep 0.1
+  done
+
+  export CACHED_REDIS_TEST_TLS_URL="rediss://127.0.0.1:$tls_port/0"
+  export CACHED_REDIS_TEST_MTLS_URL="rediss://127.0.0.1:$mtls_port/0"
+  export CACHED_REDIS_TEST_TLS_CA="$dir/ca.pem"
+  export CACHED_REDIS_TEST_TLS_CLIENT_CERT="$dir/client.pem"
+  export CACHED_REDIS_TEST_TLS_CLIENT_KEY="$dir/client.key"
+  export CACHED_REDIS_TEST_CLUSTER_URL="redis+cluster://${cluster[0]}"
+  export CACHED_REDIS_TEST_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/mymaster"
+  export CACHED_REDIS_TEST_PIDDIR="$dir"
+  echo "$name: TLS redis on $tls_port, mutual TLS on $mtls_port, cluster ${cluster[*]}," \
+    "sentinel $sentinel (master $master, replica $replica)" >&2
+}
+
+stop_topologies() {
+  local pid
+  for pid in "${topo_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${topo_pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  topo_pids=()
+topo_used=" "
+TOPO_CLI=()
+}

@@ -1,0 +1,187 @@
+//! HTTP caching from the cache: `with_entry_info` in an axum handler gives
+//! `X-Cache`, `ETag` (the BLAKE3 of the stored payload), `Last-Modified`,
+//! `Cache-Control: max-age`, and `304 Not Modified` for a matching
+//! `If-None-Match`, against the real Redis.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use cached_redis::{cached, with_entry_info, CacheStatus, SkipCacheLayer, SKIP_CACHE_HEADER};
+use http_body_util::BodyExt;
+use redis::Commands;
+use tower::ServiceExt;
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "entry_info_article", ttl = 120)]
+async fn article(id: u32) -> Result<String, String> {
+    RUNS.fetch_add(1, SeqCst);
+    if id == 0 {
+        return Err("no article 0".into());
+    }
+    Ok(format!("article {id}: {}", "text ".repeat(100)))
+}
+
+/// What a service writes: the value, and the entry's facts as headers.
+async fn handler(Path(id): Path<u32>, headers: HeaderMap) -> Response {
+    let (value, info) = with_entry_info(article(id)).await;
+    let Ok(body) = value else {
+        let status = info.map_or("none", |i| i.status.as_str());
+        return (StatusCode::NOT_FOUND, [("x-cache", status)]).into_response();
+    };
+    let info = info.expect("a cached call ran");
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert("x-cache", info.status.as_str().parse().unwrap());
+    if let Some(etag) = info.etag() {
+        h.insert(header::ETAG, etag.parse().unwrap());
+        let max_age = info.max_age.unwrap().as_secs();
+        h.insert(
+            header::CACHE_CONTROL,
+            format!("max-age={max_age}").parse().unwrap(),
+        );
+        let created = info.created_at.unwrap();
+        h.insert(header::LAST_MODIFIED, unix_ms(created).parse().unwrap());
+        let inm = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if inm.is_some_and(|inm| info.matches_if_none_match(inm)) {
+            let mut not_modified = Response::new(Body::empty());
+            *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+            *not_modified.headers_mut() = response.headers().clone();
+            return not_modified;
+        }
+    }
+    response
+}
+
+/// Milliseconds since the epoch: exact, so two responses compare exactly
+/// (a service formats an HTTP date instead).
+fn unix_ms(t: std::time::SystemTime) -> String {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string()
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/articles/{id}", get(handler))
+        .layer(SkipCacheLayer::new())
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn get_article(path: &str, extra: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().uri(path);
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    let resp = app()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn etag_last_modified_max_age_and_304_through_an_axum_router() {
+    common::init_once("entry_info_http");
+    let key = article_cache_key(7).unwrap();
+
+    let miss = get_article("/articles/7", &[]).await;
+    assert_eq!(miss.status, StatusCode::OK);
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(miss.header("cache-control"), Some("max-age=120"));
+    // The tag is the BLAKE3 of the stored payload (the bytes after the
+    // 20-byte header), base64url.
+    let stored: Vec<u8> = common::raw().get(&key).unwrap();
+    let expected = format!(
+        "\"{}\"",
+        URL_SAFE_NO_PAD.encode(blake3::hash(&stored[20..]).as_bytes())
+    );
+    assert_eq!(miss.header("etag"), Some(expected.as_str()));
+    let created_ms = u64::from_le_bytes(stored[4..12].try_into().unwrap());
+    assert_eq!(miss.header("last-modified"), Some(&*created_ms.to_string()));
+
+    let hit = get_article("/articles/7", &[]).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(hit.header("etag"), miss.header("etag"));
+    assert_eq!(hit.header("last-modified"), miss.header("last-modified"));
+    let max_age: u64 = hit.header("cache-control").unwrap()["max-age=".len()..]
+        .parse()
+        .unwrap();
+    assert!(max_age <= 120);
+    assert_eq!(RUNS.load(SeqCst), 1);
+
+    // A matching If-None-Match: 304, no body; a different one: the body.
+    let not_modified = get_article("/articles/7", &[("if-none-match", &expected)]).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(not_modified.header("etag"), Some(expected.as_str()));
+    let weak = format!("\"other\", W/{expected}");
+    let weak_match = get_article("/articles/7", &[("if-none-match", &weak)]).await;
+    assert_eq!(weak_match.status, StatusCode::NOT_MODIFIED);
+    let modified = get_article("/articles/7", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(modified.status, StatusCode::OK);
+    assert_eq!(modified.body, miss.body);
+
+    // Skipped: no entry, so no tag.
+    let skipped = get_article("/articles/7", &[(SKIP_CACHE_HEADER, "1")]).await;
+    assert_eq!(skipped.status, StatusCode::OK);
+    assert_eq!(skipped.header("x-cache"), Some("SKIP"));
+    assert_eq!(skipped.header("etag"), None);
+
+    // Recomputed after an invalidation, the same value keeps its tag.
+    assert!(article_invalidate(7).await.unwrap());
+    let recomputed = get_article("/articles/7", &[]).await;
+    assert_eq!(recomputed.header("x-cache"), Some("MISS"));
+    assert_eq!(recomputed.header("etag"), Some(expected.as_str()));
+
+    // An Err is not stored: a miss without an entry.
+    let err = get_article("/articles/0", &[]).await;
+    assert_eq!(err.status, StatusCode::NOT_FOUND);
+    assert_eq!(err.header("x-cache"), Some("MISS"));
+}
+
+#[tokio::test]
+async fn no_cached_call_no_info_and_statuses_print() {
+    common::init_once("entry_info_http");
+    let (value, info) = with_entry_info(async { 5 }).await;
+    assert_eq!((value, info), (5, None));
+    assert_eq!(CacheStatus::Miss.to_string(), "MISS");
+    assert_eq!(CacheStatus::Skip.as_str(), "SKIP");
+}
