@@ -30,6 +30,12 @@ pub use crate::engine::{
 pub use crate::key::CacheKey;
 pub use crate::site::{CallSite, SiteIdent, SiteOptions};
 
+/// Entry points for property tests and fuzzers of the stored format: encode
+/// a valid entry with a given codec, decode arbitrary bytes as a given type.
+pub mod fuzz {
+    pub use crate::fuzzing::{decode_entry, encode_entry, Codec, CODECS, HEADER_LEN};
+}
+
 /// Turns the stats counters on or off for the whole process. For
 /// benchmarks that measure what counting costs; not for services.
 pub fn set_stats_enabled(enabled: bool) {

@@ -24,6 +24,7 @@ mod flight;
 mod flow;
 mod flush;
 mod freshness;
+mod fuzzing;
 mod invalidate;
 mod io;
 mod key;

@@ -8,10 +8,13 @@
 //! `serde::Serializer` writing straight into the output, without building a
 //! `serde_json::Value`: keying is on every cached call's path.
 //!
-//! Two deliberate departures, neither of which can make two different
+//! Three deliberate departures, none of which can make two different
 //! arguments share a key:
 //! - NaN and infinite floats are an error rather than `null` (which would
 //!   collide with `None`), so that the call bypasses the cache.
+//! - `Some(x)` where `x` itself is written `null` (`Some(None)`, `Some(())`)
+//!   is written `{"\u0000some":x}` rather than `null`, which would collide
+//!   with `None`; likewise when `x` already starts with that wrapper.
 //! - 128-bit integers outside the 64-bit range are written as their digits,
 //!   where `to_value` fails; no other value spells a bare integer that large.
 //!
@@ -78,6 +81,11 @@ pub(crate) fn to_canonical_json<T: Serialize + ?Sized>(
     }
     res
 }
+
+/// The opening of `Some(x)` when `x` alone would read as `None` or as
+/// another wrapped value (see `serialize_some`). The key `"\u0000some"`, NUL
+/// first, is one no JSON object written from a struct can start with.
+const SOME_WRAPPER: &[u8] = br#"{"\u0000some":"#;
 
 thread_local! {
     /// Spare buffers for the next call on this thread: keying a small struct
@@ -483,7 +491,20 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CanonicalError> {
-        value.serialize(self)
+        let start = self.out.len();
+        value.serialize(&mut *self)?;
+        // `Some(x)` is written as `x`, except where that would be ambiguous:
+        // when `x` is written `null` (`None`, `()`) or starts like the
+        // wrapper itself, it is wrapped as `{"\u0000some":x}`. So `None`,
+        // `Some(None)` and `Some(Some(None))` never share a key. (Nothing
+        // is moved in an enclosing object: the entry this value belongs to
+        // gets its end only once the value is written.)
+        let written = &self.out[start..];
+        if written == b"null" || written.starts_with(SOME_WRAPPER) {
+            self.out.splice(start..start, SOME_WRAPPER.iter().copied());
+            self.out.push(b'}');
+        }
+        Ok(())
     }
 
     fn serialize_unit(self) -> Result<(), CanonicalError> {
