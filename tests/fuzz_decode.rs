@@ -16,8 +16,18 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn valid_entries_read_back_equal((doc, _codec, bytes) in entry()) {
-        prop_assert_eq!(fuzz::decode_entry::<Doc>(&bytes, MAX_VALUE_BYTES), Ok(doc));
+    fn valid_entries_read_back_equal((doc, codec, bytes) in entry()) {
+        let expected = if codec == fuzz::Codec::Json {
+            // JSON spells `Some(None)` and `None` alike: the JSON codec
+            // gives back what serde_json does.
+            serde_json::to_vec(&doc)
+                .and_then(|json| serde_json::from_slice::<Doc>(&json))
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(doc)
+        };
+        prop_assert!(expected.is_ok(), "serde_json reads its own output");
+        prop_assert_eq!(fuzz::decode_entry::<Doc>(&bytes, MAX_VALUE_BYTES), expected);
     }
 
     #[test]

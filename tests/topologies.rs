@@ -21,6 +21,9 @@ const CHILD_NAMESPACE: &str = "CACHED_REDIS_TOPOLOGY_NAMESPACE";
 const CHILD_CA: &str = "CACHED_REDIS_TOPOLOGY_CA";
 const CHILD_CERT: &str = "CACHED_REDIS_TOPOLOGY_CERT";
 const CHILD_KEY: &str = "CACHED_REDIS_TOPOLOGY_KEY";
+/// Set: TLS without verification (`tls_insecure`), in a process whose
+/// rustls provider was installed before the cache's, as a service may do.
+const CHILD_INSECURE: &str = "CACHED_REDIS_TOPOLOGY_INSECURE";
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -39,6 +42,7 @@ struct Topology {
     admin_url: String,
     ca: bool,
     client_cert: bool,
+    insecure: bool,
 }
 
 /// The README's `ACL SETUSER` line for `namespace`, with `password`.
@@ -88,6 +92,7 @@ async fn every_feature_on_every_topology() {
             admin_url: common::redis_url(),
             ca: false,
             client_cert: false,
+            insecure: false,
         },
         Topology {
             name: "tls-hardened",
@@ -95,6 +100,7 @@ async fn every_feature_on_every_topology() {
             admin_url: tls.clone(),
             ca: true,
             client_cert: false,
+            insecure: false,
         },
         Topology {
             name: "acl",
@@ -102,6 +108,7 @@ async fn every_feature_on_every_topology() {
             admin_url: tls.clone(),
             ca: true,
             client_cert: false,
+            insecure: false,
         },
         Topology {
             name: "mtls",
@@ -109,6 +116,15 @@ async fn every_feature_on_every_topology() {
             admin_url: env("CACHED_REDIS_TEST_MTLS_URL"),
             ca: true,
             client_cert: true,
+            insecure: false,
+        },
+        Topology {
+            name: "tls-insecure",
+            url: tls.clone(),
+            admin_url: tls.clone(),
+            ca: false,
+            client_cert: false,
+            insecure: true,
         },
         Topology {
             name: "cluster",
@@ -116,6 +132,7 @@ async fn every_feature_on_every_topology() {
             admin_url: env("CACHED_REDIS_TEST_CLUSTER_URL"),
             ca: false,
             client_cert: false,
+            insecure: false,
         },
         Topology {
             name: "sentinel",
@@ -123,6 +140,7 @@ async fn every_feature_on_every_topology() {
             admin_url: env("CACHED_REDIS_TEST_SENTINEL_URL"),
             ca: false,
             client_cert: false,
+            insecure: false,
         },
     ];
     let exe = std::env::current_exe().unwrap();
@@ -144,6 +162,9 @@ async fn every_feature_on_every_topology() {
                 );
             if t.ca {
                 child.env(CHILD_CA, env("CACHED_REDIS_TEST_TLS_CA"));
+            }
+            if t.insecure {
+                child.env(CHILD_INSECURE, "1");
             }
             if t.client_cert {
                 child
@@ -195,12 +216,24 @@ mod child {
         if let (Ok(cert), Ok(key)) = (std::env::var(CHILD_CERT), std::env::var(CHILD_KEY)) {
             b = b.tls_client_cert(cert, key);
         }
+        if std::env::var_os(CHILD_INSECURE).is_some() {
+            b = b.tls_insecure(true);
+        }
         b.build().unwrap()
     }
 
     fn setup() {
         static INIT: std::sync::Once = std::sync::Once::new();
-        INIT.call_once(|| cached_redis::init(config(CHILD_URL)).unwrap());
+        INIT.call_once(|| {
+            if std::env::var_os(CHILD_INSECURE).is_some() {
+                // The service installed its rustls provider first: the
+                // cache must use it, not panic installing its own.
+                rustls::crypto::ring::default_provider()
+                    .install_default()
+                    .expect("the first provider of the process");
+            }
+            cached_redis::init(config(CHILD_URL)).unwrap()
+        });
     }
 
     /// A store for checks behind the library's back.
@@ -271,6 +304,20 @@ mod child {
             found.extend(store.scan(&mut cursor, &pattern, 100).await.unwrap());
         }
         assert!(found.contains(&hash), "{found:?}");
+
+        // The stats reader `cached-stats` prints from finds and parses the
+        // same hashes on this topology.
+        let reader = cached_redis::report::StatsReader::new(&config(CHILD_URL)).unwrap();
+        let reports = reader.all().await.unwrap();
+        let double = reports
+            .iter()
+            .find(|r| r.prefix == "topo_double")
+            .unwrap_or_else(|| panic!("topo_double among {reports:?}"));
+        assert_eq!((double.counters.hits, double.counters.misses), (1, 1));
+        assert!(
+            reports.iter().any(|r| r.prefix == "topo_sync"),
+            "{reports:?}"
+        );
     }
 
     static LOCK_RUNS: AtomicUsize = AtomicUsize::new(0);
