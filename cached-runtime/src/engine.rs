@@ -362,9 +362,12 @@ pub async fn invalidate_async(
     };
     // Removed from the store first: a read racing this one then either
     // sees nothing or is older than the change and is not held.
-    let removed = store.del(key.as_str()).await?;
+    let removed = store.del(key.as_str()).await;
+    // Dropped here even when the store failed: a local copy is never worth
+    // more than the caller's wish to drop it.
     let change = Change::Key(key.as_str());
     change.apply_here();
+    let removed = removed?;
     if site.options.local.is_some() {
         channel::publish(store, &engine.config.namespace, change).await?;
     }
@@ -381,9 +384,10 @@ pub fn invalidate_sync(
     let Some(store) = &engine.store else {
         return Ok(false);
     };
-    let removed = store.del_sync(key.as_str())?;
+    let removed = store.del_sync(key.as_str());
     let change = Change::Key(key.as_str());
     change.apply_here();
+    let removed = removed?;
     if site.options.local.is_some() {
         channel::publish_sync(store, &engine.config.namespace, change)?;
     }
@@ -433,6 +437,18 @@ impl<V: LocalValue> Near<V> for Either<On<'_>> {
     ) {
         if let Either::On(on) = self {
             on.hold(ticket, key, value, bytes, lifetime);
+        }
+    }
+    fn replace(
+        &self,
+        ticket: Option<crate::local::Ticket>,
+        key: &str,
+        value: &V,
+        bytes: usize,
+        lifetime: std::time::Duration,
+    ) {
+        if let Either::On(on) = self {
+            on.replace(ticket, key, value, bytes, lifetime);
         }
     }
     #[inline]

@@ -123,9 +123,13 @@ where
     if force {
         return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
     }
-    if let Some(value) = near.get(call.key()) {
-        call.hit();
-        return S::rebuild(value);
+    // A handler that asks for the entry's metadata (`with_entry_info`)
+    // gets it from the store's copy: the level holds decoded values only.
+    if !entry_info::active() {
+        if let Some(value) = near.get(call.key()) {
+            call.hit();
+            return S::rebuild(value);
+        }
     }
     let ticket = near.ticket();
     let found = match io.get(call.key(), call.site.touch()).await {
@@ -481,7 +485,7 @@ where
                     tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
                 }
                 let lifetime = held_for::<S, R>(call, value, None);
-                near.hold(ticket, call.key(), value, encoded.raw_len, lifetime);
+                near.replace(ticket, call.key(), value, encoded.raw_len, lifetime);
             }
         }
         Err(e) => {

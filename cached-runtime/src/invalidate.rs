@@ -44,27 +44,34 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
         }
         Some(store @ Store::Redis(r)) => {
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
-            let mut scan = r.scan_keys(pattern);
             let mut removed = 0u64;
-            while let Some(keys) = scan.next_batch().await? {
-                let keys: Vec<&str> = keys
-                    .iter()
-                    .filter_map(|k| std::str::from_utf8(k).ok())
-                    .filter(|k| is_entry_of(k, &head))
-                    .collect();
-                if !keys.is_empty() {
-                    // On a cluster the client splits a multi-key UNLINK by
-                    // slot and adds up the answers.
-                    let mut unlink = redis::cmd("UNLINK");
-                    unlink.arg(&keys);
-                    removed += r.query::<u64>(&unlink).await?;
+            let walked = async {
+                let mut scan = r.scan_keys(pattern);
+                while let Some(keys) = scan.next_batch().await? {
+                    let keys: Vec<&str> = keys
+                        .iter()
+                        .filter_map(|k| std::str::from_utf8(k).ok())
+                        .filter(|k| is_entry_of(k, &head))
+                        .collect();
+                    if !keys.is_empty() {
+                        // On a cluster the client splits a multi-key UNLINK
+                        // by slot and adds up the answers.
+                        let mut unlink = redis::cmd("UNLINK");
+                        unlink.arg(&keys);
+                        removed += r.query::<u64>(&unlink).await?;
+                    }
                 }
+                Ok::<(), crate::error::StoreError>(())
             }
+            .await;
             // One message for the whole prefix, once its entries are gone
-            // (a local level refilled during the scan is emptied by it).
+            // (a local level refilled during the scan is emptied by it);
+            // sent after a failure part-way too, for what was removed.
             let change = Change::Head(&head);
             change.apply_here();
-            channel::publish(store, &engine.config.namespace, change).await?;
+            let published = channel::publish(store, &engine.config.namespace, change).await;
+            walked?;
+            published?;
             tracing::debug!(prefix, removed, "prefix invalidated");
             Ok(removed)
         }
@@ -139,9 +146,10 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
     };
     let mut removed = false;
     for key in keys {
-        removed |= store.del(key.as_str()).await?;
+        let deleted = store.del(key.as_str()).await;
         let change = Change::Key(key.as_str());
         change.apply_here();
+        removed |= deleted?;
         channel::publish(store, &engine().config.namespace, change).await?;
     }
     Ok(removed)

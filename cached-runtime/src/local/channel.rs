@@ -169,7 +169,10 @@ async fn subscribe_forever(source: PubSubSource, channel: String) {
     let mut retry = RETRY_MIN;
     let mut attempt = 0usize;
     loop {
-        let outcome = match source.client(attempt).await {
+        let client = tokio::time::timeout(RETRY_MAX * 2, source.client(attempt))
+            .await
+            .unwrap_or_else(|_| Err(timeout_error("finding the node")));
+        let outcome = match client {
             Ok(client) => listen(&client, &channel).await,
             Err(e) => Err(e),
         };

@@ -156,6 +156,31 @@ impl LocalLevel {
         }
     }
 
+    /// Holds `value`, just written to the store by this process, in place
+    /// of whatever was held: a read that started before the write (it took
+    /// an older ticket) can no longer hold its older value over this one.
+    /// Holds nothing if another change reached the level since `ticket`
+    /// (taken before the write).
+    pub(crate) fn replace<V: Send + Sync + 'static>(
+        &self,
+        ticket: Ticket,
+        key: &str,
+        value: V,
+        bytes: usize,
+        lifetime: Duration,
+    ) {
+        match self
+            .seq
+            .compare_exchange(ticket.0, ticket.0 + 1, SeqCst, SeqCst)
+        {
+            Ok(_) => {
+                self.cache.remove(key);
+                self.put(Ticket(ticket.0 + 1), key, value, bytes, lifetime);
+            }
+            Err(_) => self.invalidate(key),
+        }
+    }
+
     /// Drops `key` (an invalidation of it).
     pub(crate) fn invalidate(&self, key: &str) {
         self.seq.fetch_add(1, SeqCst);
@@ -190,6 +215,16 @@ pub(crate) trait Near<V> {
     fn ticket(&self) -> Option<Ticket>;
     /// Holds a clone of `value`; see [`LocalLevel::put`].
     fn hold(&self, ticket: Option<Ticket>, key: &str, value: &V, bytes: usize, lifetime: Duration);
+    /// Holds a clone of `value` this process just wrote; see
+    /// [`LocalLevel::replace`].
+    fn replace(
+        &self,
+        ticket: Option<Ticket>,
+        key: &str,
+        value: &V,
+        bytes: usize,
+        lifetime: Duration,
+    );
     /// Whether a change of this function's entries must be published.
     fn publishes(&self) -> bool;
 }
@@ -208,6 +243,8 @@ impl<V> Near<V> for Off {
     }
     #[inline]
     fn hold(&self, _: Option<Ticket>, _: &str, _: &V, _: usize, _: Duration) {}
+    #[inline]
+    fn replace(&self, _: Option<Ticket>, _: &str, _: &V, _: usize, _: Duration) {}
     #[inline]
     fn publishes(&self) -> bool {
         false
@@ -237,6 +274,22 @@ impl<V: Clone + Send + Sync + 'static> Near<V> for On<'_> {
     fn hold(&self, ticket: Option<Ticket>, key: &str, value: &V, bytes: usize, lifetime: Duration) {
         if let Some(ticket) = ticket {
             self.level.put(ticket, key, value.clone(), bytes, lifetime);
+        }
+    }
+    fn replace(
+        &self,
+        ticket: Option<Ticket>,
+        key: &str,
+        value: &V,
+        bytes: usize,
+        lifetime: Duration,
+    ) {
+        match ticket {
+            Some(ticket) => self
+                .level
+                .replace(ticket, key, value.clone(), bytes, lifetime),
+            // Not live: nothing is served; still, drop what was held.
+            None => self.level.invalidate(key),
         }
     }
     #[inline]
@@ -320,6 +373,31 @@ mod tests {
         assert_eq!(l.get::<Vec<u8>>("ns:p:b"), None);
         // Another type under the same key is not served.
         assert_eq!(l.get::<String>("ns:p:a"), None);
+    }
+
+    #[test]
+    fn an_own_write_wins_over_a_read_that_started_before_it() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        // A reader takes its ticket and reads the old value...
+        let reader = l.ticket();
+        // ...meanwhile this process writes and holds the new one...
+        let writer = l.ticket();
+        l.replace(writer, "ns:p:a", 2u32, 4, LONG);
+        assert_eq!(l.get::<u32>("ns:p:a"), Some(2));
+        // ...so the reader's older value is not held over it.
+        l.put(reader, "ns:p:a", 1u32, 4, LONG);
+        assert_eq!(l.get::<u32>("ns:p:a"), Some(2));
+    }
+
+    #[test]
+    fn an_own_write_after_another_change_holds_nothing() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        l.put(l.ticket(), "ns:p:a", 1u32, 4, LONG);
+        let writer = l.ticket();
+        // Another process's change arrives between the write and the hold.
+        l.invalidate("ns:p:a");
+        l.replace(writer, "ns:p:a", 2u32, 4, LONG);
+        assert_eq!(l.get::<u32>("ns:p:a"), None);
     }
 
     #[test]

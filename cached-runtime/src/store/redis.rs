@@ -69,6 +69,10 @@ pub struct RedisStore {
 fn is_connection_fault(e: &RedisError) -> bool {
     match e.kind() {
         redis::ErrorKind::Server(kind) => kind == redis::ServerErrorKind::ReadOnly,
+        // An error reply whose code the client has no name for (`OOM`
+        // under `maxmemory`, a module's own): Redis answered, so reads may
+        // still work; it is not a reason to open the breaker.
+        redis::ErrorKind::Extension => false,
         _ => true,
     }
 }
@@ -548,7 +552,21 @@ impl KeyScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_escape;
+    use super::{glob_escape, is_connection_fault};
+
+    #[test]
+    fn error_replies_are_answers_not_connection_faults() {
+        let oom = redis::make_extension_error(
+            "OOM".into(),
+            Some("command not allowed when used memory > 'maxmemory'".into()),
+        );
+        assert!(
+            !is_connection_fault(&oom),
+            "a write refused under maxmemory"
+        );
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(is_connection_fault(&io));
+    }
 
     #[test]
     fn glob_metacharacters_are_escaped_and_nothing_else() {
