@@ -130,6 +130,19 @@ pub struct Product {
     pub price_cents: i64,
 }
 
+impl Product {
+    /// A row with the columns `id, name, description, category, price_cents`.
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        Product {
+            id: row.get("id"),
+            name: row.get("name"),
+            description: row.get("description"),
+            category: row.get("category"),
+            price_cents: row.get("price_cents"),
+        }
+    }
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
@@ -353,13 +366,7 @@ impl Db {
                 &[&id],
             )
             .await?;
-        Ok(row.map(|row| Product {
-            id: row.get("id"),
-            name: row.get("name"),
-            description: row.get("description"),
-            category: row.get("category"),
-            price_cents: row.get("price_cents"),
-        }))
+        Ok(row.as_ref().map(Product::from_row))
     }
 
     /// Updates the fields given; the updated row, `None` for an unknown id.
@@ -387,13 +394,7 @@ impl Db {
                 ],
             )
             .await?;
-        Ok(row.map(|row| Product {
-            id: row.get("id"),
-            name: row.get("name"),
-            description: row.get("description"),
-            category: row.get("category"),
-            price_cents: row.get("price_cents"),
-        }))
+        Ok(row.as_ref().map(Product::from_row))
     }
 }
 
