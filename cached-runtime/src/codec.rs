@@ -68,6 +68,7 @@
 //! past `max_value_bytes`: its payload buffer never exceeds that plus the
 //! header.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -211,6 +212,41 @@ pub(crate) enum CodecError {
 
 fn malformed(what: impl Into<String>) -> CodecError {
     CodecError::Malformed(what.into())
+}
+
+/// The longest message kept from a codec's error. Errors may quote the
+/// payload (`invalid type: string "..."`), and the payload comes from Redis:
+/// a message copied whole would cost a multiple of `max_value_bytes`.
+const MAX_MESSAGE_BYTES: usize = 256;
+
+/// `message` as text, cut after [`MAX_MESSAGE_BYTES`] (at a character
+/// boundary, marked with `…`) without ever formatting more than that.
+fn bounded_message(message: impl fmt::Display) -> String {
+    /// Keeps the first bytes written, then refuses the rest (which stops
+    /// the formatting early).
+    struct Capped(String);
+
+    impl fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = MAX_MESSAGE_BYTES - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.0.push_str(&s[..cut]);
+            self.0.push('…');
+            Err(fmt::Error)
+        }
+    }
+
+    let mut out = Capped(String::with_capacity(MAX_MESSAGE_BYTES + 4));
+    // An `Err` here only means the message was cut.
+    let _ = fmt::write(&mut out, format_args!("{message}"));
+    out.0
 }
 
 /// The header of a stored value.
@@ -585,7 +621,10 @@ fn decode_payload<T: DeserializeOwned>(codec: Codec, payload: &[u8]) -> Result<T
         Codec::Bincode => wire::from_slice(payload).map_err(|e| malformed(format!("bincode: {e}"))),
         // `from_slice` refuses anything but whitespace after the value, and
         // nesting past serde_json's recursion limit (128).
-        Codec::Json => serde_json::from_slice(payload).map_err(|e| malformed(format!("json: {e}"))),
+        // serde_json has already built its whole message; only the copy
+        // kept here is bounded.
+        Codec::Json => serde_json::from_slice(payload)
+            .map_err(|e| malformed(bounded_message(format_args!("json: {e}")))),
     }
 }
 
@@ -619,7 +658,8 @@ mod wire {
 
     impl de::Error for Error {
         fn custom<T: fmt::Display>(msg: T) -> Self {
-            Error(msg.to_string())
+            // Bounded as it is formatted: a message may quote the payload.
+            Error(super::bounded_message(msg))
         }
     }
 
@@ -1226,6 +1266,19 @@ mod tests {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(data).unwrap();
         z.finish().unwrap()
+    }
+
+    #[test]
+    fn error_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded_message("short"), "short");
+        let long = "é".repeat(MAX_MESSAGE_BYTES); // two bytes each
+        let cut = bounded_message(format_args!("x{long}"));
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(cut.starts_with("xé"));
+        // A message quoting a whole payload keeps only its start.
+        let quoted = bounded_message(format_args!("{:?}", "\u{7f}".repeat(1 << 20)));
+        assert!(quoted.len() <= MAX_MESSAGE_BYTES + 3);
     }
 
     fn roundtrip<T>(value: &T, limits: CodecLimits)
