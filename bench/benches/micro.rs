@@ -21,7 +21,8 @@
 //!   `refresh/2KB`, the automatic choice (bincode, every store verified by
 //!   decoding it once more).
 //! - `signing/*`: decoding the 2 KB entry with and without checking the MAC
-//!   trailer of signed entries (`signing_key`) first.
+//!   trailer of signed entries (`signing_key`) first, and encoding it with
+//!   and without appending the MAC.
 //! - `embedded_async/search_2kb`: the async `#[cached]` hit the load test
 //!   measures as scenario (e), here single-threaded and without a scheduler
 //!   in between.
@@ -387,11 +388,12 @@ fn embedded_async(c: &mut Criterion) {
     g.finish();
 }
 
-/// What verifying the MAC of a signed entry adds to decoding a 2 KB hit:
+/// What the MAC of signed entries (`signing_key`) adds to the 2 KB entry:
 /// `signing/decode_2kb` decodes the stored entry of the 2 KB fixture,
 /// `signing/verify_decode_2kb` checks its MAC trailer first (one keyed
-/// BLAKE3 pass over key, header and payload), as a hit does with
-/// `signing_key` set.
+/// BLAKE3 pass over key, header and payload), as a hit does;
+/// `signing/encode_2kb` encodes the value into an entry,
+/// `signing/encode_seal_2kb` also appends the MAC, as a store does.
 fn signing(c: &mut Criterion) {
     use cached_redis::__private::entry::{self, Signer};
     let key = "cached:bench_v_search:AAAAAAAAAAAAAAAAAAAAAA";
@@ -407,6 +409,16 @@ fn signing(c: &mut Criterion) {
         b.iter(|| {
             let bytes = signer.open(key, black_box(&signed)).expect("verifies");
             entry::decode::<SearchResponse>(bytes).expect("decodes")
+        })
+    });
+    g.bench_function("encode_2kb", |b| {
+        b.iter(|| entry::encode(black_box(&fx().search)).expect("encodes"))
+    });
+    g.bench_function("encode_seal_2kb", |b| {
+        b.iter(|| {
+            let mut bytes = entry::encode(black_box(&fx().search)).expect("encodes");
+            signer.seal(key, &mut bytes);
+            bytes
         })
     });
     g.finish();

@@ -1010,6 +1010,8 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         );
     }
 
+    let _ = writeln!(w, "{}", signing_table(&d));
+
     // Reading.
     let _ = writeln!(w, "## What the numbers mean when choosing a cache\n");
     let _ = writeln!(w, "{}", reading(&d));
@@ -1059,6 +1061,78 @@ fn codec_table(d: &Derived<'_>) -> String {
             fmt_ns((store - clone - tiny_ref).max(0.0))
         );
     }
+    o
+}
+
+/// What signed entries (`signing_key`) cost on the 2 KB search response: a
+/// hit (decode) and a store (encode), each without and with the MAC,
+/// measured by the same criterion run, and how keys are rotated.
+fn signing_table(d: &Derived<'_>) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    let rows = [
+        (
+            "hit: decode (with: check the MAC, then decode)",
+            d.micro("signing/decode_2kb"),
+            d.micro("signing/verify_decode_2kb"),
+        ),
+        (
+            "store: encode (with: encode, then append the MAC)",
+            d.micro("signing/encode_2kb"),
+            d.micro("signing/encode_seal_2kb"),
+        ),
+    ];
+    if rows.iter().all(|(_, off, on)| off.is_nan() && on.is_nan()) {
+        return o;
+    }
+    let _ = writeln!(w, "\n### Signed entries (`signing_key`), 2 KB search response\n");
+    let _ = writeln!(
+        w,
+        "The entry of the `2KB` row (bincode, default limits), decoded as a hit \
+         decodes it and encoded as a store encodes it, without and with the MAC of \
+         signed entries: one keyed BLAKE3 pass over the Redis key, header and payload, \
+         32 bytes appended to the entry. Both columns come from the same criterion run \
+         (the `signing/*` benchmarks); the network round trip, which a hit through \
+         Redis adds to both, is not included.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| 2 KB entry | without signing | with `signing_key` | added | with ÷ without |"
+    );
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
+    for (label, off, on) in rows {
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} |",
+            fmt_ns(off),
+            fmt_ns(on),
+            fmt_ns(on - off),
+            fmt_ratio(on / off)
+        );
+    }
+    let p50 = d.p50("b", 1);
+    let added = d.micro("signing/verify_decode_2kb") - d.micro("signing/decode_2kb");
+    if p50.is_finite() && added.is_finite() {
+        let _ = writeln!(
+            w,
+            "\nAgainst a whole hit through Redis (scenario (b), one task, p50 {}), \
+             checking the MAC adds {} ({:.1} % of it).",
+            fmt_ns(p50),
+            fmt_ns(added),
+            added / p50 * 100.0
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n**Key rotation** (see the README, [Signed entries](README.md#signed-entries)): \
+         give the new key to `signing_key` and the old one to `signing_keys_accepted`, \
+         deploy, and drop the old key once every process writes with the new one. \
+         Entries are always written with the current key. A read tries the current key \
+         first, so an entry written with it costs what the table shows; an entry still \
+         written with an accepted old key costs one more MAC pass per accepted key tried \
+         before it (about the \"added\" column again), and an entry that verifies with \
+         no key costs one pass per key before it counts as a miss."
+    );
     o
 }
 
