@@ -22,6 +22,19 @@ use std::time::{Duration, Instant};
 /// `open_until_ms` of a closed breaker.
 const CLOSED: u64 = 0;
 
+/// What [`Breaker::admit`] decided for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The breaker is closed: go ahead.
+    Closed,
+    /// The one call let through after a cooldown. Connections kept from
+    /// before may have been closed meanwhile; the probe should judge Redis,
+    /// not one of them.
+    Probe,
+    /// Cooling down: fail fast.
+    Refused,
+}
+
 #[derive(Debug)]
 pub(crate) struct Breaker {
     threshold: u32,
@@ -66,25 +79,35 @@ impl Breaker {
     /// Whether this call may try Redis now: always while closed, never
     /// during the cooldown, and once it is over, for exactly one caller
     /// (the probe) per cooldown.
-    pub(crate) fn allows(&self) -> bool {
+    pub(crate) fn admit(&self) -> Admission {
         let until = self.open_until_ms.load(Acquire);
         if until == CLOSED {
-            return true;
+            return Admission::Closed;
         }
         if now_ms() < until {
-            return false;
+            return Admission::Refused;
         }
         // Half-open: of all the callers that saw the same expired deadline,
         // the one whose swap lands is the probe.
-        self.open_until_ms
+        match self
+            .open_until_ms
             .compare_exchange(until, self.cooldown_from_now(), AcqRel, Relaxed)
-            .is_ok()
+        {
+            Ok(_) => Admission::Probe,
+            Err(_) => Admission::Refused,
+        }
+    }
+
+    /// [`Breaker::admit`] as a yes or no.
+    #[cfg(test)]
+    fn allows(&self) -> bool {
+        self.admit() != Admission::Refused
     }
 
     /// How many times the breaker has opened so far. A caller admitted by
-    /// [`Breaker::allows`] that then waits (for a connection) compares two
+    /// [`Breaker::admit`] that then waits (for a connection) compares two
     /// readings to learn whether Redis was found failing meanwhile, without
-    /// claiming anything as `allows` would.
+    /// claiming anything as `admit` would.
     pub(crate) fn trips(&self) -> u64 {
         self.trips.load(Acquire)
     }
@@ -160,6 +183,11 @@ mod tests {
         let b = expired();
         let admitted = (0..100).filter(|_| b.allows()).count();
         assert_eq!(admitted, 1, "one probe; the others fail fast");
+        let b = expired();
+        assert_eq!(b.admit(), Admission::Probe);
+        assert_eq!(b.admit(), Admission::Refused);
+        b.success();
+        assert_eq!(b.admit(), Admission::Closed, "closed calls are no probes");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! socket timeouts, and need no runtime at all.
 //!
 //! Every command runs under the configured timeout and behind a circuit
-//! breaker; a connection that failed is dropped and reopened on demand.
+//! breaker; a connection that failed is dropped and reopened on demand
+//! (a sync one with the whole idle pool: what closed it closed them too),
+//! and the probe after a cooldown runs on a new connection.
 //! The topology (one server, TLS, cluster, sentinel) is [`connect`]'s
 //! business: the connections it hands out take the same commands.
 //!
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult};
 
-use super::breaker::Breaker;
+use super::breaker::{Admission, Breaker};
 use super::connect::{AsyncConn, Backend, SyncConn};
 use super::target::{self, Target};
 use crate::config::Config;
@@ -161,9 +163,7 @@ impl RedisStore {
         F: FnOnce(AsyncConn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        if !self.breaker.allows() {
-            return Err(cooling_down());
-        }
+        self.admit()?;
         let conn = self.connection().await?;
         match tokio::time::timeout(self.timeout, command(conn)).await {
             Ok(Ok(value)) => {
@@ -192,6 +192,33 @@ impl RedisStore {
                 ))
             }
         }
+    }
+
+    /// Asks the breaker whether a command may run now. The probe after a
+    /// cooldown first forgets every connection kept from before: Redis may
+    /// have closed them meanwhile (a restart, `CLIENT KILL`, a failover),
+    /// and a probe that failed on one of them would cost another whole
+    /// cooldown although Redis answers again.
+    fn admit(&self) -> Result<(), StoreError> {
+        match self.breaker.admit() {
+            Admission::Closed => Ok(()),
+            Admission::Probe => {
+                self.conns
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                self.clear_sync_pool();
+                Ok(())
+            }
+            Admission::Refused => Err(cooling_down()),
+        }
+    }
+
+    /// Drops the idle blocking connections.
+    fn clear_sync_pool(&self) {
+        // Dropped outside the lock: closing a socket is a system call.
+        let idle = std::mem::take(&mut *self.sync_pool.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
     }
 
     /// The current runtime's id; the caller checked that there is one.
@@ -241,7 +268,7 @@ impl RedisStore {
                 "a connection attempt just failed",
             ));
         }
-        // Not `allows()`: this call was admitted already (it may be the one
+        // Not `admit()`: this call was admitted already (it may be the one
         // probe); it only gives up if the breaker opened while it waited.
         if self.breaker.trips() != trips {
             return Err(cooling_down());
@@ -287,9 +314,7 @@ impl RedisStore {
         &self,
         command: impl FnOnce(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
-        if !self.breaker.allows() {
-            return Err(cooling_down());
-        }
+        self.admit()?;
         let pooled = self
             .sync_pool
             .lock()
@@ -319,6 +344,12 @@ impl RedisStore {
             }
             Err(e) => {
                 if is_connection_fault(&e) {
+                    // Whatever closed this connection (a restart,
+                    // `CLIENT KILL`, a failover) most likely closed the idle
+                    // ones too: each would cost its caller a failure, and
+                    // three in a row would open the breaker although Redis
+                    // answers. The next calls connect afresh.
+                    self.clear_sync_pool();
                     self.breaker.failure();
                 } else {
                     self.breaker.success();
