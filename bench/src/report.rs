@@ -1085,7 +1085,10 @@ fn signing_table(d: &Derived<'_>) -> String {
     if rows.iter().all(|(_, off, on)| off.is_nan() && on.is_nan()) {
         return o;
     }
-    let _ = writeln!(w, "\n### Signed entries (`signing_key`), 2 KB search response\n");
+    let _ = writeln!(
+        w,
+        "\n### Signed entries (`signing_key`), 2 KB search response\n"
+    );
     let _ = writeln!(
         w,
         "The entry of the `2KB` row (bincode, default limits), decoded as a hit \
@@ -1124,14 +1127,14 @@ fn signing_table(d: &Derived<'_>) -> String {
     }
     let _ = writeln!(
         w,
-        "\n**Key rotation** (see the README, [Signed entries](README.md#signed-entries)): \
-         give the new key to `signing_key` and the old one to `signing_keys_accepted`, \
-         deploy, and drop the old key once every process writes with the new one. \
-         Entries are always written with the current key. A read tries the current key \
-         first, so an entry written with it costs what the table shows; an entry still \
-         written with an accepted old key costs one more MAC pass per accepted key tried \
-         before it (about the \"added\" column again), and an entry that verifies with \
-         no key costs one pass per key before it counts as a miss."
+        "\n**Key rotation** (README, [Signed entries](README.md#signed-entries)): give the \
+         new key to `signing_key` and keep the old one in `signing_keys_accepted`, deploy, \
+         and drop the old key once every process writes with the new one. Entries are \
+         always written with the current key, and a read tries the current key first, so \
+         an entry written with it costs what the table shows. During a rotation, an entry \
+         still signed with an old key costs one more MAC pass (about the *added* column) \
+         for each key tried before its own, and an entry that verifies with no key costs \
+         one pass per key before it counts as a miss."
     );
     o
 }
