@@ -7,6 +7,13 @@
 #   scripts/fuzz-long.sh 50000      # another count
 #   FUZZ_LONG_PROFILE=test scripts/fuzz-long.sh 20000
 #                                   # the test build (no release build)
+#   FUZZ_LONG_SECONDS=3600 scripts/fuzz-long.sh
+#                                   # stop after an hour (after the build)
+#
+# With a time limit, a property still running when it is reached is
+# stopped, and it and those after it are reported as not finished: only
+# properties that ran every case count as passed. The cheap test files run
+# first.
 #
 # The normal test run (scripts/test.sh) runs the same properties with
 # proptest's default of 256 cases. Needs no Redis. On a 2-core machine
@@ -16,7 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cases=${1:-1000000}
 profile=${FUZZ_LONG_PROFILE:-release}
-tests=(fuzz_decode fuzz_decode_alloc fuzz_keys)
+limit=${FUZZ_LONG_SECONDS:-0}
+tests=(fuzz_keys fuzz_decode_alloc fuzz_decode)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 
@@ -24,26 +32,55 @@ echo "fuzz-long.sh: building ($profile)" >&2
 cargo test --profile "$profile" "${args[@]}" --no-run >&2
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+names=$(mktemp)
+trap 'rm -f "$log" "$names"' EXIT
 started=$(date +%s)
 status=0
-# One test thread: the allocation test measures per thread anyway, and the
-# properties then run one after the other with the whole machine.
-PROPTEST_CASES=$cases cargo test --profile "$profile" "${args[@]}" -- --test-threads 1 2>&1 | tee "$log" >&2 \
-  || status=$?
+stopped=""
+for t in "${tests[@]}"; do
+  cargo test --profile "$profile" --test "$t" -- --list 2>/dev/null \
+    | sed -n 's/: test$//p' >> "$names"
+  run=()
+  if [ "$limit" != 0 ]; then
+    left=$(( started + limit - $(date +%s) ))
+    if [ "$left" -le 0 ]; then stopped=1; continue; fi
+    run=(timeout "$left")
+  fi
+  # One test thread: the allocation test measures per thread anyway, and
+  # the properties then run one after the other with the whole machine.
+  rc=0
+  PROPTEST_CASES=$cases "${run[@]}" cargo test --profile "$profile" --test "$t" -- --test-threads 1 2>&1 \
+    | tee -a "$log" >&2 || rc=$?
+  if [ "$rc" = 124 ] && [ "$limit" != 0 ]; then
+    stopped=1
+  elif [ "$rc" != 0 ]; then
+    status=$rc
+  fi
+done
 seconds=$(( $(date +%s) - started ))
 
 passed=$(grep -c '\.\.\. ok$' "$log" || true)
 failed=$(grep -c '\.\.\. FAILED$' "$log" || true)
+total=$(wc -l < "$names")
+unfinished=$(( total - passed - failed ))
 verdict="all $passed passed"
 [ "$status" = 0 ] || verdict="$failed FAILED, $passed passed (see the test output for the minimal failing input)"
+if [ -n "$stopped" ]; then
+  verdict="stopped at the time limit ($limit s): $passed of $total properties and tests passed with every case, $failed failed, $unfinished did not finish (the cases they ran are not counted)"
+fi
+command="scripts/fuzz-long.sh $cases"
+[ "$limit" = 0 ] || command="FUZZ_LONG_SECONDS=$limit $command"
+[ "$profile" = release ] || command="FUZZ_LONG_PROFILE=$profile $command"
 section=$(
   echo "<!-- fuzz-long:begin -->"
-  echo "Last long run: $(date -u '+%Y-%m-%d %H:%M UTC'), \`scripts/fuzz-long.sh $cases\`: $cases cases per property, \`$profile\` build, $seconds s on $(nproc) cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)); $verdict."
+  echo "Last long run: $(date -u '+%Y-%m-%d %H:%M UTC'), \`$command\`: $cases cases per property, \`$profile\` build, $seconds s on $(nproc) cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)); $verdict."
   echo
   echo "| test | result |"
   echo "| --- | --- |"
-  grep -E '^test .* \.\.\. (ok|FAILED)$' "$log" | sed -E 's/^test (.*) \.\.\. (ok|FAILED)$/| `\1` | \2 |/'
+  while read -r name; do
+    result=$(grep -E "^test $name \.\.\. (ok|FAILED)$" "$log" | sed -E 's/.* \.\.\. //' | head -1)
+    echo "| \`$name\` | ${result:-not finished} |"
+  done < "$names"
   echo
   echo "The properties (\`tests/fuzz_decode.rs\`, \`tests/fuzz_decode_alloc.rs\`, \`tests/fuzz_keys.rs\`): valid entries of every codec read back equal; random bytes, a valid header before random bytes, entries of another type and randomly edited entries (bit flips, overwritten bytes and length fields, truncation, insertion, removal, repeated runs) decode or are refused, never panic; entries over \`max_value_bytes\` are refused; decoding holds at most \`max_value_bytes\` plus 64 KiB of its own (counted by a global allocator; a decoded string or byte buffer adds at most its payload), zlib bombs and lying lengths included; two arguments share a key exactly when they are equal (random nested types over every scalar kind, maps in any order, floats bit for bit), and NaN and infinities are refused."
   echo "<!-- fuzz-long:end -->"
