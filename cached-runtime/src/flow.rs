@@ -22,17 +22,18 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::__private::ReturnShape;
-use crate::codec::{self, CodecError, Header};
-use crate::engine::Engine;
+use crate::codec::{self, CodecError, CodecLimits, Header};
+use crate::config::Config;
 use crate::entry_info;
 use crate::error::StoreError;
 use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
+use crate::lease;
 use crate::local::channel::Change;
 use crate::local::Near;
 use crate::ops::Io;
+use crate::shape::ReturnShape;
 use crate::signing;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
@@ -45,7 +46,10 @@ const LOCK_POLL_UNKNOWN: Duration = Duration::from_millis(10);
 
 /// One call in play.
 pub(crate) struct Call<'a> {
-    pub(crate) engine: &'a Engine,
+    /// The configuration of the cache the function uses.
+    pub(crate) config: &'a Config,
+    /// Its codec limits, derived from `config` once.
+    pub(crate) limits: CodecLimits,
     pub(crate) site: &'a ResolvedSite,
     pub(crate) key: CacheKey,
 }
@@ -67,14 +71,14 @@ impl Call<'_> {
     /// The entry inside `bytes` (header and payload) without its MAC
     /// trailer, for a caller that already had it verified.
     fn unsealed<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
-        match self.engine.config.signing.active() {
+        match self.config.signing.active() {
             Some(_) => &bytes[..bytes.len().saturating_sub(signing::MAC_LEN)],
             None => bytes,
         }
     }
 
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
-        let bytes = match self.engine.config.signing.active() {
+        let bytes = match self.config.signing.active() {
             None => bytes,
             Some(keys) => match signing::open(keys, self.key(), bytes) {
                 Ok(entry) => entry,
@@ -89,7 +93,7 @@ impl Call<'_> {
                 }
             },
         };
-        match codec::decode::<V>(bytes, self.engine.limits) {
+        match codec::decode::<V>(bytes, self.limits) {
             Ok(decoded) => Some(decoded),
             Err(e) => {
                 self.site.stats.error();
@@ -229,8 +233,8 @@ where
         return S::rebuild(old);
     };
     let lock_key = call.lock_key();
-    let token = freshness::lock_token();
-    let lease = freshness::lease_for(Some(compute_time(header)));
+    let token = lease::lock_token();
+    let lease = lease::lease_for(Some(compute_time(header)));
     if !matches!(io.try_lock(&lock_key, &token, lease).await, Ok(true)) {
         call.hit();
         return S::rebuild(old);
@@ -332,9 +336,9 @@ enum Acquired<V> {
 /// lock that expires with its lease; the next attempt then takes it.
 async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquired<V> {
     let lock_key = call.lock_key();
-    let token = freshness::lock_token();
-    let lease = freshness::lease_for(call.site.compute_estimate());
-    let deadline = Instant::now() + freshness::LEASE_CEILING;
+    let token = lease::lock_token();
+    let lease = lease::lease_for(call.site.compute_estimate());
+    let deadline = Instant::now() + lease::LEASE_CEILING;
     // Pauses grow to a tenth of what the body usually costs: a waiter sees
     // the value at most that late, and a slow body is not polled often.
     let pause_cap = call.site.compute_estimate().map_or(LOCK_POLL_UNKNOWN, |e| {
@@ -425,33 +429,32 @@ where
     S::Value: Serialize,
     N: Near<S::Value>,
 {
-    let mut encoded =
-        match call
-            .site
-            .codec
-            .encode(&call.site.prefix, value, elapsed, call.engine.limits)
-        {
-            Ok(encoded) => encoded,
-            Err(CodecError::TooLarge(size)) => {
-                tracing::debug!(
-                    key = call.key(),
-                    size,
-                    "value over max_value_bytes; returned, not stored"
-                );
-                entry_info::uncached();
-                return None;
-            }
-            Err(e) => {
-                // This value only: the next one is tried again.
-                call.site.stats.error();
-                tracing::warn!(
-                    prefix = %call.site.prefix, key = call.key(), error = %e,
-                    "cache error: value cannot be stored and read back; returned, not stored"
-                );
-                entry_info::uncached();
-                return None;
-            }
-        };
+    let mut encoded = match call
+        .site
+        .codec
+        .encode(&call.site.prefix, value, elapsed, call.limits)
+    {
+        Ok(encoded) => encoded,
+        Err(CodecError::TooLarge(size)) => {
+            tracing::debug!(
+                key = call.key(),
+                size,
+                "value over max_value_bytes; returned, not stored"
+            );
+            entry_info::uncached();
+            return None;
+        }
+        Err(e) => {
+            // This value only: the next one is tried again.
+            call.site.stats.error();
+            tracing::warn!(
+                prefix = %call.site.prefix, key = call.key(), error = %e,
+                "cache error: value cannot be stored and read back; returned, not stored"
+            );
+            entry_info::uncached();
+            return None;
+        }
+    };
     let fresh_for = if S::is_negative(value) {
         call.site.negative_ttl
     } else {
@@ -460,7 +463,7 @@ where
     // Before sealing: the content hash is of the value, not of its MAC
     // (which changes with the creation time).
     entry_info::stored(&encoded.bytes, fresh_for);
-    if let Some(keys) = call.engine.config.signing.active() {
+    if let Some(keys) = call.config.signing.active() {
         signing::seal(keys, call.key(), &mut encoded.bytes);
     }
     let ttl = if S::is_negative(value) {
@@ -479,7 +482,7 @@ where
                 .stats
                 .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len());
             if near.publishes() {
-                let namespace = &call.engine.config.namespace;
+                let namespace = &call.config.namespace;
                 if let Err(e) = io.publish(namespace, Change::Key(call.key())).await {
                     call.site.stats.error();
                     tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
