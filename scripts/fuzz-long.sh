@@ -9,6 +9,8 @@
 #                                   # the test build (no release build)
 #   FUZZ_LONG_SECONDS=3600 scripts/fuzz-long.sh
 #                                   # stop after an hour (after the build)
+#   FUZZ_LONG_TESTS="fuzz_decode fuzz_keys" scripts/fuzz-long.sh
+#                                   # these test files only, in this order
 #
 # With a time limit, a property still running when it is reached is
 # stopped, and it and those after it are reported as not finished: only
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 cases=${1:-1000000}
 profile=${FUZZ_LONG_PROFILE:-release}
 limit=${FUZZ_LONG_SECONDS:-0}
-tests=(fuzz_keys fuzz_decode_alloc fuzz_decode)
+read -r -a tests <<< "${FUZZ_LONG_TESTS:-fuzz_keys fuzz_decode_alloc fuzz_decode}"
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 
@@ -71,6 +73,7 @@ fi
 command="scripts/fuzz-long.sh $cases"
 [ "$limit" = 0 ] || command="FUZZ_LONG_SECONDS=$limit $command"
 [ "$profile" = release ] || command="FUZZ_LONG_PROFILE=$profile $command"
+[ -z "${FUZZ_LONG_TESTS:-}" ] || command="FUZZ_LONG_TESTS=\"${tests[*]}\" $command"
 section=$(
   echo "<!-- fuzz-long:begin -->"
   echo "Last long run: $(date -u '+%Y-%m-%d %H:%M UTC'), \`$command\`: $cases cases per property, \`$profile\` build, $seconds s on $(nproc) cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)); $verdict."
