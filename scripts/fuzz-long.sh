@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 cases=${1:-1000000}
 profile=${FUZZ_LONG_PROFILE:-release}
 tests=(fuzz_decode fuzz_decode_alloc fuzz_keys)
-args=()
+args=(-p cached-redis-tests)
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 
 echo "fuzz-long.sh: building ($profile)" >&2
@@ -45,7 +45,7 @@ section=$(
   echo "| --- | --- |"
   grep -E '^test .* \.\.\. (ok|FAILED)$' "$log" | sed -E 's/^test (.*) \.\.\. (ok|FAILED)$/| `\1` | \2 |/'
   echo
-  echo "The properties (\`tests/fuzz_decode.rs\`, \`tests/fuzz_decode_alloc.rs\`, \`tests/fuzz_keys.rs\`): valid entries of every codec read back equal; random bytes, a valid header before random bytes, entries of another type and randomly edited entries (bit flips, overwritten bytes and length fields, truncation, insertion, removal, repeated runs) decode or are refused, never panic; entries over \`max_value_bytes\` are refused; decoding holds at most \`max_value_bytes\` plus 64 KiB of its own (counted by a global allocator; a decoded string or byte buffer adds at most its payload), zlib bombs and lying lengths included; two arguments share a key exactly when they are equal (random nested types over every scalar kind, maps in any order, floats bit for bit), and NaN and infinities are refused."
+  echo "The properties (\`cached-redis-tests/tests/fuzz_decode.rs\`, \`cached-redis-tests/tests/fuzz_decode_alloc.rs\`, \`cached-redis-tests/tests/fuzz_keys.rs\`): valid entries of every codec read back equal; random bytes, a valid header before random bytes, entries of another type and randomly edited entries (bit flips, overwritten bytes and length fields, truncation, insertion, removal, repeated runs) decode or are refused, never panic; entries over \`max_value_bytes\` are refused; decoding holds at most \`max_value_bytes\` plus 64 KiB of its own (counted by a global allocator; a decoded string or byte buffer adds at most its payload), zlib bombs and lying lengths included; two arguments share a key exactly when they are equal (random nested types over every scalar kind, maps in any order, floats bit for bit), and NaN and infinities are refused."
   echo "<!-- fuzz-long:end -->"
 )
 if [ -f RELIABILITY.md ] && grep -q '<!-- fuzz-long:begin -->' RELIABILITY.md; then
