@@ -26,6 +26,7 @@ const OPTIONS: &[&str] = &[
     "cache_none",
     "local",
     "codec",
+    "cache",
     "returns",
 ];
 
@@ -61,6 +62,8 @@ pub(crate) struct Options {
     pub(crate) local: Option<u64>,
     /// `codec = "json"`: the value codec, forced.
     pub(crate) codec: Option<CodecName>,
+    /// `cache = "sessions"`: the named cache, non-empty.
+    pub(crate) cache: Option<LitStr>,
     /// `returns = "result"`: the return shape, declared; the literal, for
     /// errors about the function's return type.
     pub(crate) returns: Option<(Returns, LitStr)>,
@@ -153,6 +156,7 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "cache_none" => options.cache_none.is_some(),
         "local" => options.local.is_some(),
         "codec" => options.codec.is_some(),
+        "cache" => options.cache.is_some(),
         "returns" => options.returns.is_some(),
         _ => options.krate.is_some(),
     };
@@ -175,6 +179,7 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         "refresh" => options.refresh = parse_bool("refresh", value, errors),
         "version" => options.version = parse_version(value, errors),
         "codec" => options.codec = parse_codec(value, errors),
+        "cache" => options.cache = parse_cache(value, errors),
         "returns" => options.returns = parse_returns(value, errors),
         _ => options.krate = parse_crate(value, errors),
     }
@@ -196,6 +201,7 @@ fn example(name: &str) -> Option<&'static str> {
         "cache_none" => "cache_none = 60",
         "local" => "local = 1000",
         "codec" => "codec = \"json\"",
+        "cache" => "cache = \"sessions\"",
         "returns" => "returns = \"result\"",
         _ => return None,
     })
@@ -402,6 +408,21 @@ fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<CodecName> {
     }
 }
 
+fn parse_cache(value: &Expr, errors: &mut Errors) -> Option<LitStr> {
+    const EXPECTED: &str = "expected the name of a cache installed with `init_named`, like `cache = \"sessions\"` (leave the option out for the default cache)";
+    match literal(value) {
+        Some(Lit::Str(lit)) if !lit.value().is_empty() => Some(lit.clone()),
+        Some(Lit::Str(lit)) => {
+            errors.at(lit, EXPECTED);
+            None
+        }
+        _ => {
+            errors.at(value, EXPECTED);
+            None
+        }
+    }
+}
+
 fn parse_returns(value: &Expr, errors: &mut Errors) -> Option<(Returns, LitStr)> {
     const EXPECTED: &str = "expected `returns = \"result\"` (`Ok` cached, `Err` never), `returns = \"option\"` (`Some` cached) or `returns = \"plain\"` (the whole value cached)";
     let Some(Lit::Str(lit)) = literal(value) else {
@@ -564,6 +585,21 @@ mod tests {
             messages(quote!(skip = "a, a")),
             ["`a` is listed twice in `skip`"]
         );
+    }
+
+    #[test]
+    fn cache_names_a_cache() {
+        let o = parse_ok(quote!(cache = "sessions"));
+        assert_eq!(o.cache.map(|l| l.value()).as_deref(), Some("sessions"));
+        for bad in [
+            quote!(cache = ""),
+            quote!(cache = sessions),
+            quote!(cache = 1),
+        ] {
+            let m = messages(bad);
+            assert_eq!(m.len(), 1);
+            assert!(m[0].starts_with("expected the name of a cache"), "{m:?}");
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ use crate::ast::{unraw, Function, Param, Shape};
 
 /// How many fields `SiteOptions` has; with all of them given, clippy calls
 /// `..DEFAULT` needless.
-const OPTION_FIELDS: usize = 10;
+const OPTION_FIELDS: usize = 11;
 use crate::attr::{CodecName, Options};
 
 /// The function rewritten, followed by its companions.
@@ -486,6 +486,9 @@ impl<'a> Context<'a> {
             };
             fields.push(quote!(codec: #p::CodecOption::#variant));
         }
+        if let Some(cache) = &options.cache {
+            fields.push(quote!(cache: ::core::option::Option::Some(#cache)));
+        }
         // With every option given, `..DEFAULT` fills nothing today; it stays
         // so that options the runtime adds later cannot break expansions.
         let allow =
@@ -814,6 +817,7 @@ mod tests {
                 cache_none = 7,
                 local = 3,
                 codec = "json",
+                cache = "named",
                 returns = "option"
             ),
             quote!(
@@ -832,6 +836,7 @@ mod tests {
         ));
         assert!(has(&out, "-> ::core::result::Result<bool, my::c::Error>"));
         assert!(has(&out, "codec: my::c::__private::CodecOption::Json"));
+        assert!(has(&out, "cache: ::core::option::Option::Some(\"named\")"));
         assert!(has(&out, "my::c::__private::CacheNoneShape"));
     }
 

@@ -523,7 +523,8 @@ fn with_inflated<R>(
     // whose size comes from the entry, and it never grows past it.
     out.clear();
     out.resize(raw_len, 0);
-    let result = with_inflater(|z| inflate_into(z, input, &mut out, raw_len)).and_then(|()| f(&out));
+    let result =
+        with_inflater(|z| inflate_into(z, input, &mut out, raw_len)).and_then(|()| f(&out));
     if out.capacity() <= INFLATED_KEEP_MAX {
         let _ = INFLATED.try_with(|cell| cell.set(out));
     }

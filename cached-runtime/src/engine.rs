@@ -8,36 +8,54 @@
 //!    never returned.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 
-use crate::__private::{LocalValue, ReturnShape};
 use crate::codec::CodecLimits;
 use crate::config::Config;
 use crate::error::Error;
 use crate::flow::{self, Call};
+use crate::flush::Flushed;
 use crate::key::{self, CacheKey};
-use crate::local::channel::{self, Change};
+use crate::local::channel::{self, Change, Channel};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
+use crate::shape::{LocalValue, ReturnShape};
 use crate::site::{CallSite, ResolvedSite};
 use crate::skip;
+use crate::stats::{StatsRegistry, StatsSnapshot};
 use crate::store::{MemoryStore, RedisStore, Store};
 
-/// The active configuration and store.
+/// One cache: a configuration, the store it talks to, and what belongs to
+/// it alone (its counters, what its flush last sent, its invalidation
+/// channel). The default cache and each named cache are one `Engine`
+/// each, alive for the rest of the process once installed.
 #[derive(Debug)]
 pub(crate) struct Engine {
+    /// `None` for the default cache.
+    pub(crate) name: Option<&'static str>,
     pub(crate) config: Config,
     /// `None` when caching is disabled.
     store: Option<Store>,
     pub(crate) limits: CodecLimits,
+    /// The counters of its functions, by prefix.
+    pub(crate) stats: StatsRegistry,
+    /// What its flush last wrote.
+    pub(crate) flushed: Flushed,
+    /// Its invalidation channel (Redis only, started on first use).
+    channel: Channel,
 }
 
+/// The default cache.
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
+/// The named caches, in the order they were installed.
+static NAMED: RwLock<Vec<&'static Engine>> = RwLock::new(Vec::new());
+
 impl Engine {
-    fn new(config: Config) -> Result<Engine, Error> {
+    fn new(name: Option<&'static str>, config: Config) -> Result<Engine, Error> {
         let store = if config.disabled {
             None
         } else {
@@ -55,9 +73,13 @@ impl Engine {
             max_value_bytes: config.max_value_bytes,
         };
         Ok(Engine {
+            name,
             config,
             store,
             limits,
+            stats: StatsRegistry::default(),
+            flushed: Flushed::default(),
+            channel: Channel::default(),
         })
     }
 
@@ -77,17 +99,18 @@ impl Engine {
     pub(crate) fn local_live(&self) -> bool {
         match &self.store {
             Some(Store::Redis(r)) => {
-                channel::ensure_subscriber(|| r.pubsub_source(), &self.config.namespace);
-                channel::is_live()
+                self.channel
+                    .ensure_subscriber(|| r.pubsub_source(), &self.config.namespace);
+                self.channel.is_live()
             }
             Some(Store::Memory(_)) => true,
             None => false,
         }
     }
 
-    fn start(&self) {
+    fn start(&'static self) {
         if self.redis().is_some() {
-            crate::flush::start_interval_flusher(self.config.stats_flush_interval);
+            crate::flush::start_interval_flusher(self);
             crate::flush::flush_at_exit();
         }
         let backend = match &self.store {
@@ -95,13 +118,19 @@ impl Engine {
             Some(Store::Memory(_)) => "embedded in-process store",
             Some(Store::Redis(_)) => "redis",
         };
-        tracing::debug!(backend, namespace = %self.config.namespace, "cached-redis initialized");
+        tracing::debug!(
+            cache = self.name.unwrap_or("default"),
+            backend,
+            namespace = %self.config.namespace,
+            "cached-redis initialized"
+        );
     }
 }
 
-/// Installs `config` for the whole process. Call it once, before the first
-/// cached call; without it the first cached call initializes from the
-/// environment ([`Config::from_env`]).
+/// Installs `config` as the default cache, the one every function without
+/// `cache = "..."` uses. Call it once, before the first cached call;
+/// without it the first cached call initializes from the environment
+/// ([`Config::from_env`]).
 ///
 /// # Errors
 ///
@@ -113,24 +142,65 @@ impl Engine {
 /// assert!(cached_runtime::init(cached_runtime::Config::builder().build().unwrap()).is_err());
 /// ```
 pub fn init(config: Config) -> Result<(), Error> {
-    let engine = Engine::new(config)?;
+    let engine = Engine::new(None, config)?;
     ENGINE.set(engine).map_err(|_| Error::AlreadyInitialized)?;
     ENGINE.get().expect("just set").start();
     Ok(())
 }
 
-/// The engine, initialized from the environment on first use.
+/// Installs `config` as the cache named `name`, the one functions with
+/// `#[cached(cache = "name")]` use: for example the embedded store for
+/// configuration lookups beside a Redis for search results, or a second
+/// Redis. Each named cache has its own store, namespace, counters (flushed
+/// to its own Redis) and invalidation channel.
+///
+/// Install named caches at start-up, before their functions are called: a
+/// call of a function whose cache is not installed yet runs its body,
+/// uncached, and logs a warning once.
+///
+/// # Errors
+///
+/// [`Error::Config`] for an empty name, a name already installed, or a URL
+/// the Redis client rejects.
+///
+/// ```
+/// use cached_runtime::{init_named, Config};
+/// init_named("config_lookups", Config::builder().build().unwrap()).unwrap();
+/// assert!(init_named("config_lookups", Config::builder().build().unwrap()).is_err());
+/// ```
+pub fn init_named(name: &str, config: Config) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::Config("a cache name must not be empty".into()));
+    }
+    let mut named = NAMED.write().unwrap_or_else(|e| e.into_inner());
+    if named.iter().any(|e| e.name == Some(name)) {
+        return Err(Error::Config(format!(
+            "a cache named {name:?} is installed already"
+        )));
+    }
+    // Installed for the rest of the process, like the default cache: its
+    // functions' call sites keep a reference to it.
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let engine: &'static Engine = Box::leak(Box::new(Engine::new(Some(name), config)?));
+    named.push(engine);
+    drop(named);
+    engine.start();
+    Ok(())
+}
+
+/// The default cache, initialized from the environment on first use.
 pub(crate) fn engine() -> &'static Engine {
     if let Some(engine) = ENGINE.get() {
         return engine;
     }
     let engine = Config::from_env()
-        .and_then(Engine::new)
+        .and_then(|config| Engine::new(None, config))
         .unwrap_or_else(|e| {
             // A bad environment must not take the service down: the
             // functions still run, uncached, and the log says why.
             tracing::error!(error = %e, "cached-redis configuration invalid; caching disabled");
             Engine::new(
+                None,
                 Config::builder()
                     .disabled(true)
                     .build()
@@ -149,19 +219,92 @@ pub(crate) fn engine() -> &'static Engine {
     engine
 }
 
-/// Writes the stats gathered in this process to Redis now (they are also
-/// written every `stats_flush_interval`). Without Redis this does nothing.
+/// The named cache `name`, if installed.
+fn named(name: &str) -> Option<&'static Engine> {
+    let named = NAMED.read().unwrap_or_else(|e| e.into_inner());
+    named.iter().copied().find(|e| e.name == Some(name))
+}
+
+/// Every cache installed so far: the default one (if it started) first,
+/// then the named ones.
+pub(crate) fn started() -> Vec<&'static Engine> {
+    let named = NAMED.read().unwrap_or_else(|e| e.into_inner());
+    ENGINE
+        .get()
+        .into_iter()
+        .chain(named.iter().copied())
+        .collect()
+}
+
+/// The cache `site` uses and what the site derives from its config,
+/// bound on the first call (and registered for invalidation by
+/// arguments); `None` while its named cache is not installed.
+pub(crate) fn bind(site: &'static CallSite) -> Option<(&'static Engine, &'static ResolvedSite)> {
+    if let Some((engine, resolved)) = site.bound.get() {
+        return Some((*engine, resolved.as_ref()));
+    }
+    let engine = match site.options.cache {
+        None => engine(),
+        Some(name) => match named(name) {
+            Some(engine) => engine,
+            None => {
+                if !site.unbound_reported.swap(true, Relaxed) {
+                    tracing::warn!(
+                        cache = name,
+                        function = site.ident.fn_name,
+                        "no cache named {name:?} is installed (init_named); running uncached"
+                    );
+                }
+                return None;
+            }
+        },
+    };
+    let (engine, resolved) = site.bound.get_or_init(|| {
+        crate::invalidate::register(site);
+        (
+            engine,
+            Arc::new(ResolvedSite::new(site, &engine.config, &engine.stats)),
+        )
+    });
+    Some((*engine, resolved.as_ref()))
+}
+
+/// Why `site` cannot be served: its named cache is not installed.
+fn not_installed(site: &CallSite) -> Error {
+    Error::Config(format!(
+        "no cache named {:?} is installed (init_named)",
+        site.options.cache.unwrap_or_default()
+    ))
+}
+
+/// Writes the stats gathered in this process to Redis now, for every
+/// cache (they are also written every `stats_flush_interval`). Caches
+/// without Redis have nothing to write.
 ///
 /// # Errors
 ///
-/// [`Error::Store`] when Redis cannot be reached; the counts are kept and
-/// sent with the next flush.
+/// [`Error::Store`] when a Redis cannot be reached (the first such error;
+/// every cache is still tried); the counts are kept and sent with the next
+/// flush.
 pub async fn flush_stats() -> Result<(), Error> {
-    let engine = engine();
-    match engine.redis() {
-        Some(store) => crate::flush::flush(store, &engine.config.namespace).await,
-        None => Ok(()),
+    // The default cache starts here if nothing did yet, as before.
+    engine();
+    let mut first_error = None;
+    for engine in started() {
+        if let Err(e) = crate::flush::flush(engine).await {
+            first_error.get_or_insert(e);
+        }
     }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// This process's totals for `prefix` since it started, or `None` when no
+/// cached function with that prefix has run. With named caches, the totals
+/// of the first cache (the default one first) where such a function ran.
+pub fn local_stats(prefix: &str) -> Option<StatsSnapshot> {
+    started()
+        .into_iter()
+        .find_map(|engine| engine.stats.snapshot(prefix))
 }
 
 /// The key of a call of `site` with key arguments `args` (a tuple) and, for
@@ -171,8 +314,9 @@ pub fn build_key<A: Serialize + ?Sized>(
     args: &A,
     type_names: &[&'static str],
 ) -> Result<CacheKey, Error> {
-    let engine = engine();
-    let resolved = site.resolve(&engine.config);
+    let Some((_, resolved)) = bind(site) else {
+        return Err(not_installed(site));
+    };
     site.record_types(type_names);
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     key::cache_key(
@@ -268,8 +412,10 @@ where
     F: Future<Output = R>,
     N: Near<S::Value>,
 {
-    let engine = engine();
-    let resolved = site.resolve(&engine.config);
+    let Some((engine, resolved)) = bind(site) else {
+        crate::entry_info::uncached();
+        return body.await;
+    };
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body.await;
     };
@@ -290,7 +436,8 @@ where
     }
     let near = near(engine, resolved);
     let call = Call {
-        engine,
+        config: &engine.config,
+        limits: engine.limits,
         site: resolved,
         key,
     };
@@ -343,14 +490,17 @@ where
     F: FnOnce() -> R,
     N: Near<S::Value>,
 {
-    let engine = engine();
-    let resolved = site.resolve(&engine.config);
+    let Some((engine, resolved)) = bind(site) else {
+        crate::entry_info::uncached();
+        return body();
+    };
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body();
     };
     let near = near(engine, resolved);
     let call = Call {
-        engine,
+        config: &engine.config,
+        limits: engine.limits,
         site: resolved,
         key,
     };
@@ -376,7 +526,9 @@ pub async fn invalidate_async(
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let engine = engine();
+    let Some((engine, _)) = bind(site) else {
+        return Err(not_installed(site));
+    };
     let Some(store) = &engine.store else {
         return Ok(false);
     };
@@ -400,7 +552,9 @@ pub fn invalidate_sync(
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let engine = engine();
+    let Some((engine, _)) = bind(site) else {
+        return Err(not_installed(site));
+    };
     let Some(store) = &engine.store else {
         return Ok(false);
     };

@@ -22,17 +22,18 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::__private::ReturnShape;
-use crate::codec::{self, CodecError, Header};
-use crate::engine::Engine;
+use crate::codec::{self, CodecError, CodecLimits, Header};
+use crate::config::Config;
 use crate::entry_info;
 use crate::error::StoreError;
 use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
+use crate::lease;
 use crate::local::channel::Change;
 use crate::local::Near;
 use crate::ops::Io;
+use crate::shape::ReturnShape;
 use crate::signing;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
@@ -45,7 +46,10 @@ const LOCK_POLL_UNKNOWN: Duration = Duration::from_millis(10);
 
 /// One call in play.
 pub(crate) struct Call<'a> {
-    pub(crate) engine: &'a Engine,
+    /// The configuration of the cache the function uses.
+    pub(crate) config: &'a Config,
+    /// Its codec limits, derived from `config` once.
+    pub(crate) limits: CodecLimits,
     pub(crate) site: &'a ResolvedSite,
     pub(crate) key: CacheKey,
 }
@@ -67,14 +71,14 @@ impl Call<'_> {
     /// The entry inside `bytes` (header and payload) without its MAC
     /// trailer, for a caller that already had it verified.
     fn unsealed<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
-        match self.engine.config.signing.active() {
+        match self.config.signing.active() {
             Some(_) => &bytes[..bytes.len().saturating_sub(signing::MAC_LEN)],
             None => bytes,
         }
     }
 
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
-        let bytes = match self.engine.config.signing.active() {
+        let bytes = match self.config.signing.active() {
             None => bytes,
             Some(keys) => match signing::open(keys, self.key(), bytes) {
                 Ok(entry) => entry,
@@ -89,7 +93,7 @@ impl Call<'_> {
                 }
             },
         };
-        match codec::decode::<V>(bytes, self.engine.limits) {
+        match codec::decode::<V>(bytes, self.limits) {
             Ok(decoded) => Some(decoded),
             Err(e) => {
                 self.site.stats.error();
@@ -112,7 +116,8 @@ impl Call<'_> {
 }
 
 /// The value the `local` level holds for the call, as the call's result
-/// (a hit), if any. Looked at before [`run`], which does not look again.
+/// (a hit), if any. Looked at before [`run`], whose [`lookup`] does not
+/// look again.
 #[inline]
 pub(crate) fn held<S, R, N>(call: &Call<'_>, near: &N) -> Option<R>
 where
@@ -131,6 +136,12 @@ where
 
 /// A cached call from lookup to result, after [`held`]; `near` is the
 /// function's `local` level, in front of the store.
+///
+/// This is the only part generic over the body (`F`) and the return type
+/// (`R`): it awaits the body between [`lookup`] and [`Pending::finish`],
+/// which are generic over the stored value type alone, so a program with
+/// many cached functions of few value types compiles the flow a few times,
+/// not once per function.
 pub(crate) async fn run<I, S, R, F, N>(io: &I, call: &Call<'_>, force: bool, body: F, near: &N) -> R
 where
     I: Io,
@@ -138,8 +149,88 @@ where
     F: Future<Output = R>,
     N: Near<S::Value>,
 {
+    let negative = <S as ReturnShape<R>>::is_negative;
+    let pending = match lookup::<I, S::Value, N>(io, call, force, near, negative).await {
+        Step::Serve(value) => return S::rebuild(value),
+        Step::Run(pending) => pending,
+    };
+    let started = Instant::now();
+    if !pending.serves_old_on_failure() {
+        let ret = body.await;
+        let stored = S::cacheable(&ret).map(|v| (v, S::is_negative(v)));
+        pending
+            .finish(io, call, stored, started.elapsed(), near)
+            .await;
+        return ret;
+    }
+    match CatchUnwind::new(body).await {
+        Ok(ret) => {
+            let stored = S::cacheable(&ret).map(|v| (v, S::is_negative(v)));
+            match pending
+                .finish(io, call, stored, started.elapsed(), near)
+                .await
+            {
+                Some(old) => S::rebuild(old),
+                None => ret,
+            }
+        }
+        Err(_panic) => S::rebuild(pending.panicked(call, started.elapsed())),
+    }
+}
+
+/// What a call does after its lookup.
+pub(crate) enum Step<V> {
+    /// Return this value: a hit, another caller's result, or an entry
+    /// served while one caller refreshes it.
+    Serve(V),
+    /// Run the body, then hand its result to [`Pending::finish`].
+    Run(Pending<V>),
+}
+
+/// A call that runs the body, and what it holds meanwhile.
+pub(crate) struct Pending<V> {
+    kind: PendingKind<V>,
+}
+
+enum PendingKind<V> {
+    /// No usable entry. `leader`: the other callers of this process wait
+    /// for this one (`None` when it computes on its own: a forced refresh,
+    /// or a follower whose shared bytes did not decode). `lock`: the token
+    /// of the cross-process lock it holds (`lock = true`).
+    Miss {
+        leader: Option<Leader>,
+        lock: Option<String>,
+    },
+    /// An entry due for refreshing: this call recomputes it under the lock
+    /// `lock_key` (token `token`); `old` is served if that fails.
+    Refresh {
+        leader: Leader,
+        lock_key: String,
+        token: String,
+        old: V,
+    },
+}
+
+/// Whether a stored value is a negative one (a cached `None`).
+type IsNegative<V> = fn(&V) -> bool;
+
+/// Everything up to the body after [`held`]: the store, the entry's age,
+/// coalescing in this process and, with `lock`, across processes (and
+/// filling the `local` level).
+pub(crate) async fn lookup<I, V, N>(
+    io: &I,
+    call: &Call<'_>,
+    force: bool,
+    near: &N,
+    is_negative: IsNegative<V>,
+) -> Step<V>
+where
+    I: Io,
+    V: DeserializeOwned,
+    N: Near<V>,
+{
     if force {
-        return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
+        return Step::Run(Pending::alone());
     }
     let ticket = near.ticket();
     let found = match io.get(call.key(), call.site.touch()).await {
@@ -150,7 +241,7 @@ where
         }
     };
     if let Some(((value, header), bytes)) =
-        found.and_then(|bytes| Some((call.decode::<S::Value>(&bytes)?, bytes)))
+        found.and_then(|bytes| Some((call.decode::<V>(&bytes)?, bytes)))
     {
         // A refresh that succeeds records its new entry over this one.
         entry_info::hit(call.site, call.unsealed(&bytes));
@@ -170,7 +261,12 @@ where
         };
         if !refresh_now {
             call.hit();
-            let lifetime = held_for::<S, R>(call, &value, Some(&header), compute_time(&header));
+            let lifetime = held_for(
+                call,
+                is_negative(&value),
+                Some(&header),
+                compute_time(&header),
+            );
             near.hold(
                 ticket,
                 call.key(),
@@ -178,26 +274,26 @@ where
                 header.raw_len as usize,
                 lifetime,
             );
-            return S::rebuild(value);
+            return Step::Serve(value);
         }
-        return refresh_or_serve::<I, S, R, F, N>(io, call, &header, value, body, near).await;
+        return refresh_or_serve(io, call, &header, value).await;
     }
-    miss::<I, S, R, F, N>(io, call, body, near).await
+    miss(io, call).await
 }
 
-/// How long the `local` level may hold `value`: what is left of the store
-/// entry's fresh lifetime (`header` of the entry read; `None` for an entry
-/// just written), never more. With `early`, less by an XFetch draw on the
-/// body's `compute` time ([`freshness::xfetch_margin`]), so that the held
-/// copies of an entry do not all end, and send their callers to the store,
-/// at once.
-fn held_for<S: ReturnShape<R>, R>(
+/// How long the `local` level may hold a value (`negative`: a cached
+/// `None`): what is left of the store entry's fresh lifetime (`header` of
+/// the entry read; `None` for an entry just written), never more. With
+/// `early`, less by an XFetch draw on the body's `compute` time
+/// ([`freshness::xfetch_margin`]), so that the held copies of an entry do
+/// not all end, and send their callers to the store, at once.
+fn held_for(
     call: &Call<'_>,
-    value: &S::Value,
+    negative: bool,
     header: Option<&Header>,
     compute: Duration,
 ) -> Duration {
-    let lifetime = if S::is_negative(value) {
+    let lifetime = if negative {
         call.site.negative_ttl
     } else {
         call.site.ttl
@@ -234,83 +330,41 @@ fn compute_time(header: &Header) -> Duration {
 /// An entry due for refreshing (stale, or picked by XFetch): one caller
 /// recomputes it; everyone else, and that caller if recomputing fails, gets
 /// the old value at once.
-async fn refresh_or_serve<I, S, R, F, N>(
-    io: &I,
-    call: &Call<'_>,
-    header: &Header,
-    old: S::Value,
-    body: F,
-    near: &N,
-) -> R
-where
-    I: Io,
-    S: ReturnShape<R>,
-    F: Future<Output = R>,
-    N: Near<S::Value>,
-{
-    let Role::Leader(mut leader) = flight::join(call.key()) else {
+async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, old: V) -> Step<V> {
+    let Role::Leader(leader) = flight::join(call.key()) else {
         call.hit();
-        return S::rebuild(old);
+        return Step::Serve(old);
     };
     let lock_key = call.lock_key();
-    let token = freshness::lock_token();
-    let lease = freshness::lease_for(Some(compute_time(header)));
+    let token = lease::lock_token();
+    let lease = lease::lease_for(Some(compute_time(header)));
     if !matches!(io.try_lock(&lock_key, &token, lease).await, Ok(true)) {
         call.hit();
-        return S::rebuild(old);
+        return Step::Serve(old);
     }
-    let started = Instant::now();
-    let outcome = CatchUnwind::new(body).await;
-    let elapsed = started.elapsed();
-    call.site.record_miss(call.key(), elapsed);
-    match outcome {
-        Ok(ret) => {
-            if let Some(value) = S::cacheable(&ret) {
-                if let Some(bytes) = store_value::<I, S, R, N>(io, call, value, elapsed, near).await
-                {
-                    leader.share(bytes);
-                }
-                let _ = io.unlock(&lock_key, &token).await;
-                return ret;
-            }
-            call.site.stats.error();
-            tracing::warn!(
-                prefix = %call.site.prefix, key = call.key(),
-                "cache error: refresh returned no cacheable value; serving the previous one"
-            );
-        }
-        Err(_panic) => {
-            call.site.stats.error();
-            tracing::warn!(
-                prefix = %call.site.prefix, key = call.key(),
-                "cache error: refresh panicked; serving the previous value"
-            );
-        }
-    }
-    // The lock stays until its lease ends: a failing backend is retried by
-    // one caller per lease, not by every caller at once.
-    S::rebuild(old)
+    Step::Run(Pending {
+        kind: PendingKind::Refresh {
+            leader,
+            lock_key,
+            token,
+            old,
+        },
+    })
 }
 
 /// No usable entry: compute once per key in this process (and, with
 /// `lock`, across processes); the other callers wait for that result.
-async fn miss<I, S, R, F, N>(io: &I, call: &Call<'_>, body: F, near: &N) -> R
-where
-    I: Io,
-    S: ReturnShape<R>,
-    F: Future<Output = R>,
-    N: Near<S::Value>,
-{
-    let mut leader = match flight::join(call.key()) {
+async fn miss<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Step<V> {
+    let leader = match flight::join(call.key()) {
         Role::Leader(leader) => leader,
         Role::Follower(follower) => match io.wait(follower).await {
             Turn::Value(bytes) => {
-                if let Some((value, _)) = call.decode::<S::Value>(&bytes) {
+                if let Some((value, _)) = call.decode::<V>(&bytes) {
                     call.hit();
                     entry_info::hit(call.site, call.unsealed(&bytes));
-                    return S::rebuild(value);
+                    return Step::Serve(value);
                 }
-                return compute_and_store::<I, S, R, F, N>(io, call, body, None, near).await;
+                return Step::Run(Pending::alone());
             }
             // The leader had nothing to share (an error, a panic, `None`):
             // this call leads now, as if it had been first, while the other
@@ -319,24 +373,122 @@ where
         },
     };
     if !call.site.lock {
-        return compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
+        return Step::Run(Pending::miss(leader, None));
     }
-    match acquire::<I, S::Value>(io, call).await {
-        Acquired::Lock(token) => {
-            let ret =
-                compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await;
-            if let Err(e) = io.unlock(&call.lock_key(), &token).await {
-                tracing::debug!(key = call.key(), error = %e, "lock not released; it expires with its lease");
-            }
-            ret
-        }
+    match acquire::<I, V>(io, call).await {
+        Acquired::Lock(token) => Step::Run(Pending::miss(leader, Some(token))),
         Acquired::Value(value, bytes) => {
+            let mut leader = leader;
             leader.share(bytes);
             call.hit();
-            S::rebuild(value)
+            Step::Serve(value)
         }
-        Acquired::GaveUp => {
-            compute_and_store::<I, S, R, F, N>(io, call, body, Some(&mut leader), near).await
+        Acquired::GaveUp => Step::Run(Pending::miss(leader, None)),
+    }
+}
+
+impl<V> Pending<V> {
+    /// A computation of this call's own, coordinated with nobody.
+    fn alone() -> Self {
+        Self {
+            kind: PendingKind::Miss {
+                leader: None,
+                lock: None,
+            },
+        }
+    }
+
+    fn miss(leader: Leader, lock: Option<String>) -> Self {
+        Self {
+            kind: PendingKind::Miss {
+                leader: Some(leader),
+                lock,
+            },
+        }
+    }
+
+    /// Whether a failed body (a panic, a result that is not cacheable) is
+    /// answered with the old value rather than with its own result: a
+    /// refresh of an entry that can still be served.
+    pub(crate) fn serves_old_on_failure(&self) -> bool {
+        matches!(self.kind, PendingKind::Refresh { .. })
+    }
+
+    /// The refreshing body panicked: the old value, counted as an error.
+    /// The lock stays until its lease ends, so a failing backend is retried
+    /// by one caller per lease, not by every caller at once.
+    pub(crate) fn panicked(self, call: &Call<'_>, elapsed: Duration) -> V {
+        call.site.record_miss(call.key(), elapsed);
+        call.site.stats.error();
+        tracing::warn!(
+            prefix = %call.site.prefix, key = call.key(),
+            "cache error: refresh panicked; serving the previous value"
+        );
+        match self.kind {
+            PendingKind::Refresh { old, .. } => old,
+            PendingKind::Miss { .. } => unreachable!("only a refresh catches the body's panic"),
+        }
+    }
+
+    /// After the body: counts the miss, stores `stored` (the cacheable
+    /// part of the result and whether it is a negative one; `None` when
+    /// nothing is to be stored), hands its bytes to the waiting callers and
+    /// releases the lock. Returns the old value when the caller must serve
+    /// it instead of the body's result (a refresh that produced nothing
+    /// cacheable).
+    pub(crate) async fn finish<I, N>(
+        self,
+        io: &I,
+        call: &Call<'_>,
+        stored: Option<(&V, bool)>,
+        elapsed: Duration,
+        near: &N,
+    ) -> Option<V>
+    where
+        I: Io,
+        V: Serialize + DeserializeOwned,
+        N: Near<V>,
+    {
+        call.site.record_miss(call.key(), elapsed);
+        match self.kind {
+            PendingKind::Miss { leader, lock } => {
+                match stored {
+                    Some((value, negative)) => {
+                        let bytes = store_value(io, call, value, negative, elapsed, near).await;
+                        if let (Some(bytes), Some(mut leader)) = (bytes, leader) {
+                            leader.share(bytes);
+                        }
+                    }
+                    None => entry_info::uncached(),
+                }
+                if let Some(token) = lock {
+                    if let Err(e) = io.unlock(&call.lock_key(), &token).await {
+                        tracing::debug!(key = call.key(), error = %e, "lock not released; it expires with its lease");
+                    }
+                }
+                None
+            }
+            PendingKind::Refresh {
+                mut leader,
+                lock_key,
+                token,
+                old,
+            } => {
+                let Some((value, negative)) = stored else {
+                    call.site.stats.error();
+                    tracing::warn!(
+                        prefix = %call.site.prefix, key = call.key(),
+                        "cache error: refresh returned no cacheable value; serving the previous one"
+                    );
+                    // The lock stays until its lease ends (see `panicked`).
+                    return Some(old);
+                };
+                if let Some(bytes) = store_value(io, call, value, negative, elapsed, near).await {
+                    leader.share(bytes);
+                }
+                let _ = io.unlock(&lock_key, &token).await;
+                None
+            }
         }
     }
 }
@@ -356,9 +508,9 @@ enum Acquired<V> {
 /// lock that expires with its lease; the next attempt then takes it.
 async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquired<V> {
     let lock_key = call.lock_key();
-    let token = freshness::lock_token();
-    let lease = freshness::lease_for(call.site.compute_estimate());
-    let deadline = Instant::now() + freshness::LEASE_CEILING;
+    let token = lease::lock_token();
+    let lease = lease::lease_for(call.site.compute_estimate());
+    let deadline = Instant::now() + lease::LEASE_CEILING;
     // Pauses grow to a tenth of what the body usually costs: a waiter sees
     // the value at most that late, and a slow body is not polled often.
     let pause_cap = call.site.compute_estimate().map_or(LOCK_POLL_UNKNOWN, |e| {
@@ -402,81 +554,49 @@ async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V
     Some((value, Arc::from(&*bytes)))
 }
 
-/// Runs the body, counts the miss, stores the cacheable part of the result
-/// and hands its bytes to the followers.
-async fn compute_and_store<I, S, R, F, N>(
+/// Encodes and stores `value` (`negative`: a cached `None`); its bytes,
+/// when it could be encoded. With a `local` level, the other processes are
+/// told and this one holds it.
+async fn store_value<I, V, N>(
     io: &I,
     call: &Call<'_>,
-    body: F,
-    leader: Option<&mut Leader>,
-    near: &N,
-) -> R
-where
-    I: Io,
-    S: ReturnShape<R>,
-    F: Future<Output = R>,
-    N: Near<S::Value>,
-{
-    let started = Instant::now();
-    let ret = body.await;
-    let elapsed = started.elapsed();
-    call.site.record_miss(call.key(), elapsed);
-    match S::cacheable(&ret) {
-        Some(value) => {
-            if let Some(bytes) = store_value::<I, S, R, N>(io, call, value, elapsed, near).await {
-                if let Some(leader) = leader {
-                    leader.share(bytes);
-                }
-            }
-        }
-        None => entry_info::uncached(),
-    }
-    ret
-}
-
-/// Encodes and stores `value`; its bytes, when it could be encoded. With
-/// a `local` level, the other processes are told and this one holds it.
-async fn store_value<I, S, R, N>(
-    io: &I,
-    call: &Call<'_>,
-    value: &S::Value,
+    value: &V,
+    negative: bool,
     elapsed: Duration,
     near: &N,
 ) -> Option<Arc<[u8]>>
 where
     I: Io,
-    S: ReturnShape<R>,
-    S::Value: Serialize,
-    N: Near<S::Value>,
+    V: Serialize + DeserializeOwned,
+    N: Near<V>,
 {
-    let mut encoded =
-        match call
-            .site
-            .codec
-            .encode(&call.site.prefix, value, elapsed, call.engine.limits)
-        {
-            Ok(encoded) => encoded,
-            Err(CodecError::TooLarge(size)) => {
-                tracing::debug!(
-                    key = call.key(),
-                    size,
-                    "value over max_value_bytes; returned, not stored"
-                );
-                entry_info::uncached();
-                return None;
-            }
-            Err(e) => {
-                // This value only: the next one is tried again.
-                call.site.stats.error();
-                tracing::warn!(
-                    prefix = %call.site.prefix, key = call.key(), error = %e,
-                    "cache error: value cannot be stored and read back; returned, not stored"
-                );
-                entry_info::uncached();
-                return None;
-            }
-        };
-    let fresh_for = if S::is_negative(value) {
+    let mut encoded = match call
+        .site
+        .codec
+        .encode(&call.site.prefix, value, elapsed, call.limits)
+    {
+        Ok(encoded) => encoded,
+        Err(CodecError::TooLarge(size)) => {
+            tracing::debug!(
+                key = call.key(),
+                size,
+                "value over max_value_bytes; returned, not stored"
+            );
+            entry_info::uncached();
+            return None;
+        }
+        Err(e) => {
+            // This value only: the next one is tried again.
+            call.site.stats.error();
+            tracing::warn!(
+                prefix = %call.site.prefix, key = call.key(), error = %e,
+                "cache error: value cannot be stored and read back; returned, not stored"
+            );
+            entry_info::uncached();
+            return None;
+        }
+    };
+    let fresh_for = if negative {
         call.site.negative_ttl
     } else {
         call.site.ttl
@@ -484,10 +604,10 @@ where
     // Before sealing: the content hash is of the value, not of its MAC
     // (which changes with the creation time).
     entry_info::stored(&encoded.bytes, fresh_for);
-    if let Some(keys) = call.engine.config.signing.active() {
+    if let Some(keys) = call.config.signing.active() {
         signing::seal(keys, call.key(), &mut encoded.bytes);
     }
-    let ttl = if S::is_negative(value) {
+    let ttl = if negative {
         fresh_for
     } else {
         fresh_for + call.site.stale
@@ -503,12 +623,12 @@ where
                 .stats
                 .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len());
             if near.publishes() {
-                let namespace = &call.engine.config.namespace;
+                let namespace = &call.config.namespace;
                 if let Err(e) = io.publish(namespace, Change::Key(call.key())).await {
                     call.site.stats.error();
                     tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
                 }
-                let lifetime = held_for::<S, R>(call, value, None, elapsed);
+                let lifetime = held_for(call, negative, None, elapsed);
                 near.replace(ticket, call.key(), value, encoded.raw_len, lifetime);
             }
         }

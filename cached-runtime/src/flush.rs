@@ -8,11 +8,10 @@
 //! script: exact, never overflowing, still readable with `HGET`.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::stats::{self, StatsSnapshot};
-use crate::store::RedisStore;
+use crate::stats::{StatsRegistry, StatsSnapshot};
 
 /// Adds a prefix's counts to its hash, all or nothing. ARGV holds
 /// `field, increment` pairs. Every field it touches must hold a
@@ -49,26 +48,27 @@ end
 return 1
 "#;
 
-/// What was last written for each prefix, so each flush sends only the
+/// What a cache last wrote for each prefix, so each flush sends only the
 /// difference. Locked across the whole flush so that the interval flusher
 /// and an explicit `flush_stats()` never send the same counts twice.
-fn flushed() -> &'static tokio::sync::Mutex<HashMap<String, StatsSnapshot>> {
-    static FLUSHED: OnceLock<tokio::sync::Mutex<HashMap<String, StatsSnapshot>>> = OnceLock::new();
-    FLUSHED.get_or_init(Default::default)
-}
+pub(crate) type Flushed = tokio::sync::Mutex<HashMap<String, StatsSnapshot>>;
 
 /// The commands that add every prefix's counts since `flushed` to Redis,
 /// and the snapshots to remember once they went through; `None` when there
 /// is nothing to send.
 type Batch = (redis::Pipeline, Vec<(String, StatsSnapshot)>);
 
-fn batch(namespace: &str, flushed: &HashMap<String, StatsSnapshot>) -> Option<Batch> {
+fn batch(
+    namespace: &str,
+    counters: &StatsRegistry,
+    flushed: &HashMap<String, StatsSnapshot>,
+) -> Option<Batch> {
     let mut pipe = redis::pipe();
     // One script call per prefix; a failing one must not hide the others'
     // results, which are remembered separately.
     pipe.ignore_errors();
     let mut pending = Vec::new();
-    for (prefix, counters) in stats::all() {
+    for (prefix, counters) in counters.all() {
         let now = counters.snapshot();
         let delta = now.since(flushed.get(&prefix).unwrap_or(&StatsSnapshot::default()));
         if delta.is_empty() {
@@ -115,11 +115,15 @@ fn settle(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Writes every prefix's counts since the last flush to
-/// `{namespace}:{prefix}:stats`, in one round trip.
-pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Error> {
-    let mut flushed = flushed().lock().await;
-    let Some((pipe, pending)) = batch(namespace, &flushed) else {
+/// Writes every prefix's counts since the last flush of `engine` to
+/// `{namespace}:{prefix}:stats` in its Redis, in one round trip. Without
+/// Redis (or with caching off) this does nothing.
+pub(crate) async fn flush(engine: &Engine) -> Result<(), Error> {
+    let Some(store) = engine.redis() else {
+        return Ok(());
+    };
+    let mut flushed = engine.flushed.lock().await;
+    let Some((pipe, pending)) = batch(&engine.config.namespace, &engine.stats, &flushed) else {
         return Ok(());
     };
     let results = if store.is_cluster() {
@@ -152,11 +156,14 @@ pub(crate) async fn flush(store: &RedisStore, namespace: &str) -> Result<(), Err
 
 /// [`flush`] without a runtime, for the exit hook. Gives up at once when
 /// another flush is under way (it is sending the same counts).
-pub(crate) fn flush_blocking(store: &RedisStore, namespace: &str) -> Result<(), Error> {
-    let Ok(mut flushed) = flushed().try_lock() else {
+fn flush_blocking(engine: &Engine) -> Result<(), Error> {
+    let Some(store) = engine.redis() else {
         return Ok(());
     };
-    let Some((pipe, pending)) = batch(namespace, &flushed) else {
+    let Ok(mut flushed) = engine.flushed.try_lock() else {
+        return Ok(());
+    };
+    let Some((pipe, pending)) = batch(&engine.config.namespace, &engine.stats, &flushed) else {
         return Ok(());
     };
     let results = if store.is_cluster() {
@@ -191,9 +198,8 @@ pub(crate) fn flush_at_exit() {
         extern "C" fn on_exit() {
             // Never unwind into C, whatever happens on the way out.
             let _ = std::panic::catch_unwind(|| {
-                let engine = crate::engine::engine();
-                if let Some(store) = engine.redis() {
-                    if let Err(e) = flush_blocking(store, &engine.config.namespace) {
+                for engine in crate::engine::started() {
+                    if let Err(e) = flush_blocking(engine) {
                         tracing::debug!(error = %e, "stats flush at exit failed");
                     }
                 }
@@ -208,23 +214,17 @@ pub(crate) fn flush_at_exit() {
     });
 }
 
-/// Starts the interval flusher once.
-pub(crate) fn start_interval_flusher(interval: std::time::Duration) {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| start_flusher_task(interval));
-}
-
-fn start_flusher_task(interval: std::time::Duration) {
+/// Starts `engine`'s interval flusher (once per engine: the engine calls
+/// this when it starts).
+pub(crate) fn start_interval_flusher(engine: &'static Engine) {
+    let interval = engine.config.stats_flush_interval;
     crate::io::handle().spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let engine = crate::engine::engine();
-            if let Some(store) = engine.redis() {
-                if let Err(e) = flush(store, &engine.config.namespace).await {
-                    tracing::debug!(error = %e, "stats flush failed; counts kept for the next one");
-                }
+            if let Err(e) = flush(engine).await {
+                tracing::debug!(error = %e, "stats flush failed; counts kept for the next one");
             }
         }
     });

@@ -1,16 +1,9 @@
 //! Pure decisions about an entry's age: fresh or stale, whether to
-//! recompute early (XFetch), how long a lock may be held. No I/O here.
+//! recompute early (XFetch). No I/O here; lock leases are in `lease`.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
-
-/// Shortest lock lease: enough for a round trip and a quick body.
-pub(crate) const LEASE_FLOOR: Duration = Duration::from_millis(500);
-/// Longest lock lease: a holder that died blocks others at most this long.
-pub(crate) const LEASE_CEILING: Duration = Duration::from_secs(30);
-/// Lease when nothing is known of the body's cost yet.
-pub(crate) const LEASE_UNKNOWN: Duration = Duration::from_secs(5);
 
 /// What an entry read from the store is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,15 +68,6 @@ pub(crate) fn xfetch_margin(compute: Duration, beta: f64) -> Duration {
     Duration::try_from_secs_f64(compute.as_secs_f64() * beta * -u.ln()).unwrap_or(Duration::MAX)
 }
 
-/// A lock lease for a body that took about `estimate`: room for four runs,
-/// within [`LEASE_FLOOR`] and [`LEASE_CEILING`].
-pub(crate) fn lease_for(estimate: Option<Duration>) -> Duration {
-    match estimate {
-        None => LEASE_UNKNOWN,
-        Some(e) => (e * 4 + Duration::from_millis(100)).clamp(LEASE_FLOOR, LEASE_CEILING),
-    }
-}
-
 /// A uniform number in (0, 1], from a per-thread xorshift generator.
 fn unit_random() -> f64 {
     thread_local! {
@@ -97,13 +81,6 @@ fn unit_random() -> f64 {
         s.set(x);
         ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     })
-}
-
-/// A token no other holder of a lock can have.
-pub(crate) fn lock_token() -> String {
-    let a = RandomState::new().hash_one(std::process::id());
-    let b = RandomState::new().hash_one(now_ms());
-    format!("{a:016x}{b:016x}")
 }
 
 #[cfg(test)]
@@ -170,29 +147,20 @@ mod tests {
         let mut distinct = margins.clone();
         distinct.sort();
         distinct.dedup();
-        assert!(distinct.len() > n / 2, "{} distinct margins", distinct.len());
+        assert!(
+            distinct.len() > n / 2,
+            "{} distinct margins",
+            distinct.len()
+        );
         // β scales it; no compute time known, no margin.
         let mean = |beta: f64| {
-            (0..n).map(|_| xfetch_margin(compute, beta).as_secs_f64()).sum::<f64>() / n as f64
+            (0..n)
+                .map(|_| xfetch_margin(compute, beta).as_secs_f64())
+                .sum::<f64>()
+                / n as f64
         };
         assert!((mean(1.0) - 0.1).abs() < 0.01, "{}", mean(1.0));
         assert!((mean(2.0) - 0.2).abs() < 0.02, "{}", mean(2.0));
         assert_eq!(xfetch_margin(Duration::ZERO, 1.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn lease_is_bounded() {
-        assert_eq!(lease_for(None), LEASE_UNKNOWN);
-        assert_eq!(lease_for(Some(Duration::from_millis(1))), LEASE_FLOOR);
-        assert_eq!(
-            lease_for(Some(Duration::from_secs(1))),
-            Duration::from_millis(4_100)
-        );
-        assert_eq!(lease_for(Some(Duration::from_secs(3600))), LEASE_CEILING);
-    }
-
-    #[test]
-    fn tokens_differ() {
-        assert_ne!(lock_token(), lock_token());
     }
 }

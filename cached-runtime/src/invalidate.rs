@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use crate::engine::engine;
+use crate::engine::{bind, engine, started, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::local::channel::{self, Change};
@@ -19,7 +19,8 @@ use crate::site::CallSite;
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
-/// argument); returns how many were removed. Safe while traffic flows: a
+/// argument, in every cache: the default one and each named one); returns
+/// how many were removed. Safe while traffic flows: a
 /// call that misses meanwhile simply recomputes.
 ///
 /// ```no_run
@@ -33,7 +34,24 @@ use crate::store::{glob_escape, Store};
 /// [`Error::Store`] when Redis fails part-way; what was removed stays
 /// removed, and calling again finishes the job.
 pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
-    let engine = engine();
+    // The default cache starts here if nothing did yet, as before.
+    engine();
+    let mut removed = 0;
+    let mut first_error = None;
+    // Every cache: functions of one prefix may live in several.
+    for engine in started() {
+        match invalidate_prefix_in(engine, prefix).await {
+            Ok(n) => removed += n,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(removed), Err)
+}
+
+/// [`invalidate_prefix`] in one cache.
+async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Result<u64, Error> {
     let head = format!("{}:{}:", engine.config.namespace, prefix);
     match engine.store() {
         None => Ok(0),
@@ -99,7 +117,8 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Default::default)
 }
 
-/// Records `site` in the registry (idempotent).
+/// Records `site` in the registry (idempotent); the engine does, when it
+/// binds the site to its cache.
 pub(crate) fn register(site: &'static CallSite) {
     let prefix = site.prefix();
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
@@ -141,23 +160,26 @@ pub(crate) fn register(site: &'static CallSite) {
 /// [`Error::Store`] when Redis fails.
 pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
     let keys = keys_for_args(prefix, args)?;
-    let Some(store) = engine().store() else {
-        return Ok(false);
-    };
     let mut removed = false;
-    for key in keys {
+    for (engine, key) in keys {
+        let Some(store) = engine.store() else {
+            continue;
+        };
         let deleted = store.del(key.as_str()).await;
         let change = Change::Key(key.as_str());
         change.apply_here();
         removed |= deleted?;
-        channel::publish(store, &engine().config.namespace, change).await?;
+        channel::publish(store, &engine.config.namespace, change).await?;
     }
     Ok(removed)
 }
 
-/// The keys calls with `args` use, for every function registered under
-/// `prefix`.
-fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>, Error> {
+/// The keys calls with `args` use, with the cache each lives in, for every
+/// function registered under `prefix`.
+fn keys_for_args(
+    prefix: &str,
+    args: &serde_json::Value,
+) -> Result<Vec<(&'static Engine, CacheKey)>, Error> {
     if !args.is_array() {
         return Err(Error::Key(format!(
             "arguments for prefix {prefix:?} must be a JSON array in parameter order, got {args}"
@@ -174,10 +196,12 @@ fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>
             "no cached function with prefix {prefix:?} is known in this process yet"
         )));
     }
-    let engine = engine();
     let mut keys = Vec::new();
     for site in sites {
-        let resolved = site.resolve(&engine.config);
+        // Registered sites are bound: registration happens when binding.
+        let Some((engine, resolved)) = bind(site) else {
+            continue;
+        };
         // A function without key arguments hashes `()`, which is JSON
         // `null`, not `[]`.
         let hash = |salt: &[u8; 32]| match args.as_array() {
@@ -193,7 +217,7 @@ fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>
         };
         if instantiations.is_empty() {
             let hash = hash(&resolved.salt_digest).map_err(|e| Error::Key(e.to_string()))?;
-            keys.push(CacheKey::new(&resolved.key_head, &hash));
+            keys.push((engine, CacheKey::new(&resolved.key_head, &hash)));
         }
         // Methods (`Self`) and generic functions: one key per list of type
         // names this process has seen; a method of a non-generic `impl`
@@ -201,11 +225,13 @@ fn keys_for_args(prefix: &str, args: &serde_json::Value) -> Result<Vec<CacheKey>
         for names in instantiations {
             let salt = key::with_type_names(&resolved.salt_digest, names);
             let hash = hash(&salt).map_err(|e| Error::Key(e.to_string()))?;
-            keys.push(CacheKey::new(&resolved.key_head, &hash));
+            keys.push((engine, CacheKey::new(&resolved.key_head, &hash)));
         }
     }
-    keys.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-    keys.dedup();
+    // The same key in the same cache once (two sites of one function
+    // cannot differ, but a generic one lists each instantiation).
+    keys.sort_unstable_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+    keys.dedup_by(|a, b| std::ptr::eq(a.0, b.0) && a.1 == b.1);
     Ok(keys)
 }
 

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+mod bench_entry;
 mod clock;
 mod codec;
 mod codec_choice;
@@ -28,6 +29,7 @@ mod fuzzing;
 mod invalidate;
 mod io;
 mod key;
+mod lease;
 mod local;
 #[cfg(feature = "metrics")]
 mod metrics_facade;
@@ -35,6 +37,7 @@ mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod report;
+mod shape;
 mod signing;
 mod site;
 mod skip;
@@ -52,12 +55,12 @@ mod build_helper;
 pub mod __private;
 
 pub use config::{Config, ConfigBuilder};
-pub use engine::{flush_stats, init};
+pub use engine::{flush_stats, init, init_named, local_stats};
 pub use entry_info::{with_entry_info, CacheStatus, EntryInfo};
 pub use error::{Error, StoreError, StoreErrorKind};
 pub use invalidate::{invalidate_args, invalidate_prefix};
 pub use skip::{is_cache_skipped, skip_cache, skip_cache_sync, SKIP_CACHE_HEADER};
 #[cfg(feature = "tower")]
 pub use skip::{AllowSkip, AnyClient, SkipCacheLayer, SkipCacheService};
-pub use stats::{local_stats, StatsSnapshot, MISS_BUCKETS_US};
+pub use stats::{StatsSnapshot, MISS_BUCKETS_US};
 pub use store::{RedisStore, ScanCursor};

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use crate::config::Config;
 use crate::engine::engine;
 use crate::error::Error;
-use crate::stats::{self, bucket_field, StatsSnapshot, BUCKETS, MISS_BUCKETS_US};
+use crate::stats::{bucket_field, StatsSnapshot, BUCKETS, MISS_BUCKETS_US};
 use crate::store::{glob_escape, RedisStore};
 
 /// A percentile of miss time, read off the histogram.
@@ -471,7 +471,7 @@ impl StatsReader {
     }
 }
 
-/// The reports of every prefix, as this process's cache sees them: with
+/// The reports of every prefix, as this process's default cache sees them: with
 /// Redis, the stats hashes of the configured namespace (every process's
 /// flushed counts, sorted by prefix); with the embedded store or caching
 /// disabled, this process's own counters ([`crate::local_stats`]).
@@ -484,7 +484,9 @@ pub async fn read_all() -> Result<Vec<PrefixReport>, Error> {
     match engine.redis() {
         Some(store) => read(store, &engine.config.namespace, None).await,
         None => {
-            let mut local: Vec<PrefixReport> = stats::all()
+            let mut local: Vec<PrefixReport> = engine
+                .stats
+                .all()
                 .into_iter()
                 .map(|(prefix, counters)| PrefixReport::from_counters(prefix, counters.snapshot()))
                 .collect();
@@ -509,7 +511,7 @@ pub async fn read_prefix(prefix: &str) -> Result<PrefixReport, Error> {
         }
         None => Ok(PrefixReport::from_counters(
             prefix,
-            crate::local_stats(prefix).unwrap_or_default(),
+            engine.stats.snapshot(prefix).unwrap_or_default(),
         )),
     }
 }

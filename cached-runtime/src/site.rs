@@ -3,15 +3,16 @@
 //! digest, stats slot, codec choice), and the type names its calls have
 //! been seen with (for invalidation by arguments).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::codec_choice::{CodecChoice, CodecOption};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::key::{self, KeyMemo, SaltParts};
 use crate::local::LocalLevel;
-use crate::stats::{self, PrefixStats};
+use crate::stats::{PrefixStats, StatsRegistry};
 
 /// Most distinct type-name lists remembered per function; a function
 /// instantiated with more is invalidated by prefix instead of by arguments.
@@ -60,6 +61,9 @@ pub struct SiteOptions {
     pub local: Option<u64>,
     /// `codec = "..."`.
     pub codec: CodecOption,
+    /// `cache = "..."`: the named cache (see `init_named`); `None` for the
+    /// default cache.
+    pub cache: Option<&'static str>,
 }
 
 impl SiteOptions {
@@ -75,6 +79,7 @@ impl SiteOptions {
         cache_none_secs: None,
         local: None,
         codec: CodecOption::Auto,
+        cache: None,
     };
 }
 
@@ -84,7 +89,11 @@ impl SiteOptions {
 pub struct CallSite {
     pub(crate) ident: SiteIdent,
     pub(crate) options: SiteOptions,
-    resolved: OnceLock<Arc<ResolvedSite>>,
+    /// The cache this function uses and what the site derives from its
+    /// config, bound on first use (see `engine::bind`).
+    pub(crate) bound: OnceLock<(&'static Engine, Arc<ResolvedSite>)>,
+    /// Whether the missing named cache was reported already.
+    pub(crate) unbound_reported: AtomicBool,
     /// The first list of type names a call carried (methods: `Self`;
     /// generic functions: their type parameters), without a lock: most
     /// functions, methods of a non-generic `impl` included, only ever have
@@ -100,19 +109,11 @@ impl CallSite {
         Self {
             ident,
             options,
-            resolved: OnceLock::new(),
+            bound: OnceLock::new(),
+            unbound_reported: AtomicBool::new(false),
             first_types: OnceLock::new(),
             more_types: Mutex::new(Vec::new()),
         }
-    }
-
-    /// The derived state, computed on first use against the active config.
-    pub(crate) fn resolve(&'static self, config: &Config) -> &'static Arc<ResolvedSite> {
-        self.resolved.get_or_init(|| {
-            // Known from now on to event-driven invalidation by arguments.
-            crate::invalidate::register(self);
-            Arc::new(ResolvedSite::new(self, config))
-        })
     }
 
     /// Records the type names of a call (its instantiation), so that
@@ -248,7 +249,9 @@ impl ResolvedSite {
 }
 
 impl ResolvedSite {
-    fn new(site: &CallSite, config: &Config) -> Self {
+    /// What `site` derives from `config`; its counters come from `stats`
+    /// (the cache's own).
+    pub(crate) fn new(site: &CallSite, config: &Config, stats: &StatsRegistry) -> Self {
         let prefix = site.prefix();
         let ttl = site
             .options
@@ -281,7 +284,7 @@ impl ResolvedSite {
             lock: options.lock,
             early: options.early,
             early_beta: 1.0,
-            stats: stats::for_prefix(&prefix),
+            stats: stats.for_prefix(&prefix),
             compute_avg_us: AtomicU64::new(0),
             codec: CodecChoice::new(options.codec),
             prefix,

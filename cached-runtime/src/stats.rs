@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds (µs) of the miss-time histogram buckets; one more bucket,
@@ -31,8 +31,9 @@ pub(crate) fn bucket_field(i: usize) -> String {
 /// counting costs on the hit path.
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Turns counting on or off for the whole process (benchmarks only).
-pub(crate) fn set_enabled(enabled: bool) {
+/// Turns the stats counters on or off for the whole process. For
+/// benchmarks that measure what counting costs; not for services.
+pub fn set_enabled(enabled: bool) {
     ENABLED.store(enabled, Relaxed);
 }
 
@@ -226,32 +227,37 @@ impl StatsSnapshot {
     }
 }
 
-type Registry = Mutex<HashMap<String, Arc<PrefixStats>>>;
+/// The counters of one cache, by prefix: what its flush sends to its own
+/// Redis.
+#[derive(Debug, Default)]
+pub(crate) struct StatsRegistry(Mutex<HashMap<String, Arc<PrefixStats>>>);
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
+impl StatsRegistry {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PrefixStats>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-/// The counters of `prefix`, shared by every call site with that prefix.
-pub(crate) fn for_prefix(prefix: &str) -> Arc<PrefixStats> {
-    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(prefix.to_owned())
-        .or_insert_with(|| Arc::new(PrefixStats::new(prefix)))
-        .clone()
-}
+    /// The counters of `prefix`, shared by every call site with that
+    /// prefix in this cache.
+    pub(crate) fn for_prefix(&self, prefix: &str) -> Arc<PrefixStats> {
+        self.map()
+            .entry(prefix.to_owned())
+            .or_insert_with(|| Arc::new(PrefixStats::new(prefix)))
+            .clone()
+    }
 
-/// Every prefix with its counters.
-pub(crate) fn all() -> Vec<(String, Arc<PrefixStats>)> {
-    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
+    /// Every prefix with its counters.
+    pub(crate) fn all(&self) -> Vec<(String, Arc<PrefixStats>)> {
+        self.map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 
-/// This process's totals for `prefix` since it started, or `None` when no
-/// cached function with that prefix has run.
-pub fn local_stats(prefix: &str) -> Option<StatsSnapshot> {
-    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.get(prefix).map(|s| s.snapshot())
+    /// The totals of `prefix`, if a function with that prefix has run.
+    pub(crate) fn snapshot(&self, prefix: &str) -> Option<StatsSnapshot> {
+        self.map().get(prefix).map(|s| s.snapshot())
+    }
 }
 
 #[cfg(test)]

@@ -165,9 +165,6 @@ fn needs_escape(s: &[u8]) -> bool {
         let backslash = b.wrapping_sub(ONES) & !b;
         (control | quote | backslash) & HIGH != 0
     }
-    if s.len() < 8 {
-        return s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-    }
     let mut chunks = s.chunks_exact(8);
     for chunk in &mut chunks {
         let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
@@ -175,28 +172,14 @@ fn needs_escape(s: &[u8]) -> bool {
             return true;
         }
     }
-    // The tail: the last eight bytes (overlapping the last chunk).
-    !chunks.remainder().is_empty()
-        && any(u64::from_le_bytes(
-            s[s.len() - 8..].try_into().expect("eight bytes"),
-        ))
-}
-
-/// The first eight bytes of `raw`, zero-padded, big-endian: see
-/// [`Entry::prefix`].
-#[inline]
-fn key_prefix(raw: &[u8]) -> u64 {
-    match raw.get(..8) {
-        Some(head) => u64::from_be_bytes(head.try_into().expect("eight bytes")),
-        None => {
-            let mut prefix = 0u64;
-            for &b in raw {
-                prefix = (prefix << 8) | u64::from(b);
-            }
-            // Shifted into the high bytes; an empty key shifts out entirely.
-            prefix.checked_shl(8 * (8 - raw.len()) as u32).unwrap_or(0)
-        }
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return false;
     }
+    // The tail, padded with a byte that needs no escape.
+    let mut last = [b' '; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    any(u64::from_le_bytes(last))
 }
 
 /// State of one serialization.
@@ -280,7 +263,10 @@ impl Ctx<'_> {
         let key_start = out.len();
         write_key(out)?;
         let raw = &out[key_start..];
-        let prefix = key_prefix(raw);
+        let mut prefix = [0; 8];
+        let n = raw.len().min(8);
+        prefix[..n].copy_from_slice(&raw[..n]);
+        let prefix = u64::from_be_bytes(prefix);
         // serde_json escapes exactly control characters, `"` and `\`.
         let escaped = needs_escape(raw);
         let key = if escaped {
@@ -1063,16 +1049,6 @@ mod tests {
         }
         // Multi-byte UTF-8 needs no escape.
         assert!(!super::needs_escape("é€😀 ünïcødé ✓".as_bytes()));
-    }
-
-    #[test]
-    fn key_prefix_is_the_zero_padded_head() {
-        for key in ["", "a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "z\u{0}"] {
-            let mut padded = [0u8; 8];
-            let n = key.len().min(8);
-            padded[..n].copy_from_slice(&key.as_bytes()[..n]);
-            assert_eq!(super::key_prefix(key.as_bytes()), u64::from_be_bytes(padded), "{key:?}");
-        }
     }
 
     #[test]

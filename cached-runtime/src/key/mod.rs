@@ -458,7 +458,13 @@ mod tests {
     #[test]
     fn memoized_keys_are_the_same_keys() {
         let memo = super::KeyMemo::new(4, 1 << 20);
-        let digests = [salt_digest(&BASE), salt_digest(&SaltParts { type_names: &["u64"], ..BASE })];
+        let digests = [
+            salt_digest(&BASE),
+            salt_digest(&SaltParts {
+                type_names: &["u64"],
+                ..BASE
+            }),
+        ];
         let args = [
             serde_json::json!({"b": [1, 2], "a": "x"}),
             serde_json::json!("y".repeat(20_000)),

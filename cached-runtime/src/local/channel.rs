@@ -1,15 +1,17 @@
 //! The invalidation channel: `PUBLISH {namespace}:__invalidate` when an
-//! entry changes, and one subscriber per process that applies what others
-//! publish to its `local` levels.
+//! entry changes, and one subscriber per Redis cache of the process that
+//! applies what others publish to its `local` levels.
 //!
 //! The subscriber has its own connection (a subscribed connection can do
 //! nothing else), opened from the store's `redis::Client`, on a thread of
 //! its own with a one-thread runtime, so it outlives every runtime of the
 //! program and serves sync programs too. It reconnects by itself. While it
-//! is not subscribed, [`is_live`] is false: levels are emptied and
-//! bypassed, because invalidations published meanwhile are lost. A
-//! connection that answers no `PING` within [`PING_TIMEOUT`] counts as
-//! lost.
+//! is not subscribed, [`Channel::is_live`] is false: the cache's levels
+//! are bypassed and emptied, because invalidations published meanwhile are
+//! lost. (Levels are registered by key head, not by cache, so a lost
+//! channel empties every level of the process: that can only drop copies,
+//! never keep a stale one.) A connection that answers no `PING` within
+//! [`PING_TIMEOUT`] counts as lost.
 //!
 //! Messages are text: `{origin} k {key}` (one entry) or `{origin} p {head}`
 //! (every entry under `{namespace}:{prefix}:`). `origin` identifies the
@@ -18,7 +20,7 @@
 //! work on Redis 5 and later and on a cluster.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -34,13 +36,50 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Whether invalidations from other processes are arriving now.
-static LIVE: AtomicBool = AtomicBool::new(false);
+/// One cache's invalidation channel: its subscriber (started on first
+/// use) and whether that subscriber is subscribed now.
+#[derive(Debug, Default)]
+pub(crate) struct Channel {
+    started: OnceLock<()>,
+    /// Whether invalidations from other processes are arriving now.
+    live: Arc<AtomicBool>,
+}
 
-/// Whether the `local` levels may serve and be filled: with Redis, only
-/// while the channel is subscribed.
-pub(crate) fn is_live() -> bool {
-    LIVE.load(SeqCst)
+impl Channel {
+    /// Whether the `local` levels may serve and be filled: with Redis,
+    /// only while the channel is subscribed.
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(SeqCst)
+    }
+
+    /// Starts the subscriber (once), listening on `namespace`'s channel
+    /// through a node of the cache's Redis (`source` is asked only the
+    /// first time).
+    pub(crate) fn ensure_subscriber(&self, source: impl FnOnce() -> PubSubSource, namespace: &str) {
+        self.started.get_or_init(|| {
+            let source = source();
+            let channel = channel_name(namespace);
+            let live = self.live.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cached-redis-invalidation".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "no runtime for the invalidation channel; local levels stay off");
+                            return;
+                        }
+                    };
+                    rt.block_on(subscribe_forever(source, channel, live));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the invalidation channel; local levels stay off");
+            }
+        });
+    }
 }
 
 /// The channel of a namespace.
@@ -133,39 +172,10 @@ pub(crate) fn publish_sync(
         .map(drop)
 }
 
-/// Starts this process's subscriber (once), listening on `namespace`'s
-/// channel through a node of the configured Redis (`source` is asked only
-/// the first time).
-pub(crate) fn ensure_subscriber(source: impl FnOnce() -> PubSubSource, namespace: &str) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let source = source();
-        let channel = channel_name(namespace);
-        let spawned = std::thread::Builder::new()
-            .name("cached-redis-invalidation".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "no runtime for the invalidation channel; local levels stay off");
-                        return;
-                    }
-                };
-                rt.block_on(subscribe_forever(source, channel));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the invalidation channel; local levels stay off");
-        }
-    });
-}
-
 /// Connects, subscribes and applies messages; on any loss, empties the
 /// levels and starts over (on a cluster, through the next seed node; behind
 /// a sentinel, through the master it names now).
-async fn subscribe_forever(source: PubSubSource, channel: String) {
+async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<AtomicBool>) {
     let mut retry = RETRY_MIN;
     let mut attempt = 0usize;
     loop {
@@ -173,7 +183,7 @@ async fn subscribe_forever(source: PubSubSource, channel: String) {
             .await
             .unwrap_or_else(|_| Err(timeout_error("finding the node")));
         let outcome = match client {
-            Ok(client) => listen(&client, &channel).await,
+            Ok(client) => listen(&client, &channel, &live).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -190,7 +200,11 @@ async fn subscribe_forever(source: PubSubSource, channel: String) {
 
 /// One connection's life: returns when it is lost (Ok if it had been
 /// subscribed).
-async fn listen(client: &redis::Client, channel: &str) -> redis::RedisResult<()> {
+async fn listen(
+    client: &redis::Client,
+    channel: &str,
+    live: &AtomicBool,
+) -> redis::RedisResult<()> {
     let pubsub = tokio::time::timeout(RETRY_MAX * 2, client.get_async_pubsub())
         .await
         .map_err(|_| timeout_error("connecting"))??;
@@ -200,7 +214,7 @@ async fn listen(client: &redis::Client, channel: &str) -> redis::RedisResult<()>
         .map_err(|_| timeout_error("subscribing"))??;
     // Whatever was held was read while no invalidation could arrive.
     super::clear_all();
-    LIVE.store(true, SeqCst);
+    live.store(true, SeqCst);
     tracing::debug!(channel, "invalidation channel subscribed; local levels on");
     let lost = loop {
         tokio::select! {
@@ -219,7 +233,7 @@ async fn listen(client: &redis::Client, channel: &str) -> redis::RedisResult<()>
             }
         }
     };
-    LIVE.store(false, SeqCst);
+    live.store(false, SeqCst);
     super::clear_all();
     tracing::warn!(
         channel,

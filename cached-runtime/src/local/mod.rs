@@ -252,7 +252,7 @@ impl<V> Near<V> for Off {
 }
 
 /// A `local` level; `live` says whether it may serve and be filled now
-/// (see [`channel::is_live`]).
+/// (see [`channel::Channel::is_live`]).
 pub(crate) struct On<'a> {
     pub(crate) level: &'a LocalLevel,
     pub(crate) live: bool,
