@@ -566,16 +566,20 @@ pub fn markdown(r: &Results, chart: &str) -> String {
     let _ = write!(w, "{}", crate::report_local::goal_rows(r));
     let _ = writeln!(w);
 
-    // Compile cost: measured by its own script into its own file, so this
-    // report only links it.
+    // Compile cost: measured by its own script into its own file; its
+    // history (before and after changes of the expansion) is shown here.
     let _ = writeln!(w, "## Compile cost\n");
     let _ = writeln!(
         w,
-        "What `#[cached]` costs at build time (the debug build time and binary size \
+        "What `#[cached]` costs at build time: the debug build time and binary size \
          of a crate with 200 cached functions against the same crate without the \
-         attribute) is measured separately by `scripts/compile-cost.sh`: \
-         [docs/bench/compile-cost.md](docs/bench/compile-cost.md).\n"
+         attribute, measured by `scripts/compile-cost.sh` (details and the latest \
+         run: [docs/bench/compile-cost.md](docs/bench/compile-cost.md)). Each row \
+         is one run of that script; compare rows by their ratios.\n"
     );
+    if let Some(history) = compile_cost_history() {
+        let _ = writeln!(w, "{history}\n");
+    }
 
     // Reproduce.
     let _ = writeln!(w, "## Reproduce\n");
@@ -1192,3 +1196,12 @@ fn reading(d: &Derived<'_>) -> String {
 /// and on a single-task Redis hit loop). Fixed text: it describes the
 /// library as profiled when this benchmark was written, not this run.
 const PROFILE_NOTES: &str = include_str!("profile_notes.md");
+
+/// The history table of docs/bench/compile-cost.md, if it can be read.
+fn compile_cost_history() -> Option<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/compile-cost.md");
+    let text = std::fs::read_to_string(path).ok()?;
+    let start = text.find("<!-- history -->")? + "<!-- history -->".len();
+    let end = text.find("<!-- /history -->")?;
+    Some(text.get(start..end)?.trim().to_owned())
+}
