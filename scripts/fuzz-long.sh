@@ -27,7 +27,7 @@ cases=${1:-1000000}
 profile=${FUZZ_LONG_PROFILE:-release}
 limit=${FUZZ_LONG_SECONDS:-0}
 read -r -a tests <<< "${FUZZ_LONG_TESTS:-fuzz_keys fuzz_decode_alloc fuzz_decode}"
-args=()
+args=(-p cached-redis-tests)
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 
 echo "fuzz-long.sh: building ($profile)" >&2
@@ -40,7 +40,7 @@ started=$(date +%s)
 status=0
 stopped=""
 for t in "${tests[@]}"; do
-  cargo test --profile "$profile" --test "$t" -- --list 2>/dev/null \
+  cargo test --profile "$profile" -p cached-redis-tests --test "$t" -- --list 2>/dev/null \
     | sed -n 's/: test$//p' >> "$names"
   run=()
   if [ "$limit" != 0 ]; then
@@ -51,7 +51,7 @@ for t in "${tests[@]}"; do
   # One test thread: the allocation test measures per thread anyway, and
   # the properties then run one after the other with the whole machine.
   rc=0
-  PROPTEST_CASES=$cases "${run[@]}" cargo test --profile "$profile" --test "$t" -- --test-threads 1 2>&1 \
+  PROPTEST_CASES=$cases "${run[@]}" cargo test --profile "$profile" -p cached-redis-tests --test "$t" -- --test-threads 1 2>&1 \
     | tee -a "$log" >&2 || rc=$?
   if [ "$rc" = 124 ] && [ "$limit" != 0 ]; then
     stopped=1
@@ -85,7 +85,7 @@ section=$(
     echo "| \`$name\` | ${result:-not finished} |"
   done < "$names"
   echo
-  echo "The properties (\`tests/fuzz_decode.rs\`, \`tests/fuzz_decode_alloc.rs\`, \`tests/fuzz_keys.rs\`): valid entries of every codec read back equal; random bytes, a valid header before random bytes, entries of another type and randomly edited entries (bit flips, overwritten bytes and length fields, truncation, insertion, removal, repeated runs) decode or are refused, never panic; entries over \`max_value_bytes\` are refused; decoding holds at most \`max_value_bytes\` plus 64 KiB of its own (counted by a global allocator; a decoded string or byte buffer adds at most its payload), zlib bombs and lying lengths included; two arguments share a key exactly when they are equal (random nested types over every scalar kind, maps in any order, floats bit for bit), and NaN and infinities are refused."
+  echo "The properties (\`cached-redis-tests/tests/fuzz_decode.rs\`, \`cached-redis-tests/tests/fuzz_decode_alloc.rs\`, \`cached-redis-tests/tests/fuzz_keys.rs\`): valid entries of every codec read back equal; random bytes, a valid header before random bytes, entries of another type and randomly edited entries (bit flips, overwritten bytes and length fields, truncation, insertion, removal, repeated runs) decode or are refused, never panic; entries over \`max_value_bytes\` are refused; decoding holds at most \`max_value_bytes\` plus 64 KiB of its own (counted by a global allocator; a decoded string or byte buffer adds at most its payload), zlib bombs and lying lengths included; two arguments share a key exactly when they are equal (random nested types over every scalar kind, maps in any order, floats bit for bit), and NaN and infinities are refused."
   echo "<!-- fuzz-long:end -->"
 )
 if [ -f RELIABILITY.md ] && grep -q '<!-- fuzz-long:begin -->' RELIABILITY.md; then

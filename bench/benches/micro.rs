@@ -64,6 +64,14 @@ fn search_by_query(query: &serde_json::Value) -> Option<SearchResponse> {
     None
 }
 
+/// The same with `local`: its keys go through the memo of recent
+/// arguments' hashes.
+#[cached(prefix = "bench_key_query_local", local = 100)]
+fn search_by_query_local(query: &serde_json::Value) -> Option<SearchResponse> {
+    let _ = query;
+    None
+}
+
 #[cached(prefix = "bench_key_map")]
 fn by_map(attributes: &HashMap<String, u64>) -> Option<u64> {
     let _ = attributes;
@@ -181,6 +189,9 @@ fn keys(c: &mut Criterion) {
     g.bench_function("hashmap_100", |b| {
         b.iter(|| by_map_cache_key(black_box(&map)).unwrap())
     });
+    g.bench_function("json_1kb_local", |b| {
+        b.iter(|| search_by_query_local_cache_key(black_box(&query)).unwrap())
+    });
     g.finish();
     let mut g = c.benchmark_group("key_floor");
     g.bench_function("small_struct", |b| {
@@ -209,11 +220,36 @@ fn v_search_local(k: u32) -> SearchResponse {
     fx().search.clone()
 }
 
+/// The load test's scenario (f) without the scheduler: the async
+/// `search` with a `local` level, keyed by the 1 KB query.
+#[cached(ttl = 3600, prefix = "micro_search_local", local = 100)]
+async fn search_local(query: &serde_json::Value) -> Result<SearchResponse, String> {
+    let _ = query;
+    Ok(fx().search.clone())
+}
+
 fn local_hit(c: &mut Criterion) {
     init();
     v_search_local(1);
     let mut g = c.benchmark_group("local_hit");
     g.bench_function("2KB", |b| b.iter(|| v_search_local(black_box(1))));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let query = fx().query.clone();
+    rt.block_on(search_local(&query)).expect("warm");
+    g.bench_function("search_2kb", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(search_local(black_box(&query)).await.expect("hit"));
+                }
+                start.elapsed()
+            })
+        })
+    });
     g.finish();
 }
 

@@ -505,14 +505,34 @@ fn deflate_with(z: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<(),
     }
 }
 
-/// Inflates `input` into exactly `raw_len` bytes, or fails.
-fn inflate_exact(input: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
+/// Inflates `input` into exactly `raw_len` bytes, or fails, and passes
+/// them to `f`. The bytes live in a buffer of this thread, kept between
+/// calls (up to [`INFLATED_KEEP_MAX`]): a hit allocates no room for them.
+fn with_inflated<R>(
+    input: &[u8],
+    raw_len: usize,
+    f: impl FnOnce(&[u8]) -> Result<R, CodecError>,
+) -> Result<R, CodecError> {
+    thread_local! {
+        static INFLATED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Taken, not borrowed: a `Deserialize` impl that itself decodes an
+    // entry just starts with a buffer of its own.
+    let mut out = INFLATED.try_with(std::cell::Cell::take).unwrap_or_default();
     // raw_len was checked against max_value_bytes: this is the only buffer
-    // whose size comes from the entry, and it never grows.
-    let mut out = vec![0u8; raw_len];
-    with_inflater(|z| inflate_into(z, input, &mut out, raw_len))?;
-    Ok(out)
+    // whose size comes from the entry, and it never grows past it.
+    out.clear();
+    out.resize(raw_len, 0);
+    let result =
+        with_inflater(|z| inflate_into(z, input, &mut out, raw_len)).and_then(|()| f(&out));
+    if out.capacity() <= INFLATED_KEEP_MAX {
+        let _ = INFLATED.try_with(|cell| cell.set(out));
+    }
+    result
 }
+
+/// Largest inflate buffer kept per thread between decodes.
+const INFLATED_KEEP_MAX: usize = 64 << 10;
 
 thread_local! {
     /// One reusable inflater per thread: a fresh one costs ~3 µs of table
@@ -598,10 +618,10 @@ pub(crate) fn decode<T: DeserializeOwned>(
         )));
     }
     let body = &bytes[HEADER_LEN..];
-    let inflated;
-    let payload = if header.compressed {
-        inflated = inflate_exact(body, raw_len)?;
-        &inflated[..]
+    let value = if header.compressed {
+        with_inflated(body, raw_len, |payload| {
+            decode_payload(header.codec, payload)
+        })?
     } else {
         if body.len() != raw_len {
             return Err(malformed(format!(
@@ -609,9 +629,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 body.len()
             )));
         }
-        body
+        decode_payload(header.codec, body)?
     };
-    let value = decode_payload(header.codec, payload)?;
     Ok((value, header))
 }
 

@@ -319,7 +319,13 @@ pub fn build_key<A: Serialize + ?Sized>(
     };
     site.record_types(type_names);
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
-    key::cache_key(&resolved.key_head, &salt_digest, args).map_err(|e| Error::Key(e.to_string()))
+    key::cache_key(
+        &resolved.key_head,
+        &salt_digest,
+        args,
+        resolved.key_memo.as_ref(),
+    )
+    .map_err(|e| Error::Key(e.to_string()))
 }
 
 /// Steps 1–2: the store and key to use, if any, and whether this call
@@ -413,7 +419,11 @@ where
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body.await;
     };
-    if matches!(store, Store::Redis(_)) && tokio::runtime::Handle::try_current().is_err() {
+    // Inside a task there is a runtime (and no handle to clone to know).
+    if matches!(store, Store::Redis(_))
+        && tokio::task::try_id().is_none()
+        && tokio::runtime::Handle::try_current().is_err()
+    {
         // Redis I/O needs tokio's timers; under another executor the
         // function still runs, uncached, instead of panicking.
         resolved.stats.error();
@@ -431,6 +441,11 @@ where
         site: resolved,
         key,
     };
+    if !force {
+        if let Some(ret) = flow::held::<S, R, N>(&call, &near) {
+            return ret;
+        }
+    }
     flow::run::<_, S, R, F, N>(&AsyncIo(store), &call, force, body, &near).await
 }
 
@@ -489,6 +504,11 @@ where
         site: resolved,
         key,
     };
+    if !force {
+        if let Some(ret) = flow::held::<S, R, N>(&call, &near) {
+            return ret;
+        }
+    }
     let body = async move { body() };
     block_on_ready(flow::run::<_, S, R, _, N>(
         &BlockingIo(store),

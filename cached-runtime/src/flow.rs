@@ -115,8 +115,27 @@ impl Call<'_> {
     }
 }
 
-/// A cached call from lookup to result; `near` is the function's `local`
-/// level, in front of the store.
+/// The value the `local` level holds for the call, as the call's result
+/// (a hit), if any. Looked at before [`run`], whose [`lookup`] does not
+/// look again.
+#[inline]
+pub(crate) fn held<S, R, N>(call: &Call<'_>, near: &N) -> Option<R>
+where
+    S: ReturnShape<R>,
+    N: Near<S::Value>,
+{
+    // A handler that asks for the entry's metadata (`with_entry_info`)
+    // gets it from the store's copy: the level holds decoded values only.
+    if entry_info::active() {
+        return None;
+    }
+    let value = near.get(call.key())?;
+    call.hit();
+    Some(S::rebuild(value))
+}
+
+/// A cached call from lookup to result, after [`held`]; `near` is the
+/// function's `local` level, in front of the store.
 ///
 /// This is the only part generic over the body (`F`) and the return type
 /// (`R`): it awaits the body between [`lookup`] and [`Pending::finish`],
@@ -195,8 +214,9 @@ enum PendingKind<V> {
 /// Whether a stored value is a negative one (a cached `None`).
 type IsNegative<V> = fn(&V) -> bool;
 
-/// Everything up to the body: the `local` level, the store, the entry's
-/// age, coalescing in this process and, with `lock`, across processes.
+/// Everything up to the body after [`held`]: the store, the entry's age,
+/// coalescing in this process and, with `lock`, across processes (and
+/// filling the `local` level).
 pub(crate) async fn lookup<I, V, N>(
     io: &I,
     call: &Call<'_>,
@@ -211,14 +231,6 @@ where
 {
     if force {
         return Step::Run(Pending::alone());
-    }
-    // A handler that asks for the entry's metadata (`with_entry_info`)
-    // gets it from the store's copy: the level holds decoded values only.
-    if !entry_info::active() {
-        if let Some(value) = near.get(call.key()) {
-            call.hit();
-            return Step::Serve(value);
-        }
     }
     let ticket = near.ticket();
     let found = match io.get(call.key(), call.site.touch()).await {
@@ -249,7 +261,12 @@ where
         };
         if !refresh_now {
             call.hit();
-            let lifetime = held_for(call, is_negative(&value), Some(&header));
+            let lifetime = held_for(
+                call,
+                is_negative(&value),
+                Some(&header),
+                compute_time(&header),
+            );
             near.hold(
                 ticket,
                 call.key(),
@@ -266,14 +283,22 @@ where
 
 /// How long the `local` level may hold a value (`negative`: a cached
 /// `None`): what is left of the store entry's fresh lifetime (`header` of
-/// the entry read; `None` for an entry just written), never more.
-fn held_for(call: &Call<'_>, negative: bool, header: Option<&Header>) -> Duration {
+/// the entry read; `None` for an entry just written), never more. With
+/// `early`, less by an XFetch draw on the body's `compute` time
+/// ([`freshness::xfetch_margin`]), so that the held copies of an entry do
+/// not all end, and send their callers to the store, at once.
+fn held_for(
+    call: &Call<'_>,
+    negative: bool,
+    header: Option<&Header>,
+    compute: Duration,
+) -> Duration {
     let lifetime = if negative {
         call.site.negative_ttl
     } else {
         call.site.ttl
     };
-    match header {
+    let held = match header {
         // A read with `refresh` restarted the entry's lifetime.
         Some(_) if call.site.refresh => lifetime,
         Some(header) => {
@@ -285,6 +310,16 @@ fn held_for(call: &Call<'_>, negative: bool, header: Option<&Header>) -> Duratio
             Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(lifetime)
         }
         None => lifetime,
+    };
+    ended_early(held, call.site.early, compute, call.site.early_beta)
+}
+
+/// `held`, less an XFetch draw on `compute` with `early`.
+fn ended_early(held: Duration, early: bool, compute: Duration, beta: f64) -> Duration {
+    if early {
+        held.saturating_sub(freshness::xfetch_margin(compute, beta))
+    } else {
+        held
     }
 }
 
@@ -593,7 +628,7 @@ where
                     call.site.stats.error();
                     tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
                 }
-                let lifetime = held_for(call, negative, None);
+                let lifetime = held_for(call, negative, None, elapsed);
                 near.replace(ticket, call.key(), value, encoded.raw_len, lifetime);
             }
         }
@@ -603,4 +638,30 @@ where
         }
     }
     Some(Arc::from(encoded.bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `early`, held copies of one entry end at spread times before
+    /// its end (never after it); without, all at its end.
+    #[test]
+    fn early_spreads_the_end_of_held_copies() {
+        let held = Duration::from_secs(10);
+        let compute = Duration::from_secs(1);
+        assert_eq!(ended_early(held, false, compute, 1.0), held);
+        assert_eq!(ended_early(held, true, Duration::ZERO, 1.0), held);
+        let n = 10_000;
+        let mut ends: Vec<Duration> = (0..n)
+            .map(|_| ended_early(held, true, compute, 1.0))
+            .collect();
+        assert!(ends.iter().all(|e| *e <= held));
+        // On average one compute time early (E[−ln u] = 1).
+        let mean = ends.iter().map(Duration::as_secs_f64).sum::<f64>() / n as f64;
+        assert!((mean - 9.0).abs() < 0.1, "mean {mean}");
+        ends.sort();
+        ends.dedup();
+        assert!(ends.len() > n / 2, "{} distinct ends", ends.len());
+    }
 }

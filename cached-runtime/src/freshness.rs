@@ -54,6 +54,20 @@ pub(crate) fn xfetch(compute: Duration, remaining: Duration, beta: f64) -> bool 
     compute.as_secs_f64() * beta * -u.ln() >= remaining.as_secs_f64()
 }
 
+/// With `early`, how long before its end a copy held in a `local` level
+/// stops being served: XFetch's own draw, `compute · β · (−ln u)`. Copies of
+/// one entry held by many processes (or again and again by one) then end
+/// at spread times instead of all at the entry's end, and each caller that
+/// goes back to the store there decides, as every caller without `local`
+/// does, whether to refresh: the refreshes stay spread as XFetch means.
+pub(crate) fn xfetch_margin(compute: Duration, beta: f64) -> Duration {
+    if compute.is_zero() {
+        return Duration::ZERO;
+    }
+    let u = unit_random();
+    Duration::try_from_secs_f64(compute.as_secs_f64() * beta * -u.ln()).unwrap_or(Duration::MAX)
+}
+
 /// A uniform number in (0, 1], from a per-thread xorshift generator.
 fn unit_random() -> f64 {
     thread_local! {
@@ -115,5 +129,38 @@ mod tests {
             );
         }
         assert!(!xfetch(Duration::ZERO, Duration::ZERO, 1.0));
+    }
+
+    #[test]
+    fn xfetch_margins_spread_as_the_formula_says() {
+        // P(margin ≥ r) = P(−ln u ≥ r/(δβ)) = exp(−r/(δβ)): the same law as
+        // `xfetch`, so a held copy ends where XFetch would refresh.
+        let compute = Duration::from_millis(100);
+        let n = 20_000;
+        let margins: Vec<Duration> = (0..n).map(|_| xfetch_margin(compute, 1.0)).collect();
+        for (r_ms, expected) in [(0u64, 1.0), (100, (-1.0f64).exp()), (300, (-3.0f64).exp())] {
+            let r = Duration::from_millis(r_ms);
+            let p = margins.iter().filter(|m| **m >= r).count() as f64 / n as f64;
+            assert!((p - expected).abs() < 0.02, "{r_ms} ms: {p} vs {expected}");
+        }
+        // Spread, not one value for all.
+        let mut distinct = margins.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() > n / 2,
+            "{} distinct margins",
+            distinct.len()
+        );
+        // β scales it; no compute time known, no margin.
+        let mean = |beta: f64| {
+            (0..n)
+                .map(|_| xfetch_margin(compute, beta).as_secs_f64())
+                .sum::<f64>()
+                / n as f64
+        };
+        assert!((mean(1.0) - 0.1).abs() < 0.01, "{}", mean(1.0));
+        assert!((mean(2.0) - 0.2).abs() < 0.02, "{}", mean(2.0));
+        assert_eq!(xfetch_margin(Duration::ZERO, 1.0), Duration::ZERO);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::codec_choice::{CodecChoice, CodecOption};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::key::{self, SaltParts};
+use crate::key::{self, KeyMemo, SaltParts};
 use crate::local::LocalLevel;
 use crate::stats::{PrefixStats, StatsRegistry};
 
@@ -203,6 +203,8 @@ pub(crate) struct ResolvedSite {
     pub stats: Arc<PrefixStats>,
     /// The `local` level, with `local = N`.
     pub local: Option<Arc<LocalLevel>>,
+    /// With `local = N`, the digests of the last N distinct arguments.
+    pub key_memo: Option<KeyMemo>,
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
@@ -267,9 +269,13 @@ impl ResolvedSite {
             crate::local::register(&key_head, level.clone());
             level
         });
+        let key_memo = options
+            .local
+            .map(|entries| KeyMemo::new(entries, config.local_max_bytes / KEY_MEMO_SHARE));
         Self {
             key_head,
             local,
+            key_memo,
             salt_digest: key::salt_digest(&salt_parts(site, config)),
             ttl,
             stale: Duration::from_secs(options.stale_secs),
@@ -285,6 +291,10 @@ impl ResolvedSite {
         }
     }
 }
+
+/// The key memo of a `local` function may hold this fraction of
+/// `local_max_bytes` (besides the level's own budget).
+const KEY_MEMO_SHARE: u64 = 8;
 
 /// The salt of a call site without type names: the base that
 /// [`key::with_type_names`] extends for generic calls.

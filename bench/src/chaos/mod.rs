@@ -5,11 +5,11 @@
 //!
 //! - `workload`: the cached functions and the workers calling them;
 //! - `faults`: the faults themselves, shared with the test suite's
-//!   chaos test (`tests/chaos.rs` at the repository root);
+//!   chaos test (`cached-redis-tests/tests/chaos.rs`);
 //! - `figures`: per-fault figures from the recorded calls and body runs;
 //! - `report`: the markdown.
 
-#[path = "../../../tests/common/faults.rs"]
+#[path = "../../../cached-redis-tests/tests/common/faults.rs"]
 pub mod faults;
 pub mod figures;
 pub mod report;

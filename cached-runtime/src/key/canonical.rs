@@ -146,6 +146,42 @@ fn cmp_keys(a: &Entry, b: &Entry, out: &[u8], raw_keys: &[u8]) -> Ordering {
         .then_with(|| a.key(out, raw_keys).cmp(b.key(out, raw_keys)))
 }
 
+/// Whether serde_json would escape any byte of `s`: control characters,
+/// the quote and the backslash (nothing else). Eight bytes at a time: for
+/// each test, `(x - k) & !x & 0x80…` is non-zero exactly when some byte of
+/// `x` is below `k`'s byte, `x` being the bytes themselves (below 0x20) or
+/// their XOR with the quote or the backslash (below 1: zero where they
+/// match). Bytes of 0x80 and above never count, as `!x` clears their bit.
+#[inline]
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline]
+    fn any(x: u64) -> bool {
+        let control = x.wrapping_sub(ONES * 0x20) & !x;
+        let q = x ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let b = x ^ (ONES * u64::from(b'\\'));
+        let backslash = b.wrapping_sub(ONES) & !b;
+        (control | quote | backslash) & HIGH != 0
+    }
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if any(x) {
+            return true;
+        }
+    }
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return false;
+    }
+    // The tail, padded with a byte that needs no escape.
+    let mut last = [b' '; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    any(u64::from_le_bytes(last))
+}
+
 /// State of one serialization.
 struct Ctx<'o> {
     out: &'o mut Vec<u8>,
@@ -157,6 +193,29 @@ impl Ctx<'_> {
     #[inline]
     fn json<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonicalError> {
         serde_json::to_writer(&mut *self.out, v).map_err(CanonicalError::json)
+    }
+
+    /// Writes a string as serde_json does: quoted, and escaped through
+    /// serde_json when it holds a byte that needs it.
+    #[inline]
+    fn string(&mut self, v: &str) -> Result<(), CanonicalError> {
+        if needs_escape(v.as_bytes()) {
+            return self.json(v);
+        }
+        let out = &mut *self.out;
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+        Ok(())
+    }
+
+    /// Writes an integer's digits, as serde_json does (it uses `itoa` too).
+    #[inline]
+    fn integer<I: itoa::Integer>(&mut self, v: I) -> Result<(), CanonicalError> {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        Ok(())
     }
 
     fn float(&mut self, v: f64) -> Result<(), CanonicalError> {
@@ -172,7 +231,7 @@ impl Ctx<'_> {
     /// `{"variant":`, the head of a newtype, tuple or struct variant.
     fn variant_head(&mut self, variant: &str) -> Result<(), CanonicalError> {
         self.out.push(b'{');
-        self.json(variant)?;
+        self.string(variant)?;
         self.out.push(b':');
         Ok(())
     }
@@ -209,7 +268,7 @@ impl Ctx<'_> {
         prefix[..n].copy_from_slice(&raw[..n]);
         let prefix = u64::from_be_bytes(prefix);
         // serde_json escapes exactly control characters, `"` and `\`.
-        let escaped = raw.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        let escaped = needs_escape(raw);
         let key = if escaped {
             let raw_keys = &mut self.spare.raw_keys;
             let start = raw_keys.len();
@@ -421,43 +480,43 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_i128(self, v: i128) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_u128(self, v: u128) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.integer(v)
     }
 
     fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
@@ -471,11 +530,11 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_char(self, v: char) -> Result<(), CanonicalError> {
-        self.json(v.encode_utf8(&mut [0; 4]))
+        self.string(v.encode_utf8(&mut [0; 4]))
     }
 
     fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
-        self.json(v)
+        self.string(v)
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
@@ -522,7 +581,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         _index: u32,
         variant: &'static str,
     ) -> Result<(), CanonicalError> {
-        self.json(variant)
+        self.string(variant)
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -782,43 +841,43 @@ impl ser::Serializer for KeySerializer<'_> {
     // Integers print as digits, the same in a key and in serde_json's
     // integer writer (itoa).
     fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_i128(self, v: i128) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     fn serialize_u128(self, v: u128) -> Result<(), CanonicalError> {
-        self.json(&v)
+        self.raw(itoa::Buffer::new().format(v))
     }
 
     // Unlike values, float keys are formatted at their own width: an f32 key
@@ -970,6 +1029,26 @@ mod tests {
         let ours = canon(v).expect("canonical");
         assert_eq!(ours, reference(v));
         ours
+    }
+
+    /// The word-at-a-time scan agrees with the byte-at-a-time rule at
+    /// every length and position, for every byte value.
+    #[test]
+    fn escape_scan_matches_the_rule() {
+        let rule = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for len in 0..40 {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = b;
+                    assert_eq!(super::needs_escape(&s), rule(&s), "{len} {pos} {b}");
+                }
+            }
+            let plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(!super::needs_escape(&plain));
+        }
+        // Multi-byte UTF-8 needs no escape.
+        assert!(!super::needs_escape("é€😀 ünïcødé ✓".as_bytes()));
     }
 
     #[test]

@@ -89,31 +89,46 @@ pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] 
     *h.finalize().as_bytes()
 }
 
-/// The first 16 bytes of `BLAKE3(salt_digest || canonical_json(args))`.
+/// The first 16 bytes of `BLAKE3(salt_digest || canonical_json(args))`,
+/// looked up in `memo` first when there is one.
 fn args_digest<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
+    memo: Option<&KeyMemo>,
 ) -> Result<[u8; 16], CanonicalError> {
     thread_local! {
-        /// The canonical JSON of the last key built on this thread, kept
-        /// for its capacity: no allocation per key once warm.
-        static JSON: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        /// The hashed bytes (salt digest, then canonical JSON) of the last
+        /// key built on this thread, kept for its capacity: no allocation
+        /// per key once warm.
+        static INPUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
     // `try_with`: a key built from another thread-local's destructor
     // still works, with a buffer of its own.
-    let mut json = JSON.try_with(std::cell::Cell::take).unwrap_or_default();
-    json.clear();
-    let result = to_canonical_json(args, &mut json).map(|()| {
+    let mut input = INPUT.try_with(std::cell::Cell::take).unwrap_or_default();
+    input.clear();
+    input.extend_from_slice(salt_digest);
+    let result = to_canonical_json(args, &mut input).map(|()| {
+        if let Some(digest) = memo.and_then(|m| m.get(&input)) {
+            return digest;
+        }
+        // Fed in two parts on purpose: the salt digest first, then the
+        // rest runs through the chunk state one block at a time, which
+        // for a few KB is faster than `blake3::hash`'s wide path (same
+        // digest).
+        let (salt, json) = input.split_at(salt_digest.len());
         let mut h = blake3::Hasher::new();
-        h.update(salt_digest);
-        h.update(&json);
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        first
+        h.update(salt);
+        h.update(json);
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        if let Some(memo) = memo {
+            memo.insert(&input, digest);
+        }
+        digest
     });
     // A buffer grown by a huge argument is not kept.
-    if json.capacity() <= JSON_KEEP_MAX {
-        let _ = JSON.try_with(|cell| cell.set(json));
+    if input.capacity() <= JSON_KEEP_MAX {
+        let _ = INPUT.try_with(|cell| cell.set(input));
     }
     result
 }
@@ -126,22 +141,102 @@ pub(crate) fn hash_segment<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
 ) -> Result<String, CanonicalError> {
-    let digest = args_digest(salt_digest, args)?;
+    let digest = args_digest(salt_digest, args, None)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
 }
 
 /// The key of `args` under `head` (`{namespace}:{prefix}:`) and
-/// `salt_digest`, built in one allocation.
+/// `salt_digest`, built in one allocation; the hash through `memo` when
+/// the function has one.
 pub(crate) fn cache_key<T: Serialize + ?Sized>(
     head: &str,
     salt_digest: &[u8; 32],
     args: &T,
+    memo: Option<&KeyMemo>,
 ) -> Result<CacheKey, CanonicalError> {
-    let digest = args_digest(salt_digest, args)?;
+    let digest = args_digest(salt_digest, args, memo)?;
     let mut key = String::with_capacity(head.len() + HASH_LEN);
     key.push_str(head);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(digest, &mut key);
     Ok(CacheKey(key))
+}
+
+/// The hashes of the arguments a function was called with lately: BLAKE3
+/// is about a fifth of what keying a 1 KB argument costs (one block after
+/// the other; writing the canonical JSON is most of the rest), and a
+/// function with `local` is called again and again with the same ones. Maps the hashed bytes (salt
+/// digest and canonical JSON) to their digest, so a call with arguments
+/// seen before costs their canonical JSON, a fast hash and a comparison.
+/// The key is the same either way. Bounded like the `local` level: at most
+/// `entries` inputs, at most `max_bytes` of them, none over
+/// [`KeyMemo::MAX_INPUT`] bytes.
+pub(crate) struct KeyMemo {
+    cache: quick_cache::sync::Cache<Box<[u8]>, [u8; 16], InputWeight, foldhash::fast::RandomState>,
+}
+
+impl std::fmt::Debug for KeyMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMemo")
+            .field("entries", &self.cache.len())
+            .field("weight", &self.cache.weight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An input weighs its bytes and its digest, and at least the memo's
+/// byte budget divided by its entries.
+#[derive(Clone, Copy)]
+struct InputWeight {
+    floor: u64,
+}
+
+impl quick_cache::Weighter<Box<[u8]>, [u8; 16]> for InputWeight {
+    fn weight(&self, input: &Box<[u8]>, _digest: &[u8; 16]) -> u64 {
+        (input.len() as u64 + 16).max(self.floor)
+    }
+}
+
+impl KeyMemo {
+    /// Longer inputs are hashed every time: BLAKE3 hashes long inputs
+    /// several chunks at once, and their copy would weigh on the budget.
+    pub(crate) const MAX_INPUT: usize = 16 << 10;
+
+    /// A memo of at most `entries` inputs and `max_bytes` bytes.
+    pub(crate) fn new(entries: u64, max_bytes: u64) -> Self {
+        let entries = entries.max(1);
+        let max_bytes = max_bytes.max(entries);
+        let cache = quick_cache::sync::Cache::with_options(
+            quick_cache::OptionsBuilder::new()
+                .estimated_items_capacity(entries.min(1 << 20) as usize)
+                .weight_capacity(max_bytes)
+                .shards(crate::local::shards_for(
+                    entries,
+                    max_bytes,
+                    Self::MAX_INPUT as u64 + 16,
+                ))
+                .build()
+                .expect("valid cache options"),
+            InputWeight {
+                floor: max_bytes.div_ceil(entries),
+            },
+            Default::default(),
+            Default::default(),
+        );
+        Self { cache }
+    }
+
+    fn get(&self, input: &[u8]) -> Option<[u8; 16]> {
+        if input.len() > Self::MAX_INPUT {
+            return None;
+        }
+        self.cache.get(input)
+    }
+
+    fn insert(&self, input: &[u8], digest: [u8; 16]) {
+        if input.len() <= Self::MAX_INPUT {
+            self.cache.insert(input.into(), digest);
+        }
+    }
 }
 
 /// A full Redis key of one call.
@@ -351,11 +446,45 @@ mod tests {
     fn cache_key_is_head_and_segment() {
         let digest = salt_digest(&BASE);
         let args = serde_json::json!({"b": [1, 2], "a": "x"});
-        let key = super::cache_key("ns:p:", &digest, &args).unwrap();
+        let key = super::cache_key("ns:p:", &digest, &args, None).unwrap();
         assert_eq!(
             key.as_str(),
             format!("ns:p:{}", hash_segment(&digest, &args).unwrap())
         );
+    }
+
+    /// A key through the memo is the key without it, whether the memo
+    /// already held the arguments or not, for every salt.
+    #[test]
+    fn memoized_keys_are_the_same_keys() {
+        let memo = super::KeyMemo::new(4, 1 << 20);
+        let digests = [
+            salt_digest(&BASE),
+            salt_digest(&SaltParts {
+                type_names: &["u64"],
+                ..BASE
+            }),
+        ];
+        let args = [
+            serde_json::json!({"b": [1, 2], "a": "x"}),
+            serde_json::json!("y".repeat(20_000)),
+            serde_json::json!(null),
+            serde_json::json!([1, 2, 3]),
+            serde_json::json!({"q": "another"}),
+            serde_json::json!(42),
+        ];
+        for round in 0..3 {
+            for digest in &digests {
+                for a in &args {
+                    let plain = super::cache_key("ns:p:", digest, a, None).unwrap();
+                    let memoized = super::cache_key("ns:p:", digest, a, Some(&memo)).unwrap();
+                    assert_eq!(plain, memoized, "round {round}, {a}");
+                }
+            }
+        }
+        // Bounded: four entries at most, the 20 KB argument never.
+        assert!(memo.cache.len() <= 4, "{:?}", memo);
+        assert!(memo.cache.weight() <= 1 << 20);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub(crate) struct Ticket(u64);
 
 /// One function's in-process level.
 pub(crate) struct LocalLevel {
-    cache: Cache<String, Slot, SlotWeight>,
+    cache: Cache<String, Slot, SlotWeight, foldhash::fast::RandomState>,
     /// The weight of an entry of no size: `max_bytes / entries`.
     floor: u64,
     /// Invalidations seen by this level (bumped before entries go).

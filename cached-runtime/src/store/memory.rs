@@ -51,7 +51,7 @@ impl Weighter<String, Arc<Entry>> for EntryWeight {
 }
 
 pub(crate) struct MemoryStore {
-    cache: Cache<String, Arc<Entry>, EntryWeight>,
+    cache: Cache<String, Arc<Entry>, EntryWeight, foldhash::fast::RandomState>,
     /// The weight of an entry of no size.
     floor: u64,
 }

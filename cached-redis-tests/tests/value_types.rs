@@ -408,7 +408,7 @@ fn article(id: u32) -> Article {
 
 /// The `python` block of docs/FORMAT.md's JSON section.
 fn python_reader() -> String {
-    let doc = include_str!("../docs/FORMAT.md");
+    let doc = include_str!("../../docs/FORMAT.md");
     let section = doc
         .split("## The JSON codec, and a reader for it in Python")
         .nth(1)

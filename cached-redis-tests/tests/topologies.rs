@@ -47,7 +47,7 @@ struct Topology {
 
 /// The README's `ACL SETUSER` line for `namespace`, with `password`.
 fn readme_acl(namespace: &str, password: &str) -> Vec<String> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let line = readme
         .lines()
         .find(|l| l.trim_start().starts_with("ACL SETUSER"))

@@ -3,7 +3,7 @@
 //! `tests/ui/pass/` compiles and runs.
 //!
 //! After changing a message, regenerate the `.stderr` files with
-//! `TRYBUILD=overwrite cargo test --test ui` and read the diff.
+//! `TRYBUILD=overwrite cargo test -p cached-redis-tests --test ui` and read the diff.
 
 #[test]
 fn ui() {

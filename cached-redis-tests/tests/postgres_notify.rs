@@ -18,7 +18,7 @@ use cached_redis::postgres::tokio_postgres::{self, Client, NoTls};
 use cached_redis::postgres::{listen, ListenerHandle};
 
 /// The trigger function under test.
-const TRIGGER_SQL: &str = include_str!("../sql/cached_redis_notify.sql");
+const TRIGGER_SQL: &str = include_str!("../../sql/cached_redis_notify.sql");
 
 /// How long an invalidation may take after the commit.
 const WITHIN: Duration = Duration::from_secs(1);
