@@ -225,6 +225,14 @@ fn named(name: &str) -> Option<&'static Engine> {
     named.iter().copied().find(|e| e.name == Some(name))
 }
 
+/// Every cache, the default one started first if nothing started it yet
+/// (as the process-wide operations always did): what `flush_stats` and
+/// `invalidate_prefix` act on.
+pub(crate) fn every_cache() -> Vec<&'static Engine> {
+    engine();
+    started()
+}
+
 /// Every cache installed so far: the default one (if it started) first,
 /// then the named ones.
 pub(crate) fn started() -> Vec<&'static Engine> {
@@ -287,10 +295,8 @@ fn not_installed(site: &CallSite) -> Error {
 /// every cache is still tried); the counts are kept and sent with the next
 /// flush.
 pub async fn flush_stats() -> Result<(), Error> {
-    // The default cache starts here if nothing did yet, as before.
-    engine();
     let mut first_error = None;
-    for engine in started() {
+    for engine in every_cache() {
         if let Err(e) = crate::flush::flush(engine).await {
             first_error.get_or_insert(e);
         }

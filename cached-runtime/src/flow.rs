@@ -155,26 +155,19 @@ where
         Step::Run(pending) => pending,
     };
     let started = Instant::now();
-    if !pending.serves_old_on_failure() {
-        let ret = body.await;
-        let stored = S::cacheable(&ret).map(|v| (v, S::is_negative(v)));
-        pending
-            .finish(io, call, stored, started.elapsed(), near)
-            .await;
-        return ret;
-    }
-    match CatchUnwind::new(body).await {
-        Ok(ret) => {
-            let stored = S::cacheable(&ret).map(|v| (v, S::is_negative(v)));
-            match pending
-                .finish(io, call, stored, started.elapsed(), near)
-                .await
-            {
-                Some(old) => S::rebuild(old),
-                None => ret,
-            }
+    let ret = if pending.serves_old_on_failure() {
+        match CatchUnwind::new(body).await {
+            Ok(ret) => ret,
+            Err(_panic) => return S::rebuild(pending.panicked(call, started.elapsed())),
         }
-        Err(_panic) => S::rebuild(pending.panicked(call, started.elapsed())),
+    } else {
+        body.await
+    };
+    let elapsed = started.elapsed();
+    let stored = S::cacheable(&ret).map(|v| (v, negative(v)));
+    match pending.finish(io, call, stored, elapsed, near).await {
+        Some(old) => S::rebuild(old),
+        None => ret,
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use crate::engine::{bind, engine, started, Engine};
+use crate::engine::{bind, every_cache, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::local::channel::{self, Change};
@@ -34,12 +34,10 @@ use crate::store::{glob_escape, Store};
 /// [`Error::Store`] when Redis fails part-way; what was removed stays
 /// removed, and calling again finishes the job.
 pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
-    // The default cache starts here if nothing did yet, as before.
-    engine();
     let mut removed = 0;
     let mut first_error = None;
     // Every cache: functions of one prefix may live in several.
-    for engine in started() {
+    for engine in every_cache() {
         match invalidate_prefix_in(engine, prefix).await {
             Ok(n) => removed += n,
             Err(e) => {
@@ -228,9 +226,12 @@ fn keys_for_args(
             keys.push((engine, CacheKey::new(&resolved.key_head, &hash)));
         }
     }
-    // The same key in the same cache once (two sites of one function
-    // cannot differ, but a generic one lists each instantiation).
-    keys.sort_unstable_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+    // Each key once per cache: two functions sharing a prefix, or one
+    // generic function's instantiations, can name the same key. Sorted by
+    // key, then cache, so that equal pairs are adjacent.
+    keys.sort_unstable_by(|a, b| {
+        (a.1.as_str(), std::ptr::from_ref(a.0)).cmp(&(b.1.as_str(), std::ptr::from_ref(b.0)))
+    });
     keys.dedup_by(|a, b| std::ptr::eq(a.0, b.0) && a.1 == b.1);
     Ok(keys)
 }
