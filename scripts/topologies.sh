@@ -9,9 +9,11 @@
 #         and DEBUG renamed away;
 #       - a TLS redis-server that requires a client certificate (mutual TLS);
 #       - a Redis Cluster: 3 masters and 3 replicas;
+#       - a Redis Cluster over TLS (clients and cluster bus): 3 masters;
 #       - a master, its replica and a sentinel watching them (`mymaster`).
 #     Exports their URLs as CACHED_REDIS_TEST_TLS_URL,
 #     CACHED_REDIS_TEST_MTLS_URL, CACHED_REDIS_TEST_CLUSTER_URL,
+#     CACHED_REDIS_TEST_TLS_CLUSTER_URL,
 #     CACHED_REDIS_TEST_SENTINEL_URL, the certificates as
 #     CACHED_REDIS_TEST_TLS_CA / _CLIENT_CERT / _CLIENT_KEY, and the
 #     directory of every server's pid file (redis-PORT.pid) as
@@ -139,7 +141,7 @@ start_topologies() {
     cp "$dir/cluster/redis-$topo_next.pid" "$dir/"
     cluster+=("127.0.0.1:$topo_next")
   done
-  redis-cli --cluster create "${cluster[@]}" --cluster-replicas 1 --cluster-yes \
+  timeout 60 redis-cli --cluster create "${cluster[@]}" --cluster-replicas 1 --cluster-yes \
     >"$dir/cluster-create.log" 2>&1 ||
     { echo "topologies: cluster create failed:" >&2; cat "$dir/cluster-create.log" >&2; exit 1; }
   local ok="" node
@@ -152,6 +154,36 @@ start_topologies() {
     sleep 0.1
   done
   [ -n "$ok" ] || { echo "topologies: the cluster did not become ready" >&2; exit 1; }
+
+  # Cluster over TLS (client connections and the cluster bus): 3 masters,
+  # as managed services with in-transit encryption run it.
+  local tls_cluster=()
+  mkdir -p "$dir/tls-cluster"
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem")
+  for _ in 1 2 3; do
+    # The bus connections between nodes present the client certificate
+    # (the server's is for serverAuth only) and are always verified.
+    topo_server "$dir/tls-cluster" "${tls[@]}" --tls-auth-clients no --tls-cluster yes \
+      --tls-client-cert-file "$dir/client.pem" --tls-client-key-file "$dir/client.key" \
+      --cluster-enabled yes --cluster-config-file "nodes-@PORT@.conf" \
+      --cluster-node-timeout 2000 || exit 1
+    tls_cluster+=("127.0.0.1:$topo_next")
+  done
+  # redis-cli waits for the nodes to meet without a limit of its own.
+  timeout 60 redis-cli "${TOPO_CLI[@]}" --cluster create "${tls_cluster[@]}" --cluster-yes \
+    >"$dir/tls-cluster-create.log" 2>&1 ||
+    { echo "topologies: TLS cluster create failed:" >&2; cat "$dir/tls-cluster-create.log" >&2; exit 1; }
+  for _ in $(seq 1 200); do
+    ok=1
+    for node in "${tls_cluster[@]}"; do
+      redis-cli "${TOPO_CLI[@]}" -p "${node#*:}" cluster info 2>/dev/null |
+        grep -q 'cluster_state:ok' || ok=""
+    done
+    [ -n "$ok" ] && break
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "topologies: the TLS cluster did not become ready" >&2; exit 1; }
+  TOPO_CLI=()
 
   # Sentinel: a master, a replica, one sentinel (quorum 1).
   local master replica sentinel
@@ -188,9 +220,11 @@ CONF
   export CACHED_REDIS_TEST_TLS_CLIENT_CERT="$dir/client.pem"
   export CACHED_REDIS_TEST_TLS_CLIENT_KEY="$dir/client.key"
   export CACHED_REDIS_TEST_CLUSTER_URL="redis+cluster://${cluster[0]}"
+  export CACHED_REDIS_TEST_TLS_CLUSTER_URL="rediss+cluster://${tls_cluster[0]}"
   export CACHED_REDIS_TEST_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/mymaster"
   export CACHED_REDIS_TEST_PIDDIR="$dir"
   echo "$name: TLS redis on $tls_port, mutual TLS on $mtls_port, cluster ${cluster[*]}," \
+    "TLS cluster ${tls_cluster[*]}," \
     "sentinel $sentinel (master $master, replica $replica)" >&2
 }
 
