@@ -49,7 +49,8 @@ pub(crate) fn scoped() -> Option<Arc<Engine>> {
 /// connections close, its functions' derived settings and `local` levels
 /// are freed, and the counts not written yet are sent in one last flush
 /// on the crate's background thread (call [`Cache::flush_stats`] first to
-/// know they went through).
+/// know they went through). The flush at process exit covers installed
+/// caches only: flush a `Cache` that lives until the end yourself.
 ///
 /// Useful for tests that need several configurations in one process, or
 /// a component with its own store. The README's "Scoped caches" shows it
