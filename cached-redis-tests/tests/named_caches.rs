@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cached_redis::{cached, Config};
-use redis::Commands;
 
 static DEFAULT_RUNS: AtomicUsize = AtomicUsize::new(0);
 static EMBEDDED_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -51,25 +49,6 @@ async fn shared_in_second(x: u32) -> u64 {
 fn in_missing(x: u32) -> u32 {
     MISSING_RUNS.fetch_add(1, SeqCst);
     x
-}
-
-/// The entry keys under `{namespace}:{prefix}:` in the Redis under test.
-fn entry_keys(namespace: &str, prefix: &str) -> Vec<String> {
-    let mut conn = common::raw();
-    let keys: Vec<String> = conn
-        .scan_match::<_, String>(format!("{namespace}:{prefix}:*"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    keys.into_iter()
-        .filter(|k| !k.ends_with(":stats"))
-        .collect()
-}
-
-fn stats_hash(namespace: &str, prefix: &str) -> HashMap<String, String> {
-    common::raw()
-        .hgetall(format!("{namespace}:{prefix}:stats"))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,26 +97,26 @@ async fn each_function_uses_the_cache_its_attribute_names() {
     assert_eq!(SECOND_RUNS.load(SeqCst), 1);
 
     // Each entry is where its cache keeps it, and nowhere else.
-    assert_eq!(entry_keys(&ns_default, "nc_default").len(), 1);
-    assert_eq!(entry_keys(&ns_second, "nc_second").len(), 1);
-    assert!(entry_keys(&ns_default, "nc_second").is_empty());
-    assert!(entry_keys(&ns_second, "nc_default").is_empty());
-    assert!(entry_keys(&ns_default, "nc_embedded").is_empty());
-    assert!(entry_keys(&ns_second, "nc_embedded").is_empty());
+    assert_eq!(common::entry_keys(&ns_default, "nc_default").len(), 1);
+    assert_eq!(common::entry_keys(&ns_second, "nc_second").len(), 1);
+    assert!(common::entry_keys(&ns_default, "nc_second").is_empty());
+    assert!(common::entry_keys(&ns_second, "nc_default").is_empty());
+    assert!(common::entry_keys(&ns_default, "nc_embedded").is_empty());
+    assert!(common::entry_keys(&ns_second, "nc_embedded").is_empty());
     let key = in_second_cache_key(1).unwrap();
     assert!(key.starts_with(&format!("{ns_second}:nc_second:")), "{key}");
 
     // Each cache counts its own functions; the flush writes every Redis
     // cache's counts into its own namespace.
     cached_redis::flush_stats().await.unwrap();
-    let default_stats = stats_hash(&ns_default, "nc_default");
+    let default_stats = common::stats_hash(&ns_default, "nc_default");
     assert_eq!(default_stats.get("hits").map(String::as_str), Some("1"));
     assert_eq!(default_stats.get("misses").map(String::as_str), Some("1"));
-    let second_stats = stats_hash(&ns_second, "nc_second");
+    let second_stats = common::stats_hash(&ns_second, "nc_second");
     assert_eq!(second_stats.get("misses").map(String::as_str), Some("1"));
     assert_eq!(second_stats.get("hits").map(String::as_str), Some("1"));
-    assert!(stats_hash(&ns_default, "nc_second").is_empty());
-    assert!(stats_hash(&ns_second, "nc_default").is_empty());
+    assert!(common::stats_hash(&ns_default, "nc_second").is_empty());
+    assert!(common::stats_hash(&ns_second, "nc_default").is_empty());
     let embedded = cached_redis::local_stats("nc_embedded").unwrap();
     assert_eq!((embedded.hits, embedded.misses), (1, 1));
 
@@ -162,7 +141,7 @@ async fn each_function_uses_the_cache_its_attribute_names() {
             .await
             .unwrap()
     );
-    assert!(entry_keys(&ns_second, "nc_second").is_empty());
+    assert!(common::entry_keys(&ns_second, "nc_second").is_empty());
     tokio::task::spawn_blocking(|| in_second(1)).await.unwrap();
     assert_eq!(SECOND_RUNS.load(SeqCst), 2);
     // Companions too.

@@ -1,5 +1,6 @@
-//! The process-wide engine (configuration and store) and the entry points
-//! generated code calls. A cached call, async or sync:
+//! One cache as the runtime sees it (configuration, store, counters), the
+//! installed ones (default and named), binding a call site to its cache,
+//! and the entry points generated code calls. A cached call, async or sync:
 //!
 //! 1. Off (disabled, or under the skip flag): run the body, count a skip.
 //! 2. The key could not be built: run the body, count an error.
@@ -7,6 +8,7 @@
 //!    locking, compute, store. Store failures are counted and logged,
 //!    never returned.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -31,7 +33,8 @@ use crate::store::{MemoryStore, RedisStore, Store};
 /// One cache: a configuration, the store it talks to, and what belongs to
 /// it alone (its counters, what its flush last sent, its invalidation
 /// channel). The default cache and each named cache are one `Engine`
-/// each, alive for the rest of the process once installed.
+/// each, alive for the rest of the process once installed; a
+/// [`crate::Cache`] value is one too, dropped with its last clone.
 #[derive(Debug)]
 pub(crate) struct Engine {
     /// `None` for the default cache.
@@ -46,16 +49,22 @@ pub(crate) struct Engine {
     pub(crate) flushed: Flushed,
     /// Its invalidation channel (Redis only, started on first use).
     channel: Channel,
+    /// Its interval flusher, stopped when the engine goes.
+    flusher: OnceLock<tokio::task::AbortHandle>,
+    /// What call sites derive from its config, by the site's address: for
+    /// the calls made under [`crate::Cache::scope`] (an installed cache
+    /// keeps its sites' bindings in the sites themselves).
+    sites: RwLock<HashMap<usize, Arc<ResolvedSite>, foldhash::fast::RandomState>>,
 }
 
 /// The default cache.
-static ENGINE: OnceLock<Engine> = OnceLock::new();
+static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
 
 /// The named caches, in the order they were installed.
-static NAMED: RwLock<Vec<&'static Engine>> = RwLock::new(Vec::new());
+static NAMED: RwLock<Vec<&'static Arc<Engine>>> = RwLock::new(Vec::new());
 
 impl Engine {
-    fn new(name: Option<&'static str>, config: Config) -> Result<Engine, Error> {
+    pub(crate) fn new(name: Option<&'static str>, config: Config) -> Result<Engine, Error> {
         let store = if config.disabled {
             None
         } else {
@@ -80,6 +89,8 @@ impl Engine {
             stats: StatsRegistry::default(),
             flushed: Flushed::default(),
             channel: Channel::default(),
+            flusher: OnceLock::new(),
+            sites: RwLock::default(),
         })
     }
 
@@ -108,10 +119,15 @@ impl Engine {
         }
     }
 
-    fn start(&'static self) {
+    /// Starts its background work: the interval flusher, which stops when
+    /// the engine is dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
         if self.redis().is_some() {
-            crate::flush::start_interval_flusher(self);
-            crate::flush::flush_at_exit();
+            let flusher = crate::flush::start_interval_flusher(
+                Arc::downgrade(self),
+                self.config.stats_flush_interval,
+            );
+            let _ = self.flusher.set(flusher);
         }
         let backend = match &self.store {
             None => "disabled",
@@ -124,6 +140,50 @@ impl Engine {
             namespace = %self.config.namespace,
             "cached-redis initialized"
         );
+    }
+
+    /// What `site` derives from this cache's config, for a call under a
+    /// scope: computed on the first such call, then kept with the engine.
+    fn resolve(&self, site: &'static CallSite) -> Arc<ResolvedSite> {
+        let addr = std::ptr::from_ref(site) as usize;
+        let found = self
+            .sites
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .cloned();
+        found.unwrap_or_else(|| {
+            let mut sites = self.sites.write().unwrap_or_else(|e| e.into_inner());
+            sites
+                .entry(addr)
+                .or_insert_with(|| {
+                    crate::invalidate::register(site);
+                    Arc::new(ResolvedSite::new(site, &self.config, &self.stats))
+                })
+                .clone()
+        })
+    }
+}
+
+impl Drop for Engine {
+    /// Only a [`crate::Cache`] value is ever dropped: its flusher stops,
+    /// the counts not written yet go in one last flush on the crate's own
+    /// runtime (which then closes the connections), and the subscriber of
+    /// its invalidation channel stops with the channel.
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.get() {
+            flusher.abort();
+        }
+        if let Some(Store::Redis(store)) = self.store.take() {
+            let namespace = std::mem::take(&mut self.config.namespace);
+            let stats = std::mem::take(&mut self.stats);
+            let flushed = std::mem::take(&mut self.flushed);
+            crate::io::handle().spawn(async move {
+                if let Err(e) = crate::flush::flush_to(&store, &namespace, &stats, &flushed).await {
+                    tracing::debug!(error = %e, "last stats flush of a dropped cache failed");
+                }
+            });
+        }
     }
 }
 
@@ -142,10 +202,18 @@ impl Engine {
 /// assert!(cached_runtime::init(cached_runtime::Config::builder().build().unwrap()).is_err());
 /// ```
 pub fn init(config: Config) -> Result<(), Error> {
-    let engine = Engine::new(None, config)?;
+    let engine = Arc::new(Engine::new(None, config)?);
     ENGINE.set(engine).map_err(|_| Error::AlreadyInitialized)?;
-    ENGINE.get().expect("just set").start();
+    installed(ENGINE.get().expect("just set"));
     Ok(())
+}
+
+/// Starts an installed cache: its flusher and the flush at exit.
+fn installed(engine: &Arc<Engine>) {
+    engine.start();
+    if engine.redis().is_some() {
+        crate::flush::flush_at_exit();
+    }
 }
 
 /// Installs `config` as the cache named `name`, the one functions with
@@ -181,15 +249,16 @@ pub fn init_named(name: &str, config: Config) -> Result<(), Error> {
     // Installed for the rest of the process, like the default cache: its
     // functions' call sites keep a reference to it.
     let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    let engine: &'static Engine = Box::leak(Box::new(Engine::new(Some(name), config)?));
+    let engine: &'static Arc<Engine> =
+        Box::leak(Box::new(Arc::new(Engine::new(Some(name), config)?)));
     named.push(engine);
     drop(named);
-    engine.start();
+    installed(engine);
     Ok(())
 }
 
 /// The default cache, initialized from the environment on first use.
-pub(crate) fn engine() -> &'static Engine {
+pub(crate) fn engine() -> &'static Arc<Engine> {
     if let Some(engine) = ENGINE.get() {
         return engine;
     }
@@ -208,50 +277,80 @@ pub(crate) fn engine() -> &'static Engine {
             )
             .expect("a disabled engine needs no connection")
         });
-    let mut installed = false;
+    let mut first = false;
     let engine = ENGINE.get_or_init(|| {
-        installed = true;
-        engine
+        first = true;
+        Arc::new(engine)
     });
-    if installed {
-        engine.start();
+    if first {
+        installed(engine);
     }
     engine
+}
+
+/// The cache standing for the default one here: the cache of the
+/// current scope ([`crate::Cache::scope`]), else the default cache.
+pub(crate) fn current() -> Arc<Engine> {
+    crate::cache::scoped().unwrap_or_else(|| Arc::clone(engine()))
 }
 
 /// The named cache `name`, if installed.
 fn named(name: &str) -> Option<&'static Engine> {
     let named = NAMED.read().unwrap_or_else(|e| e.into_inner());
-    named.iter().copied().find(|e| e.name == Some(name))
+    named.iter().find(|e| e.name == Some(name)).map(|e| &***e)
 }
 
-/// Every cache, the default one started first if nothing started it yet
-/// (as the process-wide operations always did): what `flush_stats` and
-/// `invalidate_prefix` act on.
-pub(crate) fn every_cache() -> Vec<&'static Engine> {
-    engine();
-    started()
+/// Every cache the process-wide operations (`flush_stats`,
+/// `invalidate_prefix`) act on: the default one (started if nothing
+/// started it yet) or, inside a scope, the scope's cache in its stead;
+/// then the named ones.
+pub(crate) fn every_cache() -> Vec<Arc<Engine>> {
+    std::iter::once(current()).chain(named_caches()).collect()
+}
+
+/// The named caches, in the order they were installed.
+fn named_caches() -> Vec<Arc<Engine>> {
+    let named = NAMED.read().unwrap_or_else(|e| e.into_inner());
+    named.iter().map(|e| Arc::clone(e)).collect()
 }
 
 /// Every cache installed so far: the default one (if it started) first,
 /// then the named ones.
-pub(crate) fn started() -> Vec<&'static Engine> {
-    let named = NAMED.read().unwrap_or_else(|e| e.into_inner());
+pub(crate) fn started() -> Vec<Arc<Engine>> {
     ENGINE
         .get()
+        .cloned()
         .into_iter()
-        .chain(named.iter().copied())
+        .chain(named_caches())
         .collect()
 }
 
-/// The cache `site` uses and what the site derives from its config,
-/// bound on the first call (and registered for invalidation by
-/// arguments); `None` while its named cache is not installed.
-pub(crate) fn bind(site: &'static CallSite) -> Option<(&'static Engine, &'static ResolvedSite)> {
-    if let Some((engine, resolved)) = site.bound.get() {
-        return Some((*engine, resolved.as_ref()));
+/// The cache `site` uses and what the site derives from its config:
+/// for a function of the default cache, `scoped` (the cache of the current
+/// scope, [`crate::cache::scoped`]) if any, its derived settings kept alive
+/// in `hold` for the call; otherwise the installed cache, bound on the
+/// first call (and registered for invalidation by arguments). `None`
+/// while its named cache is not installed.
+#[inline]
+pub(crate) fn bind<'s, 'h>(
+    site: &'static CallSite,
+    scoped: &'s Option<Arc<Engine>>,
+    hold: &'h mut Option<Arc<ResolvedSite>>,
+) -> Option<(&'s Engine, &'h ResolvedSite)> {
+    if let (None, Some(engine)) = (site.options.cache, scoped) {
+        let resolved = hold.insert(engine.resolve(site));
+        return Some((engine, resolved));
     }
-    let engine = match site.options.cache {
+    if let Some((engine, resolved)) = site.bound.get() {
+        return Some((engine, resolved));
+    }
+    bind_installed(site)
+}
+
+/// [`bind`]'s first call for `site` outside a scope.
+#[cold]
+fn bind_installed(site: &'static CallSite) -> Option<(&'static Engine, &'static ResolvedSite)> {
+    let engine: &'static Engine = match site.options.cache {
         None => engine(),
         Some(name) => match named(name) {
             Some(engine) => engine,
@@ -274,7 +373,7 @@ pub(crate) fn bind(site: &'static CallSite) -> Option<(&'static Engine, &'static
             Arc::new(ResolvedSite::new(site, &engine.config, &engine.stats)),
         )
     });
-    Some((*engine, resolved.as_ref()))
+    Some((engine, resolved))
 }
 
 /// Why `site` cannot be served: its named cache is not installed.
@@ -287,7 +386,9 @@ fn not_installed(site: &CallSite) -> Error {
 
 /// Writes the stats gathered in this process to Redis now, for every
 /// cache (they are also written every `stats_flush_interval`). Caches
-/// without Redis have nothing to write.
+/// without Redis have nothing to write. Inside [`crate::Cache::scope`], the
+/// scope's cache is flushed instead of the default one; a [`crate::Cache`]
+/// is flushed by its own [`crate::Cache::flush_stats`] otherwise.
 ///
 /// # Errors
 ///
@@ -297,7 +398,7 @@ fn not_installed(site: &CallSite) -> Error {
 pub async fn flush_stats() -> Result<(), Error> {
     let mut first_error = None;
     for engine in every_cache() {
-        if let Err(e) = crate::flush::flush(engine).await {
+        if let Err(e) = crate::flush::flush(&engine).await {
             first_error.get_or_insert(e);
         }
     }
@@ -307,9 +408,13 @@ pub async fn flush_stats() -> Result<(), Error> {
 /// This process's totals for `prefix` since it started, or `None` when no
 /// cached function with that prefix has run. With named caches, the totals
 /// of the first cache (the default one first) where such a function ran.
+/// Inside [`crate::Cache::scope`], the scope's cache stands for the default
+/// one.
 pub fn local_stats(prefix: &str) -> Option<StatsSnapshot> {
-    started()
+    let first = crate::cache::scoped().or_else(|| ENGINE.get().cloned());
+    first
         .into_iter()
+        .chain(named_caches())
         .find_map(|engine| engine.stats.snapshot(prefix))
 }
 
@@ -320,7 +425,8 @@ pub fn build_key<A: Serialize + ?Sized>(
     args: &A,
     type_names: &[&'static str],
 ) -> Result<CacheKey, Error> {
-    let Some((_, resolved)) = bind(site) else {
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((_, resolved)) = bind(site, &scoped, &mut hold) else {
         return Err(not_installed(site));
     };
     site.record_types(type_names);
@@ -375,7 +481,7 @@ where
     S: ReturnShape<R>,
     F: Future<Output = R>,
 {
-    call_async_with(site, key, shape, body, |_, _| Off).await
+    call_async_with::<_, _, _, NoLevel>(site, key, shape, body).await
 }
 
 /// A cached call of an async function with `local = N`: its values are
@@ -391,34 +497,56 @@ where
     S::Value: LocalValue,
     F: Future<Output = R>,
 {
-    call_async_with(site, key, shape, body, near).await
+    call_async_with::<_, _, _, Level>(site, key, shape, body).await
 }
 
-/// The `local` level of `resolved` as the call path uses it; [`Off`]
-/// when the function has none.
-fn near<'a>(engine: &Engine, resolved: &'a ResolvedSite) -> Either<On<'a>> {
-    match &resolved.local {
-        Some(level) => Either::On(On {
-            level,
-            live: engine.local_live(),
-        }),
-        None => Either::Off,
+/// How a call reaches its `local` level: [`NoLevel`] for functions without
+/// `local` (no bounds on their value type), [`Level`] for the others.
+trait Reach<V> {
+    type Near<'a>: Near<V>;
+    fn near<'a>(engine: &'a Engine, resolved: &'a ResolvedSite) -> Self::Near<'a>;
+}
+
+struct NoLevel;
+
+impl<V> Reach<V> for NoLevel {
+    type Near<'a> = Off;
+    #[inline]
+    fn near<'a>(_: &'a Engine, _: &'a ResolvedSite) -> Off {
+        Off
     }
 }
 
-async fn call_async_with<R, S, F, N>(
+struct Level;
+
+impl<V: LocalValue> Reach<V> for Level {
+    type Near<'a> = Either<On<'a>>;
+    /// The `local` level of `resolved`; [`Either::Off`] when the function
+    /// has none.
+    fn near<'a>(engine: &'a Engine, resolved: &'a ResolvedSite) -> Either<On<'a>> {
+        match &resolved.local {
+            Some(level) => Either::On(On {
+                level,
+                live: engine.local_live(),
+            }),
+            None => Either::Off,
+        }
+    }
+}
+
+async fn call_async_with<R, S, F, L>(
     site: &'static CallSite,
     key: Result<CacheKey, Error>,
     _shape: S,
     body: F,
-    near: impl FnOnce(&Engine, &'static ResolvedSite) -> N,
 ) -> R
 where
     S: ReturnShape<R>,
     F: Future<Output = R>,
-    N: Near<S::Value>,
+    L: Reach<S::Value>,
 {
-    let Some((engine, resolved)) = bind(site) else {
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((engine, resolved)) = bind(site, &scoped, &mut hold) else {
         crate::entry_info::uncached();
         return body.await;
     };
@@ -440,7 +568,7 @@ where
         );
         return body.await;
     }
-    let near = near(engine, resolved);
+    let near = L::near(engine, resolved);
     let call = Call {
         config: &engine.config,
         limits: engine.limits,
@@ -448,11 +576,11 @@ where
         key,
     };
     if !force {
-        if let Some(ret) = flow::held::<S, R, N>(&call, &near) {
+        if let Some(ret) = flow::held::<S, R, _>(&call, &near) {
             return ret;
         }
     }
-    flow::run::<_, S, R, F, N>(&AsyncIo(store), &call, force, body, &near).await
+    flow::run::<_, S, R, F, _>(&AsyncIo(store), &call, force, body, &near).await
 }
 
 /// A cached call of a sync function.
@@ -466,7 +594,7 @@ where
     S: ReturnShape<R>,
     F: FnOnce() -> R,
 {
-    call_sync_with(site, key, shape, body, |_, _| Off)
+    call_sync_with::<_, _, _, NoLevel>(site, key, shape, body)
 }
 
 /// A cached call of a sync function with `local = N`.
@@ -481,29 +609,29 @@ where
     S::Value: LocalValue,
     F: FnOnce() -> R,
 {
-    call_sync_with(site, key, shape, body, near)
+    call_sync_with::<_, _, _, Level>(site, key, shape, body)
 }
 
-fn call_sync_with<R, S, F, N>(
+fn call_sync_with<R, S, F, L>(
     site: &'static CallSite,
     key: Result<CacheKey, Error>,
     _shape: S,
     body: F,
-    near: impl FnOnce(&Engine, &'static ResolvedSite) -> N,
 ) -> R
 where
     S: ReturnShape<R>,
     F: FnOnce() -> R,
-    N: Near<S::Value>,
+    L: Reach<S::Value>,
 {
-    let Some((engine, resolved)) = bind(site) else {
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((engine, resolved)) = bind(site, &scoped, &mut hold) else {
         crate::entry_info::uncached();
         return body();
     };
     let Some((store, key, force)) = prepare(engine, resolved, key) else {
         return body();
     };
-    let near = near(engine, resolved);
+    let near = L::near(engine, resolved);
     let call = Call {
         config: &engine.config,
         limits: engine.limits,
@@ -511,12 +639,12 @@ where
         key,
     };
     if !force {
-        if let Some(ret) = flow::held::<S, R, N>(&call, &near) {
+        if let Some(ret) = flow::held::<S, R, _>(&call, &near) {
             return ret;
         }
     }
     let body = async move { body() };
-    block_on_ready(flow::run::<_, S, R, _, N>(
+    block_on_ready(flow::run::<_, S, R, _, _>(
         &BlockingIo(store),
         &call,
         force,
@@ -532,7 +660,8 @@ pub async fn invalidate_async(
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let Some((engine, _)) = bind(site) else {
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((engine, _)) = bind(site, &scoped, &mut hold) else {
         return Err(not_installed(site));
     };
     let Some(store) = &engine.store else {
@@ -558,7 +687,8 @@ pub fn invalidate_sync(
     key: Result<CacheKey, Error>,
 ) -> Result<bool, Error> {
     let key = key?;
-    let Some((engine, _)) = bind(site) else {
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((engine, _)) = bind(site, &scoped, &mut hold) else {
         return Err(not_installed(site));
     };
     let Some(store) = &engine.store else {

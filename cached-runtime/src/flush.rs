@@ -8,10 +8,13 @@
 //! script: exact, never overflowing, still readable with `HGET`.
 
 use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::Duration;
 
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::stats::{StatsRegistry, StatsSnapshot};
+use crate::store::RedisStore;
 
 /// Adds a prefix's counts to its hash, all or nothing. ARGV holds
 /// `field, increment` pairs. Every field it touches must hold a
@@ -122,8 +125,24 @@ pub(crate) async fn flush(engine: &Engine) -> Result<(), Error> {
     let Some(store) = engine.redis() else {
         return Ok(());
     };
-    let mut flushed = engine.flushed.lock().await;
-    let Some((pipe, pending)) = batch(&engine.config.namespace, &engine.stats, &flushed) else {
+    flush_to(
+        store,
+        &engine.config.namespace,
+        &engine.stats,
+        &engine.flushed,
+    )
+    .await
+}
+
+/// [`flush`] of a cache's parts: also what a dropped cache sends last.
+pub(crate) async fn flush_to(
+    store: &RedisStore,
+    namespace: &str,
+    stats: &StatsRegistry,
+    flushed: &Flushed,
+) -> Result<(), Error> {
+    let mut flushed = flushed.lock().await;
+    let Some((pipe, pending)) = batch(namespace, stats, &flushed) else {
         return Ok(());
     };
     let results = if store.is_cluster() {
@@ -199,7 +218,7 @@ pub(crate) fn flush_at_exit() {
             // Never unwind into C, whatever happens on the way out.
             let _ = std::panic::catch_unwind(|| {
                 for engine in crate::engine::started() {
-                    if let Err(e) = flush_blocking(engine) {
+                    if let Err(e) = flush_blocking(&engine) {
                         tracing::debug!(error = %e, "stats flush at exit failed");
                     }
                 }
@@ -215,17 +234,26 @@ pub(crate) fn flush_at_exit() {
 }
 
 /// Starts `engine`'s interval flusher (once per engine: the engine calls
-/// this when it starts).
-pub(crate) fn start_interval_flusher(engine: &'static Engine) {
-    let interval = engine.config.stats_flush_interval;
-    crate::io::handle().spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = flush(engine).await {
-                tracing::debug!(error = %e, "stats flush failed; counts kept for the next one");
+/// this when it starts). It holds the engine weakly, so that a dropped
+/// cache is not kept alive by it, and ends when the engine is gone (the
+/// engine also aborts it when dropped).
+pub(crate) fn start_interval_flusher(
+    engine: Weak<Engine>,
+    interval: Duration,
+) -> tokio::task::AbortHandle {
+    crate::io::handle()
+        .spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                if let Err(e) = flush(&engine).await {
+                    tracing::debug!(error = %e, "stats flush failed; counts kept for the next one");
+                }
             }
-        }
-    });
+        })
+        .abort_handle()
 }

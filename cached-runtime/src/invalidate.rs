@@ -19,8 +19,9 @@ use crate::site::CallSite;
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
-/// argument, in every cache: the default one and each named one); returns
-/// how many were removed. Safe while traffic flows: a
+/// argument, in every cache: the default one and each named one; inside
+/// [`crate::Cache::scope`], the scope's cache in place of the default one);
+/// returns how many were removed. Safe while traffic flows: a
 /// call that misses meanwhile simply recomputes.
 ///
 /// ```no_run
@@ -38,7 +39,7 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
     let mut first_error = None;
     // Every cache: functions of one prefix may live in several.
     for engine in every_cache() {
-        match invalidate_prefix_in(engine, prefix).await {
+        match invalidate_prefix_in(&engine, prefix).await {
             Ok(n) => removed += n,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -49,7 +50,7 @@ pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
 }
 
 /// [`invalidate_prefix`] in one cache.
-async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Result<u64, Error> {
+pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Result<u64, Error> {
     let head = format!("{}:{}:", engine.config.namespace, prefix);
     match engine.store() {
         None => Ok(0),
@@ -136,6 +137,9 @@ pub(crate) fn register(site: &'static CallSite) {
 /// is the hash of that JSON. Every function registered under `prefix` is
 /// tried, so two functions sharing a prefix are both invalidated.
 ///
+/// Inside [`crate::Cache::scope`], the functions of the default cache are
+/// looked up in the scope's cache instead.
+///
 /// Methods work like free functions (their key also holds the `Self` type,
 /// which their first call or companion call records). For generic
 /// functions and methods of generic types, the entry of every instantiation
@@ -157,7 +161,8 @@ pub(crate) fn register(site: &'static CallSite) {
 /// not an array;
 /// [`Error::Store`] when Redis fails.
 pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
-    let keys = keys_for_args(prefix, args)?;
+    let scoped = crate::cache::scoped();
+    let keys = keys_for_args(prefix, args, &scoped)?;
     let mut removed = false;
     for (engine, key) in keys {
         let Some(store) = engine.store() else {
@@ -173,11 +178,13 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
 }
 
 /// The keys calls with `args` use, with the cache each lives in, for every
-/// function registered under `prefix`.
-fn keys_for_args(
+/// function registered under `prefix`; `scoped` is the current scope's
+/// cache (see [`bind`]).
+fn keys_for_args<'a>(
     prefix: &str,
     args: &serde_json::Value,
-) -> Result<Vec<(&'static Engine, CacheKey)>, Error> {
+    scoped: &'a Option<std::sync::Arc<Engine>>,
+) -> Result<Vec<(&'a Engine, CacheKey)>, Error> {
     if !args.is_array() {
         return Err(Error::Key(format!(
             "arguments for prefix {prefix:?} must be a JSON array in parameter order, got {args}"
@@ -197,7 +204,8 @@ fn keys_for_args(
     let mut keys = Vec::new();
     for site in sites {
         // Registered sites are bound: registration happens when binding.
-        let Some((engine, resolved)) = bind(site) else {
+        let mut hold = None;
+        let Some((engine, resolved)) = bind(site, scoped, &mut hold) else {
             continue;
         };
         // A function without key arguments hashes `()`, which is JSON

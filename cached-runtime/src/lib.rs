@@ -7,6 +7,7 @@
 //! (stored format), `codec_choice` (which codec a function writes), `store` (Redis and the embedded store, with the circuit
 //! breaker), `stats` and `flush` (counters and their trip to Redis), `skip`
 //! (the skip-cache flag and its tower layer), `engine` (the call path),
+//! `cache` (a cache as a value, and its scopes),
 //! `entry_info` (what a call's entry is, for HTTP caching headers),
 //! [`report`] (reading the stats back),
 //! [`build`] (build-script helper), `__private` (what the macro expands to).
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod bench_entry;
+mod cache;
 mod clock;
 mod codec;
 mod codec_choice;
@@ -54,6 +56,7 @@ mod build_helper;
 #[doc(hidden)]
 pub mod __private;
 
+pub use cache::{Cache, Scoped};
 pub use config::{Config, ConfigBuilder};
 pub use engine::{flush_stats, init, init_named, local_stats};
 pub use entry_info::{with_entry_info, CacheStatus, EntryInfo};

@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::Config;
-use crate::engine::engine;
+use crate::engine::current;
 use crate::error::Error;
 use crate::stats::{bucket_field, StatsSnapshot, BUCKETS, MISS_BUCKETS_US};
 use crate::store::{glob_escape, RedisStore};
@@ -471,7 +471,8 @@ impl StatsReader {
     }
 }
 
-/// The reports of every prefix, as this process's default cache sees them: with
+/// The reports of every prefix, as this process's default cache (or, inside
+/// [`crate::Cache::scope`], the scope's cache) sees them: with
 /// Redis, the stats hashes of the configured namespace (every process's
 /// flushed counts, sorted by prefix); with the embedded store or caching
 /// disabled, this process's own counters ([`crate::local_stats`]).
@@ -480,7 +481,7 @@ impl StatsReader {
 ///
 /// As [`StatsReader::prefix`].
 pub async fn read_all() -> Result<Vec<PrefixReport>, Error> {
-    let engine = engine();
+    let engine = current();
     match engine.redis() {
         Some(store) => read(store, &engine.config.namespace, None).await,
         None => {
@@ -503,7 +504,7 @@ pub async fn read_all() -> Result<Vec<PrefixReport>, Error> {
 ///
 /// As [`StatsReader::prefix`].
 pub async fn read_prefix(prefix: &str) -> Result<PrefixReport, Error> {
-    let engine = engine();
+    let engine = current();
     match engine.redis() {
         Some(store) => {
             let mut reports = read(store, &engine.config.namespace, Some(&[prefix])).await?;

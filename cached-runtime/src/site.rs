@@ -266,7 +266,7 @@ impl ResolvedSite {
                 config.local_max_bytes,
                 config.max_value_bytes as u64,
             ));
-            crate::local::register(&key_head, level.clone());
+            crate::local::register(&key_head, &level);
             level
         });
         let key_memo = options

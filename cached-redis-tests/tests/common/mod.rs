@@ -39,6 +39,28 @@ pub fn raw() -> redis::Connection {
         .expect("redis under test reachable")
 }
 
+/// The entry keys under `{namespace}:{prefix}:` in the Redis under test
+/// (its stats hash left out).
+pub fn entry_keys(namespace: &str, prefix: &str) -> Vec<String> {
+    use redis::Commands;
+    let keys: Vec<String> = raw()
+        .scan_match::<_, String>(format!("{namespace}:{prefix}:*"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    keys.into_iter()
+        .filter(|k| !k.ends_with(":stats"))
+        .collect()
+}
+
+/// The stats hash of `prefix` in `namespace`, field by field.
+pub fn stats_hash(namespace: &str, prefix: &str) -> std::collections::HashMap<String, String> {
+    use redis::Commands;
+    raw()
+        .hgetall(format!("{namespace}:{prefix}:stats"))
+        .unwrap()
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -5,7 +5,8 @@
 //! The subscriber has its own connection (a subscribed connection can do
 //! nothing else), opened from the store's `redis::Client`, on a thread of
 //! its own with a one-thread runtime, so it outlives every runtime of the
-//! program and serves sync programs too. It reconnects by itself. While it
+//! program and serves sync programs too. It reconnects by itself, and ends
+//! (closing its connection) when its cache is dropped. While it
 //! is not subscribed, [`Channel::is_live`] is false: the cache's levels
 //! are bypassed and emptied, because invalidations published meanwhile are
 //! lost. (Levels are registered by key head, not by cache, so a lost
@@ -40,7 +41,9 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// use) and whether that subscriber is subscribed now.
 #[derive(Debug, Default)]
 pub(crate) struct Channel {
-    started: OnceLock<()>,
+    /// Set when the subscriber starts; dropping it (with the cache) stops
+    /// the subscriber.
+    stop: OnceLock<tokio::sync::oneshot::Sender<()>>,
     /// Whether invalidations from other processes are arriving now.
     live: Arc<AtomicBool>,
 }
@@ -56,7 +59,8 @@ impl Channel {
     /// through a node of the cache's Redis (`source` is asked only the
     /// first time).
     pub(crate) fn ensure_subscriber(&self, source: impl FnOnce() -> PubSubSource, namespace: &str) {
-        self.started.get_or_init(|| {
+        self.stop.get_or_init(|| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let source = source();
             let channel = channel_name(namespace);
             let live = self.live.clone();
@@ -73,11 +77,18 @@ impl Channel {
                             return;
                         }
                     };
-                    rt.block_on(subscribe_forever(source, channel, live));
+                    rt.block_on(async move {
+                        tokio::select! {
+                            () = subscribe_forever(source, channel, live) => {}
+                            // The sender is never used: only its drop counts.
+                            _ = stopped => {}
+                        }
+                    });
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start the invalidation channel; local levels stay off");
             }
+            stop
         });
     }
 }
@@ -257,7 +268,7 @@ mod tests {
     #[test]
     fn own_messages_are_skipped_and_others_applied() {
         let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20, 1));
-        super::super::register("chan-ns:p:", level.clone());
+        super::super::register("chan-ns:p:", &level);
         level.put(
             level.ticket(),
             "chan-ns:p:k",

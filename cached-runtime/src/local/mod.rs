@@ -23,7 +23,7 @@ pub(crate) mod channel;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -284,6 +284,10 @@ impl<V: Clone + Send + Sync + 'static> Near<V> for On<'_> {
         bytes: usize,
         lifetime: Duration,
     ) {
+        // The other levels of this process that may hold the key (the same
+        // function under another cache on this namespace) drop it: the
+        // message published for other processes skips this one.
+        invalidate_key_elsewhere(key, self.level);
         match ticket {
             Some(ticket) => self
                 .level
@@ -298,8 +302,12 @@ impl<V: Clone + Send + Sync + 'static> Near<V> for On<'_> {
     }
 }
 
-/// Every level of this process, by key head (`{namespace}:{prefix}:`).
-type Levels = Mutex<HashMap<String, Vec<Arc<LocalLevel>>>>;
+/// Every level of this process, by key head (`{namespace}:{prefix}:`),
+/// whatever cache it belongs to: two caches of one process on one
+/// namespace share entries, so a change reaches both. Held weakly: a
+/// level lives as long as its function's binding, which a dropped
+/// [`crate::Cache`] takes with it.
+type Levels = Mutex<HashMap<String, Vec<Weak<LocalLevel>>>>;
 
 fn levels() -> &'static Levels {
     static LEVELS: OnceLock<Levels> = OnceLock::new();
@@ -307,13 +315,12 @@ fn levels() -> &'static Levels {
 }
 
 /// Makes `level` reachable by invalidations of keys under `head`.
-pub(crate) fn register(head: &str, level: Arc<LocalLevel>) {
-    levels()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(head.to_owned())
-        .or_default()
-        .push(level);
+pub(crate) fn register(head: &str, level: &Arc<LocalLevel>) {
+    let mut levels = levels().lock().unwrap_or_else(|e| e.into_inner());
+    // Levels of dropped caches go when their head gains a new one.
+    let list = levels.entry(head.to_owned()).or_default();
+    list.retain(|l| l.strong_count() > 0);
+    list.push(Arc::downgrade(level));
 }
 
 /// The levels holding keys under `head`.
@@ -322,7 +329,7 @@ fn levels_of(head: &str) -> Vec<Arc<LocalLevel>> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(head)
-        .cloned()
+        .map(|list| list.iter().filter_map(Weak::upgrade).collect())
         .unwrap_or_default()
 }
 
@@ -335,6 +342,15 @@ fn head_of(key: &str) -> &str {
 pub(crate) fn invalidate_key(key: &str) {
     for level in levels_of(head_of(key)) {
         level.invalidate(key);
+    }
+}
+
+/// Drops `key` from this process's levels but `own`.
+fn invalidate_key_elsewhere(key: &str, own: &LocalLevel) {
+    for level in levels_of(head_of(key)) {
+        if !std::ptr::eq(Arc::as_ptr(&level), own) {
+            level.invalidate(key);
+        }
     }
 }
 
@@ -352,7 +368,7 @@ pub(crate) fn clear_all() {
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .flatten()
-        .cloned()
+        .filter_map(Weak::upgrade)
         .collect();
     for level in all {
         level.clear();
@@ -447,8 +463,8 @@ mod tests {
     fn invalidations_reach_registered_levels() {
         let a = Arc::new(LocalLevel::new(10, 1 << 20, 1));
         let b = Arc::new(LocalLevel::new(10, 1 << 20, 1));
-        register("unit-ns:a:", a.clone());
-        register("unit-ns:b:", b.clone());
+        register("unit-ns:a:", &a);
+        register("unit-ns:b:", &b);
         a.put(a.ticket(), "unit-ns:a:k1", 1u8, 1, LONG);
         a.put(a.ticket(), "unit-ns:a:k2", 2u8, 1, LONG);
         b.put(b.ticket(), "unit-ns:b:k1", 3u8, 1, LONG);
