@@ -33,7 +33,9 @@ pub use crate::site::{CallSite, SiteIdent, SiteOptions};
 /// Entry points for property tests and fuzzers of the stored format: encode
 /// a valid entry with a given codec, decode arbitrary bytes as a given type.
 pub mod fuzz {
-    pub use crate::fuzzing::{decode_entry, encode_entry, Codec, CODECS, HEADER_LEN};
+    pub use crate::fuzzing::{
+        decode_entry, encode_entry, Codec, Compression, CODECS, COMPRESSIONS, HEADER_LEN,
+    };
 }
 
 pub use crate::shape::{

@@ -12,6 +12,7 @@ fn limits() -> CodecLimits {
     let c = crate::Config::default();
     CodecLimits {
         compress_min_bytes: c.compress_min_bytes,
+        compression: c.compression,
         max_value_bytes: c.max_value_bytes,
     }
 }

@@ -54,7 +54,7 @@ mod build_helper;
 #[doc(hidden)]
 pub mod __private;
 
-pub use config::{Config, ConfigBuilder};
+pub use config::{Compression, Config, ConfigBuilder};
 pub use engine::{flush_stats, init, init_named, local_stats};
 pub use entry_info::{with_entry_info, CacheStatus, EntryInfo};
 pub use error::{Error, StoreError, StoreErrorKind};
