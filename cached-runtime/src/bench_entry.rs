@@ -19,11 +19,20 @@ fn limits() -> CodecLimits {
 
 /// `value` as an entry (header and payload), as a miss stores it.
 pub fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
+    encode_with(value, crate::Compression::Zlib)
+}
+
+/// [`encode`] with `compression` instead of the default.
+pub fn encode_with<T: Serialize>(value: &T, compression: crate::Compression) -> Option<Vec<u8>> {
+    let limits = CodecLimits {
+        compression,
+        ..limits()
+    };
     codec::encode_with(
         codec::Codec::Bincode,
         value,
         std::time::Duration::ZERO,
-        limits(),
+        limits,
     )
     .ok()
     .map(|e| e.bytes)
