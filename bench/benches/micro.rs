@@ -434,8 +434,8 @@ fn codecs(c: &mut Criterion) {
 /// The codec alone on the 2 KB response, with each compression: what a
 /// store's encoding and a hit's decoding cost without the cache around them.
 fn entry_codec(c: &mut Criterion) {
-    use cached_redis::Compression;
     use cached_redis::__private::entry;
+    use cached_redis::Compression;
     let mut g = c.benchmark_group("entry_2kb");
     for (name, compression) in [("zlib", Compression::Zlib), ("lz4", Compression::Lz4)] {
         let bytes = entry::encode_with(&fx().search, compression).expect("encodes");

@@ -671,7 +671,14 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         w,
         "![Throughput and p99 latency against concurrency]({chart})\n"
     );
-    series_rows(w, &d, &["a", "b", "g", "c", "e", "f"], &t.levels, "tasks", "a");
+    series_rows(
+        w,
+        &d,
+        &["a", "b", "g", "c", "e", "f"],
+        &t.levels,
+        "tasks",
+        "a",
+    );
     let _ = writeln!(w);
     let _ = writeln!(w, "### Where the time of a 2 KB hit goes (one task)\n");
     let a1 = d.p50("a", 1);
@@ -1055,7 +1062,11 @@ fn codec_table(d: &Derived<'_>) -> String {
     );
     let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
     for (label, hit, store) in [
-        ("bincode", "codec_2kb/hit_bincode", "codec_2kb/store_bincode"),
+        (
+            "bincode",
+            "codec_2kb/hit_bincode",
+            "codec_2kb/store_bincode",
+        ),
         ("JSON", "codec_2kb/hit_json", "codec_2kb/store_json"),
         ("automatic (bincode, verified)", "hit/2KB", "refresh/2KB"),
         (
@@ -1075,7 +1086,11 @@ fn codec_table(d: &Derived<'_>) -> String {
         );
     }
     let rows = [
-        ("zlib (default)", "entry_2kb/encode_zlib", "entry_2kb/decode_zlib"),
+        (
+            "zlib (default)",
+            "entry_2kb/encode_zlib",
+            "entry_2kb/decode_zlib",
+        ),
         ("LZ4", "entry_2kb/encode_lz4", "entry_2kb/decode_lz4"),
     ];
     if rows.iter().any(|(_, e, _)| !d.micro(e).is_nan()) {
@@ -1091,7 +1106,10 @@ fn codec_table(d: &Derived<'_>) -> String {
              read-back verification), with each compression; bytes are the entry as \
              stored in Redis by the load run.\n"
         );
-        let _ = writeln!(w, "| compression | encode + compress | decompress + decode | entry bytes |");
+        let _ = writeln!(
+            w,
+            "| compression | encode + compress | decompress + decode | entry bytes |"
+        );
         let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
         for ((label, enc, dec), who) in rows
             .into_iter()

@@ -626,7 +626,21 @@ fn run_all(args: &Args) -> Res<()> {
     eprintln!("load: the embedded store (child process)");
     let embedded: EmbeddedChild = child_json(&["--scenario", "embedded"], args)?;
     results.misses_during_hits += embedded.misses_during_hits;
-    results.load = vec![a, b, c, d0, d, embedded.hits.clone(), a1, b1, pa, pb, pc, f, g];
+    results.load = vec![
+        a,
+        b,
+        c,
+        d0,
+        d,
+        embedded.hits.clone(),
+        a1,
+        b1,
+        pa,
+        pb,
+        pc,
+        f,
+        g,
+    ];
 
     eprintln!("load: sync path");
     results.sync = sync_path(&url, &setup, &timing, w)?;
@@ -1149,7 +1163,10 @@ const COHERENCE_STOP: &str = "bench:coherence:stop";
 async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("DEL").arg(COHERENCE_STOP).query_async(&mut conn).await?;
+    let _: () = redis::cmd("DEL")
+        .arg(COHERENCE_STOP)
+        .query_async(&mut conn)
+        .await?;
     coherence::stamped(0).await;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["--scenario", "coherence-child", "--redis-url", url])
@@ -1163,7 +1180,11 @@ async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     coherence::write(changes, Duration::from_millis(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = redis::cmd("SET").arg(COHERENCE_STOP).arg(1).query_async(&mut conn).await?;
+    let _: () = redis::cmd("SET")
+        .arg(COHERENCE_STOP)
+        .arg(1)
+        .query_async(&mut conn)
+        .await?;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     if !out.status.success() {
         return Err(format!("coherence reader failed: {}", out.status).into());
