@@ -164,6 +164,13 @@ const KNOWN_FLAGS: u8 = FLAG_ZLIB | FLAG_LZ4;
 /// happen after a miss, i.e. after running a function worth caching, so the
 /// extra 60 µs is noise there while the saved bytes stay in Redis memory
 /// and on the wire for every read.
+///
+/// (The table above is miniz_oxide's. With zlib-rs, on the 2 KB search
+/// response of the benchmarks, 1 614 bytes of bincode, same machine and
+/// run: level 1 writes 1 181 bytes in 6.4 µs, level 2 951 bytes in
+/// 14.4 µs, level 3 949 bytes in 15.9 µs. Level 1 is zlib-rs's quick
+/// strategy, 24 % more bytes; LZ4, at 1 269 bytes in 2.5 µs, is the
+/// option for those who would take that trade.)
 const ZLIB_LEVEL: u32 = 3;
 
 /// Deepest nesting of options, structs, tuples, sequences, maps, enums and
