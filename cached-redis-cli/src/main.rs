@@ -15,6 +15,7 @@
 mod render;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,21 @@ struct Cli {
     /// Refresh every SECS seconds (fractions allowed) until Ctrl-C
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     watch: Option<Duration>,
+    /// For rediss:// URLs: trust the CA certificates in this PEM file
+    /// (instead of the system's roots)
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// For rediss:// URLs: present this client certificate (PEM; mutual
+    /// TLS), with --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// For rediss:// URLs: do not verify the server's certificate (testing
+    /// only)
+    #[arg(long, conflicts_with = "tls_ca")]
+    tls_insecure: bool,
     /// Prefixes to show, in this order (one without stats shows zeros)
     #[arg(value_name = "PREFIX", value_parser = segment)]
     prefixes: Vec<String>,
@@ -111,6 +127,17 @@ struct Options {
     format: Format,
     watch: Option<Duration>,
     prefixes: Vec<String>,
+    tls: Tls,
+}
+
+/// How to connect to a `rediss://` server, as the runtime's
+/// [`cached_runtime::ConfigBuilder`] takes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Tls {
+    ca: Option<PathBuf>,
+    /// Certificate and key, both or neither (clap enforces it).
+    client: Option<(PathBuf, PathBuf)>,
+    insecure: bool,
 }
 
 impl Options {
@@ -139,6 +166,11 @@ impl Options {
             format,
             watch: cli.watch,
             prefixes,
+            tls: Tls {
+                ca: cli.tls_ca,
+                client: cli.tls_cert.zip(cli.tls_key),
+                insecure: cli.tls_insecure,
+            },
         }
     }
 }
@@ -180,13 +212,19 @@ struct Reader {
 impl Reader {
     fn new(options: &Options) -> Result<Self, String> {
         let invalid = |e: &dyn std::error::Error| one_line(e, &options.url);
-        let config = Config::builder()
+        let mut builder = Config::builder()
             .redis_url(&options.url)
             .namespace(&options.namespace)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(IO_TIMEOUT)
-            .build()
-            .map_err(|e| invalid(&e))?;
+            .tls_insecure(options.tls.insecure);
+        if let Some(ca) = &options.tls.ca {
+            builder = builder.tls_ca_file(ca);
+        }
+        if let Some((cert, key)) = &options.tls.client {
+            builder = builder.tls_client_cert(cert, key);
+        }
+        let config = builder.build().map_err(|e| invalid(&e))?;
         let stats = StatsReader::new(&config).map_err(|e| invalid(&e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -299,12 +337,18 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's first line says what is wrong; the rest repeats the
+            // clap says what is wrong before a blank line (over several
+            // lines for a list of missing arguments); the rest repeats the
             // usage, which --help gives in full.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("cached-stats: {first} (see --help)");
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            eprintln!("cached-stats: {what} (see --help)");
             return ExitCode::from(2);
         }
     };

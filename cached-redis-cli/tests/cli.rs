@@ -621,6 +621,10 @@ fn usage() {
         "--json",
         "--prometheus",
         "--watch",
+        "--tls-ca",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-insecure",
         "completions",
     ] {
         assert!(help.contains(flag), "{flag}");
@@ -691,4 +695,71 @@ fn one_prefix_draws_its_histogram() {
     for args in [&["alpha", "beta"][..], &[], &["--json", "alpha"]] {
         assert!(!stats(&ns, args).contains("Miss time of"), "{args:?}");
     }
+}
+
+/// A variable `scripts/test.sh` sets for the TLS servers it starts.
+fn topology_env(name: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{name} names a TLS server under test: run scripts/test.sh"))
+}
+
+#[test]
+fn tls_flags_reach_a_mutual_tls_server() {
+    let url = topology_env("CACHED_REDIS_TEST_MTLS_URL");
+    let ca = topology_env("CACHED_REDIS_TEST_TLS_CA");
+    let cert = topology_env("CACHED_REDIS_TEST_TLS_CLIENT_CERT");
+    let key = topology_env("CACHED_REDIS_TEST_TLS_CLIENT_KEY");
+    let read = |path: &str| std::fs::read(path).unwrap();
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: read(&cert),
+                client_key: read(&key),
+            }),
+            root_cert: Some(read(&ca)),
+        },
+    )
+    .unwrap();
+    let mut conn = client
+        .get_connection()
+        .expect("mutual TLS server reachable");
+    let ns = namespace("tls");
+    let stats_key = format!("{ns}:secure:stats");
+    let _: () = conn
+        .hset_multiple(&stats_key, &[("hits", "5"), ("misses", "1")])
+        .unwrap();
+
+    let base = ["--url", url.as_str(), "--namespace", ns.as_str(), "--json"];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("secure");
+        run(&args)
+    };
+
+    let out = with(&["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The key is deleted before asserting, so a failure leaves nothing.
+    let _: () = conn.del(&stats_key).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows[0]["hits"], 5, "{stdout}");
+    assert_eq!(rows[0]["misses"], 1, "{stdout}");
+
+    // The server asks for a client certificate: without one, no answer.
+    assert_one_line_failure(&with(&["--tls-ca", &ca]), 1, "reading stats");
+    // A server certificate signed by a CA the system does not know.
+    assert_one_line_failure(&with(&["--tls-cert", &cert, "--tls-key", &key]), 1, "");
+    // A certificate without its key, or TLS options on a plain URL, are
+    // refused before anything is sent.
+    assert_one_line_failure(&with(&["--tls-cert", &cert]), 2, "--tls-key");
+    assert_one_line_failure(
+        &run(&["--url", &common::redis_url(), "--tls-ca", &ca]),
+        1,
+        "not rediss://",
+    );
 }

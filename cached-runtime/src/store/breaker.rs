@@ -16,8 +16,7 @@
 use std::sync::atomic::{
     AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
 };
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `open_until_ms` of a closed breaker.
 const CLOSED: u64 = 0;
@@ -48,20 +47,14 @@ pub(crate) struct Breaker {
     trips: AtomicU64,
 }
 
-/// A process-wide monotonic origin, so instants fit in an atomic.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Milliseconds since [`epoch`], plus one: no instant is [`CLOSED`].
+/// The monotonic clock ([`crate::clock::monotonic_ms`]) plus one: no
+/// instant is [`CLOSED`].
 fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64 + 1
+    crate::clock::monotonic_ms().saturating_add(1)
 }
 
 impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
-        epoch();
         Self {
             threshold: threshold.max(1),
             cooldown,

@@ -10,8 +10,8 @@
 //! reads them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
@@ -27,15 +27,7 @@ struct Entry {
     weight: u64,
 }
 
-/// The instant deadlines count from.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
-}
+use crate::clock::monotonic_ms as now_ms;
 
 fn deadline(ttl: Duration) -> u64 {
     now_ms().saturating_add((ttl.as_millis() as u64).max(1))
@@ -83,7 +75,6 @@ impl MemoryStore {
             Default::default(),
             Default::default(),
         );
-        let _ = epoch();
         Self {
             cache,
             floor: max_bytes.div_ceil(entries),
@@ -156,9 +147,9 @@ mod tests {
         // A short lifetime, waited out with a deadline rather than a sleep
         // of a guessed length.
         m.set("k", b"v", Duration::from_millis(20));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while m.get("k", None).is_some() {
-            assert!(Instant::now() < deadline, "the entry expires");
+            assert!(std::time::Instant::now() < deadline, "the entry expires");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(m.get("k", None), None, "and stays expired");
