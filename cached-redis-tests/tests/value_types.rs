@@ -478,8 +478,14 @@ fn python_reads_a_json_entry_written_by_rust() {
     // The same value as an LZ4 entry: read where Python has the `lz4`
     // package, refused by name where it has not; never misread.
     use cached_redis::__private::fuzz;
-    let lz4 = fuzz::encode_entry(&value, fuzz::Codec::Json, fuzz::Compression::Lz4, 0, 8 << 20)
-        .unwrap();
+    let lz4 = fuzz::encode_entry(
+        &value,
+        fuzz::Codec::Json,
+        fuzz::Compression::Lz4,
+        0,
+        8 << 20,
+    )
+    .unwrap();
     assert_eq!((lz4[0], lz4[1], lz4[2]), (2, JSON, 2), "LZ4 JSON");
     let out = run_python_reader(&lz4).expect("python3 ran above");
     let stderr = String::from_utf8_lossy(&out.stderr);

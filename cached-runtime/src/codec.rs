@@ -319,7 +319,11 @@ impl Header {
             0 => None,
             FLAG_ZLIB => Some(Compression::Zlib),
             FLAG_LZ4 => Some(Compression::Lz4),
-            _ => return Err(malformed(format!("flags {flags:#04x}: zlib and LZ4 both set"))),
+            _ => {
+                return Err(malformed(format!(
+                    "flags {flags:#04x}: zlib and LZ4 both set"
+                )))
+            }
         };
         if reserved != 0 {
             return Err(malformed(format!("reserved byte is {reserved}, not 0")));
@@ -437,11 +441,7 @@ fn encode_at<T: Serialize + ?Sized>(
             out
         }
         Some(Compression::Lz4) => {
-            let mut out = Vec::new();
-            out.resize(
-                HEADER_LEN + lz4_flex::block::get_maximum_output_size(raw_len),
-                0,
-            );
+            let mut out = vec![0; HEADER_LEN + lz4_flex::block::get_maximum_output_size(raw_len)];
             out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
             let n = lz4_flex::block::compress_into(&buf[HEADER_LEN..], &mut out[HEADER_LEN..])
                 .map_err(|e| CodecError::Encode(format!("lz4: {e}")))?;
@@ -513,8 +513,7 @@ impl PayloadWriter {
 /// Appends the zlib stream of `input` to `out`, with a pooled compressor.
 fn deflate_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     let pooled = DEFLATE_POOL.lock().ok().and_then(|mut pool| pool.pop());
-    let mut z =
-        pooled.unwrap_or_else(|| Compress::new(flate2::Compression::new(ZLIB_LEVEL), true));
+    let mut z = pooled.unwrap_or_else(|| Compress::new(flate2::Compression::new(ZLIB_LEVEL), true));
     let result = deflate_with(&mut z, input, out);
     z.reset();
     if let Ok(mut pool) = DEFLATE_POOL.lock() {
@@ -1588,7 +1587,11 @@ mod tests {
             [
                 FORMAT_VERSION,
                 CODEC_BINCODE,
-                if h.compression.is_some() { FLAG_ZLIB } else { 0 },
+                if h.compression.is_some() {
+                    FLAG_ZLIB
+                } else {
+                    0
+                },
                 0
             ]
         );
