@@ -44,7 +44,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The name used by [`ENV_COMPRESSION`] and in logs.
+    /// Its name in [`ENV_COMPRESSION`] (`zlib`, `lz4`).
     pub const fn name(self) -> &'static str {
         match self {
             Compression::Zlib => "zlib",
