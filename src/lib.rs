@@ -9,9 +9,9 @@ pub use cached_macro::cached;
 pub use cached_runtime::postgres;
 pub use cached_runtime::{
     build, flush_stats, init, init_named, invalidate_args, invalidate_prefix, is_cache_skipped,
-    local_stats, report, skip_cache, skip_cache_sync, Cache, Config, ConfigBuilder, Error,
-    RedisStore, ScanCursor, Scoped, StatsSnapshot, StoreError, StoreErrorKind, MISS_BUCKETS_US,
-    SKIP_CACHE_HEADER,
+    local_stats, report, skip_cache, skip_cache_sync, Cache, Compression, Config, ConfigBuilder,
+    Error, RedisStore, ScanCursor, Scoped, StatsSnapshot, StoreError, StoreErrorKind,
+    MISS_BUCKETS_US, SKIP_CACHE_HEADER,
 };
 pub use cached_runtime::{with_entry_info, CacheStatus, EntryInfo};
 #[cfg(feature = "tower")]

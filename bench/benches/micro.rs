@@ -19,7 +19,11 @@
 //!   (`codec = "bincode"`, `codec = "json"`), a hit (decode) and a
 //!   `name_refresh` (encode, compress, store) each, beside `hit/2KB` and
 //!   `refresh/2KB`, the automatic choice (bincode, every store verified by
-//!   decoding it once more).
+//!   decoding it once more); `hit_lz4`/`store_lz4` are the automatic
+//!   choice in a cache configured with `compression(Compression::Lz4)`.
+//! - `entry_2kb/*`: the codec alone (no store, no verification) on the 2 KB
+//!   response: encode (bincode + compress) and decode (decompress +
+//!   bincode), zlib and LZ4.
 //! - `signing/*`: decoding the 2 KB entry with and without checking the MAC
 //!   trailer of signed entries (`signing_key`) first, and encoding it with
 //!   and without appending the MAC.
@@ -108,6 +112,13 @@ fn v_search_json(k: u32) -> SearchResponse {
     fx().search.clone()
 }
 
+/// The automatic codec in the cache whose entries are LZ4-compressed.
+#[cached(ttl = 3600, prefix = "bench_v_search_lz4", cache = "lz4")]
+fn v_search_lz4(k: u32) -> SearchResponse {
+    let _ = k;
+    fx().search.clone()
+}
+
 #[cached(ttl = 3600, prefix = "bench_v_rows64k")]
 fn v_rows64k(k: u32) -> RowSet {
     let _ = k;
@@ -134,6 +145,12 @@ fn init() {
             .build()
             .expect("config");
         cached_redis::init(config).expect("init once");
+        let lz4 = cached_redis::Config::builder()
+            .embedded()
+            .compression(cached_redis::Compression::Lz4)
+            .build()
+            .expect("config");
+        cached_redis::init_named("lz4", lz4).expect("init once");
     });
 }
 
@@ -257,6 +274,9 @@ fn local_hit(c: &mut Criterion) {
 /// stats prefix, hit, refresh, body alone.
 type Case = (&'static str, &'static str, fn(u32), fn(u32), fn());
 
+/// A cached function of the codec table: name, stats prefix, hit, refresh.
+type CodecCase = (&'static str, &'static str, fn(u32), fn(u32));
+
 fn cases() -> [Case; 5] {
     [
         (
@@ -364,7 +384,7 @@ fn codec(c: &mut Criterion) {
 /// The 2 KB value with each codec forced: hits and stores side by side.
 fn codecs(c: &mut Criterion) {
     init();
-    let cases: [(&str, &str, fn(u32), fn(u32)); 2] = [
+    let cases: [CodecCase; 3] = [
         (
             "bincode",
             "bench_v_search_bincode",
@@ -385,6 +405,16 @@ fn codecs(c: &mut Criterion) {
                 black_box(v_search_json_refresh(k));
             },
         ),
+        (
+            "lz4",
+            "bench_v_search_lz4",
+            |k| {
+                black_box(v_search_lz4(k));
+            },
+            |k| {
+                black_box(v_search_lz4_refresh(k));
+            },
+        ),
     ];
     let mut g = c.benchmark_group("codec_2kb");
     for (name, prefix, hit, refresh) in cases {
@@ -396,6 +426,24 @@ fn codecs(c: &mut Criterion) {
         assert_eq!(misses(), before, "{name}: a hit benchmark missed");
         g.bench_function(format!("store_{name}"), |b| {
             b.iter(|| refresh(black_box(1)))
+        });
+    }
+    g.finish();
+}
+
+/// The codec alone on the 2 KB response, with each compression: what a
+/// store's encoding and a hit's decoding cost without the cache around them.
+fn entry_codec(c: &mut Criterion) {
+    use cached_redis::__private::entry;
+    use cached_redis::Compression;
+    let mut g = c.benchmark_group("entry_2kb");
+    for (name, compression) in [("zlib", Compression::Zlib), ("lz4", Compression::Lz4)] {
+        let bytes = entry::encode_with(&fx().search, compression).expect("encodes");
+        g.bench_function(format!("encode_{name}"), |b| {
+            b.iter(|| entry::encode_with(black_box(&fx().search), compression).expect("encodes"))
+        });
+        g.bench_function(format!("decode_{name}"), |b| {
+            b.iter(|| entry::decode::<SearchResponse>(black_box(&bytes)).expect("decodes"))
         });
     }
     g.finish();
@@ -471,6 +519,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = keys, codec, codecs, embedded_async, local_hit, signing
+    targets = keys, codec, codecs, entry_codec, embedded_async, local_hit, signing
 }
 criterion_main!(benches);

@@ -278,12 +278,14 @@ pub fn console(r: &Results) -> String {
 // ---------------------------------------------------------------------------
 // Chart.
 
-const COLORS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 7] = [
     RGBColor(0x33, 0x33, 0x33),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 type ChartResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -355,13 +357,13 @@ where
     Ok(())
 }
 
-/// Throughput and p99 against concurrency for (a), (b), (c), (d), (e).
+/// Throughput and p99 against concurrency for (a) to (g).
 pub fn chart(r: &Results, path: &Path) -> ChartResult {
-    let series: Vec<&Series> = ["a", "b", "c", "d", "e", "f"]
+    let series: Vec<&Series> = ["a", "b", "g", "c", "d", "e", "f"]
         .iter()
         .filter_map(|id| r.series(id))
         .collect();
-    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 545)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (plots, legend) = root.split_vertically(450);
     let (left, right) = plots.split_horizontally(550);
@@ -635,7 +637,9 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          response: every call has a new key, so it also encodes, compresses and \
          `SET`s; **(d0)** is that body alone. **(e)** a hit on the embedded in-process \
          store (no Redis URL) in a child process, since cached-redis is configured once \
-         per process.\n\
+         per process. **(g)** is (b) in a cache configured with \
+         `.compression(Compression::Lz4)` (the same function and value, its entry an \
+         LZ4 block instead of a zlib stream).\n\
          - **Load**: N tasks on a multi-threaded tokio runtime (one worker per core) \
          each call in a loop for {} ms after a {} ms warm-up; each task yields to the \
          scheduler between calls (outside the timed part) so that calls that never wait \
@@ -667,7 +671,14 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         w,
         "![Throughput and p99 latency against concurrency]({chart})\n"
     );
-    series_rows(w, &d, &["a", "b", "c", "e", "f"], &t.levels, "tasks", "a");
+    series_rows(
+        w,
+        &d,
+        &["a", "b", "g", "c", "e", "f"],
+        &t.levels,
+        "tasks",
+        "a",
+    );
     let _ = writeln!(w);
     let _ = writeln!(w, "### Where the time of a 2 KB hit goes (one task)\n");
     let a1 = d.p50("a", 1);
@@ -783,7 +794,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
     let _ = writeln!(
         w,
         "\ncached-redis stores a 20-byte header and the zlib-compressed bincode of the \
-         value; the peer stores MessagePack (`rmp_serde`, struct fields as arrays) \
+         value (an LZ4 block instead with `compression = lz4`); the peer stores MessagePack (`rmp_serde`, struct fields as arrays) \
          uncompressed, under a key that holds the whole argument text.\n"
     );
 
@@ -1051,9 +1062,18 @@ fn codec_table(d: &Derived<'_>) -> String {
     );
     let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
     for (label, hit, store) in [
-        ("bincode", "codec_2kb/hit_bincode", "codec_2kb/store_bincode"),
+        (
+            "bincode",
+            "codec_2kb/hit_bincode",
+            "codec_2kb/store_bincode",
+        ),
         ("JSON", "codec_2kb/hit_json", "codec_2kb/store_json"),
         ("automatic (bincode, verified)", "hit/2KB", "refresh/2KB"),
+        (
+            "automatic, `compression = lz4`",
+            "codec_2kb/hit_lz4",
+            "codec_2kb/store_lz4",
+        ),
     ] {
         let (hit, store) = (d.micro(hit), d.micro(store));
         let _ = writeln!(
@@ -1064,6 +1084,45 @@ fn codec_table(d: &Derived<'_>) -> String {
             fmt_ns(store),
             fmt_ns((store - clone - tiny_ref).max(0.0))
         );
+    }
+    let rows = [
+        (
+            "zlib (default)",
+            "entry_2kb/encode_zlib",
+            "entry_2kb/decode_zlib",
+        ),
+        ("LZ4", "entry_2kb/encode_lz4", "entry_2kb/decode_lz4"),
+    ];
+    if rows.iter().any(|(_, e, _)| !d.micro(e).is_nan()) {
+        let bytes = |who: &str| {
+            d.r.sizes
+                .iter()
+                .find(|s| s.who == who)
+                .map_or("–".into(), |s| s.value_bytes.to_string())
+        };
+        let _ = writeln!(
+            w,
+            "\nThe codec alone (`entry_2kb/*`: bincode and compression, no store, no \
+             read-back verification), with each compression; bytes are the entry as \
+             stored in Redis by the load run.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| compression | encode + compress | decompress + decode | entry bytes |"
+        );
+        let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+        for ((label, enc, dec), who) in rows
+            .into_iter()
+            .zip(["cached-redis", "cached-redis, `compression = lz4`"])
+        {
+            let _ = writeln!(
+                w,
+                "| {label} | {} | {} | {} |",
+                fmt_ns(d.micro(enc)),
+                fmt_ns(d.micro(dec)),
+                bytes(who)
+            );
+        }
     }
     o
 }

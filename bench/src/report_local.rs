@@ -94,6 +94,27 @@ pub fn goal_rows(r: &Results) -> String {
             verdict(bc >= 1.0)
         );
     }
+    if r.series("g").is_some() {
+        let g1 = ops(r, "g", 1) / ops(r, "a", 1);
+        let _ = writeln!(
+            w,
+            "| Redis hit throughput, 1 task, with `compression = lz4` | ≥ 0.95 × raw GET | {} ({} vs {} calls/s) | {} |",
+            ratio(g1),
+            fmt_int(ops(r, "g", 1)),
+            fmt_int(ops(r, "a", 1)),
+            verdict(g1 >= 0.95)
+        );
+        for &l in &r.timing.levels {
+            let gc = ops(r, "g", l) / ops(r, "c", l);
+            let _ = writeln!(
+                w,
+                "| Redis hit against the peer, {l} task{}, with `compression = lz4` | ≥ 1.0 × | {} | {} |",
+                if l == 1 { "" } else { "s" },
+                ratio(gc),
+                verdict(gc >= 1.0)
+            );
+        }
+    }
     let key = micro(r, "key/json_1kb");
     let _ = writeln!(
         w,
@@ -108,8 +129,41 @@ pub fn goal_rows(r: &Results) -> String {
         fmt_ns(dec),
         verdict(dec <= 3_000.0)
     );
+    let dec = micro(r, "codec_2kb/hit_lz4") - micro(r, "hit/tiny");
+    if !dec.is_nan() {
+        let _ = writeln!(
+            w,
+            "| inflate + decode, 2 KB value, with `compression = lz4` | ≤ 3 µs | {} | {} |",
+            fmt_ns(dec),
+            verdict(dec <= 3_000.0)
+        );
+    }
+    // The store path when the issue asking for it to be halved was filed:
+    // `refresh/2KB` 33–44 µs (miniz_oxide, level 3). Halving the fastest
+    // of those figures is the target.
+    for (label, id) in [
+        ("", "refresh/2KB"),
+        (", with `compression = lz4`", "codec_2kb/store_lz4"),
+    ] {
+        let store = micro(r, id);
+        if store.is_nan() {
+            continue;
+        }
+        let _ = writeln!(
+            w,
+            "| store path (`name_refresh` of the 2 KB value: body, encode, compress, store){label} | ≥ 2 × faster than 33–44 µs, i.e. ≤ {} | {} ({} faster than 33 µs) | {} |",
+            fmt_ns(STORE_AT_FILING_NS / 2.0),
+            fmt_ns(store),
+            ratio(STORE_AT_FILING_NS / store),
+            verdict(store <= STORE_AT_FILING_NS / 2.0)
+        );
+    }
     w
 }
+
+/// `refresh/2KB` when the store path's goal was set: 33–44 µs over several
+/// runs (flate2 with miniz_oxide, zlib level 3); the fastest is the base.
+const STORE_AT_FILING_NS: f64 = 33_000.0;
 
 /// The section on the `local` level.
 pub fn section(r: &Results) -> String {
@@ -180,9 +234,16 @@ pub fn section(r: &Results) -> String {
     }
     let _ = writeln!(
         w,
-        "\n`local` hit through the embedded store, sync, 2 KB value (key of a `u32`, \
-         lookup, clone): {}.\n",
-        fmt_ns(micro(r, "local_hit/2KB"))
+        "\nMicro benchmarks of the `local` level (criterion, same run):\n\n\
+         | what | median |\n| --- | ---: |\n\
+         | `local` hit through the embedded store, sync, 2 KB value (key of a `u32`, lookup, clone) | {} |\n\
+         | `local` hit of the async `search`, 2 KB value, keyed by the 1 KB query (`local_hit/search_2kb`: scenario (f) without the scheduler) | {} |\n\
+         | the key of the 1 KB query, function with `local` (`key/json_1kb_local`: a repeated argument's BLAKE3 is memoized) | {} |\n\
+         | the same key, function without `local` (`key/json_1kb`) | {} |\n",
+        fmt_ns(micro(r, "local_hit/2KB")),
+        fmt_ns(micro(r, "local_hit/search_2kb")),
+        fmt_ns(micro(r, "key/json_1kb_local")),
+        fmt_ns(micro(r, "key/json_1kb")),
     );
     w
 }

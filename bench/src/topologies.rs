@@ -44,8 +44,12 @@ async fn drive(tasks: usize, warmup: Duration, window: Duration) -> (f64, f64) {
     let busy_ns = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
-            let (stop, counting, calls, busy_ns) =
-                (stop.clone(), counting.clone(), calls.clone(), busy_ns.clone());
+            let (stop, counting, calls, busy_ns) = (
+                stop.clone(),
+                counting.clone(),
+                calls.clone(),
+                busy_ns.clone(),
+            );
             tokio::spawn(async move {
                 let mut k = t as u32;
                 while !stop.load(Relaxed) {
@@ -132,11 +136,20 @@ pub fn measure(quick: bool) -> Result<Vec<TopologyRow>, Box<dyn std::error::Erro
     };
     let mut rows = Vec::new();
     for pair in list.split(';').filter(|p| !p.is_empty()) {
-        let (name, url) = pair.split_once('=').ok_or("BENCH_TOPOLOGIES: name=url;...")?;
+        let (name, url) = pair
+            .split_once('=')
+            .ok_or("BENCH_TOPOLOGIES: name=url;...")?;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--scenario", "topology-child", "--only", name, "--redis-url", url])
-            .env_remove("CACHED_REDIS_URL")
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "--scenario",
+            "topology-child",
+            "--only",
+            name,
+            "--redis-url",
+            url,
+        ])
+        .env_remove("CACHED_REDIS_URL")
+        .stderr(Stdio::inherit());
         if quick {
             cmd.arg("--quick");
         }
@@ -155,14 +168,20 @@ pub fn render(w: &mut String, rows: &[TopologyRow]) {
         return;
     }
     let base = rows.iter().find(|r| r.name == "tcp");
-    let _ = writeln!(w, "## Topologies: TLS and cluster against one plain server\n");
+    let _ = writeln!(
+        w,
+        "## Topologies: TLS and cluster against one plain server\n"
+    );
     let _ = writeln!(
         w,
         "cached-redis hits (1 KB value, `u32` key), each topology in a process of\n\
          its own, in the same run. Ratio: hits/s against plain TCP at the same\n\
          number of tasks.\n"
     );
-    let _ = writeln!(w, "| topology | tasks | hits/s | mean latency | vs plain TCP |");
+    let _ = writeln!(
+        w,
+        "| topology | tasks | hits/s | mean latency | vs plain TCP |"
+    );
     let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
     for row in rows {
         for &(tasks, rate, mean_us) in &row.levels {

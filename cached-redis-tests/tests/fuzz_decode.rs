@@ -66,7 +66,9 @@ proptest! {
     fn entries_over_the_limit_are_refused((doc, codec, bytes) in entry(), cut in 1usize..64) {
         // The same entry read by a process with a smaller max_value_bytes
         // than its payload: refused, whatever the codec and compression.
-        let payload = fuzz::encode_entry(&doc, codec, usize::MAX, MAX_VALUE_BYTES).unwrap().len()
+        let payload = fuzz::encode_entry(&doc, codec, fuzz::Compression::Zlib, usize::MAX, MAX_VALUE_BYTES)
+            .unwrap()
+            .len()
             - fuzz::HEADER_LEN;
         let max = payload.saturating_sub(cut);
         prop_assert!(fuzz::decode_entry::<Doc>(&bytes, max).is_err());
@@ -96,7 +98,14 @@ fn an_edit_that_changes_nothing_reads_back_as_the_codec_does() {
         raw: vec![],
         unit: (),
     };
-    let bytes = fuzz::encode_entry(&doc, fuzz::Codec::Json, usize::MAX, MAX_VALUE_BYTES).unwrap();
+    let bytes = fuzz::encode_entry(
+        &doc,
+        fuzz::Codec::Json,
+        fuzz::Compression::Zlib,
+        usize::MAX,
+        MAX_VALUE_BYTES,
+    )
+    .unwrap();
     let mut mutated = bytes.clone();
     use proptest::strategy::ValueTree;
     let at = any::<prop::sample::Index>()

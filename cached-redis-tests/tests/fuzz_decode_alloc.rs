@@ -1,6 +1,6 @@
 //! The decoder's memory under hostile entries, measured by a counting
 //! global allocator (this test binary's own): whatever the entry claims
-//! (a huge length, a zlib bomb, a length that lies), decoding allocates at
+//! (a huge length, a zlib or LZ4 bomb, a length that lies), decoding allocates at
 //! most `max_value_bytes` of working buffers plus a small constant.
 //!
 //! Decoded into `IgnoredAny` (a type that keeps nothing), the peak is the
@@ -25,8 +25,8 @@ mod fuzzing;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use cached_redis::__private::fuzz::{self, Codec};
-use fuzzing::{codec, config, mutate, mutation};
+use cached_redis::__private::fuzz::{self, Codec, Compression};
+use fuzzing::{codec, compression, config, mutate, mutation};
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
 
@@ -121,9 +121,23 @@ fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
 
 /// An entry of a highly compressible string of `len` bytes, written by a
 /// process with a larger limit than the reader's.
-fn big_entry(len: usize, fill: char, codec: Codec, compress_min: usize) -> Vec<u8> {
+fn big_entry(
+    len: usize,
+    fill: char,
+    codec: Codec,
+    compression: Compression,
+    compress_min: usize,
+) -> Vec<u8> {
     let value: String = std::iter::repeat_n(fill, len).collect();
-    fuzz::encode_entry(&value, codec, compress_min, 1 << 30).expect("encodes under 1 GiB")
+    fuzz::encode_entry(&value, codec, compression, compress_min, 1 << 30)
+        .expect("encodes under 1 GiB")
+}
+
+/// Every (codec, compression) pair the decoder reads.
+fn kinds() -> impl Iterator<Item = (Codec, Compression)> {
+    fuzz::CODECS
+        .iter()
+        .flat_map(|&c| fuzz::COMPRESSIONS.iter().map(move |&z| (c, z)))
 }
 
 /// Where the header says how long the payload is (its little-endian
@@ -137,22 +151,24 @@ fn len_field(entry: &[u8], raw_len: usize) -> Option<usize> {
 }
 
 /// A hostile entry: a big value, optionally with its length field lowered
-/// to `lie` (a zlib bomb whose header claims a small payload), then edited.
+/// to `lie` (a zlib or LZ4 bomb whose header claims a small payload), then
+/// edited.
 fn hostile() -> impl Strategy<Value = Vec<u8>> {
     (
         prop_oneof![0usize..MAX, MAX - 16..MAX + 16, MAX..4 * MAX],
         any::<char>(),
-        codec(),
+        (codec(), compression()),
         prop_oneof![Just(0usize), Just(usize::MAX)],
         prop::option::of(0usize..MAX),
         prop::collection::vec(mutation(), 0..4),
     )
-        .prop_map(|(len, fill, codec, min, lie, mutations)| {
-            let mut entry = big_entry(len, fill, codec, min);
+        .prop_map(|(len, fill, (codec, compression), min, lie, mutations)| {
+            let mut entry = big_entry(len, fill, codec, compression, min);
             if let Some(lie) = lie {
                 let plain = fuzz::encode_entry(
                     &std::iter::repeat_n(fill, len).collect::<String>(),
                     codec,
+                    compression,
                     usize::MAX,
                     1 << 30,
                 )
@@ -169,8 +185,8 @@ fn hostile() -> impl Strategy<Value = Vec<u8>> {
 fn warm_up() {
     // The first inflate on a thread sets up the inflater's state: not part
     // of what one decode costs.
-    for codec in fuzz::CODECS {
-        let entry = big_entry(1000, 'a', *codec, 0);
+    for (codec, compression) in kinds() {
+        let entry = big_entry(1000, 'a', codec, compression, 0);
         let _ = fuzz::decode_entry::<String>(&entry, MAX);
     }
 }
@@ -217,9 +233,9 @@ proptest! {
 #[test]
 fn the_counter_sees_a_decoded_value() {
     warm_up();
-    for codec in fuzz::CODECS {
+    for (codec, compression) in kinds() {
         for min in [0, usize::MAX] {
-            let entry = big_entry(MAX - 64, 'z', *codec, min);
+            let entry = big_entry(MAX - 64, 'z', codec, compression, min);
             let (value, peak) = peak_during(|| fuzz::decode_entry::<String>(&entry, MAX));
             assert_eq!(value.unwrap().len(), MAX - 64);
             assert!(peak >= MAX - 64, "{peak}");
@@ -228,14 +244,15 @@ fn the_counter_sees_a_decoded_value() {
     }
 }
 
-/// A bomb: 16 MiB of one byte (256 times the limit) whose header claims a
-/// payload within the limit is refused without inflating past that claim.
+/// A bomb (zlib or LZ4: the name predates LZ4): 16 MiB of one byte (256
+/// times the limit) whose header claims a payload within the limit is
+/// refused without inflating past that claim.
 #[test]
 fn a_lying_zlib_bomb_is_refused_within_the_bound() {
     warm_up();
-    for codec in fuzz::CODECS {
+    for (codec, compression) in kinds() {
         let len = 16 << 20;
-        let mut entry = big_entry(len, 'a', codec.to_owned(), 0);
+        let mut entry = big_entry(len, 'a', codec, compression, 0);
         let plain_len = len + 16; // at most: a string's length prefix
         let at = (len..plain_len)
             .find_map(|raw| len_field(&entry, raw))
@@ -256,10 +273,10 @@ fn a_lying_zlib_bomb_is_refused_within_the_bound() {
 fn a_mistyped_entry_is_bounded_and_its_error_is_short() {
     warm_up();
     for fill in ['\u{7f}', '0', '\u{80}', '\u{378}', '\u{e0000}'] {
-        for codec in fuzz::CODECS {
+        for (codec, compression) in kinds() {
             for min in [0, usize::MAX] {
                 let n = (MAX - 8) / fill.len_utf8();
-                let entry = big_entry(n, fill, *codec, min);
+                let entry = big_entry(n, fill, codec, compression, min);
                 let (res, peak) = peak_during(|| fuzz::decode_entry::<u64>(&entry, MAX));
                 let err = res.expect_err("a string is not a u64");
                 assert!(err.len() < 1024, "{} bytes of error", err.len());
@@ -267,7 +284,7 @@ fn a_mistyped_entry_is_bounded_and_its_error_is_short() {
                     peak <= typed_bound(&entry, false),
                     "{codec:?} {fill:?}: {peak}"
                 );
-                if *codec == Codec::Bincode {
+                if codec == Codec::Bincode {
                     assert!(peak <= 2 * MAX + SLACK, "{fill:?}: {peak}");
                 }
             }

@@ -33,7 +33,9 @@ pub use crate::site::{CallSite, SiteIdent, SiteOptions};
 /// Entry points for property tests and fuzzers of the stored format: encode
 /// a valid entry with a given codec, decode arbitrary bytes as a given type.
 pub mod fuzz {
-    pub use crate::fuzzing::{decode_entry, encode_entry, Codec, CODECS, HEADER_LEN};
+    pub use crate::fuzzing::{
+        decode_entry, encode_entry, Codec, Compression, CODECS, COMPRESSIONS, HEADER_LEN,
+    };
 }
 
 pub use crate::shape::{
@@ -44,5 +46,5 @@ pub use crate::stats::set_enabled as set_stats_enabled;
 
 /// The stored-entry format with the default limits, for the benchmarks.
 pub mod entry {
-    pub use crate::bench_entry::{decode, encode, Signer};
+    pub use crate::bench_entry::{decode, encode, encode_with, Signer};
 }

@@ -12,17 +12,27 @@ fn limits() -> CodecLimits {
     let c = crate::Config::default();
     CodecLimits {
         compress_min_bytes: c.compress_min_bytes,
+        compression: c.compression,
         max_value_bytes: c.max_value_bytes,
     }
 }
 
 /// `value` as an entry (header and payload), as a miss stores it.
 pub fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
+    encode_with(value, crate::Compression::Zlib)
+}
+
+/// [`encode`] with `compression` instead of the default.
+pub fn encode_with<T: Serialize>(value: &T, compression: crate::Compression) -> Option<Vec<u8>> {
+    let limits = CodecLimits {
+        compression,
+        ..limits()
+    };
     codec::encode_with(
         codec::Codec::Bincode,
         value,
         std::time::Duration::ZERO,
-        limits(),
+        limits,
     )
     .ok()
     .map(|e| e.bytes)

@@ -175,6 +175,7 @@ mod tests {
 
     const LIMITS: CodecLimits = CodecLimits {
         compress_min_bytes: 256,
+        compression: crate::Compression::Zlib,
         max_value_bytes: 1 << 20,
     };
 
@@ -270,6 +271,7 @@ mod tests {
         let choice = CodecChoice::new(CodecOption::Auto);
         let tiny = CodecLimits {
             compress_min_bytes: 0,
+            compression: crate::Compression::Zlib,
             max_value_bytes: 8,
         };
         let err = choice

@@ -79,6 +79,7 @@ impl Engine {
         };
         let limits = CodecLimits {
             compress_min_bytes: config.compress_min_bytes,
+            compression: config.compression,
             max_value_bytes: config.max_value_bytes,
         };
         Ok(Engine {

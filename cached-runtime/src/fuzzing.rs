@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, CodecLimits};
+pub use crate::config::Compression;
 
 /// A value codec of the stored format, named by the id it writes in the
 /// header's byte 1.
@@ -38,8 +39,13 @@ pub const HEADER_LEN: usize = codec::HEADER_LEN;
 /// codec is covered by adding it here.
 pub const CODECS: &[Codec] = &[Codec::Bincode, Codec::Json];
 
+/// Every compression the decoder reads (header flag bits 0 and 1), for the
+/// same purpose.
+pub const COMPRESSIONS: &[Compression] = &[Compression::Zlib, Compression::Lz4];
+
 /// Encodes `value` as a complete stored entry (header and payload) with
-/// `codec`, compressed when the payload reaches `compress_min_bytes`.
+/// `codec`, compressed with `compression` when the payload reaches
+/// `compress_min_bytes`.
 ///
 /// # Errors
 ///
@@ -48,11 +54,13 @@ pub const CODECS: &[Codec] = &[Codec::Bincode, Codec::Json];
 pub fn encode_entry<T: Serialize + ?Sized>(
     value: &T,
     codec: Codec,
+    compression: Compression,
     compress_min_bytes: usize,
     max_value_bytes: usize,
 ) -> Result<Vec<u8>, String> {
     let limits = CodecLimits {
         compress_min_bytes,
+        compression,
         max_value_bytes,
     };
     let codec = match codec {
@@ -77,6 +85,7 @@ pub fn decode_entry<T: DeserializeOwned>(
     let limits = CodecLimits {
         // Decoding reads the header's flag, never this threshold.
         compress_min_bytes: usize::MAX,
+        compression: Compression::Zlib,
         max_value_bytes,
     };
     codec::decode::<T>(bytes, limits)

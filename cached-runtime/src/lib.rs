@@ -57,7 +57,7 @@ mod build_helper;
 pub mod __private;
 
 pub use cache::{Cache, Scoped};
-pub use config::{Config, ConfigBuilder};
+pub use config::{Compression, Config, ConfigBuilder};
 pub use engine::{flush_stats, init, init_named, local_stats};
 pub use entry_info::{with_entry_info, CacheStatus, EntryInfo};
 pub use error::{Error, StoreError, StoreErrorKind};

@@ -24,8 +24,8 @@
 //!
 //! For profiling one scenario alone (e.g. under `perf record` or
 //! `valgrind --tool=callgrind`): `load --scenario solo --only b --level 64
-//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, e, a1, b1; `e`
-//! needs no URL).
+//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, e, f, g, a1, b1;
+//! `e` needs no URL).
 
 use std::error::Error;
 use std::future::Future;
@@ -70,6 +70,15 @@ static STAMPEDE_RUNS: AtomicU64 = AtomicU64::new(0);
 /// (b), (e): the README's example, returning the 2 KB search response.
 #[cached(ttl = 3600, prefix = "bench_search")]
 async fn search(query: &Value) -> Result<SearchResponse, BenchError> {
+    let _ = query;
+    SEARCH_RUNS.fetch_add(1, Relaxed);
+    Ok(fx().search.clone())
+}
+
+/// (g): the same function in a cache whose entries are LZ4-compressed
+/// (`Config::builder().compression(Compression::Lz4)`, named `lz4`).
+#[cached(ttl = 3600, prefix = "bench_search_lz4", cache = "lz4")]
+async fn search_lz4(query: &Value) -> Result<SearchResponse, BenchError> {
     let _ = query;
     SEARCH_RUNS.fetch_add(1, Relaxed);
     Ok(fx().search.clone())
@@ -460,6 +469,17 @@ fn redis_config(url: &str) -> Res<cached_redis::Config> {
     Ok(cached_redis::Config::builder().redis_url(url).build()?)
 }
 
+/// The default cache on `url`, and the cache `lz4` of (g) beside it.
+fn init_redis(url: &str) -> Res<()> {
+    cached_redis::init(redis_config(url)?)?;
+    let lz4 = cached_redis::Config::builder()
+        .redis_url(url)
+        .compression(cached_redis::Compression::Lz4)
+        .build()?;
+    cached_redis::init_named("lz4", lz4)?;
+    Ok(())
+}
+
 fn run_all(args: &Args) -> Res<()> {
     let began = Instant::now();
     let url = args
@@ -474,7 +494,7 @@ fn run_all(args: &Args) -> Res<()> {
     let w = Window::of(&timing);
     let _ = fx();
     PEER_URL.set(url.clone()).expect("once");
-    cached_redis::init(redis_config(&url)?)?;
+    init_redis(&url)?;
     let rt = runtime();
     let client = redis::Client::open(url.as_str())?;
     let mut results = Results {
@@ -489,9 +509,17 @@ fn run_all(args: &Args) -> Res<()> {
 
     eprintln!("load: async hits, 2 KB response, {} rounds", timing.rounds);
     let runs_before = SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed);
-    let misses_before = cached_redis::local_stats("bench_search").map_or(0, |s| s.misses);
+    let misses = || {
+        ["bench_search", "bench_search_lz4"]
+            .iter()
+            .filter_map(|p| cached_redis::local_stats(p))
+            .map(|s| s.misses)
+            .sum::<u64>()
+    };
+    let misses_before = misses();
     let mut a = Series::new("a", "raw GET (redis crate): the limit");
     let mut b = Series::new("b", "cached-redis hit");
+    let mut g = Series::new("g", "cached-redis hit, `compression = lz4`");
     let mut c = Series::new("c", "cached crate hit (peer)");
     let mut f = Series::new("f", "cached-redis `local` hit (in-process level)");
     // The level goes live once its invalidation channel is subscribed.
@@ -507,6 +535,11 @@ fn run_all(args: &Args) -> Res<()> {
             }));
             show("b", level, "tasks", &s);
             b.push(level, s);
+            let s = rt.block_on(drive(level, w, |_| async {
+                assert!(search_lz4(&fx().query).await.is_ok());
+            }));
+            show("g", level, "tasks", &s);
+            g.push(level, s);
             let s = rt.block_on(drive(level, w, |_| async {
                 assert!(peer_search(&fx().query).await.is_ok());
             }));
@@ -563,7 +596,7 @@ fn run_all(args: &Args) -> Res<()> {
         pc.push(1, s);
     }
     let runs_after = SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed);
-    let misses_after = cached_redis::local_stats("bench_search").map_or(0, |s| s.misses);
+    let misses_after = misses();
     results.misses_during_hits = (runs_after - runs_before) + (misses_after - misses_before);
 
     eprintln!("load: misses with a 1 ms body");
@@ -593,7 +626,21 @@ fn run_all(args: &Args) -> Res<()> {
     eprintln!("load: the embedded store (child process)");
     let embedded: EmbeddedChild = child_json(&["--scenario", "embedded"], args)?;
     results.misses_during_hits += embedded.misses_during_hits;
-    results.load = vec![a, b, c, d0, d, embedded.hits.clone(), a1, b1, pa, pb, pc, f];
+    results.load = vec![
+        a,
+        b,
+        c,
+        d0,
+        d,
+        embedded.hits.clone(),
+        a1,
+        b1,
+        pa,
+        pb,
+        pc,
+        f,
+        g,
+    ];
 
     eprintln!("load: sync path");
     results.sync = sync_path(&url, &setup, &timing, w)?;
@@ -745,11 +792,13 @@ async fn setup(client: &redis::Client) -> Res<Setup> {
     let q = &fx().query;
     let expect = &fx().search;
     assert_eq!(&search(q).await.map_err(|e| e.0)?, expect);
+    assert_eq!(&search_lz4(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&peer_search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_sync(q).map_err(|e| e.0)?, expect);
     // And now they are hits, answering the same value.
     let runs = SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed);
     assert_eq!(&search(q).await.map_err(|e| e.0)?, expect);
+    assert_eq!(&search_lz4(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&peer_search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_sync(q).map_err(|e| e.0)?, expect);
     assert_eq!(tiny(1).await.map_err(|e| e.0)?, 7);
@@ -758,6 +807,7 @@ async fn setup(client: &redis::Client) -> Res<Setup> {
     assert_eq!(runs, SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed));
 
     let key = search_cache_key(q)?;
+    let lz4_key = search_lz4_cache_key(q)?;
     let tiny_key = tiny_cache_key(1)?;
     let sync_key = search_sync_cache_key(q)?;
     let peer_key: String = {
@@ -779,7 +829,11 @@ async fn setup(client: &redis::Client) -> Res<Setup> {
         .query_async(&mut conn)
         .await?;
     let mut sizes = Vec::new();
-    for (who, k) in [("cached-redis", &key), ("cached (peer)", &peer_key)] {
+    for (who, k) in [
+        ("cached-redis", &key),
+        ("cached (peer)", &peer_key),
+        ("cached-redis, `compression = lz4`", &lz4_key),
+    ] {
         let value_bytes: u64 = redis::cmd("STRLEN").arg(k).query_async(&mut conn).await?;
         let memory_usage: u64 = redis::cmd("MEMORY")
             .arg("USAGE")
@@ -1109,7 +1163,10 @@ const COHERENCE_STOP: &str = "bench:coherence:stop";
 async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("DEL").arg(COHERENCE_STOP).query_async(&mut conn).await?;
+    let _: () = redis::cmd("DEL")
+        .arg(COHERENCE_STOP)
+        .query_async(&mut conn)
+        .await?;
     coherence::stamped(0).await;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["--scenario", "coherence-child", "--redis-url", url])
@@ -1123,7 +1180,11 @@ async fn coherence(args: &Args, url: &str, changes: usize) -> Res<Coherence> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     coherence::write(changes, Duration::from_millis(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = redis::cmd("SET").arg(COHERENCE_STOP).arg(1).query_async(&mut conn).await?;
+    let _: () = redis::cmd("SET")
+        .arg(COHERENCE_STOP)
+        .arg(1)
+        .query_async(&mut conn)
+        .await?;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     if !out.status.success() {
         return Err(format!("coherence reader failed: {}", out.status).into());
@@ -1183,7 +1244,7 @@ fn solo(args: &Args) -> Res<()> {
     } else {
         let url = args.redis_url.clone().ok_or("--redis-url")?;
         PEER_URL.set(url.clone()).expect("once");
-        cached_redis::init(redis_config(&url)?)?;
+        init_redis(&url)?;
         let client = redis::Client::open(url.as_str())?;
         let setup = rt.block_on(setup(&client))?;
         match args.only.as_str() {
@@ -1201,6 +1262,9 @@ fn solo(args: &Args) -> Res<()> {
             "b" => rt.block_on(drive(level, w, |_| async {
                 assert!(search(&fx().query).await.is_ok());
             })),
+            "g" => rt.block_on(drive(level, w, |_| async {
+                assert!(search_lz4(&fx().query).await.is_ok());
+            })),
             "c" => rt.block_on(drive(level, w, |_| async {
                 assert!(peer_search(&fx().query).await.is_ok());
             })),
@@ -1210,7 +1274,9 @@ fn solo(args: &Args) -> Res<()> {
                     assert!(search_local(&fx().query).await.is_ok());
                 }))
             }
-            other => return Err(format!("--only {other:?}: one of a, b, c, e, f, a1, b1").into()),
+            other => {
+                return Err(format!("--only {other:?}: one of a, b, c, e, f, g, a1, b1").into())
+            }
         }
     };
     show(&args.only, level, "tasks", &s);

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cached_redis::__private::fuzz::{self, Codec};
+use cached_redis::__private::fuzz::{self, Codec, Compression};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde::{Deserialize, Serialize};
@@ -103,15 +103,21 @@ pub fn codec() -> impl Strategy<Value = Codec> {
     prop::sample::select(fuzz::CODECS)
 }
 
+/// One of the compressions the decoder reads (see `fuzz::COMPRESSIONS`).
+pub fn compression() -> impl Strategy<Value = Compression> {
+    prop::sample::select(fuzz::COMPRESSIONS)
+}
+
 /// A compression threshold: always, never, or around typical sizes.
 pub fn compress_min_bytes() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), Just(usize::MAX), 0usize..4096]
 }
 
-/// A valid entry of a random `Doc`: the doc, its codec and the entry bytes.
+/// A valid entry of a random `Doc`, of any codec and compression: the doc,
+/// its codec and the entry bytes.
 pub fn entry() -> impl Strategy<Value = (Doc, Codec, Vec<u8>)> {
-    (doc(), codec(), compress_min_bytes()).prop_map(|(d, c, min)| {
-        let bytes = fuzz::encode_entry(&d, c, min, MAX_VALUE_BYTES).expect("a Doc encodes");
+    (doc(), codec(), compression(), compress_min_bytes()).prop_map(|(d, c, z, min)| {
+        let bytes = fuzz::encode_entry(&d, c, z, min, MAX_VALUE_BYTES).expect("a Doc encodes");
         (d, c, bytes)
     })
 }
