@@ -22,13 +22,14 @@
 //! }
 //! ```
 
+pub use crate::call_site::CallSite;
 pub use crate::codec_choice::CodecOption;
 pub use crate::engine::{
     build_key, call_async, call_async_local, call_sync, call_sync_local, force_refresh_async,
     force_refresh_sync, invalidate_async, invalidate_sync,
 };
 pub use crate::key::CacheKey;
-pub use crate::site::{CallSite, SiteIdent, SiteOptions};
+pub use crate::site::{SiteIdent, SiteOptions};
 
 /// Entry points for property tests and fuzzers of the stored format: encode
 /// a valid entry with a given codec, decode arbitrary bytes as a given type.

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 
+use crate::call_site::CallSite;
 use crate::codec::CodecLimits;
 use crate::config::Config;
 use crate::error::Error;
@@ -25,7 +26,7 @@ use crate::local::channel::{self, Change, Channel};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
 use crate::shape::{LocalValue, ReturnShape};
-use crate::site::{CallSite, ResolvedSite};
+use crate::site::ResolvedSite;
 use crate::skip;
 use crate::stats::{StatsRegistry, StatsSnapshot};
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -159,7 +160,7 @@ impl Engine {
                 .entry(addr)
                 .or_insert_with(|| {
                     crate::invalidate::register(site);
-                    Arc::new(ResolvedSite::new(site, &self.config, &self.stats))
+                    Arc::new(site.resolve(self))
                 })
                 .clone()
         })
@@ -369,10 +370,7 @@ fn bind_installed(site: &'static CallSite) -> Option<(&'static Engine, &'static 
     };
     let (engine, resolved) = site.bound.get_or_init(|| {
         crate::invalidate::register(site);
-        (
-            engine,
-            Arc::new(ResolvedSite::new(site, &engine.config, &engine.stats)),
-        )
+        (engine, Arc::new(site.resolve(engine)))
     });
     Some((engine, resolved))
 }

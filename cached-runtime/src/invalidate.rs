@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use crate::call_site::CallSite;
 use crate::engine::{bind, every_cache, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
 use crate::local::channel::{self, Change};
-use crate::site::CallSite;
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every

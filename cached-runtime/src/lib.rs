@@ -16,6 +16,7 @@
 
 mod bench_entry;
 mod cache;
+mod call_site;
 mod clock;
 mod codec;
 mod codec_choice;

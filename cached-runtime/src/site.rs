@@ -1,15 +1,15 @@
 //! One cached function as the runtime sees it: its identity and options as
-//! written in the attribute, what is derived from them once (prefix, salt
-//! digest, stats slot, codec choice), and the type names its calls have
-//! been seen with (for invalidation by arguments).
+//! written in the attribute, what is derived from them under a config
+//! (prefix, salt digest, stats slot, codec choice), and the type names its
+//! calls have been seen with (for invalidation by arguments). The `static`
+//! holding them, and its binding to a cache, is `call_site`'s, a layer up.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::codec_choice::{CodecChoice, CodecOption};
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::key::{self, KeyMemo, SaltParts};
 use crate::local::LocalLevel;
 use crate::stats::{PrefixStats, StatsRegistry};
@@ -83,51 +83,39 @@ impl SiteOptions {
     };
 }
 
-/// A cached function: one hidden `static` per function, shared by the
-/// function and its companions.
+/// The type-name lists a function's calls were seen with (methods:
+/// `Self`; generic functions: their type parameters), for invalidation by
+/// arguments. `const`-constructible, to live in the function's `static`.
 #[derive(Debug)]
-pub struct CallSite {
-    pub(crate) ident: SiteIdent,
-    pub(crate) options: SiteOptions,
-    /// The cache this function uses and what the site derives from its
-    /// config, bound on first use (see `engine::bind`).
-    pub(crate) bound: OnceLock<(&'static Engine, Arc<ResolvedSite>)>,
-    /// Whether the missing named cache was reported already.
-    pub(crate) unbound_reported: AtomicBool,
-    /// The first list of type names a call carried (methods: `Self`;
-    /// generic functions: their type parameters), without a lock: most
-    /// functions, methods of a non-generic `impl` included, only ever have
-    /// this one.
-    first_types: OnceLock<&'static [&'static str]>,
+pub(crate) struct SiteTypes {
+    /// The first list, without a lock: most functions, methods of a
+    /// non-generic `impl` included, only ever have this one.
+    first: OnceLock<&'static [&'static str]>,
     /// Further lists, up to [`MAX_INSTANTIATIONS`] in all.
-    more_types: Mutex<Vec<&'static [&'static str]>>,
+    more: Mutex<Vec<&'static [&'static str]>>,
 }
 
-impl CallSite {
-    /// A call site; `const` so that it can be a `static`.
-    pub const fn new(ident: SiteIdent, options: SiteOptions) -> Self {
+impl SiteTypes {
+    pub(crate) const fn new() -> Self {
         Self {
-            ident,
-            options,
-            bound: OnceLock::new(),
-            unbound_reported: AtomicBool::new(false),
-            first_types: OnceLock::new(),
-            more_types: Mutex::new(Vec::new()),
+            first: OnceLock::new(),
+            more: Mutex::new(Vec::new()),
         }
     }
 
-    /// Records the type names of a call (its instantiation), so that
-    /// invalidation by arguments can rebuild the keys of every one seen.
-    /// Cheap when seen before: a comparison with the first list, no lock.
-    pub(crate) fn record_types(&self, names: &[&'static str]) {
+    /// Records the type names of a call of `fn_name` (its instantiation),
+    /// so that invalidation by arguments can rebuild the keys of every one
+    /// seen. Cheap when seen before: a comparison with the first list, no
+    /// lock.
+    pub(crate) fn record(&self, fn_name: &str, names: &[&'static str]) {
         if names.is_empty() {
             return;
         }
-        let first = *self.first_types.get_or_init(|| leak(names));
+        let first = *self.first.get_or_init(|| leak(names));
         if first == names {
             return;
         }
-        let mut more = self.more_types.lock().unwrap_or_else(|e| e.into_inner());
+        let mut more = self.more.lock().unwrap_or_else(|e| e.into_inner());
         if more.contains(&names) {
             return;
         }
@@ -137,8 +125,9 @@ impl CallSite {
             // One placeholder marks the overflow.
             more.push(&[]);
             tracing::warn!(
-                function = self.ident.fn_name,
-                "over {MAX_INSTANTIATIONS} instantiations of a cached generic function;                  invalidate_args cannot name them all, invalidate its prefix instead"
+                function = fn_name,
+                "over {MAX_INSTANTIATIONS} instantiations of a cached generic function; \
+                 invalidate_args cannot name them all, invalidate its prefix instead"
             );
         }
     }
@@ -147,10 +136,10 @@ impl CallSite {
     /// none (a free, non-generic function), `None` when too many were seen
     /// to list them all.
     pub(crate) fn instantiations(&self) -> Option<Vec<&'static [&'static str]>> {
-        let Some(first) = self.first_types.get() else {
+        let Some(first) = self.first.get() else {
             return Some(Vec::new());
         };
-        let more = self.more_types.lock().unwrap_or_else(|e| e.into_inner());
+        let more = self.more.lock().unwrap_or_else(|e| e.into_inner());
         if more.iter().any(|names| names.is_empty()) {
             return None;
         }
@@ -160,23 +149,20 @@ impl CallSite {
                 .collect(),
         )
     }
+}
 
-    /// The prefix segment of this function's keys and stats hash.
-    pub(crate) fn prefix(&self) -> String {
-        match self.options.prefix {
-            Some(p) => p.to_owned(),
-            // `::` would put colons into the key segment; dots keep
-            // `{namespace}:{prefix}:{hash}` splittable.
-            None => format!(
-                "{}.{}",
-                self.ident.module_path.replace("::", "."),
-                self.ident.fn_name
-            ),
-        }
+/// The prefix segment of a function's keys and stats hash.
+pub(crate) fn prefix(ident: &SiteIdent, options: &SiteOptions) -> String {
+    match options.prefix {
+        Some(p) => p.to_owned(),
+        // `::` would put colons into the key segment; dots keep
+        // `{namespace}:{prefix}:{hash}` splittable.
+        None => format!("{}.{}", ident.module_path.replace("::", "."), ident.fn_name),
     }
 }
 
-/// What a [`CallSite`] resolves to under a config.
+/// What a function (its [`SiteIdent`] and [`SiteOptions`]) resolves to
+/// under a config.
 #[derive(Debug)]
 pub(crate) struct ResolvedSite {
     /// The prefix segment.
@@ -249,16 +235,19 @@ impl ResolvedSite {
 }
 
 impl ResolvedSite {
-    /// What `site` derives from `config`; its counters come from `stats`
-    /// (the cache's own).
-    pub(crate) fn new(site: &CallSite, config: &Config, stats: &StatsRegistry) -> Self {
-        let prefix = site.prefix();
-        let ttl = site
-            .options
+    /// What a function derives from `config`; its counters come from
+    /// `stats` (the cache's own).
+    pub(crate) fn new(
+        ident: &SiteIdent,
+        options: &SiteOptions,
+        config: &Config,
+        stats: &StatsRegistry,
+    ) -> Self {
+        let prefix = prefix(ident, options);
+        let ttl = options
             .ttl_secs
             .map(Duration::from_secs)
             .unwrap_or(config.default_ttl);
-        let options = &site.options;
         let key_head = format!("{}:{}:", config.namespace, prefix);
         let local = options.local.map(|entries| {
             let level = Arc::new(LocalLevel::new(
@@ -276,7 +265,7 @@ impl ResolvedSite {
             key_head,
             local,
             key_memo,
-            salt_digest: key::salt_digest(&salt_parts(site, config)),
+            salt_digest: key::salt_digest(&salt_parts(ident, options, config)),
             ttl,
             stale: Duration::from_secs(options.stale_secs),
             negative_ttl: Duration::from_secs(options.cache_none_secs.unwrap_or(0)),
@@ -298,16 +287,20 @@ const KEY_MEMO_SHARE: u64 = 8;
 
 /// The salt of a call site without type names: the base that
 /// [`key::with_type_names`] extends for generic calls.
-fn salt_parts<'a>(site: &'a CallSite, config: &'a Config) -> SaltParts<'a> {
+fn salt_parts<'a>(
+    ident: &'a SiteIdent,
+    options: &'a SiteOptions,
+    config: &'a Config,
+) -> SaltParts<'a> {
     SaltParts {
         config_salt: &config.salt,
-        crate_name: site.ident.crate_name,
-        crate_version: site.ident.crate_version,
-        git_sha: site.ident.git_sha,
-        module_path: site.ident.module_path,
-        fn_name: site.ident.fn_name,
-        return_type: site.ident.return_type,
-        version: site.options.version,
+        crate_name: ident.crate_name,
+        crate_version: ident.crate_version,
+        git_sha: ident.git_sha,
+        module_path: ident.module_path,
+        fn_name: ident.fn_name,
+        return_type: ident.return_type,
+        version: options.version,
         type_names: &[],
     }
 }
