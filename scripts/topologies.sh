@@ -10,10 +10,11 @@
 #       - a TLS redis-server that requires a client certificate (mutual TLS);
 #       - a Redis Cluster: 3 masters and 3 replicas;
 #       - a Redis Cluster over TLS (clients and cluster bus): 3 masters;
-#       - a master, its replica and a sentinel watching them (`mymaster`).
+#       - a master, its replica and a sentinel watching them (`mymaster`);
+#       - the same over TLS (clients, replication, the sentinel's links).
 #     Exports their URLs as CACHED_REDIS_TEST_TLS_URL,
 #     CACHED_REDIS_TEST_MTLS_URL, CACHED_REDIS_TEST_CLUSTER_URL,
-#     CACHED_REDIS_TEST_TLS_CLUSTER_URL,
+#     CACHED_REDIS_TEST_TLS_CLUSTER_URL, CACHED_REDIS_TEST_TLS_SENTINEL_URL,
 #     CACHED_REDIS_TEST_SENTINEL_URL, the certificates as
 #     CACHED_REDIS_TEST_TLS_CA / _CLIENT_CERT / _CLIENT_KEY, and the
 #     directory of every server's pid file (redis-PORT.pid) as
@@ -214,6 +215,47 @@ CONF
     sleep 0.1
   done
 
+  # The same over TLS: clients, replication and the sentinel's own links.
+  local tls_master tls_sentinel
+  local tls_links=("${tls[@]}" --tls-auth-clients no --tls-replication yes
+    --tls-client-cert-file "$dir/client.pem" --tls-client-key-file "$dir/client.key")
+  mkdir -p "$dir/tls-sentinel"
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem")
+  topo_server "$dir/tls-sentinel" "${tls_links[@]}" || exit 1
+  tls_master=$topo_next
+  topo_server "$dir/tls-sentinel" "${tls_links[@]}" --replicaof 127.0.0.1 "$tls_master" || exit 1
+  topo_port || exit 1
+  tls_sentinel=$topo_next
+  cat >"$dir/tls-sentinel/sentinel.conf" <<CONF
+port 0
+tls-port $tls_sentinel
+bind 127.0.0.1
+dir $dir/tls-sentinel
+tls-cert-file $dir/server.pem
+tls-key-file $dir/server.key
+tls-ca-cert-file $dir/ca.pem
+tls-client-cert-file $dir/client.pem
+tls-client-key-file $dir/client.key
+tls-auth-clients no
+tls-replication yes
+sentinel monitor mymaster 127.0.0.1 $tls_master 1
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 4000
+CONF
+  redis-server "$dir/tls-sentinel/sentinel.conf" --sentinel \
+    --logfile "$dir/tls-sentinel/sentinel.log" --daemonize no &
+  disown $!
+  topo_pids+=($!)
+  for _ in $(seq 1 200); do
+    redis-cli "${TOPO_CLI[@]}" -p "$tls_sentinel" sentinel get-master-addr-by-name mymaster \
+      2>/dev/null | grep -q "$tls_master" &&
+      redis-cli "${TOPO_CLI[@]}" -p "$tls_master" info replication 2>/dev/null |
+      grep -q 'connected_slaves:1' &&
+      break
+    sleep 0.1
+  done
+  TOPO_CLI=()
+
   export CACHED_REDIS_TEST_TLS_URL="rediss://127.0.0.1:$tls_port/0"
   export CACHED_REDIS_TEST_MTLS_URL="rediss://127.0.0.1:$mtls_port/0"
   export CACHED_REDIS_TEST_TLS_CA="$dir/ca.pem"
@@ -222,9 +264,10 @@ CONF
   export CACHED_REDIS_TEST_CLUSTER_URL="redis+cluster://${cluster[0]}"
   export CACHED_REDIS_TEST_TLS_CLUSTER_URL="rediss+cluster://${tls_cluster[0]}"
   export CACHED_REDIS_TEST_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/mymaster"
+  export CACHED_REDIS_TEST_TLS_SENTINEL_URL="rediss+sentinel://127.0.0.1:$tls_sentinel/mymaster"
   export CACHED_REDIS_TEST_PIDDIR="$dir"
   echo "$name: TLS redis on $tls_port, mutual TLS on $mtls_port, cluster ${cluster[*]}," \
-    "TLS cluster ${tls_cluster[*]}," \
+    "TLS cluster ${tls_cluster[*]}, TLS sentinel $tls_sentinel," \
     "sentinel $sentinel (master $master, replica $replica)" >&2
 }
 

@@ -2,7 +2,7 @@
 //! TLS on a server hardened like a managed service (`KEYS`, `FLUSHALL`,
 //! `FLUSHDB`, `CONFIG`, `DEBUG` renamed away), the same as the README's
 //! least-privilege ACL user, mutual TLS, a 3-master cluster, the same
-//! over TLS, and a master found through a sentinel.
+//! over TLS, and a master found through a sentinel, with and without TLS.
 //!
 //! The engine is one per process, so each topology runs the `child::`
 //! tests in a process of its own: [`every_feature_on_every_topology`]
@@ -138,6 +138,14 @@ async fn every_feature_on_every_topology() {
             name: "tls-cluster",
             url: env("CACHED_REDIS_TEST_TLS_CLUSTER_URL"),
             admin_url: env("CACHED_REDIS_TEST_TLS_CLUSTER_URL"),
+            ca: true,
+            client_cert: false,
+            insecure: false,
+        },
+        Topology {
+            name: "tls-sentinel",
+            url: env("CACHED_REDIS_TEST_TLS_SENTINEL_URL"),
+            admin_url: env("CACHED_REDIS_TEST_TLS_SENTINEL_URL"),
             ca: true,
             client_cert: false,
             insecure: false,
