@@ -78,7 +78,7 @@ topo_server() {
       --logfile "$dir/redis-$port.log" --daemonize no "${@//@PORT@/$port}" &
     pid=$!
     for _ in $(seq 1 200); do
-      if redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
+      if timeout 5 redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
         # Disowned: a server a test kills on purpose is not reported.
         disown "$pid"
         topo_pids+=("$pid")
@@ -149,7 +149,8 @@ start_topologies() {
   for _ in $(seq 1 200); do
     ok=1
     for node in "${cluster[@]}"; do
-      redis-cli -p "${node#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=""
+      timeout 5 redis-cli -p "${node#*:}" cluster info 2>/dev/null |
+        grep -q 'cluster_state:ok' || ok=""
     done
     [ -n "$ok" ] && break
     sleep 0.1
@@ -177,7 +178,7 @@ start_topologies() {
   for _ in $(seq 1 200); do
     ok=1
     for node in "${tls_cluster[@]}"; do
-      redis-cli "${TOPO_CLI[@]}" -p "${node#*:}" cluster info 2>/dev/null |
+      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "${node#*:}" cluster info 2>/dev/null |
         grep -q 'cluster_state:ok' || ok=""
     done
     [ -n "$ok" ] && break
@@ -207,13 +208,16 @@ CONF
   disown $!
   topo_pids+=($!)
   echo $! >"$dir/redis-$sentinel.pid"
+  ok=""
   for _ in $(seq 1 200); do
-    redis-cli -p "$sentinel" sentinel get-master-addr-by-name mymaster 2>/dev/null |
+    timeout 5 redis-cli -p "$sentinel" sentinel get-master-addr-by-name mymaster 2>/dev/null |
       grep -q "$master" &&
-      redis-cli -p "$master" info replication 2>/dev/null | grep -q 'connected_slaves:1' &&
-      break
+      timeout 5 redis-cli -p "$master" info replication 2>/dev/null |
+      grep -q 'connected_slaves:1' &&
+      { ok=1; break; }
     sleep 0.1
   done
+  [ -n "$ok" ] || { echo "topologies: the sentinel did not become ready" >&2; exit 1; }
 
   # The same over TLS: clients, replication and the sentinel's own links.
   local tls_master tls_sentinel
@@ -246,14 +250,16 @@ CONF
     --logfile "$dir/tls-sentinel/sentinel.log" --daemonize no &
   disown $!
   topo_pids+=($!)
+  ok=""
   for _ in $(seq 1 200); do
-    redis-cli "${TOPO_CLI[@]}" -p "$tls_sentinel" sentinel get-master-addr-by-name mymaster \
-      2>/dev/null | grep -q "$tls_master" &&
-      redis-cli "${TOPO_CLI[@]}" -p "$tls_master" info replication 2>/dev/null |
+    timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$tls_sentinel" \
+      sentinel get-master-addr-by-name mymaster 2>/dev/null | grep -q "$tls_master" &&
+      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$tls_master" info replication 2>/dev/null |
       grep -q 'connected_slaves:1' &&
-      break
+      { ok=1; break; }
     sleep 0.1
   done
+  [ -n "$ok" ] || { echo "topologies: the TLS sentinel did not become ready" >&2; exit 1; }
   TOPO_CLI=()
 
   export CACHED_REDIS_TEST_TLS_URL="rediss://127.0.0.1:$tls_port/0"

@@ -44,6 +44,16 @@ fn held(x: u64) -> u64 {
     x * 1000 + LOCAL_RUNS.fetch_add(1, SeqCst)
 }
 
+static SLOW_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Slow enough that two concurrent calls overlap.
+#[cached(prefix = "sc_slow")]
+async fn slow(x: u32) -> u32 {
+    SLOW_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    x + 5
+}
+
 /// The default cache's namespace; installed once for the process.
 fn default_namespace() -> &'static str {
     static NS: OnceLock<String> = OnceLock::new();
@@ -268,4 +278,32 @@ fn local_levels_of_scoped_caches_stay_coherent() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Two caches on one namespace over different stores: concurrent misses of
+/// the same key are coalesced per cache, never across them, so each cache
+/// stores the value in its own store and hits it next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_sharing_a_namespace_do_not_coalesce_each_other() {
+    default_namespace();
+    let ns = common::namespace("scoped-shared");
+    let on_redis = Cache::new(redis_config(&ns)).unwrap();
+    let embedded =
+        Cache::new(Config::builder().embedded().namespace(&ns).build().unwrap()).unwrap();
+    let runs = SLOW_RUNS.load(SeqCst);
+    let (a, b) = tokio::join!(
+        tokio::spawn(on_redis.scope(slow(7))),
+        tokio::spawn(embedded.scope(slow(7))),
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (12, 12));
+    assert_eq!(SLOW_RUNS.load(SeqCst) - runs, 2, "each cache ran the body");
+    assert_eq!(counts(&on_redis, "sc_slow"), (0, 1));
+    assert_eq!(counts(&embedded, "sc_slow"), (0, 1));
+    // Each stored its own entry: the next calls hit.
+    assert_eq!(on_redis.scope(slow(7)).await, 12);
+    assert_eq!(embedded.scope(slow(7)).await, 12);
+    assert_eq!(SLOW_RUNS.load(SeqCst) - runs, 2);
+    assert_eq!(counts(&on_redis, "sc_slow"), (1, 1));
+    assert_eq!(counts(&embedded, "sc_slow"), (1, 1));
+    on_redis.invalidate_prefix("sc_slow").await.unwrap();
 }

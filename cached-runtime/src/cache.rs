@@ -95,7 +95,11 @@ impl Cache {
     /// Scopes nest: the innermost wins. Functions with `cache = "name"`
     /// keep their named cache: the name is part of what they declare.
     /// Tasks spawned inside do not inherit the scope (as with `tracing`'s
-    /// dispatchers): wrap their futures in `scope` too.
+    /// dispatchers): wrap their futures in `scope` too. The scope belongs
+    /// to the thread while the future is polled, so a task that a nested
+    /// executor polls right there (`in_scope(|| rt.block_on(..))` on a
+    /// current-thread runtime, a `LocalSet` run inside the future) does
+    /// see it.
     ///
     /// ```
     /// # use cached_runtime::{Cache, Config};
@@ -126,7 +130,12 @@ impl Cache {
         if !ENTERED.load(Relaxed) {
             ENTERED.store(true, Relaxed);
         }
-        let previous = CURRENT.with(|c| c.replace(Some(Arc::clone(&self.0))));
+        let Ok(previous) = CURRENT.try_with(|c| c.replace(Some(Arc::clone(&self.0)))) else {
+            // This thread's locals are being torn down (a destructor at
+            // thread exit): no scope can be set, and the call must not
+            // panic; the functions use the default cache.
+            return f();
+        };
         // Restored on the way out, a panic's included.
         let _restore = Restore(previous);
         f()

@@ -57,54 +57,75 @@ pub(crate) enum Turn {
     Lead(Leader),
 }
 
-type Table = Mutex<HashMap<String, Arc<Flight>>>;
+/// What a flight is for: a key of one cache. Two caches of a process may
+/// share a namespace, and so their keys, over different stores (a named
+/// cache or a `Cache` value beside the default one): their calls must not
+/// feed each other, or one cache would count a hit for a value its own
+/// store never received.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FlightKey {
+    /// The cache's identity, stable while any of its calls runs.
+    cache: usize,
+    key: String,
+}
+
+type Table = Mutex<HashMap<FlightKey, Arc<Flight>>>;
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(Default::default)
 }
 
-fn lock_table() -> MutexGuard<'static, HashMap<String, Arc<Flight>>> {
+fn lock_table() -> MutexGuard<'static, HashMap<FlightKey, Arc<Flight>>> {
     table().lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Joins the flight of `key`, leading it if none is under way.
-pub(crate) fn join(key: &str) -> Role {
+/// Joins the flight of `key` in the cache identified by `cache`, leading
+/// it if none is under way.
+pub(crate) fn join(cache: usize, key: &str) -> Role {
+    let key = FlightKey {
+        cache,
+        key: key.to_owned(),
+    };
     // Lock order everywhere: the table, then a flight's state.
     let mut flights = lock_table();
-    if let Some(flight) = flights.get(key) {
+    if let Some(flight) = flights.get(&key) {
         flight.lock_state().waiters += 1;
         return Role::Follower(Follower {
-            key: key.to_owned(),
             flight: flight.clone(),
+            key,
             queued: true,
         });
     }
     let flight = Arc::new(Flight::default());
-    flights.insert(key.to_owned(), flight.clone());
+    flights.insert(key.clone(), flight.clone());
     Role::Leader(Leader {
-        key: key.to_owned(),
+        key,
         flight,
         value: None,
     })
 }
 
 /// Removes `flight` from the table if it is still the one under `key`.
-fn retire(flights: &mut HashMap<String, Arc<Flight>>, key: &str, flight: &Arc<Flight>) {
+fn retire(flights: &mut HashMap<FlightKey, Arc<Flight>>, key: &FlightKey, flight: &Arc<Flight>) {
     if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
         flights.remove(key);
     }
 }
 
-/// Whether some call in this process is computing `key` right now.
+/// Whether some call of cache 0 in this process is computing `key` right
+/// now.
 #[cfg(test)]
 fn in_flight(key: &str) -> bool {
-    lock_table().contains_key(key)
+    lock_table().contains_key(&FlightKey {
+        cache: 0,
+        key: key.to_owned(),
+    })
 }
 
 /// The leader's side; finishing (or dropping) it settles the flight.
 pub(crate) struct Leader {
-    key: String,
+    key: FlightKey,
     flight: Arc<Flight>,
     value: Option<Arc<[u8]>>,
 }
@@ -149,7 +170,7 @@ impl Flight {
 /// A follower's place in the queue of its key; dropping it (a cancelled
 /// wait) leaves the queue.
 pub(crate) struct Follower {
-    key: String,
+    key: FlightKey,
     flight: Arc<Flight>,
     /// Still counted in [`State::waiters`].
     queued: bool,
@@ -225,14 +246,14 @@ mod tests {
     use super::*;
 
     fn lead(key: &str) -> Leader {
-        match join(key) {
+        match join(0, key) {
             Role::Leader(leader) => leader,
             Role::Follower(_) => panic!("{key}: expected to lead"),
         }
     }
 
     fn follow(key: &str) -> Follower {
-        match join(key) {
+        match join(0, key) {
             Role::Follower(f) => f,
             Role::Leader(_) => panic!("{key}: expected to follow"),
         }
@@ -263,7 +284,7 @@ mod tests {
         // The other one keeps waiting, for the new leader.
         let waiter = std::thread::spawn(move || f2.wait_blocking());
         assert!(in_flight("k2"), "newcomers queue behind the new leader");
-        assert!(matches!(join("k2"), Role::Follower(_)));
+        assert!(matches!(join(0, "k2"), Role::Follower(_)));
         next.share(Arc::from(&b"w"[..]));
         drop(next);
         assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v == b"w"));
@@ -337,5 +358,20 @@ mod tests {
         assert_eq!(led, 8, "each follower led once");
         assert_eq!(MOST_LEADING.load(SeqCst), 1, "in turn, never two at once");
         assert!(!in_flight("k6"));
+    }
+
+    #[test]
+    fn caches_sharing_a_key_fly_apart() {
+        // Two caches on one namespace over different stores: a call of
+        // the second must not wait for, or be served by, the first's.
+        let first = lead("shared");
+        let second = match join(1, "shared") {
+            Role::Leader(leader) => leader,
+            Role::Follower(_) => panic!("another cache's flight was joined"),
+        };
+        assert!(matches!(join(1, "shared"), Role::Follower(_)));
+        drop(first);
+        assert!(!in_flight("shared"));
+        drop(second);
     }
 }

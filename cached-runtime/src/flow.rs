@@ -59,6 +59,13 @@ impl Call<'_> {
         self.key.as_str()
     }
 
+    /// The identity of the cache this call runs in, for the in-process
+    /// coalescing: the address of its config, owned by the cache and
+    /// fixed while any of its calls runs (each call holds the cache).
+    fn cache_id(&self) -> usize {
+        std::ptr::from_ref(self.config) as usize
+    }
+
     fn lock_key(&self) -> String {
         format!("{}:lock", self.key.as_str())
     }
@@ -324,7 +331,7 @@ fn compute_time(header: &Header) -> Duration {
 /// recomputes it; everyone else, and that caller if recomputing fails, gets
 /// the old value at once.
 async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, old: V) -> Step<V> {
-    let Role::Leader(leader) = flight::join(call.key()) else {
+    let Role::Leader(leader) = flight::join(call.cache_id(), call.key()) else {
         call.hit();
         return Step::Serve(old);
     };
@@ -348,7 +355,7 @@ async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, ol
 /// No usable entry: compute once per key in this process (and, with
 /// `lock`, across processes); the other callers wait for that result.
 async fn miss<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Step<V> {
-    let leader = match flight::join(call.key()) {
+    let leader = match flight::join(call.cache_id(), call.key()) {
         Role::Leader(leader) => leader,
         Role::Follower(follower) => match io.wait(follower).await {
             Turn::Value(bytes) => {

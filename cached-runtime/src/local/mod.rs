@@ -317,10 +317,18 @@ fn levels() -> &'static Levels {
 /// Makes `level` reachable by invalidations of keys under `head`.
 pub(crate) fn register(head: &str, level: &Arc<LocalLevel>) {
     let mut levels = levels().lock().unwrap_or_else(|e| e.into_inner());
-    // Levels of dropped caches go when their head gains a new one.
-    let list = levels.entry(head.to_owned()).or_default();
-    list.retain(|l| l.strong_count() > 0);
-    list.push(Arc::downgrade(level));
+    // Levels of dropped caches, and heads left without a level, go at the
+    // next registration: caches made and dropped one after another (per
+    // tenant, per test namespace) leave nothing behind. A registration is
+    // once per function and cache, so the sweep is cheap.
+    levels.retain(|_, list| {
+        list.retain(|l| l.strong_count() > 0);
+        !list.is_empty()
+    });
+    levels
+        .entry(head.to_owned())
+        .or_default()
+        .push(Arc::downgrade(level));
 }
 
 /// The levels holding keys under `head`.
