@@ -857,3 +857,63 @@ fn invalid_settings_are_config_errors() {
         Err(cached_redis::Error::Config(_))
     ));
 }
+
+static SCOPED_NAME_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "pgn_scoped", skip = "client, table")]
+async fn scoped_name(client: &Client, table: &str, id: i64) -> Option<String> {
+    SCOPED_NAME_CALLS.fetch_add(1, SeqCst);
+    read_name(client, table, id).await
+}
+
+/// A listener started inside a `Cache` scope invalidates in that cache,
+/// where the scope's calls stored their entries.
+#[tokio::test]
+async fn a_listener_started_in_a_scope_invalidates_in_that_cache() {
+    let Some(_) = pg_config() else { return };
+    setup();
+    let f = Fixture::new("scoped", "pgn_scoped", "UPDATE", &[(1, "alice")]).await;
+    let cache = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(common::namespace("pgn-scope"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let listener = cache.in_scope(|| {
+        let config = format!("{} application_name={}", f.config, f.application_name);
+        listen(&config, &f.channel).unwrap()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
+            .await
+            .expect("listening within 10 s")
+    );
+    let (c, t) = (&f.client, f.table.as_str());
+    let key = cache
+        .scope(async {
+            assert_eq!(scoped_name(c, t, 1).await.as_deref(), Some("alice"));
+            assert_eq!(scoped_name(c, t, 1).await.as_deref(), Some("alice"));
+            scoped_name_cache_key(1).unwrap()
+        })
+        .await;
+    assert_eq!(
+        SCOPED_NAME_CALLS.load(SeqCst),
+        1,
+        "the second call is a hit"
+    );
+    // The entry is in the scope's namespace, not the default cache's.
+    assert!(key.starts_with(&format!("{}:", common::namespace("pgn-scope"))));
+    assert_invalidated(
+        "update in a scope",
+        &[key],
+        f.exec(&format!("UPDATE {t} SET name = 'alicia' WHERE id = 1")),
+    )
+    .await;
+    let name = cache.scope(scoped_name(c, t, 1)).await;
+    assert_eq!(name.as_deref(), Some("alicia"));
+    assert_eq!(SCOPED_NAME_CALLS.load(SeqCst), 2);
+    drop(listener);
+    cache.invalidate_prefix("pgn_scoped").await.unwrap();
+}

@@ -38,6 +38,13 @@ pub(crate) fn scoped() -> Option<Arc<Engine>> {
     CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
+/// The cache of the scope the caller is in, as a value: for work the
+/// crate starts on a caller's behalf and runs elsewhere (a listener task).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn current() -> Option<Cache> {
+    scoped().map(Cache)
+}
+
 /// A cache as a value: its own store, namespace, counters and invalidation
 /// channel, like a named cache, but installed nowhere. Code run under
 /// [`Cache::scope`] (async) or [`Cache::in_scope`] (sync) uses it wherever

@@ -202,7 +202,10 @@ const WARN_EVERY_ATTEMPTS: u32 = 12;
 /// `cached-redis-listener`; without `connect_timeout`, 5 seconds.
 ///
 /// Call [`crate::init`] first: the first notification otherwise initializes
-/// the cache from the environment.
+/// the cache from the environment. Called inside [`crate::Cache::scope`] or
+/// [`crate::Cache::in_scope`], the listener invalidates in that cache
+/// instead (and keeps it alive while it runs), as the calls of that scope
+/// would.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), cached_runtime::Error> {
@@ -256,7 +259,12 @@ where
         tls,
         state: state_tx,
     };
-    let task = crate::io::handle().spawn(listener.run());
+    // Started inside `Cache::scope`/`in_scope`, it invalidates in that
+    // cache, which it keeps alive while it runs.
+    let task = match crate::cache::current() {
+        Some(cache) => crate::io::handle().spawn(async move { cache.scope(listener.run()).await }),
+        None => crate::io::handle().spawn(listener.run()),
+    };
     Ok(ListenerHandle {
         task: Some(task),
         state: state_rx,
