@@ -96,6 +96,46 @@ topo_server() {
   return 1
 }
 
+# topo_make_cluster LABEL LOG REPLICAS NODE...: joins the nodes into a
+# cluster with REPLICAS replicas per master and waits until every node
+# reports cluster_state:ok (TOPO_CLI holds the TLS arguments, if any).
+# redis-cli waits for the nodes to meet without a limit of its own, hence
+# the timeout.
+topo_make_cluster() {
+  local label=$1 log=$2 replicas=$3 ok node
+  shift 3
+  timeout 60 redis-cli "${TOPO_CLI[@]}" --cluster create "$@" \
+    --cluster-replicas "$replicas" --cluster-yes >"$log" 2>&1 ||
+    { echo "topologies: $label create failed:" >&2; cat "$log" >&2; return 1; }
+  for _ in $(seq 1 200); do
+    ok=1
+    for node in "$@"; do
+      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "${node#*:}" cluster info 2>/dev/null |
+        grep -q 'cluster_state:ok' || ok=""
+    done
+    [ -n "$ok" ] && return 0
+    sleep 0.1
+  done
+  echo "topologies: the $label did not become ready" >&2
+  return 1
+}
+
+# topo_wait_sentinel LABEL SENTINEL MASTER: waits until the sentinel on
+# port SENTINEL names MASTER for mymaster and the master has its replica.
+topo_wait_sentinel() {
+  local label=$1 sentinel=$2 master=$3
+  for _ in $(seq 1 200); do
+    timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$sentinel" \
+      sentinel get-master-addr-by-name mymaster 2>/dev/null | grep -q "$master" &&
+      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$master" info replication 2>/dev/null |
+      grep -q 'connected_slaves:1' &&
+      return 0
+    sleep 0.1
+  done
+  echo "topologies: the $label did not become ready" >&2
+  return 1
+}
+
 topo_certs() {
   local dir=$1
   (
@@ -142,20 +182,7 @@ start_topologies() {
     cp "$dir/cluster/redis-$topo_next.pid" "$dir/"
     cluster+=("127.0.0.1:$topo_next")
   done
-  timeout 60 redis-cli --cluster create "${cluster[@]}" --cluster-replicas 1 --cluster-yes \
-    >"$dir/cluster-create.log" 2>&1 ||
-    { echo "topologies: cluster create failed:" >&2; cat "$dir/cluster-create.log" >&2; exit 1; }
-  local ok="" node
-  for _ in $(seq 1 200); do
-    ok=1
-    for node in "${cluster[@]}"; do
-      timeout 5 redis-cli -p "${node#*:}" cluster info 2>/dev/null |
-        grep -q 'cluster_state:ok' || ok=""
-    done
-    [ -n "$ok" ] && break
-    sleep 0.1
-  done
-  [ -n "$ok" ] || { echo "topologies: the cluster did not become ready" >&2; exit 1; }
+  topo_make_cluster cluster "$dir/cluster-create.log" 1 "${cluster[@]}" || exit 1
 
   # Cluster over TLS (client connections and the cluster bus): 3 masters,
   # as managed services with in-transit encryption run it.
@@ -171,20 +198,8 @@ start_topologies() {
       --cluster-node-timeout 2000 || exit 1
     tls_cluster+=("127.0.0.1:$topo_next")
   done
-  # redis-cli waits for the nodes to meet without a limit of its own.
-  timeout 60 redis-cli "${TOPO_CLI[@]}" --cluster create "${tls_cluster[@]}" --cluster-yes \
-    >"$dir/tls-cluster-create.log" 2>&1 ||
-    { echo "topologies: TLS cluster create failed:" >&2; cat "$dir/tls-cluster-create.log" >&2; exit 1; }
-  for _ in $(seq 1 200); do
-    ok=1
-    for node in "${tls_cluster[@]}"; do
-      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "${node#*:}" cluster info 2>/dev/null |
-        grep -q 'cluster_state:ok' || ok=""
-    done
-    [ -n "$ok" ] && break
-    sleep 0.1
-  done
-  [ -n "$ok" ] || { echo "topologies: the TLS cluster did not become ready" >&2; exit 1; }
+  topo_make_cluster "TLS cluster" "$dir/tls-cluster-create.log" 0 "${tls_cluster[@]}" ||
+    exit 1
   TOPO_CLI=()
 
   # Sentinel: a master, a replica, one sentinel (quorum 1).
@@ -208,16 +223,7 @@ CONF
   disown $!
   topo_pids+=($!)
   echo $! >"$dir/redis-$sentinel.pid"
-  ok=""
-  for _ in $(seq 1 200); do
-    timeout 5 redis-cli -p "$sentinel" sentinel get-master-addr-by-name mymaster 2>/dev/null |
-      grep -q "$master" &&
-      timeout 5 redis-cli -p "$master" info replication 2>/dev/null |
-      grep -q 'connected_slaves:1' &&
-      { ok=1; break; }
-    sleep 0.1
-  done
-  [ -n "$ok" ] || { echo "topologies: the sentinel did not become ready" >&2; exit 1; }
+  topo_wait_sentinel sentinel "$sentinel" "$master" || exit 1
 
   # The same over TLS: clients, replication and the sentinel's own links.
   local tls_master tls_sentinel
@@ -250,16 +256,7 @@ CONF
     --logfile "$dir/tls-sentinel/sentinel.log" --daemonize no &
   disown $!
   topo_pids+=($!)
-  ok=""
-  for _ in $(seq 1 200); do
-    timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$tls_sentinel" \
-      sentinel get-master-addr-by-name mymaster 2>/dev/null | grep -q "$tls_master" &&
-      timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$tls_master" info replication 2>/dev/null |
-      grep -q 'connected_slaves:1' &&
-      { ok=1; break; }
-    sleep 0.1
-  done
-  [ -n "$ok" ] || { echo "topologies: the TLS sentinel did not become ready" >&2; exit 1; }
+  topo_wait_sentinel "TLS sentinel" "$tls_sentinel" "$tls_master" || exit 1
   TOPO_CLI=()
 
   export CACHED_REDIS_TEST_TLS_URL="rediss://127.0.0.1:$tls_port/0"
