@@ -168,7 +168,8 @@ impl Engine {
 }
 
 impl Drop for Engine {
-    /// Only a [`crate::Cache`] value is ever dropped: its flusher stops,
+    /// A [`crate::Cache`] value's last clone, or an engine that lost the
+    /// race to be installed (an `init` after the first): its flusher stops,
     /// the counts not written yet go in one last flush on the crate's own
     /// runtime (which then closes the connections), and the subscriber of
     /// its invalidation channel stops with the channel.
