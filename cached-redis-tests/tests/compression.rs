@@ -1,7 +1,7 @@
 //! `compression`: a process configured for LZ4 (here through
 //! `CACHED_REDIS_COMPRESSION=lz4`) stores LZ4 entries and hits them, and
-//! processes configured differently read each other's entries, as during a
-//! rolling change of the setting.
+//! processes configured differently (compression, zlib level) read each
+//! other's entries, as during a rolling change of the setting.
 
 mod common;
 
@@ -45,11 +45,21 @@ fn runs(ns: &str, n: u64) -> i64 {
         .unwrap_or(0)
 }
 
+/// The stored entry of `page(n)`.
+fn entry_of(n: u64) -> Vec<u8> {
+    let key = page_cache_key(n).unwrap();
+    common::raw().get(key.as_str()).unwrap()
+}
+
 /// Header byte 2 of the entry of `page(n)`: 1 = zlib, 2 = LZ4.
 async fn flags_of(n: u64) -> u8 {
-    let key = page_cache_key(n).unwrap();
-    let entry: Vec<u8> = common::raw().get(key.as_str()).unwrap();
-    entry[2]
+    entry_of(n)[2]
+}
+
+/// The second byte of the zlib stream of `page(n)` (after the 20-byte
+/// header): its level class, `01` for level 1, `da` for level 9.
+fn zlib_level_byte(n: u64) -> u8 {
+    entry_of(n)[21]
 }
 
 /// Child side: the configuration comes from the environment, as a
@@ -69,6 +79,11 @@ async fn child() {
 
 /// Runs `page(n)` twice in a process whose compression is `compression`.
 fn in_child(ns: &str, compression: &str, n: u64) {
+    in_child_at(ns, compression, "1", n);
+}
+
+/// [`in_child`] with `CACHED_REDIS_ZLIB_LEVEL=zlib_level`.
+fn in_child_at(ns: &str, compression: &str, zlib_level: &str, n: u64) {
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--ignored", "--nocapture"])
         .env(NS, ns)
@@ -77,6 +92,7 @@ fn in_child(ns: &str, compression: &str, n: u64) {
         .env("CACHED_REDIS_URL", common::redis_url())
         .env("CACHED_REDIS_NAMESPACE", ns)
         .env("CACHED_REDIS_COMPRESSION", compression)
+        .env("CACHED_REDIS_ZLIB_LEVEL", zlib_level)
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -122,4 +138,17 @@ async fn lz4_and_zlib_processes_share_entries() {
     // A zlib process started from the environment behaves the same.
     in_child(&ns, "zlib", 1);
     assert_eq!(runs(&ns, 1), 1);
+
+    // The zlib level is the writer's alone: this process writes level 1
+    // (the default), a process set to level 9 writes level 9, and each
+    // hits the other's entry.
+    assert_eq!(zlib_level_byte(2), 0x01, "this process writes level 1");
+    in_child_at(&ns, "zlib", "9", 3);
+    assert_eq!(runs(&ns, 3), 1, "the level-9 process hit its own entry");
+    assert_eq!(flags_of(3).await, 1);
+    assert_eq!(zlib_level_byte(3), 0xda, "stored at level 9");
+    assert_eq!(page(3).await[0].id, 300);
+    assert_eq!(runs(&ns, 3), 1, "a level-1 process hit the level-9 entry");
+    in_child_at(&ns, "zlib", "9", 2);
+    assert_eq!(runs(&ns, 2), 1, "a level-9 process hit the level-1 entry");
 }

@@ -47,5 +47,5 @@ pub use crate::stats::set_enabled as set_stats_enabled;
 
 /// The stored-entry format with the default limits, for the benchmarks.
 pub mod entry {
-    pub use crate::bench_entry::{decode, encode, encode_with, Signer};
+    pub use crate::bench_entry::{decode, encode, encode_with, encode_zlib_at, Signer};
 }

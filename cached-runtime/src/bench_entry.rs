@@ -13,6 +13,7 @@ fn limits() -> CodecLimits {
     CodecLimits {
         compress_min_bytes: c.compress_min_bytes,
         compression: c.compression,
+        zlib_level: c.zlib_level,
         max_value_bytes: c.max_value_bytes,
     }
 }
@@ -26,6 +27,23 @@ pub fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
 pub fn encode_with<T: Serialize>(value: &T, compression: crate::Compression) -> Option<Vec<u8>> {
     let limits = CodecLimits {
         compression,
+        ..limits()
+    };
+    codec::encode_with(
+        codec::Codec::Bincode,
+        value,
+        std::time::Duration::ZERO,
+        limits,
+    )
+    .ok()
+    .map(|e| e.bytes)
+}
+
+/// [`encode`] with zlib at `level` instead of the default level.
+pub fn encode_zlib_at<T: Serialize>(value: &T, level: u32) -> Option<Vec<u8>> {
+    let limits = CodecLimits {
+        compression: crate::Compression::Zlib,
+        zlib_level: level,
         ..limits()
     };
     codec::encode_with(

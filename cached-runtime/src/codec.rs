@@ -146,32 +146,19 @@ const FLAG_LZ4: u8 = 2;
 /// Every flag this version knows; any other bit set is an error.
 const KNOWN_FLAGS: u8 = FLAG_ZLIB | FLAG_LZ4;
 
-/// zlib level used when compressing.
-///
-/// Measured (release build, reused compressor) on a 21 128-byte JSON-like
-/// value (60 search hits; 15 267 bytes of bincode):
-///
-/// | level | stored bytes | share of the JSON | compress | inflate |
-/// | --- | --- | --- | --- | --- |
-/// | 1 (`fast`) | 4 862 | 23.0 % | 50 µs | 24 µs |
-/// | 2 | 4 286 | 20.3 % | 82 µs | 21 µs |
-/// | 3 | 3 823 | 18.1 % | 108 µs | 18 µs |
-/// | 6 (`default`) | 3 704 | 17.5 % | 441 µs | 17 µs |
-///
-/// Level 3 stores 21 % less than `fast` for about 60 µs more per store,
-/// and is as quick to inflate (reads, the hot path, are unaffected); the
-/// default level saves another 3 % for four times the CPU. Stores only
-/// happen after a miss, i.e. after running a function worth caching, so the
-/// extra 60 µs is noise there while the saved bytes stay in Redis memory
-/// and on the wire for every read.
-///
-/// (The table above is miniz_oxide's. With zlib-rs, on the 2 KB search
-/// response of the benchmarks, 1 614 bytes of bincode, same machine and
-/// run: level 1 writes 1 181 bytes in 6.4 µs, level 2 951 bytes in
-/// 14.4 µs, level 3 949 bytes in 15.9 µs. Level 1 is zlib-rs's quick
-/// strategy, 24 % more bytes; LZ4, at 1 269 bytes in 2.5 µs, is the
-/// option for those who would take that trade.)
-const ZLIB_LEVEL: u32 = 3;
+// The zlib level is `CodecLimits::zlib_level` (`Config::zlib_level`).
+// Measured with zlib-rs (release build, reused compressor, same machine
+// and run), compressing the bincode payloads of the benchmark fixtures:
+//
+// | payload | level 1 | level 2 | level 3 | level 6 |
+// | --- | --- | --- | --- | --- |
+// | 2 KB search response (1 987 B) | 1 322 B, 7.7 µs, inflate 3.4 µs | 1 059 B, 18.0 µs, 5.3 µs | 1 057 B, 19.4 µs, 5.3 µs | 1 058 B, 20.6 µs, 5.3 µs |
+// | 64 KB rows (51 798 B) | 18 656 B, 95 µs, 39 µs | 15 842 B, 151 µs, 42 µs | 15 121 B, 199 µs, 41 µs | 14 192 B, 678 µs, 37 µs |
+// | 1 MB rows (827 592 B) | 288 954 B, 2.0 ms, 0.79 ms | 242 967 B, 3.7 ms, 0.82 ms | 228 798 B, 4.9 ms, 0.76 ms | 211 239 B, 13.7 ms, 0.71 ms |
+//
+// Level 1 is zlib-rs's quick strategy (fixed Huffman codes: nothing to
+// build before inflating, hence its faster inflate of small values).
+// Above level 3, each level costs far more CPU for a few percent.
 
 /// Deepest nesting of options, structs, tuples, sequences, maps, enums and
 /// newtypes that `decode` follows; deeper input is malformed. Bounds the
@@ -182,10 +169,11 @@ const MAX_DEPTH: u32 = 128;
 /// allowed in one value at least, whatever the payload length.
 const MIN_EMPTY_ELEMENTS: usize = 4096;
 
-/// Compressors kept for reuse: creating one allocates and clears ~300 KB of
-/// tables (about 90 µs, more than compressing a 500-byte value).
+/// Compressors kept for reuse, with their level: creating one allocates
+/// and clears ~300 KB of tables (about 90 µs, more than compressing a
+/// 500-byte value).
 const DEFLATE_POOL_MAX: usize = 4;
-static DEFLATE_POOL: Mutex<Vec<Compress>> = Mutex::new(Vec::new());
+static DEFLATE_POOL: Mutex<Vec<(u32, Compress)>> = Mutex::new(Vec::new());
 
 /// Encoding settings taken from the config.
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +182,8 @@ pub(crate) struct CodecLimits {
     /// How payloads of at least `compress_min_bytes` are compressed when
     /// written; decoding follows each entry's header instead.
     pub compression: Compression,
+    /// The zlib level of zlib payloads, 1 to 9.
+    pub zlib_level: u32,
     pub max_value_bytes: usize,
 }
 
@@ -437,7 +427,7 @@ fn encode_at<T: Serialize + ?Sized>(
         Some(Compression::Zlib) => {
             let mut out = Vec::with_capacity(HEADER_LEN + raw_len / 2 + 64);
             out.extend_from_slice(&header.to_bytes());
-            deflate_into(&buf[HEADER_LEN..], &mut out)?;
+            deflate_into(&buf[HEADER_LEN..], limits.zlib_level, &mut out)?;
             out
         }
         Some(Compression::Lz4) => {
@@ -510,16 +500,22 @@ impl PayloadWriter {
     }
 }
 
-/// Appends the zlib stream of `input` to `out`, with a pooled compressor.
-fn deflate_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let pooled = DEFLATE_POOL.lock().ok().and_then(|mut pool| pool.pop());
-    let mut z = pooled.unwrap_or_else(|| Compress::new(flate2::Compression::new(ZLIB_LEVEL), true));
+/// Appends the zlib stream of `input` at `level` to `out`, with a pooled
+/// compressor of that level when there is one.
+fn deflate_into(input: &[u8], level: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let pooled = DEFLATE_POOL.lock().ok().and_then(|mut pool| {
+        let at = pool.iter().rposition(|(l, _)| *l == level)?;
+        Some(pool.swap_remove(at).1)
+    });
+    let mut z = pooled.unwrap_or_else(|| Compress::new(flate2::Compression::new(level), true));
     let result = deflate_with(&mut z, input, out);
     z.reset();
     if let Ok(mut pool) = DEFLATE_POOL.lock() {
-        if pool.len() < DEFLATE_POOL_MAX {
-            pool.push(z);
+        if pool.len() >= DEFLATE_POOL_MAX {
+            // Caches of several levels in one process: the oldest goes.
+            pool.remove(0);
         }
+        pool.push((level, z));
     }
     result
 }
@@ -1165,7 +1161,7 @@ mod wire {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     use std::time::Instant;
 
     use serde::{Deserialize, Serialize};
@@ -1175,16 +1171,19 @@ mod tests {
     const LIMITS: CodecLimits = CodecLimits {
         compress_min_bytes: 256,
         compression: Compression::Zlib,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes: 8 << 20,
     };
     const NEVER: CodecLimits = CodecLimits {
         compress_min_bytes: usize::MAX,
         compression: Compression::Zlib,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes: 8 << 20,
     };
     const ALWAYS: CodecLimits = CodecLimits {
         compress_min_bytes: 0,
         compression: Compression::Zlib,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes: 8 << 20,
     };
     const LIMITS_LZ4: CodecLimits = CodecLimits {
@@ -1496,6 +1495,7 @@ mod tests {
                 let limits = CodecLimits {
                     compress_min_bytes: min,
                     compression,
+                    zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
                     max_value_bytes: 1 << 20,
                 };
                 let enc = encode(&value, Duration::ZERO, limits).unwrap();
@@ -1551,6 +1551,67 @@ mod tests {
                     .then(|| format!("2024-0{}-1{}T10:00:00Z", i % 9 + 1, i % 9)),
             })
             .collect()
+    }
+
+    /// Every level writes a zlib stream any zlib reader inflates, and the
+    /// level is the one asked for: level 1 (fixed Huffman codes) stores
+    /// this page in more bytes than level 3, and level 9 in no more.
+    #[test]
+    fn every_zlib_level_roundtrips_and_is_applied() {
+        let page = search_page();
+        let mut sizes = Vec::new();
+        for level in 1..=9 {
+            let limits = CodecLimits {
+                zlib_level: level,
+                ..ALWAYS
+            };
+            let enc = encode(&page, Duration::ZERO, limits).unwrap();
+            assert_eq!(enc.bytes[2], FLAG_ZLIB, "level {level}");
+            let (back, _) = decode::<Vec<Hit>>(&enc.bytes, limits).unwrap();
+            assert_eq!(back, page, "level {level}");
+            let mut inflated = Vec::new();
+            flate2::read::ZlibDecoder::new(&enc.bytes[HEADER_LEN..])
+                .read_to_end(&mut inflated)
+                .unwrap();
+            assert_eq!(inflated.len(), enc.raw_len, "level {level}");
+            sizes.push(enc.bytes.len());
+        }
+        assert!(
+            sizes[0] > sizes[2],
+            "level 1 {} vs 3 {}",
+            sizes[0],
+            sizes[2]
+        );
+        assert!(
+            sizes[8] <= sizes[2],
+            "level 9 {} vs 3 {}",
+            sizes[8],
+            sizes[2]
+        );
+    }
+
+    /// The compressor pool hands out only compressors of the level asked
+    /// for: interleaving levels gives each level's own bytes every time.
+    #[test]
+    fn pooled_compressors_keep_their_level() {
+        let page = search_page();
+        let alone = |level| {
+            let limits = CodecLimits {
+                zlib_level: level,
+                ..ALWAYS
+            };
+            // The payload: the header holds the time of writing.
+            let mut bytes = encode(&page, Duration::ZERO, limits).unwrap().bytes;
+            bytes.drain(..HEADER_LEN);
+            bytes
+        };
+        let (one, nine) = (alone(1), alone(9));
+        assert!(one != nine, "levels 1 and 9 wrote the same stream");
+        for _ in 0..3 {
+            for (level, want) in [(1, &one), (9, &nine), (9, &nine), (1, &one)] {
+                assert!(&alone(level) == want, "level {level} wrote other bytes");
+            }
+        }
     }
 
     #[test]
@@ -1611,6 +1672,7 @@ mod tests {
         let exact = CodecLimits {
             compress_min_bytes: 256,
             compression: Compression::Zlib,
+            zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
             max_value_bytes: len,
         };
         assert!(encode(&value, Duration::ZERO, exact).is_ok());
@@ -1632,6 +1694,7 @@ mod tests {
         let tiny = CodecLimits {
             compress_min_bytes: 0,
             compression: Compression::Zlib,
+            zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
             max_value_bytes: 100,
         };
         assert!(
@@ -1694,6 +1757,7 @@ mod tests {
             let no_limit = CodecLimits {
                 compress_min_bytes: 0,
                 compression: Compression::Zlib,
+                zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
                 max_value_bytes: usize::MAX,
             };
             assert_malformed::<String>(&huge, LIMITS);
@@ -2180,6 +2244,7 @@ mod tests {
         let tight = CodecLimits {
             compress_min_bytes: 256,
             compression: Compression::Zlib,
+            zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
             max_value_bytes: 1001,
         };
         match encode_with(Codec::Json, &value, Duration::ZERO, tight) {
@@ -2319,7 +2384,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hex(&enc.bytes[..4]), "02 01 01 00");
-        assert_eq!(hex(&enc.bytes[HEADER_LEN..HEADER_LEN + 2]), "78 5e");
+        // The zlib header of the default level 1.
+        assert_eq!(hex(&enc.bytes[HEADER_LEN..HEADER_LEN + 2]), "78 01");
         assert_eq!(decode::<Example>(&enc.bytes, ALWAYS).unwrap().0, value);
         // And with LZ4: flag bit 1, the 22 bytes as one literal run (too
         // short to hold a match).

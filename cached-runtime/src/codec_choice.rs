@@ -176,6 +176,7 @@ mod tests {
     const LIMITS: CodecLimits = CodecLimits {
         compress_min_bytes: 256,
         compression: crate::Compression::Zlib,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes: 1 << 20,
     };
 
@@ -272,6 +273,7 @@ mod tests {
         let tiny = CodecLimits {
             compress_min_bytes: 0,
             compression: crate::Compression::Zlib,
+            zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
             max_value_bytes: 8,
         };
         let err = choice

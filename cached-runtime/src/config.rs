@@ -22,6 +22,12 @@ pub const ENV_DISABLE: &str = "CACHED_REDIS_DISABLE";
 /// Environment variable choosing how entries are compressed: `zlib` (the
 /// default) or `lz4`.
 pub const ENV_COMPRESSION: &str = "CACHED_REDIS_COMPRESSION";
+/// Environment variable choosing the zlib level, `1` (fastest) to `9`
+/// (smallest): see [`ConfigBuilder::zlib_level`].
+pub const ENV_ZLIB_LEVEL: &str = "CACHED_REDIS_ZLIB_LEVEL";
+
+/// The zlib level of [`ConfigBuilder::zlib_level`]'s default.
+pub const DEFAULT_ZLIB_LEVEL: u32 = 1;
 
 /// How payloads of at least `compress_min_bytes` are compressed when they
 /// are written ([`ConfigBuilder::compression`]).
@@ -32,13 +38,13 @@ pub const ENV_COMPRESSION: &str = "CACHED_REDIS_COMPRESSION";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Compression {
-    /// zlib (RFC 1950), level 3: the default, and what entries are
-    /// documented to be.
+    /// zlib (RFC 1950), at [`ConfigBuilder::zlib_level`]: the default,
+    /// and what entries are documented to be.
     #[default]
     Zlib,
     /// LZ4 block format: inflating and compressing take a fraction of
-    /// zlib's CPU, for entries about a third larger (measured on a 2 KB
-    /// search response in BENCHMARKS.md). Versions of cached-redis that do
+    /// zlib's CPU, for entries about a tenth larger than zlib's level 1
+    /// (measured on a 2 KB search response in BENCHMARKS.md). Versions of cached-redis that do
     /// not know it read such entries as misses.
     Lz4,
 }
@@ -91,6 +97,7 @@ pub struct Config {
     pub(crate) default_ttl: Duration,
     pub(crate) compress_min_bytes: usize,
     pub(crate) compression: Compression,
+    pub(crate) zlib_level: u32,
     pub(crate) max_value_bytes: usize,
     pub(crate) stats_flush_interval: Duration,
     pub(crate) timeout: Duration,
@@ -132,6 +139,7 @@ impl fmt::Debug for Config {
             default_ttl,
             compress_min_bytes,
             compression,
+            zlib_level,
             max_value_bytes,
             stats_flush_interval,
             timeout,
@@ -152,6 +160,7 @@ impl fmt::Debug for Config {
             .field("default_ttl", default_ttl)
             .field("compress_min_bytes", compress_min_bytes)
             .field("compression", compression)
+            .field("zlib_level", zlib_level)
             .field("max_value_bytes", max_value_bytes)
             .field("stats_flush_interval", stats_flush_interval)
             .field("timeout", timeout)
@@ -177,6 +186,7 @@ impl Default for Config {
             default_ttl: Duration::from_secs(300),
             compress_min_bytes: 256,
             compression: Compression::Zlib,
+            zlib_level: DEFAULT_ZLIB_LEVEL,
             max_value_bytes: 8 << 20,
             stats_flush_interval: Duration::from_secs(1),
             timeout: Duration::from_millis(250),
@@ -211,9 +221,11 @@ impl Config {
     /// | `CACHED_REDIS_NAMESPACE` | first key segment, default `cached` |
     /// | `CACHED_REDIS_DISABLE=1` | caching off: every call runs the function |
     /// | `CACHED_REDIS_COMPRESSION` | `zlib` (default) or `lz4`: see [`ConfigBuilder::compression`] |
+    /// | `CACHED_REDIS_ZLIB_LEVEL` | `1` to `9`: see [`ConfigBuilder::zlib_level`] |
     ///
     /// Fails when a variable is set to something unusable (an empty
-    /// namespace, a URL of an unknown scheme, an unknown compression).
+    /// namespace, a URL of an unknown scheme, an unknown compression, a
+    /// zlib level that is not a number from 1 to 9).
     pub fn from_env() -> Result<Config, Error> {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
@@ -239,6 +251,14 @@ impl Config {
                 .parse()
                 .map_err(|e| Error::Config(format!("{ENV_COMPRESSION}: {e}")))?;
             builder = builder.compression(compression);
+        }
+        if let Some(level) = var(ENV_ZLIB_LEVEL) {
+            let level = level.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_ZLIB_LEVEL}: {level:?} is not a zlib level; write a number from 1 to 9"
+                ))
+            })?;
+            builder = builder.zlib_level(level);
         }
         builder.build()
     }
@@ -267,6 +287,11 @@ impl Config {
     /// How new entries are compressed.
     pub fn compression(&self) -> Compression {
         self.compression
+    }
+
+    /// The zlib level new zlib entries are written at.
+    pub fn zlib_level(&self) -> u32 {
+        self.zlib_level
     }
 }
 
@@ -346,13 +371,28 @@ impl ConfigBuilder {
 
     /// How payloads of at least `compress_min_bytes` are compressed
     /// (default [`Compression::Zlib`]). [`Compression::Lz4`] trades about a
-    /// third more bytes per entry for much less CPU on every hit and store.
+    /// tenth more bytes per entry than zlib's level 1 for much less CPU on
+    /// every hit and store.
     /// Any process reads entries of either kind, so the setting can be
     /// rolled out one process at a time; processes of a version that does
     /// not know LZ4 treat LZ4 entries as misses (they recompute and
     /// overwrite them with zlib).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.config.compression = compression;
+        self
+    }
+
+    /// The zlib level entries are written at, from 1 (fastest) to 9
+    /// (smallest); default [`DEFAULT_ZLIB_LEVEL`], 1. Only writers use it:
+    /// every level is the same zlib format, so processes may differ. On the
+    /// 2 KB search response of BENCHMARKS.md, level 1 (zlib-rs's quick
+    /// strategy, fixed Huffman codes) compresses 2.5 times as fast as
+    /// level 3 and its entries inflate a third faster, for entries about a
+    /// quarter larger; levels above 3 cost several times the CPU for a few
+    /// percent fewer bytes. Set 3 or more when Redis memory costs more than
+    /// the CPU of hits and stores.
+    pub fn zlib_level(mut self, level: u32) -> Self {
+        self.config.zlib_level = level;
         self
     }
 
@@ -516,6 +556,12 @@ impl ConfigBuilder {
         if let Some(problem) = c.signing.problem() {
             return Err(Error::Config(problem));
         }
+        if !(1..=9).contains(&c.zlib_level) {
+            return Err(Error::Config(format!(
+                "zlib_level {}: must be from 1 (fastest) to 9 (smallest)",
+                c.zlib_level
+            )));
+        }
         let positive = [
             ("default_ttl", c.default_ttl),
             ("stats_flush_interval", c.stats_flush_interval),
@@ -585,6 +631,24 @@ mod tests {
             .is_disabled());
         let err = Config::from_env_with(env(&[(ENV_DISABLE, "maybe")])).unwrap_err();
         assert!(err.to_string().contains("CACHED_REDIS_DISABLE"), "{err}");
+    }
+
+    #[test]
+    fn zlib_level_comes_from_the_builder_or_the_environment() {
+        assert_eq!(Config::default().zlib_level(), DEFAULT_ZLIB_LEVEL);
+        let c = Config::builder().zlib_level(1).build().unwrap();
+        assert_eq!(c.zlib_level(), 1);
+        let c = Config::from_env_with(env(&[(ENV_ZLIB_LEVEL, " 9 ")])).unwrap();
+        assert_eq!(c.zlib_level(), 9);
+        for bad in [0, 10] {
+            let err = Config::builder().zlib_level(bad).build().unwrap_err();
+            assert!(err.to_string().contains("zlib_level"), "{err}");
+        }
+        let err = Config::from_env_with(env(&[(ENV_ZLIB_LEVEL, "fast")])).unwrap_err();
+        assert!(err.to_string().contains(ENV_ZLIB_LEVEL), "{err}");
+        assert!(err.to_string().contains("1 to 9"), "{err}");
+        let err = Config::from_env_with(env(&[(ENV_ZLIB_LEVEL, "12")])).unwrap_err();
+        assert!(err.to_string().contains("1 (fastest) to 9"), "{err}");
     }
 
     #[test]

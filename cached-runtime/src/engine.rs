@@ -81,6 +81,7 @@ impl Engine {
         let limits = CodecLimits {
             compress_min_bytes: config.compress_min_bytes,
             compression: config.compression,
+            zlib_level: config.zlib_level,
             max_value_bytes: config.max_value_bytes,
         };
         Ok(Engine {

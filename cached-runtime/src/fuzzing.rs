@@ -61,6 +61,7 @@ pub fn encode_entry<T: Serialize + ?Sized>(
     let limits = CodecLimits {
         compress_min_bytes,
         compression,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes,
     };
     let codec = match codec {
@@ -86,6 +87,7 @@ pub fn decode_entry<T: DeserializeOwned>(
         // Decoding reads the header's flag, never this threshold.
         compress_min_bytes: usize::MAX,
         compression: Compression::Zlib,
+        zlib_level: crate::config::DEFAULT_ZLIB_LEVEL,
         max_value_bytes,
     };
     codec::decode::<T>(bytes, limits)
