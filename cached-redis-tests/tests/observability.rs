@@ -1,5 +1,6 @@
 //! The ecosystem's own channels: with the `metrics` feature the counters
-//! and the miss-time histogram reach the installed `metrics` recorder, and
+//! and the miss-time histogram reach the installed `metrics` recorder,
+//! labelled by namespace and prefix, and
 //! hits, misses and errors are `tracing` events at debug level carrying the
 //! prefix.
 #![cfg(feature = "metrics")]
@@ -137,24 +138,38 @@ fn counters_histogram_and_events_reach_the_ecosystem() {
     observed(1.0); // hit
     observed(f64::NAN); // error: NaN cannot be keyed
     cached_redis::skip_cache_sync(|| observed(2.0)); // skip
+                                                     // A cache of another namespace in the same process: its own series.
+    let other = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .embedded()
+            .namespace("other")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    other.in_scope(|| observed(1.0)); // miss, in `other`
 
     let counters = captured.counters.lock().unwrap();
-    let count = |name: &str| {
+    let count_in = |namespace: &str, name: &str| {
         counters
-            .get(&format!("{name}{{prefix=observed}}"))
+            .get(&format!("{name}{{namespace={namespace},prefix=observed}}"))
             .map_or(0, |c| c.load(SeqCst))
     };
+    let count = |name: &str| count_in("cached", name);
     assert_eq!(count("cached_hits_total"), 2);
     assert_eq!(count("cached_misses_total"), 1);
     assert_eq!(count("cached_errors_total"), 1);
     assert_eq!(count("cached_skips_total"), 1);
     assert_eq!(count("cached_stores_total"), 1);
+    assert_eq!(count_in("other", "cached_misses_total"), 1);
+    assert_eq!(count_in("other", "cached_stores_total"), 1);
+    assert_eq!(count_in("other", "cached_hits_total"), 0);
     assert_eq!(
         count("cached_bytes_stored_total"),
         cached_redis::local_stats("observed").unwrap().bytes_stored
     );
     let samples = captured.samples.lock().unwrap();
-    let misses = samples["cached_miss_duration_seconds{prefix=observed}"]
+    let misses = samples["cached_miss_duration_seconds{namespace=cached,prefix=observed}"]
         .lock()
         .unwrap()
         .clone();
@@ -173,6 +188,7 @@ fn counters_histogram_and_events_reach_the_ecosystem() {
             .count()
     };
     assert_eq!(with("cache hit"), 2, "{events:?}");
-    assert_eq!(with("cache miss"), 1, "{events:?}");
+    // One miss in each cache.
+    assert_eq!(with("cache miss"), 2, "{events:?}");
     assert_eq!(with("cache error"), 1, "{events:?}");
 }

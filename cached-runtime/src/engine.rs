@@ -84,12 +84,13 @@ impl Engine {
             zlib_level: config.zlib_level,
             max_value_bytes: config.max_value_bytes,
         };
+        let stats = StatsRegistry::new(&config.namespace);
         Ok(Engine {
             name,
             config,
             store,
             limits,
-            stats: StatsRegistry::default(),
+            stats,
             flushed: Flushed::default(),
             channel: Channel::default(),
             flusher: OnceLock::new(),
@@ -180,7 +181,7 @@ impl Drop for Engine {
         }
         if let Some(Store::Redis(store)) = self.store.take() {
             let namespace = std::mem::take(&mut self.config.namespace);
-            let stats = std::mem::take(&mut self.stats);
+            let stats = std::mem::replace(&mut self.stats, StatsRegistry::new(&namespace));
             let flushed = std::mem::take(&mut self.flushed);
             crate::io::handle().spawn(async move {
                 if let Err(e) = crate::flush::flush_to(&store, &namespace, &stats, &flushed).await {

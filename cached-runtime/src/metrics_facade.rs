@@ -4,9 +4,14 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | `cached_hits_total`, `cached_misses_total`, `cached_skips_total`, `cached_errors_total`, `cached_stores_total` | counter | `prefix` |
-//! | `cached_bytes_raw_total`, `cached_bytes_stored_total` | counter | `prefix` |
-//! | `cached_miss_duration_seconds` | histogram | `prefix` |
+//! | `cached_hits_total`, `cached_misses_total`, `cached_skips_total`, `cached_errors_total`, `cached_stores_total` | counter | `namespace`, `prefix` |
+//! | `cached_bytes_raw_total`, `cached_bytes_stored_total` | counter | `namespace`, `prefix` |
+//! | `cached_miss_duration_seconds` | histogram | `namespace`, `prefix` |
+//!
+//! The labels are those of the stats hash the same counters are flushed to
+//! (`{namespace}:{prefix}:stats`) and of `cached-stats --format
+//! prometheus`, so two caches of one process with different namespaces (a
+//! named cache, a [`crate::Cache`] value) keep their series apart.
 //!
 //! Handles are created when a prefix is first used, against the recorder
 //! installed at that moment: install the recorder before the first cached
@@ -44,8 +49,13 @@ impl Default for PrefixMetrics {
 }
 
 impl PrefixMetrics {
-    pub(crate) fn new(prefix: &str) -> Self {
-        let label = || [("prefix", prefix.to_owned())];
+    pub(crate) fn new(namespace: &str, prefix: &str) -> Self {
+        let label = || {
+            [
+                ("namespace", namespace.to_owned()),
+                ("prefix", prefix.to_owned()),
+            ]
+        };
         Self {
             hits: metrics::counter!("cached_hits_total", &label()),
             misses: metrics::counter!("cached_misses_total", &label()),

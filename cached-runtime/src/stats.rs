@@ -91,10 +91,10 @@ pub struct StatsSnapshot {
 }
 
 impl PrefixStats {
-    fn new(_prefix: &str) -> Self {
+    fn new(_namespace: &str, _prefix: &str) -> Self {
         Self {
             #[cfg(feature = "metrics")]
-            facade: crate::metrics_facade::PrefixMetrics::new(_prefix),
+            facade: crate::metrics_facade::PrefixMetrics::new(_namespace, _prefix),
             ..Self::default()
         }
     }
@@ -229,12 +229,24 @@ impl StatsSnapshot {
 
 /// The counters of one cache, by prefix: what its flush sends to its own
 /// Redis.
-#[derive(Debug, Default)]
-pub(crate) struct StatsRegistry(Mutex<HashMap<String, Arc<PrefixStats>>>);
+#[derive(Debug)]
+pub(crate) struct StatsRegistry {
+    /// The cache's namespace, a label of the `metrics` series.
+    namespace: String,
+    by_prefix: Mutex<HashMap<String, Arc<PrefixStats>>>,
+}
 
 impl StatsRegistry {
+    /// The counters of a cache whose keys start with `namespace`.
+    pub(crate) fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            by_prefix: Mutex::default(),
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PrefixStats>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.by_prefix.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The counters of `prefix`, shared by every call site with that
@@ -242,7 +254,7 @@ impl StatsRegistry {
     pub(crate) fn for_prefix(&self, prefix: &str) -> Arc<PrefixStats> {
         self.map()
             .entry(prefix.to_owned())
-            .or_insert_with(|| Arc::new(PrefixStats::new(prefix)))
+            .or_insert_with(|| Arc::new(PrefixStats::new(&self.namespace, prefix)))
             .clone()
     }
 

@@ -87,8 +87,8 @@ fn assert_cache(reply: &Reply, expected: &str) {
     );
 }
 
-fn metric(text: &str, name: &str, prefix: &str) -> Option<u64> {
-    let head = format!("{name}{{prefix=\"{prefix}\"}} ");
+fn metric(text: &str, name: &str, namespace: &str, prefix: &str) -> Option<u64> {
+    let head = format!("{name}{{namespace=\"{namespace}\",prefix=\"{prefix}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&head))
         .map(|v| v.trim().parse().unwrap())
@@ -233,27 +233,27 @@ async fn search_service_over_http() {
     assert_cache(&metrics, "SKIP");
     let text = metrics.text();
     assert_eq!(
-        metric(&text, "cached_hits_total", "product"),
+        metric(&text, "cached_hits_total", &namespace, "product"),
         Some(5),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "cached_misses_total", "product"),
+        metric(&text, "cached_misses_total", &namespace, "product"),
         Some(3),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "cached_skips_total", "product"),
+        metric(&text, "cached_skips_total", &namespace, "product"),
         Some(1),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "cached_hits_total", "search"),
+        metric(&text, "cached_hits_total", &namespace, "search"),
         Some(1),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "cached_misses_total", "search"),
+        metric(&text, "cached_misses_total", &namespace, "search"),
         Some(1),
         "{text}"
     );
