@@ -25,27 +25,29 @@ pub fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
 
 /// [`encode`] with `compression` instead of the default.
 pub fn encode_with<T: Serialize>(value: &T, compression: crate::Compression) -> Option<Vec<u8>> {
-    let limits = CodecLimits {
-        compression,
-        ..limits()
-    };
-    codec::encode_with(
-        codec::Codec::Bincode,
+    encode_under(
         value,
-        std::time::Duration::ZERO,
-        limits,
+        CodecLimits {
+            compression,
+            ..limits()
+        },
     )
-    .ok()
-    .map(|e| e.bytes)
 }
 
 /// [`encode`] with zlib at `level` instead of the default level.
 pub fn encode_zlib_at<T: Serialize>(value: &T, level: u32) -> Option<Vec<u8>> {
-    let limits = CodecLimits {
-        compression: crate::Compression::Zlib,
-        zlib_level: level,
-        ..limits()
-    };
+    encode_under(
+        value,
+        CodecLimits {
+            compression: crate::Compression::Zlib,
+            zlib_level: level,
+            ..limits()
+        },
+    )
+}
+
+/// `value` as a bincode entry under `limits`.
+fn encode_under<T: Serialize>(value: &T, limits: CodecLimits) -> Option<Vec<u8>> {
     codec::encode_with(
         codec::Codec::Bincode,
         value,

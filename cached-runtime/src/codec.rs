@@ -511,11 +511,12 @@ fn deflate_into(input: &[u8], level: u32, out: &mut Vec<u8>) -> Result<(), Codec
     let result = deflate_with(&mut z, input, out);
     z.reset();
     if let Ok(mut pool) = DEFLATE_POOL.lock() {
-        if pool.len() >= DEFLATE_POOL_MAX {
-            // Caches of several levels in one process: the oldest goes.
-            pool.remove(0);
-        }
+        // Caches of several levels in one process: the oldest goes, freed
+        // after the lock is released (its tables are ~300 KB).
+        let evicted = (pool.len() >= DEFLATE_POOL_MAX).then(|| pool.remove(0));
         pool.push((level, z));
+        drop(pool);
+        drop(evicted);
     }
     result
 }
