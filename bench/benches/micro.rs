@@ -2,11 +2,15 @@
 //! embedded store (no Redis: the process configures itself with
 //! `Config::builder().embedded()`).
 //!
-//! - `key/*`: a `#[cached]` function's `name_cache_key(...)` companion, i.e.
-//!   canonical JSON + BLAKE3 + base64 + the key's head, for a small struct,
-//!   a 1 KB JSON query and a 100-entry `HashMap`. `key_floor/*` is the same
-//!   work done the plain way (`serde_json::to_vec`, one BLAKE3, one base64):
-//!   what a key cannot cost less than.
+//! - `key/*`: a `#[cached]` function's `name_cache_key(...)` companion
+//!   called again and again with the same argument (a small struct, a 1 KB
+//!   JSON query, a 100-entry `HashMap`): the key memo's fingerprint and
+//!   lookup, base64 and the key's head. `key_first_seen/*`: a new argument
+//!   each call, one number changed in place (fingerprint, its replay as canonical JSON, BLAKE3, a memo
+//!   insert). `key_unmemoized/*`: the same functions in a cache without
+//!   the memo (canonical JSON and BLAKE3 every call). `key_floor/*` is the
+//!   unmemoized work done the plain way (`serde_json::to_vec`, one BLAKE3,
+//!   one base64, no sorting).
 //! - `hit/*`: a hit on the embedded store (lookup, `Arc` clone, header
 //!   check, inflate, bincode decode) for values of 200 B, 2 KB, 64 KB and
 //!   1 MB of JSON, and a one-byte value (`tiny`: the fixed cost of the path).
@@ -68,16 +72,27 @@ fn search_by_query(query: &serde_json::Value) -> Option<SearchResponse> {
     None
 }
 
-/// The same with `local`: its keys go through the memo of recent
-/// arguments' hashes.
-#[cached(prefix = "bench_key_query_local", local = 100)]
-fn search_by_query_local(query: &serde_json::Value) -> Option<SearchResponse> {
+
+#[cached(prefix = "bench_key_map")]
+fn by_map(attributes: &HashMap<String, u64>) -> Option<u64> {
+    let _ = attributes;
+    None
+}
+
+#[cached(prefix = "bench_key_user", cache = "nomemo")]
+fn user_by_key_nomemo(key: &UserKey) -> Option<UserDoc> {
+    let _ = key;
+    None
+}
+
+#[cached(prefix = "bench_key_query", cache = "nomemo")]
+fn search_by_query_nomemo(query: &serde_json::Value) -> Option<SearchResponse> {
     let _ = query;
     None
 }
 
-#[cached(prefix = "bench_key_map")]
-fn by_map(attributes: &HashMap<String, u64>) -> Option<u64> {
+#[cached(prefix = "bench_key_map", cache = "nomemo")]
+fn by_map_nomemo(attributes: &HashMap<String, u64>) -> Option<u64> {
     let _ = attributes;
     None
 }
@@ -151,6 +166,12 @@ fn init() {
             .build()
             .expect("config");
         cached_redis::init_named("lz4", lz4).expect("init once");
+        let nomemo = cached_redis::Config::builder()
+            .embedded()
+            .key_memo_max_bytes(0)
+            .build()
+            .expect("config");
+        cached_redis::init_named("nomemo", nomemo).expect("init once");
     });
 }
 
@@ -206,8 +227,45 @@ fn keys(c: &mut Criterion) {
     g.bench_function("hashmap_100", |b| {
         b.iter(|| by_map_cache_key(black_box(&map)).unwrap())
     });
-    g.bench_function("json_1kb_local", |b| {
-        b.iter(|| search_by_query_local_cache_key(black_box(&query)).unwrap())
+    g.finish();
+    // A new argument every call: one number of it changes in place (timed
+    // too, a few ns), so the rest stays as warm as in `key/*`.
+    let mut g = c.benchmark_group("key_first_seen");
+    let mut n = 0u64;
+    let mut fresh_user = user.clone();
+    g.bench_function("small_struct", |b| {
+        b.iter(|| {
+            n += 1;
+            fresh_user.user_id = n;
+            user_by_key_cache_key(black_box(&fresh_user)).unwrap()
+        })
+    });
+    let mut fresh_query = query.clone();
+    g.bench_function("json_1kb", |b| {
+        b.iter(|| {
+            n += 1;
+            fresh_query["from"] = n.into();
+            search_by_query_cache_key(black_box(&fresh_query)).unwrap()
+        })
+    });
+    let mut fresh_map = map.clone();
+    g.bench_function("hashmap_100", |b| {
+        b.iter(|| {
+            n += 1;
+            *fresh_map.get_mut("attribute_000").expect("present") = n;
+            by_map_cache_key(black_box(&fresh_map)).unwrap()
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("key_unmemoized");
+    g.bench_function("small_struct", |b| {
+        b.iter(|| user_by_key_nomemo_cache_key(black_box(&user)).unwrap())
+    });
+    g.bench_function("json_1kb", |b| {
+        b.iter(|| search_by_query_nomemo_cache_key(black_box(&query)).unwrap())
+    });
+    g.bench_function("hashmap_100", |b| {
+        b.iter(|| by_map_nomemo_cache_key(black_box(&map)).unwrap())
     });
     g.finish();
     let mut g = c.benchmark_group("key_floor");

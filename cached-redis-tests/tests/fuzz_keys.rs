@@ -268,6 +268,25 @@ fn key(v: &Val) -> String {
     keyed_cache_key(v).unwrap_or_else(|e| panic!("{v:?} has no key: {e}"))
 }
 
+/// A cache configured like the default one but without the key memo
+/// (`key_memo_max_bytes(0)`): every key written as canonical JSON.
+fn unmemoized() -> &'static cached_redis::Cache {
+    static CACHE: std::sync::OnceLock<cached_redis::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let config = cached_redis::Config::builder()
+            .embedded()
+            .key_memo_max_bytes(0)
+            .build()
+            .expect("config");
+        cached_redis::Cache::new(config).expect("cache")
+    })
+}
+
+/// The hash segment of a key (the namespaces of the two caches may differ).
+fn hash_of(key: &str) -> &str {
+    key.rsplit(':').next().unwrap_or(key)
+}
+
 /// Equality of JSON values with numbers compared by kind and bits.
 fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as J;
@@ -333,12 +352,54 @@ proptest! {
         prop_assert_eq!(key(&v), key(&rotated(&v, by)));
     }
 
+    /// The default cache keys through its memo: the first call with an
+    /// argument (recorded, replayed) and the next (found in the memo) get
+    /// the key a cache without the memo writes as canonical JSON.
+    #[test]
+    fn the_key_memo_never_changes_a_key(
+        (v, j) in (ty().prop_flat_map(|t| val(&t)), json())
+    ) {
+        let plain = unmemoized().in_scope(|| keyed_cache_key(&v)).unwrap();
+        for _ in 0..2 {
+            let memoized = key(&v);
+            prop_assert_eq!(hash_of(&plain), hash_of(&memoized), "{:?}", v);
+        }
+        let plain = unmemoized().in_scope(|| keyed_json_cache_key(&j)).unwrap();
+        for _ in 0..2 {
+            let memoized = keyed_json_cache_key(&j).unwrap();
+            prop_assert_eq!(hash_of(&plain), hash_of(&memoized), "{}", j);
+        }
+    }
+
     #[test]
     fn json_arguments_share_a_key_only_when_equal((a, b) in (json(), json())) {
         let ka = keyed_json_cache_key(&a).unwrap();
         let kb = keyed_json_cache_key(&b).unwrap();
         prop_assert_eq!(ka == kb, same_json(&a, &b), "{} / {}", a, b);
     }
+}
+
+/// Arguments nested more than 256 levels deep are not keyed, with the key
+/// memo or without it: the call runs, uncached.
+#[test]
+fn arguments_nested_too_deep_run_uncached() {
+    let nest =
+        |depth: usize| (0..depth).fold(serde_json::json!("leaf"), |v, _| serde_json::json!([v]));
+    // The argument tuple is one level: 256 in all.
+    let at_limit = nest(255);
+    let memoized = keyed_json_cache_key(&at_limit).unwrap();
+    let plain = unmemoized()
+        .in_scope(|| keyed_json_cache_key(&at_limit))
+        .unwrap();
+    assert_eq!(hash_of(&memoized), hash_of(&plain));
+    let deep = nest(256);
+    let err = keyed_json_cache_key(&deep).unwrap_err();
+    assert!(err.to_string().contains("256 levels"), "{err}");
+    let err = unmemoized()
+        .in_scope(|| keyed_json_cache_key(&deep))
+        .unwrap_err();
+    assert!(err.to_string().contains("256 levels"), "{err}");
+    assert_eq!(keyed_json(&deep), 0, "the function still runs");
 }
 
 #[test]

@@ -56,6 +56,12 @@ impl CallSite {
 
     /// What this function derives from `engine`'s config.
     pub(crate) fn resolve(&self, engine: &Engine) -> ResolvedSite {
-        ResolvedSite::new(&self.ident, &self.options, &engine.config, &engine.stats)
+        ResolvedSite::new(
+            &self.ident,
+            &self.options,
+            &engine.config,
+            &engine.stats,
+            engine.key_memo.clone(),
+        )
     }
 }

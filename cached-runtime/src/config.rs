@@ -26,6 +26,13 @@ pub const ENV_COMPRESSION: &str = "CACHED_REDIS_COMPRESSION";
 /// (smallest): see [`ConfigBuilder::zlib_level`].
 pub const ENV_ZLIB_LEVEL: &str = "CACHED_REDIS_ZLIB_LEVEL";
 
+/// Environment variable setting the key memo's byte budget (`0` turns it
+/// off): see [`ConfigBuilder::key_memo_max_bytes`].
+pub const ENV_KEY_MEMO_MAX_BYTES: &str = "CACHED_REDIS_KEY_MEMO_MAX_BYTES";
+
+/// [`ConfigBuilder::key_memo_max_bytes`]'s default: 4 MiB.
+pub const DEFAULT_KEY_MEMO_MAX_BYTES: u64 = 4 << 20;
+
 /// The zlib level of [`ConfigBuilder::zlib_level`]'s default.
 pub const DEFAULT_ZLIB_LEVEL: u32 = 1;
 
@@ -107,6 +114,7 @@ pub struct Config {
     pub(crate) memory_max_entries: usize,
     pub(crate) memory_max_bytes: u64,
     pub(crate) local_max_bytes: u64,
+    pub(crate) key_memo_max_bytes: u64,
     pub(crate) disabled: bool,
     pub(crate) tls: TlsOptions,
     /// Entry MAC keys; its `Debug` redacts them.
@@ -149,6 +157,7 @@ impl fmt::Debug for Config {
             memory_max_entries,
             memory_max_bytes,
             local_max_bytes,
+            key_memo_max_bytes,
             disabled,
             tls,
             signing,
@@ -170,6 +179,7 @@ impl fmt::Debug for Config {
             .field("memory_max_entries", memory_max_entries)
             .field("memory_max_bytes", memory_max_bytes)
             .field("local_max_bytes", local_max_bytes)
+            .field("key_memo_max_bytes", key_memo_max_bytes)
             .field("disabled", disabled)
             .field("tls", tls)
             .field("signing", signing)
@@ -196,6 +206,7 @@ impl Default for Config {
             memory_max_entries: 100_000,
             memory_max_bytes: 256 << 20,
             local_max_bytes: 64 << 20,
+            key_memo_max_bytes: DEFAULT_KEY_MEMO_MAX_BYTES,
             disabled: false,
             tls: TlsOptions::default(),
             signing: SigningKeys::default(),
@@ -222,10 +233,12 @@ impl Config {
     /// | `CACHED_REDIS_DISABLE=1` | caching off: every call runs the function |
     /// | `CACHED_REDIS_COMPRESSION` | `zlib` (default) or `lz4`: see [`ConfigBuilder::compression`] |
     /// | `CACHED_REDIS_ZLIB_LEVEL` | `1` to `9`: see [`ConfigBuilder::zlib_level`] |
+    /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` for none: see [`ConfigBuilder::key_memo_max_bytes`] |
     ///
     /// Fails when a variable is set to something unusable (an empty
     /// namespace, a URL of an unknown scheme, an unknown compression, a
-    /// zlib level that is not a number from 1 to 9).
+    /// zlib level that is not a number from 1 to 9, a byte count that is
+    /// not a number).
     pub fn from_env() -> Result<Config, Error> {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
@@ -260,6 +273,15 @@ impl Config {
             })?;
             builder = builder.zlib_level(level);
         }
+        if let Some(bytes) = var(ENV_KEY_MEMO_MAX_BYTES) {
+            let bytes = bytes.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_KEY_MEMO_MAX_BYTES}: {bytes:?} is not a byte count; write a whole \
+                     number, 0 to turn the key memo off"
+                ))
+            })?;
+            builder = builder.key_memo_max_bytes(bytes);
+        }
         builder.build()
     }
 
@@ -292,6 +314,11 @@ impl Config {
     /// The zlib level new zlib entries are written at.
     pub fn zlib_level(&self) -> u32 {
         self.zlib_level
+    }
+
+    /// The key memo's byte budget, 0 when it is off.
+    pub fn key_memo_max_bytes(&self) -> u64 {
+        self.key_memo_max_bytes
     }
 }
 
@@ -485,6 +512,22 @@ impl ConfigBuilder {
         self
     }
 
+    /// Byte budget of the key memo (default
+    /// [`DEFAULT_KEY_MEMO_MAX_BYTES`], 4 MiB; `0` turns it off): one per
+    /// cache, shared by its functions. It remembers the key of arguments
+    /// seen lately, by an exact record of their serde calls, so that
+    /// calling again with the same arguments skips writing and hashing
+    /// their canonical JSON (a 1 KB query: about half the cost;
+    /// BENCHMARKS.md). Keys are the same with or without it. Arguments
+    /// whose record is over 16 KiB are not remembered. A new argument
+    /// costs more with it than without (its record, then its canonical
+    /// JSON from the record): turn it off for functions whose arguments
+    /// never repeat within a process.
+    pub fn key_memo_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.key_memo_max_bytes = bytes;
+        self
+    }
+
     /// Sign entries (opt-in): every entry written carries a keyed BLAKE3
     /// MAC over its Redis key, header and payload, and an entry read is
     /// decoded only if its MAC verifies. An entry with a wrong or missing
@@ -649,6 +692,21 @@ mod tests {
         assert!(err.to_string().contains("1 to 9"), "{err}");
         let err = Config::from_env_with(env(&[(ENV_ZLIB_LEVEL, "12")])).unwrap_err();
         assert!(err.to_string().contains("1 (fastest) to 9"), "{err}");
+    }
+
+    #[test]
+    fn key_memo_budget_comes_from_the_builder_or_the_environment() {
+        assert_eq!(
+            Config::default().key_memo_max_bytes(),
+            DEFAULT_KEY_MEMO_MAX_BYTES
+        );
+        let c = Config::builder().key_memo_max_bytes(0).build().unwrap();
+        assert_eq!(c.key_memo_max_bytes(), 0);
+        let c = Config::from_env_with(env(&[(ENV_KEY_MEMO_MAX_BYTES, " 1048576 ")])).unwrap();
+        assert_eq!(c.key_memo_max_bytes(), 1 << 20);
+        let err = Config::from_env_with(env(&[(ENV_KEY_MEMO_MAX_BYTES, "4MiB")])).unwrap_err();
+        assert!(err.to_string().contains(ENV_KEY_MEMO_MAX_BYTES), "{err}");
+        assert!(err.to_string().contains("0 to turn"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::flow::{self, Call};
 use crate::flush::Flushed;
-use crate::key::{self, CacheKey};
+use crate::key::{self, CacheKey, KeyMemo};
 use crate::local::channel::{self, Change, Channel};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
@@ -56,6 +56,9 @@ pub(crate) struct Engine {
     /// the calls made under [`crate::Cache::scope`] (an installed cache
     /// keeps its sites' bindings in the sites themselves).
     sites: RwLock<HashMap<usize, Arc<ResolvedSite>, foldhash::fast::RandomState>>,
+    /// The keys of arguments its functions saw lately, unless
+    /// `key_memo_max_bytes` is 0.
+    pub(crate) key_memo: Option<Arc<KeyMemo>>,
 }
 
 /// The default cache.
@@ -85,6 +88,8 @@ impl Engine {
             max_value_bytes: config.max_value_bytes,
         };
         let stats = StatsRegistry::new(&config.namespace);
+        let key_memo = (config.key_memo_max_bytes > 0)
+            .then(|| Arc::new(KeyMemo::new(config.key_memo_max_bytes)));
         Ok(Engine {
             name,
             config,
@@ -95,6 +100,7 @@ impl Engine {
             channel: Channel::default(),
             flusher: OnceLock::new(),
             sites: RwLock::default(),
+            key_memo,
         })
     }
 
@@ -437,7 +443,7 @@ pub fn build_key<A: Serialize + ?Sized>(
         &resolved.key_head,
         &salt_digest,
         args,
-        resolved.key_memo.as_ref(),
+        resolved.key_memo.as_deref(),
     )
     .map_err(|e| Error::Key(e.to_string()))
 }

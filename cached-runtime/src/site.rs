@@ -189,8 +189,8 @@ pub(crate) struct ResolvedSite {
     pub stats: Arc<PrefixStats>,
     /// The `local` level, with `local = N`.
     pub local: Option<Arc<LocalLevel>>,
-    /// With `local = N`, the digests of the last N distinct arguments.
-    pub key_memo: Option<KeyMemo>,
+    /// The cache's key memo, unless it has none.
+    pub key_memo: Option<Arc<KeyMemo>>,
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
@@ -236,12 +236,13 @@ impl ResolvedSite {
 
 impl ResolvedSite {
     /// What a function derives from `config`; its counters come from
-    /// `stats` (the cache's own).
+    /// `stats` and its keys go through `key_memo` (the cache's own).
     pub(crate) fn new(
         ident: &SiteIdent,
         options: &SiteOptions,
         config: &Config,
         stats: &StatsRegistry,
+        key_memo: Option<Arc<KeyMemo>>,
     ) -> Self {
         let prefix = prefix(ident, options);
         let ttl = options
@@ -258,9 +259,6 @@ impl ResolvedSite {
             crate::local::register(&key_head, &level);
             level
         });
-        let key_memo = options
-            .local
-            .map(|entries| KeyMemo::new(entries, config.local_max_bytes / KEY_MEMO_SHARE));
         Self {
             key_head,
             local,
@@ -280,10 +278,6 @@ impl ResolvedSite {
         }
     }
 }
-
-/// The key memo of a `local` function may hold this fraction of
-/// `local_max_bytes` (besides the level's own budget).
-const KEY_MEMO_SHARE: u64 = 8;
 
 /// The salt of a call site without type names: the base that
 /// [`key::with_type_names`] extends for generic calls.

@@ -52,6 +52,32 @@ impl CanonicalError {
     }
 }
 
+/// Arguments nested deeper than this (compounds, options and newtypes
+/// count one level each) are not keyed: the call runs uncached. Far above
+/// any query a JSON parser accepts (serde_json stops at 128), far below
+/// what a thread's stack holds (a key is built on the caller's stack, a
+/// tokio worker's 2 MiB among them). The key memo's fingerprints count
+/// levels the same way.
+pub(crate) const MAX_DEPTH: u32 = 256;
+
+/// The error of arguments nested deeper than [`MAX_DEPTH`].
+#[cold]
+pub(crate) fn too_deep() -> CanonicalError {
+    CanonicalError(format!(
+        "key arguments are nested more than {MAX_DEPTH} levels deep"
+    ))
+}
+
+/// `value`'s `Display` text, or an error where serde's default
+/// `collect_str` (`to_string`) would panic.
+fn displayed<T: std::fmt::Display + ?Sized>(value: &T) -> Result<String, CanonicalError> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    write!(text, "{value}")
+        .map_err(|_| CanonicalError("a key argument's Display implementation failed".to_owned()))?;
+    Ok(text)
+}
+
 /// Writes the canonical JSON of `value` to `out`.
 ///
 /// On error `out` is left as it was.
@@ -65,8 +91,12 @@ pub(crate) fn to_canonical_json<T: Serialize + ?Sized>(
     let mut ctx = Ctx {
         out,
         spare: &mut spare,
+        depth: 0,
+        too_deep: false,
     };
     let res = value.serialize(&mut ctx);
+    // Sticky: a `Serialize` that swallowed the error left part of itself out.
+    let res = if ctx.too_deep { Err(too_deep()) } else { res };
     if res.is_err() {
         ctx.out.truncate(len);
     }
@@ -186,9 +216,39 @@ fn needs_escape(s: &[u8]) -> bool {
 struct Ctx<'o> {
     out: &'o mut Vec<u8>,
     spare: &'o mut Buffers,
+    /// Compounds, options and newtypes open around the current call.
+    depth: u32,
+    /// Set once `depth` passed [`MAX_DEPTH`], even if the error was
+    /// swallowed.
+    too_deep: bool,
 }
 
 impl Ctx<'_> {
+    /// Enters one level of nesting.
+    #[inline]
+    fn open(&mut self) -> Result<(), CanonicalError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.too_deep = true;
+            return Err(too_deep());
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn close(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    /// A value one level down (`Some`, a newtype).
+    #[inline]
+    fn nested<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+        self.open()?;
+        let res = value.serialize(&mut *self);
+        self.close();
+        res
+    }
+
     /// Writes a scalar (number, string) the way serde_json does.
     #[inline]
     fn json<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CanonicalError> {
@@ -370,6 +430,7 @@ impl Seq<'_, '_> {
 
     fn finish(self) -> Result<(), CanonicalError> {
         self.ctx.out.extend_from_slice(self.close);
+        self.ctx.close();
         Ok(())
     }
 }
@@ -450,6 +511,7 @@ impl Map<'_, '_> {
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
+        self.ctx.close();
         match self.kind {
             MapKind::Object => self.ctx.end_object(self.obj),
             MapKind::Variant => {
@@ -537,6 +599,10 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         self.string(v)
     }
 
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<(), CanonicalError> {
+        self.serialize_str(&displayed(value)?)
+    }
+
     fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
         let mut seq = ser::Serializer::serialize_seq(self, Some(v.len()))?;
         for b in v {
@@ -551,7 +617,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CanonicalError> {
         let start = self.out.len();
-        value.serialize(&mut *self)?;
+        self.nested(value)?;
         // `Some(x)` is written as `x`, except where that would be ambiguous:
         // when `x` is written `null` (`None`, `()`) or starts like the
         // wrapper itself, it is wrapped as `{"\u0000some":x}`. So `None`,
@@ -589,7 +655,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         _name: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        value.serialize(self)
+        self.nested(value)
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -600,12 +666,13 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         value: &T,
     ) -> Result<(), CanonicalError> {
         self.variant_head(variant)?;
-        value.serialize(&mut *self)?;
+        self.nested(value)?;
         self.out.push(b'}');
         Ok(())
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Seq<'a, 'o>, CanonicalError> {
+        self.open()?;
         self.out.push(b'[');
         Ok(Seq {
             ctx: self,
@@ -633,6 +700,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Seq<'a, 'o>, CanonicalError> {
+        self.open()?;
         self.variant_head(variant)?;
         self.out.push(b'[');
         Ok(Seq {
@@ -643,6 +711,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Map<'a, 'o>, CanonicalError> {
+        self.open()?;
         let obj = self.begin_object();
         Ok(Map {
             ctx: self,
@@ -661,7 +730,8 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
             RAW_VALUE_TOKEN => Token::RawValue,
             _ => return self.serialize_map(Some(len)),
         };
-        // Not an object: nothing is opened.
+        // Not an object: nothing is opened (but it is a level).
+        self.open()?;
         let obj = Object {
             body: self.out.len(),
             base: self.spare.entries.len(),
@@ -681,6 +751,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Map<'a, 'o>, CanonicalError> {
+        self.open()?;
         self.variant_head(variant)?;
         let obj = self.begin_object();
         Ok(Map {
@@ -906,6 +977,10 @@ impl ser::Serializer for KeySerializer<'_> {
         self.raw(v)
     }
 
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<(), CanonicalError> {
+        self.serialize_str(&displayed(value)?)
+    }
+
     fn serialize_bytes(self, _v: &[u8]) -> Result<(), CanonicalError> {
         Err(key_must_be_a_string())
     }
@@ -1123,6 +1198,44 @@ mod tests {
     /// `to_value` rejects 128-bit integers outside the 64-bit range; we write
     /// their digits, which nothing else spells (a float always has `.` or
     /// `e`).
+    /// Nesting past [`super::MAX_DEPTH`] is an error, even when the
+    /// `Serialize` swallows it; a failing `Display` is an error, not a
+    /// panic.
+    #[test]
+    fn depth_and_display_failures_are_errors() {
+        use serde::ser::SerializeSeq;
+        let nest =
+            |depth: u32| (0..depth).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+        assert!(canon(&nest(super::MAX_DEPTH)).is_ok());
+        let err = canon(&(nest(super::MAX_DEPTH),)).unwrap_err();
+        assert!(err.to_string().contains("256 levels"), "{err}");
+        assert!(canon(&Some(nest(super::MAX_DEPTH))).is_err());
+        struct Swallows(serde_json::Value);
+        impl Serialize for Swallows {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(None)?;
+                let _ = seq.serialize_element(&self.0);
+                seq.serialize_element(&1)?;
+                seq.end()
+            }
+        }
+        assert!(canon(&Swallows(nest(super::MAX_DEPTH + 3))).is_err());
+        assert_eq!(canon(&Swallows(nest(3))).unwrap(), "[[[[0]]],1]");
+        struct Broken;
+        impl std::fmt::Display for Broken {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                Err(std::fmt::Error)
+            }
+        }
+        impl Serialize for Broken {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        assert!(canon(&Broken).is_err());
+        assert!(canon(&std::collections::BTreeMap::from([(1, Broken)])).is_err());
+    }
+
     #[test]
     fn wide_integers_are_digits() {
         assert!(serde_json::to_value(u128::MAX).is_err());

@@ -4,6 +4,9 @@
 //! `BLAKE3(salt_digest || canonical_json(key_args))`, 22 characters.
 
 mod canonical;
+mod fingerprint;
+
+use fingerprint::Fingerprint;
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -90,51 +93,108 @@ pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] 
 }
 
 /// The first 16 bytes of `BLAKE3(salt_digest || canonical_json(args))`,
-/// looked up in `memo` first when there is one.
+/// through `memo` when there is one.
 fn args_digest<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
     memo: Option<&KeyMemo>,
 ) -> Result<[u8; 16], CanonicalError> {
     thread_local! {
-        /// The hashed bytes (salt digest, then canonical JSON) of the last
-        /// key built on this thread, kept for its capacity: no allocation
-        /// per key once warm.
-        static INPUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        /// The buffers of the last key built on this thread, kept for their
+        /// capacity: no allocation per key once warm.
+        static BUFFERS: std::cell::Cell<Buffers> = const {
+            std::cell::Cell::new(Buffers {
+                json: Vec::new(),
+                input: Vec::new(),
+                fingerprint: Fingerprint {
+                    record: Vec::new(),
+                    text: String::new(),
+                    names: Vec::new(),
+                },
+            })
+        };
     }
     // `try_with`: a key built from another thread-local's destructor
-    // still works, with a buffer of its own.
-    let mut input = INPUT.try_with(std::cell::Cell::take).unwrap_or_default();
-    input.clear();
-    input.extend_from_slice(salt_digest);
-    let result = to_canonical_json(args, &mut input).map(|()| {
-        if let Some(digest) = memo.and_then(|m| m.get(&input)) {
-            return digest;
+    // still works, with buffers of its own.
+    let mut buffers = BUFFERS.try_with(std::cell::Cell::take).unwrap_or_default();
+    let result = match memo {
+        Some(memo) => memoized_digest(salt_digest, args, memo, &mut buffers),
+        None => {
+            let json = &mut buffers.json;
+            json.clear();
+            json.extend_from_slice(salt_digest);
+            to_canonical_json(args, json).map(|()| digest(json))
         }
-        // Fed in two parts on purpose: the salt digest first, then the
-        // rest runs through the chunk state one block at a time, which
-        // for a few KB is faster than `blake3::hash`'s wide path (same
-        // digest).
-        let (salt, json) = input.split_at(salt_digest.len());
-        let mut h = blake3::Hasher::new();
-        h.update(salt);
-        h.update(json);
-        let mut digest = [0u8; 16];
-        digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        if let Some(memo) = memo {
-            memo.insert(&input, digest);
-        }
-        digest
-    });
-    // A buffer grown by a huge argument is not kept.
-    if input.capacity() <= JSON_KEEP_MAX {
-        let _ = INPUT.try_with(|cell| cell.set(input));
+    };
+    // Buffers grown by a huge argument are not kept.
+    if buffers.json.capacity() <= KEEP_MAX
+        && buffers.input.capacity() <= KEEP_MAX
+        && buffers.fingerprint.capacity() <= KEEP_MAX
+    {
+        let _ = BUFFERS.try_with(|cell| cell.set(buffers));
     }
     result
 }
 
-/// Largest JSON buffer kept per thread between keys.
-const JSON_KEEP_MAX: usize = 64 << 10;
+/// Working buffers of [`args_digest`].
+#[derive(Default)]
+struct Buffers {
+    /// The salt digest, then the canonical JSON: the hashed bytes.
+    json: Vec<u8>,
+    /// The salt digest, then the fingerprint's record and text: the
+    /// memo's key.
+    input: Vec<u8>,
+    /// The arguments' fingerprint.
+    fingerprint: Fingerprint,
+}
+
+/// Largest buffer kept per thread between keys.
+const KEEP_MAX: usize = 64 << 10;
+
+/// The digest of `args` from `memo` when their fingerprint is there;
+/// otherwise made from the fingerprint (the arguments are serialized once
+/// either way) and remembered.
+fn memoized_digest<T: Serialize + ?Sized>(
+    salt_digest: &[u8; 32],
+    args: &T,
+    memo: &KeyMemo,
+    buffers: &mut Buffers,
+) -> Result<[u8; 16], CanonicalError> {
+    let fp = &mut buffers.fingerprint;
+    fp.clear();
+    fingerprint::record(args, fp)?;
+    // The record decodes from its first byte and says how long each text
+    // is: salt, record and text side by side are as exact as the three.
+    let input = &mut buffers.input;
+    input.clear();
+    input.extend_from_slice(salt_digest);
+    input.extend_from_slice(&fp.record);
+    input.extend_from_slice(fp.text.as_bytes());
+    if let Some(digest) = memo.get(input) {
+        return Ok(digest);
+    }
+    let json = &mut buffers.json;
+    json.clear();
+    json.extend_from_slice(salt_digest);
+    fingerprint::replay_canonical_json(&fp.record, &fp.text, &fp.names, json)?;
+    let digest = digest(json);
+    memo.insert(input, digest);
+    Ok(digest)
+}
+
+/// The first 16 bytes of the BLAKE3 of `input` (salt digest, then JSON).
+fn digest(input: &[u8]) -> [u8; 16] {
+    // Fed in two parts on purpose: the salt digest first, then the rest
+    // runs through the chunk state one block at a time, which for a few
+    // KB is faster than `blake3::hash`'s wide path (same digest).
+    let (salt, json) = input.split_at(32.min(input.len()));
+    let mut h = blake3::Hasher::new();
+    h.update(salt);
+    h.update(json);
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    digest
+}
 
 /// The 22-character hash segment for `args` under `salt_digest`.
 pub(crate) fn hash_segment<T: Serialize + ?Sized>(
@@ -147,7 +207,7 @@ pub(crate) fn hash_segment<T: Serialize + ?Sized>(
 
 /// The key of `args` under `head` (`{namespace}:{prefix}:`) and
 /// `salt_digest`, built in one allocation; the hash through `memo` when
-/// the function has one.
+/// the cache has one.
 pub(crate) fn cache_key<T: Serialize + ?Sized>(
     head: &str,
     salt_digest: &[u8; 32],
@@ -161,15 +221,17 @@ pub(crate) fn cache_key<T: Serialize + ?Sized>(
     Ok(CacheKey(key))
 }
 
-/// The hashes of the arguments a function was called with lately: BLAKE3
-/// is about a fifth of what keying a 1 KB argument costs (one block after
-/// the other; writing the canonical JSON is most of the rest), and a
-/// function with `local` is called again and again with the same ones. Maps the hashed bytes (salt
-/// digest and canonical JSON) to their digest, so a call with arguments
-/// seen before costs their canonical JSON, a fast hash and a comparison.
-/// The key is the same either way. Bounded like the `local` level: at most
-/// `entries` inputs, at most `max_bytes` of them, none over
-/// [`KeyMemo::MAX_INPUT`] bytes.
+/// The digests of the arguments a cache's functions were called with
+/// lately, by salt digest and fingerprint ([`fingerprint`]).
+///
+/// Why: canonical JSON escapes, formats and sorts, and BLAKE3 then hashes
+/// it one block after the other; a fingerprint is a plain append of each
+/// serde call. For a 1 KB query seen before, the key costs its fingerprint,
+/// one fast hash and one comparison instead. The key is the same either
+/// way: fingerprints are injective and the digest is computed from the
+/// fingerprint's own replay. One per cache, bounded in bytes
+/// ([`crate::ConfigBuilder::key_memo_max_bytes`]); fingerprints over
+/// [`KeyMemo::MAX_INPUT`] bytes are not kept.
 pub(crate) struct KeyMemo {
     cache: quick_cache::sync::Cache<Box<[u8]>, [u8; 16], InputWeight, foldhash::fast::RandomState>,
 }
@@ -183,42 +245,43 @@ impl std::fmt::Debug for KeyMemo {
     }
 }
 
-/// An input weighs its bytes and its digest, and at least the memo's
-/// byte budget divided by its entries.
+/// An input weighs its bytes, its digest and the memo's own overhead.
 #[derive(Clone, Copy)]
-struct InputWeight {
-    floor: u64,
-}
+struct InputWeight;
 
 impl quick_cache::Weighter<Box<[u8]>, [u8; 16]> for InputWeight {
     fn weight(&self, input: &Box<[u8]>, _digest: &[u8; 16]) -> u64 {
-        (input.len() as u64 + 16).max(self.floor)
+        input.len() as u64 + 16 + KeyMemo::ENTRY_OVERHEAD
     }
 }
 
 impl KeyMemo {
-    /// Longer inputs are hashed every time: BLAKE3 hashes long inputs
-    /// several chunks at once, and their copy would weigh on the budget.
+    /// Longer fingerprints are keyed every time: one that long costs more
+    /// to copy and compare than its hash saves, and would crowd the budget.
     pub(crate) const MAX_INPUT: usize = 16 << 10;
 
-    /// A memo of at most `entries` inputs and `max_bytes` bytes.
-    pub(crate) fn new(entries: u64, max_bytes: u64) -> Self {
-        let entries = entries.max(1);
-        let max_bytes = max_bytes.max(entries);
+    /// What an entry costs besides its bytes (the box, the slot, the
+    /// table), counted against the budget.
+    const ENTRY_OVERHEAD: u64 = 48;
+
+    /// A memo of at most `max_bytes` bytes.
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        let max_bytes = max_bytes.max(1);
+        // Sized for fingerprints of a few hundred bytes; it grows if
+        // they are smaller.
+        let estimated = (max_bytes / 512).clamp(16, 1 << 16) as usize;
         let cache = quick_cache::sync::Cache::with_options(
             quick_cache::OptionsBuilder::new()
-                .estimated_items_capacity(entries.min(1 << 20) as usize)
+                .estimated_items_capacity(estimated)
                 .weight_capacity(max_bytes)
                 .shards(crate::local::shards_for(
-                    entries,
+                    u64::MAX,
                     max_bytes,
-                    Self::MAX_INPUT as u64 + 16,
+                    Self::MAX_INPUT as u64 + 16 + Self::ENTRY_OVERHEAD,
                 ))
                 .build()
                 .expect("valid cache options"),
-            InputWeight {
-                floor: max_bytes.div_ceil(entries),
-            },
+            InputWeight,
             Default::default(),
             Default::default(),
         );
@@ -236,6 +299,12 @@ impl KeyMemo {
         if input.len() <= Self::MAX_INPUT {
             self.cache.insert(input.into(), digest);
         }
+    }
+
+    /// Fingerprints held now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.cache.len()
     }
 }
 
@@ -457,7 +526,7 @@ mod tests {
     /// already held the arguments or not, for every salt.
     #[test]
     fn memoized_keys_are_the_same_keys() {
-        let memo = super::KeyMemo::new(4, 1 << 20);
+        let memo = super::KeyMemo::new(1 << 20);
         let digests = [
             salt_digest(&BASE),
             salt_digest(&SaltParts {
@@ -482,9 +551,50 @@ mod tests {
                 }
             }
         }
-        // Bounded: four entries at most, the 20 KB argument never.
-        assert!(memo.cache.len() <= 4, "{:?}", memo);
+        // Every argument but the 20 KB one, under each salt.
+        assert_eq!(memo.len(), 10, "{memo:?}");
         assert!(memo.cache.weight() <= 1 << 20);
+    }
+
+    /// A small budget holds few fingerprints, never more than it allows,
+    /// and the keys stay right while the memo evicts.
+    #[test]
+    fn the_memo_keeps_to_its_budget() {
+        let budget = 16 << 10;
+        let memo = super::KeyMemo::new(budget);
+        let digest = salt_digest(&BASE);
+        for round in 0..2 {
+            for i in 0..500u32 {
+                let args = serde_json::json!({"id": i, "pad": "p".repeat(100)});
+                let plain = super::cache_key("ns:p:", &digest, &args, None).unwrap();
+                let memoized = super::cache_key("ns:p:", &digest, &args, Some(&memo)).unwrap();
+                assert_eq!(plain, memoized, "round {round}, {i}");
+            }
+        }
+        assert!(memo.cache.weight() <= budget, "{memo:?}");
+        assert!(memo.len() > 10 && memo.len() < 500, "{memo:?}");
+    }
+
+    /// Arguments nested too deep are an error with the memo and without
+    /// it, with the same message; at the limit they are keyed alike.
+    #[test]
+    fn depth_is_limited_alike_with_and_without_the_memo() {
+        let memo = super::KeyMemo::new(1 << 20);
+        let digest = salt_digest(&BASE);
+        let nest =
+            |depth: u32| (0..depth).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+        let at_limit = nest(super::canonical::MAX_DEPTH);
+        let plain = super::cache_key("ns:p:", &digest, &at_limit, None).unwrap();
+        for _ in 0..2 {
+            let memoized = super::cache_key("ns:p:", &digest, &at_limit, Some(&memo)).unwrap();
+            assert_eq!(plain, memoized);
+        }
+        let deep = nest(super::canonical::MAX_DEPTH + 1);
+        let with = super::cache_key("ns:p:", &digest, &deep, Some(&memo)).unwrap_err();
+        let without = super::cache_key("ns:p:", &digest, &deep, None).unwrap_err();
+        assert_eq!(with.to_string(), without.to_string());
+        assert!(with.to_string().contains("256 levels"), "{with}");
+        assert_eq!(memo.len(), 1, "only the argument at the limit");
     }
 
     #[test]
