@@ -264,6 +264,18 @@ fn keyed_json(arg: &serde_json::Value) -> u8 {
     0
 }
 
+#[cached(prefix = "fuzz_keys_memo")]
+fn keyed_memo(arg: &Val) -> u8 {
+    let _ = arg;
+    0
+}
+
+#[cached(prefix = "fuzz_keys_memo_json")]
+fn keyed_memo_json(arg: &serde_json::Value) -> u8 {
+    let _ = arg;
+    0
+}
+
 fn key(v: &Val) -> String {
     keyed_cache_key(v).unwrap_or_else(|e| panic!("{v:?} has no key: {e}"))
 }
@@ -353,20 +365,22 @@ proptest! {
     }
 
     /// The default cache keys through its memo: the first call with an
-    /// argument (recorded, replayed) and the next (found in the memo) get
-    /// the key a cache without the memo writes as canonical JSON.
+    /// argument (recorded, replayed) and the next ones (found in the memo)
+    /// get the key a cache without the memo writes as canonical JSON. Each
+    /// argument is keyed four times, by functions of this test alone, so
+    /// that three lookups in four hit and the memo stays in use.
     #[test]
     fn the_key_memo_never_changes_a_key(
         (v, j) in (ty().prop_flat_map(|t| val(&t)), json())
     ) {
-        let plain = unmemoized().in_scope(|| keyed_cache_key(&v)).unwrap();
-        for _ in 0..2 {
-            let memoized = key(&v);
+        let plain = unmemoized().in_scope(|| keyed_memo_cache_key(&v)).unwrap();
+        for _ in 0..4 {
+            let memoized = keyed_memo_cache_key(&v).unwrap();
             prop_assert_eq!(hash_of(&plain), hash_of(&memoized), "{:?}", v);
         }
-        let plain = unmemoized().in_scope(|| keyed_json_cache_key(&j)).unwrap();
-        for _ in 0..2 {
-            let memoized = keyed_json_cache_key(&j).unwrap();
+        let plain = unmemoized().in_scope(|| keyed_memo_json_cache_key(&j)).unwrap();
+        for _ in 0..4 {
+            let memoized = keyed_memo_json_cache_key(&j).unwrap();
             prop_assert_eq!(hash_of(&plain), hash_of(&memoized), "{}", j);
         }
     }

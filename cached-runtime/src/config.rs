@@ -521,8 +521,9 @@ impl ConfigBuilder {
     /// BENCHMARKS.md). Keys are the same with or without it. Arguments
     /// whose record is over 16 KiB are not remembered. A new argument
     /// costs more with it than without (its record, then its canonical
-    /// JSON from the record): turn it off for functions whose arguments
-    /// never repeat within a process.
+    /// JSON from the record), so a function whose lookups mostly miss is
+    /// keyed without it, but for one call in eight that checks whether
+    /// its arguments started repeating.
     pub fn key_memo_max_bytes(mut self, bytes: u64) -> Self {
         self.config.key_memo_max_bytes = bytes;
         self

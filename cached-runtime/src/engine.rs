@@ -443,7 +443,10 @@ pub fn build_key<A: Serialize + ?Sized>(
         &resolved.key_head,
         &salt_digest,
         args,
-        resolved.key_memo.as_deref(),
+        resolved
+            .key_memo
+            .as_deref()
+            .map(|memo| (memo, &resolved.key_memo_gate)),
     )
     .map_err(|e| Error::Key(e.to_string()))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::codec_choice::{CodecChoice, CodecOption};
 use crate::config::Config;
-use crate::key::{self, KeyMemo, SaltParts};
+use crate::key::{self, KeyMemo, MemoGate, SaltParts};
 use crate::local::LocalLevel;
 use crate::stats::{PrefixStats, StatsRegistry};
 
@@ -191,6 +191,8 @@ pub(crate) struct ResolvedSite {
     pub local: Option<Arc<LocalLevel>>,
     /// The cache's key memo, unless it has none.
     pub key_memo: Option<Arc<KeyMemo>>,
+    /// Whether this function's keys go through it now.
+    pub key_memo_gate: MemoGate,
     /// Moving average of the body's compute time in µs (0: never run),
     /// for lock leases.
     compute_avg_us: AtomicU64,
@@ -263,6 +265,7 @@ impl ResolvedSite {
             key_head,
             local,
             key_memo,
+            key_memo_gate: MemoGate::default(),
             salt_digest: key::salt_digest(&salt_parts(ident, options, config)),
             ttl,
             stale: Duration::from_secs(options.stale_secs),

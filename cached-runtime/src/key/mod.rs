@@ -8,6 +8,9 @@ mod fingerprint;
 
 use fingerprint::Fingerprint;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+
 use base64::Engine as _;
 use serde::Serialize;
 
@@ -92,12 +95,15 @@ pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] 
     *h.finalize().as_bytes()
 }
 
+/// A cache's key memo and the calling function's gate to it.
+pub(crate) type Memo<'a> = (&'a KeyMemo, &'a MemoGate);
+
 /// The first 16 bytes of `BLAKE3(salt_digest || canonical_json(args))`,
-/// through `memo` when there is one.
+/// through the memo when there is one and the function's gate admits it.
 fn args_digest<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
-    memo: Option<&KeyMemo>,
+    memo: Option<Memo<'_>>,
 ) -> Result<[u8; 16], CanonicalError> {
     thread_local! {
         /// The buffers of the last key built on this thread, kept for their
@@ -118,8 +124,10 @@ fn args_digest<T: Serialize + ?Sized>(
     // still works, with buffers of its own.
     let mut buffers = BUFFERS.try_with(std::cell::Cell::take).unwrap_or_default();
     let result = match memo {
-        Some(memo) => memoized_digest(salt_digest, args, memo, &mut buffers),
-        None => {
+        Some((memo, gate)) if gate.admits() => {
+            memoized_digest(salt_digest, args, memo, gate, &mut buffers)
+        }
+        _ => {
             let json = &mut buffers.json;
             json.clear();
             json.extend_from_slice(salt_digest);
@@ -153,11 +161,12 @@ const KEEP_MAX: usize = 64 << 10;
 
 /// The digest of `args` from `memo` when their fingerprint is there;
 /// otherwise made from the fingerprint (the arguments are serialized once
-/// either way) and remembered.
+/// either way) and remembered. `gate` learns which it was.
 fn memoized_digest<T: Serialize + ?Sized>(
     salt_digest: &[u8; 32],
     args: &T,
     memo: &KeyMemo,
+    gate: &MemoGate,
     buffers: &mut Buffers,
 ) -> Result<[u8; 16], CanonicalError> {
     let fp = &mut buffers.fingerprint;
@@ -170,7 +179,9 @@ fn memoized_digest<T: Serialize + ?Sized>(
     input.extend_from_slice(salt_digest);
     input.extend_from_slice(&fp.record);
     input.extend_from_slice(fp.text.as_bytes());
-    if let Some(digest) = memo.get(input) {
+    let found = memo.get(input);
+    gate.record(found.is_some());
+    if let Some(digest) = found {
         return Ok(digest);
     }
     let json = &mut buffers.json;
@@ -212,7 +223,7 @@ pub(crate) fn cache_key<T: Serialize + ?Sized>(
     head: &str,
     salt_digest: &[u8; 32],
     args: &T,
-    memo: Option<&KeyMemo>,
+    memo: Option<Memo<'_>>,
 ) -> Result<CacheKey, CanonicalError> {
     let digest = args_digest(salt_digest, args, memo)?;
     let mut key = String::with_capacity(head.len() + HASH_LEN);
@@ -305,6 +316,62 @@ impl KeyMemo {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.cache.len()
+    }
+}
+
+/// Whether a function's keys go through the key memo.
+///
+/// A key through the memo is about half the work of one without it when the
+/// arguments were seen before, and about 1.8× when they were not (their
+/// fingerprint, then its replay). So each function measures: over each
+/// window of [`MemoGate::WINDOW`] lookups, if fewer than half found their
+/// arguments, its next calls are keyed without the memo, but for one in
+/// [`MemoGate::PROBE_EVERY`], whose lookups (and inserts) decide when to
+/// come back. The key is the same either way. Counts are relaxed atomics:
+/// a racing call may blur a window, which only moves the decision by a
+/// call or two.
+#[derive(Debug, Default)]
+pub(crate) struct MemoGate {
+    /// Lookups in the current window.
+    lookups: AtomicU32,
+    /// Of which found their arguments.
+    hits: AtomicU32,
+    /// Whether the last window's hits fell short.
+    bypass: AtomicBool,
+    /// Calls while bypassing, for picking the probes.
+    calls: AtomicU32,
+}
+
+impl MemoGate {
+    /// Lookups per decision.
+    pub(crate) const WINDOW: u32 = 256;
+    /// While bypassing, one call in this many still looks up.
+    pub(crate) const PROBE_EVERY: u32 = 8;
+
+    /// Whether this call goes through the memo.
+    #[inline]
+    fn admits(&self) -> bool {
+        !self.bypass.load(Relaxed) || self.calls.fetch_add(1, Relaxed) % Self::PROBE_EVERY == 0
+    }
+
+    /// Counts a lookup, and decides at the end of a window.
+    fn record(&self, hit: bool) {
+        let hits = if hit {
+            self.hits.fetch_add(1, Relaxed) + 1
+        } else {
+            self.hits.load(Relaxed)
+        };
+        if self.lookups.fetch_add(1, Relaxed) + 1 == Self::WINDOW {
+            self.lookups.store(0, Relaxed);
+            self.hits.store(0, Relaxed);
+            self.bypass.store(hits * 2 < Self::WINDOW, Relaxed);
+        }
+    }
+
+    /// Whether calls are keyed without the memo now (but for probes).
+    #[cfg(test)]
+    pub(crate) fn bypassing(&self) -> bool {
+        self.bypass.load(Relaxed)
     }
 }
 
@@ -526,7 +593,7 @@ mod tests {
     /// already held the arguments or not, for every salt.
     #[test]
     fn memoized_keys_are_the_same_keys() {
-        let memo = super::KeyMemo::new(1 << 20);
+        let (memo, gate) = (super::KeyMemo::new(1 << 20), super::MemoGate::default());
         let digests = [
             salt_digest(&BASE),
             salt_digest(&SaltParts {
@@ -546,7 +613,8 @@ mod tests {
             for digest in &digests {
                 for a in &args {
                     let plain = super::cache_key("ns:p:", digest, a, None).unwrap();
-                    let memoized = super::cache_key("ns:p:", digest, a, Some(&memo)).unwrap();
+                    let memoized =
+                        super::cache_key("ns:p:", digest, a, Some((&memo, &gate))).unwrap();
                     assert_eq!(plain, memoized, "round {round}, {a}");
                 }
             }
@@ -561,13 +629,14 @@ mod tests {
     #[test]
     fn the_memo_keeps_to_its_budget() {
         let budget = 16 << 10;
-        let memo = super::KeyMemo::new(budget);
+        let (memo, gate) = (super::KeyMemo::new(budget), super::MemoGate::default());
         let digest = salt_digest(&BASE);
         for round in 0..2 {
             for i in 0..500u32 {
                 let args = serde_json::json!({"id": i, "pad": "p".repeat(100)});
                 let plain = super::cache_key("ns:p:", &digest, &args, None).unwrap();
-                let memoized = super::cache_key("ns:p:", &digest, &args, Some(&memo)).unwrap();
+                let memoized =
+                    super::cache_key("ns:p:", &digest, &args, Some((&memo, &gate))).unwrap();
                 assert_eq!(plain, memoized, "round {round}, {i}");
             }
         }
@@ -579,22 +648,57 @@ mod tests {
     /// it, with the same message; at the limit they are keyed alike.
     #[test]
     fn depth_is_limited_alike_with_and_without_the_memo() {
-        let memo = super::KeyMemo::new(1 << 20);
+        let (memo, gate) = (super::KeyMemo::new(1 << 20), super::MemoGate::default());
         let digest = salt_digest(&BASE);
         let nest =
             |depth: u32| (0..depth).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
         let at_limit = nest(super::canonical::MAX_DEPTH);
         let plain = super::cache_key("ns:p:", &digest, &at_limit, None).unwrap();
         for _ in 0..2 {
-            let memoized = super::cache_key("ns:p:", &digest, &at_limit, Some(&memo)).unwrap();
+            let memoized =
+                super::cache_key("ns:p:", &digest, &at_limit, Some((&memo, &gate))).unwrap();
             assert_eq!(plain, memoized);
         }
         let deep = nest(super::canonical::MAX_DEPTH + 1);
-        let with = super::cache_key("ns:p:", &digest, &deep, Some(&memo)).unwrap_err();
+        let with = super::cache_key("ns:p:", &digest, &deep, Some((&memo, &gate))).unwrap_err();
         let without = super::cache_key("ns:p:", &digest, &deep, None).unwrap_err();
         assert_eq!(with.to_string(), without.to_string());
         assert!(with.to_string().contains("256 levels"), "{with}");
         assert_eq!(memo.len(), 1, "only the argument at the limit");
+    }
+
+    /// New arguments call after call close the gate: only probes look up
+    /// (and insert) then. Arguments that repeat open it again. Keys are
+    /// the same throughout.
+    #[test]
+    fn the_gate_bypasses_the_memo_while_arguments_are_new() {
+        use super::MemoGate;
+        let (memo, gate) = (super::KeyMemo::new(1 << 20), MemoGate::default());
+        let digest = salt_digest(&BASE);
+        let key = |i: u32| {
+            let args = serde_json::json!({ "id": i });
+            let plain = super::cache_key("ns:p:", &digest, &args, None).unwrap();
+            let memoized = super::cache_key("ns:p:", &digest, &args, Some((&memo, &gate))).unwrap();
+            assert_eq!(plain, memoized, "{i}");
+        };
+        for i in 0..MemoGate::WINDOW {
+            assert!(!gate.bypassing());
+            key(i);
+        }
+        assert!(gate.bypassing(), "a window without a hit closes the gate");
+        let before = memo.len();
+        for i in MemoGate::WINDOW..2 * MemoGate::WINDOW {
+            key(i);
+        }
+        assert_eq!(
+            memo.len() - before,
+            (MemoGate::WINDOW / MemoGate::PROBE_EVERY) as usize,
+            "only probes insert"
+        );
+        for _ in 0..MemoGate::WINDOW * MemoGate::PROBE_EVERY {
+            key(7);
+        }
+        assert!(!gate.bypassing(), "probes that hit open it again");
     }
 
     #[test]
