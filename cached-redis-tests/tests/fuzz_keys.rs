@@ -393,26 +393,26 @@ proptest! {
     }
 }
 
-/// Arguments nested more than 256 levels deep are not keyed, with the key
+/// Arguments nested more than 128 levels deep are not keyed, with the key
 /// memo or without it: the call runs, uncached.
 #[test]
 fn arguments_nested_too_deep_run_uncached() {
     let nest =
         |depth: usize| (0..depth).fold(serde_json::json!("leaf"), |v, _| serde_json::json!([v]));
-    // The argument tuple is one level: 256 in all.
-    let at_limit = nest(255);
+    // The argument tuple is one level: 128 in all.
+    let at_limit = nest(127);
     let memoized = keyed_json_cache_key(&at_limit).unwrap();
     let plain = unmemoized()
         .in_scope(|| keyed_json_cache_key(&at_limit))
         .unwrap();
     assert_eq!(hash_of(&memoized), hash_of(&plain));
-    let deep = nest(256);
+    let deep = nest(128);
     let err = keyed_json_cache_key(&deep).unwrap_err();
-    assert!(err.to_string().contains("256 levels"), "{err}");
+    assert!(err.to_string().contains("128 levels"), "{err}");
     let err = unmemoized()
         .in_scope(|| keyed_json_cache_key(&deep))
         .unwrap_err();
-    assert!(err.to_string().contains("256 levels"), "{err}");
+    assert!(err.to_string().contains("128 levels"), "{err}");
     assert_eq!(keyed_json(&deep), 0, "the function still runs");
 }
 

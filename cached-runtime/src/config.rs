@@ -513,7 +513,8 @@ impl ConfigBuilder {
     }
 
     /// Byte budget of the key memo (default
-    /// [`DEFAULT_KEY_MEMO_MAX_BYTES`], 4 MiB; `0` turns it off): one per
+    /// [`DEFAULT_KEY_MEMO_MAX_BYTES`], 4 MiB; `0`, or anything under 4 KiB,
+    /// turns it off): one per
     /// cache, shared by its functions. It remembers the key of arguments
     /// seen lately, by an exact record of their serde calls, so that
     /// calling again with the same arguments skips writing and hashing

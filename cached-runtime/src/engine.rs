@@ -88,7 +88,7 @@ impl Engine {
             max_value_bytes: config.max_value_bytes,
         };
         let stats = StatsRegistry::new(&config.namespace);
-        let key_memo = (config.key_memo_max_bytes > 0)
+        let key_memo = (config.key_memo_max_bytes >= KeyMemo::MIN_BYTES)
             .then(|| Arc::new(KeyMemo::new(config.key_memo_max_bytes)));
         Ok(Engine {
             name,

@@ -53,12 +53,14 @@ impl CanonicalError {
 }
 
 /// Arguments nested deeper than this (compounds, options and newtypes
-/// count one level each) are not keyed: the call runs uncached. Far above
-/// any query a JSON parser accepts (serde_json stops at 128), far below
-/// what a thread's stack holds (a key is built on the caller's stack, a
-/// tokio worker's 2 MiB among them). The key memo's fingerprints count
+/// count one level each, map keys' newtypes included) are not keyed: the
+/// call runs uncached. serde_json's parser stops at the same depth (a
+/// parsed query has at most 127 levels, 128 in the arguments' tuple); and
+/// a key is built on the
+/// caller's stack (a tokio worker has 2 MiB): the key memo's replay of 128
+/// levels takes under 1 MiB even in a debug build. Fingerprints count
 /// levels the same way.
-pub(crate) const MAX_DEPTH: u32 = 256;
+pub(crate) const MAX_DEPTH: u32 = 128;
 
 /// The error of arguments nested deeper than [`MAX_DEPTH`].
 #[cold]
@@ -92,11 +94,15 @@ pub(crate) fn to_canonical_json<T: Serialize + ?Sized>(
         out,
         spare: &mut spare,
         depth: 0,
-        too_deep: false,
+        failure: None,
     };
     let res = value.serialize(&mut ctx);
-    // Sticky: a `Serialize` that swallowed the error left part of itself out.
-    let res = if ctx.too_deep { Err(too_deep()) } else { res };
+    // Sticky: a `Serialize` that swallowed an error left part of itself
+    // out (or wrote half of it), so the whole argument has no key.
+    let res = match ctx.failure.take() {
+        Some(failure) => Err(failure),
+        None => res,
+    };
     if res.is_err() {
         ctx.out.truncate(len);
     }
@@ -218,9 +224,9 @@ struct Ctx<'o> {
     spare: &'o mut Buffers,
     /// Compounds, options and newtypes open around the current call.
     depth: u32,
-    /// Set once `depth` passed [`MAX_DEPTH`], even if the error was
-    /// swallowed.
-    too_deep: bool,
+    /// The first error a compound's element, key, value or field returned,
+    /// kept even if the `Serialize` swallowed it.
+    failure: Option<CanonicalError>,
 }
 
 impl Ctx<'_> {
@@ -229,10 +235,19 @@ impl Ctx<'_> {
     fn open(&mut self) -> Result<(), CanonicalError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            self.too_deep = true;
-            return Err(too_deep());
+            return self.note(Err(too_deep()));
         }
         Ok(())
+    }
+
+    /// Keeps the first error of `result`, then returns it.
+    fn note(&mut self, result: Result<(), CanonicalError>) -> Result<(), CanonicalError> {
+        if let Err(e) = &result {
+            if self.failure.is_none() {
+                self.failure = Some(CanonicalError(e.0.clone()));
+            }
+        }
+        result
     }
 
     #[inline]
@@ -425,7 +440,8 @@ impl Seq<'_, '_> {
             self.ctx.out.push(b',');
         }
         self.first = false;
-        value.serialize(&mut *self.ctx)
+        let result = value.serialize(&mut *self.ctx);
+        self.ctx.note(result)
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
@@ -467,14 +483,20 @@ const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 impl Map<'_, '_> {
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), CanonicalError> {
-        self.ctx.begin_entry(&self.obj, |out| {
+        let result = self.ctx.begin_entry(&self.obj, |out| {
             out.extend_from_slice(key.as_bytes());
             Ok(())
-        })?;
+        });
+        self.ctx.note(result)?;
         self.value(value)
     }
 
     fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+        let result = self.write_value(value);
+        self.ctx.note(result)
+    }
+
+    fn write_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
         if self.ctx.spare.entries.len() <= self.obj.base {
             return Err(CanonicalError(
                 "map value serialized before its key".to_owned(),
@@ -495,19 +517,27 @@ impl Map<'_, '_> {
         token: Token,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        match token {
+        let depth = self.ctx.depth;
+        let result = match token {
             // A number's text is printed as is (`to_value` keeps it verbatim).
-            Token::Number => value.serialize(KeySerializer(self.ctx.out)),
+            Token::Number => value.serialize(KeySerializer {
+                out: self.ctx.out,
+                depth,
+            }),
             // Raw JSON may hold objects, whose keys need sorting.
             Token::RawValue => {
                 let text = &mut self.ctx.spare.scratch;
                 text.clear();
-                value.serialize(KeySerializer(text))?;
-                serde_json::from_slice::<serde_json::Value>(text)
-                    .map_err(CanonicalError::json)?
-                    .serialize(&mut *self.ctx)
+                value
+                    .serialize(KeySerializer { out: text, depth })
+                    .and_then(|()| {
+                        serde_json::from_slice::<serde_json::Value>(text)
+                            .map_err(CanonicalError::json)
+                    })
+                    .and_then(|json| json.serialize(&mut *self.ctx))
             }
-        }
+        };
+        self.ctx.note(result)
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
@@ -819,8 +849,11 @@ impl ser::SerializeMap for Map<'_, '_> {
     type Error = CanonicalError;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Self::Error> {
-        self.ctx
-            .begin_entry(&self.obj, |out| key.serialize(KeySerializer(out)))
+        let depth = self.ctx.depth;
+        let result = self
+            .ctx
+            .begin_entry(&self.obj, |out| key.serialize(KeySerializer { out, depth }));
+        self.ctx.note(result)
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
@@ -872,16 +905,20 @@ impl ser::SerializeStructVariant for Map<'_, '_> {
 /// Writes a map key as its raw (unquoted, unescaped) string, accepting what
 /// serde_json's `MapKeySerializer` of `to_value` accepts: strings, chars,
 /// bools, integers, finite floats, unit variants and newtypes of those.
-struct KeySerializer<'a>(&'a mut Vec<u8>);
+struct KeySerializer<'a> {
+    out: &'a mut Vec<u8>,
+    /// Levels open around the key: its newtypes count too, as everywhere.
+    depth: u32,
+}
 
 impl KeySerializer<'_> {
     #[inline]
     fn json<T: Serialize + ?Sized>(self, v: &T) -> Result<(), CanonicalError> {
-        serde_json::to_writer(self.0, v).map_err(CanonicalError::json)
+        serde_json::to_writer(self.out, v).map_err(CanonicalError::json)
     }
 
     fn raw(self, s: &str) -> Result<(), CanonicalError> {
-        self.0.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -1015,7 +1052,14 @@ impl ser::Serializer for KeySerializer<'_> {
         _name: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        value.serialize(self)
+        let depth = self.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        value.serialize(KeySerializer {
+            out: self.out,
+            depth,
+        })
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -1195,9 +1239,6 @@ mod tests {
         same("");
     }
 
-    /// `to_value` rejects 128-bit integers outside the 64-bit range; we write
-    /// their digits, which nothing else spells (a float always has `.` or
-    /// `e`).
     /// Nesting past [`super::MAX_DEPTH`] is an error, even when the
     /// `Serialize` swallows it; a failing `Display` is an error, not a
     /// panic.
@@ -1208,10 +1249,10 @@ mod tests {
             |depth: u32| (0..depth).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
         assert!(canon(&nest(super::MAX_DEPTH)).is_ok());
         let err = canon(&(nest(super::MAX_DEPTH),)).unwrap_err();
-        assert!(err.to_string().contains("256 levels"), "{err}");
+        assert!(err.to_string().contains("128 levels"), "{err}");
         assert!(canon(&Some(nest(super::MAX_DEPTH))).is_err());
-        struct Swallows(serde_json::Value);
-        impl Serialize for Swallows {
+        struct Swallows<T>(T);
+        impl<T: Serialize> Serialize for Swallows<T> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(None)?;
                 let _ = seq.serialize_element(&self.0);
@@ -1220,6 +1261,9 @@ mod tests {
             }
         }
         assert!(canon(&Swallows(nest(super::MAX_DEPTH + 3))).is_err());
+        // Any error a swallowing `Serialize` ignored, not only depth.
+        assert!(canon(&Swallows(f64::NAN)).is_err());
+        assert!(canon(&Swallows(std::collections::BTreeMap::from([((1, 2), 3)]))).is_err());
         assert_eq!(canon(&Swallows(nest(3))).unwrap(), "[[[[0]]],1]");
         struct Broken;
         impl std::fmt::Display for Broken {
@@ -1236,6 +1280,9 @@ mod tests {
         assert!(canon(&std::collections::BTreeMap::from([(1, Broken)])).is_err());
     }
 
+    /// `to_value` rejects 128-bit integers outside the 64-bit range; we write
+    /// their digits, which nothing else spells (a float always has `.` or
+    /// `e`).
     #[test]
     fn wide_integers_are_digits() {
         assert!(serde_json::to_value(u128::MAX).is_err());

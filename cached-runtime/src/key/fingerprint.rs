@@ -17,12 +17,14 @@
 //!   argument that changes meanwhile (interior mutability) or serializes
 //!   only once cannot have one text recorded and another keyed.
 //!
-//! The recorder itself never fails on its own account, so a `Serialize`
-//! that ignores a serializer error cannot leave a partial record behind,
-//! except in two cases, both sticky (the whole fingerprint fails even if
-//! the error was swallowed): a `Display` that fails in `collect_str`, and
-//! nesting deeper than [`MAX_DEPTH`] (canonical JSON has the same limit),
-//! which also bounds the replay's stack.
+//! Errors are sticky, as in canonical JSON: an error that a compound's
+//! element, key, value or field returns fails the whole fingerprint even if
+//! the `Serialize` swallows it and goes on, so no partial record is ever
+//! remembered. The recorder's own errors are those of canonical JSON that
+//! do not depend on values: a `Display` that fails in `collect_str`, and
+//! nesting deeper than [`MAX_DEPTH`] (counted alike; that also bounds the
+//! replay's stack). The others (a NaN, a map key that is not a string)
+//! surface in the replay, which never gets to the memo.
 
 use std::cell::Cell;
 use std::fmt::{Display, Write as _};
@@ -35,7 +37,7 @@ use super::canonical::{too_deep, MAX_DEPTH};
 
 // One tag per `Serializer` call. Operands follow the tag: integers and
 // floats as little-endian bytes; lengths and indices as one byte below
-// 255, else 255 and eight bytes; `Option<usize>` as 0 for `None` and
+// 255, else 255 and sixteen bytes; `Option<usize>` as 0 for `None` and
 // `n + 1` for `Some(n)`; strings and names as their length, their bytes
 // going to the record's text (kept apart so that a replay takes them back
 // as `&str` without validating them again as UTF-8).
@@ -206,20 +208,21 @@ impl Recorder {
         if n < LONG as usize {
             self.out.push(n as u8);
         } else {
-            self.long(n);
+            self.long(n as u128);
         }
     }
 
+    /// 128 bits: a length hint of `Some(usize::MAX)` is `usize::MAX + 1`.
     #[cold]
-    fn long(&mut self, n: usize) {
+    fn long(&mut self, n: u128) {
         self.out.push(LONG);
-        self.out.extend_from_slice(&(n as u64).to_le_bytes());
+        self.out.extend_from_slice(&n.to_le_bytes());
     }
 
     /// A tag and a length, in one write when the length is short.
     #[inline]
-    fn tag_len(&mut self, tag: u8, n: usize) {
-        if n < LONG as usize {
+    fn tag_len(&mut self, tag: u8, n: u128) {
+        if n < u128::from(LONG) {
             self.out.extend_from_slice(&[tag, n as u8]);
         } else {
             self.tag(tag);
@@ -281,6 +284,19 @@ impl Recorder {
         self.open()?;
         let result = value.serialize(&mut *self);
         self.close();
+        result
+    }
+
+    /// A compound's element, key, value or field: an error it returns
+    /// fails the record even if the `Serialize` goes on past it (as it
+    /// fails canonical JSON).
+    fn child<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
+        let result = value.serialize(&mut *self);
+        if let Err(e) = &result {
+            if self.failure.is_none() {
+                self.failure = Some(ser::Error::custom(e));
+            }
+        }
         result
     }
 
@@ -392,7 +408,7 @@ impl Serializer for &mut Recorder {
     }
 
     fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
-        self.tag_len(STR, v.len());
+        self.tag_len(STR, v.len() as u128);
         self.text.push_str(v);
         Ok(())
     }
@@ -408,6 +424,9 @@ impl Serializer for &mut Recorder {
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
+        // A level, as in canonical JSON (an array).
+        self.open()?;
+        self.close();
         self.tag(BYTES);
         self.len(v.len());
         self.out.extend_from_slice(v);
@@ -470,7 +489,7 @@ impl Serializer for &mut Recorder {
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self, CanonicalError> {
         self.open()?;
-        self.tag_len(SEQ, len.map_or(0, |n| n.saturating_add(1)));
+        self.tag_len(SEQ, len.map_or(0, |n| n as u128 + 1));
         Ok(self)
     }
 
@@ -509,7 +528,7 @@ impl Serializer for &mut Recorder {
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self, CanonicalError> {
         self.open()?;
-        self.tag_len(MAP, len.map_or(0, |n| n.saturating_add(1)));
+        self.tag_len(MAP, len.map_or(0, |n| n as u128 + 1));
         Ok(self)
     }
 
@@ -544,7 +563,7 @@ impl ser::SerializeSeq for &mut Recorder {
         &mut self,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -560,7 +579,7 @@ impl ser::SerializeTuple for &mut Recorder {
         &mut self,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -573,7 +592,7 @@ impl ser::SerializeTupleStruct for &mut Recorder {
     type Error = CanonicalError;
 
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -586,7 +605,7 @@ impl ser::SerializeTupleVariant for &mut Recorder {
     type Error = CanonicalError;
 
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -600,12 +619,12 @@ impl ser::SerializeMap for &mut Recorder {
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), CanonicalError> {
         self.tag(KEY);
-        key.serialize(&mut **self)
+        self.child(key)
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
         self.tag(VALUE);
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -624,7 +643,7 @@ impl ser::SerializeStruct for &mut Recorder {
     ) -> Result<(), CanonicalError> {
         self.tag(FIELD);
         self.name(key);
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), CanonicalError> {
@@ -649,7 +668,7 @@ impl ser::SerializeStructVariant for &mut Recorder {
     ) -> Result<(), CanonicalError> {
         self.tag(FIELD);
         self.name(key);
-        value.serialize(&mut **self)
+        self.child(value)
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), CanonicalError> {
@@ -699,17 +718,24 @@ impl<'r> Replay<'r> {
         Ok(self.take(1)?[0])
     }
 
-    fn len<E: ser::Error>(&self) -> Result<usize, E> {
+    fn raw_len<E: ser::Error>(&self) -> Result<u128, E> {
         match self.byte()? {
-            LONG => {
-                usize::try_from(u64::from_le_bytes(self.array()?)).map_err(|_| E::custom(corrupt()))
-            }
-            n => Ok(usize::from(n)),
+            LONG => Ok(u128::from_le_bytes(self.array()?)),
+            n => Ok(u128::from(n)),
         }
     }
 
+    fn len<E: ser::Error>(&self) -> Result<usize, E> {
+        usize::try_from(self.raw_len::<E>()?).map_err(|_| E::custom(corrupt()))
+    }
+
     fn opt_len<E: ser::Error>(&self) -> Result<Option<usize>, E> {
-        Ok(self.len::<E>()?.checked_sub(1))
+        match self.raw_len::<E>()?.checked_sub(1) {
+            None => Ok(None),
+            Some(n) => usize::try_from(n)
+                .map(Some)
+                .map_err(|_| E::custom(corrupt())),
+        }
     }
 
     /// The next string of the text.
@@ -925,7 +951,10 @@ mod tests {
         let mut direct = Vec::new();
         let direct = to_canonical_json(v, &mut direct).map(|()| direct);
         let mut replayed = Vec::new();
-        let replayed = replay(&recorded(v), &mut replayed).map(|()| replayed);
+        let mut fp = Fingerprint::default();
+        let replayed = record(v, &mut fp)
+            .and_then(|()| replay(&fp, &mut replayed))
+            .map(|()| replayed);
         match (direct, replayed) {
             (Ok(d), Ok(r)) => assert_eq!(
                 String::from_utf8_lossy(&d),
@@ -1145,6 +1174,70 @@ mod tests {
         }
         assert!(record(&Swallows(nested(MAX_DEPTH + 5)), &mut fp).is_err());
         assert!(fp.record.is_empty() && fp.text.is_empty() && fp.names.is_empty());
+    }
+
+    /// A `Serialize` that swallows an error and goes on gets no key, with
+    /// the memo or without it, whatever the error: canonical JSON's own (a
+    /// NaN, a map key that is no string, a value before its key), its own
+    /// custom error, nesting too deep.
+    #[test]
+    fn swallowed_errors_fail_both_ways() {
+        use serde::ser::{Error as _, SerializeMap};
+        #[derive(Debug)]
+        struct Swallows<T>(T);
+        impl<T: Serialize> Serialize for Swallows<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(None)?;
+                let _ = seq.serialize_element(&self.0);
+                seq.serialize_element(&1)?;
+                seq.end()
+            }
+        }
+        #[derive(Debug)]
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let _ = s;
+                Err(S::Error::custom("refused"))
+            }
+        }
+        #[derive(Debug)]
+        struct ValueFirst;
+        impl Serialize for ValueFirst {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                let _ = map.serialize_value(&1);
+                map.serialize_entry("a", &2)?;
+                map.end()
+            }
+        }
+        #[derive(Debug)]
+        struct HalfValue;
+        impl Serialize for HalfValue {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                map.serialize_key("b")?;
+                let _ = map.serialize_value(&Fails);
+                map.serialize_entry("a", &2)?;
+                map.end()
+            }
+        }
+        let nested = (0..MAX_DEPTH + 2).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+        fn both_fail<T: Serialize + fmt::Debug>(v: &T) {
+            let mut direct = Vec::new();
+            assert!(to_canonical_json(v, &mut direct).is_err(), "{v:?} direct");
+            let mut fp = Fingerprint::default();
+            let mut json = Vec::new();
+            let memo = record(v, &mut fp).and_then(|()| replay(&fp, &mut json));
+            assert!(memo.is_err(), "{v:?} through the fingerprint");
+        }
+        both_fail(&Swallows(f64::NAN));
+        both_fail(&Swallows(BTreeMap::from([((1, 2), 3)])));
+        both_fail(&Swallows(Fails));
+        both_fail(&Swallows(nested));
+        both_fail(&ValueFirst);
+        both_fail(&HalfValue);
+        assert_replays(&Swallows(1));
     }
 
     /// An argument is serialized once, even when its fingerprint is

@@ -172,14 +172,21 @@ fn memoized_digest<T: Serialize + ?Sized>(
     let fp = &mut buffers.fingerprint;
     fp.clear();
     fingerprint::record(args, fp)?;
-    // The record decodes from its first byte and says how long each text
-    // is: salt, record and text side by side are as exact as the three.
     let input = &mut buffers.input;
     input.clear();
-    input.extend_from_slice(salt_digest);
-    input.extend_from_slice(&fp.record);
-    input.extend_from_slice(fp.text.as_bytes());
-    let found = memo.get(input);
+    // Too long to be remembered: neither copied nor looked up.
+    let fits = salt_digest.len() + fp.record.len() + fp.text.len() <= KeyMemo::MAX_INPUT;
+    let found = if fits {
+        // The record decodes from its first byte and says how long each
+        // text is: salt, record and text side by side are as exact as the
+        // three.
+        input.extend_from_slice(salt_digest);
+        input.extend_from_slice(&fp.record);
+        input.extend_from_slice(fp.text.as_bytes());
+        memo.get(input)
+    } else {
+        None
+    };
     gate.record(found.is_some());
     if let Some(digest) = found {
         return Ok(digest);
@@ -189,7 +196,9 @@ fn memoized_digest<T: Serialize + ?Sized>(
     json.extend_from_slice(salt_digest);
     fingerprint::replay_canonical_json(&fp.record, &fp.text, &fp.names, json)?;
     let digest = digest(json);
-    memo.insert(input, digest);
+    if fits {
+        memo.insert(input, digest);
+    }
     Ok(digest)
 }
 
@@ -275,6 +284,10 @@ impl KeyMemo {
     /// table), counted against the budget.
     const ENTRY_OVERHEAD: u64 = 48;
 
+    /// Smaller budgets turn the memo off: they would hold a handful of
+    /// arguments while every call paid for fingerprints.
+    pub(crate) const MIN_BYTES: u64 = 4 << 10;
+
     /// A memo of at most `max_bytes` bytes.
     pub(crate) fn new(max_bytes: u64) -> Self {
         let max_bytes = max_bytes.max(1);
@@ -300,16 +313,11 @@ impl KeyMemo {
     }
 
     fn get(&self, input: &[u8]) -> Option<[u8; 16]> {
-        if input.len() > Self::MAX_INPUT {
-            return None;
-        }
         self.cache.get(input)
     }
 
     fn insert(&self, input: &[u8], digest: [u8; 16]) {
-        if input.len() <= Self::MAX_INPUT {
-            self.cache.insert(input.into(), digest);
-        }
+        self.cache.insert(input.into(), digest);
     }
 
     /// Fingerprints held now.
@@ -663,7 +671,7 @@ mod tests {
         let with = super::cache_key("ns:p:", &digest, &deep, Some((&memo, &gate))).unwrap_err();
         let without = super::cache_key("ns:p:", &digest, &deep, None).unwrap_err();
         assert_eq!(with.to_string(), without.to_string());
-        assert!(with.to_string().contains("256 levels"), "{with}");
+        assert!(with.to_string().contains("128 levels"), "{with}");
         assert_eq!(memo.len(), 1, "only the argument at the limit");
     }
 
