@@ -225,7 +225,13 @@ mod child {
         let mut b = Config::builder()
             .redis_url(env(url_var))
             .namespace(env(CHILD_NAMESPACE))
-            .stats_flush_interval(Duration::from_secs(3600));
+            .stats_flush_interval(Duration::from_secs(3600))
+            // Generous: on a loaded machine the TLS handshakes of a
+            // cluster's nodes or a sentinel's two hops can outlast the
+            // defaults (250 ms a command, 500 ms a connection), and each
+            // timeout counts an error these tests assert there is none of.
+            .timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(5));
         if let Ok(ca) = std::env::var(CHILD_CA) {
             b = b.tls_ca_file(ca);
         }
