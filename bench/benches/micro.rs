@@ -7,8 +7,8 @@
 //!   JSON query, a 100-entry `HashMap`): the key memo's fingerprint and
 //!   lookup, base64 and the key's head. `key_first_seen/*`: a new argument
 //!   each call, one number changed in place: after a window of misses the
-//!   function's gate keys such calls without the memo but for one probe in
-//!   eight (a probe: fingerprint, its replay as canonical JSON, BLAKE3, a memo
+//!   function's gate keys such calls without the memo but for one window of
+//!   calls in eight (there: fingerprint, its replay as canonical JSON, BLAKE3, a memo
 //!   insert). `key_unmemoized/*`: the same functions in a cache without
 //!   the memo (canonical JSON and BLAKE3 every call). `key_floor/*` is the
 //!   unmemoized work done the plain way (`serde_json::to_vec`, one BLAKE3,

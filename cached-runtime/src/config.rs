@@ -26,8 +26,9 @@ pub const ENV_COMPRESSION: &str = "CACHED_REDIS_COMPRESSION";
 /// (smallest): see [`ConfigBuilder::zlib_level`].
 pub const ENV_ZLIB_LEVEL: &str = "CACHED_REDIS_ZLIB_LEVEL";
 
-/// Environment variable setting the key memo's byte budget (`0` turns it
-/// off): see [`ConfigBuilder::key_memo_max_bytes`].
+/// Environment variable setting the key memo's byte budget (`0`, or
+/// anything under 4 KiB, turns it off): see
+/// [`ConfigBuilder::key_memo_max_bytes`].
 pub const ENV_KEY_MEMO_MAX_BYTES: &str = "CACHED_REDIS_KEY_MEMO_MAX_BYTES";
 
 /// [`ConfigBuilder::key_memo_max_bytes`]'s default: 4 MiB.
@@ -233,7 +234,7 @@ impl Config {
     /// | `CACHED_REDIS_DISABLE=1` | caching off: every call runs the function |
     /// | `CACHED_REDIS_COMPRESSION` | `zlib` (default) or `lz4`: see [`ConfigBuilder::compression`] |
     /// | `CACHED_REDIS_ZLIB_LEVEL` | `1` to `9`: see [`ConfigBuilder::zlib_level`] |
-    /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` for none: see [`ConfigBuilder::key_memo_max_bytes`] |
+    /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` (or under 4 KiB) for none: see [`ConfigBuilder::key_memo_max_bytes`] |
     ///
     /// Fails when a variable is set to something unusable (an empty
     /// namespace, a URL of an unknown scheme, an unknown compression, a
@@ -523,8 +524,8 @@ impl ConfigBuilder {
     /// whose record is over 16 KiB are not remembered. A new argument
     /// costs more with it than without (its record, then its canonical
     /// JSON from the record), so a function whose lookups mostly miss is
-    /// keyed without it, but for one call in eight that checks whether
-    /// its arguments started repeating.
+    /// keyed without it, but for one window of calls in eight that checks
+    /// whether its arguments started repeating.
     pub fn key_memo_max_bytes(mut self, bytes: u64) -> Self {
         self.config.key_memo_max_bytes = bytes;
         self

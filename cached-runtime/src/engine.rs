@@ -57,7 +57,7 @@ pub(crate) struct Engine {
     /// keeps its sites' bindings in the sites themselves).
     sites: RwLock<HashMap<usize, Arc<ResolvedSite>, foldhash::fast::RandomState>>,
     /// The keys of arguments its functions saw lately, unless
-    /// `key_memo_max_bytes` is 0.
+    /// `key_memo_max_bytes` is under [`KeyMemo::MIN_BYTES`].
     pub(crate) key_memo: Option<Arc<KeyMemo>>,
 }
 

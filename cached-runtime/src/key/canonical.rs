@@ -54,12 +54,10 @@ impl CanonicalError {
 
 /// Arguments nested deeper than this (compounds, options and newtypes
 /// count one level each, map keys' newtypes included) are not keyed: the
-/// call runs uncached. serde_json's parser stops at the same depth (a
-/// parsed query has at most 127 levels, 128 in the arguments' tuple); and
-/// a key is built on the
-/// caller's stack (a tokio worker has 2 MiB): the key memo's replay of 128
-/// levels takes under 1 MiB even in a debug build. Fingerprints count
-/// levels the same way.
+/// call runs uncached. serde_json's parser stops at about the same depth
+/// (127 levels); and a key is built on the caller's stack (a tokio worker
+/// has 2 MiB): the key memo's replay of 128 levels takes under 1 MiB even
+/// in a debug build. Fingerprints count levels the same way.
 pub(crate) const MAX_DEPTH: u32 = 128;
 
 /// The error of arguments nested deeper than [`MAX_DEPTH`].
@@ -160,6 +158,10 @@ struct Entry {
     key: Range<usize>,
     escaped: bool,
     segment: Range<usize>,
+    /// Whether its value was written: a second value for one key, or a
+    /// key without one, is an error rather than JSON that another
+    /// argument could spell.
+    valued: bool,
 }
 
 impl Entry {
@@ -331,6 +333,9 @@ impl Ctx<'_> {
         let out = &mut *self.out;
         let entries = &mut self.spare.entries;
         if entries.len() > obj.base {
+            if entries.last().is_some_and(|e| !e.valued) {
+                return Err(key_without_value());
+            }
             out.push(b',');
         }
         let segment_start = out.len();
@@ -365,6 +370,7 @@ impl Ctx<'_> {
             key,
             escaped,
             segment: segment_start..out.len(),
+            valued: false,
         });
         Ok(())
     }
@@ -502,11 +508,17 @@ impl Map<'_, '_> {
                 "map value serialized before its key".to_owned(),
             ));
         }
+        if self.ctx.spare.entries.last().is_some_and(|e| e.valued) {
+            return Err(CanonicalError(
+                "map value serialized twice for one key".to_owned(),
+            ));
+        }
         value.serialize(&mut *self.ctx)?;
         // Inner objects have popped their entries: the last one is ours.
         let end = self.ctx.out.len();
         if let Some(e) = self.ctx.spare.entries.last_mut() {
             e.segment.end = end;
+            e.valued = true;
         }
         Ok(())
     }
@@ -542,6 +554,13 @@ impl Map<'_, '_> {
 
     fn finish(self) -> Result<(), CanonicalError> {
         self.ctx.close();
+        let entries = &self.ctx.spare.entries;
+        if !matches!(self.kind, MapKind::Token(_))
+            && entries.len() > self.obj.base
+            && entries.last().is_some_and(|e| !e.valued)
+        {
+            return Err(key_without_value());
+        }
         match self.kind {
             MapKind::Object => self.ctx.end_object(self.obj),
             MapKind::Variant => {
@@ -921,6 +940,10 @@ impl KeySerializer<'_> {
         self.out.extend_from_slice(s.as_bytes());
         Ok(())
     }
+}
+
+fn key_without_value() -> CanonicalError {
+    CanonicalError("map key serialized without its value".to_owned())
 }
 
 fn key_must_be_a_string() -> CanonicalError {

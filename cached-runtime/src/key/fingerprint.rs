@@ -307,7 +307,7 @@ impl Recorder {
     }
 }
 
-/// A length at least this large is this byte, then eight bytes.
+/// A length at least this large is this byte, then sixteen bytes.
 const LONG: u8 = 255;
 
 impl Serializer for &mut Recorder {
@@ -1237,6 +1237,35 @@ mod tests {
         both_fail(&Swallows(nested));
         both_fail(&ValueFirst);
         both_fail(&HalfValue);
+        // Two values for one key, a key without a value: not JSON another
+        // argument could spell (`"a":12`), an error.
+        #[derive(Debug)]
+        struct TwoValues;
+        impl Serialize for TwoValues {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                map.serialize_key("a")?;
+                map.serialize_value(&1)?;
+                map.serialize_value(&2)?;
+                map.end()
+            }
+        }
+        #[derive(Debug)]
+        struct KeyAlone(bool);
+        impl Serialize for KeyAlone {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                map.serialize_key("a")?;
+                if self.0 {
+                    map.serialize_entry("b", &1)?;
+                }
+                map.end()
+            }
+        }
+        both_fail(&TwoValues);
+        both_fail(&KeyAlone(false));
+        both_fail(&KeyAlone(true));
+        assert_replays(&BTreeMap::from([("a", 12)]));
         assert_replays(&Swallows(1));
     }
 

@@ -331,13 +331,16 @@ impl KeyMemo {
 ///
 /// A key through the memo is about half the work of one without it when the
 /// arguments were seen before, and about 1.8× when they were not (their
-/// fingerprint, then its replay). So each function measures: over each
-/// window of [`MemoGate::WINDOW`] lookups, if fewer than half found their
-/// arguments, its next calls are keyed without the memo, but for one in
-/// [`MemoGate::PROBE_EVERY`], whose lookups (and inserts) decide when to
-/// come back. The key is the same either way. Counts are relaxed atomics:
-/// a racing call may blur a window, which only moves the decision by a
-/// call or two.
+/// fingerprint, then its replay): it pays from about 60 % of lookups
+/// hitting. So each function measures: over each window of
+/// [`MemoGate::WINDOW`] lookups, if fewer than that found their arguments,
+/// its next calls are keyed without the memo, but for one whole window of
+/// calls in every [`MemoGate::PROBE_EVERY`], whose lookups (and inserts)
+/// decide when to come back. A whole window, not one call in eight: an
+/// argument used a few times close together hits within it, where single
+/// probes would almost never see it twice and the gate would stay shut.
+/// The key is the same either way. Counts are relaxed atomics: a racing
+/// call may blur a window, which only moves the decision by a call or two.
 #[derive(Debug, Default)]
 pub(crate) struct MemoGate {
     /// Lookups in the current window.
@@ -346,20 +349,21 @@ pub(crate) struct MemoGate {
     hits: AtomicU32,
     /// Whether the last window's hits fell short.
     bypass: AtomicBool,
-    /// Calls while bypassing, for picking the probes.
+    /// Calls while bypassing, for picking the probe windows.
     calls: AtomicU32,
 }
 
 impl MemoGate {
     /// Lookups per decision.
     pub(crate) const WINDOW: u32 = 256;
-    /// While bypassing, one call in this many still looks up.
+    /// While bypassing, one window of calls in this many still looks up.
     pub(crate) const PROBE_EVERY: u32 = 8;
 
     /// Whether this call goes through the memo.
     #[inline]
     fn admits(&self) -> bool {
-        !self.bypass.load(Relaxed) || self.calls.fetch_add(1, Relaxed) % Self::PROBE_EVERY == 0
+        !self.bypass.load(Relaxed)
+            || (self.calls.fetch_add(1, Relaxed) / Self::WINDOW) % Self::PROBE_EVERY == 0
     }
 
     /// Counts a lookup, and decides at the end of a window.
@@ -372,7 +376,13 @@ impl MemoGate {
         if self.lookups.fetch_add(1, Relaxed) + 1 == Self::WINDOW {
             self.lookups.store(0, Relaxed);
             self.hits.store(0, Relaxed);
-            self.bypass.store(hits * 2 < Self::WINDOW, Relaxed);
+            // Fewer than 60 % hits: bypass, the next probe window seven
+            // windows of calls from now.
+            let bypass = u64::from(hits) * 5 < u64::from(Self::WINDOW) * 3;
+            if bypass {
+                self.calls.store(Self::WINDOW, Relaxed);
+            }
+            self.bypass.store(bypass, Relaxed);
         }
     }
 
@@ -637,12 +647,14 @@ mod tests {
     #[test]
     fn the_memo_keeps_to_its_budget() {
         let budget = 16 << 10;
-        let (memo, gate) = (super::KeyMemo::new(budget), super::MemoGate::default());
+        let memo = super::KeyMemo::new(budget);
         let digest = salt_digest(&BASE);
         for round in 0..2 {
             for i in 0..500u32 {
                 let args = serde_json::json!({"id": i, "pad": "p".repeat(100)});
                 let plain = super::cache_key("ns:p:", &digest, &args, None).unwrap();
+                // A gate of its own each call: every key goes through the memo.
+                let gate = super::MemoGate::default();
                 let memoized =
                     super::cache_key("ns:p:", &digest, &args, Some((&memo, &gate))).unwrap();
                 assert_eq!(plain, memoized, "round {round}, {i}");
@@ -675,9 +687,9 @@ mod tests {
         assert_eq!(memo.len(), 1, "only the argument at the limit");
     }
 
-    /// New arguments call after call close the gate: only probes look up
-    /// (and insert) then. Arguments that repeat open it again. Keys are
-    /// the same throughout.
+    /// New arguments call after call close the gate: only probe windows
+    /// look up (and insert) then. Arguments that repeat a few times open it
+    /// again. Keys are the same throughout.
     #[test]
     fn the_gate_bypasses_the_memo_while_arguments_are_new() {
         use super::MemoGate;
@@ -689,24 +701,41 @@ mod tests {
             let memoized = super::cache_key("ns:p:", &digest, &args, Some((&memo, &gate))).unwrap();
             assert_eq!(plain, memoized, "{i}");
         };
-        for i in 0..MemoGate::WINDOW {
-            assert!(!gate.bypassing());
-            key(i);
-        }
+        let w = MemoGate::WINDOW;
+        let mut next = 0;
+        let mut fresh = |n: u32| {
+            for _ in 0..n {
+                key(next);
+                next += 1;
+            }
+        };
+        fresh(w);
         assert!(gate.bypassing(), "a window without a hit closes the gate");
         let before = memo.len();
-        for i in MemoGate::WINDOW..2 * MemoGate::WINDOW {
-            key(i);
-        }
+        fresh(w * (MemoGate::PROBE_EVERY - 1));
         assert_eq!(
-            memo.len() - before,
-            (MemoGate::WINDOW / MemoGate::PROBE_EVERY) as usize,
-            "only probes insert"
+            memo.len(),
+            before,
+            "bypassed calls neither look up nor insert"
         );
-        for _ in 0..MemoGate::WINDOW * MemoGate::PROBE_EVERY {
-            key(7);
+        fresh(w);
+        assert_eq!(memo.len(), before + w as usize, "a probe window inserts");
+        assert!(
+            gate.bypassing(),
+            "a probe window without a hit keeps it shut"
+        );
+        fresh(w * (MemoGate::PROBE_EVERY - 1));
+        // Arguments used four times in a row, new ones: three lookups in
+        // four hit within the probe window, which opens the gate.
+        for i in 0..w / 4 {
+            for _ in 0..4 {
+                key(1_000_000 + i);
+            }
         }
-        assert!(!gate.bypassing(), "probes that hit open it again");
+        assert!(
+            !gate.bypassing(),
+            "a probe window of repeats opens it again"
+        );
     }
 
     #[test]
