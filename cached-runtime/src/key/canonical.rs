@@ -68,13 +68,17 @@ pub(crate) fn too_deep() -> CanonicalError {
     ))
 }
 
+/// The error of a `Display` that failed in `collect_str`.
+pub(crate) fn display_failed() -> CanonicalError {
+    CanonicalError("a key argument's Display implementation failed".to_owned())
+}
+
 /// `value`'s `Display` text, or an error where serde's default
 /// `collect_str` (`to_string`) would panic.
 fn displayed<T: std::fmt::Display + ?Sized>(value: &T) -> Result<String, CanonicalError> {
     use std::fmt::Write as _;
     let mut text = String::new();
-    write!(text, "{value}")
-        .map_err(|_| CanonicalError("a key argument's Display implementation failed".to_owned()))?;
+    write!(text, "{value}").map_err(|_| display_failed())?;
     Ok(text)
 }
 

@@ -33,7 +33,7 @@ use serde::ser::{self, Serialize, Serializer};
 
 use super::CanonicalError;
 
-use super::canonical::{too_deep, MAX_DEPTH};
+use super::canonical::{display_failed, too_deep, MAX_DEPTH};
 
 // One tag per `Serializer` call. Operands follow the tag: integers and
 // floats as little-endian bytes; lengths and indices as one byte below
@@ -250,13 +250,18 @@ impl Recorder {
         self.name(variant);
     }
 
-    /// Records a failure that fails the whole fingerprint.
-    fn fail(&mut self, message: impl Display) -> CanonicalError {
-        let message = message.to_string();
+    /// Keeps `error` as the record's failure unless one came first: the
+    /// whole fingerprint fails, even if the `Serialize` swallows it.
+    fn note(&mut self, error: &CanonicalError) {
         if self.failure.is_none() {
-            self.failure = Some(ser::Error::custom(&message));
+            self.failure = Some(ser::Error::custom(error));
         }
-        ser::Error::custom(message)
+    }
+
+    /// One of the recorder's own errors, noted.
+    fn fail(&mut self, error: CanonicalError) -> CanonicalError {
+        self.note(&error);
+        error
     }
 
     /// Enters one level of nesting.
@@ -293,11 +298,27 @@ impl Recorder {
     fn child<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), CanonicalError> {
         let result = value.serialize(&mut *self);
         if let Err(e) = &result {
-            if self.failure.is_none() {
-                self.failure = Some(ser::Error::custom(e));
-            }
+            self.note(e);
         }
         result
+    }
+
+    /// A struct's field, of a struct or a struct variant.
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        self.tag(FIELD);
+        self.name(key);
+        self.child(value)
+    }
+
+    /// A struct's skipped field.
+    fn skip(&mut self, key: &'static str) -> Result<(), CanonicalError> {
+        self.tag(SKIP);
+        self.name(key);
+        Ok(())
     }
 
     fn end(&mut self) -> Result<(), CanonicalError> {
@@ -417,7 +438,7 @@ impl Serializer for &mut Recorder {
         self.tag(DISPLAYED);
         let start = self.text.len();
         if write!(self.text, "{value}").is_err() {
-            return Err(self.fail("a key argument's Display implementation failed"));
+            return Err(self.fail(display_failed()));
         }
         self.len(self.text.len() - start);
         Ok(())
@@ -641,15 +662,11 @@ impl ser::SerializeStruct for &mut Recorder {
         key: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        self.tag(FIELD);
-        self.name(key);
-        self.child(value)
+        Recorder::field(self, key, value)
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), CanonicalError> {
-        self.tag(SKIP);
-        self.name(key);
-        Ok(())
+        Recorder::skip(self, key)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
@@ -666,15 +683,11 @@ impl ser::SerializeStructVariant for &mut Recorder {
         key: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        self.tag(FIELD);
-        self.name(key);
-        self.child(value)
+        Recorder::field(self, key, value)
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), CanonicalError> {
-        self.tag(SKIP);
-        self.name(key);
-        Ok(())
+        Recorder::skip(self, key)
     }
 
     fn end(self) -> Result<(), CanonicalError> {
