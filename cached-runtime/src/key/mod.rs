@@ -298,6 +298,7 @@ impl KeyMemo {
             quick_cache::OptionsBuilder::new()
                 .estimated_items_capacity(estimated)
                 .weight_capacity(max_bytes)
+                // Bounded by bytes alone: no entry count limits the shards.
                 .shards(crate::local::shards_for(
                     u64::MAX,
                     max_bytes,
