@@ -560,7 +560,8 @@ fn with_inflated<R>(
     // entry just starts with a buffer of its own.
     let mut out = INFLATED.try_with(std::cell::Cell::take).unwrap_or_default();
     // raw_len was checked against max_value_bytes: this is the only buffer
-    // whose size comes from the entry, and it never grows past it.
+    // whose size comes from the entry, and it never grows past it (and
+    // the inflate's `INFLATE_SLACK`).
     out.clear();
     let inflated = match compression {
         Compression::Zlib => {
