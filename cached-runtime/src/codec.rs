@@ -28,11 +28,13 @@
 //!   length must be at most `max_value_bytes` (and `u32::MAX`).
 //! - An uncompressed payload is read in place (no copy) and must be exactly
 //!   as long as the header says.
-//! - A compressed payload is inflated into one buffer of exactly the claimed
-//!   length (hence at most `max_value_bytes`); the stream must end exactly
-//!   there: inflating one byte more (a decompression bomb) or fewer, or
-//!   bytes after the zlib stream or the LZ4 block, is an error. The
-//!   compressed size is never trusted for anything.
+//! - A claimed length that the compressed bytes could not inflate to, even
+//!   at the format's densest, is refused before anything is allocated.
+//! - A compressed payload is inflated into one buffer of the claimed length
+//!   (hence at most `max_value_bytes`), plus 264 bytes of room for zlib's
+//!   fast loop; the stream must end exactly at the claimed length:
+//!   inflating one byte more (a decompression bomb) or fewer, or bytes
+//!   after the zlib stream or the LZ4 block, is an error.
 //! - A bincode value is decoded by a bounded reader of the format (module
 //!   `wire` below) rather than by `bincode::serde::decode_from_slice`, whose
 //!   `deserialize_string`/`deserialize_byte_buf` run `vec![0u8; len]` on a
@@ -55,13 +57,13 @@
 //!   a claimed length; there are none in JSON), and nesting is bounded by
 //!   serde_json's own recursion limit of 128 levels.
 //!
-//! So the decoder itself holds at most `max_value_bytes` of buffers, and
-//! every element of the value it builds is backed by at least one payload
-//! byte (apart from the budgeted zero-byte elements): a hostile entry can
-//! make `decode` build nothing bigger than an honest entry of the same
-//! payload size decoding into the same type could. (The in-memory size of a
-//! value can exceed its encoded size, e.g. one payload byte per `None` of an
-//! `Option<[u64; 16]>`, for honest and hostile entries alike.)
+//! So the decoder itself holds at most `max_value_bytes` (and 264 bytes) of
+//! buffers, and every element of the value it builds is backed by at least
+//! one payload byte (apart from the budgeted zero-byte elements): a hostile
+//! entry can make `decode` build nothing bigger than an honest entry of the
+//! same payload size decoding into the same type could. (The in-memory size
+//! of a value can exceed its encoded size, e.g. one payload byte per `None`
+//! of an `Option<[u64; 16]>`, for honest and hostile entries alike.)
 //!
 //! Encoding uses bincode itself (the reader above is cross-checked against
 //! bincode's decoder by the tests) or `serde_json::to_writer`, and stops as soon as the payload grows
@@ -556,31 +558,52 @@ fn with_inflated<R>(
     thread_local! {
         static INFLATED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
+    // A claim that `input` could not inflate to even at the format's
+    // densest is refused before room is made for it: otherwise a 23-byte
+    // entry would have a cache with a large `max_value_bytes` zero-fill
+    // gigabytes before finding out.
+    let most = most_inflated(compression, input.len());
+    if raw_len > most {
+        return Err(malformed(format!(
+            "header claims {raw_len} bytes, more than {} compressed bytes can hold ({most})",
+            input.len()
+        )));
+    }
+    // zlib gets room past the payload: its fast loop (zlib-rs's, from
+    // zlib-ng) runs only while 260 bytes of output room are left, so with
+    // none the last 260 bytes were decoded symbol by symbol.
+    let len = match compression {
+        Compression::Zlib => raw_len + INFLATE_SLACK,
+        Compression::Lz4 => raw_len,
+    };
     // Taken, not borrowed: a `Deserialize` impl that itself decodes an
     // entry just starts with a buffer of its own.
     let mut out = INFLATED.try_with(std::cell::Cell::take).unwrap_or_default();
-    // raw_len was checked against max_value_bytes: this is the only buffer
-    // whose size comes from the entry, and it never grows past it (and
-    // the inflate's `INFLATE_SLACK`).
+    // The only buffer whose size comes from the entry: `len` bytes at most
+    // (`raw_len` was checked against max_value_bytes), reserved exactly.
     out.clear();
+    out.reserve_exact(len);
+    out.resize(len, 0);
     let inflated = match compression {
-        Compression::Zlib => {
-            // Room past the end keeps zlib on its fast loop to the last
-            // symbol: with less than `INFLATE_SLACK` bytes of room left it
-            // decodes symbol by symbol (a fifth of a 2 KB inflate).
-            out.resize(raw_len + INFLATE_SLACK, 0);
-            with_inflater(|z| inflate_into(z, input, &mut out, raw_len))
-        }
-        Compression::Lz4 => {
-            out.resize(raw_len, 0);
-            lz4_into(input, &mut out)
-        }
+        Compression::Zlib => with_inflater(|z| inflate_into(z, input, &mut out, raw_len)),
+        Compression::Lz4 => lz4_into(input, &mut out),
     };
     let result = inflated.and_then(|()| f(&out[..raw_len]));
-    if out.capacity() <= INFLATED_KEEP_MAX {
+    if out.capacity() <= INFLATED_KEEP_MAX + INFLATE_SLACK {
         let _ = INFLATED.try_with(|cell| cell.set(out));
     }
     result
+}
+
+/// The most `len` compressed bytes can inflate to. DEFLATE's densest code
+/// is a 258-byte match in two bits (1032 bytes per byte), after at least
+/// one literal; an LZ4 block's densest is one more length byte per 255
+/// bytes of match, after a sequence's token, offset and first 19 bytes.
+fn most_inflated(compression: Compression, len: usize) -> usize {
+    match compression {
+        Compression::Zlib => len.saturating_mul(1032).saturating_add(258),
+        Compression::Lz4 => len.saturating_mul(255).saturating_add(64),
+    }
 }
 
 /// Largest inflate buffer kept per thread between decodes.
@@ -606,9 +629,11 @@ fn with_inflater<R>(f: impl FnOnce(&mut Decompress) -> R) -> R {
     result
 }
 
-/// Room past the payload in the inflate buffer: zlib's fast loop runs
-/// only while at least 260 bytes of output room remain (zlib-rs's
-/// `INFLATE_FAST_MIN_LEFT`, as in zlib's `inffast.c`).
+/// Room past the payload in the inflate buffer: zlib-rs's fast loop runs
+/// only while at least 260 bytes of output room remain
+/// (`INFLATE_FAST_MIN_LEFT`, from zlib-ng; zlib's own is 258) and 15 bytes
+/// of input, so only a stream's last few input bytes take the slow path.
+/// 264: the 260, rounded up to a multiple of 8.
 const INFLATE_SLACK: usize = 264;
 
 /// Inflates `input` into the first `raw_len` bytes of `out`, exactly: the
@@ -1760,7 +1785,8 @@ mod tests {
             let msg = assert_malformed::<Sample>(&bad, LIMITS);
             assert!(msg.contains(what), "{msg}");
         }
-        // raw_len = u32::MAX: refused before anything is allocated.
+        // raw_len = u32::MAX: refused before anything is allocated (over
+        // max_value_bytes, or more than three bytes can inflate to).
         for flags in [0, FLAG_ZLIB, FLAG_LZ4] {
             let huge = entry(flags, u32::MAX, b"abc");
             let no_limit = CodecLimits {
@@ -1897,11 +1923,56 @@ mod tests {
         assert!(bomb.len() < 200_000);
         let msg = assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 1024, &bomb), LIMITS);
         assert!(msg.contains("inflates past"), "{msg}");
+        // It stopped where the room ended, not after inflating it all.
+        let mut out = vec![0u8; 1024 + INFLATE_SLACK];
+        let mut z = Decompress::new(true);
+        assert!(inflate_into(&mut z, &bomb, &mut out, 1024).is_err());
+        assert!(z.total_out() as usize <= out.len(), "{}", z.total_out());
         // Claiming more than the stream holds fails too.
         let small = zlib(&[1u8; 1000]);
         let msg = assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 2000, &small), LIMITS);
         assert!(msg.contains("inflates to 1000"), "{msg}");
         assert_malformed::<Vec<u8>>(&entry(FLAG_ZLIB, 999, &small), LIMITS);
+    }
+
+    #[test]
+    fn claims_past_the_densest_compression_are_refused_before_allocating() {
+        let roomy = CodecLimits {
+            max_value_bytes: usize::MAX,
+            ..LIMITS
+        };
+        for (flags, compression) in [(FLAG_ZLIB, Compression::Zlib), (FLAG_LZ4, Compression::Lz4)] {
+            let body = packed(flags, b"abc");
+            let most = most_inflated(compression, body.len());
+            let msg = assert_malformed::<Vec<u8>>(&entry(flags, most as u32 + 1, &body), roomy);
+            assert!(msg.contains("can hold"), "{msg}");
+            // At the bound itself the stream is tried (and fails for what
+            // it really holds).
+            let msg = assert_malformed::<Vec<u8>>(&entry(flags, most as u32, &body), roomy);
+            assert!(!msg.contains("can hold"), "{msg}");
+        }
+        // The densest honest entries still decode: 8 MiB of zeros, at
+        // zlib's best level and as an LZ4 block.
+        let zeros = vec![0u8; 8 << 20];
+        let payload =
+            bincode::serde::encode_to_vec(ByteBuf(zeros.clone()), bincode_config()).unwrap();
+        for (flags, body) in [
+            (FLAG_ZLIB, {
+                let mut z =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+                z.write_all(&payload).unwrap();
+                z.finish().unwrap()
+            }),
+            (FLAG_LZ4, lz4(&payload)),
+        ] {
+            let limits = CodecLimits {
+                max_value_bytes: 16 << 20,
+                ..LIMITS
+            };
+            let e = entry(flags, payload.len() as u32, &body);
+            let (value, _) = decode::<ByteBuf>(&e, limits).expect("the densest entry decodes");
+            assert_eq!(value.0, zeros, "flags {flags}");
+        }
     }
 
     #[test]
