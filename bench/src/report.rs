@@ -946,7 +946,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          again, so the key memo finds its fingerprint (an exact record of its serde \
          calls) and no JSON is written. **First seen**: a new argument each call (one \
          number changed), as a function whose arguments never repeat sees it: after a \
-         window of 256 lookups that missed, its keys skip the memo but for one window of \
+         window of 256 counted lookups (one in eight) that missed, its keys skip the memo but for one window of \
          calls in eight (there: the fingerprint, its replay as canonical JSON, BLAKE3, \
          a memo insert). **No memo**: \
          a cache with `key_memo_max_bytes(0)`, canonical JSON and BLAKE3 every call. \

@@ -525,7 +525,10 @@ impl ConfigBuilder {
     /// costs more with it than without (its record, then its canonical
     /// JSON from the record), so a function whose lookups mostly miss is
     /// keyed without it, but for one window of calls in eight that checks
-    /// whether its arguments started repeating.
+    /// whether its arguments started repeating. Each thread also keeps
+    /// the last four records it keyed (up to 4 KiB each) outside the
+    /// budget, so that threads calling with one hot argument do not all
+    /// take the memo's lock.
     pub fn key_memo_max_bytes(mut self, bytes: u64) -> Self {
         self.config.key_memo_max_bytes = bytes;
         self

@@ -117,6 +117,8 @@ fn args_digest<T: Serialize + ?Sized>(
                     text: String::new(),
                     names: Vec::new(),
                 },
+                recent: Recent::new(),
+                lookups: 0,
             })
         };
     }
@@ -154,6 +156,72 @@ struct Buffers {
     input: Vec<u8>,
     /// The arguments' fingerprint.
     fingerprint: Fingerprint,
+    /// The memo inputs this thread keyed last.
+    recent: Recent,
+    /// Memo lookups on this thread, for sampling what open gates learn.
+    lookups: u32,
+}
+
+/// Whether an open gate learns from this lookup, `lookups` being this
+/// thread's count: one in [`MemoGate::SAMPLE`].
+fn sampled(lookups: &mut u32) -> bool {
+    *lookups = lookups.wrapping_add(1);
+    *lookups % MemoGate::SAMPLE == 0
+}
+
+/// The last few memo inputs a thread keyed, with their digests, in front
+/// of the cache's shared memo.
+///
+/// Why: every lookup in the shared memo takes its shard's read lock, a
+/// write to a cache line that all threads calling with the same argument
+/// share. A digest is a pure function of its input (salt digest, record,
+/// text), so an entry here is never stale, whichever memo or function it
+/// came from.
+struct Recent {
+    slots: [(Vec<u8>, [u8; 16]); Recent::SLOTS],
+    /// The slot the next new input takes (round robin).
+    next: usize,
+}
+
+impl Recent {
+    /// Inputs remembered per thread.
+    const SLOTS: usize = 4;
+    /// Longer inputs are left to the shared memo: this bounds what each
+    /// thread holds to `SLOTS` times this.
+    const MAX_INPUT: usize = 4 << 10;
+
+    const fn new() -> Self {
+        Self {
+            slots: [const { (Vec::new(), [0; 16]) }; Self::SLOTS],
+            next: 0,
+        }
+    }
+
+    /// The digest of `input`, if this thread keyed it lately. An empty
+    /// slot never matches: an input starts with the 32-byte salt digest.
+    fn get(&self, input: &[u8]) -> Option<[u8; 16]> {
+        self.slots
+            .iter()
+            .find(|(kept, _)| kept.as_slice() == input)
+            .map(|&(_, digest)| digest)
+    }
+
+    fn put(&mut self, input: &[u8], digest: [u8; 16]) {
+        if input.len() > Self::MAX_INPUT {
+            return;
+        }
+        let slot = &mut self.slots[self.next];
+        slot.0.clear();
+        slot.0.extend_from_slice(input);
+        slot.1 = digest;
+        self.next = (self.next + 1) % Self::SLOTS;
+    }
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Largest buffer kept per thread between keys.
@@ -183,11 +251,21 @@ fn memoized_digest<T: Serialize + ?Sized>(
         input.extend_from_slice(salt_digest);
         input.extend_from_slice(&fp.record);
         input.extend_from_slice(fp.text.as_bytes());
-        memo.get(input)
+        let recent = &mut buffers.recent;
+        recent.get(input).or_else(|| {
+            let digest = memo.get(input)?;
+            recent.put(input, digest);
+            Some(digest)
+        })
     } else {
         None
     };
-    gate.record(found.is_some());
+    // An open gate learns from a sample: counting every lookup would be
+    // two more writes per call to one cache line all threads share. A shut
+    // gate counts each of its probes, so that one probe window decides.
+    if gate.bypassing() || sampled(&mut buffers.lookups) {
+        gate.record(found.is_some());
+    }
     if let Some(digest) = found {
         return Ok(digest);
     }
@@ -198,6 +276,7 @@ fn memoized_digest<T: Serialize + ?Sized>(
     let digest = digest(json);
     if fits {
         memo.insert(input, digest);
+        buffers.recent.put(input, digest);
     }
     Ok(digest)
 }
@@ -334,7 +413,9 @@ impl KeyMemo {
 /// arguments were seen before, and about 1.8× when they were not (their
 /// fingerprint, then its replay): it pays from about 60 % of lookups
 /// hitting. So each function measures: over each window of
-/// [`MemoGate::WINDOW`] lookups, if fewer than that found their arguments,
+/// [`MemoGate::WINDOW`] counted lookups (one in [`MemoGate::SAMPLE`] while
+/// the gate is open, every probe while it is shut), if fewer than that
+/// found their arguments,
 /// its next calls are keyed without the memo, but for one whole window of
 /// calls in every [`MemoGate::PROBE_EVERY`], whose lookups (and inserts)
 /// decide when to come back. A whole window, not one call in eight: an
@@ -359,6 +440,8 @@ impl MemoGate {
     pub(crate) const WINDOW: u32 = 256;
     /// While bypassing, one window of calls in this many still looks up.
     pub(crate) const PROBE_EVERY: u32 = 8;
+    /// While open, one lookup in this many is counted (per thread).
+    pub(crate) const SAMPLE: u32 = 8;
 
     /// Whether this call goes through the memo.
     #[inline]
@@ -388,7 +471,7 @@ impl MemoGate {
     }
 
     /// Whether calls are keyed without the memo now (but for probes).
-    #[cfg(test)]
+    #[inline]
     pub(crate) fn bypassing(&self) -> bool {
         self.bypass.load(Relaxed)
     }
@@ -643,6 +726,59 @@ mod tests {
         assert!(memo.cache.weight() <= 1 << 20);
     }
 
+    /// A thread's repeated argument is answered by its own front without
+    /// the shared memo, and the key is still the key.
+    #[test]
+    fn a_threads_last_inputs_skip_the_shared_memo() {
+        let gate = super::MemoGate::default();
+        let (first, second) = (super::KeyMemo::new(1 << 20), super::KeyMemo::new(1 << 20));
+        let digest = salt_digest(&BASE);
+        let args = serde_json::json!({"q": "hot", "size": 10});
+        let plain = super::cache_key("ns:p:", &digest, &args, None).unwrap();
+        let through_first = super::cache_key("ns:p:", &digest, &args, Some((&first, &gate)));
+        assert_eq!(through_first.unwrap(), plain);
+        assert_eq!(first.len(), 1);
+        // Same salt and argument, another memo: this thread's front has it.
+        let through_second = super::cache_key("ns:p:", &digest, &args, Some((&second, &gate)));
+        assert_eq!(through_second.unwrap(), plain);
+        assert_eq!(second.len(), 0, "the shared memo was asked: {second:?}");
+        // Another salt is another input, found in neither.
+        let other = salt_digest(&SaltParts {
+            fn_name: "other",
+            ..BASE
+        });
+        let plain_other = super::cache_key("ns:p:", &other, &args, None).unwrap();
+        assert_ne!(plain_other, plain);
+        let through = super::cache_key("ns:p:", &other, &args, Some((&second, &gate)));
+        assert_eq!(through.unwrap(), plain_other);
+        assert_eq!(second.len(), 1);
+    }
+
+    /// The front keeps the last `SLOTS` inputs, round robin, and none
+    /// longer than its limit.
+    #[test]
+    fn the_front_keeps_its_last_inputs_only() {
+        let mut recent = super::Recent::new();
+        let input = |i: u8| vec![i; 40];
+        for i in 0..super::Recent::SLOTS as u8 + 1 {
+            recent.put(&input(i), [i; 16]);
+        }
+        assert_eq!(recent.get(&input(0)), None, "the oldest went first");
+        for i in 1..super::Recent::SLOTS as u8 + 1 {
+            assert_eq!(recent.get(&input(i)), Some([i; 16]));
+        }
+        // A longer input shares a prefix with none of them.
+        assert_eq!(recent.get(&[1; 41]), None);
+        let long = vec![9; super::Recent::MAX_INPUT + 1];
+        recent.put(&long, [9; 16]);
+        assert_eq!(recent.get(&long), None);
+        assert_eq!(
+            recent.get(&input(1)),
+            Some([1; 16]),
+            "a long input evicts nothing"
+        );
+    }
+
     /// A small budget holds few fingerprints, never more than it allows,
     /// and the keys stay right while the memo evicts.
     #[test]
@@ -710,7 +846,10 @@ mod tests {
                 next += 1;
             }
         };
+        // Open, it counts one lookup in SAMPLE (per thread).
         fresh(w);
+        assert!(!gate.bypassing(), "an open gate samples its lookups");
+        fresh(w * (MemoGate::SAMPLE - 1));
         assert!(gate.bypassing(), "a window without a hit closes the gate");
         let before = memo.len();
         fresh(w * (MemoGate::PROBE_EVERY - 1));
