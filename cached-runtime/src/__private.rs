@@ -29,6 +29,10 @@ pub use crate::engine::{
     force_refresh_sync, invalidate_async, invalidate_sync,
 };
 pub use crate::key::CacheKey;
+
+/// Forgets this thread's recent key-memo inputs, so that the next keys
+/// built on it look in the cache's shared memo: for tests of that path.
+pub use crate::key::forget_thread_front;
 pub use crate::site::{SiteIdent, SiteOptions};
 
 /// Entry points for property tests and fuzzers of the stored format: encode

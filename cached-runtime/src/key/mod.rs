@@ -118,7 +118,6 @@ fn args_digest<T: Serialize + ?Sized>(
                     names: Vec::new(),
                 },
                 recent: Recent::new(),
-                lookups: 0,
             })
         };
     }
@@ -158,15 +157,41 @@ struct Buffers {
     fingerprint: Fingerprint,
     /// The memo inputs this thread keyed last.
     recent: Recent,
-    /// Memo lookups on this thread, for sampling what open gates learn.
-    lookups: u32,
 }
 
-/// Whether an open gate learns from this lookup, `lookups` being this
-/// thread's count: one in [`MemoGate::SAMPLE`].
-fn sampled(lookups: &mut u32) -> bool {
-    *lookups = lookups.wrapping_add(1);
-    *lookups % MemoGate::SAMPLE == 0
+/// Whether an open gate learns from this lookup: one in
+/// [`MemoGate::SAMPLE`], at random. A counter would line up with a
+/// caller's pattern (a function called every eighth time would be counted
+/// at every lookup, the one beside it never); a thread's own generator
+/// has no pattern to line up with, nor a lock.
+fn sampled() -> bool {
+    thread_local! {
+        static STATE: std::cell::Cell<u32> = const { std::cell::Cell::new(0x9E37_79B9) };
+    }
+    STATE
+        .try_with(|state| {
+            // xorshift32; its high bits are the better ones.
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            state.set(x);
+            (x >> 16) % MemoGate::SAMPLE == 0
+        })
+        .unwrap_or(true)
+}
+
+/// Forgets this thread's front of recent memo inputs, so that the next
+/// lookups go to the shared memo (tests of the shared memo's own paths).
+pub fn forget_thread_front() {
+    let _ = RECENT_CLEARED.try_with(|gen| gen.set(gen.get().wrapping_add(1)));
+}
+
+thread_local! {
+    /// Bumped by [`forget_thread_front`]; the front empties itself when it
+    /// sees a new value (the front lives in buffers that are taken out
+    /// of their thread-local while a key is built).
+    static RECENT_CLEARED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// The last few memo inputs a thread keyed, with their digests, in front
@@ -181,6 +206,8 @@ struct Recent {
     slots: [(Vec<u8>, [u8; 16]); Recent::SLOTS],
     /// The slot the next new input takes (round robin).
     next: usize,
+    /// The [`RECENT_CLEARED`] value the slots were filled under.
+    generation: u32,
 }
 
 impl Recent {
@@ -194,12 +221,20 @@ impl Recent {
         Self {
             slots: [const { (Vec::new(), [0; 16]) }; Self::SLOTS],
             next: 0,
+            generation: 0,
         }
     }
 
     /// The digest of `input`, if this thread keyed it lately. An empty
     /// slot never matches: an input starts with the 32-byte salt digest.
-    fn get(&self, input: &[u8]) -> Option<[u8; 16]> {
+    fn get(&mut self, input: &[u8]) -> Option<[u8; 16]> {
+        let generation = RECENT_CLEARED.try_with(std::cell::Cell::get).unwrap_or(0);
+        if generation != self.generation {
+            *self = Self {
+                generation,
+                ..Self::new()
+            };
+        }
         self.slots
             .iter()
             .find(|(kept, _)| kept.as_slice() == input)
@@ -211,8 +246,14 @@ impl Recent {
             return;
         }
         let slot = &mut self.slots[self.next];
-        slot.0.clear();
-        slot.0.extend_from_slice(input);
+        // Reused only when it has room: growing it would double it, past
+        // `MAX_INPUT`; a new one is allocated exactly.
+        if slot.0.capacity() >= input.len() {
+            slot.0.clear();
+            slot.0.extend_from_slice(input);
+        } else {
+            slot.0 = input.to_vec();
+        }
         slot.1 = digest;
         self.next = (self.next + 1) % Self::SLOTS;
     }
@@ -263,7 +304,7 @@ fn memoized_digest<T: Serialize + ?Sized>(
     // An open gate learns from a sample: counting every lookup would be
     // two more writes per call to one cache line all threads share. A shut
     // gate counts each of its probes, so that one probe window decides.
-    if gate.bypassing() || sampled(&mut buffers.lookups) {
+    if gate.bypassing() || sampled() {
         gate.record(found.is_some());
     }
     if let Some(digest) = found {
@@ -413,10 +454,10 @@ impl KeyMemo {
 /// arguments were seen before, and about 1.8× when they were not (their
 /// fingerprint, then its replay): it pays from about 60 % of lookups
 /// hitting. So each function measures: over each window of
-/// [`MemoGate::WINDOW`] counted lookups (one in [`MemoGate::SAMPLE`] while
-/// the gate is open, every probe while it is shut), if fewer than that
-/// found their arguments,
-/// its next calls are keyed without the memo, but for one whole window of
+/// [`MemoGate::WINDOW`] counted lookups (one in [`MemoGate::SAMPLE`], at
+/// random, while the gate is open; every probe while it is shut), if fewer
+/// than that found their arguments, its next calls are keyed without the
+/// memo, but for one whole window of
 /// calls in every [`MemoGate::PROBE_EVERY`], whose lookups (and inserts)
 /// decide when to come back. A whole window, not one call in eight: an
 /// argument used a few times close together hits within it, where single
@@ -440,7 +481,7 @@ impl MemoGate {
     pub(crate) const WINDOW: u32 = 256;
     /// While bypassing, one window of calls in this many still looks up.
     pub(crate) const PROBE_EVERY: u32 = 8;
-    /// While open, one lookup in this many is counted (per thread).
+    /// While open, one lookup in this many is counted (drawn per thread).
     pub(crate) const SAMPLE: u32 = 8;
 
     /// Whether this call goes through the memo.
@@ -715,6 +756,8 @@ mod tests {
             for digest in &digests {
                 for a in &args {
                     let plain = super::cache_key("ns:p:", digest, a, None).unwrap();
+                    // Past the first round, the shared memo's own hits.
+                    super::forget_thread_front();
                     let memoized =
                         super::cache_key("ns:p:", digest, a, Some((&memo, &gate))).unwrap();
                     assert_eq!(plain, memoized, "round {round}, {a}");
@@ -724,6 +767,32 @@ mod tests {
         // Every argument but the 20 KB one, under each salt.
         assert_eq!(memo.len(), 10, "{memo:?}");
         assert!(memo.cache.weight() <= 1 << 20);
+    }
+
+    /// The sample is not a counter: a function whose calls fall at a fixed
+    /// place among another's still gets counted, and its gate closes.
+    #[test]
+    fn a_gate_closes_whatever_the_pattern_of_calls() {
+        use super::MemoGate;
+        let memo = super::KeyMemo::new(1 << 20);
+        let hot_gate = MemoGate::default();
+        let digest = salt_digest(&BASE);
+        let hot = serde_json::json!({"q": "hot"});
+        let limit = 4 * MemoGate::WINDOW * MemoGate::SAMPLE;
+        for pattern in [2, 4, 8] {
+            let gate = MemoGate::default();
+            let mut calls = 0;
+            while !gate.bypassing() {
+                let args = serde_json::json!({ "id": calls, "pattern": pattern });
+                super::cache_key("ns:p:", &digest, &args, Some((&memo, &gate))).unwrap();
+                calls += 1;
+                assert!(calls < limit, "pattern {pattern}: the gate never closed");
+                for _ in 1..pattern {
+                    super::cache_key("ns:p:", &digest, &hot, Some((&memo, &hot_gate))).unwrap();
+                }
+            }
+        }
+        assert!(!hot_gate.bypassing(), "a hot argument keeps its gate open");
     }
 
     /// A thread's repeated argument is answered by its own front without
@@ -777,6 +846,27 @@ mod tests {
             Some([1; 16]),
             "a long input evicts nothing"
         );
+        // A slot never holds more room than the longest input allowed.
+        let mut recent = super::Recent::new();
+        for len in [3000, 3100, super::Recent::MAX_INPUT] {
+            for i in 0..super::Recent::SLOTS as u8 {
+                recent.put(&vec![i; len], [i; 16]);
+            }
+        }
+        for (kept, _) in &recent.slots {
+            assert!(
+                kept.capacity() <= super::Recent::MAX_INPUT,
+                "{}",
+                kept.capacity()
+            );
+        }
+        // Forgetting empties it.
+        assert_eq!(
+            recent.get(&vec![0; super::Recent::MAX_INPUT]),
+            Some([0; 16])
+        );
+        super::forget_thread_front();
+        assert_eq!(recent.get(&vec![0; super::Recent::MAX_INPUT]), None);
     }
 
     /// A small budget holds few fingerprints, never more than it allows,
@@ -846,11 +936,16 @@ mod tests {
                 next += 1;
             }
         };
-        // Open, it counts one lookup in SAMPLE (per thread).
+        // Open, it counts one lookup in SAMPLE, at random: a window of
+        // counted lookups takes about SAMPLE windows of calls.
         fresh(w);
         assert!(!gate.bypassing(), "an open gate samples its lookups");
-        fresh(w * (MemoGate::SAMPLE - 1));
-        assert!(gate.bypassing(), "a window without a hit closes the gate");
+        let mut calls = w;
+        while !gate.bypassing() {
+            fresh(1);
+            calls += 1;
+            assert!(calls < 4 * w * MemoGate::SAMPLE, "the gate never closed");
+        }
         let before = memo.len();
         fresh(w * (MemoGate::PROBE_EVERY - 1));
         assert_eq!(
