@@ -519,7 +519,7 @@ impl ConfigBuilder {
     /// cache, shared by its functions. It remembers the key of arguments
     /// seen lately, by an exact record of their serde calls, so that
     /// calling again with the same arguments skips writing and hashing
-    /// their canonical JSON (a 1 KB query: about half the cost;
+    /// their canonical JSON (a 1 KB query: about a quarter of the cost;
     /// BENCHMARKS.md). Keys are the same with or without it. Arguments
     /// whose record is over 16 KiB are not remembered. A new argument
     /// costs more with it than without (its record, then its canonical

@@ -105,22 +105,6 @@ fn args_digest<T: Serialize + ?Sized>(
     args: &T,
     memo: Option<Memo<'_>>,
 ) -> Result<[u8; 16], CanonicalError> {
-    thread_local! {
-        /// The buffers of the last key built on this thread, kept for their
-        /// capacity: no allocation per key once warm.
-        static BUFFERS: std::cell::Cell<Buffers> = const {
-            std::cell::Cell::new(Buffers {
-                json: Vec::new(),
-                input: Vec::new(),
-                fingerprint: Fingerprint {
-                    record: Vec::new(),
-                    text: String::new(),
-                    names: Vec::new(),
-                },
-                recent: Recent::new(),
-            })
-        };
-    }
     // `try_with`: a key built from another thread-local's destructor
     // still works, with buffers of its own.
     let mut buffers = BUFFERS.try_with(std::cell::Cell::take).unwrap_or_default();
@@ -143,6 +127,24 @@ fn args_digest<T: Serialize + ?Sized>(
         let _ = BUFFERS.try_with(|cell| cell.set(buffers));
     }
     result
+}
+
+thread_local! {
+    /// The buffers of the last key built on this thread, kept for their
+    /// capacity (no allocation per key once warm) and their front of
+    /// recent memo inputs.
+    static BUFFERS: std::cell::Cell<Buffers> = const {
+        std::cell::Cell::new(Buffers {
+            json: Vec::new(),
+            input: Vec::new(),
+            fingerprint: Fingerprint {
+                record: Vec::new(),
+                text: String::new(),
+                names: Vec::new(),
+            },
+            recent: Recent::new(),
+        })
+    };
 }
 
 /// Working buffers of [`args_digest`].
@@ -184,14 +186,11 @@ fn sampled() -> bool {
 /// Forgets this thread's front of recent memo inputs, so that the next
 /// lookups go to the shared memo (tests of the shared memo's own paths).
 pub fn forget_thread_front() {
-    let _ = RECENT_CLEARED.try_with(|gen| gen.set(gen.get().wrapping_add(1)));
-}
-
-thread_local! {
-    /// Bumped by [`forget_thread_front`]; the front empties itself when it
-    /// sees a new value (the front lives in buffers that are taken out
-    /// of their thread-local while a key is built).
-    static RECENT_CLEARED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    let _ = BUFFERS.try_with(|cell| {
+        let mut buffers = cell.take();
+        buffers.recent = Recent::new();
+        cell.set(buffers);
+    });
 }
 
 /// The last few memo inputs a thread keyed, with their digests, in front
@@ -206,8 +205,6 @@ struct Recent {
     slots: [(Vec<u8>, [u8; 16]); Recent::SLOTS],
     /// The slot the next new input takes (round robin).
     next: usize,
-    /// The [`RECENT_CLEARED`] value the slots were filled under.
-    generation: u32,
 }
 
 impl Recent {
@@ -221,20 +218,12 @@ impl Recent {
         Self {
             slots: [const { (Vec::new(), [0; 16]) }; Self::SLOTS],
             next: 0,
-            generation: 0,
         }
     }
 
     /// The digest of `input`, if this thread keyed it lately. An empty
     /// slot never matches: an input starts with the 32-byte salt digest.
-    fn get(&mut self, input: &[u8]) -> Option<[u8; 16]> {
-        let generation = RECENT_CLEARED.try_with(std::cell::Cell::get).unwrap_or(0);
-        if generation != self.generation {
-            *self = Self {
-                generation,
-                ..Self::new()
-            };
-        }
+    fn get(&self, input: &[u8]) -> Option<[u8; 16]> {
         self.slots
             .iter()
             .find(|(kept, _)| kept.as_slice() == input)
@@ -811,6 +800,11 @@ mod tests {
         let through_second = super::cache_key("ns:p:", &digest, &args, Some((&second, &gate)));
         assert_eq!(through_second.unwrap(), plain);
         assert_eq!(second.len(), 0, "the shared memo was asked: {second:?}");
+        // Forgotten, the thread's front sends it to the shared memo.
+        super::forget_thread_front();
+        let after_forgetting = super::cache_key("ns:p:", &digest, &args, Some((&second, &gate)));
+        assert_eq!(after_forgetting.unwrap(), plain);
+        assert_eq!(second.len(), 1, "the front was not forgotten: {second:?}");
         // Another salt is another input, found in neither.
         let other = salt_digest(&SaltParts {
             fn_name: "other",
@@ -820,7 +814,7 @@ mod tests {
         assert_ne!(plain_other, plain);
         let through = super::cache_key("ns:p:", &other, &args, Some((&second, &gate)));
         assert_eq!(through.unwrap(), plain_other);
-        assert_eq!(second.len(), 1);
+        assert_eq!(second.len(), 2);
     }
 
     /// The front keeps the last `SLOTS` inputs, round robin, and none
@@ -860,13 +854,6 @@ mod tests {
                 kept.capacity()
             );
         }
-        // Forgetting empties it.
-        assert_eq!(
-            recent.get(&vec![0; super::Recent::MAX_INPUT]),
-            Some([0; 16])
-        );
-        super::forget_thread_front();
-        assert_eq!(recent.get(&vec![0; super::Recent::MAX_INPUT]), None);
     }
 
     /// A small budget holds few fingerprints, never more than it allows,
