@@ -200,6 +200,12 @@ impl<'a> Derived<'a> {
     fn p50(&self, id: &str, level: usize) -> f64 {
         self.at(id, level).map_or(f64::NAN, |s| s.p50_ns as f64)
     }
+    /// The process's CPU time per call, median of the rounds.
+    fn cpu(&self, id: &str, level: usize) -> f64 {
+        self.at(id, level)
+            .and_then(|s| s.cpu_ns_per_op)
+            .unwrap_or(f64::NAN)
+    }
     fn ratio(&self, id: &str, to: &str, level: usize) -> f64 {
         self.ops(id, level) / self.ops(to, level)
     }
@@ -427,9 +433,12 @@ fn series_rows(
 ) {
     let _ = writeln!(
         out,
-        "| scenario | {unit} | calls/s (median) | spread over rounds | p50 | p99 | throughput ÷ ({base}) |"
+        "| scenario | {unit} | calls/s (median) | spread over rounds | p50 | p99 | CPU per call | throughput ÷ ({base}) |"
     );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for &l in levels {
         for id in ids {
             let Some(series) = d.r.series(id) else {
@@ -438,13 +447,14 @@ fn series_rows(
             let Some(s) = series.at(l) else { continue };
             let _ = writeln!(
                 out,
-                "| ({id}) {} | {l} | {} | {} – {} | {} | {} | {} |",
+                "| ({id}) {} | {l} | {} | {} – {} | {} | {} | {} | {} |",
                 series.label,
                 fmt_int(s.ops_per_sec),
                 fmt_int(s.ops_min),
                 fmt_int(s.ops_max),
                 fmt_ns(s.p50_ns as f64),
                 fmt_ns(s.p99_ns as f64),
+                s.cpu_ns_per_op.map_or_else(|| "–".into(), fmt_ns),
                 fmt_ratio(s.ops_per_sec / d.ops(base, l)),
             );
         }
@@ -647,7 +657,8 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          scheduler between calls (outside the timed part) so that calls that never wait \
          (embedded hits) still interleave like a service's requests. Every call's \
          latency goes into a log-linear histogram (HdrHistogram-style, < 1.6 % error). \
-         Throughput counts the calls started in the window. Concurrency levels {:?}; \
+         Throughput counts the calls started in the window; CPU per call is the \
+         process's CPU time over the window divided by those calls. Concurrency levels {:?}; \
          {} rounds, interleaved ((a), (b), (c) at each level, then the next level) \
          and the median of each figure is reported.\n\
          - **Sync path**: N OS threads, each calling a sync `#[cached] fn` (hits go \
@@ -724,6 +735,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
         "| remainder: plumbing and noise | {} | |\n",
         fmt_ns(b1 - a1 - key - dec)
     );
+    let _ = write!(w, "{}", cpu_table(&d, key + dec));
     let _ = writeln!(
         w,
         "### The smallest hit: what the library itself adds\n\n\
@@ -1050,6 +1062,60 @@ pub fn markdown(r: &Results, chart: &str) -> String {
 /// The 2 KB search response with each codec: hit (decode) and store
 /// (encode), side by side, with the automatic choice (which verifies each
 /// store) for comparison.
+/// What a hit costs the client's CPU at the top concurrency, beside a raw
+/// `GET`; `client_work` is the key and decode timed alone.
+fn cpu_table(d: &Derived<'_>, client_work: f64) -> String {
+    let top = d.top();
+    let base = d.cpu("a", top);
+    if !base.is_finite() {
+        return String::new();
+    }
+    let mut o = String::new();
+    let _ = writeln!(o, "### What a hit costs the client's CPU ({top} tasks)\n");
+    let _ = writeln!(
+        o,
+        "The \"CPU per call\" column of the tables: the benchmark process's CPU time \
+         (all its threads, user and system: `CLOCK_PROCESS_CPUTIME_ID`) over the \
+         measured window, divided by the calls started in it. Redis's own CPU is not in \
+         it. Throughput at low concurrency depends on how fast this virtual machine wakes \
+         a sleeping thread, and so does CPU per call at one task, where most of it is \
+         the runtime's and the kernel's wake-ups (see the tables). At {top} tasks the \
+         workers rarely sleep, so what a hit adds to a raw `GET` there is the client's \
+         own work: for (b) it should be near the key and the decode timed alone, {}.\n",
+        fmt_ns(client_work)
+    );
+    let _ = writeln!(o, "| scenario | CPU per call | beyond the raw `GET` (a) |");
+    let _ = writeln!(o, "| --- | ---: | ---: |");
+    for id in ["a", "b", "g", "c"] {
+        let Some(series) = d.r.series(id) else {
+            continue;
+        };
+        let cpu = d.cpu(id, top);
+        let _ = writeln!(
+            o,
+            "| ({id}) {} | {} | {} |",
+            series.label,
+            fmt_ns(cpu),
+            if id == "a" {
+                "–".into()
+            } else {
+                fmt_ns(cpu - base)
+            }
+        );
+    }
+    if let Some(series) = d.r.series("f") {
+        let _ = writeln!(
+            o,
+            "| ({}) {} | {} | no round trip |",
+            series.id,
+            series.label,
+            fmt_ns(d.cpu("f", top))
+        );
+    }
+    let _ = writeln!(o);
+    o
+}
+
 fn codec_table(d: &Derived<'_>) -> String {
     let mut o = String::new();
     let w = &mut o;

@@ -16,6 +16,11 @@ pub struct Sample {
     pub p99_ns: u64,
     pub max_ns: u64,
     pub ops: u64,
+    /// The process's CPU time over the window (all threads, user and
+    /// system) per call started in it; `None` in runs from before it was
+    /// measured.
+    #[serde(default)]
+    pub cpu_ns_per_op: Option<f64>,
 }
 
 impl Sample {
@@ -26,6 +31,16 @@ impl Sample {
             p99_ns: h.quantile(0.99),
             max_ns: h.max(),
             ops: h.count(),
+            cpu_ns_per_op: None,
+        }
+    }
+
+    /// With `cpu`, the process's CPU time over the window, spread over its
+    /// calls.
+    pub fn with_cpu(self, cpu: std::time::Duration) -> Self {
+        Self {
+            cpu_ns_per_op: (self.ops > 0).then(|| cpu.as_nanos() as f64 / self.ops as f64),
+            ..self
         }
     }
 }
@@ -40,6 +55,8 @@ pub struct Summary {
     pub ops_min: f64,
     pub ops_max: f64,
     pub rounds: usize,
+    /// The median of the rounds' CPU per call, if every round measured it.
+    pub cpu_ns_per_op: Option<f64>,
 }
 
 pub fn median_f64(mut v: Vec<f64>) -> f64 {
@@ -68,6 +85,12 @@ pub fn summarize(rounds: &[Sample]) -> Summary {
         ops_min: ops.iter().copied().fold(f64::INFINITY, f64::min),
         ops_max: ops.iter().copied().fold(0.0, f64::max),
         rounds: rounds.len(),
+        cpu_ns_per_op: rounds
+            .iter()
+            .map(|s| s.cpu_ns_per_op)
+            .collect::<Option<Vec<f64>>>()
+            .filter(|v| !v.is_empty())
+            .map(median_f64),
     }
 }
 

@@ -375,11 +375,17 @@ where
             h
         }));
     }
+    // The process's CPU over the measured window, read from this future
+    // (on the thread that blocks on the runtime, not on a worker).
+    tokio::time::sleep_until(from.into()).await;
+    let cpu_from = process_cpu();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu = process_cpu().saturating_sub(cpu_from);
     let mut all = Hist::new();
     for t in tasks {
         all.merge(&t.await.expect("load task"));
     }
-    Sample::from_hist(&all, w.measure.as_secs_f64())
+    Sample::from_hist(&all, w.measure.as_secs_f64()).with_cpu(cpu)
 }
 
 /// Sync: `threads` OS threads, each with its own state from `make` (e.g.
@@ -392,6 +398,7 @@ where
     let start = Instant::now();
     let from = start + w.warmup;
     let end = from + w.measure;
+    let mut cpu = Duration::ZERO;
     let hists: Vec<Hist> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -415,6 +422,10 @@ where
                 })
             })
             .collect();
+        std::thread::sleep(from.saturating_duration_since(Instant::now()));
+        let cpu_from = process_cpu();
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        cpu = process_cpu().saturating_sub(cpu_from);
         handles
             .into_iter()
             .map(|h| h.join().expect("load thread"))
@@ -424,15 +435,31 @@ where
     for h in &hists {
         all.merge(h);
     }
-    Sample::from_hist(&all, w.measure.as_secs_f64())
+    Sample::from_hist(&all, w.measure.as_secs_f64()).with_cpu(cpu)
+}
+
+/// CPU time this process has used so far, all threads, user and system
+/// (`CLOCK_PROCESS_CPUTIME_ID`): divided by the calls of a window, what a
+/// call costs the client, whatever the machine's wake-up latency.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration;
+    // the clock id is a constant every Linux kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn show(id: &str, level: usize, unit: &str, s: &Sample) {
     eprintln!(
-        "  [{id:>2}] {level:>3} {unit}: {:>10.0} ops/s  p50 {:>9}  p99 {:>9}",
+        "  [{id:>2}] {level:>3} {unit}: {:>10.0} ops/s  p50 {:>9}  p99 {:>9}  CPU {:>9}/call",
         s.ops_per_sec,
         report::fmt_ns(s.p50_ns as f64),
-        report::fmt_ns(s.p99_ns as f64)
+        report::fmt_ns(s.p99_ns as f64),
+        report::fmt_ns(s.cpu_ns_per_op.unwrap_or(f64::NAN))
     );
 }
 
