@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::flow::{self, Call};
 use crate::flush::Flushed;
 use crate::key::{self, CacheKey, KeyMemo};
-use crate::local::channel::{self, Change, Channel};
+use crate::local::channel::{Change, Channel};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
 use crate::shape::{LocalValue, ReturnShape};
@@ -679,17 +679,20 @@ pub async fn invalidate_async(
         return Ok(false);
     };
     // Removed from the store first: a read racing this one then either
-    // sees nothing or is older than the change and is not held.
-    let removed = store.del(key.as_str()).await;
+    // sees nothing or is older than the change and is not held. With
+    // `local`, the message to the other processes goes in the same step.
+    let change = Change::Key(key.as_str());
+    let removed = match site.options.local {
+        Some(_) => {
+            let news = change.announcement(&engine.config.namespace);
+            store.del_announced(key.as_str(), &news).await
+        }
+        None => store.del(key.as_str()).await,
+    };
     // Dropped here even when the store failed: a local copy is never worth
     // more than the caller's wish to drop it.
-    let change = Change::Key(key.as_str());
     change.apply_here();
-    let removed = removed?;
-    if site.options.local.is_some() {
-        channel::publish(store, &engine.config.namespace, change).await?;
-    }
-    Ok(removed)
+    Ok(removed?)
 }
 
 /// [`invalidate_async`] for sync functions.
@@ -705,14 +708,16 @@ pub fn invalidate_sync(
     let Some(store) = &engine.store else {
         return Ok(false);
     };
-    let removed = store.del_sync(key.as_str());
     let change = Change::Key(key.as_str());
+    let removed = match site.options.local {
+        Some(_) => {
+            let news = change.announcement(&engine.config.namespace);
+            store.del_announced_sync(key.as_str(), &news)
+        }
+        None => store.del_sync(key.as_str()),
+    };
     change.apply_here();
-    let removed = removed?;
-    if site.options.local.is_some() {
-        channel::publish_sync(store, &engine.config.namespace, change)?;
-    }
-    Ok(removed)
+    Ok(removed?)
 }
 
 /// Runs `future` (a call of a cached async function) so that it recomputes

@@ -233,6 +233,7 @@ where
         return Step::Run(Pending::alone());
     }
     let ticket = near.ticket();
+    let reading = Instant::now();
     let found = match io.get(call.key(), call.site.touch()).await {
         Ok(found) => found,
         Err(e) => {
@@ -266,6 +267,7 @@ where
                 is_negative(&value),
                 Some(&header),
                 compute_time(&header),
+                reading,
             );
             near.hold(
                 ticket,
@@ -286,12 +288,15 @@ where
 /// the entry read; `None` for an entry just written), never more. With
 /// `early`, less by an XFetch draw on the body's `compute` time
 /// ([`freshness::xfetch_margin`]), so that the held copies of an entry do
-/// not all end, and send their callers to the store, at once.
+/// not all end, and send their callers to the store, at once. `sent` is
+/// when the read or write was sent: a lifetime the store restarted (a
+/// write, a read with `refresh`) started no earlier.
 fn held_for(
     call: &Call<'_>,
     negative: bool,
     header: Option<&Header>,
     compute: Duration,
+    sent: Instant,
 ) -> Duration {
     let lifetime = if negative {
         call.site.negative_ttl
@@ -300,7 +305,7 @@ fn held_for(
     };
     let held = match header {
         // A read with `refresh` restarted the entry's lifetime.
-        Some(_) if call.site.refresh => lifetime,
+        Some(_) if call.site.refresh => lifetime.saturating_sub(sent.elapsed()),
         Some(header) => {
             let end = header
                 .created_at_ms
@@ -309,7 +314,7 @@ fn held_for(
             // the writer's.
             Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(lifetime)
         }
-        None => lifetime,
+        None => lifetime.saturating_sub(sent.elapsed()),
     };
     ended_early(held, call.site.early, compute, call.site.early_beta)
 }
@@ -615,26 +620,40 @@ where
     // Taken before the write: a change another process makes after it
     // keeps this value out of the level.
     let ticket = near.ticket();
-    match io.set(call.key(), &encoded.bytes, ttl).await {
+    let writing = Instant::now();
+    // A function with `local` announces its writes to the other processes'
+    // levels in the same step as the write: a write whose reply is lost
+    // (a timeout) may still have happened, and then its message went too.
+    let news = near
+        .publishes()
+        .then(|| Change::Key(call.key()).announcement(&call.config.namespace));
+    let written = match &news {
+        Some(news) => {
+            io.set_announced(call.key(), &encoded.bytes, ttl, news)
+                .await
+        }
+        None => io.set(call.key(), &encoded.bytes, ttl).await,
+    };
+    match written {
         // Both sizes count the header, so an uncompressed entry has a
         // compression ratio of exactly 1.
         Ok(()) => {
             call.site
                 .stats
                 .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len());
-            if near.publishes() {
-                let namespace = &call.config.namespace;
-                if let Err(e) = io.publish(namespace, Change::Key(call.key())).await {
-                    call.site.stats.error();
-                    tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: change not published");
-                }
-                let lifetime = held_for(call, negative, None, elapsed);
+            if news.is_some() {
+                let lifetime = held_for(call, negative, None, elapsed, writing);
                 near.replace(ticket, call.key(), value, encoded.raw_len, lifetime);
             }
         }
         Err(e) => {
             call.site.stats.error();
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
+            if news.is_some() {
+                // It may have happened all the same: what this process
+                // holds of the key may be older than the store's entry.
+                Change::Key(call.key()).apply_here();
+            }
         }
     }
     Some(Arc::from(encoded.bytes))

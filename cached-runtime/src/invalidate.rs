@@ -60,6 +60,15 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
             Ok(removed)
         }
         Some(store @ Store::Redis(r)) => {
+            let change = Change::Head(&head);
+            // Announced before the scan as well as after it: another
+            // process's copy of an entry this scan reaches late goes now,
+            // not once the whole prefix is walked. Best effort: the message
+            // after the scan is the one that counts.
+            change.apply_here();
+            if let Err(e) = channel::publish(store, &engine.config.namespace, change).await {
+                tracing::debug!(prefix, error = %e, "prefix change not announced before the scan");
+            }
             let pattern = format!("{}{}", glob_escape(&head), "?".repeat(key::HASH_LEN));
             let mut removed = 0u64;
             let walked = async {
@@ -81,10 +90,9 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
                 Ok::<(), crate::error::StoreError>(())
             }
             .await;
-            // One message for the whole prefix, once its entries are gone
+            // One message for the whole prefix once its entries are gone
             // (a local level refilled during the scan is emptied by it);
             // sent after a failure part-way too, for what was removed.
-            let change = Change::Head(&head);
             change.apply_here();
             let published = channel::publish(store, &engine.config.namespace, change).await;
             walked?;
@@ -168,11 +176,13 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
         let Some(store) = engine.store() else {
             continue;
         };
-        let deleted = store.del(key.as_str()).await;
+        // The message goes in the same step as the removal (see
+        // `Store::del_announced`).
         let change = Change::Key(key.as_str());
+        let news = change.announcement(&engine.config.namespace);
+        let deleted = store.del_announced(key.as_str(), &news).await;
         change.apply_here();
         removed |= deleted?;
-        channel::publish(store, &engine.config.namespace, change).await?;
     }
     Ok(removed)
 }

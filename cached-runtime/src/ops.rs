@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::flight::{Follower, Turn};
-use crate::local::channel::{self, Change};
-use crate::store::{Payload, Store};
+
+use crate::store::{Announcement, Payload, Store};
 
 /// What the call path asks of the store and of time.
 pub(crate) trait Io {
@@ -30,8 +30,15 @@ pub(crate) trait Io {
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
     async fn sleep(&self, duration: Duration);
     async fn wait(&self, follower: Follower) -> Turn;
-    /// Tells the other processes' `local` levels about a change.
-    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError>;
+    /// [`Io::set`], and `news` published with it in one step: the other
+    /// processes' `local` levels hear of every write that happened.
+    async fn set_announced(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        news: &Announcement,
+    ) -> Result<(), StoreError>;
 }
 
 /// For `async fn`s: awaits the store.
@@ -64,8 +71,14 @@ impl Io for AsyncIo<'_> {
     async fn wait(&self, follower: Follower) -> Turn {
         follower.wait().await
     }
-    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
-        channel::publish(self.0, namespace, change).await
+    async fn set_announced(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        self.0.set_announced(key, value, ttl, news).await
     }
 }
 
@@ -93,8 +106,14 @@ impl Io for BlockingIo<'_> {
     async fn wait(&self, follower: Follower) -> Turn {
         follower.wait_blocking()
     }
-    async fn publish(&self, namespace: &str, change: Change<'_>) -> Result<(), StoreError> {
-        channel::publish_sync(self.0, namespace, change)
+    async fn set_announced(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        self.0.set_announced_sync(key, value, ttl, news)
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::error::StoreError;
-use crate::store::{PubSubSource, Store};
+use crate::store::{Announcement, PubSubSource, Store};
 
 /// How often the subscriber checks that its connection still answers.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -123,6 +123,15 @@ impl Change<'_> {
         }
     }
 
+    /// The message that tells the other processes of `namespace` about the
+    /// change, to send with the write that makes it.
+    pub(crate) fn announcement(self, namespace: &str) -> Announcement {
+        Announcement {
+            channel: channel_name(namespace),
+            message: self.message(),
+        }
+    }
+
     /// Applies the change to this process's own levels.
     pub(crate) fn apply_here(self) {
         match self {
@@ -167,19 +176,6 @@ pub(crate) async fn publish(
     let cmd = publish_cmd(namespace, change);
     r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
         .await
-        .map(drop)
-}
-
-/// [`publish`] for sync callers.
-pub(crate) fn publish_sync(
-    store: &Store,
-    namespace: &str,
-    change: Change<'_>,
-) -> Result<(), StoreError> {
-    let Some(r) = store.redis() else {
-        return Ok(());
-    };
-    r.run_sync(|c| publish_cmd(namespace, change).query::<i64>(c))
         .map(drop)
 }
 

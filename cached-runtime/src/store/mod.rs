@@ -98,6 +98,62 @@ fn unlock_script() -> &'static ::redis::Script {
     SCRIPT.get_or_init(|| ::redis::Script::new(UNLOCK))
 }
 
+/// Writes an entry and publishes the message that announces it, in one
+/// step: Redis runs a script whole, so the entry never changes without its
+/// message, even when the reply is lost (a client timeout while Redis was
+/// slow, a dropped connection): then both happened or neither did.
+const SET_ANNOUNCED: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"#;
+
+/// Removes an entry and publishes the message that announces it, in one
+/// step (see [`SET_ANNOUNCED`]); returns how many entries went.
+const DEL_ANNOUNCED: &str = r#"
+local removed = redis.call('UNLINK', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return removed
+"#;
+
+fn set_announced_script() -> &'static ::redis::Script {
+    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| ::redis::Script::new(SET_ANNOUNCED))
+}
+
+fn del_announced_script() -> &'static ::redis::Script {
+    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| ::redis::Script::new(DEL_ANNOUNCED))
+}
+
+fn set_announced(
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+    news: &Announcement,
+) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = set_announced_script().key(key);
+    invocation
+        .arg(value)
+        .arg(px(ttl))
+        .arg(&news.channel)
+        .arg(&news.message);
+    invocation
+}
+
+fn del_announced(key: &str, news: &Announcement) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = del_announced_script().key(key);
+    invocation.arg(&news.channel).arg(&news.message);
+    invocation
+}
+
+/// A message for the other processes that goes with a write: `message`
+/// published on `channel`.
+#[derive(Debug)]
+pub(crate) struct Announcement {
+    pub(crate) channel: String,
+    pub(crate) message: String,
+}
+
 impl Store {
     /// The entry under `key`; with `touch`, its lifetime restarts.
     pub(crate) async fn get(
@@ -131,6 +187,46 @@ impl Store {
                 let cmd = set_cmd(key, value, ttl);
                 r.run(|mut c| async move { cmd.query_async::<()>(&mut c).await })
                     .await
+            }
+        }
+    }
+
+    /// [`Store::set`], and `news` published with it in one step. The
+    /// embedded store serves one process: nobody to tell.
+    pub(crate) async fn set_announced(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let invocation = set_announced(key, value, ttl, news);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// [`Store::del`], and `news` published with it in one step.
+    pub(crate) async fn del_announced(
+        &self,
+        key: &str,
+        news: &Announcement,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.del(key)),
+            Store::Redis(r) => {
+                let invocation = del_announced(key, news);
+                r.run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
+                    .await
+                    .map(|n| n > 0)
             }
         }
     }
@@ -175,6 +271,39 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => r.run_sync(|c| set_cmd(key, value, ttl).query::<()>(c)),
+        }
+    }
+
+    /// [`Store::set_announced`] for sync callers.
+    pub(crate) fn set_announced_sync(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r
+                .run_sync(|c| set_announced(key, value, ttl, news).invoke::<i64>(c))
+                .map(drop),
+        }
+    }
+
+    /// [`Store::del_announced`] for sync callers.
+    pub(crate) fn del_announced_sync(
+        &self,
+        key: &str,
+        news: &Announcement,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.del(key)),
+            Store::Redis(r) => r
+                .run_sync(|c| del_announced(key, news).invoke::<u64>(c))
+                .map(|n| n > 0),
         }
     }
 
