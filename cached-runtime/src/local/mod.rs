@@ -57,7 +57,8 @@ pub(crate) struct Ticket(u64);
 /// One function's in-process level.
 pub(crate) struct LocalLevel {
     cache: Cache<String, Slot, SlotWeight, foldhash::fast::RandomState>,
-    /// The weight of an entry of no size: `max_bytes / entries`.
+    /// The weight of an entry of no size: about `max_bytes / entries`
+    /// ([`Layout`]).
     floor: u64,
     /// Invalidations seen by this level (bumped before entries go).
     seq: AtomicU64,
@@ -74,12 +75,13 @@ impl std::fmt::Debug for LocalLevel {
 }
 
 /// Shards of a bounded cache. Each shard holds `max_bytes / shards` and an
-/// entry never spans shards, so: never more shards than `entries` (an
-/// entry weighs at least `max_bytes / entries`), nor than `max_bytes /
-/// largest` (the largest value allowed must fit one shard), and at most 8
-/// (little contention is left beyond).
+/// entry never spans shards, so: never more shards than `entries / 32`
+/// (quick_cache halves the shards of fewer expected entries anyway, and a
+/// shard must hold a whole number of entries: see [`Layout`]), nor than
+/// `max_bytes / largest` (the largest value allowed must fit one shard),
+/// and at most 8 (little contention is left beyond).
 pub(crate) fn shards_for(entries: u64, max_bytes: u64, largest: u64) -> usize {
-    let limit = entries.min(max_bytes / largest.max(1)).clamp(1, 8);
+    let limit = (entries / 32).min(max_bytes / largest.max(1)).clamp(1, 8);
     let mut shards = 1usize;
     while (shards as u64) * 2 <= limit {
         shards *= 2;
@@ -87,26 +89,110 @@ pub(crate) fn shards_for(entries: u64, max_bytes: u64, largest: u64) -> usize {
     shards
 }
 
+/// quick_cache's default share of a shard for its hot entries. It admits
+/// no entry weighing more than that share (see `CacheShard::insert`), so
+/// the share is raised where a floor-weight or a largest entry needs more.
+const HOT_ALLOCATION: f64 = 0.97;
+
+/// Weight allowed beyond the largest value: its key (namespace, prefix
+/// and digest) and, in a level, the value's inline size. A value of the
+/// largest size under a longer key may not fit a shard.
+const ENTRY_ROOM: u64 = 256;
+
+/// How a cache of at most `entries` entries and `max_bytes` weight is
+/// laid out in quick_cache, whose only bound is the weight of each shard.
+///
+/// Every entry weighs at least `floor`, and each shard holds exactly
+/// `entries / shards` floor weights: so no shard holds more than its share
+/// of entries, all of them hold at most `entries` and weigh at most
+/// `max_bytes` (the weight left over by the rounding is unused), and a
+/// cache of one shard holds exactly `entries` entries of no size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Layout {
+    pub(crate) shards: usize,
+    /// The weight of an entry of no size.
+    pub(crate) floor: u64,
+    /// The weight one shard holds.
+    pub(crate) shard_capacity: u64,
+    /// The share of a shard for hot entries: enough to admit both an
+    /// entry of the floor weight and the largest entry that fits a shard.
+    pub(crate) hot_allocation: f64,
+    /// Entries expected (quick_cache sizes its ghost list by them).
+    estimated_items: usize,
+}
+
+impl Layout {
+    /// The layout for `entries` entries, `max_bytes` bytes and values of
+    /// up to `largest` bytes.
+    pub(crate) fn new(entries: u64, max_bytes: u64, largest: u64) -> Self {
+        let entries = entries.max(1);
+        let max_bytes = max_bytes.max(entries);
+        let largest = largest.saturating_add(ENTRY_ROOM);
+        let mut shards = shards_for(entries, max_bytes, largest) as u64;
+        // Rounding to whole floor weights can leave a shard just short of
+        // the largest entry; fewer, larger shards hold it.
+        while shards > 1 && Self::capacity_of(entries, max_bytes, shards) < largest {
+            shards /= 2;
+        }
+        let per_shard = entries / shards;
+        let floor = max_bytes / (shards * per_shard);
+        let shard_capacity = per_shard * floor;
+        let admitted = largest.min(shard_capacity).max(floor);
+        Self {
+            shards: shards as usize,
+            floor,
+            shard_capacity,
+            hot_allocation: Self::hot_share(admitted, shard_capacity),
+            estimated_items: entries.min(1 << 20) as usize,
+        }
+    }
+
+    /// The weight a shard holds when there are `shards`.
+    fn capacity_of(entries: u64, max_bytes: u64, shards: u64) -> u64 {
+        let per_shard = entries / shards;
+        per_shard * (max_bytes / (shards * per_shard))
+    }
+
+    /// The least hot share, from quick_cache's default up, whose hot
+    /// target admits `weight` in a shard of `capacity`. quick_cache
+    /// computes the target as `(capacity as f64 * share) as u64`; the half
+    /// unit keeps the product from rounding down below `weight`.
+    fn hot_share(weight: u64, capacity: u64) -> f64 {
+        let needed = (weight as f64 + 0.5) / capacity.max(1) as f64;
+        needed.clamp(HOT_ALLOCATION, 1.0)
+    }
+
+    /// The weight every shard together holds.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.shard_capacity * self.shards as u64
+    }
+
+    /// quick_cache's options for this layout.
+    pub(crate) fn options(&self) -> quick_cache::Options {
+        OptionsBuilder::new()
+            .estimated_items_capacity(self.estimated_items)
+            .weight_capacity(self.capacity())
+            .shards(self.shards)
+            .hot_allocation(self.hot_allocation)
+            .build()
+            .expect("valid cache options")
+    }
+}
+
 impl LocalLevel {
     /// A level of at most `entries` values and `max_bytes` estimated bytes,
     /// for values of up to `largest` bytes.
     pub(crate) fn new(entries: u64, max_bytes: u64, largest: u64) -> Self {
-        let entries = entries.max(1);
-        let max_bytes = max_bytes.max(entries);
+        let layout = Layout::new(entries, max_bytes, largest);
         let cache = Cache::with_options(
-            OptionsBuilder::new()
-                .estimated_items_capacity(entries.min(1 << 20) as usize)
-                .weight_capacity(max_bytes)
-                .shards(shards_for(entries, max_bytes, largest))
-                .build()
-                .expect("valid cache options"),
+            layout.options(),
             SlotWeight,
             Default::default(),
             Default::default(),
         );
         Self {
             cache,
-            floor: max_bytes.div_ceil(entries),
+            floor: layout.floor,
             seq: AtomicU64::new(0),
         }
     }
@@ -487,12 +573,84 @@ mod tests {
     #[test]
     fn shard_count_never_exceeds_entries() {
         assert_eq!(shards_for(1, 1 << 30, 1), 1);
-        assert_eq!(shards_for(3, 1 << 30, 1), 2);
-        assert_eq!(shards_for(5, 1 << 30, 1), 4);
+        // Shards of fewer than 32 entries: quick_cache would merge them.
+        assert_eq!(shards_for(3, 1 << 30, 1), 1);
+        assert_eq!(shards_for(63, 1 << 30, 1), 1);
+        assert_eq!(shards_for(64, 1 << 30, 1), 2);
         assert_eq!(shards_for(1000, 1 << 30, 1), 8);
         // The largest value fits one shard.
         assert_eq!(shards_for(1000, 64 << 20, 8 << 20), 8);
         assert_eq!(shards_for(1000, 64 << 10, 8 << 20), 1);
         assert_eq!(shards_for(1000, 32 << 20, 8 << 20), 4);
+    }
+
+    /// quick_cache's hot target for a shard of `capacity` and a hot share
+    /// (`CacheShard::new`): it admits no entry weighing more.
+    fn hot_target(capacity: u64, share: f64) -> u64 {
+        ((capacity as f64 * share) as u64).clamp(capacity.min(1), capacity)
+    }
+
+    #[test]
+    fn layouts_bound_entries_and_bytes_and_admit_the_largest() {
+        let sizes = [1u64, 2, 3, 5, 31, 64, 100, 1000, 100_000, 1 << 21];
+        let budgets = [1u64, 7, 1000, 100_000, 64 << 20, 1 << 30];
+        let largest = [1u64, 1000, 8 << 20];
+        for &entries in &sizes {
+            for &max_bytes in &budgets {
+                for &value in &largest {
+                    let l = Layout::new(entries, max_bytes, value);
+                    let case = format!("{entries} entries, {max_bytes} bytes, {value}: {l:?}");
+                    let shards = l.shards as u64;
+                    assert!(l.capacity() <= max_bytes.max(entries), "{case}");
+                    // Every entry weighs the floor at least.
+                    assert!(shards * (l.shard_capacity / l.floor) <= entries, "{case}");
+                    let target = hot_target(l.shard_capacity, l.hot_allocation);
+                    assert!(target >= l.floor, "{case}");
+                    let entry = (value + ENTRY_ROOM).min(l.shard_capacity);
+                    assert!(target >= entry, "{case}");
+                    assert!(l.hot_allocation >= HOT_ALLOCATION, "{case}");
+                }
+            }
+        }
+    }
+
+    /// Puts `count` values of no size into `l` under distinct keys.
+    fn fill(l: &LocalLevel, count: u64) {
+        for i in 0..count {
+            l.put(l.ticket(), &format!("ns:p:{i}"), i, 0, LONG);
+        }
+    }
+
+    #[test]
+    fn a_level_of_n_holds_n_entries_and_never_more() {
+        for n in 1..=3u64 {
+            let l = LocalLevel::new(n, 1 << 30, 8 << 20);
+            fill(&l, n);
+            assert_eq!(l.len() as u64, n, "local = {n}");
+            for i in 0..n {
+                assert_eq!(l.get::<u64>(&format!("ns:p:{i}")), Some(i), "local = {n}");
+            }
+            fill(&l, 100);
+            assert_eq!(l.len() as u64, n, "local = {n} after 100 more");
+            assert!(l.get::<u64>("ns:p:99").is_some(), "the newest is held");
+        }
+    }
+
+    #[test]
+    fn the_largest_value_is_held() {
+        // The default budgets: 64 MiB, values up to 8 MiB.
+        let l = LocalLevel::new(1000, 64 << 20, 8 << 20);
+        l.put(l.ticket(), "ns:p:big", vec![0u8; 0], 8 << 20, LONG);
+        assert!(l.get::<Vec<u8>>("ns:p:big").is_some());
+        // An entry weighing the whole budget of a level of one.
+        let l = LocalLevel::new(1, 1 << 20, 1 << 20);
+        let key = "ns:p:whole";
+        let bytes = (1 << 20) - key.len() - std::mem::size_of::<u64>();
+        l.put(l.ticket(), key, 1u64, bytes, LONG);
+        assert_eq!(l.get::<u64>(key), Some(1));
+        assert!(l.weight() <= 1 << 20, "{} bytes", l.weight());
+        // One byte over the budget is not held.
+        l.put(l.ticket(), "ns:p:over", 2u64, bytes + 2, LONG);
+        assert_eq!(l.get::<u64>("ns:p:over"), None);
     }
 }

@@ -3,20 +3,20 @@
 //!
 //! A [`quick_cache`] cache of encoded entries with deadlines, bounded by
 //! `memory_max_entries` and `memory_max_bytes` at once: an entry weighs its
-//! bytes and key, but never less than `max_bytes / max_entries`, so at most
-//! that many entries fit and their sizes never add up to more than the
-//! budget. Eviction (CLOCK-Pro) is O(1); expired entries are dropped when
-//! met and are the first candidates when room is needed, since nothing
-//! reads them.
+//! bytes and key, but never less than about `max_bytes / max_entries`, so
+//! at most that many entries fit and their sizes never add up to more than
+//! the budget (the exact rule: [`Layout`]). Eviction (CLOCK-Pro) is O(1);
+//! expired entries are dropped when met and are the first candidates when
+//! room is needed, since nothing reads them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
-use quick_cache::{OptionsBuilder, Weighter};
+use quick_cache::Weighter;
 
-use crate::local::shards_for;
+use crate::local::Layout;
 
 #[derive(Debug)]
 struct Entry {
@@ -62,22 +62,16 @@ impl MemoryStore {
     /// A store of at most `max_entries` entries and `max_bytes` bytes, for
     /// entries of up to `largest` bytes.
     pub(crate) fn new(max_entries: usize, max_bytes: u64, largest: u64) -> Self {
-        let entries = (max_entries as u64).max(1);
-        let max_bytes = max_bytes.max(entries);
+        let layout = Layout::new(max_entries as u64, max_bytes, largest);
         let cache = Cache::with_options(
-            OptionsBuilder::new()
-                .estimated_items_capacity(max_entries.clamp(1, 1 << 20))
-                .weight_capacity(max_bytes)
-                .shards(shards_for(entries, max_bytes, largest))
-                .build()
-                .expect("valid cache options"),
+            layout.options(),
             EntryWeight,
             Default::default(),
             Default::default(),
         );
         Self {
             cache,
-            floor: max_bytes.div_ceil(entries),
+            floor: layout.floor,
         }
     }
 
@@ -206,5 +200,39 @@ mod tests {
         assert_eq!(m.remove_matching(|k| k.starts_with("a:")), 2);
         assert!(m.get("b:1", None).is_some());
         assert!(m.get("a:1", None).is_none());
+    }
+
+    #[test]
+    fn a_store_of_n_holds_n_entries_and_never_more() {
+        for n in 1..=3usize {
+            let m = MemoryStore::new(n, BIG, 8 << 20);
+            for i in 0..n {
+                m.set(&format!("k{i}"), b"v", Duration::from_secs(60));
+            }
+            for i in 0..n {
+                assert!(m.get(&format!("k{i}"), None).is_some(), "{n} entries: k{i}");
+            }
+            for i in n..100 {
+                m.set(&format!("k{i}"), b"v", Duration::from_secs(60));
+            }
+            assert_eq!(m.cache.len(), n, "{n} entries after 100 more");
+            assert!(m.get("k99", None).is_some(), "the newest is held");
+        }
+    }
+
+    #[test]
+    fn the_largest_value_is_held() {
+        // Room for eight values of the largest size, 8 MiB.
+        let m = MemoryStore::new(100_000, 64 << 20, 8 << 20);
+        let value = vec![7u8; 8 << 20];
+        m.set("ns:p:big", &value, Duration::from_secs(60));
+        assert_eq!(m.get("ns:p:big", None).map(|v| v.len()), Some(8 << 20));
+        // An entry weighing the whole budget of a store of one.
+        let m = MemoryStore::new(1, 1 << 20, 1 << 20);
+        let key = "ns:p:whole";
+        let value = vec![7u8; (1 << 20) - key.len()];
+        m.set(key, &value, Duration::from_secs(60));
+        assert!(m.get(key, None).is_some());
+        assert!(m.cache.weight() <= 1 << 20, "{} bytes", m.cache.weight());
     }
 }
