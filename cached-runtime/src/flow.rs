@@ -161,20 +161,50 @@ where
         Step::Serve(value) => return S::rebuild(value),
         Step::Run(pending) => pending,
     };
+    let mut abandoned = Abandoned {
+        io,
+        lock: pending.lock(call),
+    };
     let started = Instant::now();
     let ret = if pending.serves_old_on_failure() {
         match CatchUnwind::new(body).await {
             Ok(ret) => ret,
-            Err(_panic) => return S::rebuild(pending.panicked(call, started.elapsed())),
+            Err(_panic) => {
+                // The lock is kept on purpose (see `Pending::panicked`).
+                abandoned.lock = None;
+                return S::rebuild(pending.panicked(call, started.elapsed()));
+            }
         }
     } else {
         body.await
     };
     let elapsed = started.elapsed();
     let stored = S::cacheable(&ret).map(|v| (v, negative(v)));
-    match pending.finish(io, call, stored, elapsed, near).await {
+    let old = pending.finish(io, call, stored, elapsed, near).await;
+    abandoned.lock = None;
+    match old {
         Some(old) => S::rebuild(old),
         None => ret,
+    }
+}
+
+/// The lock (key and token) of a call between its lookup and the end of
+/// [`Pending::finish`], released if the call never gets there: its body
+/// panicked, or its future was dropped (a request's timeout, a `select!`
+/// that went the other way). Its waiters, in this process and in others,
+/// then take over at once rather than when the lease runs out.
+struct Abandoned<'a, I: Io> {
+    io: &'a I,
+    lock: Option<(String, String)>,
+}
+
+impl<I: Io> Drop for Abandoned<'_, I> {
+    fn drop(&mut self) {
+        if let Some((lock_key, token)) = self.lock.take() {
+            // The release only deletes the lock if it still holds this
+            // token: harmless after a release that did happen.
+            self.io.unlock_abandoned(&lock_key, &token);
+        }
     }
 }
 
@@ -409,6 +439,18 @@ impl<V> Pending<V> {
                 leader: Some(leader),
                 lock,
             },
+        }
+    }
+
+    /// The cross-process lock this call holds, as its key and token.
+    fn lock(&self, call: &Call<'_>) -> Option<(String, String)> {
+        match &self.kind {
+            PendingKind::Miss { lock, .. } => {
+                lock.as_ref().map(|token| (call.lock_key(), token.clone()))
+            }
+            PendingKind::Refresh {
+                lock_key, token, ..
+            } => Some((lock_key.clone(), token.clone())),
         }
     }
 

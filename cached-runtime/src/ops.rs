@@ -28,6 +28,10 @@ pub(crate) trait Io {
         lease: Duration,
     ) -> Result<bool, StoreError>;
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError>;
+    /// Releases a lock whose holder is going away without finishing (its
+    /// body panicked, its future was dropped), without awaiting: from a
+    /// `Drop`. Best effort: a lock left behind ends with its lease.
+    fn unlock_abandoned(&self, lock_key: &str, token: &str);
     async fn sleep(&self, duration: Duration);
     async fn wait(&self, follower: Follower) -> Turn;
     /// [`Io::set`], and `news` published with it in one step: the other
@@ -65,6 +69,9 @@ impl Io for AsyncIo<'_> {
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
         self.0.unlock(lock_key, token).await
     }
+    fn unlock_abandoned(&self, lock_key: &str, token: &str) {
+        self.0.unlock_soon(lock_key, token);
+    }
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
@@ -99,6 +106,11 @@ impl Io for BlockingIo<'_> {
     }
     async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
         self.0.unlock_sync(lock_key, token)
+    }
+    fn unlock_abandoned(&self, lock_key: &str, token: &str) {
+        // A sync caller may block, even while unwinding: within the
+        // timeout, as every command.
+        let _ = self.0.unlock_sync(lock_key, token);
     }
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);

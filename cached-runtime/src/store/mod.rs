@@ -349,6 +349,17 @@ impl Store {
         }
     }
 
+    /// [`Store::unlock`] without waiting for it, for a holder that is
+    /// going away (a panic, a dropped future): started on the current
+    /// runtime's connection. Without one, the lock ends with its lease.
+    pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
+        if let Store::Redis(r) = self {
+            let mut invocation = unlock_script().key(lock_key);
+            invocation.arg(token);
+            r.spawn(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await });
+        }
+    }
+
     /// [`Store::try_lock`] for sync callers.
     pub(crate) fn try_lock_sync(
         &self,

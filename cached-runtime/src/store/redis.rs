@@ -286,6 +286,28 @@ impl RedisStore {
         }
     }
 
+    /// Starts `command` on the current runtime's connection without
+    /// waiting for it, within the timeout: for clean-up that must not wait
+    /// (a drop). Nothing happens outside a runtime or before its first
+    /// connection; nothing is counted by the breaker either way.
+    pub(crate) fn spawn<F, Fut>(&self, command: F)
+    where
+        F: FnOnce(AsyncConn) -> Fut,
+        Fut: Future + Send + 'static,
+    {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(conn) = self.current(handle.id()) else {
+            return;
+        };
+        let timeout = self.timeout;
+        let work = command(conn);
+        handle.spawn(async move {
+            let _ = tokio::time::timeout(timeout, work).await;
+        });
+    }
+
     /// Asks the breaker whether a command may run now. The probe after a
     /// cooldown first forgets every connection kept from before: Redis may
     /// have closed them meanwhile (a restart, `CLIENT KILL`, a failover),

@@ -1,0 +1,100 @@
+//! `lock = true`: a holder that never finishes (its body panicked, its
+//! future was dropped) releases its Redis lock on the way out, so the
+//! callers behind it, in this process and in others, take over at once
+//! instead of when the lease runs out.
+//!
+//! How it is told apart from the lease running out: Redis's own clock. The
+//! lock of a body that never ran has a 5 s lease; each poll reads the lock's
+//! remaining lifetime (`PTTL`), and the lock must vanish while the last
+//! reading still gave it over a second: deleted, not expired. Waits are
+//! bounded only so that a broken build fails instead of hanging.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cached_redis::cached;
+use redis::Commands;
+
+/// How long a behaviour may take to show before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+#[cached(prefix = "la_panics", lock = true)]
+async fn panics(x: u32) -> u32 {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    panic!("the body of {x} fails")
+}
+
+#[cached(prefix = "la_slow", lock = true)]
+async fn slow(x: u32) -> u32 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    x
+}
+
+#[cached(prefix = "la_sync_panics", lock = true)]
+fn sync_panics(x: u32) -> u32 {
+    panic!("the body of {x} fails")
+}
+
+/// Waits until the lock `lock_key` is gone, and says whether it was
+/// deleted while its lease still had over a second to run.
+fn released_before_its_lease(lock_key: &str) -> bool {
+    let mut raw = common::raw();
+    let deadline = Instant::now() + PATIENCE;
+    let mut last_pttl = i64::MAX;
+    loop {
+        let pttl: i64 = raw.pttl(lock_key).unwrap();
+        if pttl == -2 {
+            return last_pttl > 1_000;
+        }
+        assert!(Instant::now() < deadline, "the lock never went");
+        last_pttl = pttl;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The lock of the entry under `key` (its key with `:lock` appended).
+fn lock_key(key: String) -> String {
+    format!("{key}:lock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_body_panics_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    let key = lock_key(panics_cache_key(1).unwrap());
+    assert!(tokio::spawn(panics(1)).await.is_err(), "the body panicked");
+    assert!(
+        released_before_its_lease(&key),
+        "the lock was left to its lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_future_is_dropped_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    let key = lock_key(slow_cache_key(1).unwrap());
+    let call = tokio::spawn(slow(1));
+    // Dropped while its body runs, holding the lock.
+    let mut raw = common::raw();
+    let deadline = Instant::now() + PATIENCE;
+    while !raw.exists::<_, bool>(&key).unwrap() {
+        assert!(Instant::now() < deadline, "the call never took its lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert!(
+        released_before_its_lease(&key),
+        "the lock was left to its lease"
+    );
+}
+
+#[test]
+fn a_sync_holder_whose_body_panics_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    let key = lock_key(sync_panics_cache_key(1).unwrap());
+    assert!(std::panic::catch_unwind(|| sync_panics(1)).is_err());
+    // Released before the call returned: a sync caller waits for it.
+    let pttl: i64 = common::raw().pttl(&key).unwrap();
+    assert_eq!(pttl, -2, "the lock is still there");
+}
