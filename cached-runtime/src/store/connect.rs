@@ -8,9 +8,15 @@
 //! current master at every connect, which is how a failover is followed (a
 //! connection to the old master breaks, the store drops it, the next
 //! connect asks the sentinels again).
+//!
+//! The blocking path resolves a sentinel's master itself ([`SyncSentinel`])
+//! rather than through the client's `SentinelClient::get_client`, whose
+//! connections have neither a connect nor a read timeout: a frozen sentinel
+//! or master would block a sync caller for good.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -33,13 +39,163 @@ pub(crate) enum Backend {
         nodes: Vec<redis::Client>,
     },
     /// One sentinel client per calling style: the async one is locked
-    /// across awaits, the blocking one must never wait on a runtime, and
-    /// the invalidation channel's subscriber has its own.
+    /// across awaits, the invalidation channel's subscriber has its own,
+    /// and the blocking path asks the sentinels itself, under timeouts
+    /// (it must never wait on a runtime, nor without limit).
     Sentinel {
         for_async: tokio::sync::Mutex<SentinelClient>,
-        for_sync: Mutex<SentinelClient>,
+        for_sync: SyncSentinel,
         for_pubsub: Arc<tokio::sync::Mutex<SentinelClient>>,
     },
+}
+
+/// What the blocking path needs to find a sentinel's master: the clients
+/// of the sentinels, and how to reach a master they name (TLS, credentials
+/// and database as the async path's `SentinelClient` has them).
+pub(crate) struct SyncSentinel {
+    service: String,
+    sentinels: Vec<redis::Client>,
+    /// The sentinel asked first: the last one that answered, or the one
+    /// after the last that failed, so that a dead sentinel early in the
+    /// list does not cost every connect its wait.
+    first: AtomicUsize,
+    /// `Some(insecure)` over TLS.
+    tls: Option<bool>,
+    settings: RedisConnectionInfo,
+    certs: Option<TlsCertificates>,
+}
+
+impl SyncSentinel {
+    /// A connection to the current master, with read and write timeouts
+    /// of `timeout`. Each sentinel is asked in turn (`SENTINEL MASTER`);
+    /// the master it names is accepted once it answers `ROLE` as a master,
+    /// and that connection is the one returned.
+    ///
+    /// Every connect is given `connect_timeout` (the client bounds each
+    /// reply of the connection's setup by it, so a frozen server costs a
+    /// couple of them), every reply `timeout`, and no step starts past two
+    /// of each from now (one hop to a sentinel, one to the master): a
+    /// frozen sentinel or master costs a bounded wait, never a hang. No
+    /// lock is held: concurrent callers each resolve on their own.
+    fn connect(&self, connect_timeout: Duration, timeout: Duration) -> RedisResult<SyncConn> {
+        let deadline = Instant::now() + (connect_timeout + timeout) * 2;
+        let n = self.sentinels.len();
+        let first = self.first.load(Relaxed);
+        let mut master_err = None;
+        let mut last_err = None;
+        for i in (first..first + n).map(|i| i % n) {
+            // Until it answers, the next call starts with the next one.
+            self.first.store((i + 1) % n, Relaxed);
+            let (host, port) =
+                match self.ask(&self.sentinels[i], connect_timeout, timeout, deadline) {
+                    Ok(address) => address,
+                    Err(e) => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                };
+            self.first.store(i, Relaxed);
+            match self.verify(&host, port, connect_timeout, timeout, deadline) {
+                Ok(conn) => {
+                    conn.set_read_timeout(Some(timeout))?;
+                    conn.set_write_timeout(Some(timeout))?;
+                    return Ok(SyncConn::Single(conn));
+                }
+                Err(e) => master_err = Some(e),
+            }
+        }
+        // An error met on a master a sentinel named is the one to act on
+        // (as the client's own lookup reports it).
+        Err(master_err.or(last_err).unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::EmptySentinelList, "no sentinel"))
+        }))
+    }
+
+    /// The address of the master `sentinel` knows for the service, if it
+    /// holds it up (not flagged down).
+    fn ask(
+        &self,
+        sentinel: &redis::Client,
+        connect_timeout: Duration,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> RedisResult<(String, u16)> {
+        let mut conn = open_bounded(sentinel, connect_timeout, timeout, deadline)?;
+        let info: std::collections::HashMap<String, String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(&self.service)
+            .query(&mut conn)?;
+        let flags = info.get("flags").map(String::as_str).unwrap_or("");
+        let port = info.get("port").and_then(|p| p.parse::<u16>().ok());
+        match (info.get("ip"), port) {
+            (Some(ip), Some(port))
+                if flags.contains("master")
+                    && !flags.contains("s_down")
+                    && !flags.contains("o_down") =>
+            {
+                Ok((ip.clone(), port))
+            }
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::MasterNameNotFoundBySentinel,
+                "the sentinel holds no master up for the service",
+            ))),
+        }
+    }
+
+    /// A connection to `host:port` once it answers `ROLE` as a master.
+    fn verify(
+        &self,
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> RedisResult<redis::Connection> {
+        let addr = match self.tls {
+            Some(insecure) => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let client = node_client(node_info(addr, &self.settings), &self.certs)?;
+        let mut conn = open_bounded(&client, connect_timeout, timeout, deadline)?;
+        match redis::cmd("ROLE").query::<redis::Role>(&mut conn)? {
+            redis::Role::Primary { .. } => Ok(conn),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::MasterNameNotFoundBySentinel,
+                "the node a sentinel named is not a master",
+            ))),
+        }
+    }
+}
+
+/// A blocking connection of `client` opened within `connect_timeout`, whose
+/// reads and writes give up after `timeout`, neither past `deadline`.
+fn open_bounded(
+    client: &redis::Client,
+    connect_timeout: Duration,
+    timeout: Duration,
+    deadline: Instant,
+) -> RedisResult<redis::Connection> {
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no time left to find the master through the sentinels",
+            )))
+        } else {
+            Ok(left)
+        }
+    };
+    let conn = client.get_connection_with_timeout(connect_timeout.min(left()?))?;
+    let io = timeout.min(left()?);
+    conn.set_read_timeout(Some(io))?;
+    conn.set_write_timeout(Some(io))?;
+    Ok(conn)
 }
 
 /// Where the invalidation channel's subscriber connects: a node of the
@@ -170,12 +326,34 @@ impl Backend {
                     }
                     b.build()
                 };
-                let (a, s, p) = build()
-                    .and_then(|a| Ok((a, build()?, build()?)))
+                let (a, p) = build()
+                    .and_then(|a| Ok((a, build()?)))
                     .map_err(|_| client_error("sentinel settings"))?;
+                // The sentinels are reached as the async path reaches them:
+                // TLS as the URL says, with the configured certificates, no
+                // credentials (those are the master's).
+                let sentinels = target
+                    .nodes
+                    .iter()
+                    .map(|(h, p)| {
+                        node_client(
+                            node_info(addr(h, *p), &RedisConnectionInfo::default()),
+                            &certs,
+                        )
+                    })
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(|_| client_error("TLS settings"))?;
+                let for_sync = SyncSentinel {
+                    service: service.clone(),
+                    sentinels,
+                    first: AtomicUsize::new(0),
+                    tls: target.tls.then_some(tls.insecure),
+                    settings,
+                    certs,
+                };
                 Ok(Backend::Sentinel {
                     for_async: tokio::sync::Mutex::new(a),
-                    for_sync: Mutex::new(s),
+                    for_sync,
                     for_pubsub: Arc::new(tokio::sync::Mutex::new(p)),
                 })
             }
@@ -250,13 +428,7 @@ impl Backend {
                 conn.set_write_timeout(Some(timeout))?;
                 Ok(SyncConn::Cluster(Box::new(conn)))
             }
-            Backend::Sentinel { for_sync, .. } => {
-                let master = for_sync
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_client()?;
-                single(&master)
-            }
+            Backend::Sentinel { for_sync, .. } => for_sync.connect(connect_timeout, timeout),
         }
     }
 }

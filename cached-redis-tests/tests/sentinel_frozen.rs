@@ -1,0 +1,327 @@
+//! A sentinel, or the master it names, frozen (`SIGSTOP`, as a VM pause
+//! does): a sync cached function that needs a new connection still answers
+//! within the configured timeouts, running its body, and caching resumes
+//! once the server runs again.
+//!
+//! Each test owns its topology (a master and a sentinel watching it, on
+//! free ports): freezing the suite's shared sentinel would break the tests
+//! running beside it. The calls run on a helper thread and are awaited with
+//! a generous deadline, so that a call blocked for good fails the test
+//! instead of hanging it.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cached_redis::{cached, Cache, Config};
+
+const TIMEOUT: Duration = Duration::from_millis(250);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Far above what a bounded call takes (a few connect timeouts).
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A redis-server in sentinel mode watching `master` as `mymaster`,
+/// stopped on drop (and by a watchdog if the test process dies first).
+struct Sentinel {
+    port: u16,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(master: u16) -> Self {
+        let port = common::free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "cached-redis-test-{}-sentinel-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        // The master is never flagged down during a test: the frozen
+        // master must be reached, and its `ROLE` check time out.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds mymaster 600000\n\
+                 sentinel failover-timeout mymaster 600000\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        // As `common::RedisServer`: the shell kills the sentinel once this
+        // test process is gone.
+        let script = format!(
+            "redis-server '{}' --sentinel --daemonize no >/dev/null 2>&1 & \
+             srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; exit 0' TERM; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; \
+             kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null",
+            conf.display(),
+            parent = std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh available");
+        let sentinel = Self {
+            port,
+            child: Some(child),
+            dir,
+        };
+        sentinel.wait_ready(master);
+        sentinel
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        let c = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
+            .get_connection_with_timeout(Duration::from_secs(1))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(c)
+    }
+
+    fn wait_ready(&self, master: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let named = self.conn().and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg("mymaster")
+                    .query::<Option<(String, u16)>>(&mut c)
+            });
+            if let Ok(Some((_, port))) = named {
+                if port == master {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the sentinel on port {} did not start", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
+    }
+
+    /// Freezes the sentinel; it runs again when the guard is dropped.
+    fn hang(&self) -> Frozen {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.conn().expect("sentinel reachable"))
+            .unwrap();
+        let pid: u32 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("INFO server names the process id");
+        signal("STOP", pid);
+        Frozen { pid }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill available");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A frozen sentinel; dropping this resumes it.
+struct Frozen {
+    pid: u32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid.to_string())
+            .status();
+    }
+}
+
+fn cache_of(sentinel: &Sentinel, test: &str) -> Cache {
+    Cache::new(
+        Config::builder()
+            .redis_url(sentinel.url())
+            .namespace(common::namespace(test))
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .breaker_cooldown(Duration::from_millis(300))
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Calls `f(x)` for each of `xs` on a helper thread, in `cache`'s scope;
+/// each call's value and duration, or a failure if one of them has not
+/// come back within [`DEADLINE`] (the thread is then left blocked).
+fn calls_come_back(cache: &Cache, f: fn(u32) -> u32, xs: &[u32]) -> Vec<(u32, Duration)> {
+    let (tx, rx) = mpsc::channel();
+    let (cache, xs2) = (cache.clone(), xs.to_vec());
+    std::thread::spawn(move || {
+        cache.in_scope(|| {
+            for x in xs2 {
+                let started = Instant::now();
+                let value = f(x);
+                if tx.send((value, started.elapsed())).is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    xs.iter()
+        .map(|x| {
+            rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                panic!("the call for {x} did not come back within {DEADLINE:?}")
+            })
+        })
+        .collect()
+}
+
+/// Whether a call of `f(x)` is eventually served from the cache (its
+/// body, counted by `runs`, not run), within [`DEADLINE`].
+fn eventually_cached(cache: &Cache, f: fn(u32) -> u32, runs: &AtomicUsize, x: u32) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        let before = runs.load(SeqCst);
+        let took = calls_come_back(cache, f, &[x]);
+        assert_eq!(took[0].0, x + 1000);
+        if runs.load(SeqCst) == before {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+static SENTINEL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, prefix = "frozen_sentinel")]
+fn behind_a_frozen_sentinel(x: u32) -> u32 {
+    SENTINEL_RUNS.fetch_add(1, SeqCst);
+    x + 1000
+}
+
+#[test]
+fn a_frozen_sentinel_never_blocks_a_sync_call() {
+    let master = common::RedisServer::start();
+    let sentinel = Sentinel::start(master.port);
+    let cache = cache_of(&sentinel, "sentinel_frozen-sentinel");
+    let f = behind_a_frozen_sentinel as fn(u32) -> u32;
+
+    // No connection yet: every call must ask the frozen sentinel.
+    let frozen = sentinel.hang();
+    let took = calls_come_back(&cache, f, &[1, 2, 3]);
+    eprintln!("sentinel frozen: calls took {took:?}");
+    for (x, (value, _)) in (1..=3).zip(&took) {
+        assert_eq!(*value, x + 1000, "the body's value");
+    }
+    assert_eq!(SENTINEL_RUNS.load(SeqCst), 3, "each call ran the body");
+
+    drop(frozen);
+    assert!(
+        eventually_cached(&cache, f, &SENTINEL_RUNS, 7),
+        "caching resumed once the sentinel ran again"
+    );
+}
+
+static MASTER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, prefix = "frozen_master")]
+fn behind_a_frozen_master(x: u32) -> u32 {
+    MASTER_RUNS.fetch_add(1, SeqCst);
+    x + 1000
+}
+
+#[test]
+fn a_frozen_master_never_blocks_a_sync_call() {
+    let master = common::RedisServer::start();
+    let sentinel = Sentinel::start(master.port);
+    let cache = cache_of(&sentinel, "sentinel_frozen-master");
+    let f = behind_a_frozen_master as fn(u32) -> u32;
+
+    // Connected and caching first.
+    assert!(
+        eventually_cached(&cache, f, &MASTER_RUNS, 1),
+        "caching through the sentinel"
+    );
+
+    // The pooled connection times out and is dropped; the next connects
+    // find the master through the (running) sentinel and must give up on
+    // its `ROLE` check.
+    let runs = MASTER_RUNS.load(SeqCst);
+    let frozen = master.hang();
+    let took = calls_come_back(&cache, f, &[11, 12, 13]);
+    eprintln!("master frozen: calls took {took:?}");
+    for (x, (value, _)) in (11..=13).zip(&took) {
+        assert_eq!(*value, x + 1000, "the body's value");
+    }
+    assert_eq!(MASTER_RUNS.load(SeqCst), runs + 3, "each call ran the body");
+
+    drop(frozen);
+    assert!(
+        eventually_cached(&cache, f, &MASTER_RUNS, 17),
+        "caching resumed once the master ran again"
+    );
+}
+
+static SECOND_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, prefix = "frozen_first")]
+fn behind_a_frozen_first_sentinel(x: u32) -> u32 {
+    SECOND_RUNS.fetch_add(1, SeqCst);
+    x + 1000
+}
+
+#[test]
+fn a_frozen_first_sentinel_leaves_the_second_to_answer() {
+    let master = common::RedisServer::start();
+    let first = Sentinel::start(master.port);
+    let second = Sentinel::start(master.port);
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/mymaster",
+        first.port, second.port
+    );
+    let cache = Cache::new(
+        Config::builder()
+            .redis_url(url)
+            .namespace(common::namespace("sentinel_frozen-first"))
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .breaker_cooldown(Duration::from_millis(300))
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let f = behind_a_frozen_first_sentinel as fn(u32) -> u32;
+
+    // No connection yet: the first sentinel named is frozen, the second
+    // one finds the master, and caching works while the first stays
+    // frozen.
+    let _frozen = first.hang();
+    assert!(
+        eventually_cached(&cache, f, &SECOND_RUNS, 1),
+        "caching through the second sentinel"
+    );
+}
