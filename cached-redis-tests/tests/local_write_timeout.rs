@@ -22,8 +22,13 @@ const URL: &str = "CACHED_REDIS_WT_URL";
 const NS: &str = "CACHED_REDIS_WT_NS";
 /// How long a behaviour may take to show before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(15);
-/// The cache's command timeout; Redis sleeps longer than this.
-const TIMEOUT: Duration = Duration::from_millis(200);
+/// The cache's command timeout; Redis is frozen for longer than this.
+const TIMEOUT: Duration = Duration::from_millis(100);
+/// How long Redis is frozen: past the write's timeout, but short of the
+/// 500 ms the peer's channel gives a `PING` before it counts as lost (a
+/// lost channel would empty the peer's level and hide what is tested; the
+/// test checks it did not).
+const FROZEN: Duration = Duration::from_millis(300);
 
 /// The server of this test (the parent's, passed to the peer).
 fn url() -> &'static str {
@@ -103,6 +108,30 @@ impl Peer {
         )
     }
 
+    /// Brings the peer to hold a value for `id` that is no longer the
+    /// source's, with no Redis entry behind it: returns the value held.
+    fn hold(&self, id: u64) -> u64 {
+        let deadline = Instant::now() + PATIENCE;
+        let mut next = 1_000 * id;
+        set_source(id, next);
+        let mut last = self.call(id);
+        loop {
+            next += 1;
+            set_source(id, next);
+            let _: () = raw().del(value_cache_key(id).unwrap()).unwrap();
+            let answer = self.call(id);
+            if answer == last {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the peer's level never held the value of {id}"
+            );
+            last = answer;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn call(&self, id: u64) -> u64 {
         let ns = std::env::var(NS).unwrap();
         let _: () = raw().rpush(format!("{ns}:test:req"), id).unwrap();
@@ -131,40 +160,25 @@ async fn a_write_whose_reply_timed_out_still_reaches_the_peer() {
     let peer = Peer::start();
     let id = 1;
 
-    // The peer holds 1: the Redis entry is then removed without telling
-    // anyone and the source moved on, yet the peer still answers 1.
-    let deadline = Instant::now() + PATIENCE;
-    let mut next = 1;
-    set_source(id, next);
-    let mut last = peer.call(id);
-    let held = loop {
-        next += 1;
-        set_source(id, next);
-        let _: () = raw().del(value_cache_key(id).unwrap()).unwrap();
-        let answer = peer.call(id);
-        if answer == last {
-            break answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the peer's level never held the value"
-        );
-        last = answer;
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // The peer holds a value for `id` and one for `other`: their Redis
+    // entries are then removed without telling anyone and their sources
+    // move on, yet the peer still answers with what it holds.
+    let other = 2;
+    let held = peer.hold(id);
+    let other_held = peer.hold(other);
 
     // This process recomputes while Redis is frozen for longer than the
     // cache's timeout: the write's reply never comes back in time, but
     // Redis runs it when it wakes.
-    let new = next + 1;
+    let new = held + 100;
     set_source(id, new);
     // Connected and the write's script loaded before Redis freezes: what
     // is tested is a write sent, not a connection that cannot open.
-    value(id + 1).await;
+    value(id + 100).await;
     let errors_before = cached_redis::local_stats("wt_value").unwrap().errors;
     let hung = server.hang();
     let waker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(FROZEN);
         drop(hung);
     });
     assert_eq!(value_refresh(id).await, new);
@@ -199,7 +213,16 @@ async fn a_write_whose_reply_timed_out_still_reaches_the_peer() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The message did it, not a lost channel (which would have emptied the
+    // peer's level): the other value is still held.
+    assert_eq!(
+        peer.call(other),
+        other_held,
+        "the peer's level was emptied: its channel was lost"
+    );
     drop(peer);
     drop(server);
-    let _ = std::fs::remove_file(source_path(id));
+    for id in [id, other, id + 100] {
+        let _ = std::fs::remove_file(source_path(id));
+    }
 }

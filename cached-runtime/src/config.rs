@@ -506,8 +506,11 @@ impl ConfigBuilder {
 
     /// Byte budget of each function's `local` level (default 64 MiB),
     /// besides its `local = N` entries. A held value weighs its encoded
-    /// size (before compression) plus its key: an estimate of the memory
-    /// its decoded form takes.
+    /// size (before compression) plus its key and `size_of::<T>()`: what
+    /// the budget bounds, not the memory the decoded value takes, which is
+    /// more (headers and allocator rounding of its strings and vectors;
+    /// far more for large inline arrays that encode small). See the
+    /// README's section on the `local` level.
     pub fn local_max_bytes(mut self, bytes: u64) -> Self {
         self.config.local_max_bytes = bytes;
         self

@@ -29,10 +29,16 @@ use futures_util::StreamExt;
 use crate::error::StoreError;
 use crate::store::{Announcement, PubSubSource, Store};
 
-/// How often the subscriber checks that its connection still answers.
-const PING_EVERY: Duration = Duration::from_secs(1);
-/// How long a `PING` may take before the connection counts as lost.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the channel may be silent before the subscriber checks that
+/// its connection still answers. A loss the connection does not report (a
+/// partition that drops packets) is noticed within this and
+/// [`PING_TIMEOUT`]: until then the levels serve what they hold, while
+/// the other processes may be changing entries. A quarter of a second
+/// costs an idle process four `PING`s a second.
+const PING_EVERY: Duration = Duration::from_millis(250);
+/// How long a `PING` may take before the connection counts as lost: well
+/// above a loaded server's reply time, since a loss empties every level.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between reconnection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
