@@ -691,8 +691,18 @@ pub async fn invalidate_async(
     };
     // Dropped here even when the store failed: a local copy is never worth
     // more than the caller's wish to drop it.
-    change.apply_here();
+    settle(change, &removed);
     Ok(removed?)
+}
+
+/// Applies `change` to this process's levels after the removal that made
+/// it returned `outcome`; a removal that failed may still run later (see
+/// [`Change::failed`]).
+pub(crate) fn settle<T>(change: Change<'_>, outcome: &Result<T, crate::error::StoreError>) {
+    match outcome {
+        Ok(_) => change.apply_here(),
+        Err(e) => change.failed(e),
+    }
 }
 
 /// [`invalidate_async`] for sync functions.
@@ -716,7 +726,7 @@ pub fn invalidate_sync(
         }
         None => store.del_sync(key.as_str()),
     };
-    change.apply_here();
+    settle(change, &removed);
     Ok(removed?)
 }
 

@@ -72,6 +72,15 @@ impl StoreError {
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
     }
+
+    /// Whether the command may have run all the same: it was sent, and no
+    /// answer came back (a timeout, a connection lost on the way).
+    pub(crate) fn may_have_run(&self) -> bool {
+        matches!(
+            self.kind,
+            StoreErrorKind::Timeout | StoreErrorKind::Connection
+        )
+    }
 }
 
 impl fmt::Display for StoreError {

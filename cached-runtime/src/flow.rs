@@ -334,8 +334,12 @@ fn held_for(
         call.site.ttl
     };
     let held = match header {
-        // A read with `refresh` restarted the entry's lifetime.
-        Some(_) if call.site.refresh => lifetime.saturating_sub(sent.elapsed()),
+        // A read with `refresh` restarted the entry's lifetime in Redis,
+        // to `ttl + stale` (a cached `None` too, whose own lifetime may be
+        // longer).
+        Some(_) if call.site.refresh => lifetime
+            .min(call.site.touch().unwrap_or(lifetime))
+            .saturating_sub(sent.elapsed()),
         Some(header) => {
             let end = header
                 .created_at_ms
@@ -442,15 +446,17 @@ impl<V> Pending<V> {
         }
     }
 
-    /// The cross-process lock this call holds, as its key and token.
+    /// The cross-process lock this call holds for a miss, as its key and
+    /// token: the lock a call that never finishes releases. A refresh's
+    /// lock is kept until its lease ends whatever happens (see
+    /// [`Pending::panicked`]): nobody waits on it, and a backend that
+    /// hangs past the callers' timeouts is then retried once per lease.
     fn lock(&self, call: &Call<'_>) -> Option<(String, String)> {
         match &self.kind {
             PendingKind::Miss { lock, .. } => {
                 lock.as_ref().map(|token| (call.lock_key(), token.clone()))
             }
-            PendingKind::Refresh {
-                lock_key, token, ..
-            } => Some((lock_key.clone(), token.clone())),
+            PendingKind::Refresh { .. } => None,
         }
     }
 
@@ -556,6 +562,15 @@ enum Acquired<V> {
 async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquired<V> {
     let lock_key = call.lock_key();
     let token = lease::lock_token();
+    // Armed before the lock is asked for: a call dropped while taking it
+    // (a `SET NX` whose reply never came may have taken it) or while it
+    // reads the value under it releases it, and so does one whose `SET NX`
+    // failed. Disarmed wherever this call surely does not hold it, and when
+    // the lock goes to the body's run, which guards it from then on.
+    let mut abandoned = Abandoned {
+        io,
+        lock: Some((lock_key.clone(), token.clone())),
+    };
     let lease = lease::lease_for(call.site.compute_estimate());
     let deadline = Instant::now() + lease::LEASE_CEILING;
     // Pauses grow to a tenth of what the body usually costs: a waiter sees
@@ -571,8 +586,10 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
                 // its lock went away.
                 if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
                     let _ = io.unlock(&lock_key, &token).await;
+                    abandoned.lock = None;
                     return Acquired::Value(value, bytes);
                 }
+                abandoned.lock = None;
                 return Acquired::Lock(token);
             }
             Ok(false) => {}
@@ -583,11 +600,13 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
                 key = call.key(),
                 "waited a full lease ceiling for a lock; computing"
             );
+            abandoned.lock = None;
             return Acquired::GaveUp;
         }
         io.sleep(pause).await;
         pause = (pause * 3 / 2).min(pause_cap);
         if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
+            abandoned.lock = None;
             return Acquired::Value(value, bytes);
         }
     }
@@ -692,9 +711,8 @@ where
             call.site.stats.error();
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
             if news.is_some() {
-                // It may have happened all the same: what this process
-                // holds of the key may be older than the store's entry.
-                Change::Key(call.key()).apply_here();
+                // It may have happened all the same, or happen later.
+                Change::Key(call.key()).failed(&e);
             }
         }
     }

@@ -181,7 +181,7 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
         let change = Change::Key(key.as_str());
         let news = change.announcement(&engine.config.namespace);
         let deleted = store.del_announced(key.as_str(), &news).await;
-        change.apply_here();
+        crate::engine::settle(change, &deleted);
         removed |= deleted?;
     }
     Ok(removed)

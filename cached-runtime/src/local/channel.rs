@@ -20,7 +20,7 @@
 //! levels and skips its own messages. Plain `PUBLISH`/`SUBSCRIBE` (RESP2)
 //! work on Redis 5 and later and on a cluster.
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -145,16 +145,48 @@ impl Change<'_> {
             Change::Head(head) => super::invalidate_head(head),
         }
     }
+
+    /// The write or removal that was to make this change failed with
+    /// `error`. It is applied here all the same; and if the command may
+    /// have run without an answer coming back (a timeout), it may still run
+    /// later than reads this process makes meanwhile, and then its message
+    /// is the only news of it: for a while this process applies its own
+    /// messages as it applies the others'.
+    pub(crate) fn failed(self, error: &StoreError) {
+        self.apply_here();
+        if error.may_have_run() {
+            let until =
+                crate::clock::monotonic_ms().saturating_add(UNSETTLED_FOR.as_millis() as u64);
+            OWN_MESSAGES_UNTIL.fetch_max(until, SeqCst);
+        }
+    }
 }
 
-/// Applies a received message, unless this process sent it.
+/// How long after a write that failed without an answer this process
+/// applies its own messages: longer than a write can wait in a socket
+/// for a stalled Redis that then runs it. Applying its own messages costs
+/// a writer only the copy it holds of what it just wrote.
+const UNSETTLED_FOR: Duration = Duration::from_secs(60);
+
+/// Until when (in [`crate::clock::monotonic_ms`]) this process applies its
+/// own messages; 0: never since it started.
+static OWN_MESSAGES_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a message this process sent is applied here as well.
+fn applies_own_messages() -> bool {
+    let until = OWN_MESSAGES_UNTIL.load(SeqCst);
+    until != 0 && crate::clock::monotonic_ms() < until
+}
+
+/// Applies a received message, unless this process sent it (and no write
+/// of its own may still run: see [`Change::failed`]).
 fn receive(message: &str) {
     let mut parts = message.splitn(3, ' ');
     let (Some(from), Some(kind), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
         tracing::debug!(message, "ignoring a malformed invalidation message");
         return;
     };
-    if from == origin() {
+    if from == origin() && !applies_own_messages() {
         return;
     }
     match kind {
@@ -296,5 +328,33 @@ mod tests {
         receive("someoneelse000000 p chan-ns:p:");
         assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
         receive("garbage");
+        // A write of this process failed without an answer: it may still
+        // run later, and its message is then the only news of it here.
+        level.put(
+            level.ticket(),
+            "chan-ns:p:k",
+            1u8,
+            1,
+            Duration::from_secs(60),
+        );
+        // An answer says it did not run: own messages are still skipped.
+        let refused = StoreError::new(crate::error::StoreErrorKind::Response, "NOPERM");
+        Change::Key("chan-ns:p:k2").failed(&refused);
+        receive(&Change::Key("chan-ns:p:k").message());
+        assert_eq!(
+            level.get::<u8>("chan-ns:p:k"),
+            Some(1),
+            "own message skipped"
+        );
+        // A timeout says nothing.
+        let timeout = StoreError::new(crate::error::StoreErrorKind::Timeout, "no answer");
+        Change::Key("chan-ns:p:k2").failed(&timeout);
+        assert_eq!(level.get::<u8>("chan-ns:p:k"), Some(1), "another key");
+        receive(&Change::Key("chan-ns:p:k").message());
+        assert_eq!(
+            level.get::<u8>("chan-ns:p:k"),
+            None,
+            "own message applied while a write is unsettled"
+        );
     }
 }

@@ -101,18 +101,22 @@ fn unlock_script() -> &'static ::redis::Script {
 /// Writes an entry and publishes the message that announces it, in one
 /// step: Redis runs a script whole, so the entry never changes without its
 /// message, even when the reply is lost (a client timeout while Redis was
-/// slow, a dropped connection): then both happened or neither did.
+/// slow, a dropped connection). The message goes first: a script is not
+/// rolled back, and a `PUBLISH` refused (an ACL without the channel) must
+/// stop the write, while a write refused after it (`OOM`) costs only a
+/// needless invalidation. Subscribers get the message once the script is
+/// done, so they never read the entry it replaces after it.
 const SET_ANNOUNCED: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 "#;
 
 /// Removes an entry and publishes the message that announces it, in one
-/// step (see [`SET_ANNOUNCED`]); returns how many entries went.
+/// step, message first (see [`SET_ANNOUNCED`]); returns how many entries
+/// went.
 const DEL_ANNOUNCED: &str = r#"
-local removed = redis.call('UNLINK', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return removed
+return redis.call('UNLINK', KEYS[1])
 "#;
 
 fn set_announced_script() -> &'static ::redis::Script {
@@ -207,9 +211,8 @@ impl Store {
             }
             Store::Redis(r) => {
                 let invocation = set_announced(key, value, ttl, news);
-                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+                r.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
                     .await
-                    .map(drop)
             }
         }
     }
@@ -287,9 +290,7 @@ impl Store {
                 m.set(key, value, ttl);
                 Ok(())
             }
-            Store::Redis(r) => r
-                .run_sync(|c| set_announced(key, value, ttl, news).invoke::<i64>(c))
-                .map(drop),
+            Store::Redis(r) => r.run_sync(|c| set_announced(key, value, ttl, news).invoke::<()>(c)),
         }
     }
 

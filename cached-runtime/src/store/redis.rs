@@ -160,9 +160,15 @@ pub struct RedisStore {
 /// Whether an error says the connection (not the command) is broken. A
 /// `READONLY` answer counts: the server was a master and has been demoted
 /// (a sentinel failover), so a new connection must find the new master.
+/// Redis before 7 reports a write refused inside a script as an `ERR`
+/// that quotes the `READONLY` reply: that counts too.
 fn is_connection_fault(e: &RedisError) -> bool {
     match e.kind() {
-        redis::ErrorKind::Server(kind) => kind == redis::ServerErrorKind::ReadOnly,
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) => true,
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            e.detail().is_some_and(|detail| detail.contains("READONLY"))
+        }
+        redis::ErrorKind::Server(_) => false,
         // An error reply whose code the client has no name for (`OOM`
         // under `maxmemory`, a module's own): Redis answered, so reads may
         // still work; it is not a reason to open the breaker.
@@ -710,6 +716,28 @@ mod tests {
         );
         let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_connection_fault(&io));
+        let wrong_type = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "Error running script (call to f_0): @user_script:2: WRONGTYPE Operation against a key holding the wrong kind of value".to_owned(),
+        ));
+        assert!(!is_connection_fault(&wrong_type), "an answer");
+    }
+
+    #[test]
+    fn a_demoted_master_is_a_connection_fault_inside_a_script_too() {
+        let plain = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(is_connection_fault(&plain));
+        // Redis 5 and 6 wrap the refusal of a script's write in an `ERR`.
+        let in_script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "Error running script (call to f_0): @user_script:2: @user_script: 2: -READONLY You can't write against a read only replica.".to_owned(),
+        ));
+        assert!(is_connection_fault(&in_script));
     }
 
     #[test]
