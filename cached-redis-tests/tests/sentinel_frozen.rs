@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,22 +53,10 @@ impl Sentinel {
             ),
         )
         .unwrap();
-        // As `common::RedisServer`: the shell kills the sentinel once this
-        // test process is gone.
-        let script = format!(
-            "redis-server '{}' --sentinel --daemonize no >/dev/null 2>&1 & \
-             srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; exit 0' TERM; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; \
-             kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null",
-            conf.display(),
-            parent = std::process::id()
-        );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sh available");
+        let child = common::watched(&format!(
+            "redis-server '{}' --sentinel --daemonize no",
+            conf.display()
+        ));
         let sentinel = Self {
             port,
             child: Some(child),
@@ -109,18 +97,10 @@ impl Sentinel {
     }
 
     /// Freezes the sentinel; it runs again when the guard is dropped.
-    fn hang(&self) -> Frozen {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut self.conn().expect("sentinel reachable"))
-            .unwrap();
-        let pid: u32 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
-            .expect("INFO server names the process id");
-        signal("STOP", pid);
-        Frozen { pid }
+    fn hang(&self) -> common::Hung {
+        common::freeze(common::server_pid(
+            &mut self.conn().expect("sentinel reachable"),
+        ))
     }
 }
 
@@ -131,29 +111,6 @@ impl Drop for Sentinel {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn signal(name: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill available");
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// A frozen sentinel; dropping this resumes it.
-struct Frozen {
-    pid: u32,
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.pid.to_string())
-            .status();
     }
 }
 
@@ -214,6 +171,24 @@ fn eventually_cached(cache: &Cache, f: fn(u32) -> u32, runs: &AtomicUsize, x: u3
     false
 }
 
+/// Calls `f` with each of `xs` while `what` is frozen: each call comes
+/// back with its body's value, the body having run.
+fn run_uncached_while_frozen(
+    cache: &Cache,
+    f: fn(u32) -> u32,
+    runs: &AtomicUsize,
+    xs: [u32; 3],
+    what: &str,
+) {
+    let before = runs.load(SeqCst);
+    let took = calls_come_back(cache, f, &xs);
+    eprintln!("{what} frozen: calls took {took:?}");
+    for (x, (value, _)) in xs.iter().zip(&took) {
+        assert_eq!(*value, x + 1000, "the body's value");
+    }
+    assert_eq!(runs.load(SeqCst), before + 3, "each call ran the body");
+}
+
 static SENTINEL_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(ttl = 600, prefix = "frozen_sentinel")]
@@ -231,13 +206,7 @@ fn a_frozen_sentinel_never_blocks_a_sync_call() {
 
     // No connection yet: every call must ask the frozen sentinel.
     let frozen = sentinel.hang();
-    let took = calls_come_back(&cache, f, &[1, 2, 3]);
-    eprintln!("sentinel frozen: calls took {took:?}");
-    for (x, (value, _)) in (1..=3).zip(&took) {
-        assert_eq!(*value, x + 1000, "the body's value");
-    }
-    assert_eq!(SENTINEL_RUNS.load(SeqCst), 3, "each call ran the body");
-
+    run_uncached_while_frozen(&cache, f, &SENTINEL_RUNS, [1, 2, 3], "sentinel");
     drop(frozen);
     assert!(
         eventually_cached(&cache, f, &SENTINEL_RUNS, 7),
@@ -269,15 +238,8 @@ fn a_frozen_master_never_blocks_a_sync_call() {
     // The pooled connection times out and is dropped; the next connects
     // find the master through the (running) sentinel and must give up on
     // its `ROLE` check.
-    let runs = MASTER_RUNS.load(SeqCst);
     let frozen = master.hang();
-    let took = calls_come_back(&cache, f, &[11, 12, 13]);
-    eprintln!("master frozen: calls took {took:?}");
-    for (x, (value, _)) in (11..=13).zip(&took) {
-        assert_eq!(*value, x + 1000, "the body's value");
-    }
-    assert_eq!(MASTER_RUNS.load(SeqCst), runs + 3, "each call ran the body");
-
+    run_uncached_while_frozen(&cache, f, &MASTER_RUNS, [11, 12, 13], "master");
     drop(frozen);
     assert!(
         eventually_cached(&cache, f, &MASTER_RUNS, 17),

@@ -61,6 +61,27 @@ pub fn stats_hash(namespace: &str, prefix: &str) -> std::collections::HashMap<St
         .unwrap()
 }
 
+/// Runs the server `command` (a shell command line) under a shell that
+/// waits for it and stops it once this test process is gone, so that no
+/// server outlives a crashed test; killing the returned shell (`TERM`)
+/// stops the server too. Stopping sends `CONT` first: a server frozen by
+/// a test (`SIGSTOP`) would not act on `TERM` before it.
+pub fn watched(command: &str) -> Child {
+    let script = format!(
+        "{command} >/dev/null 2>&1 & \
+         srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; exit 0' TERM; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; \
+         kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null",
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sh available")
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -87,21 +108,10 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("cached-redis-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // The shell waits for the server and kills it once this test
-        // process is gone, so no server outlives a crashed test.
-        let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no >/dev/null 2>&1 & \
-             srv=$!; trap 'kill $srv 2>/dev/null; exit 0' TERM; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; kill $srv 2>/dev/null",
-            dir.display(),
-            parent = std::process::id()
-        );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sh available");
+        let child = watched(&format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no",
+            dir.display()
+        ));
         let server = Self {
             port,
             child: Some(child),
@@ -138,20 +148,14 @@ impl RedisServer {
             .unwrap()
             .get_connection()
             .expect("server reachable");
-        let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
-            .expect("INFO server names the process id")
+        server_pid(&mut c)
     }
 
     /// Freezes the server with `SIGSTOP`: connections stay open, nothing
     /// answers. It runs again when the guard is dropped, whatever happens
     /// in between (a failing assertion included).
     pub fn hang(&self) -> Hung {
-        let pid = self.pid();
-        signal("STOP", pid);
-        Hung { pid }
+        freeze(self.pid())
     }
 
     /// Stops the server and waits until the port refuses connections.
@@ -191,6 +195,21 @@ pub fn init_once(test_file: &str) {
     });
 }
 
+/// The process id of the server (or sentinel) behind `conn`.
+pub fn server_pid(conn: &mut redis::Connection) -> u32 {
+    let info: String = redis::cmd("INFO").arg("server").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("INFO server names the process id")
+}
+
+/// Freezes process `pid` with `SIGSTOP` until the guard is dropped.
+pub fn freeze(pid: u32) -> Hung {
+    signal("STOP", pid);
+    Hung { pid }
+}
+
 fn signal(name: &str, pid: u32) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -200,7 +219,7 @@ fn signal(name: &str, pid: u32) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-/// A server frozen by [`RedisServer::hang`]; dropping this resumes it.
+/// A server frozen by [`freeze`]; dropping this resumes it.
 pub struct Hung {
     pid: u32,
 }

@@ -205,10 +205,7 @@ impl Store {
         news: &Announcement,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.set(key, value, ttl);
-                Ok(())
-            }
+            Store::Memory(_) => self.set(key, value, ttl).await,
             Store::Redis(r) => {
                 let invocation = set_announced(key, value, ttl, news);
                 r.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
@@ -224,7 +221,7 @@ impl Store {
         news: &Announcement,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.del(key)),
+            Store::Memory(_) => self.del(key).await,
             Store::Redis(r) => {
                 let invocation = del_announced(key, news);
                 r.run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
@@ -286,10 +283,7 @@ impl Store {
         news: &Announcement,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.set(key, value, ttl);
-                Ok(())
-            }
+            Store::Memory(_) => self.set_sync(key, value, ttl),
             Store::Redis(r) => r.run_sync(|c| set_announced(key, value, ttl, news).invoke::<()>(c)),
         }
     }
@@ -301,7 +295,7 @@ impl Store {
         news: &Announcement,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.del(key)),
+            Store::Memory(_) => self.del_sync(key),
             Store::Redis(r) => r
                 .run_sync(|c| del_announced(key, news).invoke::<u64>(c))
                 .map(|n| n > 0),
