@@ -22,13 +22,14 @@ use crate::error::Error;
 use crate::flow::{self, Call};
 use crate::flush::Flushed;
 use crate::key::{self, CacheKey, KeyMemo};
-use crate::local::channel::{Change, Channel};
+use crate::local::channel::{Change, Channel, PendingChange};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
 use crate::shape::{LocalValue, ReturnShape};
 use crate::site::ResolvedSite;
 use crate::skip;
 use crate::stats::{StatsRegistry, StatsSnapshot};
+use crate::store::Announcement;
 use crate::store::{MemoryStore, RedisStore, Store};
 
 /// One cache: a configuration, the store it talks to, and what belongs to
@@ -682,26 +683,37 @@ pub async fn invalidate_async(
     // sees nothing or is older than the change and is not held. With
     // `local`, the message to the other processes goes in the same step.
     let change = Change::Key(key.as_str());
+    // Dropped here even when the store failed: a local copy is never worth
+    // more than the caller's wish to drop it.
     let removed = match site.options.local {
         Some(_) => {
             let news = change.announcement(&engine.config.namespace);
-            store.del_announced(key.as_str(), &news).await
+            let pending = PendingChange::new(change, &news);
+            let removed = store.del_announced(key.as_str(), &news).await;
+            pending.settle();
+            settle(change, Some(&news), &removed);
+            removed
         }
-        None => store.del(key.as_str()).await,
+        None => {
+            let removed = store.del(key.as_str()).await;
+            settle(change, None, &removed);
+            removed
+        }
     };
-    // Dropped here even when the store failed: a local copy is never worth
-    // more than the caller's wish to drop it.
-    settle(change, &removed);
     Ok(removed?)
 }
 
 /// Applies `change` to this process's levels after the removal that made
-/// it returned `outcome`; a removal that failed may still run later (see
-/// [`Change::failed`]).
-pub(crate) fn settle<T>(change: Change<'_>, outcome: &Result<T, crate::error::StoreError>) {
+/// it, announced by `news` if it was, returned `outcome`; a removal that
+/// failed may still run later (see [`Change::failed`]).
+pub(crate) fn settle<T>(
+    change: Change<'_>,
+    news: Option<&Announcement>,
+    outcome: &Result<T, crate::error::StoreError>,
+) {
     match outcome {
         Ok(_) => change.apply_here(),
-        Err(e) => change.failed(e),
+        Err(e) => change.failed(news, e),
     }
 }
 
@@ -719,14 +731,15 @@ pub fn invalidate_sync(
         return Ok(false);
     };
     let change = Change::Key(key.as_str());
-    let removed = match site.options.local {
+    let (news, removed) = match site.options.local {
         Some(_) => {
             let news = change.announcement(&engine.config.namespace);
-            store.del_announced_sync(key.as_str(), &news)
+            let removed = store.del_announced_sync(key.as_str(), &news);
+            (Some(news), removed)
         }
-        None => store.del_sync(key.as_str()),
+        None => (None, store.del_sync(key.as_str())),
     };
-    settle(change, &removed);
+    settle(change, news.as_ref(), &removed);
     Ok(removed?)
 }
 

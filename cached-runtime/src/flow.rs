@@ -30,7 +30,7 @@ use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
 use crate::lease;
-use crate::local::channel::Change;
+use crate::local::channel::{Change, PendingChange};
 use crate::local::Near;
 use crate::ops::Io;
 use crate::shape::ReturnShape;
@@ -449,8 +449,10 @@ impl<V> Pending<V> {
     /// The cross-process lock this call holds for a miss, as its key and
     /// token: the lock a call that never finishes releases. A refresh's
     /// lock is kept until its lease ends whatever happens (see
-    /// [`Pending::panicked`]): nobody waits on it, and a backend that
-    /// hangs past the callers' timeouts is then retried once per lease.
+    /// [`Pending::panicked`]), so that a backend that hangs past the
+    /// callers' timeouts is retried once per lease; callers are served the
+    /// old value meanwhile, except `lock = true` misses of the same key
+    /// once the entry is gone, which wait for that lease.
     fn lock(&self, call: &Call<'_>) -> Option<(String, String)> {
         match &self.kind {
             PendingKind::Miss { lock, .. } => {
@@ -562,15 +564,12 @@ enum Acquired<V> {
 async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquired<V> {
     let lock_key = call.lock_key();
     let token = lease::lock_token();
-    // Armed before the lock is asked for: a call dropped while taking it
-    // (a `SET NX` whose reply never came may have taken it) or while it
-    // reads the value under it releases it, and so does one whose `SET NX`
-    // failed. Disarmed wherever this call surely does not hold it, and when
-    // the lock goes to the body's run, which guards it from then on.
-    let mut abandoned = Abandoned {
-        io,
-        lock: Some((lock_key.clone(), token.clone())),
-    };
+    // Armed while the lock is asked for and, once taken, until it goes to
+    // the body's run, which guards it from then on: a call dropped there
+    // (a `SET NX` whose reply never came may have taken the lock) releases
+    // it. A `SET NX` that failed leaves it to its lease: its connection is
+    // gone, and a sync caller would wait again.
+    let mut abandoned = Abandoned { io, lock: None };
     let lease = lease::lease_for(call.site.compute_estimate());
     let deadline = Instant::now() + lease::LEASE_CEILING;
     // Pauses grow to a tenth of what the body usually costs: a waiter sees
@@ -580,6 +579,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
     });
     let mut pause = Duration::from_millis(2);
     loop {
+        abandoned.lock = Some((lock_key.clone(), token.clone()));
         match io.try_lock(&lock_key, &token, lease).await {
             Ok(true) => {
                 // The previous holder may have stored the value just before
@@ -592,21 +592,22 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
                 abandoned.lock = None;
                 return Acquired::Lock(token);
             }
-            Ok(false) => {}
-            Err(_) => return Acquired::GaveUp,
+            Ok(false) => abandoned.lock = None,
+            Err(_) => {
+                abandoned.lock = None;
+                return Acquired::GaveUp;
+            }
         }
         if Instant::now() >= deadline {
             tracing::warn!(
                 key = call.key(),
                 "waited a full lease ceiling for a lock; computing"
             );
-            abandoned.lock = None;
             return Acquired::GaveUp;
         }
         io.sleep(pause).await;
         pause = (pause * 3 / 2).min(pause_cap);
         if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
-            abandoned.lock = None;
             return Acquired::Value(value, bytes);
         }
     }
@@ -690,10 +691,17 @@ where
         .then(|| Change::Key(call.key()).announcement(&call.config.namespace));
     let written = match &news {
         Some(news) => {
-            io.set_announced(call.key(), &encoded.bytes, ttl, news)
-                .await
+            // Should this call be dropped before the answer, the write may
+            // still run: its change then reaches this process as well.
+            let pending = PendingChange::new(Change::Key(call.key()), news);
+            // Boxed, as the plain write: a write is a miss's, rare next to
+            // hits, and every cached function's future would otherwise
+            // carry the store command's future inline.
+            let written = Box::pin(io.set_announced(call.key(), &encoded.bytes, ttl, news)).await;
+            pending.settle();
+            written
         }
-        None => io.set(call.key(), &encoded.bytes, ttl).await,
+        None => Box::pin(io.set(call.key(), &encoded.bytes, ttl)).await,
     };
     match written {
         // Both sizes count the header, so an uncompressed entry has a
@@ -712,7 +720,7 @@ where
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
             if news.is_some() {
                 // It may have happened all the same, or happen later.
-                Change::Key(call.key()).failed(&e);
+                Change::Key(call.key()).failed(news.as_ref(), &e);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::call_site::CallSite;
 use crate::engine::{bind, every_cache, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
-use crate::local::channel::{self, Change};
+use crate::local::channel::{self, Change, PendingChange};
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
@@ -180,8 +180,10 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
         // `Store::del_announced`).
         let change = Change::Key(key.as_str());
         let news = change.announcement(&engine.config.namespace);
+        let pending = PendingChange::new(change, &news);
         let deleted = store.del_announced(key.as_str(), &news).await;
-        crate::engine::settle(change, &deleted);
+        pending.settle();
+        crate::engine::settle(change, Some(&news), &deleted);
         removed |= deleted?;
     }
     Ok(removed)

@@ -65,13 +65,14 @@ pub fn stats_hash(namespace: &str, prefix: &str) -> std::collections::HashMap<St
 /// waits for it and stops it once this test process is gone, so that no
 /// server outlives a crashed test; killing the returned shell (`TERM`)
 /// stops the server too. Stopping sends `CONT` first: a server frozen by
-/// a test (`SIGSTOP`) would not act on `TERM` before it.
+/// a test (`SIGSTOP`) would not act on `TERM` before it. A server that
+/// ended by itself is not signalled (its pid may be another's by then).
 pub fn watched(command: &str) -> Child {
     let script = format!(
         "{command} >/dev/null 2>&1 & \
          srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; exit 0' TERM; \
          while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; \
-         kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null",
+         kill -0 {parent} 2>/dev/null || {{ kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; }}",
         parent = std::process::id()
     );
     Command::new("sh")

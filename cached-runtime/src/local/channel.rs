@@ -122,19 +122,28 @@ pub(crate) enum Change<'a> {
 }
 
 impl Change<'_> {
-    fn message(self) -> String {
+    /// The message, numbered `nonce` (0 for a message no write waits on).
+    fn message_numbered(self, nonce: u64) -> String {
         match self {
-            Change::Key(key) => format!("{} k {key}", origin()),
-            Change::Head(head) => format!("{} p {head}", origin()),
+            Change::Key(key) => format!("{}:{nonce} k {key}", origin()),
+            Change::Head(head) => format!("{}:{nonce} p {head}", origin()),
         }
     }
 
+    fn message(self) -> String {
+        self.message_numbered(0)
+    }
+
     /// The message that tells the other processes of `namespace` about the
-    /// change, to send with the write that makes it.
+    /// change, to send with the write that makes it. Each is numbered, so
+    /// that this process can tell the message of a write of its own that
+    /// failed without an answer from the others it skips ([`Change::failed`]).
     pub(crate) fn announcement(self, namespace: &str) -> Announcement {
+        let nonce = NEXT_NONCE.fetch_add(1, SeqCst);
         Announcement {
             channel: channel_name(namespace),
-            message: self.message(),
+            message: self.message_numbered(nonce),
+            nonce,
         }
     }
 
@@ -146,47 +155,107 @@ impl Change<'_> {
         }
     }
 
-    /// The write or removal that was to make this change failed with
-    /// `error`. It is applied here all the same; and if the command may
-    /// have run without an answer coming back (a timeout), it may still run
-    /// later than reads this process makes meanwhile, and then its message
-    /// is the only news of it: for a while this process applies its own
-    /// messages as it applies the others'.
-    pub(crate) fn failed(self, error: &StoreError) {
+    /// The write or removal that was to make this change, announced by
+    /// `news` (if it was), failed with `error`. The change is applied here
+    /// all the same; and if the command may have run without an answer
+    /// coming back (a timeout), it may still run, later than reads this
+    /// process makes meanwhile, so its message, whenever it comes, is
+    /// applied here too.
+    pub(crate) fn failed(self, news: Option<&Announcement>, error: &StoreError) {
         self.apply_here();
-        if error.may_have_run() {
-            let until =
-                crate::clock::monotonic_ms().saturating_add(UNSETTLED_FOR.as_millis() as u64);
-            OWN_MESSAGES_UNTIL.fetch_max(until, SeqCst);
+        if let (Some(news), true) = (news, error.may_have_run()) {
+            unsettled::add(news.nonce);
         }
     }
 }
 
-/// How long after a write that failed without an answer this process
-/// applies its own messages: longer than a write can wait in a socket
-/// for a stalled Redis that then runs it. Applying its own messages costs
-/// a writer only the copy it holds of what it just wrote.
-const UNSETTLED_FOR: Duration = Duration::from_secs(60);
+/// Numbers the messages of this process's announced writes; 0 is never
+/// one of them.
+static NEXT_NONCE: AtomicU64 = AtomicU64::new(1);
 
-/// Until when (in [`crate::clock::monotonic_ms`]) this process applies its
-/// own messages; 0: never since it started.
-static OWN_MESSAGES_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// The numbers of this process's announced writes that failed without an
+/// answer: their messages, if they ever come, are applied here.
+mod unsettled {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Mutex;
 
-/// Whether a message this process sent is applied here as well.
-fn applies_own_messages() -> bool {
-    let until = OWN_MESSAGES_UNTIL.load(SeqCst);
-    until != 0 && crate::clock::monotonic_ms() < until
+    /// More than a process could have in flight when Redis stalls; past
+    /// it, the oldest is forgotten (its message, should it still come, is
+    /// then skipped as any of this process's own).
+    const KEPT: usize = 4096;
+
+    static ANY: AtomicBool = AtomicBool::new(false);
+    static NONCES: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+
+    pub(super) fn add(nonce: u64) {
+        let mut nonces = NONCES.lock().unwrap_or_else(|e| e.into_inner());
+        if nonces.len() == KEPT {
+            nonces.pop_front();
+        }
+        nonces.push_back(nonce);
+        ANY.store(true, SeqCst);
+    }
+
+    /// Whether `nonce` is one of them; it is forgotten then (each message
+    /// comes once).
+    pub(super) fn take(nonce: u64) -> bool {
+        if !ANY.load(SeqCst) {
+            return false;
+        }
+        let mut nonces = NONCES.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = nonces.iter().position(|&n| n == nonce) else {
+            return false;
+        };
+        nonces.remove(at);
+        ANY.store(!nonces.is_empty(), SeqCst);
+        true
+    }
 }
 
-/// Applies a received message, unless this process sent it (and no write
-/// of its own may still run: see [`Change::failed`]).
+/// A write or removal on its way, whose change must reach this process's
+/// levels even if the call is dropped before its outcome is known (a
+/// request's timeout): then the command may still run, and its message
+/// is applied here when it comes ([`Change::failed`]). Settled by
+/// [`PendingChange::settle`] once the outcome is known.
+pub(crate) struct PendingChange<'a> {
+    change: Option<(Change<'a>, &'a Announcement)>,
+}
+
+impl<'a> PendingChange<'a> {
+    /// `change`, announced by `news`, about to be sent.
+    pub(crate) fn new(change: Change<'a>, news: &'a Announcement) -> Self {
+        Self {
+            change: Some((change, news)),
+        }
+    }
+
+    /// The outcome is known: nothing is left to do on drop.
+    pub(crate) fn settle(mut self) {
+        self.change = None;
+    }
+}
+
+impl Drop for PendingChange<'_> {
+    fn drop(&mut self) {
+        if let Some((change, news)) = self.change.take() {
+            change.apply_here();
+            unsettled::add(news.nonce);
+        }
+    }
+}
+
+/// Applies a received message, unless this process sent it (and it is not
+/// the message of a write of this process that failed without an answer:
+/// see [`Change::failed`]).
 fn receive(message: &str) {
     let mut parts = message.splitn(3, ' ');
     let (Some(from), Some(kind), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
         tracing::debug!(message, "ignoring a malformed invalidation message");
         return;
     };
-    if from == origin() && !applies_own_messages() {
+    let (sender, nonce) = from.split_once(':').unwrap_or((from, "0"));
+    if sender == origin() && !nonce.parse().is_ok_and(unsettled::take) {
         return;
     }
     match kind {
@@ -328,33 +397,58 @@ mod tests {
         receive("someoneelse000000 p chan-ns:p:");
         assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
         receive("garbage");
-        // A write of this process failed without an answer: it may still
-        // run later, and its message is then the only news of it here.
-        level.put(
-            level.ticket(),
-            "chan-ns:p:k",
-            1u8,
-            1,
-            Duration::from_secs(60),
+        // A write of this process whose outcome is unknown may still run:
+        // its message, whenever it comes, is applied here too; the others
+        // of this process are still skipped.
+        let put = || {
+            level.put(
+                level.ticket(),
+                "chan-ns:p:k",
+                1u8,
+                1,
+                Duration::from_secs(60),
+            )
+        };
+        let held = || level.get::<u8>("chan-ns:p:k").is_some();
+        let change = Change::Key("chan-ns:p:k");
+        // An error reply says it did not run.
+        let refused = change.announcement("chan-ns");
+        change.failed(
+            Some(&refused),
+            &StoreError::new(crate::error::StoreErrorKind::Response, "NOPERM"),
         );
-        // An answer says it did not run: own messages are still skipped.
-        let refused = StoreError::new(crate::error::StoreErrorKind::Response, "NOPERM");
-        Change::Key("chan-ns:p:k2").failed(&refused);
-        receive(&Change::Key("chan-ns:p:k").message());
-        assert_eq!(
-            level.get::<u8>("chan-ns:p:k"),
-            Some(1),
-            "own message skipped"
-        );
+        put();
+        receive(&refused.message);
+        assert!(held(), "the message of a write that did not run is skipped");
         // A timeout says nothing.
-        let timeout = StoreError::new(crate::error::StoreErrorKind::Timeout, "no answer");
-        Change::Key("chan-ns:p:k2").failed(&timeout);
-        assert_eq!(level.get::<u8>("chan-ns:p:k"), Some(1), "another key");
-        receive(&Change::Key("chan-ns:p:k").message());
-        assert_eq!(
-            level.get::<u8>("chan-ns:p:k"),
-            None,
-            "own message applied while a write is unsettled"
+        let timed_out = change.announcement("chan-ns");
+        change.failed(
+            Some(&timed_out),
+            &StoreError::new(crate::error::StoreErrorKind::Timeout, "no answer"),
         );
+        put();
+        receive(&change.announcement("chan-ns").message);
+        assert!(held(), "another message of this process is skipped");
+        receive(&timed_out.message);
+        assert!(
+            !held(),
+            "the message of a write that may have run is applied"
+        );
+        put();
+        receive(&timed_out.message);
+        assert!(held(), "and only once");
+        // A call dropped before the answer came.
+        let dropped = change.announcement("chan-ns");
+        drop(PendingChange::new(change, &dropped));
+        assert!(!held(), "applied here at once");
+        put();
+        receive(&dropped.message);
+        assert!(!held(), "and its message too");
+        // One that got its answer.
+        let answered = change.announcement("chan-ns");
+        PendingChange::new(change, &answered).settle();
+        put();
+        receive(&answered.message);
+        assert!(held(), "a settled write's message is skipped");
     }
 }

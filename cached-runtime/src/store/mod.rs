@@ -151,11 +151,12 @@ fn del_announced(key: &str, news: &Announcement) -> ::redis::ScriptInvocation<'s
 }
 
 /// A message for the other processes that goes with a write: `message`
-/// published on `channel`.
+/// published on `channel`; `nonce` numbers it among this process's.
 #[derive(Debug)]
 pub(crate) struct Announcement {
     pub(crate) channel: String,
     pub(crate) message: String,
+    pub(crate) nonce: u64,
 }
 
 impl Store {
