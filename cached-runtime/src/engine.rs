@@ -682,25 +682,35 @@ pub async fn invalidate_async(
     // Removed from the store first: a read racing this one then either
     // sees nothing or is older than the change and is not held. With
     // `local`, the message to the other processes goes in the same step.
-    let change = Change::Key(key.as_str());
     // Dropped here even when the store failed: a local copy is never worth
     // more than the caller's wish to drop it.
     let removed = match site.options.local {
-        Some(_) => {
-            let news = change.announcement(&engine.config.namespace);
-            let pending = PendingChange::new(change, &news);
-            let removed = store.del_announced(key.as_str(), &news).await;
-            pending.settle();
-            settle(change, Some(&news), &removed);
-            removed
-        }
+        Some(_) => remove_announced(store, &engine.config.namespace, key.as_str()).await,
         None => {
             let removed = store.del(key.as_str()).await;
-            settle(change, None, &removed);
+            Change::Key(key.as_str()).apply_here();
             removed
         }
     };
     Ok(removed?)
+}
+
+/// Removes `key` and tells the other processes of `namespace` in the same
+/// step ([`Store::del_announced`]), then drops it from this process's
+/// levels, even if the removal failed or this call is dropped on the way
+/// (the removal may still run: see [`Change::failed`]).
+pub(crate) async fn remove_announced(
+    store: &Store,
+    namespace: &str,
+    key: &str,
+) -> Result<bool, crate::error::StoreError> {
+    let change = Change::Key(key);
+    let news = change.announcement(namespace);
+    let pending = PendingChange::new(change, &news);
+    let removed = store.del_announced(key, &news).await;
+    pending.settle();
+    settle(change, Some(&news), &removed);
+    removed
 }
 
 /// Applies `change` to this process's levels after the removal that made

@@ -686,14 +686,15 @@ where
     // A function with `local` announces its writes to the other processes'
     // levels in the same step as the write: a write whose reply is lost
     // (a timeout) may still have happened, and then its message went too.
+    let change = Change::Key(call.key());
     let news = near
         .publishes()
-        .then(|| Change::Key(call.key()).announcement(&call.config.namespace));
+        .then(|| change.announcement(&call.config.namespace));
     let written = match &news {
         Some(news) => {
             // Should this call be dropped before the answer, the write may
             // still run: its change then reaches this process as well.
-            let pending = PendingChange::new(Change::Key(call.key()), news);
+            let pending = PendingChange::new(change, news);
             // Boxed, as the plain write: a write is a miss's, rare next to
             // hits, and every cached function's future would otherwise
             // carry the store command's future inline.
@@ -720,7 +721,7 @@ where
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
             if news.is_some() {
                 // It may have happened all the same, or happen later.
-                Change::Key(call.key()).failed(news.as_ref(), &e);
+                change.failed(news.as_ref(), &e);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::call_site::CallSite;
 use crate::engine::{bind, every_cache, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
-use crate::local::channel::{self, Change, PendingChange};
+use crate::local::channel::{self, Change};
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
@@ -176,15 +176,8 @@ pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<b
         let Some(store) = engine.store() else {
             continue;
         };
-        // The message goes in the same step as the removal (see
-        // `Store::del_announced`).
-        let change = Change::Key(key.as_str());
-        let news = change.announcement(&engine.config.namespace);
-        let pending = PendingChange::new(change, &news);
-        let deleted = store.del_announced(key.as_str(), &news).await;
-        pending.settle();
-        crate::engine::settle(change, Some(&news), &deleted);
-        removed |= deleted?;
+        removed |=
+            crate::engine::remove_announced(store, &engine.config.namespace, key.as_str()).await?;
     }
     Ok(removed)
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::flight::{Follower, Turn};
-
 use crate::store::{Announcement, Payload, Store};
 
 /// What the call path asks of the store and of time.

@@ -7,7 +7,7 @@ mod memory;
 mod redis;
 pub(crate) mod target;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 pub(crate) use self::connect::PubSubSource;
@@ -91,11 +91,19 @@ fn lock_cmd(lock_key: &str, token: &str, lease: Duration) -> ::redis::Cmd {
     cmd
 }
 
-/// [`UNLOCK`] as a script: sent as `EVALSHA` (its hash, not its text),
-/// loaded by the crate on the one `NOSCRIPT` reply after a server restart.
-fn unlock_script() -> &'static ::redis::Script {
-    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| ::redis::Script::new(UNLOCK))
+// The scripts, each sent as `EVALSHA` (its hash, not its text) and loaded
+// by the client on the one `NOSCRIPT` reply after a server restart.
+static UNLOCK_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(UNLOCK));
+static SET_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(SET_ANNOUNCED));
+static DEL_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(DEL_ANNOUNCED));
+
+/// [`UNLOCK`] of `lock_key` for `token`.
+fn unlock(lock_key: &str, token: &str) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = UNLOCK_SCRIPT.key(lock_key);
+    invocation.arg(token);
+    invocation
 }
 
 /// Writes an entry and publishes the message that announces it, in one
@@ -119,23 +127,14 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return redis.call('UNLINK', KEYS[1])
 "#;
 
-fn set_announced_script() -> &'static ::redis::Script {
-    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| ::redis::Script::new(SET_ANNOUNCED))
-}
-
-fn del_announced_script() -> &'static ::redis::Script {
-    static SCRIPT: std::sync::OnceLock<::redis::Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| ::redis::Script::new(DEL_ANNOUNCED))
-}
-
+/// [`SET_ANNOUNCED`] of `value` under `key` for `ttl`, with `news`.
 fn set_announced(
     key: &str,
     value: &[u8],
     ttl: Duration,
     news: &Announcement,
 ) -> ::redis::ScriptInvocation<'static> {
-    let mut invocation = set_announced_script().key(key);
+    let mut invocation = SET_ANNOUNCED_SCRIPT.key(key);
     invocation
         .arg(value)
         .arg(px(ttl))
@@ -144,8 +143,9 @@ fn set_announced(
     invocation
 }
 
+/// [`DEL_ANNOUNCED`] of `key`, with `news`.
 fn del_announced(key: &str, news: &Announcement) -> ::redis::ScriptInvocation<'static> {
-    let mut invocation = del_announced_script().key(key);
+    let mut invocation = DEL_ANNOUNCED_SCRIPT.key(key);
     invocation.arg(&news.channel).arg(&news.message);
     invocation
 }
@@ -336,8 +336,7 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
-                let mut invocation = unlock_script().key(lock_key);
-                invocation.arg(token);
+                let invocation = unlock(lock_key, token);
                 r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
                     .await
                     .map(drop)
@@ -350,8 +349,7 @@ impl Store {
     /// runtime's connection. Without one, the lock ends with its lease.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
         if let Store::Redis(r) = self {
-            let mut invocation = unlock_script().key(lock_key);
-            invocation.arg(token);
+            let invocation = unlock(lock_key, token);
             r.spawn(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await });
         }
     }
@@ -376,7 +374,7 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => r
-                .run_sync(|c| unlock_script().key(lock_key).arg(token).invoke::<i64>(c))
+                .run_sync(|c| unlock(lock_key, token).invoke::<i64>(c))
                 .map(drop),
         }
     }
