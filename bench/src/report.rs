@@ -659,8 +659,9 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          latency goes into a log-linear histogram (HdrHistogram-style, < 1.6 % error). \
          Throughput counts the calls started in the window; CPU per call is the \
          process's CPU time over the window divided by those calls. Concurrency levels {:?}; \
-         {} rounds, interleaved ((a), (b), (c) at each level, then the next level) \
-         and the median of each figure is reported.\n\
+         {} rounds, interleaved (every scenario at one level, then the next level; \
+         in the 2 KB hit table each round starts a level with the next scenario, so \
+         none always runs first) and the median of each figure is reported.\n\
          - **Sync path**: N OS threads, each calling a sync `#[cached] fn` (hits go \
          through cached-redis' pool of blocking connections) or doing a raw sync `GET` \
          on its own connection.\n\

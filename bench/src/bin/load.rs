@@ -274,7 +274,7 @@ impl Args {
             Timing {
                 warmup_ms: 250,
                 measure_ms: 1000,
-                rounds: 3,
+                rounds: 5,
                 levels: vec![1, 4, 16, 64],
                 sync_levels: vec![1, 8],
             }
@@ -554,29 +554,46 @@ fn run_all(args: &Args) -> Res<()> {
     for round in 0..timing.rounds {
         eprintln!(" round {}", round + 1);
         for &level in &timing.levels {
-            let s = rt.block_on(raw_get(&setup, level, w));
-            show("a", level, "tasks", &s);
-            a.push(level, s);
-            let s = rt.block_on(drive(level, w, |_| async {
-                assert!(search(&fx().query).await.is_ok());
-            }));
-            show("b", level, "tasks", &s);
-            b.push(level, s);
-            let s = rt.block_on(drive(level, w, |_| async {
-                assert!(search_lz4(&fx().query).await.is_ok());
-            }));
-            show("g", level, "tasks", &s);
-            g.push(level, s);
-            let s = rt.block_on(drive(level, w, |_| async {
-                assert!(peer_search(&fx().query).await.is_ok());
-            }));
-            show("c", level, "tasks", &s);
-            c.push(level, s);
-            let s = rt.block_on(drive(level, w, |_| async {
-                assert!(search_local(&fx().query).await.is_ok());
-            }));
-            show("f", level, "tasks", &s);
-            f.push(level, s);
+            // Each round starts the level with the next scenario, so that
+            // none always runs first after a change of level (or right
+            // after another one's connections warmed up).
+            for scenario in (0..5).map(|i| (i + round) % 5) {
+                match scenario {
+                    0 => {
+                        let s = rt.block_on(raw_get(&setup, level, w));
+                        show("a", level, "tasks", &s);
+                        a.push(level, s);
+                    }
+                    1 => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            assert!(search(&fx().query).await.is_ok());
+                        }));
+                        show("b", level, "tasks", &s);
+                        b.push(level, s);
+                    }
+                    2 => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            assert!(search_lz4(&fx().query).await.is_ok());
+                        }));
+                        show("g", level, "tasks", &s);
+                        g.push(level, s);
+                    }
+                    3 => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            assert!(peer_search(&fx().query).await.is_ok());
+                        }));
+                        show("c", level, "tasks", &s);
+                        c.push(level, s);
+                    }
+                    _ => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            assert!(search_local(&fx().query).await.is_ok());
+                        }));
+                        show("f", level, "tasks", &s);
+                        f.push(level, s);
+                    }
+                }
+            }
         }
     }
     eprintln!("load: the smallest hit (u32 key, 1-byte value)");
