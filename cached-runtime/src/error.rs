@@ -25,7 +25,10 @@ pub enum Error {
     #[error("cached-redis is already initialized; call init() once, before the first cached call")]
     AlreadyInitialized,
     /// The key arguments could not be made canonical (a NaN or infinite
-    /// float, a failing `Serialize` implementation).
+    /// float, a failing `Serialize` implementation); from
+    /// [`crate::invalidate_args`], also: no function with that prefix is
+    /// known in this process, the arguments are not a JSON array, or they
+    /// fit too many of its instantiations.
     #[error("cannot build a cache key: {0}")]
     Key(String),
     /// The store (Redis) failed or could not be reached. The message says
@@ -44,6 +47,9 @@ pub enum Error {
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
+    /// Whether the command may have reached Redis: false for a failure
+    /// before anything was sent (no connection, the breaker).
+    sent: bool,
 }
 
 /// What kind of store failure a [`StoreError`] is.
@@ -65,7 +71,15 @@ impl StoreError {
         Self {
             kind,
             message: message.into(),
+            sent: true,
         }
+    }
+
+    /// The same failure, raised before the command was sent (while
+    /// connecting): it cannot have run.
+    pub(crate) fn unsent(mut self) -> Self {
+        self.sent = false;
+        self
     }
 
     /// What kind of failure this is.
@@ -76,10 +90,11 @@ impl StoreError {
     /// Whether the command may have run all the same: it was sent, and no
     /// answer came back (a timeout, a connection lost on the way).
     pub(crate) fn may_have_run(&self) -> bool {
-        matches!(
-            self.kind,
-            StoreErrorKind::Timeout | StoreErrorKind::Connection
-        )
+        self.sent
+            && matches!(
+                self.kind,
+                StoreErrorKind::Timeout | StoreErrorKind::Connection
+            )
     }
 }
 

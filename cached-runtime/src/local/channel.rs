@@ -14,10 +14,12 @@
 //! never keep a stale one.) A connection that answers no `PING` within
 //! [`PING_TIMEOUT`] counts as lost.
 //!
-//! Messages are text: `{origin} k {key}` (one entry) or `{origin} p {head}`
-//! (every entry under `{namespace}:{prefix}:`). `origin` identifies the
-//! publishing process, which has already applied the change to its own
-//! levels and skips its own messages. Plain `PUBLISH`/`SUBSCRIBE` (RESP2)
+//! Messages are text: `{origin}:{nonce} k {key}` (one entry) or
+//! `{origin}:{nonce} p {head}` (every entry under `{namespace}:{prefix}:`).
+//! `origin` identifies the publishing process, which has already applied
+//! the change to its own levels and skips its own messages, except the
+//! message of a write whose answer never came (numbered by `nonce`: see
+//! [`Change::failed`]), which may have run later than its own reads. Plain `PUBLISH`/`SUBSCRIBE` (RESP2)
 //! work on Redis 5 and later and on a cluster.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -162,10 +164,12 @@ impl Change<'_> {
     /// process makes meanwhile, so its message, whenever it comes, is
     /// applied here too.
     pub(crate) fn failed(self, news: Option<&Announcement>, error: &StoreError) {
-        self.apply_here();
+        // Registered first: a message that comes meanwhile is applied
+        // (twice is harmless), not skipped.
         if let (Some(news), true) = (news, error.may_have_run()) {
             unsettled::add(news.nonce);
         }
+        self.apply_here();
     }
 }
 
@@ -175,25 +179,49 @@ static NEXT_NONCE: AtomicU64 = AtomicU64::new(1);
 
 /// The numbers of this process's announced writes that failed without an
 /// answer: their messages, if they ever come, are applied here.
+///
+/// Some never see their message: a write refused by a connection that was
+/// already closed (it looks sent, but Redis never read it), a message that
+/// came before its write's failure was known, one published while the
+/// channel was down. They stay until pushed out, so looking one up must
+/// stay cheap: a set, with the order of arrival on the side.
 mod unsettled {
-    use std::collections::VecDeque;
+    use std::collections::{HashSet, VecDeque};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    use std::sync::Mutex;
+    use std::sync::{LazyLock, Mutex};
 
     /// More than a process could have in flight when Redis stalls; past
     /// it, the oldest is forgotten (its message, should it still come, is
     /// then skipped as any of this process's own).
-    const KEPT: usize = 4096;
+    pub(super) const KEPT: usize = 4096;
+
+    #[derive(Default)]
+    struct Nonces {
+        set: HashSet<u64>,
+        /// Every nonce added, oldest first, including some taken since
+        /// (the set says which are still here).
+        order: VecDeque<u64>,
+    }
 
     static ANY: AtomicBool = AtomicBool::new(false);
-    static NONCES: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+    static NONCES: LazyLock<Mutex<Nonces>> = LazyLock::new(Default::default);
 
     pub(super) fn add(nonce: u64) {
         let mut nonces = NONCES.lock().unwrap_or_else(|e| e.into_inner());
-        if nonces.len() == KEPT {
-            nonces.pop_front();
+        // Those taken already go first, so that KEPT counts waiting ones.
+        while let Some(oldest) = nonces.order.front() {
+            if nonces.set.contains(oldest) {
+                break;
+            }
+            nonces.order.pop_front();
         }
-        nonces.push_back(nonce);
+        if nonces.order.len() >= KEPT {
+            if let Some(oldest) = nonces.order.pop_front() {
+                nonces.set.remove(&oldest);
+            }
+        }
+        nonces.order.push_back(nonce);
+        nonces.set.insert(nonce);
         ANY.store(true, SeqCst);
     }
 
@@ -204,12 +232,20 @@ mod unsettled {
             return false;
         }
         let mut nonces = NONCES.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(at) = nonces.iter().position(|&n| n == nonce) else {
+        if !nonces.set.remove(&nonce) {
             return false;
-        };
-        nonces.remove(at);
-        ANY.store(!nonces.is_empty(), SeqCst);
+        }
+        if nonces.set.is_empty() {
+            nonces.order.clear();
+            ANY.store(false, SeqCst);
+        }
         true
+    }
+
+    /// How many are waiting (tests).
+    #[cfg(test)]
+    pub(super) fn len() -> usize {
+        NONCES.lock().unwrap_or_else(|e| e.into_inner()).set.len()
     }
 }
 
@@ -239,8 +275,8 @@ impl<'a> PendingChange<'a> {
 impl Drop for PendingChange<'_> {
     fn drop(&mut self) {
         if let Some((change, news)) = self.change.take() {
-            change.apply_here();
             unsettled::add(news.nonce);
+            change.apply_here();
         }
     }
 }
@@ -368,8 +404,12 @@ fn timeout_error(what: &'static str) -> redis::RedisError {
 mod tests {
     use super::*;
 
+    /// The tests that add unsettled nonces, which are process-wide.
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn own_messages_are_skipped_and_others_applied() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
         let level = std::sync::Arc::new(super::super::LocalLevel::new(10, 1 << 20, 1));
         super::super::register("chan-ns:p:", &level);
         level.put(
@@ -450,5 +490,43 @@ mod tests {
         put();
         receive(&answered.message);
         assert!(held(), "a settled write's message is skipped");
+        // A write that failed before it was sent (while connecting) cannot
+        // run: nothing waits for its message.
+        let unsent = change.announcement("chan-ns");
+        change.failed(
+            Some(&unsent),
+            &StoreError::new(crate::error::StoreErrorKind::Timeout, "connecting").unsent(),
+        );
+        put();
+        receive(&unsent.message);
+        assert!(held(), "the message of a write never sent is skipped");
+    }
+
+    /// Nonces whose message never comes are pushed out by newer ones, the
+    /// oldest first; those taken meanwhile do not count against the bound.
+    #[test]
+    fn unsettled_nonces_are_bounded() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        // Far above the nonces other tests of this binary use.
+        let base = u64::MAX / 2;
+        let count =
+            |range: std::ops::Range<u64>| range.filter(|n| unsettled::take(base + n)).count();
+        for n in 0..unsettled::KEPT as u64 {
+            unsettled::add(base + n);
+        }
+        // Half of them come back; then as many new ones as came back, and
+        // one more, which pushes out the oldest still waiting.
+        let half = unsettled::KEPT as u64 / 2;
+        assert_eq!(count(0..half), half as usize);
+        for n in 0..=half {
+            unsettled::add(base + unsettled::KEPT as u64 + n);
+        }
+        assert!(unsettled::len() <= unsettled::KEPT);
+        assert!(!unsettled::take(base + half), "the oldest waiting went");
+        assert_eq!(
+            count(half + 1..unsettled::KEPT as u64 + half + 1),
+            unsettled::KEPT,
+            "every other one still waits"
+        );
     }
 }

@@ -139,8 +139,8 @@ impl PerRuntime {
 const CLUSTER_RENEW_MIN: Duration = Duration::from_secs(1);
 
 /// A connection to the Redis a [`Config`] names, whatever its topology,
-/// with the cache's timeout and circuit breaker. The cache uses one per
-/// process; tools (such as a stats reader) open their own with
+/// with the cache's timeout and circuit breaker. Each cache (the default
+/// one, each named cache, each [`crate::Cache`]) uses one; tools (such as a stats reader) open their own with
 /// [`RedisStore::open`].
 pub struct RedisStore {
     backend: Backend,
@@ -262,7 +262,9 @@ impl RedisStore {
         Fut: Future<Output = RedisResult<T>>,
     {
         self.admit()?;
-        let conn = self.connection().await?;
+        // Nothing was sent when there is no connection: a write that fails
+        // here cannot run later (see `StoreError::may_have_run`).
+        let conn = self.connection().await.map_err(StoreError::unsent)?;
         match tokio::time::timeout(self.timeout, command(conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.success();
@@ -448,7 +450,7 @@ impl RedisStore {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.breaker.failure();
-                    return Err(self.store_error(&e));
+                    return Err(self.store_error(&e).unsent());
                 }
             },
         };
@@ -702,7 +704,32 @@ impl KeyScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_escape, is_connection_fault};
+    use super::{glob_escape, is_connection_fault, RedisStore};
+
+    /// A command that failed while connecting was never sent: it cannot
+    /// run later, so no one waits for its effects (or its message).
+    #[tokio::test]
+    async fn a_failed_connect_sends_nothing() {
+        // A port nothing listens on: the connect is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let config = crate::Config::builder()
+            .redis_url(format!("redis://127.0.0.1:{port}/0"))
+            .build()
+            .unwrap();
+        let store = RedisStore::open(&config).unwrap();
+        let async_error = store
+            .run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .unwrap_err();
+        assert!(!async_error.may_have_run(), "{async_error}");
+        let sync_error = store
+            .run_sync(|c| redis::cmd("PING").query::<String>(c))
+            .unwrap_err();
+        assert!(!sync_error.may_have_run(), "{sync_error}");
+    }
 
     #[test]
     fn error_replies_are_answers_not_connection_faults() {
