@@ -61,6 +61,8 @@ use crate::errors::Errors;
 /// | `early = true` | probabilistic early recomputation (XFetch) driven by the measured compute time | `false` |
 /// | `cache_none = <seconds>` | also cache `None` (negative caching) with its own TTL; only on functions returning `Option` | `None` is not cached |
 /// | `codec = "bincode" \| "json"` | force the value codec | per function: bincode when the value reads back from it, JSON otherwise (every store verified) |
+/// | `local = <entries>` | an in-process first level of at most this many decoded values (and at most the config's `local_max_bytes`), kept coherent across processes; the value type must be `Clone + Send + Sync + 'static` | no local level |
+/// | `cache = "<name>"` | the named cache (`init_named`) this function uses instead of the default one | the default cache |
 /// | `returns = "result" \| "option" \| "plain"` | the return shape, for a `Result` or `Option` behind a type alias: `Ok` only, `Some` only, or the whole value | read from the return type's name |
 /// | `crate = "<path>"` | where cached-redis is, for crates that re-export it | `::cached_redis` |
 ///

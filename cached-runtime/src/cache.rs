@@ -197,7 +197,9 @@ impl Cache {
     }
 
     /// Removes the entry of one call from this cache: [`crate::invalidate_args`]
-    /// run under [`Cache::scope`].
+    /// run under [`Cache::scope`]. A function of that prefix declared with
+    /// `cache = "name"` keeps its named cache in a scope, so its entry goes
+    /// from that cache.
     ///
     /// # Errors
     ///

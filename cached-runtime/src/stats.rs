@@ -77,9 +77,11 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Values written.
     pub stores: u64,
-    /// Encoded size of stored values before compression.
+    /// Encoded size of stored values before compression, with the entry's
+    /// header.
     pub bytes_raw: u64,
-    /// Stored size of stored values (after compression, with header).
+    /// Stored size of stored values (after compression, with the header,
+    /// and the MAC with `signing_key`).
     pub bytes_stored: u64,
     /// Sum of compute times on misses, µs.
     pub miss_us_sum: u64,
