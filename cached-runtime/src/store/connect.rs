@@ -28,6 +28,14 @@ use redis::{
 use super::target::{Target, Topology};
 use crate::config::TlsOptions;
 
+/// Retries of a cluster command by the client itself (redirections
+/// included); its waits between tries of a cluster that is down are drawn
+/// between `MIN` and a bound that doubles from twice `MIN` up to `MAX`
+/// milliseconds: at most 200 ms in all.
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_RETRY_WAIT_MIN_MS: u64 = 10;
+const CLUSTER_RETRY_WAIT_MAX_MS: u64 = 80;
+
 /// How to reach the configured Redis.
 pub(crate) enum Backend {
     Single(redis::Client),
@@ -288,7 +296,18 @@ impl Backend {
                     .map(|info| node_client(info.clone(), &certs))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|_| client_error("TLS settings"))?;
-                let mut builder = ClusterClientBuilder::new(infos);
+                // The client's own retries are kept few and short: by
+                // default it retries a command 16 times, sleeping from
+                // 1.28 s up to 655 s between tries while the cluster is
+                // down (`CLUSTERDOWN`, `TRYAGAIN`, `LOADING`), which a sync
+                // call, with no timeout around the whole command, would
+                // wait out. A few are needed: a redirection (`MOVED`,
+                // `ASK`) is one.
+                let mut builder = ClusterClientBuilder::new(infos)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
+                    .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
+                    .retry_wait_formula(CLUSTER_RETRY_WAIT_MIN_MS * 2, 2);
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }

@@ -161,10 +161,17 @@ pub struct RedisStore {
 /// `READONLY` answer counts: the server was a master and has been demoted
 /// (a sentinel failover), so a new connection must find the new master.
 /// Redis before 7 reports a write refused inside a script as an `ERR`
-/// that quotes the `READONLY` reply: that counts too.
+/// that quotes the `READONLY` reply: that counts too. So do the answers of
+/// a server or cluster that cannot serve now (`LOADING`, `CLUSTERDOWN`,
+/// `MASTERDOWN`, `TRYAGAIN` once the client's own retries are spent):
+/// calls then skip Redis while the breaker is open, instead of each
+/// waiting for the same refusal.
 fn is_connection_fault(e: &RedisError) -> bool {
+    use redis::ServerErrorKind::{BusyLoading, ClusterDown, MasterDown, ReadOnly, TryAgain};
     match e.kind() {
-        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) => true,
+        redis::ErrorKind::Server(ReadOnly | BusyLoading | ClusterDown | MasterDown | TryAgain) => {
+            true
+        }
         redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
             e.detail().is_some_and(|detail| detail.contains("READONLY"))
         }
@@ -457,10 +464,7 @@ impl RedisStore {
         match command(&mut conn) {
             Ok(value) => {
                 self.breaker.success();
-                let mut pool = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner());
-                if pool.len() < SYNC_POOL_MAX {
-                    pool.push(conn);
-                }
+                self.return_sync(conn);
                 Ok(value)
             }
             Err(e) => {
@@ -474,13 +478,19 @@ impl RedisStore {
                     self.breaker.failure();
                 } else {
                     self.breaker.success();
-                    self.sync_pool
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(conn);
+                    self.return_sync(conn);
                 }
                 Err(self.store_error(&e))
             }
+        }
+    }
+
+    /// Keeps a blocking connection that answered for the next sync call,
+    /// up to [`SYNC_POOL_MAX`] idle ones.
+    fn return_sync(&self, conn: SyncConn) {
+        let mut pool = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SYNC_POOL_MAX {
+            pool.push(conn);
         }
     }
 }
@@ -749,6 +759,28 @@ mod tests {
             "Error running script (call to f_0): @user_script:2: WRONGTYPE Operation against a key holding the wrong kind of value".to_owned(),
         ));
         assert!(!is_connection_fault(&wrong_type), "an answer");
+        for (kind, reply) in [
+            (redis::ServerErrorKind::ClusterDown, "The cluster is down"),
+            (
+                redis::ServerErrorKind::TryAgain,
+                "Multiple keys request during rehashing of slot",
+            ),
+            (
+                redis::ServerErrorKind::MasterDown,
+                "Link with MASTER is down",
+            ),
+            (
+                redis::ServerErrorKind::BusyLoading,
+                "Redis is loading the dataset in memory",
+            ),
+        ] {
+            let unavailable =
+                redis::RedisError::from((redis::ErrorKind::Server(kind), "", reply.to_owned()));
+            assert!(
+                is_connection_fault(&unavailable),
+                "{kind:?} cannot serve now"
+            );
+        }
     }
 
     #[test]
