@@ -231,6 +231,11 @@ fn literal(expr: &Expr) -> Option<&Lit> {
 }
 
 /// A whole number of seconds, at least 1, for option `name`.
+/// The longest `ttl`, `stale` or `cache_none`: 100 years (the runtime's
+/// `MAX_LIFETIME`). Longer ones would overflow the clocks entries are
+/// timed with.
+const MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
 fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
     let at_least_one = format!("`{name}` is a number of seconds and must be at least 1");
     let int = match (literal(value), value) {
@@ -261,6 +266,16 @@ fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
     match int.base10_parse::<u64>() {
         Ok(0) => {
             errors.at(int, at_least_one);
+            None
+        }
+        Ok(secs) if secs > MAX_SECONDS => {
+            errors.at(
+                int,
+                format_args!(
+                    "`{name}` is at most {MAX_SECONDS} seconds (100 years); \
+                     for entries that should last, a year is `{name} = 31536000`"
+                ),
+            );
             None
         }
         Ok(secs) => Some(secs),

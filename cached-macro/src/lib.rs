@@ -51,7 +51,7 @@ use crate::errors::Errors;
 ///
 /// | option | meaning | default |
 /// | --- | --- | --- |
-/// | `ttl = <seconds>` | lifetime of an entry, an integer of at least 1 | the config's `default_ttl` (300 s) |
+/// | `ttl = <seconds>` | lifetime of an entry, an integer from 1 to 3153600000 (100 years; `stale` and `cache_none` too) | the config's `default_ttl` (300 s) |
 /// | `prefix = "<text>"` | the key segment naming this function's entries and its stats; not empty, no `:`, no whitespace | module path and function name: two functions never share entries |
 /// | `skip = "a, b"` | arguments left out of the key (connections, clients, loggers); a name that is not a parameter is a compile error | none |
 /// | `refresh = true` | every hit resets the TTL (sliding expiry) | `false` |

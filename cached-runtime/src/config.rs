@@ -11,6 +11,11 @@ use crate::error::Error;
 use crate::signing::SigningKeys;
 use crate::store::target;
 
+/// The longest lifetime an entry can be given (`ttl`, `stale`,
+/// `cache_none`, `default_ttl`): 100 years. The attribute refuses longer
+/// ones; longer would overflow the clocks entries are timed with.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Environment variable naming the Redis to use (checked first).
 pub const ENV_URL: &str = "CACHED_REDIS_URL";
 /// Fallback environment variable naming the Redis to use.
@@ -614,6 +619,13 @@ impl ConfigBuilder {
                 c.zlib_level
             )));
         }
+        if c.default_ttl > MAX_LIFETIME {
+            return Err(Error::Config(format!(
+                "default_ttl {:?}: at most {} s (100 years)",
+                c.default_ttl,
+                MAX_LIFETIME.as_secs()
+            )));
+        }
         let positive = [
             ("default_ttl", c.default_ttl),
             ("stats_flush_interval", c.stats_flush_interval),
@@ -664,6 +676,15 @@ mod tests {
         assert_eq!(c.redis_url(), Some("redis://a:1/0"));
         let c = Config::from_env_with(env(&[(ENV_URL_FALLBACK, "redis://b:2/0")])).unwrap();
         assert_eq!(c.redis_url(), Some("redis://b:2/0"));
+    }
+
+    #[test]
+    fn lifetimes_are_bounded() {
+        let build = |ttl| Config::builder().default_ttl(ttl).build();
+        assert!(build(Duration::ZERO).is_err());
+        assert!(build(MAX_LIFETIME).is_ok());
+        let e = build(MAX_LIFETIME + Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("100 years"), "{e}");
     }
 
     #[test]

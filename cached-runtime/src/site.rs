@@ -4,6 +4,7 @@
 //! calls have been seen with (for invalidation by arguments). The `static`
 //! holding them, and its binding to a cache, is `call_site`'s, a layer up.
 
+use crate::config::MAX_LIFETIME;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -247,10 +248,14 @@ impl ResolvedSite {
         key_memo: Option<Arc<KeyMemo>>,
     ) -> Self {
         let prefix = prefix(ident, options);
+        // The attribute and the config refuse longer lifetimes; options
+        // built otherwise are held to the same bound.
+        let lifetime = |secs: u64| Duration::from_secs(secs).min(MAX_LIFETIME);
         let ttl = options
             .ttl_secs
-            .map(Duration::from_secs)
-            .unwrap_or(config.default_ttl);
+            .map(lifetime)
+            .unwrap_or(config.default_ttl)
+            .min(MAX_LIFETIME);
         let key_head = format!("{}:{}:", config.namespace, prefix);
         let local = options.local.map(|entries| {
             let level = Arc::new(LocalLevel::new(
@@ -268,8 +273,8 @@ impl ResolvedSite {
             key_memo_gate: MemoGate::default(),
             salt_digest: key::salt_digest(&salt_parts(ident, options, config)),
             ttl,
-            stale: Duration::from_secs(options.stale_secs),
-            negative_ttl: Duration::from_secs(options.cache_none_secs.unwrap_or(0)),
+            stale: lifetime(options.stale_secs),
+            negative_ttl: lifetime(options.cache_none_secs.unwrap_or(0)),
             refresh: options.refresh,
             lock: options.lock,
             early: options.early,

@@ -10,6 +10,11 @@ fn negative_ttl(id: u32) -> u32 {
     id
 }
 
+#[cached(ttl = 18446744073709551615)]
+fn endless_ttl(id: u32) -> u32 {
+    id
+}
+
 #[cached(prefix = "")]
 fn empty_prefix(id: u32) -> u32 {
     id
@@ -38,6 +43,7 @@ fn no_value(id: u32) -> u32 {
 fn main() {
     zero_ttl(1);
     negative_ttl(1);
+    endless_ttl(1);
     empty_prefix(1);
     colon_prefix(1);
     space_prefix(1);

@@ -125,8 +125,10 @@ impl Layout {
     /// The layout for `entries` entries, `max_bytes` bytes and values of
     /// up to `largest` bytes.
     pub(crate) fn new(entries: u64, max_bytes: u64, largest: u64) -> Self {
-        let entries = entries.max(1);
-        let max_bytes = max_bytes.max(entries);
+        // Every entry weighs at least a byte: more entries than bytes
+        // cannot be held, and the byte budget is never raised.
+        let max_bytes = max_bytes.max(1);
+        let entries = entries.clamp(1, max_bytes);
         let largest = largest.saturating_add(ENTRY_ROOM);
         let mut shards = shards_for(entries, max_bytes, largest) as u64;
         // Rounding to whole floor weights can leave a shard just short of
@@ -226,11 +228,14 @@ impl LocalLevel {
         if lifetime.is_zero() || self.seq.load(SeqCst) != ticket.0 {
             return;
         }
+        let Some(expires_at) = Instant::now().checked_add(lifetime) else {
+            return;
+        };
         let weight =
             (bytes as u64 + key.len() as u64 + std::mem::size_of::<V>() as u64).max(self.floor);
         let slot = Slot {
             value: Arc::new(value),
-            expires_at: Instant::now() + lifetime,
+            expires_at,
             weight,
         };
         self.cache.insert(key.to_owned(), slot);
@@ -529,6 +534,27 @@ mod tests {
         assert!(l.weight() <= 100_000, "{} bytes", l.weight());
         assert!(l.len() <= 10, "{} entries of 10 KB in 100 KB", l.len());
         assert!(l.len() > 0);
+    }
+
+    /// More entries than bytes: the byte budget still binds (it was once
+    /// raised to the entry count).
+    #[test]
+    fn byte_bound_holds_with_more_entries_than_bytes() {
+        let l = LocalLevel::new(1_000_000, 10_000, 1);
+        for i in 0..10_000 {
+            l.put(l.ticket(), &format!("ns:p:{i}"), i, 100, LONG);
+        }
+        assert!(l.weight() <= 10_000, "{} bytes", l.weight());
+        assert!(l.len() > 0);
+    }
+
+    /// A lifetime past what the clock can count holds nothing (the cache
+    /// bounds lifetimes long before that) instead of panicking.
+    #[test]
+    fn an_endless_lifetime_holds_nothing() {
+        let l = LocalLevel::new(10, 1 << 20, 1);
+        l.put(l.ticket(), "ns:p:a", 1u32, 4, Duration::MAX);
+        assert_eq!(l.get::<u32>("ns:p:a"), None);
     }
 
     #[test]
