@@ -21,6 +21,14 @@ fn embedded_sync(x: u32) -> Option<String> {
     (x > 0).then(|| x.to_string())
 }
 
+static SLIDING_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, refresh = true, cache_none = 1, prefix = "embedded_sliding")]
+fn embedded_sliding(x: u32) -> Option<u32> {
+    SLIDING_CALLS.fetch_add(1, SeqCst);
+    (x > 0).then_some(x)
+}
+
 static LOCAL_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(ttl = 1, prefix = "embedded_local", local = 10)]
@@ -58,6 +66,21 @@ async fn the_embedded_store_caches_expires_and_invalidates() {
     embedded_sync(0);
     embedded_sync(0);
     assert_eq!(SYNC_CALLS.load(SeqCst), 3, "Some cached, None not");
+
+    // With `refresh`, reads restart an entry's lifetime, but a cached
+    // `None` keeps its own (`cache_none = 1`): reads never keep it.
+    assert_eq!(embedded_sliding(0), None);
+    assert_eq!(embedded_sliding(0), None);
+    assert_eq!(SLIDING_CALLS.load(SeqCst), 1, "None cached");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while SLIDING_CALLS.load(SeqCst) == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "reads keep a cached None with cache_none = 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(embedded_sliding(0), None);
+    }
     let s = cached_redis::local_stats("embedded").unwrap();
     assert_eq!((s.hits, s.misses, s.errors), (1 + hits_while_waiting, 3, 0));
     // Nothing to flush to, and that is not an error.

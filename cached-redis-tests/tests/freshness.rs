@@ -217,6 +217,52 @@ async fn none_is_cached_with_its_own_ttl() {
     assert!(pttl > 200_000, "Some keeps the default TTL: PTTL {pttl}");
 }
 
+static SLIDING_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, refresh = true, cache_none = 1, prefix = "neg_sliding")]
+async fn sliding_user(id: u32) -> Option<String> {
+    SLIDING_LOOKUPS.fetch_add(1, SeqCst);
+    (id < 100).then(|| format!("user {id}"))
+}
+
+/// With `refresh`, a read restarts an entry's lifetime (`GETEX`), before
+/// anyone knows the entry is a cached `None`: a `None` keeps its own
+/// lifetime all the same, or reads would keep it for good.
+#[tokio::test]
+async fn reads_do_not_stretch_a_cached_none() {
+    setup();
+    assert_eq!(sliding_user(404).await, None);
+    assert_eq!(sliding_user(404).await, None);
+    assert_eq!(
+        SLIDING_LOOKUPS.load(SeqCst),
+        1,
+        "None served from the cache"
+    );
+    let pttl: i64 = common::raw()
+        .pttl(sliding_user_cache_key(404).unwrap())
+        .unwrap();
+    assert!(
+        (1..=1_000).contains(&pttl),
+        "a cached None read with refresh keeps cache_none = 1: PTTL {pttl}"
+    );
+    // Read on past its lifetime: it ends all the same.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while SLIDING_LOOKUPS.load(SeqCst) == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "reads keep a cached None with cache_none = 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sliding_user(404).await, None);
+    }
+    // A value still slides.
+    assert_eq!(sliding_user(1).await.as_deref(), Some("user 1"));
+    let pttl: i64 = common::raw()
+        .pttl(sliding_user_cache_key(1).unwrap())
+        .unwrap();
+    assert!(pttl > 500_000, "Some keeps the function's ttl: PTTL {pttl}");
+}
+
 #[cached(prefix = "inv_item")]
 async fn item(id: u32, lang: String) -> String {
     format!("{id}/{lang}")

@@ -274,6 +274,19 @@ where
     if let Some(((value, header), bytes)) =
         found.and_then(|bytes| Some((call.decode::<V>(&bytes)?, bytes)))
     {
+        let negative = is_negative(&value);
+        if negative && call.site.refresh {
+            // The read (`refresh`) restarted the entry's lifetime to
+            // `ttl + stale`; a cached `None` keeps its own, from when it
+            // was written, or reads would keep it for good.
+            let left = negative_left(call, &header);
+            if left.is_zero() {
+                return miss(io, call).await;
+            }
+            if let Err(e) = io.expire(call.key(), left).await {
+                tracing::debug!(key = call.key(), error = %e, "a cached None's lifetime not restored");
+            }
+        }
         // A refresh that succeeds records its new entry over this one.
         entry_info::hit(call.site, call.unsealed(&bytes));
         let age = freshness::classify(
@@ -294,7 +307,7 @@ where
             call.hit();
             let lifetime = held_for(
                 call,
-                is_negative(&value),
+                negative,
                 Some(&header),
                 compute_time(&header),
                 reading,
@@ -335,9 +348,8 @@ fn held_for(
     };
     let held = match header {
         // A read with `refresh` restarted the entry's lifetime in Redis,
-        // to `ttl + stale` (a cached `None` too, whose own lifetime may be
-        // longer).
-        Some(_) if call.site.refresh => lifetime
+        // to `ttl + stale` (a cached `None` keeps its own: see `lookup`).
+        Some(_) if call.site.refresh && !negative => lifetime
             .min(call.site.touch().unwrap_or(lifetime))
             .saturating_sub(sent.elapsed()),
         Some(header) => {
@@ -351,6 +363,15 @@ fn held_for(
         None => lifetime.saturating_sub(sent.elapsed()),
     };
     ended_early(held, call.site.early, compute, call.site.early_beta)
+}
+
+/// What is left of the lifetime of a cached `None` written at the
+/// header's time: `cache_none` from then (by this clock; zero once past).
+fn negative_left(call: &Call<'_>, header: &Header) -> Duration {
+    let end = header
+        .created_at_ms
+        .saturating_add(call.site.negative_ttl.as_millis() as u64);
+    Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(call.site.negative_ttl)
 }
 
 /// `held`, less an XFetch draw on `compute` with `early`.

@@ -20,6 +20,8 @@ use crate::store::{Announcement, Payload, Store};
 pub(crate) trait Io {
     async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError>;
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// Sets what is left of an entry's lifetime.
+    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError>;
     async fn try_lock(
         &self,
         lock_key: &str,
@@ -56,6 +58,9 @@ impl Io for AsyncIo<'_> {
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.0.set(key, value, ttl).await
+    }
+    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+        self.0.expire(key, left).await
     }
     async fn try_lock(
         &self,
@@ -94,6 +99,9 @@ impl Io for BlockingIo<'_> {
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.0.set_sync(key, value, ttl)
+    }
+    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+        self.0.expire_sync(key, left)
     }
     async fn try_lock(
         &self,

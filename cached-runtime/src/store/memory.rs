@@ -88,6 +88,15 @@ impl MemoryStore {
         Some(entry.bytes.clone())
     }
 
+    /// Sets what is left of `key`'s lifetime, if it is there and live.
+    pub(crate) fn expire(&self, key: &str, left: Duration) {
+        if let Some(entry) = self.cache.get(key) {
+            if entry.expires_ms.load(Relaxed) > now_ms() {
+                entry.expires_ms.store(deadline(left), Relaxed);
+            }
+        }
+    }
+
     pub(crate) fn set(&self, key: &str, bytes: &[u8], ttl: Duration) {
         let weight = (bytes.len() as u64 + key.len() as u64).max(self.floor);
         let entry = Entry {

@@ -44,6 +44,12 @@ fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
+fn expire_cmd(key: &str, left: Duration) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("PEXPIRE");
+    cmd.arg(key).arg(px(left));
+    cmd
+}
+
 fn get_cmd(key: &str, touch: Option<Duration>) -> ::redis::Cmd {
     match touch {
         // GETEX reads and restarts the lifetime in one round trip.
@@ -174,6 +180,36 @@ impl Store {
                     .await
                     .map(|v| v.map(Payload::Owned))
             }
+        }
+    }
+
+    /// Sets what is left of the entry under `key`'s lifetime, if it is
+    /// there.
+    pub(crate) async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.expire(key, left);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let cmd = expire_cmd(key, left);
+                r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// [`Store::expire`] for sync callers.
+    pub(crate) fn expire_sync(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.expire(key, left);
+                Ok(())
+            }
+            Store::Redis(r) => r
+                .run_sync(|c| expire_cmd(key, left).query::<i64>(c))
+                .map(drop),
         }
     }
 
