@@ -53,6 +53,11 @@ async fn short(id: u64) -> u64 {
     source("short", id)
 }
 
+#[cached(local = 100, ttl = 600, prefix = "l1_skewed")]
+async fn skewed(id: u64) -> u64 {
+    source("skewed", id)
+}
+
 /// Values of about 18 KiB encoded (2048 numbers over 2^32, 9 bytes each):
 /// the level's byte budget (64 KiB) holds 3 of them.
 #[cached(local = 1000, ttl = 600, prefix = "l1_big")]
@@ -306,6 +311,59 @@ async fn the_level_never_outlives_the_redis_entry() {
             "the peer served {answer} after the entry expired"
         );
     }
+}
+
+/// A writer whose clock runs ahead stamps its entries in the future; a
+/// reader's copy still ends with the Redis entry, by Redis's own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_clock_ahead_does_not_stretch_a_held_copy() {
+    init(&ns());
+    let id = 1;
+    let key = skewed_cache_key(id).unwrap();
+    // The level holds values once its channel is live.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        set_source("skewed", id, 1);
+        assert!(skewed_invalidate(id).await.is_ok());
+        assert_eq!(skewed(id).await, 1);
+        set_source("skewed", id, 2);
+        let _: () = common::raw().del(&key).unwrap();
+        if skewed(id).await == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the level never held a value");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An entry of 2, as a process whose clock is ten minutes ahead writes
+    // it (its header's creation time, little-endian milliseconds at byte
+    // 4: docs/FORMAT.md), with half a second left in Redis.
+    assert!(skewed_invalidate(id).await.is_ok());
+    assert_eq!(skewed(id).await, 2);
+    let mut entry: Vec<u8> = common::raw().get(&key).unwrap();
+    assert!(skewed_invalidate(id).await.is_ok());
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(600);
+    entry[4..12].copy_from_slice(&(ahead.as_millis() as u64).to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&entry)
+        .arg("PX")
+        .arg(500)
+        .query(&mut common::raw())
+        .unwrap();
+    set_source("skewed", id, 3);
+    // Read from Redis and held here.
+    assert_eq!(skewed(id).await, 2);
+    while common::raw().exists::<_, bool>(&key).unwrap() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        skewed(id).await,
+        3,
+        "the copy outlived its Redis entry by the writer's clock"
+    );
 }
 
 /// The level holds no more than its byte budget: 64 KiB over 18 KiB values.

@@ -264,11 +264,21 @@ where
     }
     let ticket = near.ticket();
     let reading = Instant::now();
-    let found = match io.get(call.key(), call.site.touch()).await {
-        Ok(found) => found,
+    // With a live `local` level, the store also says (its own clock, same
+    // round trip) what is left of the entry: a held copy never outlives
+    // it, whatever the writer's clock wrote in the header.
+    let read = if ticket.is_some() {
+        io.get_with_left(call.key(), call.site.touch()).await
+    } else {
+        io.get(call.key(), call.site.touch())
+            .await
+            .map(|found| (found, None))
+    };
+    let (found, store_left) = match read {
+        Ok(read) => read,
         Err(e) => {
             call.read_failed(&e);
-            None
+            (None, None)
         }
     };
     if let Some(((value, header), bytes)) =
@@ -312,6 +322,7 @@ where
                 compute_time(&header),
                 reading,
             );
+            let lifetime = within_store_left(call, negative, lifetime, store_left, reading);
             near.hold(
                 ticket,
                 call.key(),
@@ -363,6 +374,27 @@ fn held_for(
         None => lifetime.saturating_sub(sent.elapsed()),
     };
     ended_early(held, call.site.early, compute, call.site.early_beta)
+}
+
+/// `lifetime`, but no longer than the entry stays fresh in the store by
+/// the store's clock: `store_left` (its `PTTL` when read at `sent`), less
+/// the `stale` window it also covers (a cached `None` has none).
+fn within_store_left(
+    call: &Call<'_>,
+    negative: bool,
+    lifetime: Duration,
+    store_left: Option<Duration>,
+    sent: Instant,
+) -> Duration {
+    let Some(left) = store_left else {
+        return lifetime;
+    };
+    let fresh_left = if negative {
+        left
+    } else {
+        left.saturating_sub(call.site.stale)
+    };
+    lifetime.min(fresh_left.saturating_sub(sent.elapsed()))
 }
 
 /// What is left of the lifetime of a cached `None` written at the

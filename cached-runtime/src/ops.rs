@@ -20,6 +20,13 @@ use crate::store::{Announcement, Payload, Store};
 pub(crate) trait Io {
     async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError>;
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// [`Io::get`], with what is left of the entry's lifetime by the
+    /// store's clock, in the same round trip.
+    async fn get_with_left(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<(Option<Payload>, Option<Duration>), StoreError>;
     /// Sets what is left of an entry's lifetime.
     async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError>;
     async fn try_lock(
@@ -62,6 +69,13 @@ impl Io for AsyncIo<'_> {
     async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
         self.0.expire(key, left).await
     }
+    async fn get_with_left(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
+        self.0.get_with_left(key, touch).await
+    }
     async fn try_lock(
         &self,
         lock_key: &str,
@@ -102,6 +116,13 @@ impl Io for BlockingIo<'_> {
     }
     async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
         self.0.expire_sync(key, left)
+    }
+    async fn get_with_left(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
+        self.0.get_with_left_sync(key, touch)
     }
     async fn try_lock(
         &self,

@@ -88,6 +88,21 @@ impl MemoryStore {
         Some(entry.bytes.clone())
     }
 
+    /// [`MemoryStore::get`], with what is left of the entry's lifetime.
+    pub(crate) fn get_with_left(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> (Option<super::Payload>, Option<Duration>) {
+        let Some(bytes) = self.get(key, touch) else {
+            return (None, None);
+        };
+        let left = self.cache.peek(key).map(|entry| {
+            Duration::from_millis(entry.expires_ms.load(Relaxed).saturating_sub(now_ms()))
+        });
+        (Some(super::Payload::Shared(bytes)), left)
+    }
+
     /// Sets what is left of `key`'s lifetime, if it is there and live.
     pub(crate) fn expire(&self, key: &str, left: Duration) {
         if let Some(entry) = self.cache.get(key) {

@@ -44,6 +44,20 @@ fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
+/// The read of [`get_cmd`] and the entry's `PTTL` after it.
+fn get_with_left_pipe(key: &str, touch: Option<Duration>) -> ::redis::Pipeline {
+    let mut pipe = ::redis::pipe();
+    pipe.add_command(get_cmd(key, touch));
+    pipe.cmd("PTTL").arg(key);
+    pipe
+}
+
+/// A `PTTL` reply as a lifetime: negative ones say there is no entry
+/// (-2) or no expiry (-1).
+fn left_of(pttl: i64) -> Option<Duration> {
+    u64::try_from(pttl).ok().map(Duration::from_millis)
+}
+
 fn expire_cmd(key: &str, left: Duration) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd("PEXPIRE");
     cmd.arg(key).arg(px(left));
@@ -180,6 +194,41 @@ impl Store {
                     .await
                     .map(|v| v.map(Payload::Owned))
             }
+        }
+    }
+
+    /// [`Store::get`], with what is left of the entry's lifetime by the
+    /// store's own clock (`None`: no entry, or one that does not expire),
+    /// in the same round trip.
+    pub(crate) async fn get_with_left(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.get_with_left(key, touch)),
+            Store::Redis(r) => {
+                let pipe = get_with_left_pipe(key, touch);
+                r.run(
+                    |mut c| async move { pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut c).await },
+                )
+                .await
+                .map(|(bytes, pttl)| (bytes.map(Payload::Owned), left_of(pttl)))
+            }
+        }
+    }
+
+    /// [`Store::get_with_left`] for sync callers.
+    pub(crate) fn get_with_left_sync(
+        &self,
+        key: &str,
+        touch: Option<Duration>,
+    ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.get_with_left(key, touch)),
+            Store::Redis(r) => r
+                .run_sync(|c| get_with_left_pipe(key, touch).query::<(Option<Vec<u8>>, i64)>(c))
+                .map(|(bytes, pttl)| (bytes.map(Payload::Owned), left_of(pttl))),
         }
     }
 
