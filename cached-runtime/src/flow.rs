@@ -603,7 +603,8 @@ impl<V> Pending<V> {
 
 /// The result of waiting for the distributed lock.
 enum Acquired<V> {
-    /// This call holds the lock (with this token) and computes.
+    /// This call holds the lock (with this token), or may hold it (its
+    /// `SET NX` got no answer), and computes.
     Lock(String),
     /// Another process computed and stored the value meanwhile.
     Value(V, Arc<[u8]>),
@@ -620,8 +621,10 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
     // Armed while the lock is asked for and, once taken, until it goes to
     // the body's run, which guards it from then on: a call dropped there
     // (a `SET NX` whose reply never came may have taken the lock) releases
-    // it. A `SET NX` that failed leaves it to its lease: its connection is
-    // gone, and a sync caller would wait again.
+    // it. A `SET NX` that was sent but got no answer goes to the run as if
+    // it took the lock: the run releases it when done, with the same
+    // compare-and-delete (nothing happens if it did not take it), instead
+    // of leaving the others a whole lease to wait.
     let mut abandoned = Abandoned { io, lock: None };
     let lease = lease::lease_for(call.site.compute_estimate());
     let deadline = Instant::now() + lease::LEASE_CEILING;
@@ -646,8 +649,11 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
                 return Acquired::Lock(token);
             }
             Ok(false) => abandoned.lock = None,
-            Err(_) => {
+            Err(e) => {
                 abandoned.lock = None;
+                if e.may_have_run() {
+                    return Acquired::Lock(token);
+                }
                 return Acquired::GaveUp;
             }
         }
