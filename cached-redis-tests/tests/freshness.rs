@@ -263,6 +263,46 @@ async fn reads_do_not_stretch_a_cached_none() {
     assert!(pttl > 500_000, "Some keeps the function's ttl: PTTL {pttl}");
 }
 
+static LOCKED_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(
+    ttl = 600,
+    refresh = true,
+    cache_none = 1,
+    lock = true,
+    prefix = "neg_sliding_locked"
+)]
+async fn sliding_locked(id: u32) -> Option<String> {
+    LOCKED_LOOKUPS.fetch_add(1, SeqCst);
+    (id < 100).then(|| format!("user {id}"))
+}
+
+/// A cached `None` that Redis keeps past its own lifetime (a restore of
+/// it that failed) is not served once that lifetime is over, with
+/// `lock = true` too, whose wait reads the entry again.
+#[tokio::test]
+async fn a_none_kept_too_long_ends_with_its_lifetime() {
+    setup();
+    assert_eq!(sliding_locked(404).await, None);
+    let key = sliding_locked_cache_key(404).unwrap();
+    let _: () = common::raw().pexpire(&key, 600_000).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while LOCKED_LOOKUPS.load(SeqCst) == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "a None past cache_none = 1 is still served (PTTL {})",
+            common::raw().pttl::<_, i64>(&key).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sliding_locked(404).await, None);
+    }
+    let pttl: i64 = common::raw().pttl(&key).unwrap();
+    assert!(
+        (1..=1_000).contains(&pttl),
+        "the new None lives cache_none = 1: PTTL {pttl}"
+    );
+}
+
 #[cached(prefix = "inv_item")]
 async fn item(id: u32, lang: String) -> String {
     format!("{id}/{lang}")

@@ -47,9 +47,10 @@ pub enum Error {
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
-    /// Whether the command may have reached Redis: false for a failure
-    /// before anything was sent (no connection, the breaker).
-    sent: bool,
+    /// Whether the command may have run: false for a failure before
+    /// anything was sent (no connection, the breaker) and for a refusal
+    /// Redis answered with.
+    maybe_ran: bool,
 }
 
 /// What kind of store failure a [`StoreError`] is.
@@ -71,14 +72,14 @@ impl StoreError {
         Self {
             kind,
             message: message.into(),
-            sent: true,
+            maybe_ran: true,
         }
     }
 
-    /// The same failure, raised before the command was sent (while
-    /// connecting): it cannot have run.
-    pub(crate) fn unsent(mut self) -> Self {
-        self.sent = false;
+    /// The same failure, known not to have run the command: raised before
+    /// it was sent (while connecting), or Redis's answer refusing it.
+    pub(crate) fn not_run(mut self) -> Self {
+        self.maybe_ran = false;
         self
     }
 
@@ -90,7 +91,7 @@ impl StoreError {
     /// Whether the command may have run all the same: it was sent, and no
     /// answer came back (a timeout, a connection lost on the way).
     pub(crate) fn may_have_run(&self) -> bool {
-        self.sent
+        self.maybe_ran
             && matches!(
                 self.kind,
                 StoreErrorKind::Timeout | StoreErrorKind::Connection

@@ -264,10 +264,11 @@ where
     }
     let ticket = near.ticket();
     let reading = Instant::now();
-    // With a live `local` level, the store also says (its own clock, same
-    // round trip) what is left of the entry: a held copy never outlives
-    // it, whatever the writer's clock wrote in the header.
-    let read = if ticket.is_some() {
+    // The store can also say (its own clock, same round trip) what was
+    // left of the entry before this read: with a live `local` level, a held
+    // copy never outlives it, whatever the writer's clock wrote in the
+    // header; with `refresh`, a cached `None` gets it back (below).
+    let read = if ticket.is_some() || (call.site.refresh && !call.site.negative_ttl.is_zero()) {
         io.get_with_left(call.key(), call.site.touch()).await
     } else {
         io.get(call.key(), call.site.touch())
@@ -287,14 +288,21 @@ where
         let negative = is_negative(&value);
         if negative && call.site.refresh {
             // The read (`refresh`) restarted the entry's lifetime to
-            // `ttl + stale`; a cached `None` keeps its own, from when it
-            // was written, or reads would keep it for good.
-            let left = negative_left(call, &header);
-            if left.is_zero() {
-                return miss(io, call).await;
+            // `ttl + stale`; a cached `None` keeps its own, or reads would
+            // keep it for good: what the store said was left before the
+            // read, and no more than `cache_none` from when it was written
+            // (a restore that failed once left it longer). Only if the
+            // entry still holds it: a value written since keeps its own.
+            let mut left = negative_left(call, &header);
+            if let Some(store_left) = store_left {
+                left = left.min(store_left.saturating_sub(reading.elapsed()));
             }
-            if let Err(e) = io.expire(call.key(), left).await {
+            if let Err(e) = io.expire_if_same(call.key(), &bytes, left).await {
                 tracing::debug!(key = call.key(), error = %e, "a cached None's lifetime not restored");
+            }
+            if left.is_zero() {
+                // Removed above (if it still was this one): past its life.
+                return miss(io, call).await;
             }
         }
         // A refresh that succeeds records its new entry over this one.
@@ -377,8 +385,9 @@ fn held_for(
 }
 
 /// `lifetime`, but no longer than the entry stays fresh in the store by
-/// the store's clock: `store_left` (its `PTTL` when read at `sent`), less
-/// the `stale` window it also covers (a cached `None` has none).
+/// the store's clock: `store_left` (its `PTTL` just before the read sent
+/// at `sent`), less the `stale` window it also covers (a cached `None` has
+/// none).
 fn within_store_left(
     call: &Call<'_>,
     negative: bool,
@@ -389,6 +398,11 @@ fn within_store_left(
     let Some(left) = store_left else {
         return lifetime;
     };
+    if call.site.refresh && !negative {
+        // Left before the read, which restarted it: `lifetime` counts
+        // from the read already.
+        return lifetime;
+    }
     let fresh_left = if negative {
         left
     } else {

@@ -20,15 +20,21 @@ use crate::store::{Announcement, Payload, Store};
 pub(crate) trait Io {
     async fn get(&self, key: &str, touch: Option<Duration>) -> Result<Option<Payload>, StoreError>;
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
-    /// [`Io::get`], with what is left of the entry's lifetime by the
-    /// store's clock, in the same round trip.
+    /// [`Io::get`], with what was left of the entry's lifetime by the
+    /// store's clock just before this read, in the same round trip.
     async fn get_with_left(
         &self,
         key: &str,
         touch: Option<Duration>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError>;
-    /// Sets what is left of an entry's lifetime.
-    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError>;
+    /// Sets what is left of an entry's lifetime (zero: removes it), if it
+    /// still holds `bytes`.
+    async fn expire_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        left: Duration,
+    ) -> Result<(), StoreError>;
     async fn try_lock(
         &self,
         lock_key: &str,
@@ -66,8 +72,13 @@ impl Io for AsyncIo<'_> {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.0.set(key, value, ttl).await
     }
-    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
-        self.0.expire(key, left).await
+    async fn expire_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        left: Duration,
+    ) -> Result<(), StoreError> {
+        self.0.expire_if_same(key, bytes, left).await
     }
     async fn get_with_left(
         &self,
@@ -114,8 +125,13 @@ impl Io for BlockingIo<'_> {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.0.set_sync(key, value, ttl)
     }
-    async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
-        self.0.expire_sync(key, left)
+    async fn expire_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        left: Duration,
+    ) -> Result<(), StoreError> {
+        self.0.expire_if_same_sync(key, bytes, left)
     }
     async fn get_with_left(
         &self,

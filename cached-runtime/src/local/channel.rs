@@ -208,17 +208,20 @@ mod unsettled {
 
     pub(super) fn add(nonce: u64) {
         let mut nonces = NONCES.lock().unwrap_or_else(|e| e.into_inner());
-        // Those taken already go first, so that KEPT counts waiting ones.
-        while let Some(oldest) = nonces.order.front() {
-            if nonces.set.contains(oldest) {
-                break;
+        let Nonces { set, order } = &mut *nonces;
+        // KEPT bounds the waiting ones: the oldest waiting goes (those
+        // taken already, met on the way, go too).
+        if set.len() >= KEPT {
+            while let Some(oldest) = order.pop_front() {
+                if set.remove(&oldest) {
+                    break;
+                }
             }
-            nonces.order.pop_front();
         }
-        if nonces.order.len() >= KEPT {
-            if let Some(oldest) = nonces.order.pop_front() {
-                nonces.set.remove(&oldest);
-            }
+        // Taken ones left in the middle are dropped once they are as many
+        // as the waiting ones could be: the order stays within 2 * KEPT.
+        if order.len() >= 2 * KEPT {
+            order.retain(|n| set.contains(n));
         }
         nonces.order.push_back(nonce);
         nonces.set.insert(nonce);
@@ -495,7 +498,7 @@ mod tests {
         let unsent = change.announcement("chan-ns");
         change.failed(
             Some(&unsent),
-            &StoreError::new(crate::error::StoreErrorKind::Timeout, "connecting").unsent(),
+            &StoreError::new(crate::error::StoreErrorKind::Timeout, "connecting").not_run(),
         );
         put();
         receive(&unsent.message);
@@ -517,6 +520,7 @@ mod tests {
         // Half of them come back; then as many new ones as came back, and
         // one more, which pushes out the oldest still waiting.
         let half = unsettled::KEPT as u64 / 2;
+        let kept = unsettled::KEPT as u64;
         assert_eq!(count(0..half), half as usize);
         for n in 0..=half {
             unsettled::add(base + unsettled::KEPT as u64 + n);
@@ -524,9 +528,18 @@ mod tests {
         assert!(unsettled::len() <= unsettled::KEPT);
         assert!(!unsettled::take(base + half), "the oldest waiting went");
         assert_eq!(
-            count(half + 1..unsettled::KEPT as u64 + half + 1),
+            count(half + 1..kept + half + 1),
             unsettled::KEPT,
             "every other one still waits"
         );
+        // Two wait while many others come and go: the two stay.
+        let base = base + 2 * kept;
+        unsettled::add(base);
+        unsettled::add(base + 1);
+        for n in 2..2 + 3 * kept {
+            unsettled::add(base + n);
+            assert!(unsettled::take(base + n));
+        }
+        assert!(unsettled::take(base) && unsettled::take(base + 1));
     }
 }

@@ -88,27 +88,45 @@ impl MemoryStore {
         Some(entry.bytes.clone())
     }
 
-    /// [`MemoryStore::get`], with what is left of the entry's lifetime.
+    /// [`MemoryStore::get`], with what was left of the entry's lifetime
+    /// just before this read (which may restart it).
     pub(crate) fn get_with_left(
         &self,
         key: &str,
         touch: Option<Duration>,
     ) -> (Option<super::Payload>, Option<Duration>) {
-        let Some(bytes) = self.get(key, touch) else {
+        let Some(entry) = self.cache.get(key) else {
             return (None, None);
         };
-        let left = self.cache.peek(key).map(|entry| {
-            Duration::from_millis(entry.expires_ms.load(Relaxed).saturating_sub(now_ms()))
-        });
-        (Some(super::Payload::Shared(bytes)), left)
+        let now = now_ms();
+        let expires = entry.expires_ms.load(Relaxed);
+        if expires <= now {
+            self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
+            return (None, None);
+        }
+        if let Some(ttl) = touch {
+            entry.expires_ms.store(deadline(ttl), Relaxed);
+        }
+        let left = Duration::from_millis(expires - now);
+        (
+            Some(super::Payload::Shared(entry.bytes.clone())),
+            Some(left),
+        )
     }
 
-    /// Sets what is left of `key`'s lifetime, if it is there and live.
-    pub(crate) fn expire(&self, key: &str, left: Duration) {
-        if let Some(entry) = self.cache.get(key) {
-            if entry.expires_ms.load(Relaxed) > now_ms() {
-                entry.expires_ms.store(deadline(left), Relaxed);
-            }
+    /// Sets what is left of `key`'s lifetime (zero: removes it), if it is
+    /// live and still holds `bytes`.
+    pub(crate) fn expire_if_same(&self, key: &str, bytes: &[u8], left: Duration) {
+        let Some(entry) = self.cache.get(key) else {
+            return;
+        };
+        if entry.expires_ms.load(Relaxed) <= now_ms() || *entry.bytes != *bytes {
+            return;
+        }
+        if left.is_zero() {
+            self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
+        } else {
+            entry.expires_ms.store(deadline(left), Relaxed);
         }
     }
 
@@ -156,6 +174,21 @@ mod tests {
     use super::*;
 
     const BIG: u64 = 1 << 30;
+
+    /// A lifetime is set back only on the entry that was read: a value
+    /// written since keeps its own.
+    #[test]
+    fn expire_if_same_spares_a_newer_value() {
+        let m = MemoryStore::new(100, BIG, 1 << 20);
+        m.set("k", b"old", Duration::from_secs(600));
+        m.set("k", b"new", Duration::from_secs(600));
+        m.expire_if_same("k", b"old", Duration::from_millis(1));
+        assert!(m.ttl("k").unwrap() > Duration::from_secs(500));
+        m.expire_if_same("k", b"new", Duration::from_secs(5));
+        assert!(m.ttl("k").unwrap() <= Duration::from_secs(5));
+        m.expire_if_same("k", b"new", Duration::ZERO);
+        assert_eq!(m.get("k", None), None, "zero removes it");
+    }
 
     #[test]
     fn set_get_expire() {

@@ -44,11 +44,12 @@ fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
-/// The read of [`get_cmd`] and the entry's `PTTL` after it.
+/// The entry's `PTTL`, then the read of [`get_cmd`] (which may restart
+/// the lifetime).
 fn get_with_left_pipe(key: &str, touch: Option<Duration>) -> ::redis::Pipeline {
     let mut pipe = ::redis::pipe();
-    pipe.add_command(get_cmd(key, touch));
     pipe.cmd("PTTL").arg(key);
+    pipe.add_command(get_cmd(key, touch));
     pipe
 }
 
@@ -58,10 +59,28 @@ fn left_of(pttl: i64) -> Option<Duration> {
     u64::try_from(pttl).ok().map(Duration::from_millis)
 }
 
-fn expire_cmd(key: &str, left: Duration) -> ::redis::Cmd {
-    let mut cmd = ::redis::cmd("PEXPIRE");
-    cmd.arg(key).arg(px(left));
-    cmd
+/// Sets what is left of an entry's lifetime (`ARGV[2]` ms; `0`: removes
+/// it) only if it still holds the bytes read (`ARGV[1]`): a value written
+/// since keeps its own.
+const EXPIRE_IF_SAME: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '0' then
+  return redis.call('DEL', KEYS[1])
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"#;
+
+static EXPIRE_IF_SAME_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(EXPIRE_IF_SAME));
+
+/// [`EXPIRE_IF_SAME`] of `key` holding `bytes`, to `left`.
+fn expire_if_same(key: &str, bytes: &[u8], left: Duration) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = EXPIRE_IF_SAME_SCRIPT.key(key);
+    let ms = if left.is_zero() { 0 } else { px(left) };
+    invocation.arg(bytes).arg(ms);
+    invocation
 }
 
 fn get_cmd(key: &str, touch: Option<Duration>) -> ::redis::Cmd {
@@ -197,9 +216,10 @@ impl Store {
         }
     }
 
-    /// [`Store::get`], with what is left of the entry's lifetime by the
-    /// store's own clock (`None`: no entry, or one that does not expire),
-    /// in the same round trip.
+    /// [`Store::get`], with what was left of the entry's lifetime by the
+    /// store's own clock just before this read (which may restart it),
+    /// in the same round trip. `None`: no entry then, or one that does not
+    /// expire.
     pub(crate) async fn get_with_left(
         &self,
         key: &str,
@@ -210,10 +230,10 @@ impl Store {
             Store::Redis(r) => {
                 let pipe = get_with_left_pipe(key, touch);
                 r.run(
-                    |mut c| async move { pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut c).await },
+                    |mut c| async move { pipe.query_async::<(i64, Option<Vec<u8>>)>(&mut c).await },
                 )
                 .await
-                .map(|(bytes, pttl)| (bytes.map(Payload::Owned), left_of(pttl)))
+                .map(|(pttl, bytes)| (bytes.map(Payload::Owned), left_of(pttl)))
             }
         }
     }
@@ -227,37 +247,47 @@ impl Store {
         match self {
             Store::Memory(m) => Ok(m.get_with_left(key, touch)),
             Store::Redis(r) => r
-                .run_sync(|c| get_with_left_pipe(key, touch).query::<(Option<Vec<u8>>, i64)>(c))
-                .map(|(bytes, pttl)| (bytes.map(Payload::Owned), left_of(pttl))),
+                .run_sync(|c| get_with_left_pipe(key, touch).query::<(i64, Option<Vec<u8>>)>(c))
+                .map(|(pttl, bytes)| (bytes.map(Payload::Owned), left_of(pttl))),
         }
     }
 
-    /// Sets what is left of the entry under `key`'s lifetime, if it is
-    /// there.
-    pub(crate) async fn expire(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+    /// Sets what is left of the lifetime of the entry under `key` (zero:
+    /// removes it), if it still holds `bytes`.
+    pub(crate) async fn expire_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        left: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
-                m.expire(key, left);
+                m.expire_if_same(key, bytes, left);
                 Ok(())
             }
             Store::Redis(r) => {
-                let cmd = expire_cmd(key, left);
-                r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+                let invocation = expire_if_same(key, bytes, left);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
                     .await
                     .map(drop)
             }
         }
     }
 
-    /// [`Store::expire`] for sync callers.
-    pub(crate) fn expire_sync(&self, key: &str, left: Duration) -> Result<(), StoreError> {
+    /// [`Store::expire_if_same`] for sync callers.
+    pub(crate) fn expire_if_same_sync(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        left: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
-                m.expire(key, left);
+                m.expire_if_same(key, bytes, left);
                 Ok(())
             }
             Store::Redis(r) => r
-                .run_sync(|c| expire_cmd(key, left).query::<i64>(c))
+                .run_sync(|c| expire_if_same(key, bytes, left).invoke::<i64>(c))
                 .map(drop),
         }
     }

@@ -248,7 +248,17 @@ impl RedisStore {
         if let Some(password) = self.target.password.as_deref().filter(|p| !p.is_empty()) {
             message = message.replace(password, "***");
         }
-        StoreError::new(kind, message)
+        let error = StoreError::new(kind, message);
+        // A refusal (`READONLY`, `CLUSTERDOWN`...) is an answer: the
+        // command did not run, even if it counts as a connection fault.
+        if matches!(
+            e.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        ) {
+            error.not_run()
+        } else {
+            error
+        }
     }
 
     /// Whether this is a Redis Cluster.
@@ -271,7 +281,7 @@ impl RedisStore {
         self.admit()?;
         // Nothing was sent when there is no connection: a write that fails
         // here cannot run later (see `StoreError::may_have_run`).
-        let conn = self.connection().await.map_err(StoreError::unsent)?;
+        let conn = self.connection().await.map_err(StoreError::not_run)?;
         match tokio::time::timeout(self.timeout, command(conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.success();
@@ -457,7 +467,7 @@ impl RedisStore {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.breaker.failure();
-                    return Err(self.store_error(&e).unsent());
+                    return Err(self.store_error(&e).not_run());
                 }
             },
         };
