@@ -185,3 +185,35 @@ async fn no_cached_call_no_info_and_statuses_print() {
     assert_eq!(CacheStatus::Miss.to_string(), "MISS");
     assert_eq!(CacheStatus::Skip.as_str(), "SKIP");
 }
+
+#[cached(
+    prefix = "entry_info_missing",
+    ttl = 300,
+    cache_none = 2,
+    refresh = true
+)]
+async fn missing(id: u32) -> Option<String> {
+    (id < 100).then(|| id.to_string())
+}
+
+/// A cached `None` (a 404, say) is fresh for `cache_none`, not `ttl`, in
+/// what the handler is told: a `Cache-Control` built from it must not let
+/// clients keep a negative answer longer than the cache does.
+#[tokio::test]
+async fn a_cached_none_reports_its_own_lifetime() {
+    common::init_once("entry_info_http");
+    let (value, info) = with_entry_info(missing(404)).await;
+    assert_eq!(value, None);
+    let info = info.unwrap();
+    assert_eq!(info.status, CacheStatus::Miss);
+    assert!(info.max_age.unwrap() <= std::time::Duration::from_secs(2));
+    let (value, info) = with_entry_info(missing(404)).await;
+    assert_eq!(value, None);
+    let info = info.unwrap();
+    assert_eq!(info.status, CacheStatus::Hit);
+    assert!(
+        info.max_age.unwrap() <= std::time::Duration::from_secs(2),
+        "a cached None is fresh for {:?}",
+        info.max_age
+    );
+}

@@ -178,12 +178,20 @@ pub(crate) fn uncached() {
     }
 }
 
-/// A call answered from the entry `stored` (header and payload) of `site`.
-pub(crate) fn hit(site: &ResolvedSite, stored: &[u8]) {
+/// A call answered from the entry `stored` (header and payload) of `site`;
+/// `negative`: a cached `None`, fresh for `cache_none` from its writing
+/// (reads with `refresh` do not restart it).
+pub(crate) fn hit(site: &ResolvedSite, stored: &[u8], negative: bool) {
     if !active() {
         return;
     }
     let created_at_ms = created_at_ms(stored);
+    if negative {
+        let end = created_at_ms.saturating_add(site.negative_ttl.as_millis() as u64);
+        let left = Duration::from_millis(end.saturating_sub(freshness::now_ms()));
+        entry(CacheStatus::Hit, stored, left.min(site.negative_ttl));
+        return;
+    }
     let max_age = match freshness::classify(
         created_at_ms,
         freshness::now_ms(),

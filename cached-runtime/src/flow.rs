@@ -302,11 +302,11 @@ where
             }
             if left.is_zero() {
                 // Removed above (if it still was this one): past its life.
-                return miss(io, call).await;
+                return miss(io, call, is_negative).await;
             }
         }
         // A refresh that succeeds records its new entry over this one.
-        entry_info::hit(call.site, call.unsealed(&bytes));
+        entry_info::hit(call.site, call.unsealed(&bytes), negative);
         let age = freshness::classify(
             header.created_at_ms,
             freshness::now_ms(),
@@ -342,7 +342,7 @@ where
         }
         return refresh_or_serve(io, call, &header, value).await;
     }
-    miss(io, call).await
+    miss(io, call, is_negative).await
 }
 
 /// How long the `local` level may hold a value (`negative`: a cached
@@ -460,14 +460,18 @@ async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, ol
 
 /// No usable entry: compute once per key in this process (and, with
 /// `lock`, across processes); the other callers wait for that result.
-async fn miss<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Step<V> {
+async fn miss<I: Io, V: DeserializeOwned>(
+    io: &I,
+    call: &Call<'_>,
+    is_negative: IsNegative<V>,
+) -> Step<V> {
     let leader = match flight::join(call.cache_id(), call.key()) {
         Role::Leader(leader) => leader,
         Role::Follower(follower) => match io.wait(follower).await {
             Turn::Value(bytes) => {
                 if let Some((value, _)) = call.decode::<V>(&bytes) {
                     call.hit();
-                    entry_info::hit(call.site, call.unsealed(&bytes));
+                    entry_info::hit(call.site, call.unsealed(&bytes), is_negative(&value));
                     return Step::Serve(value);
                 }
                 return Step::Run(Pending::alone());
@@ -481,7 +485,7 @@ async fn miss<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Step<V> {
     if !call.site.lock {
         return Step::Run(Pending::miss(leader, None));
     }
-    match acquire::<I, V>(io, call).await {
+    match acquire::<I, V>(io, call, is_negative).await {
         Acquired::Lock(token) => Step::Run(Pending::miss(leader, Some(token))),
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
@@ -629,7 +633,11 @@ enum Acquired<V> {
 /// Takes the key's lock, or waits (backing off, not hammering the store)
 /// for whoever holds it to store the value. A holder that died leaves a
 /// lock that expires with its lease; the next attempt then takes it.
-async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquired<V> {
+async fn acquire<I: Io, V: DeserializeOwned>(
+    io: &I,
+    call: &Call<'_>,
+    is_negative: IsNegative<V>,
+) -> Acquired<V> {
     let lock_key = call.lock_key();
     let token = lease::lock_token();
     // Armed while the lock is asked for and, once taken, until it goes to
@@ -654,7 +662,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
             Ok(true) => {
                 // The previous holder may have stored the value just before
                 // its lock went away.
-                if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
+                if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative).await {
                     let _ = io.unlock(&lock_key, &token).await;
                     abandoned.lock = None;
                     return Acquired::Value(value, bytes);
@@ -680,17 +688,21 @@ async fn acquire<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Acquire
         }
         io.sleep(pause).await;
         pause = (pause * 3 / 2).min(pause_cap);
-        if let Some((value, bytes)) = fetch::<I, V>(io, call).await {
+        if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative).await {
             return Acquired::Value(value, bytes);
         }
     }
 }
 
 /// The decoded entry and its bytes, if the store has a good one now.
-async fn fetch<I: Io, V: DeserializeOwned>(io: &I, call: &Call<'_>) -> Option<(V, Arc<[u8]>)> {
+async fn fetch<I: Io, V: DeserializeOwned>(
+    io: &I,
+    call: &Call<'_>,
+    is_negative: IsNegative<V>,
+) -> Option<(V, Arc<[u8]>)> {
     let bytes: Payload = io.get(call.key(), None).await.ok()??;
     let (value, _) = call.decode::<V>(&bytes)?;
-    entry_info::hit(call.site, call.unsealed(&bytes));
+    entry_info::hit(call.site, call.unsealed(&bytes), is_negative(&value));
     Some((value, Arc::from(&*bytes)))
 }
 
