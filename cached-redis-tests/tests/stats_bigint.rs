@@ -51,4 +51,25 @@ async fn the_sum_of_squares_is_exact_past_64_bits() {
     assert!(cached_redis::flush_stats().await.is_err());
     let kept: String = common::raw().hget(&hash, "miss_us_sumsq").unwrap();
     assert_eq!(kept, "garbage");
+    let _: () = common::raw().hdel(&hash, "miss_us_sumsq").unwrap();
+    cached_redis::flush_stats().await.unwrap();
+
+    // A counter that would pass 2^63 - 1 fails the whole flush of its
+    // prefix, with nothing written: a write that stopped half-way would be
+    // sent again whole by every later flush.
+    let _: () = common::raw()
+        .hset(&hash, "bytes_stored", i64::MAX.to_string())
+        .unwrap();
+    let misses: u64 = common::raw().hget(&hash, "misses").unwrap();
+    slow_identity(4);
+    for _ in 0..3 {
+        assert!(cached_redis::flush_stats().await.is_err());
+    }
+    let after: u64 = common::raw().hget(&hash, "misses").unwrap();
+    assert_eq!(after, misses, "counts written by a flush that failed");
+    // Once the field is readable again, the counts go in once.
+    let _: () = common::raw().hdel(&hash, "bytes_stored").unwrap();
+    cached_redis::flush_stats().await.unwrap();
+    let after: u64 = common::raw().hget(&hash, "misses").unwrap();
+    assert_eq!(after, misses + 1);
 }

@@ -2,10 +2,12 @@
 //! at `stats_flush_interval` on the crate's runtime and on demand through
 //! [`crate::flush_stats`].
 //!
-//! Counters go in with `HINCRBY`. `miss_us_sumsq` can outgrow a 64-bit
-//! integer over a service's life (a billion misses of ten seconds is 10^23
-//! µs²), so it is kept as a decimal big integer, added to by a small Lua
-//! script: exact, never overflowing, still readable with `HGET`.
+//! A small Lua script adds each prefix's counts, all or nothing, as exact
+//! decimal sums. Counters stay within a 64-bit signed integer (as
+//! `HINCRBY` would keep them); `miss_us_sumsq` can outgrow that over a
+//! service's life (a billion misses of ten seconds is 10^23 µs²), so it is
+//! a decimal big integer: exact, never overflowing, still readable with
+//! `HGET`.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -18,35 +20,43 @@ use crate::store::RedisStore;
 
 /// Adds a prefix's counts to its hash, all or nothing. ARGV holds
 /// `field, increment` pairs. Every field it touches must hold a
-/// non-negative integer (or be absent), else nothing is written and the
-/// error names the field. `miss_us_sumsq` is added as a decimal big integer
-/// (Lua numbers are doubles, so digit by digit); the rest with `HINCRBY`.
+/// non-negative integer (or be absent), and every sum but
+/// `miss_us_sumsq`'s must stay within a 64-bit signed integer (what
+/// `HINCRBY` and readers take), else nothing is written and the error names
+/// the field: a script is not rolled back, so a write that failed half-way
+/// would be sent again whole by the next flush. The sums are exact decimal
+/// additions (Lua numbers are doubles), digit by digit; `miss_us_sumsq`
+/// has no bound.
 const ADD_STATS: &str = r#"
-local h = KEYS[1]
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', h, ARGV[i])
-  if cur and not string.match(cur, '^%d+$') then
-    return redis.error_reply('ERR field ' .. ARGV[i] .. ' of ' .. h .. ' is not a non-negative integer')
+local function add(cur, inc)
+  local out, carry, a, b = {}, 0, #cur, #inc
+  while a > 0 or b > 0 or carry > 0 do
+    local d = carry
+    if a > 0 then d = d + string.byte(cur, a) - 48 end
+    if b > 0 then d = d + string.byte(inc, b) - 48 end
+    out[#out + 1] = string.char(48 + d % 10)
+    carry = math.floor(d / 10)
+    a, b = a - 1, b - 1
   end
+  return (string.gsub(string.reverse(table.concat(out)), '^0+(%d)', '%1'))
 end
+local h = KEYS[1]
+local sums = {}
 for i = 1, #ARGV, 2 do
   local field, inc = ARGV[i], ARGV[i + 1]
-  if field == 'miss_us_sumsq' then
-    local cur = redis.call('HGET', h, field) or '0'
-    local out, carry, a, b = {}, 0, #cur, #inc
-    while a > 0 or b > 0 or carry > 0 do
-      local d = carry
-      if a > 0 then d = d + string.byte(cur, a) - 48 end
-      if b > 0 then d = d + string.byte(inc, b) - 48 end
-      out[#out + 1] = string.char(48 + d % 10)
-      carry = math.floor(d / 10)
-      a, b = a - 1, b - 1
-    end
-    local sum = string.gsub(string.reverse(table.concat(out)), '^0+(%d)', '%1')
-    redis.call('HSET', h, field, sum)
-  else
-    redis.call('HINCRBY', h, field, inc)
+  local cur = redis.call('HGET', h, field) or '0'
+  if not string.match(cur, '^%d+$') then
+    return redis.error_reply('ERR field ' .. field .. ' of ' .. h .. ' is not a non-negative integer')
   end
+  local sum = add(cur, inc)
+  if field ~= 'miss_us_sumsq' and (#sum > 19 or (#sum == 19 and sum > '9223372036854775807')) then
+    return redis.error_reply('ERR field ' .. field .. ' of ' .. h .. ' would pass 2^63 - 1')
+  end
+  sums[#sums + 1] = field
+  sums[#sums + 1] = sum
+end
+if #sums > 0 then
+  redis.call('HSET', h, unpack(sums))
 end
 return 1
 "#;
