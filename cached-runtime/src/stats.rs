@@ -57,10 +57,12 @@ pub struct PrefixStats {
     pub(crate) bytes_raw: AtomicU64,
     pub(crate) bytes_stored: AtomicU64,
     pub(crate) miss_us_sum: AtomicU64,
-    /// Sum of squares, kept as two words (`hi * 2^64 + lo`): a long-lived
-    /// service overflows 64 bits here.
-    miss_us_sumsq_lo: AtomicU64,
-    miss_us_sumsq_hi: AtomicU64,
+    /// Sum of squares: a long-lived service overflows 64 bits here. Behind
+    /// a lock (one per miss, which costs a computation anyway), so that a
+    /// snapshot never reads it half-added: two atomic words could be read
+    /// between the low word's carry and the high word's, a sum that went
+    /// backwards, which the next flush would send as a 39-digit increment.
+    miss_us_sumsq: Mutex<u128>,
     miss_buckets: [AtomicU64; BUCKETS],
 }
 
@@ -145,11 +147,10 @@ impl PrefixStats {
         self.misses.fetch_add(1, Relaxed);
         self.miss_us_sum.fetch_add(us, Relaxed);
         let sq = (us as u128) * (us as u128);
-        let lo = sq as u64;
-        let prev = self.miss_us_sumsq_lo.fetch_add(lo, Relaxed);
-        let carry = u64::from(prev.checked_add(lo).is_none());
-        self.miss_us_sumsq_hi
-            .fetch_add(((sq >> 64) as u64) + carry, Relaxed);
+        {
+            let mut sumsq = self.miss_us_sumsq.lock().unwrap_or_else(|e| e.into_inner());
+            *sumsq = sumsq.wrapping_add(sq);
+        }
         let bucket = MISS_BUCKETS_US
             .iter()
             .position(|&bound| us <= bound)
@@ -174,8 +175,7 @@ impl PrefixStats {
             bytes_raw: self.bytes_raw.load(Relaxed),
             bytes_stored: self.bytes_stored.load(Relaxed),
             miss_us_sum: self.miss_us_sum.load(Relaxed),
-            miss_us_sumsq: ((self.miss_us_sumsq_hi.load(Relaxed) as u128) << 64)
-                | self.miss_us_sumsq_lo.load(Relaxed) as u128,
+            miss_us_sumsq: *self.miss_us_sumsq.lock().unwrap_or_else(|e| e.into_inner()),
             miss_buckets,
         }
     }
@@ -277,6 +277,32 @@ impl StatsRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Snapshots taken while misses are counted never see the sum of
+    /// squares go backwards (it once could, between its two words' adds,
+    /// and the next flush sent the difference as a 39-digit increment).
+    #[test]
+    fn the_sum_of_squares_never_reads_half_added() {
+        let s = Arc::new(PrefixStats::default());
+        // Each square is just under 2^63: the low word carries into the
+        // high one every other add.
+        let elapsed = Duration::from_micros(3_037_000_499);
+        let writer = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    s.miss(elapsed);
+                }
+            })
+        };
+        let mut last = 0u128;
+        while !writer.is_finished() {
+            let now = s.snapshot().miss_us_sumsq;
+            assert!(now >= last, "went back from {last} to {now}");
+            last = now;
+        }
+        writer.join().unwrap();
+    }
 
     #[test]
     fn miss_lands_in_its_bucket_and_sums() {
