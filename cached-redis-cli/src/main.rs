@@ -301,17 +301,28 @@ fn run(options: &Options) -> Result<(), String> {
         return Ok(());
     };
     let mut first = true;
+    // A table redraws the screen; JSON and Prometheus text go out as one
+    // document per refresh, unadorned, for whatever reads them, with
+    // errors on stderr.
+    let table = options.format == Format::Table;
     loop {
         let body = match reader.read(&options.prefixes) {
             Ok(reports) => render(options, &reports),
             // A wrong URL or a broken field is reported at once; later
             // failures (Redis restarting) are shown and retried.
             Err(e) if first => return Err(e),
-            Err(e) => format!("cached-stats: {e}\n(retrying every {every:?})\n"),
+            Err(e) if table => format!("cached-stats: {e}\n(retrying every {every:?})\n"),
+            Err(e) => {
+                eprintln!("cached-stats: {e} (retrying every {every:?})");
+                first = false;
+                std::thread::sleep(every);
+                continue;
+            }
         };
         first = false;
-        let mut screen = String::from("\x1b[H\x1b[2J");
-        if options.format == Format::Table {
+        let mut screen = String::new();
+        if table {
+            screen.push_str("\x1b[H\x1b[2J");
             screen.push_str(&format!(
                 "cached-stats  namespace {}  {}  every {:?}  {}\n\n",
                 options.namespace,

@@ -763,3 +763,41 @@ fn tls_flags_reach_a_mutual_tls_server() {
         "not rediss://",
     );
 }
+
+/// `--watch` with `--json` writes one JSON document per refresh and
+/// nothing else (no screen codes), so a pipe can read them one by one.
+#[test]
+fn watch_json_is_plain_documents() {
+    let ns = namespace("watch");
+    let mut w = Written::new();
+    write_three(&mut w, &ns);
+    let url = common::redis_url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cached-stats"))
+        .args([
+            "--url",
+            &url,
+            "--namespace",
+            &ns,
+            "--json",
+            "--watch",
+            "0.2",
+        ])
+        .env_remove("CACHED_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("CACHED_REDIS_NAMESPACE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cached-stats runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut documents =
+        serde_json::Deserializer::from_reader(stdout).into_iter::<serde_json::Value>();
+    for _ in 0..2 {
+        let document = documents
+            .next()
+            .expect("a document per refresh")
+            .expect("plain JSON");
+        assert_eq!(document.as_array().unwrap().len(), 3, "{document}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

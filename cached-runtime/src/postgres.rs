@@ -480,17 +480,27 @@ where
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Notifications first: those already received are applied
+                // before a health check can end the session (`select!`
+                // would otherwise pick among ready branches at random and
+                // drop what is queued).
+                biased;
                 message = rx.recv() => match message {
                     Some(Ok(notification)) => on_payload(notification.payload()).await,
                     Some(Err(e)) => return Err(Ended::Lost(Some(e))),
                     None => return Err(Ended::Lost(None)),
                 },
                 _ = health.tick() => {
-                    match timeout(HEALTH_TIMEOUT, client.check_connection()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(Ended::Unhealthy(Some(e))),
-                        Err(_) => return Err(Ended::Unhealthy(None)),
+                    let unhealthy = match timeout(HEALTH_TIMEOUT, client.check_connection()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => Ended::Unhealthy(Some(e)),
+                        Err(_) => Ended::Unhealthy(None),
+                    };
+                    // What arrived during the check is applied too.
+                    while let Ok(Ok(notification)) = rx.try_recv() {
+                        on_payload(notification.payload()).await;
                     }
+                    return Err(unhealthy);
                 }
             }
         }
