@@ -485,7 +485,10 @@ async fn miss<I: Io, V: DeserializeOwned>(
     if !call.site.lock {
         return Step::Run(Pending::miss(leader, None));
     }
-    match acquire::<I, V>(io, call, is_negative).await {
+    // Boxed: the lock's wait is a large future, and only `lock = true`
+    // misses pay for its allocation; inline, it would grow every cached
+    // function's future past clippy's `large_futures` limit.
+    match Box::pin(acquire::<I, V>(io, call, is_negative)).await {
         Acquired::Lock(token) => Step::Run(Pending::miss(leader, Some(token))),
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
