@@ -51,6 +51,19 @@ fn in_missing(x: u32) -> u32 {
     x
 }
 
+static NESTED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "nc_nested")]
+fn nested_in_default(x: u32) -> u32 {
+    NESTED_RUNS.fetch_add(1, SeqCst);
+    x
+}
+
+#[cached(prefix = "nc_missing_outer", cache = "never_installed")]
+fn missing_outer(x: u32) -> u32 {
+    nested_in_default(x)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_function_uses_the_cache_its_attribute_names() {
     let ns_default = common::namespace("named-default");
@@ -162,4 +175,16 @@ async fn each_function_uses_the_cache_its_attribute_names() {
         .await
         .unwrap()
         .is_err());
+
+    // A forced refresh of such a function is spent on it (it cannot
+    // refresh): the cached calls its body makes are not forced.
+    let runs = tokio::task::spawn_blocking(|| {
+        nested_in_default(7);
+        nested_in_default(7);
+        missing_outer_refresh(7);
+        NESTED_RUNS.load(SeqCst)
+    })
+    .await
+    .unwrap();
+    assert_eq!(runs, 1, "the nested call was forced to recompute");
 }

@@ -559,6 +559,9 @@ where
 {
     let (scoped, mut hold) = (crate::cache::scoped(), None);
     let Some((engine, resolved)) = bind(site, &scoped, &mut hold) else {
+        // This is the call a forced refresh was for, though it cannot
+        // refresh: the calls its body makes must not take the flag.
+        skip::take_force_refresh();
         crate::entry_info::uncached();
         return body.await;
     };
@@ -637,6 +640,9 @@ where
 {
     let (scoped, mut hold) = (crate::cache::scoped(), None);
     let Some((engine, resolved)) = bind(site, &scoped, &mut hold) else {
+        // This is the call a forced refresh was for, though it cannot
+        // refresh: the calls its body makes must not take the flag.
+        skip::take_force_refresh();
         crate::entry_info::uncached();
         return body();
     };
