@@ -102,7 +102,10 @@
 //!   `postgres-native-tls`, `tokio-postgres-rustls`) otherwise.
 //! - One listener per channel per process is enough; each process needs its
 //!   own only if it has its own in-process state to drop (Redis entries are
-//!   shared, so one listener anywhere removes them for everyone).
+//!   shared, so one listener anywhere removes them for everyone). Generic
+//!   functions are the exception: a listener removes the instantiations
+//!   its own process has called (see [`crate::invalidate_args`]), so run
+//!   one in every process that calls instantiations others do not.
 //!
 //! # Other databases
 //!
