@@ -183,14 +183,22 @@ pub(crate) async fn flush_to(
     settle(&mut flushed, pending, results)
 }
 
-/// [`flush`] without a runtime, for the exit hook. Gives up at once when
-/// another flush is under way (it is sending the same counts).
+/// [`flush`] without a runtime, for the exit hook. Another flush under way
+/// sends only the counts of its snapshot: this one waits for it (within
+/// twice the command timeout, then gives up) and sends the rest.
 fn flush_blocking(engine: &Engine) -> Result<(), Error> {
     let Some(store) = engine.redis() else {
         return Ok(());
     };
-    let Ok(mut flushed) = engine.flushed.try_lock() else {
-        return Ok(());
+    let deadline = std::time::Instant::now() + engine.config.timeout * 2;
+    let mut flushed = loop {
+        match engine.flushed.try_lock() {
+            Ok(flushed) => break flushed,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => return Ok(()),
+        }
     };
     let Some((pipe, pending)) = batch(&engine.config.namespace, &engine.stats, &flushed) else {
         return Ok(());
