@@ -420,6 +420,52 @@ mod child {
         }
     }
 
+    static SLIDING_NONE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cached(
+        ttl = 60,
+        refresh = true,
+        cache_none = 60,
+        prefix = "topo_sliding_none"
+    )]
+    async fn sliding_maybe(x: u64) -> Option<u64> {
+        SLIDING_NONE_RUNS.fetch_add(1, SeqCst);
+        (x > 100).then_some(x)
+    }
+
+    static LOCAL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cached(ttl = 60, local = 10, prefix = "topo_local")]
+    async fn held(x: u64) -> u64 {
+        LOCAL_RUNS.fetch_add(1, SeqCst);
+        x
+    }
+
+    /// The reads that also ask what is left of an entry (`refresh` with
+    /// `cache_none`, a live `local` level) and the script that sets a
+    /// cached `None`'s lifetime back, on every topology, as the README's
+    /// least-privilege user.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "run by every_feature_on_every_topology"]
+    async fn sliding_none_and_local_reads() {
+        setup();
+        assert_eq!(sliding_maybe(1).await, None);
+        assert_eq!(sliding_maybe(1).await, None);
+        assert_eq!(sliding_maybe(101).await, Some(101));
+        assert_eq!(sliding_maybe(101).await, Some(101));
+        assert_eq!(SLIDING_NONE_RUNS.load(SeqCst), 2, "both were cached");
+        // The first call writes; once the level's channel is live, the
+        // next reads the entry from Redis (with its PTTL) and holds it.
+        assert_eq!(held(5).await, 5);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(held(5).await, 5);
+        assert_eq!(held(5).await, 5);
+        assert_eq!(LOCAL_RUNS.load(SeqCst), 1, "cached and held");
+        for prefix in ["topo_sliding_none", "topo_local"] {
+            assert_eq!(errors(prefix), 0, "{prefix}");
+        }
+    }
+
     static COMPANION_RUNS: AtomicUsize = AtomicUsize::new(0);
 
     #[cached(ttl = 60, prefix = "topo_companion")]
