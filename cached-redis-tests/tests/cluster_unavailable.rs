@@ -151,6 +151,16 @@ fn a_cluster_that_cannot_serve_costs_a_few_tries_then_none() {
     assert_eq!(rt.block_on(item_async(1)), 8);
     assert_eq!(rt.block_on(item_async(1)), 8);
     assert_eq!(RUNS.load(SeqCst), 2, "cached on the cluster");
+    rt.block_on(cached_redis::flush_stats()).unwrap();
+    let reader = cached_redis::report::StatsReader::new(
+        &cached_redis::Config::builder()
+            .redis_url(format!("redis+cluster://127.0.0.1:{}", cluster.port))
+            .namespace(common::namespace("cluster_unavailable"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rt.block_on(reader.all()).unwrap().len(), 2, "both prefixes");
 
     // No slot is served now: every command is refused with CLUSTERDOWN.
     let _: () = redis::cmd("CLUSTER")
@@ -161,6 +171,11 @@ fn a_cluster_that_cannot_serve_costs_a_few_tries_then_none() {
         .unwrap();
     cluster.wait_for_state("cluster_state:fail");
     cluster.reset_stats();
+
+    // The stats reader fails rather than leave out the prefixes whose
+    // hashes it cannot read.
+    let read = rt.block_on(reader.all());
+    assert!(read.is_err(), "read while the cluster is down: {read:?}");
 
     // A sync call: a few tries of its GET, then its body runs.
     let call = std::thread::spawn(|| item(2));

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use crate::config::Config;
 use crate::engine::current;
-use crate::error::Error;
+use crate::error::{Error, StoreErrorKind};
 use crate::stats::{bucket_field, StatsSnapshot, BUCKETS, MISS_BUCKETS_US};
 use crate::store::{glob_escape, RedisStore};
 
@@ -376,9 +376,22 @@ async fn read(
         // a pipeline must not cross slots, so one command each.
         let mut replies = Vec::with_capacity(wanted.len());
         for cmd in pipe.cmd_iter() {
-            replies.push(store.query::<Fields>(cmd).await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "HGETALL", e.to_string()))
-            }));
+            match store.query::<Fields>(cmd).await {
+                Ok(fields) => replies.push(Ok(fields)),
+                // An answer (a key of another type): as a pipeline's reply
+                // on one server would be.
+                Err(e) if e.kind() == StoreErrorKind::Response => {
+                    replies.push(Err(redis::RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                        "HGETALL",
+                        e.to_string(),
+                    ))));
+                }
+                // No answer, or a cluster that cannot serve: the read
+                // fails, as it does on one server, instead of leaving the
+                // prefix out.
+                Err(e) => return Err(e.into()),
+            }
         }
         replies
     } else {

@@ -642,10 +642,28 @@ impl RedisStore {
                 .get(1)
                 .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
             if let (Some(host), Some(port)) = (host, port) {
+                // An empty host is "the one this was asked of" (a node that
+                // has never met another, such as a one-node cluster): the
+                // seed the client reached it through.
+                let host = match host.as_str() {
+                    "" | "?" => self
+                        .target
+                        .nodes
+                        .first()
+                        .map_or(host, |(seed, _)| seed.clone()),
+                    _ => host,
+                };
                 if !masters.contains(&(host.clone(), port)) {
                     masters.push((host, port));
                 }
             }
+        }
+        if masters.is_empty() {
+            // No slot is served: the cluster is down, not empty.
+            return Err(StoreError::new(
+                StoreErrorKind::Connection,
+                "CLUSTER SLOTS: the cluster serves no slot",
+            ));
         }
         Ok(masters)
     }
