@@ -185,12 +185,13 @@ pub(crate) async fn flush_to(
 
 /// [`flush`] without a runtime, for the exit hook. Another flush under way
 /// sends only the counts of its snapshot: this one waits for it (within
-/// twice the command timeout, then gives up) and sends the rest.
+/// twice the command timeout, and never more than [`EXIT_WAIT_MAX`], then
+/// gives up) and sends the rest.
 fn flush_blocking(engine: &Engine) -> Result<(), Error> {
     let Some(store) = engine.redis() else {
         return Ok(());
     };
-    let deadline = std::time::Instant::now() + engine.config.timeout * 2;
+    let deadline = std::time::Instant::now() + exit_wait(engine.config.timeout);
     let mut flushed = loop {
         match engine.flushed.try_lock() {
             Ok(flushed) => break flushed,
@@ -220,6 +221,16 @@ fn flush_blocking(engine: &Engine) -> Result<(), Error> {
             .collect()
     };
     settle(&mut flushed, pending, results)
+}
+
+/// The longest the exit hook waits for a flush under way: a process must
+/// not hang at exit on a cache configured with a very long timeout.
+const EXIT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// How long the exit hook waits for a flush under way, for a cache whose
+/// commands time out after `timeout` (which may be `Duration::MAX`).
+fn exit_wait(timeout: Duration) -> Duration {
+    timeout.saturating_mul(2).min(EXIT_WAIT_MAX)
 }
 
 /// Flushes once more when the process exits normally (`main` returns or
@@ -274,4 +285,19 @@ pub(crate) fn start_interval_flusher(
             }
         })
         .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_wait_is_bounded_whatever_the_timeout() {
+        assert_eq!(
+            exit_wait(Duration::from_millis(250)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(exit_wait(Duration::from_secs(60)), EXIT_WAIT_MAX);
+        assert_eq!(exit_wait(Duration::MAX), EXIT_WAIT_MAX);
+    }
 }

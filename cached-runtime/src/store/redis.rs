@@ -642,16 +642,17 @@ impl RedisStore {
                 .get(1)
                 .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
             if let (Some(host), Some(port)) = (host, port) {
-                // An empty host is "the one this was asked of" (a node that
-                // has never met another, such as a one-node cluster): the
-                // seed the client reached it through.
-                let host = match host.as_str() {
-                    "" | "?" => self
-                        .target
+                // An empty host is "the node that answered" (one that has
+                // never met another: a one-node cluster, whose only node is
+                // the seed). `?` (an unknown name) is kept: reaching it
+                // fails loudly rather than scanning the wrong node.
+                let host = if host.is_empty() {
+                    self.target
                         .nodes
                         .first()
-                        .map_or(host, |(seed, _)| seed.clone()),
-                    _ => host,
+                        .map_or(host, |(seed, _)| seed.clone())
+                } else {
+                    host
                 };
                 if !masters.contains(&(host.clone(), port)) {
                     masters.push((host, port));
