@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -128,8 +129,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.shell.kill();
+        // `TERM` to the watchdog shell, which stops the server (a `KILL`
+        // would leave the server running).
+        let _ = Command::new("kill")
+            .arg(self.shell.id().to_string())
+            .status();
         let _ = self.shell.wait();
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "the cluster node did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
