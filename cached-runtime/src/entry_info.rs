@@ -187,9 +187,8 @@ pub(crate) fn hit(site: &ResolvedSite, stored: &[u8], negative: bool) {
     }
     let created_at_ms = created_at_ms(stored);
     if negative {
-        let end = created_at_ms.saturating_add(site.negative_ttl.as_millis() as u64);
-        let left = Duration::from_millis(end.saturating_sub(freshness::now_ms()));
-        entry(CacheStatus::Hit, stored, left.min(site.negative_ttl));
+        let left = freshness::left_of(created_at_ms, site.negative_ttl);
+        entry(CacheStatus::Hit, stored, left);
         return;
     }
     let max_age = match freshness::classify(

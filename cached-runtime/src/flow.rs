@@ -293,7 +293,7 @@ where
             // read, and no more than `cache_none` from when it was written
             // (a restore that failed once left it longer). Only if the
             // entry still holds it: a value written since keeps its own.
-            let mut left = negative_left(call, &header);
+            let mut left = freshness::left_of(header.created_at_ms, call.site.negative_ttl);
             if let Some(store_left) = store_left {
                 left = left.min(store_left.saturating_sub(reading.elapsed()));
             }
@@ -371,14 +371,7 @@ fn held_for(
         Some(_) if call.site.refresh && !negative => lifetime
             .min(call.site.touch().unwrap_or(lifetime))
             .saturating_sub(sent.elapsed()),
-        Some(header) => {
-            let end = header
-                .created_at_ms
-                .saturating_add(lifetime.as_millis() as u64);
-            // Never more than the whole lifetime, even if this clock lags
-            // the writer's.
-            Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(lifetime)
-        }
+        Some(header) => freshness::left_of(header.created_at_ms, lifetime),
         None => lifetime.saturating_sub(sent.elapsed()),
     };
     ended_early(held, call.site.early, compute, call.site.early_beta)
@@ -409,15 +402,6 @@ fn within_store_left(
         left.saturating_sub(call.site.stale)
     };
     lifetime.min(fresh_left.saturating_sub(sent.elapsed()))
-}
-
-/// What is left of the lifetime of a cached `None` written at the
-/// header's time: `cache_none` from then (by this clock; zero once past).
-fn negative_left(call: &Call<'_>, header: &Header) -> Duration {
-    let end = header
-        .created_at_ms
-        .saturating_add(call.site.negative_ttl.as_millis() as u64);
-    Duration::from_millis(end.saturating_sub(freshness::now_ms())).min(call.site.negative_ttl)
 }
 
 /// `held`, less an XFetch draw on `compute` with `early`.

@@ -16,6 +16,14 @@ pub(crate) enum Age {
 
 pub(crate) use crate::clock::now_ms;
 
+/// What is left, by this clock, of `lifetime` counted from an entry's
+/// creation at `created_at_ms`: zero once past, and never more than the
+/// whole `lifetime`, even if this clock lags the writer's.
+pub(crate) fn left_of(created_at_ms: u64, lifetime: Duration) -> Duration {
+    let end = created_at_ms.saturating_add(lifetime.as_millis() as u64);
+    Duration::from_millis(end.saturating_sub(now_ms())).min(lifetime)
+}
+
 /// The age of an entry created at `created_at_ms`. Entries without a stale
 /// window, and sliding (`refresh`) entries, are fresh for as long as the
 /// store keeps them: the store's expiry is then the only clock.

@@ -19,8 +19,9 @@
 //! `origin` identifies the publishing process, which has already applied
 //! the change to its own levels and skips its own messages, except the
 //! message of a write whose answer never came (numbered by `nonce`: see
-//! [`Change::failed`]), which may have run later than its own reads. Plain `PUBLISH`/`SUBSCRIBE` (RESP2)
-//! work on Redis 5 and later and on a cluster.
+//! [`Change::failed`]), which may have run later than its own reads.
+//! Plain `PUBLISH`/`SUBSCRIBE` (RESP2) work on Redis 5 and later and on a
+//! cluster.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -223,8 +224,8 @@ mod unsettled {
         if order.len() >= 2 * KEPT {
             order.retain(|n| set.contains(n));
         }
-        nonces.order.push_back(nonce);
-        nonces.set.insert(nonce);
+        order.push_back(nonce);
+        set.insert(nonce);
         ANY.store(true, SeqCst);
     }
 

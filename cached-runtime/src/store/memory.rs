@@ -77,15 +77,7 @@ impl MemoryStore {
 
     /// The entry under `key`; with `touch`, its lifetime restarts.
     pub(crate) fn get(&self, key: &str, touch: Option<Duration>) -> Option<Arc<[u8]>> {
-        let entry = self.cache.get(key)?;
-        if entry.expires_ms.load(Relaxed) <= now_ms() {
-            self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
-            return None;
-        }
-        if let Some(ttl) = touch {
-            entry.expires_ms.store(deadline(ttl), Relaxed);
-        }
-        Some(entry.bytes.clone())
+        self.read(key, touch).map(|(bytes, _)| bytes)
     }
 
     /// [`MemoryStore::get`], with what was left of the entry's lifetime
@@ -95,23 +87,26 @@ impl MemoryStore {
         key: &str,
         touch: Option<Duration>,
     ) -> (Option<super::Payload>, Option<Duration>) {
-        let Some(entry) = self.cache.get(key) else {
-            return (None, None);
-        };
+        match self.read(key, touch) {
+            Some((bytes, left)) => (Some(super::Payload::Shared(bytes)), Some(left)),
+            None => (None, None),
+        }
+    }
+
+    /// The live entry under `key` and what was left of its lifetime; with
+    /// `touch`, its lifetime restarts. An expired one is removed.
+    fn read(&self, key: &str, touch: Option<Duration>) -> Option<(Arc<[u8]>, Duration)> {
+        let entry = self.cache.get(key)?;
         let now = now_ms();
         let expires = entry.expires_ms.load(Relaxed);
         if expires <= now {
             self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
-            return (None, None);
+            return None;
         }
         if let Some(ttl) = touch {
             entry.expires_ms.store(deadline(ttl), Relaxed);
         }
-        let left = Duration::from_millis(expires - now);
-        (
-            Some(super::Payload::Shared(entry.bytes.clone())),
-            Some(left),
-        )
+        Some((entry.bytes.clone(), Duration::from_millis(expires - now)))
     }
 
     /// Sets what is left of `key`'s lifetime (zero: removes it), if it is
