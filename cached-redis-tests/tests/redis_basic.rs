@@ -567,3 +567,50 @@ fn outside_a_tokio_runtime_the_function_still_runs() {
     let s = stats("no_runtime");
     assert_eq!((s.errors, s.hits), (2, 0), "uncached and counted, no panic");
 }
+
+#[cached(ttl = 60, prefix = "unbounded_async")]
+async fn unbounded_async(x: u64) -> u64 {
+    x + 1
+}
+
+#[cached(ttl = 60, prefix = "unbounded_sync")]
+fn unbounded_sync(x: u64) -> u64 {
+    x + 2
+}
+
+/// Timeouts and a cooldown of `Duration::MAX` are accepted by `build()`
+/// and mean "no bound": calls answer and store, where doubling the
+/// connect timeout once panicked in every async call.
+#[test]
+fn the_longest_timeouts_mean_no_bound() {
+    let max = std::time::Duration::MAX;
+    let namespace = format!("{}-max", common::namespace("basic"));
+    let cache = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(namespace.as_str())
+            .connect_timeout(max)
+            .timeout(max)
+            .breaker_cooldown(max)
+            .build()
+            .expect("accepted"),
+    )
+    .expect("cache");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answered = rt
+        .block_on(async { tokio::spawn(cache.clone().scope(unbounded_async(1))).await })
+        .expect("the call did not panic");
+    assert_eq!(answered, 2);
+    assert_eq!(cache.in_scope(|| unbounded_sync(1)), 3);
+    for prefix in ["unbounded_async", "unbounded_sync"] {
+        assert_eq!(
+            common::entry_keys(&namespace, prefix).len(),
+            1,
+            "{prefix}: stored"
+        );
+    }
+}

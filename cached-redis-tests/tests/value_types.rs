@@ -262,6 +262,44 @@ fn skip_serializing_if() {
     assert_eq!(stored_codec(&sparse_cache_key(3).unwrap()), JSON);
 }
 
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Flags {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    archived: bool,
+    ids: Vec<u32>,
+}
+
+static FLAGS_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "vt_flags")]
+fn flags(id: u32) -> Flags {
+    FLAGS_RUNS.fetch_add(1, SeqCst);
+    Flags {
+        archived: false,
+        ids: vec![id],
+    }
+}
+
+/// A skipped field whose absence bincode would fill with the next field's
+/// bytes, which here parse (`ids` = `[0]` reads as `archived: true` and
+/// `ids: []`): the hit returns the very value, stored as JSON.
+#[test]
+fn a_skipped_field_reads_back_equal() {
+    setup();
+    let first = flags(0);
+    let hit = flags(0);
+    assert_eq!(FLAGS_RUNS.load(SeqCst), 1, "the second call is a hit");
+    assert_eq!(hit, first);
+    assert_eq!(
+        hit,
+        Flags {
+            archived: false,
+            ids: vec![0]
+        }
+    );
+    assert_eq!(stored_codec(&flags_cache_key(0).unwrap()), JSON);
+}
+
 static OPT_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(prefix = "vt_opt_value")]

@@ -229,7 +229,7 @@ const MAX_MESSAGE_BYTES: usize = 256;
 
 /// `message` as text, cut after [`MAX_MESSAGE_BYTES`] (at a character
 /// boundary, marked with `…`) without ever formatting more than that.
-fn bounded_message(message: impl fmt::Display) -> String {
+pub(crate) fn bounded_message(message: impl fmt::Display) -> String {
     /// Keeps the first bytes written, then refuses the rest (which stops
     /// the formatting early).
     struct Capped(String);
@@ -369,8 +369,12 @@ pub(crate) fn encode_with<T: Serialize + ?Sized>(
 
 /// [`encode_with`], and before compressing, decodes the payload again as a
 /// `T`: [`CodecError::NoReadback`] when it does not (a type, or a value,
-/// that this codec can write but not read back). Costs one decode of the
-/// uncompressed payload.
+/// that this codec can write but not read back). With bincode, each struct
+/// must also have read as many fields as the value wrote for it
+/// ([`crate::codec_fields`]): a skipped field makes bincode read the next
+/// one's bytes in its place, which may parse into another value. Costs one
+/// decode of the uncompressed payload (and, with bincode, one walk of the
+/// value).
 pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
     codec: Codec,
     value: &T,
@@ -378,13 +382,47 @@ pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
     limits: CodecLimits,
 ) -> Result<Encoded, CodecError> {
     encode_at(codec, value, compute, limits, now_ms(), |payload| {
-        decode_payload::<T>(codec, payload)
-            .map(drop)
-            .map_err(|e| match e {
-                CodecError::Malformed(why) => CodecError::NoReadback(why),
-                other => other,
-            })
+        let no_readback = |why: String| CodecError::NoReadback(why);
+        match codec {
+            Codec::Json => decode_payload::<T>(codec, payload)
+                .map(drop)
+                .map_err(|e| match e {
+                    CodecError::Malformed(why) => no_readback(why),
+                    other => other,
+                }),
+            Codec::Bincode => {
+                let written = crate::codec_fields::written(value)
+                    .map_err(|e| CodecError::Encode(e.to_string()))?;
+                let mut read = Vec::with_capacity(written.len());
+                wire::from_slice_counting_fields::<T>(payload, &mut read)
+                    .map_err(|e| no_readback(format!("bincode: {e}")))?;
+                match written.iter().zip(&read).position(|(w, r)| w != r) {
+                    None if written.len() == read.len() => Ok(()),
+                    at => Err(no_readback(fields_differ(at, &written, &read))),
+                }
+            }
+        }
     })
+}
+
+/// Why a bincode payload's structs do not read back: the first struct
+/// whose fields differ (`at`), or the number of structs.
+fn fields_differ(at: Option<usize>, written: &[u32], read: &[u32]) -> String {
+    match at {
+        Some(i) => format!(
+            "bincode: struct {} of the value wrote {} fields where its type reads {} \
+             (a field skipped by `skip_serializing_if` or `skip_serializing`): it would \
+             read back as another value",
+            i + 1,
+            written[i],
+            read[i]
+        ),
+        None => format!(
+            "bincode: the value wrote {} structs where its type reads {}",
+            written.len(),
+            read.len()
+        ),
+    }
 }
 
 fn encode_at<T: Serialize + ?Sized>(
@@ -784,10 +822,25 @@ mod wire {
 
     /// Decodes one `T` that must span all of `payload`.
     pub(super) fn from_slice<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
+        read(payload, None)
+    }
+
+    /// [`from_slice`], also listing how many fields `T` read for each
+    /// struct (and struct variant) it met, in the order it met them: the
+    /// other half of [`crate::codec_fields::written`].
+    pub(super) fn from_slice_counting_fields<T: DeserializeOwned>(
+        payload: &[u8],
+        fields: &mut Vec<u32>,
+    ) -> Result<T> {
+        read(payload, Some(fields))
+    }
+
+    fn read<T: DeserializeOwned>(payload: &[u8], fields: Option<&mut Vec<u32>>) -> Result<T> {
         let mut de = Reader {
             rest: payload,
             depth: 0,
             empty_left: payload.len().max(MIN_EMPTY_ELEMENTS),
+            fields,
         };
         let value = T::deserialize(&mut de)?;
         if !de.rest.is_empty() {
@@ -803,15 +856,24 @@ mod wire {
     const U64_BYTE: u8 = 253;
     const U128_BYTE: u8 = 254;
 
-    struct Reader<'de> {
+    struct Reader<'de, 'f> {
         rest: &'de [u8],
         depth: u32,
         /// Elements of input-sized sequences and maps that may still take
         /// no payload byte.
         empty_left: usize,
+        /// Where the field counts of structs go, when they are counted.
+        fields: Option<&'f mut Vec<u32>>,
     }
 
-    impl<'de> Reader<'de> {
+    impl<'de> Reader<'de, '_> {
+        /// Notes a struct's field count, when they are counted.
+        fn count_fields(&mut self, fields: &[&str]) {
+            if let Some(counts) = self.fields.as_deref_mut() {
+                counts.push(u32::try_from(fields.len()).unwrap_or(u32::MAX));
+            }
+        }
+
         fn take(&mut self, n: usize) -> Result<&'de [u8]> {
             if n > self.rest.len() {
                 return Err(Error(format!("needs {n} bytes, {} left", self.rest.len())));
@@ -915,7 +977,7 @@ mod wire {
         )*};
     }
 
-    impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+    impl<'de> de::Deserializer<'de> for &mut Reader<'de, '_> {
         type Error = Error;
 
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
@@ -1069,6 +1131,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
+            self.count_fields(fields);
             self.deserialize_tuple(fields.len(), visitor)
         }
 
@@ -1096,13 +1159,13 @@ mod wire {
 
     /// Elements of a sequence (`from_input`: its length came from the
     /// payload) or of a tuple or struct (length from the type).
-    struct Seq<'a, 'de> {
-        de: &'a mut Reader<'de>,
+    struct Seq<'a, 'de, 'f> {
+        de: &'a mut Reader<'de, 'f>,
         left: usize,
         from_input: bool,
     }
 
-    impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
+    impl<'de> de::SeqAccess<'de> for Seq<'_, 'de, '_> {
         type Error = Error;
 
         fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -1128,14 +1191,14 @@ mod wire {
         }
     }
 
-    struct Map<'a, 'de> {
-        de: &'a mut Reader<'de>,
+    struct Map<'a, 'de, 'f> {
+        de: &'a mut Reader<'de, 'f>,
         left: usize,
         /// Bytes left when the current key started.
         key_start: usize,
     }
 
-    impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
+    impl<'de> de::MapAccess<'de> for Map<'_, 'de, '_> {
         type Error = Error;
 
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
@@ -1161,11 +1224,11 @@ mod wire {
     }
 
     /// An enum: the variant index (u32 varint), then the variant's fields.
-    struct Enum<'a, 'de> {
-        de: &'a mut Reader<'de>,
+    struct Enum<'a, 'de, 'f> {
+        de: &'a mut Reader<'de, 'f>,
     }
 
-    impl<'de, 'a> de::EnumAccess<'de> for Enum<'a, 'de> {
+    impl<'de, 'a, 'f> de::EnumAccess<'de> for Enum<'a, 'de, 'f> {
         type Error = Error;
         type Variant = Self;
 
@@ -1176,7 +1239,7 @@ mod wire {
         }
     }
 
-    impl<'de> de::VariantAccess<'de> for Enum<'_, 'de> {
+    impl<'de> de::VariantAccess<'de> for Enum<'_, 'de, '_> {
         type Error = Error;
 
         fn unit_variant(self) -> Result<()> {
@@ -1196,6 +1259,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
+            self.de.count_fields(fields);
             de::Deserializer::deserialize_tuple(&mut *self.de, fields.len(), visitor)
         }
     }

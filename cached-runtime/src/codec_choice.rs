@@ -18,7 +18,14 @@
 //! - **Forced** (`codec = "bincode"` or `"json"`): that codec, unverified,
 //!   except for the first store, which checks that it reads back. A forced
 //!   codec that does not is logged once and the function falls back to the
-//!   automatic choice.
+//!   automatic choice. (So a forced bincode on a type whose
+//!   `skip_serializing_if` fires for some values only is the user's risk;
+//!   the README says so.)
+//!
+//! "Reads back" means, for bincode, more than decoding without an error:
+//! each struct must read as many fields as the value wrote for it
+//! ([`crate::codec_fields`]), or a skipped field would be filled from the
+//! next field's bytes.
 //!
 //! The verification costs one decode of the uncompressed payload per store;
 //! a store follows a run of the function body, so this is small next to it
@@ -213,6 +220,78 @@ mod tests {
         assert_eq!(stored_codec(&choice, &rich), Codec::Json);
         assert_eq!(choice.preferred(), Codec::Json);
         assert_eq!(stored_codec(&choice, &plain), Codec::Json);
+    }
+
+    /// Values whose skipped field bincode would fill from the next field's
+    /// bytes, which parse: read back without an error, as other values.
+    #[test]
+    fn a_skipped_field_is_never_read_back_as_another_value() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Flags {
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            archived: bool,
+            ids: Vec<u32>,
+        }
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Note {
+            #[serde(skip_serializing_if = "Option::is_none", default)]
+            note: Option<u32>,
+            id: u32,
+            tags: Vec<u32>,
+        }
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Wrapped {
+            Flagged {
+                inner: Vec<Flags>,
+                #[serde(skip_serializing, default)]
+                cache: u8,
+                n: u8,
+            },
+        }
+        fn round_trip<V: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+            value: &V,
+        ) -> Codec {
+            let choice = CodecChoice::new(CodecOption::Auto);
+            let enc = choice.encode("p", value, Duration::ZERO, LIMITS).unwrap();
+            let (back, header) = codec::decode::<V>(&enc.bytes, LIMITS).unwrap();
+            assert_eq!(&back, value, "read back as another value");
+            header.codec
+        }
+        let flags = Flags {
+            archived: false,
+            ids: vec![0],
+        };
+        assert_eq!(round_trip(&flags), Codec::Json);
+        let note = Note {
+            note: None,
+            id: 1,
+            tags: vec![2, 0],
+        };
+        assert_eq!(round_trip(&note), Codec::Json);
+        // Nothing skipped: bincode, as before.
+        let full = Note {
+            note: Some(5),
+            id: 1,
+            tags: vec![2, 0],
+        };
+        assert_eq!(round_trip(&full), Codec::Bincode);
+        let shown = Flags {
+            archived: true,
+            ids: vec![],
+        };
+        assert_eq!(round_trip(&shown), Codec::Bincode);
+        // Deeper: inside a sequence inside a struct variant, and a field
+        // never written.
+        let nested = Wrapped::Flagged {
+            inner: vec![shown, flags],
+            cache: 0,
+            n: 3,
+        };
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let enc = choice.encode("p", &nested, Duration::ZERO, LIMITS).unwrap();
+        let (back, header) = codec::decode::<Wrapped>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(back, nested);
+        assert_eq!(header.codec, Codec::Json);
     }
 
     #[test]

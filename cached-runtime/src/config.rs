@@ -253,14 +253,15 @@ impl Config {
     /// touching the process environment).
     pub(crate) fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let mut builder = Config::builder();
-        let url = var(ENV_URL)
-            .or_else(|| var(ENV_URL_FALLBACK))
-            .filter(|u| !u.trim().is_empty());
+        // An empty variable counts as unset, so an empty CACHED_REDIS_URL
+        // does not hide REDIS_URL (as in `cached-stats`).
+        let set = |name| var(name).filter(|u: &String| !u.trim().is_empty());
+        let url = set(ENV_URL).or_else(|| set(ENV_URL_FALLBACK));
         if let Some(url) = url {
             builder = builder.redis_url(url.trim());
         }
         if let Some(ns) = var(ENV_NAMESPACE) {
-            builder = builder.namespace(ns);
+            builder = builder.namespace(ns.trim());
         }
         if let Some(flag) = var(ENV_DISABLE) {
             builder = builder.disabled(parse_flag(ENV_DISABLE, &flag)?);
@@ -594,9 +595,15 @@ impl ConfigBuilder {
     /// Check the settings and return the [`Config`].
     pub fn build(self) -> Result<Config, Error> {
         let c = self.config;
-        if c.namespace.is_empty() || c.namespace.contains(':') {
+        if c.namespace.is_empty()
+            || c.namespace.contains(':')
+            || c.namespace
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
             return Err(Error::Config(format!(
-                "namespace {:?}: must be non-empty and contain no ':'",
+                "namespace {:?}: must be non-empty and contain no ':', whitespace or control \
+                 characters (it is the first segment of every key)",
                 c.namespace
             )));
         }
@@ -676,6 +683,25 @@ mod tests {
         assert_eq!(c.redis_url(), Some("redis://a:1/0"));
         let c = Config::from_env_with(env(&[(ENV_URL_FALLBACK, "redis://b:2/0")])).unwrap();
         assert_eq!(c.redis_url(), Some("redis://b:2/0"));
+        // An empty CACHED_REDIS_URL is unset: it does not hide REDIS_URL.
+        for vars in [
+            &[(ENV_URL, ""), (ENV_URL_FALLBACK, "redis://b:2/0")],
+            &[(ENV_URL, "  "), (ENV_URL_FALLBACK, "redis://b:2/0")],
+        ] {
+            let c = Config::from_env_with(env(vars)).unwrap();
+            assert_eq!(c.redis_url(), Some("redis://b:2/0"), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_one_plain_key_segment() {
+        let c = Config::from_env_with(env(&[(ENV_NAMESPACE, " svc\n")])).unwrap();
+        assert_eq!(c.namespace(), "svc", "the variable is trimmed");
+        for bad in ["", "a:b", "a b", "svc\n", "a\tb", "a\u{7f}b"] {
+            let err = Config::builder().namespace(bad).build().unwrap_err();
+            assert!(err.to_string().contains("namespace"), "{bad:?}: {err}");
+        }
+        assert!(Config::builder().namespace("svc-1.eu_west").build().is_ok());
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl Breaker {
 
     /// The end of a cooldown starting now (never [`CLOSED`]).
     fn cooldown_from_now(&self) -> u64 {
-        now_ms() + self.cooldown.as_millis() as u64
+        // Saturating: a cooldown too long to count in milliseconds keeps
+        // the breaker open for good rather than wrapping into the past.
+        let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_add(cooldown)
     }
 
     /// Whether this call may try Redis now: always while closed, never
@@ -200,6 +203,16 @@ mod tests {
             .map(|t| t.join().unwrap())
             .sum();
         assert_eq!(admitted, 1);
+    }
+
+    #[test]
+    fn a_cooldown_too_long_to_count_keeps_it_open() {
+        for cooldown in [Duration::MAX, Duration::from_millis(u64::MAX)] {
+            let b = Breaker::new(1, cooldown);
+            b.failure();
+            assert!(!b.allows(), "open, not wrapped into the past");
+            assert_eq!(b.admit(), Admission::Refused);
+        }
     }
 
     #[test]

@@ -86,7 +86,12 @@ impl SyncSentinel {
     /// frozen sentinel or master costs a bounded wait, never a hang. No
     /// lock is held: concurrent callers each resolve on their own.
     fn connect(&self, connect_timeout: Duration, timeout: Duration) -> RedisResult<SyncConn> {
-        let deadline = Instant::now() + (connect_timeout + timeout) * 2;
+        // Saturating: a timeout of `Duration::MAX` means "no bound", not a panic.
+        let budget = connect_timeout.saturating_add(timeout).saturating_mul(2);
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let n = self.sentinels.len();
         let first = self.first.load(Relaxed);
         let mut master_err = None;

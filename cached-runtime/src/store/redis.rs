@@ -435,7 +435,10 @@ impl RedisStore {
     async fn open_connection(&self) -> Result<AsyncConn, StoreError> {
         let connect = self.backend.connect(self.connect_timeout);
         // A sentinel target asks a sentinel first: two connects' worth.
-        let limit = self.connect_timeout * 2 + Duration::from_millis(50);
+        let limit = self
+            .connect_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(50));
         match tokio::time::timeout(limit, connect).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.store_error(&e)),
