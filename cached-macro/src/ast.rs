@@ -161,6 +161,14 @@ impl Function {
         })
     }
 
+    /// The const generic parameters, with their types.
+    pub(crate) fn const_params(&self) -> impl Iterator<Item = (&Ident, &syn::Type)> {
+        self.sig.generics.params.iter().filter_map(|p| match p {
+            GenericParam::Const(c) => Some((&c.ident, &c.ty)),
+            _ => None,
+        })
+    }
+
     /// The generic parameters a turbofish names: types and consts, in
     /// declaration order (lifetimes are left to inference).
     pub(crate) fn turbofish_params(&self) -> Vec<&Ident> {

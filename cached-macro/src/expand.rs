@@ -13,6 +13,7 @@
 //! ```text
 //! #[doc(hidden)] #[allow(dead_code)]          // one per function, shared by all below
 //! fn __cached_site_user() -> &'static P::CallSite {            // in an impl: an associated fn
+//!     fn scope() -> &'static str { ::core::any::type_name_of_val(&scope) }   // not in an impl
 //!     static SITE: P::CallSite = P::CallSite::new(
 //!         P::SiteIdent {
 //!             module_path: ::core::module_path!(),
@@ -21,6 +22,7 @@
 //!             crate_name: ::core::env!("CARGO_PKG_NAME"),
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+//!             scope: Some(scope),                                 // names enclosing fns
 //!         },
 //!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
@@ -353,6 +355,11 @@ impl<'a> Context<'a> {
         let callee = if func.in_impl {
             quote!(Self::#name)
         } else {
+            // Mixed-site: a parameter named like the function (`fn
+            // user(user: u64)`) is a local of the call site and cannot
+            // shadow the function here.
+            let mut name = name.clone();
+            name.set_span(Span::mixed_site().located_at(name.span()));
             quote!(#name)
         };
         let generics = func.turbofish_params();
@@ -493,11 +500,26 @@ impl<'a> Context<'a> {
         // so that options the runtime adds later cannot break expansions.
         let allow =
             (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
+        // Outside an `impl`, a `fn` declared here has a type name whose path
+        // names any function the cached one is nested in.
+        let (scope_fn, scope) = if self.func.in_impl {
+            (None, quote!(::core::option::Option::None))
+        } else {
+            (
+                Some(quote! {
+                    fn scope() -> &'static str {
+                        ::core::any::type_name_of_val(&scope)
+                    }
+                }),
+                quote!(::core::option::Option::Some(scope)),
+            )
+        };
         quote! {
             #(#attrs)*
             #[doc(hidden)]
             #[allow(dead_code)]
             fn #site_fn() -> &'static #p::CallSite {
+                #scope_fn
                 #allow
                 static SITE: #p::CallSite = #p::CallSite::new(
                     #p::SiteIdent {
@@ -507,6 +529,7 @@ impl<'a> Context<'a> {
                         crate_name: ::core::env!("CARGO_PKG_NAME"),
                         crate_version: ::core::env!("CARGO_PKG_VERSION"),
                         git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
+                        scope: #scope,
                     },
                     #p::SiteOptions {
                         #(#fields,)*
@@ -558,6 +581,21 @@ impl<'a> Context<'a> {
             .func
             .type_params()
             .map(|t| quote!(::core::any::type_name::<#t>()));
+        // A const parameter's value, spelled by the type name of a marker
+        // generic over it (`__CachedConst0<3>`): `f::<2>` and `f::<3>` are
+        // two functions' worth of entries.
+        let const_names = self
+            .func
+            .const_params()
+            .enumerate()
+            .map(|(i, (ident, ty))| {
+                let marker = format_ident!("__CachedConst{}", i);
+                quote!({
+                    #[allow(dead_code)]
+                    struct #marker<const V: #ty>;
+                    ::core::any::type_name::<#marker<#ident>>()
+                })
+            });
         let impl_trait_names = self.key_params.iter().filter(|p| p.impl_trait).map(|p| {
             let ident = &p.name;
             quote!(::core::any::type_name_of_val(&#ident))
@@ -565,6 +603,7 @@ impl<'a> Context<'a> {
         let type_names = self_name
             .into_iter()
             .chain(generic_names)
+            .chain(const_names)
             .chain(impl_trait_names);
         let site_local = &self.site_local;
         if self.key_params.is_empty() {
@@ -926,7 +965,12 @@ mod tests {
         ));
         assert!(has(&out, "move || unsafe { f::<N>(log, k) }"));
         assert!(has(&out, "# Safety"));
-        assert!(has(&out, "&[::core::any::type_name_of_val(&k)]"));
+        assert!(has(
+            &out,
+            "&[{ #[allow(dead_code)] struct __CachedConst0<const V: usize>; \
+             ::core::any::type_name::<__CachedConst0<N>>() }, \
+             ::core::any::type_name_of_val(&k)]"
+        ));
         assert!(has(
             &out,
             "fn f_cache_key<const N: usize>(k: impl Serialize)"

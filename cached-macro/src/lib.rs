@@ -85,10 +85,19 @@ use crate::errors::Errors;
 ///   parameters (and of `impl Trait` key arguments) enter the key, so
 ///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry; so does `Self`
 ///   for a method, so that `Repo<u8>` and `Repo<String>` (or two `impl`s
-///   with a same-named method) never share one. Const generic parameters
-///   do not enter the key. The function's module path, name and return type
-///   are in every key too: two functions never share an entry, whatever
-///   their `prefix`.
+///   with a same-named method) never share one; the values of const
+///   generic parameters enter it too (`f::<2>` and `f::<3>`). The function's
+///   module path, name and return type are in every key, and so are the
+///   functions it is nested in (two `fn helper` in two functions' bodies):
+///   two functions never share an entry, whatever their `prefix`.
+/// - A generic return type (`-> T`) is cached as a plain value, even when a
+///   caller picks `T = Result<..>` or `Option<..>`: their `Err` and `None`
+///   are cached too. Return `Result<T, E>` to leave errors out.
+/// - Key arguments are keyed in their serialization order, apart from
+///   object keys (a `HashMap` keys the same in any order): a `HashSet`'s
+///   order changes from process to process, so key by a `BTreeSet`. An
+///   object that serializes one key twice (a `flatten`ed map holding a
+///   field's name) cannot be keyed: its calls run uncached.
 /// - The return type: `T` is always cached; `Option<T>` when `Some`;
 ///   `Result<T, E>` (recognised by the name `Result`, so `io::Result<T>`
 ///   too) when `Ok`, and `E` needs no traits. The cached type needs
@@ -122,11 +131,11 @@ use crate::errors::Errors;
 /// - Because companions are generated next to the function, the attribute
 ///   cannot go on a method of a trait implementation (the companions would
 ///   not be members of the trait).
-/// - `name_refresh` calls the function as `Self::name` when it has a
-///   receiver or its signature mentions `Self`, else as `name`. An
-///   associated function without either (`impl Repo { fn find(id: i64) ->
-///   User }`) therefore fails to resolve in `find_refresh`: mention `Self`
-///   in its signature, or make it a free function.
+/// - The attribute learns that a function is in an `impl` from its
+///   receiver or a `Self` in its signature. An associated function without
+///   either (`impl Repo { fn find(id: i64) -> User }`) does not compile
+///   (`cannot find function __cached_site_find`): add `where Self: Sized`
+///   to its signature, or make it a free function.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = TokenStream2::from(item);

@@ -228,3 +228,158 @@ trait AwaitBlocking: std::future::Future + Sized {
     }
 }
 impl<F: std::future::Future> AwaitBlocking for F {}
+
+fn handler_a(x: u32) -> u32 {
+    #[cached]
+    fn helper(x: u32) -> u32 {
+        x + 1
+    }
+    helper(x)
+}
+
+fn handler_b(x: u32) -> u32 {
+    #[cached]
+    fn helper(x: u32) -> u32 {
+        x * 100
+    }
+    helper(x)
+}
+
+/// `module_path!()` does not name an enclosing function: two nested
+/// functions of one name in one module once shared their entries (the
+/// second answered the first's value) and their stats.
+#[test]
+fn nested_functions_of_one_name_are_two_functions() {
+    let _guard = setup();
+    assert_eq!(handler_a(5), 6);
+    assert_eq!(handler_b(5), 500, "not the other helper's entry");
+    assert_eq!((handler_a(5), handler_b(5)), (6, 500), "hits");
+    let entries: Vec<String> = raw()
+        .keys::<_, Vec<String>>("ident:function_identity.handler_*.helper:*")
+        .unwrap();
+    assert_eq!(
+        entries.len(),
+        2,
+        "one entry each, under its own prefix: {entries:?}"
+    );
+    for handler in ["handler_a", "handler_b"] {
+        let stats = cached_redis::local_stats(&format!("function_identity.{handler}.helper"))
+            .unwrap_or_else(|| panic!("{handler}: stats of its own"));
+        assert_eq!((stats.hits, stats.misses), (1, 1), "{handler}");
+    }
+}
+
+static SIZED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "sized")]
+fn sized<const N: usize, const LOUD: bool>(b: [u8; 4]) -> usize {
+    SIZED_RUNS.fetch_add(1, SeqCst);
+    b.len() * N + usize::from(LOUD)
+}
+
+/// A const parameter's value is part of the key, as a type parameter's
+/// name is.
+#[test]
+fn const_parameters_are_in_the_key() {
+    let _guard = setup();
+    let b = [1, 2, 3, 4];
+    assert_eq!(sized::<2, false>(b), 8);
+    assert_eq!(sized::<3, false>(b), 12);
+    assert_eq!(sized::<3, true>(b), 13);
+    assert_eq!(sized::<3, true>(b), 13);
+    assert_eq!(SIZED_RUNS.load(SeqCst), 3, "one entry each, then a hit");
+    let keys = [
+        sized_cache_key::<2, false>(b).unwrap(),
+        sized_cache_key::<3, false>(b).unwrap(),
+        sized_cache_key::<3, true>(b).unwrap(),
+    ];
+    assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+}
+
+/// A parameter named like its function: the `_refresh` companion calls the
+/// function, not the parameter.
+#[cached(prefix = "named_like")]
+fn user(user: u64) -> String {
+    format!("user {user}")
+}
+
+#[test]
+fn a_parameter_may_be_named_like_its_function() {
+    let _guard = setup();
+    assert_eq!(user(7), "user 7");
+    assert_eq!(user_refresh(7), "user 7");
+}
+
+#[derive(serde::Serialize)]
+struct Search {
+    page: u32,
+    #[serde(flatten)]
+    filters: std::collections::BTreeMap<String, String>,
+}
+
+static SEARCH_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "flat_search")]
+fn search(q: &Search) -> String {
+    SEARCH_RUNS.fetch_add(1, SeqCst);
+    format!("page={}", q.page)
+}
+
+/// Two arguments whose objects repeat a key (a flattened map holding a
+/// field's name) once shared a key, the last value of the repeated key
+/// winning: page 2 answered page 1's entry. Now they cannot be keyed, so
+/// the calls run uncached and answer right.
+#[test]
+fn an_object_with_a_repeated_key_is_not_keyed() {
+    let _guard = setup();
+    let filters = std::collections::BTreeMap::from([("page".to_owned(), "x".to_owned())]);
+    let (one, two) = (
+        Search {
+            page: 1,
+            filters: filters.clone(),
+        },
+        Search { page: 2, filters },
+    );
+    assert!(search_cache_key(&one).is_err());
+    for _ in 0..2 {
+        assert_eq!(search(&one), "page=1");
+        assert_eq!(search(&two), "page=2");
+    }
+    assert_eq!(SEARCH_RUNS.load(SeqCst), 4, "every call ran");
+    let plain = Search {
+        page: 3,
+        filters: std::collections::BTreeMap::from([("lang".to_owned(), "en".to_owned())]),
+    };
+    assert_eq!(
+        (search(&plain), search(&plain)),
+        ("page=3".into(), "page=3".into())
+    );
+    assert_eq!(
+        SEARCH_RUNS.load(SeqCst),
+        5,
+        "a plain flattened map is cached"
+    );
+}
+
+struct Finder;
+
+impl Finder {
+    /// An associated function with neither a receiver nor `Self` in its
+    /// signature: `where Self: Sized` tells the attribute it is in an
+    /// `impl` (the documented way; without it, it does not compile).
+    #[cached(prefix = "repo_find")]
+    fn find(id: i64) -> String
+    where
+        Self: Sized,
+    {
+        format!("repo {id}")
+    }
+}
+
+#[test]
+fn an_associated_function_without_self_compiles_with_where_self_sized() {
+    let _guard = setup();
+    assert_eq!(Finder::find(4), "repo 4");
+    assert_eq!(Finder::find_refresh(4), "repo 4");
+    assert!(Finder::find_cache_key(4).is_ok());
+}

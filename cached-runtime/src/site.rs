@@ -35,6 +35,26 @@ pub struct SiteIdent {
     pub crate_version: &'static str,
     /// `option_env!("CACHED_REDIS_GIT_SHA")` in the calling crate.
     pub git_sha: Option<&'static str>,
+    /// The type name of a `fn` the macro declares inside the function's
+    /// site, whose path, unlike `module_path!()`, names a function the
+    /// cached one is nested in ([`nesting`]); `None` for a function in an
+    /// `impl`, which its `Self` type tells apart.
+    pub scope: Option<fn() -> &'static str>,
+}
+
+/// The functions a cached function is nested in, below its module
+/// (`handler_a` for `fn helper` in `fn handler_a`), from its
+/// [`SiteIdent::scope`]: `None` for a function declared in a module or an
+/// `impl`. Two nested functions of one name in one module are two
+/// functions: this keeps their entries and stats apart.
+pub(crate) fn nesting(ident: &SiteIdent) -> Option<String> {
+    let path = (ident.scope?)();
+    // `{enclosing}::__cached_site_{name}::scope`.
+    let enclosing = path.rsplitn(3, "::").nth(2)?;
+    let below = enclosing
+        .strip_prefix(ident.module_path)?
+        .strip_prefix("::")?;
+    (!below.is_empty()).then(|| below.to_owned())
 }
 
 /// The attribute's options. The macro writes only those given, followed by
@@ -158,7 +178,21 @@ pub(crate) fn prefix(ident: &SiteIdent, options: &SiteOptions) -> String {
         Some(p) => p.to_owned(),
         // `::` would put colons into the key segment; dots keep
         // `{namespace}:{prefix}:{hash}` splittable.
-        None => format!("{}.{}", ident.module_path.replace("::", "."), ident.fn_name),
+        None => {
+            let mut prefix = ident.module_path.replace("::", ".");
+            if let Some(nesting) = nesting(ident) {
+                prefix.push('.');
+                // `{{closure}}` and the like: no whitespace in a key segment.
+                prefix.extend(nesting.replace("::", ".").chars().map(|c| {
+                    if c.is_whitespace() {
+                        '_'
+                    } else {
+                        c
+                    }
+                }));
+            }
+            format!("{prefix}.{}", ident.fn_name)
+        }
     }
 }
 
@@ -271,7 +305,12 @@ impl ResolvedSite {
             local,
             key_memo,
             key_memo_gate: MemoGate::default(),
-            salt_digest: key::salt_digest(&salt_parts(ident, options, config)),
+            salt_digest: key::salt_digest(&salt_parts(
+                ident,
+                options,
+                config,
+                nesting(ident).as_deref(),
+            )),
             ttl,
             stale: lifetime(options.stale_secs),
             negative_ttl: lifetime(options.cache_none_secs.unwrap_or(0)),
@@ -293,8 +332,10 @@ fn salt_parts<'a>(
     ident: &'a SiteIdent,
     options: &'a SiteOptions,
     config: &'a Config,
+    nesting: Option<&'a str>,
 ) -> SaltParts<'a> {
     SaltParts {
+        nesting,
         config_salt: &config.salt,
         crate_name: ident.crate_name,
         crate_version: ident.crate_version,

@@ -4,12 +4,17 @@
 //! `serde_json::to_string(&serde_json::to_value(v)?)` (without serde_json's
 //! `preserve_order`): no whitespace, object keys sorted by their bytes at every
 //! depth (structs, maps, struct variants, flattened maps), enums externally
-//! tagged, a repeated map key keeping its last value. It is produced by a
+//! tagged. It is produced by a
 //! `serde::Serializer` writing straight into the output, without building a
 //! `serde_json::Value`: keying is on every cached call's path.
 //!
-//! Three deliberate departures, none of which can make two different
+//! Four deliberate departures, none of which can make two different
 //! arguments share a key:
+//! - A key repeated in one object (a `flatten`ed map holding a field's
+//!   name, two map keys that serialize alike) is an error, where `to_value`
+//!   keeps the last value: arguments differing only in a dropped value
+//!   would share a key, and with a `HashMap` which value is last changes
+//!   from run to run.
 //! - NaN and infinite floats are an error rather than `null` (which would
 //!   collide with `None`), so that the call bypasses the cache.
 //! - `Some(x)` where `x` itself is written `null` (`Some(None)`, `Some(())`)
@@ -379,9 +384,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Closes `obj`, putting its entries in key order and dropping all but
-    /// the last of a repeated key, as a `BTreeMap` insert does.
-    fn end_object(&mut self, obj: Object) {
+    /// Closes `obj`, putting its entries in key order. A repeated key is an
+    /// error (see the module docs); the object is still closed, keeping the
+    /// last value, so that the buffers stay consistent for a `Serialize`
+    /// that ignores the error and goes on.
+    fn end_object(&mut self, obj: Object) -> Result<(), CanonicalError> {
+        let mut repeated = false;
         let Buffers {
             entries,
             scratch,
@@ -405,6 +413,7 @@ impl Ctx<'_> {
                 {
                     // Overwritten by a later entry: nothing to copy back.
                     prev.segment.end = prev.segment.start;
+                    repeated = true;
                 }
             }
             scratch.clear();
@@ -424,7 +433,21 @@ impl Ctx<'_> {
         out.push(b'}');
         entries.truncate(obj.base);
         raw_keys.truncate(obj.raw_keys);
+        if repeated {
+            return Err(repeated_key());
+        }
+        Ok(())
     }
+}
+
+/// The error of an object that holds one key twice.
+#[cold]
+fn repeated_key() -> CanonicalError {
+    CanonicalError(
+        "a key argument holds an object with a repeated key (a `flatten`ed map with a \
+         field's name?): its key would drop one of the values"
+            .to_owned(),
+    )
 }
 
 /// An object being built: where its body starts in `out`, its first entry,
@@ -565,15 +588,16 @@ impl Map<'_, '_> {
         {
             return Err(key_without_value());
         }
-        match self.kind {
+        let ended = match self.kind {
             MapKind::Object => self.ctx.end_object(self.obj),
             MapKind::Variant => {
-                self.ctx.end_object(self.obj);
+                let ended = self.ctx.end_object(self.obj);
                 self.ctx.out.push(b'}');
+                ended
             }
-            MapKind::Token(_) => {}
-        }
-        Ok(())
+            MapKind::Token(_) => Ok(()),
+        };
+        self.ctx.note(ended)
     }
 }
 
@@ -1615,33 +1639,48 @@ mod tests {
     }
 
     /// serde_json keeps the last value of a repeated key (a `BTreeMap`
-    /// insert); so do we.
+    /// insert); a key made so would drop a value, so it is an error, at any
+    /// depth, whichever order the entries come in.
     #[test]
-    fn duplicate_keys_last_wins() {
-        struct Dup;
+    fn repeated_keys_are_an_error() {
+        struct Dup(&'static [&'static str]);
         impl Serialize for Dup {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut m = s.serialize_map(None)?;
-                m.serialize_entry("b", &1)?;
-                m.serialize_entry("a", &2)?;
-                m.serialize_entry("b", &3)?;
-                m.serialize_entry("c", &[4])?;
-                m.serialize_entry("b", &json!({"y": 1, "x": 2}))?;
-                m.serialize_entry("a", &5)?;
+                for (i, k) in self.0.iter().enumerate() {
+                    m.serialize_entry(k, &i)?;
+                }
                 m.end()
             }
         }
-        assert_eq!(same(&Dup), r#"{"a":5,"b":{"x":2,"y":1},"c":[4]}"#);
+        for keys in [&["b", "a", "b"][..], &["a", "a"], &["a", "b", "c", "a"]] {
+            let err = canon(&Dup(keys)).unwrap_err();
+            assert!(err.to_string().contains("repeated key"), "{keys:?}: {err}");
+            assert!(canon(&vec![json!(1), json!({"x": [1]})]).is_ok());
+        }
+        assert!(canon(&json!([{"x": 1}])).is_ok());
+        let nested = vec![(1u8, Dup(&["k", "k"]))];
+        assert!(canon(&nested).is_err(), "nested");
+        assert_eq!(same(&Dup(&["b", "a"])), r#"{"a":1,"b":0}"#);
 
+        // The case that made two arguments share a key: a flattened map
+        // holding a field's name.
         #[derive(Serialize)]
         struct FlatDup {
             a: u8,
             #[serde(flatten)]
             m: BTreeMap<&'static str, u8>,
         }
+        for a in [1, 2] {
+            let err = canon(&FlatDup {
+                a,
+                m: BTreeMap::from([("a", 7), ("b", 3)]),
+            });
+            assert!(err.is_err(), "{a}");
+        }
         same(&FlatDup {
             a: 1,
-            m: BTreeMap::from([("a", 2), ("b", 3)]),
+            m: BTreeMap::from([("b", 3)]),
         });
     }
 

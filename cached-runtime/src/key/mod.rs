@@ -34,6 +34,9 @@ pub struct SaltParts<'a> {
     pub module_path: &'a str,
     /// The function's name.
     pub fn_name: &'a str,
+    /// The functions it is nested in, below its module
+    /// ([`crate::site::nesting`]); `None` for most.
+    pub nesting: Option<&'a str>,
     /// The function's return type as written (`stringify!`), empty for none.
     pub return_type: &'a str,
     /// The function's `version` option.
@@ -75,6 +78,12 @@ fn base_digest(parts: &SaltParts<'_>) -> [u8; 32] {
     put(parts.fn_name.as_bytes());
     put(parts.return_type.as_bytes());
     put(parts.version.as_bytes());
+    // Only nested functions add a part, so the salt of every other function
+    // is what it was; the tag keeps the two shapes apart.
+    if let Some(nesting) = parts.nesting {
+        put(b"nested in");
+        put(nesting.as_bytes());
+    }
     *h.finalize().as_bytes()
 }
 
@@ -542,6 +551,7 @@ mod tests {
         git_sha: Some("abc123"),
         module_path: "demo::users",
         fn_name: "profile",
+        nesting: None,
         return_type: "Option < User >",
         version: "v1",
         type_names: &["u8"],
@@ -631,6 +641,14 @@ mod tests {
             },
             SaltParts {
                 fn_name: "profile2",
+                ..BASE
+            },
+            SaltParts {
+                nesting: Some("handler"),
+                ..BASE
+            },
+            SaltParts {
+                nesting: Some(""),
                 ..BASE
             },
             SaltParts {
