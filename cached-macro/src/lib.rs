@@ -86,7 +86,11 @@ use crate::errors::Errors;
 ///   `f::<u8>(1)` and `f::<u32>(1)` never share an entry; so does `Self`
 ///   for a method, so that `Repo<u8>` and `Repo<String>` (or two `impl`s
 ///   with a same-named method) never share one; the values of const
-///   generic parameters enter it too (`f::<2>` and `f::<3>`). The function's
+///   generic parameters enter it too (`f::<2>` and `f::<3>`). A type
+///   parameter that only skipped arguments use (`E` of `#[cached(skip =
+///   "exec")] fn user<E: Executor>(exec: &mut E, id: i64)`) does not: the
+///   key is the key arguments', and `user_cache_key(id)` and
+///   `user_invalidate(id)` do not have it. The function's
 ///   module path, name and return type are in every key, and so are the
 ///   functions it is nested in (two `fn helper` in two functions' bodies):
 ///   two functions never share an entry, whatever their `prefix`.

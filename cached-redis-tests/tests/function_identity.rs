@@ -383,3 +383,49 @@ fn an_associated_function_without_self_compiles_with_where_self_sized() {
     assert_eq!(Finder::find_refresh(4), "repo 4");
     assert!(Finder::find_cache_key(4).is_ok());
 }
+
+trait Executor {
+    fn run(&mut self, id: i64) -> String;
+}
+
+struct Primary;
+struct Replica;
+
+impl Executor for Primary {
+    fn run(&mut self, id: i64) -> String {
+        format!("row {id}")
+    }
+}
+
+impl Executor for Replica {
+    fn run(&mut self, id: i64) -> String {
+        format!("row {id}")
+    }
+}
+
+static EXEC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(skip = "exec", prefix = "exec_user")]
+fn exec_user<E>(exec: &mut E, id: i64) -> String
+where
+    E: Executor + Send,
+{
+    EXEC_RUNS.fetch_add(1, SeqCst);
+    exec.run(id)
+}
+
+/// A type parameter only a skipped argument uses is not part of the key
+/// (the key arguments alone are), and the companions that take the key
+/// arguments alone are callable without naming it.
+#[test]
+fn a_type_parameter_of_skipped_arguments_only_is_not_in_the_key() {
+    let _guard = setup();
+    assert_eq!(exec_user(&mut Primary, 1), "row 1");
+    assert_eq!(exec_user(&mut Replica, 1), "row 1");
+    assert_eq!(EXEC_RUNS.load(SeqCst), 1, "one entry, whichever executor");
+    let key = exec_user_cache_key(1).unwrap();
+    assert!(raw().exists::<_, bool>(&key).unwrap());
+    assert!(exec_user_invalidate(1).unwrap());
+    assert!(!raw().exists::<_, bool>(&key).unwrap());
+    assert_eq!(exec_user_refresh(&mut Replica, 1), "row 1");
+}
