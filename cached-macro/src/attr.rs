@@ -360,24 +360,25 @@ fn parse_skip(value: &Expr, errors: &mut Errors) -> Option<Skip> {
     if parts.len() > 1 && parts.last() == Some(&"") {
         parts.pop();
     }
+    // A mistake in the list is reported and the rest of the list kept, so
+    // that the checks that follow see the skips meant (no "`conn` must be
+    // skipped" beside "`conn` is listed twice").
     let mut names: Vec<String> = Vec::with_capacity(parts.len());
-    let mut ok = true;
     for part in parts {
+        // `r#type` names the parameter `type`.
+        let name = part.strip_prefix("r#").unwrap_or(part);
         if part.is_empty() {
             errors.at(
                 lit,
                 "`skip` has an empty name; list parameter names separated by commas, like `skip = \"conn, logger\"`",
             );
-            ok = false;
-        } else if names.iter().any(|n| n == part) {
+        } else if names.iter().any(|n| n == name) {
             errors.at(lit, format_args!("`{part}` is listed twice in `skip`"));
-            ok = false;
         } else {
-            // `r#type` names the parameter `type`.
-            names.push(part.strip_prefix("r#").unwrap_or(part).to_owned());
+            names.push(name.to_owned());
         }
     }
-    ok.then(|| Skip {
+    Some(Skip {
         lit: lit.clone(),
         names,
     })
@@ -599,6 +600,10 @@ mod tests {
         assert_eq!(
             messages(quote!(skip = "a, a")),
             ["`a` is listed twice in `skip`"]
+        );
+        assert_eq!(
+            messages(quote!(skip = "type, r#type")),
+            ["`r#type` is listed twice in `skip`"]
         );
     }
 

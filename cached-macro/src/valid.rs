@@ -196,6 +196,21 @@ mod tests {
         }
     }
 
+    /// A mistake in `skip` is the only error: the names it lists are still
+    /// taken as skipped by the checks that follow.
+    #[test]
+    fn a_repeated_skip_is_one_error() {
+        let m = messages(
+            quote!(skip = "conn, conn"),
+            quote!(
+                fn f(conn: &mut Db, id: u8) -> u8 {
+                    id
+                }
+            ),
+        );
+        assert_eq!(m, ["`conn` is listed twice in `skip`"]);
+    }
+
     #[test]
     fn accepted_functions() {
         for item in [
