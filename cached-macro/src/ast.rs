@@ -273,15 +273,6 @@ fn contains_impl_trait(ty: &Type) -> bool {
 
 /// Whether `tokens` name `Self` anywhere (then the function is in an
 /// `impl` block, where a bare call to it would not resolve).
-/// Whether `tokens` name `ident` anywhere (as a type, a path segment...).
-pub(crate) fn mentions(tokens: TokenStream, ident: &Ident) -> bool {
-    tokens.into_iter().any(|tt| match tt {
-        TokenTree::Ident(i) => i == *ident,
-        TokenTree::Group(group) => mentions(group.stream(), ident),
-        _ => false,
-    })
-}
-
 fn mentions_self(tokens: TokenStream) -> bool {
     tokens.into_iter().any(|tt| match tt {
         TokenTree::Ident(ident) => ident == "Self",

@@ -101,9 +101,9 @@
 
 use proc_macro2::{Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::{Attribute, GenericParam, Generics, Meta, WherePredicate};
+use syn::{Attribute, Meta};
 
-use crate::ast::{mentions, unraw, Function, Param, Shape};
+use crate::ast::{unraw, Function, Param, Shape};
 
 /// How many fields `SiteOptions` has; with all of them given, clippy calls
 /// `..DEFAULT` needless.
@@ -136,10 +136,6 @@ struct Context<'a> {
     private: TokenStream,
     /// The parameters that make up the key, in order.
     key_params: Vec<&'a Param>,
-    /// Type parameters only skipped arguments use (`E` of `exec: &mut E`):
-    /// not in the key, and not generics of the companions that take the
-    /// key arguments alone, which could not infer them.
-    skipped_only: Vec<&'a Ident>,
     /// `__cached_key`, invisible to the body (mixed-site hygiene).
     key_local: Ident,
     /// `__cached_site`, the `&'static CallSite`, likewise.
@@ -162,15 +158,13 @@ impl<'a> Context<'a> {
                 let name = p.name.as_ref().expect("patterns are rejected by valid.rs");
                 !options.skips(&unraw(name))
             })
-            .collect::<Vec<&Param>>();
-        let skipped_only = skipped_only_type_params(func, &key_params);
+            .collect();
         Context {
             options,
             func,
             krate,
             private,
             key_params,
-            skipped_only,
             key_local: Ident::new("__cached_key", Span::mixed_site()),
             site_local: Ident::new("__cached_site", Span::mixed_site()),
             site_fn: format_ident!("__cached_site_{}", unraw(func.name())),
@@ -210,7 +204,6 @@ impl<'a> Context<'a> {
         // `local` needs values it can clone: its own entry points carry
         // that bound, so functions without it keep theirs unbounded.
         let local = self.options.local.is_some();
-
         let call = if self.func.is_async() {
             let call_async = if local {
                 quote!(#p::call_async_local)
@@ -259,10 +252,11 @@ impl<'a> Context<'a> {
         ]);
         let site = self.site_binding();
         let build_key = self.build_key();
-        self.key_companion(
+        self.companion(
             &ident,
             docs,
             TokenStream::new(),
+            &self.key_inputs(),
             quote!(-> ::core::result::Result<::std::string::String, #krate::Error>),
             quote! {
                 #site
@@ -303,10 +297,11 @@ impl<'a> Context<'a> {
         } else {
             (None, quote!(#private::invalidate_sync(#site_local, #key)))
         };
-        self.key_companion(
+        self.companion(
             &ident,
             docs,
             asyncness.unwrap_or_default(),
+            &self.key_inputs(),
             quote!(-> ::core::result::Result<bool, #krate::Error>),
             quote! {
                 #site
@@ -403,51 +398,8 @@ impl<'a> Context<'a> {
         output: TokenStream,
         body: TokenStream,
     ) -> TokenStream {
-        self.companion_with(
-            &self.func.sig.generics,
-            ident,
-            docs,
-            qualifiers,
-            inputs,
-            output,
-            body,
-        )
-    }
-
-    /// [`Self::companion`] taking the key arguments alone: without the type
-    /// parameters only skipped arguments use, which it could not infer.
-    fn key_companion(
-        &self,
-        ident: &Ident,
-        docs: TokenStream,
-        qualifiers: TokenStream,
-        output: TokenStream,
-        body: TokenStream,
-    ) -> TokenStream {
-        let generics = generics_without(&self.func.sig.generics, &self.skipped_only);
-        self.companion_with(
-            &generics,
-            ident,
-            docs,
-            qualifiers,
-            &self.key_inputs(),
-            output,
-            body,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn companion_with(
-        &self,
-        generics: &Generics,
-        ident: &Ident,
-        docs: TokenStream,
-        qualifiers: TokenStream,
-        inputs: &[TokenStream],
-        output: TokenStream,
-        body: TokenStream,
-    ) -> TokenStream {
         let vis = &self.func.vis;
+        let generics = &self.func.sig.generics;
         let where_clause = &generics.where_clause;
         let attrs = self.func.outer_attrs.iter().filter_map(companion_attr);
         quote! {
@@ -628,7 +580,6 @@ impl<'a> Context<'a> {
         let generic_names = self
             .func
             .type_params()
-            .filter(|t| !self.skipped_only.contains(t))
             .map(|t| quote!(::core::any::type_name::<#t>()));
         // A const parameter's value, spelled by the type name of a marker
         // generic over it (`__CachedConst0<3>`): `f::<2>` and `f::<3>` are
@@ -702,76 +653,6 @@ impl<'a> Context<'a> {
             format!("[`{name}`]({ident})")
         }
     }
-}
-
-/// The type parameters that only skipped arguments mention: not the key
-/// arguments, the return type, another parameter's bounds or a where-clause
-/// bound on another type (`T: From<E>` keeps `E`).
-fn skipped_only_type_params<'a>(func: &'a Function, key_params: &[&Param]) -> Vec<&'a Ident> {
-    let generics = &func.sig.generics;
-    func.type_params()
-        .filter(|t| {
-            let used_by = |tokens: TokenStream| mentions(tokens, t);
-            let skipped = func
-                .params
-                .iter()
-                .filter(|p| !key_params.iter().any(|k| std::ptr::eq(*k, *p)))
-                .any(|p| used_by(p.ty.to_token_stream()));
-            let elsewhere = key_params.iter().any(|p| used_by(p.ty.to_token_stream()))
-                || used_by(func.sig.output.to_token_stream())
-                || func
-                    .receiver
-                    .as_ref()
-                    .is_some_and(|r| used_by(r.to_token_stream()))
-                || generics.params.iter().any(|g| match g {
-                    GenericParam::Type(other) => {
-                        other.ident != **t && used_by(other.to_token_stream())
-                    }
-                    GenericParam::Const(c) => used_by(c.ty.to_token_stream()),
-                    GenericParam::Lifetime(_) => false,
-                })
-                || generics
-                    .where_clause
-                    .iter()
-                    .flat_map(|w| &w.predicates)
-                    .any(|p| match p {
-                        WherePredicate::Type(pt) => {
-                            !used_by(pt.bounded_ty.to_token_stream())
-                                && used_by(pt.bounds.to_token_stream())
-                        }
-                        _ => false,
-                    });
-            skipped && !elsewhere
-        })
-        .collect()
-}
-
-/// `generics` without the type parameters `drop` and the where-clause
-/// predicates on types that name them.
-fn generics_without(generics: &Generics, drop: &[&Ident]) -> Generics {
-    let named = |tokens: TokenStream| drop.iter().any(|d| mentions(tokens.clone(), d));
-    let mut kept = generics.clone();
-    kept.params = generics
-        .params
-        .iter()
-        .filter(|g| !matches!(g, GenericParam::Type(t) if drop.contains(&&t.ident)))
-        .cloned()
-        .collect();
-    if let Some(w) = &mut kept.where_clause {
-        w.predicates = w
-            .predicates
-            .iter()
-            .filter(|p| match p {
-                WherePredicate::Type(pt) => !named(pt.bounded_ty.to_token_stream()),
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        if w.predicates.is_empty() {
-            kept.where_clause = None;
-        }
-    }
-    kept
 }
 
 /// A parameter as a companion's input: `name: Type`, without the `mut` or
@@ -877,53 +758,6 @@ mod tests {
     fn has(out: &str, fragment: &str) -> bool {
         let fragment: String = fragment.split_whitespace().collect();
         out.contains(&fragment)
-    }
-
-    #[test]
-    fn type_parameters_of_skipped_arguments_only() {
-        // `E` only in the skipped `exec` (and its own where-clause bound):
-        // out of the key and of the key companions.
-        let out = expand(
-            quote!(skip = "exec"),
-            quote!(
-                fn f<E: Executor, T: Serialize>(exec: &mut E, id: T) -> u8
-                where
-                    E: Send,
-                    T: Clone,
-                {
-                    0
-                }
-            ),
-        );
-        assert!(has(&out, "fn f_cache_key<T: Serialize>(id: T)"));
-        assert!(has(&out, "fn f_cache_key<T: Serialize>(id: T) -> ::core::result::Result<::std::string::String, ::cached_redis::Error> where T: Clone {"), "{out}");
-        assert!(has(&out, "&[::core::any::type_name::<T>()]"));
-        assert!(!has(&out, "type_name::<E>()"));
-        // Kept wherever something else names it: the return type, another
-        // parameter's bound, a where-clause bound on another type.
-        for item in [
-            quote!(
-                fn f<E: Executor>(exec: &mut E, id: u8) -> E::Row {
-                    0
-                }
-            ),
-            quote!(
-                fn f<E: Executor, T: From<E>>(exec: &mut E, id: T) -> u8 {
-                    0
-                }
-            ),
-            quote!(
-                fn f<E: Executor, T>(exec: &mut E, id: T) -> u8
-                where
-                    T: From<E>,
-                {
-                    0
-                }
-            ),
-        ] {
-            let out = expand(quote!(skip = "exec"), item);
-            assert!(has(&out, "type_name::<E>()"), "{out}");
-        }
     }
 
     #[test]

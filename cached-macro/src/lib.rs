@@ -87,10 +87,9 @@ use crate::errors::Errors;
 ///   for a method, so that `Repo<u8>` and `Repo<String>` (or two `impl`s
 ///   with a same-named method) never share one; the values of const
 ///   generic parameters enter it too (`f::<2>` and `f::<3>`). A type
-///   parameter that only skipped arguments use (`E` of `#[cached(skip =
-///   "exec")] fn user<E: Executor>(exec: &mut E, id: i64)`) does not: the
-///   key is the key arguments', and `user_cache_key(id)` and
-///   `user_invalidate(id)` do not have it. The function's
+///   parameter that only a skipped argument uses stays in the key (its type
+///   may decide the result): the companions that take the key arguments
+///   alone name it, `user_cache_key::<PgPool>(id)`. The function's
 ///   module path, name and return type are in every key, and so are the
 ///   functions it is nested in (two `fn helper` in two functions' bodies):
 ///   two functions never share an entry, whatever their `prefix`.
