@@ -425,3 +425,32 @@ fn a_type_parameter_of_a_skipped_argument_stays_in_the_key() {
     assert!(raw().exists::<_, bool>(&double).unwrap());
     assert!(!raw().exists::<_, bool>(&triple).unwrap());
 }
+
+async fn async_handler(x: u32) -> u32 {
+    #[cached]
+    async fn helper(x: u32) -> u32 {
+        x + 7
+    }
+    helper(x).await
+}
+
+/// A function nested in an `async fn` lives in a `{{closure}}` of it: its
+/// default prefix names the enclosing function and holds no brace (braces
+/// in a key are a Redis Cluster hash tag).
+#[test]
+fn a_function_nested_in_an_async_fn_has_a_plain_prefix() {
+    let _guard = setup();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(async_handler(1)), 8);
+    let keys: Vec<String> = raw()
+        .keys("ident:function_identity.async_handler.*")
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("ident:function_identity.async_handler.closure.helper:"),
+        "{keys:?}"
+    );
+}

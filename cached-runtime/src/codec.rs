@@ -409,10 +409,14 @@ pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
 /// whose fields differ (`at`), or the number of structs.
 fn fields_differ(at: Option<usize>, written: &[u32], read: &[u32]) -> String {
     match at {
+        Some(i) if written[i] == crate::codec_fields::SKIPPED => format!(
+            "bincode: struct {} of the value skipped a field (`skip_serializing_if`): \
+             bincode would read the next field's bytes in its place",
+            i + 1
+        ),
         Some(i) => format!(
             "bincode: struct {} of the value wrote {} fields where its type reads {} \
-             (a field skipped by `skip_serializing_if` or `skip_serializing`): it would \
-             read back as another value",
+             (a field skipped by `skip_serializing`?): it would read back as another value",
             i + 1,
             written[i],
             read[i]
@@ -826,8 +830,10 @@ mod wire {
     }
 
     /// [`from_slice`], also listing how many fields `T` read for each
-    /// struct (and struct variant) it met, in the order it met them: the
-    /// other half of [`crate::codec_fields::written`].
+    /// struct, tuple struct and struct or tuple variant it met, in the order
+    /// it met them: the other half of [`crate::codec_fields::written`].
+    /// Counted as the type pulls them, not from the field list it passes,
+    /// which also names a field's aliases.
     pub(super) fn from_slice_counting_fields<T: DeserializeOwned>(
         payload: &[u8],
         fields: &mut Vec<u32>,
@@ -867,11 +873,22 @@ mod wire {
     }
 
     impl<'de> Reader<'de, '_> {
-        /// Notes a struct's field count, when they are counted.
-        fn count_fields(&mut self, fields: &[&str]) {
-            if let Some(counts) = self.fields.as_deref_mut() {
-                counts.push(u32::try_from(fields.len()).unwrap_or(u32::MAX));
-            }
+        /// A struct (or tuple struct, or variant of either) of at most
+        /// `len` fields: its fields, counted as they are read when fields
+        /// are counted.
+        fn fields<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value> {
+            let counted = self.fields.as_deref_mut().map(|counts| {
+                counts.push(0);
+                counts.len() - 1
+            });
+            self.nest(|de| {
+                visitor.visit_seq(Seq {
+                    de,
+                    left: len,
+                    from_input: false,
+                    counted,
+                })
+            })
         }
 
         fn take(&mut self, n: usize) -> Result<&'de [u8]> {
@@ -1091,6 +1108,7 @@ mod wire {
                     de,
                     left: len,
                     from_input: true,
+                    counted: None,
                 })
             })
         }
@@ -1101,6 +1119,7 @@ mod wire {
                     de,
                     left: len,
                     from_input: false,
+                    counted: None,
                 })
             })
         }
@@ -1111,7 +1130,7 @@ mod wire {
             len: usize,
             visitor: V,
         ) -> Result<V::Value> {
-            self.deserialize_tuple(len, visitor)
+            self.fields(len, visitor)
         }
 
         fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
@@ -1131,8 +1150,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
-            self.count_fields(fields);
-            self.deserialize_tuple(fields.len(), visitor)
+            self.fields(fields.len(), visitor)
         }
 
         fn deserialize_enum<V: Visitor<'de>>(
@@ -1163,6 +1181,8 @@ mod wire {
         de: &'a mut Reader<'de, 'f>,
         left: usize,
         from_input: bool,
+        /// The index of this struct's count, when fields are counted.
+        counted: Option<usize>,
     }
 
     impl<'de> de::SeqAccess<'de> for Seq<'_, 'de, '_> {
@@ -1180,6 +1200,9 @@ mod wire {
             let value = seed.deserialize(&mut *self.de)?;
             if self.from_input && self.de.rest.len() == start {
                 self.de.empty_element()?;
+            }
+            if let (Some(at), Some(counts)) = (self.counted, self.de.fields.as_deref_mut()) {
+                counts[at] = counts[at].saturating_add(1);
             }
             Ok(Some(value))
         }
@@ -1251,7 +1274,7 @@ mod wire {
         }
 
         fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-            de::Deserializer::deserialize_tuple(&mut *self.de, len, visitor)
+            self.de.fields(len, visitor)
         }
 
         fn struct_variant<V: Visitor<'de>>(
@@ -1259,8 +1282,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
-            self.de.count_fields(fields);
-            de::Deserializer::deserialize_tuple(&mut *self.de, fields.len(), visitor)
+            self.de.fields(fields.len(), visitor)
         }
     }
 }

@@ -292,6 +292,115 @@ mod tests {
         let (back, header) = codec::decode::<Wrapped>(&enc.bytes, LIMITS).unwrap();
         assert_eq!(back, nested);
         assert_eq!(header.codec, Codec::Json);
+
+        // Tuple structs and tuple variants may skip fields too. Neither codec
+        // reads these back (JSON's array is short of an element): returned,
+        // not stored, never misread.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct TupleFlags(
+            #[serde(skip_serializing_if = "std::ops::Not::not")] bool,
+            Vec<u32>,
+        );
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum TupleVariant {
+            V(
+                #[serde(skip_serializing_if = "std::ops::Not::not")] bool,
+                Vec<u32>,
+            ),
+        }
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let skipped = TupleFlags(false, vec![0]);
+        assert!(choice
+            .encode("p", &skipped, Duration::ZERO, LIMITS)
+            .is_err());
+        let skipped = TupleVariant::V(false, vec![0]);
+        assert!(choice
+            .encode("p", &skipped, Duration::ZERO, LIMITS)
+            .is_err());
+        assert_eq!(round_trip(&TupleFlags(true, vec![0])), Codec::Bincode);
+        // A field never read and one skipped: the counts agree, the fields
+        // do not (`{1, None, [0]}` read `{0, Some(1), []}`).
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Combo {
+            #[serde(skip_deserializing)]
+            computed: u32,
+            #[serde(skip_serializing_if = "Option::is_none", default)]
+            note: Option<u32>,
+            ids: Vec<u32>,
+        }
+        let combo = Combo {
+            computed: 1,
+            note: None,
+            ids: vec![0],
+        };
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let enc = choice.encode("p", &combo, Duration::ZERO, LIMITS).unwrap();
+        let (back, header) = codec::decode::<Combo>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(header.codec, Codec::Json);
+        assert_eq!((back.note, back.ids), (None, vec![0]));
+    }
+
+    /// No false alarms: what bincode reads back equal stays bincode, even
+    /// when the type's field list names aliases or it serializes otherwise
+    /// for JSON.
+    #[test]
+    fn bincode_stays_where_it_reads_back() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Aliased {
+            #[serde(alias = "old_name", alias = "older")]
+            name: String,
+            score: f64,
+        }
+        /// A string for JSON, a struct for bincode (serde's pattern).
+        #[derive(Debug, PartialEq)]
+        struct Stamp(u64);
+        impl Serialize for Stamp {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct as _;
+                if s.is_human_readable() {
+                    s.serialize_str(&self.0.to_string())
+                } else {
+                    let mut st = s.serialize_struct("Stamp", 1)?;
+                    st.serialize_field("secs", &self.0)?;
+                    st.end()
+                }
+            }
+        }
+        impl<'de> Deserialize<'de> for Stamp {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                struct Secs {
+                    secs: u64,
+                }
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map(Stamp).map_err(serde::de::Error::custom)
+                } else {
+                    Secs::deserialize(d).map(|s| Stamp(s.secs))
+                }
+            }
+        }
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let aliased = Aliased {
+            name: "a".into(),
+            score: f64::NAN,
+        };
+        // A NaN: JSON cannot hold it, so a false alarm would not store it.
+        let enc = choice
+            .encode("p", &aliased, Duration::ZERO, LIMITS)
+            .unwrap();
+        let (back, header) = codec::decode::<Aliased>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(header.codec, Codec::Bincode);
+        assert!(back.name == "a" && back.score.is_nan());
+        assert_eq!(
+            stored_codec(&choice, &vec![Stamp(7), Stamp(8)]),
+            Codec::Bincode
+        );
+        let nested = (
+            std::time::Duration::from_millis(1500),
+            Some(std::ops::Range { start: 1u8, end: 4 }),
+        );
+        assert_eq!(stored_codec(&choice, &nested), Codec::Bincode);
     }
 
     #[test]

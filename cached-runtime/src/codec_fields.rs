@@ -9,13 +9,22 @@
 //! proves nothing by itself; [`written`] lists the fields each struct
 //! wrote, the reader lists those each struct read
 //! (`wire::from_slice_counting_fields`), and the lists must be equal.
+//! Tuple structs and tuple variants count too (serde lets their fields be
+//! skipped), and a struct that skipped a field by `skip_serializing_if`
+//! (serde's `skip_field`) counts as [`SKIPPED`], which no reader matches:
+//! its count alone could agree with a reader that also skips one, another.
 
 use std::fmt;
 
 use serde::ser::{self, Serialize, Serializer};
 
-/// The fields `value` writes for each struct and struct variant in it, in
-/// the order it serializes them (each struct counted where it starts).
+/// The count of a struct that skipped a field: never a reader's.
+pub(crate) const SKIPPED: u32 = u32::MAX;
+
+/// The fields `value` writes for each struct, tuple struct and variant of
+/// either in it, in the order it serializes them (each counted where it
+/// starts), as a binary format sees it (`is_human_readable` is false, as
+/// for bincode: some types serialize otherwise for JSON).
 pub(crate) fn written<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u32>, CountError> {
     let mut counter = Counter {
         counts: Vec::new(),
@@ -63,6 +72,12 @@ impl Counter {
         value.serialize(self)
     }
 
+    fn skip_field(&mut self) {
+        if let Some(&at) = self.open.last() {
+            self.counts[at] = SKIPPED;
+        }
+    }
+
     fn end_struct(&mut self) {
         self.open.pop();
     }
@@ -75,11 +90,15 @@ impl<'a> Serializer for &'a mut Counter {
     type Error = CountError;
     type SerializeSeq = Elements<'a>;
     type SerializeTuple = Elements<'a>;
-    type SerializeTupleStruct = Elements<'a>;
-    type SerializeTupleVariant = Elements<'a>;
+    type SerializeTupleStruct = Fields<'a>;
+    type SerializeTupleVariant = Fields<'a>;
     type SerializeMap = Elements<'a>;
     type SerializeStruct = Fields<'a>;
     type SerializeStructVariant = Fields<'a>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
 
     fn serialize_bool(self, _: bool) -> Done {
         Ok(())
@@ -162,8 +181,9 @@ impl<'a> Serializer for &'a mut Counter {
     fn serialize_tuple(self, _: usize) -> Result<Elements<'a>, CountError> {
         Ok(Elements(self))
     }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Elements<'a>, CountError> {
-        Ok(Elements(self))
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Fields<'a>, CountError> {
+        self.start_struct();
+        Ok(Fields(self))
     }
     fn serialize_tuple_variant(
         self,
@@ -171,8 +191,9 @@ impl<'a> Serializer for &'a mut Counter {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Elements<'a>, CountError> {
-        Ok(Elements(self))
+    ) -> Result<Fields<'a>, CountError> {
+        self.start_struct();
+        Ok(Fields(self))
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Elements<'a>, CountError> {
         Ok(Elements(self))
@@ -225,28 +246,6 @@ impl ser::SerializeTuple for Elements<'_> {
     }
 }
 
-impl ser::SerializeTupleStruct for Elements<'_> {
-    type Ok = ();
-    type Error = CountError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Elements<'_> {
-    type Ok = ();
-    type Error = CountError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
 impl ser::SerializeMap for Elements<'_> {
     type Ok = ();
     type Error = CountError;
@@ -261,8 +260,8 @@ impl ser::SerializeMap for Elements<'_> {
     }
 }
 
-/// The fields of a struct or struct variant: each written one counts; a
-/// skipped one (`skip_field`) does not, as bincode writes nothing for it.
+/// The fields of a struct, tuple struct or variant of either: each written
+/// one counts; a skipped one (`skip_field`) marks the struct [`SKIPPED`].
 pub(crate) struct Fields<'a>(&'a mut Counter);
 
 impl ser::SerializeStruct for Fields<'_> {
@@ -270,6 +269,10 @@ impl ser::SerializeStruct for Fields<'_> {
     type Error = CountError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
         self.0.field(value)
+    }
+    fn skip_field(&mut self, _: &'static str) -> Done {
+        self.0.skip_field();
+        Ok(())
     }
     fn end(self) -> Done {
         self.0.end_struct();
@@ -281,6 +284,34 @@ impl ser::SerializeStructVariant for Fields<'_> {
     type Ok = ();
     type Error = CountError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
+        self.0.field(value)
+    }
+    fn skip_field(&mut self, _: &'static str) -> Done {
+        self.0.skip_field();
+        Ok(())
+    }
+    fn end(self) -> Done {
+        self.0.end_struct();
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleStruct for Fields<'_> {
+    type Ok = ();
+    type Error = CountError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+        self.0.field(value)
+    }
+    fn end(self) -> Done {
+        self.0.end_struct();
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleVariant for Fields<'_> {
+    type Ok = ();
+    type Error = CountError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
         self.0.field(value)
     }
     fn end(self) -> Done {

@@ -54,7 +54,14 @@ pub(crate) fn nesting(ident: &SiteIdent) -> Option<String> {
     let below = enclosing
         .strip_prefix(ident.module_path)?
         .strip_prefix("::")?;
-    (!below.is_empty()).then(|| below.to_owned())
+    // An anonymous `const _: () = { .. }` (a common macro idiom) is no
+    // function: a function in one keeps the identity it has outside.
+    let nesting = below
+        .split("::")
+        .filter(|segment| *segment != "_")
+        .collect::<Vec<_>>()
+        .join("::");
+    (!nesting.is_empty()).then_some(nesting)
 }
 
 /// The attribute's options. The macro writes only those given, followed by
@@ -182,14 +189,17 @@ pub(crate) fn prefix(ident: &SiteIdent, options: &SiteOptions) -> String {
             let mut prefix = ident.module_path.replace("::", ".");
             if let Some(nesting) = nesting(ident) {
                 prefix.push('.');
-                // `{{closure}}` and the like: no whitespace in a key segment.
-                prefix.extend(nesting.replace("::", ".").chars().map(|c| {
-                    if c.is_whitespace() {
-                        '_'
-                    } else {
-                        c
-                    }
-                }));
+                // `{{closure}}` (a function in an async fn or a closure)
+                // becomes `closure`: braces in a key are a Redis Cluster hash
+                // tag, which would put every such function in one slot; and
+                // no whitespace in a key segment.
+                prefix.extend(
+                    nesting
+                        .replace("::", ".")
+                        .chars()
+                        .filter(|c| !matches!(c, '{' | '}'))
+                        .map(|c| if c.is_whitespace() { '_' } else { c }),
+                );
             }
             format!("{prefix}.{}", ident.fn_name)
         }
@@ -352,4 +362,55 @@ fn salt_parts<'a>(
 /// [`MAX_INSTANTIATIONS`] per function, each a few pointers).
 fn leak(names: &[&'static str]) -> &'static [&'static str] {
     Box::leak(names.to_vec().into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(scope: fn() -> &'static str) -> SiteIdent {
+        SiteIdent {
+            module_path: "app::api",
+            fn_name: "helper",
+            return_type: "u32",
+            crate_name: "app",
+            crate_version: "1.0.0",
+            git_sha: None,
+            scope: Some(scope),
+        }
+    }
+
+    #[test]
+    fn nesting_names_enclosing_functions_only() {
+        let top = ident(|| "app::api::__cached_site_helper::scope");
+        assert_eq!(nesting(&top), None);
+        assert_eq!(prefix(&top, &SiteOptions::DEFAULT), "app.api.helper");
+        // In an anonymous const: the identity it has outside.
+        let in_const = ident(|| "app::api::_::__cached_site_helper::scope");
+        assert_eq!(nesting(&in_const), None);
+        assert_eq!(prefix(&in_const, &SiteOptions::DEFAULT), "app.api.helper");
+        let nested = ident(|| "app::api::handler::__cached_site_helper::scope");
+        assert_eq!(nesting(&nested).as_deref(), Some("handler"));
+        assert_eq!(
+            prefix(&nested, &SiteOptions::DEFAULT),
+            "app.api.handler.helper"
+        );
+        // In an async fn or a closure: no braces (a Redis Cluster hash tag)
+        // in the prefix.
+        let in_async = ident(|| "app::api::handler::{{closure}}::__cached_site_helper::scope");
+        assert_eq!(nesting(&in_async).as_deref(), Some("handler::{{closure}}"));
+        assert_eq!(
+            prefix(&in_async, &SiteOptions::DEFAULT),
+            "app.api.handler.closure.helper"
+        );
+        // A path that does not start with the module: as before.
+        let elsewhere = ident(|| "other::handler::__cached_site_helper::scope");
+        assert_eq!(nesting(&elsewhere), None);
+        // An explicit prefix is kept as written.
+        let named = SiteOptions {
+            prefix: Some("users"),
+            ..SiteOptions::DEFAULT
+        };
+        assert_eq!(prefix(&in_async, &named), "users");
+    }
 }
