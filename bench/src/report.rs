@@ -51,6 +51,9 @@ fn probe_cells(p: &Probe) -> String {
 
 /// `1,234,567`.
 pub fn fmt_int(v: f64) -> String {
+    if v.is_nan() {
+        return "–".into();
+    }
     let s = format!("{:.0}", v.max(0.0));
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -284,7 +287,7 @@ pub fn console(r: &Results) -> String {
 // ---------------------------------------------------------------------------
 // Chart.
 
-const COLORS: [RGBColor; 7] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(0x33, 0x33, 0x33),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x1f, 0x77, 0xb4),
@@ -292,6 +295,7 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0x8c, 0x56, 0x4b),
 ];
 
 type ChartResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -363,9 +367,9 @@ where
     Ok(())
 }
 
-/// Throughput and p99 against concurrency for (a) to (g).
+/// Throughput and p99 against concurrency for (a) to (h).
 pub fn chart(r: &Results, path: &Path) -> ChartResult {
-    let series: Vec<&Series> = ["a", "b", "g", "c", "d", "e", "f"]
+    let series: Vec<&Series> = ["a", "b", "g", "c", "d", "e", "f", "h"]
         .iter()
         .filter_map(|id| r.series(id))
         .collect();
@@ -651,7 +655,10 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          store (no Redis URL) in a child process, since cached-redis is configured once \
          per process. **(g)** is (b) in a cache configured with \
          `.compression(Compression::Lz4)` (the same function and value, its entry an \
-         LZ4 block instead of a zlib stream).\n\
+         LZ4 block instead of a zlib stream). **(f)** is (b) with `local = 1000`, a hit \
+         served by the in-process level; **(h)** the peer's in-process cache of the same \
+         function (its `#[cached(max_size = 1000)]`, keyed like (c)); **(f0)** the floor \
+         of any in-process hit, a clone of the value and nothing else.\n\
          - **Load**: N tasks on a multi-threaded tokio runtime (one worker per core) \
          each call in a loop for {} ms after a {} ms warm-up; each task yields to the \
          scheduler between calls (outside the timed part) so that calls that never wait \
@@ -688,7 +695,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
     series_rows(
         w,
         &d,
-        &["a", "b", "g", "c", "e", "f"],
+        &["a", "b", "g", "c", "e", "f", "h", "f0"],
         &t.levels,
         "tasks",
         "a",

@@ -24,7 +24,7 @@
 //!
 //! For profiling one scenario alone (e.g. under `perf record` or
 //! `valgrind --tool=callgrind`): `load --scenario solo --only b --level 64
-//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, e, f, g, a1, b1;
+//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, e, f, f0, g, h, a1, b1;
 //! `e` needs no URL).
 
 use std::error::Error;
@@ -156,6 +156,27 @@ async fn peer_search(query: &Value) -> Result<SearchResponse, BenchError> {
     let _ = query;
     PEER_RUNS.fetch_add(1, Relaxed);
     Ok(fx().search.clone())
+}
+
+/// (h): the same function in the `cached` crate's in-process store (its
+/// `#[cached]`, a bounded LRU behind a lock), keyed like (c) by the query's
+/// JSON text: the peer's counterpart of the `local` level.
+#[cached::macros::cached(
+    max_size = 1000,
+    key = "String",
+    convert = r##"{ query.to_string() }"##
+)]
+async fn peer_local_search(query: &Value) -> Result<SearchResponse, BenchError> {
+    let _ = query;
+    PEER_RUNS.fetch_add(1, Relaxed);
+    Ok(fx().search.clone())
+}
+
+/// (f0): what any in-process cache of this function must do at least on a
+/// hit, with no key and no lookup: hand the caller its own copy of the
+/// value (which the caller then drops, as after every hit).
+async fn clone_floor() -> SearchResponse {
+    std::hint::black_box(&fx().search).clone()
 }
 
 const STAMPEDE_BODY: Duration = Duration::from_millis(50);
@@ -549,6 +570,8 @@ fn run_all(args: &Args) -> Res<()> {
     let mut g = Series::new("g", "cached-redis hit, `compression = lz4`");
     let mut c = Series::new("c", "cached crate hit (peer)");
     let mut f = Series::new("f", "cached-redis `local` hit (in-process level)");
+    let mut h = Series::new("h", "cached crate in-process hit (peer's `#[cached]`)");
+    let mut f0 = Series::new("f0", "the floor of an in-process hit: a clone of the value");
     // The level goes live once its invalidation channel is subscribed.
     rt.block_on(local_warm());
     for round in 0..timing.rounds {
@@ -557,7 +580,7 @@ fn run_all(args: &Args) -> Res<()> {
             // Each round starts the level with the next scenario, so that
             // none always runs first after a change of level (or right
             // after another one's connections warmed up).
-            for scenario in (0..5).map(|i| (i + round) % 5) {
+            for scenario in (0..7).map(|i| (i + round) % 7) {
                 match scenario {
                     0 => {
                         let s = rt.block_on(raw_get(&setup, level, w));
@@ -585,12 +608,26 @@ fn run_all(args: &Args) -> Res<()> {
                         show("c", level, "tasks", &s);
                         c.push(level, s);
                     }
-                    _ => {
+                    4 => {
                         let s = rt.block_on(drive(level, w, |_| async {
                             assert!(search_local(&fx().query).await.is_ok());
                         }));
                         show("f", level, "tasks", &s);
                         f.push(level, s);
+                    }
+                    5 => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            assert!(peer_local_search(&fx().query).await.is_ok());
+                        }));
+                        show("h", level, "tasks", &s);
+                        h.push(level, s);
+                    }
+                    _ => {
+                        let s = rt.block_on(drive(level, w, |_| async {
+                            drop(clone_floor().await);
+                        }));
+                        show("f0", level, "tasks", &s);
+                        f0.push(level, s);
                     }
                 }
             }
@@ -684,6 +721,8 @@ fn run_all(args: &Args) -> Res<()> {
         pc,
         f,
         g,
+        h,
+        f0,
     ];
 
     eprintln!("load: sync path");
@@ -838,12 +877,14 @@ async fn setup(client: &redis::Client) -> Res<Setup> {
     assert_eq!(&search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_lz4(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&peer_search(q).await.map_err(|e| e.0)?, expect);
+    assert_eq!(&peer_local_search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_sync(q).map_err(|e| e.0)?, expect);
     // And now they are hits, answering the same value.
     let runs = SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed);
     assert_eq!(&search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_lz4(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&peer_search(q).await.map_err(|e| e.0)?, expect);
+    assert_eq!(&peer_local_search(q).await.map_err(|e| e.0)?, expect);
     assert_eq!(&search_sync(q).map_err(|e| e.0)?, expect);
     assert_eq!(tiny(1).await.map_err(|e| e.0)?, 7);
     let runs = runs + 1;
@@ -1318,8 +1359,16 @@ fn solo(args: &Args) -> Res<()> {
                     assert!(search_local(&fx().query).await.is_ok());
                 }))
             }
+            "h" => rt.block_on(drive(level, w, |_| async {
+                assert!(peer_local_search(&fx().query).await.is_ok());
+            })),
+            "f0" => rt.block_on(drive(level, w, |_| async {
+                drop(clone_floor().await);
+            })),
             other => {
-                return Err(format!("--only {other:?}: one of a, b, c, e, f, g, a1, b1").into())
+                return Err(
+                    format!("--only {other:?}: one of a, b, c, e, f, f0, g, h, a1, b1").into(),
+                )
             }
         }
     };
