@@ -23,6 +23,7 @@
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
 //!             scope: Some(scope),                                 // names enclosing fns
+//!             line: ::core::line!(), column: ::core::column!(),   // tell nested fns apart
 //!         },
 //!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
@@ -530,6 +531,8 @@ impl<'a> Context<'a> {
                         crate_version: ::core::env!("CARGO_PKG_VERSION"),
                         git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
                         scope: #scope,
+                        line: ::core::line!(),
+                        column: ::core::column!(),
                     },
                     #p::SiteOptions {
                         #(#fields,)*

@@ -90,9 +90,12 @@ use crate::errors::Errors;
 ///   parameter that only a skipped argument uses stays in the key (its type
 ///   may decide the result): the companions that take the key arguments
 ///   alone name it, `user_cache_key::<PgPool>(id)`. The function's
-///   module path, name and return type are in every key, and so are the
-///   functions it is nested in (two `fn helper` in two functions' bodies):
-///   two functions never share an entry, whatever their `prefix`.
+///   module path, name and return type are in every key, and so are, for a
+///   function declared in another item's body (a function, a closure, a
+///   trait method), that item's path and the attribute's line and column:
+///   two functions never share an entry, whatever their `prefix`. (That
+///   path is `std::any::type_name`'s, which a new compiler may spell
+///   otherwise: such functions' keys may change with the compiler.)
 /// - A generic return type (`-> T`) is cached as a plain value, even when a
 ///   caller picks `T = Result<..>` or `Option<..>`: their `Err` and `None`
 ///   are cached too. Return `Result<T, E>` to leave errors out.

@@ -454,3 +454,59 @@ fn a_function_nested_in_an_async_fn_has_a_plain_prefix() {
         "{keys:?}"
     );
 }
+
+fn two_closures(x: u32) -> (u32, u32) {
+    let first = |x: u32| {
+        #[cached]
+        fn helper(x: u32) -> u32 {
+            x + 1
+        }
+        helper(x)
+    };
+    let second = |x: u32| {
+        #[cached]
+        fn helper(x: u32) -> u32 {
+            x + 2
+        }
+        helper(x)
+    };
+    (first(x), second(x))
+}
+
+trait Service {
+    fn call(&self, x: u32) -> u32;
+}
+
+struct Plus;
+struct Times;
+
+impl Service for Plus {
+    fn call(&self, x: u32) -> u32 {
+        #[cached]
+        fn helper(x: u32) -> u32 {
+            x + 10
+        }
+        helper(x)
+    }
+}
+
+impl Service for Times {
+    fn call(&self, x: u32) -> u32 {
+        #[cached]
+        fn helper(x: u32) -> u32 {
+            x * 10
+        }
+        helper(x)
+    }
+}
+
+/// Paths that agree (two closures of one function) or that do not start
+/// with the module (trait methods) still tell nested functions apart.
+#[test]
+fn nested_functions_in_closures_and_trait_methods_are_apart() {
+    let _guard = setup();
+    assert_eq!(two_closures(5), (6, 7));
+    assert_eq!(two_closures(5), (6, 7), "hits");
+    assert_eq!((Plus.call(5), Times.call(5)), (15, 50));
+    assert_eq!((Plus.call(5), Times.call(5)), (15, 50), "hits");
+}

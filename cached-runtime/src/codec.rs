@@ -369,12 +369,14 @@ pub(crate) fn encode_with<T: Serialize + ?Sized>(
 
 /// [`encode_with`], and before compressing, decodes the payload again as a
 /// `T`: [`CodecError::NoReadback`] when it does not (a type, or a value,
-/// that this codec can write but not read back). With bincode, each struct
-/// must also have read as many fields as the value wrote for it
-/// ([`crate::codec_fields`]): a skipped field makes bincode read the next
-/// one's bytes in its place, which may parse into another value. Costs one
-/// decode of the uncompressed payload (and, with bincode, one walk of the
-/// value).
+/// that this codec can write but not read back). With bincode, decoding
+/// without an error is not enough: bincode writes no field names and no
+/// counts, so a field the value skipped on write (`skip_serializing_if`),
+/// a variant skipped on read or fields written in another order make the
+/// reader take other bytes for a field, which may parse into another value.
+/// So the value read back must also serialize as the value did
+/// ([`crate::codec_readback`]). Costs one decode of the uncompressed
+/// payload (and, with bincode, two walks of the value).
 pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
     codec: Codec,
     value: &T,
@@ -382,51 +384,19 @@ pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
     limits: CodecLimits,
 ) -> Result<Encoded, CodecError> {
     encode_at(codec, value, compute, limits, now_ms(), |payload| {
-        let no_readback = |why: String| CodecError::NoReadback(why);
-        match codec {
-            Codec::Json => decode_payload::<T>(codec, payload)
-                .map(drop)
-                .map_err(|e| match e {
-                    CodecError::Malformed(why) => no_readback(why),
-                    other => other,
-                }),
-            Codec::Bincode => {
-                let written = crate::codec_fields::written(value)
-                    .map_err(|e| CodecError::Encode(e.to_string()))?;
-                let mut read = Vec::with_capacity(written.len());
-                wire::from_slice_counting_fields::<T>(payload, &mut read)
-                    .map_err(|e| no_readback(format!("bincode: {e}")))?;
-                match written.iter().zip(&read).position(|(w, r)| w != r) {
-                    None if written.len() == read.len() => Ok(()),
-                    at => Err(no_readback(fields_differ(at, &written, &read))),
-                }
-            }
+        let back = decode_payload::<T>(codec, payload).map_err(|e| match e {
+            CodecError::Malformed(why) => CodecError::NoReadback(why),
+            other => other,
+        })?;
+        if codec == Codec::Bincode && !crate::codec_readback::same(value, &back)? {
+            return Err(CodecError::NoReadback(
+                "bincode: the value read back is another value (a field or variant skipped \
+                 on one side only, or fields written in another order)"
+                    .to_owned(),
+            ));
         }
+        Ok(())
     })
-}
-
-/// Why a bincode payload's structs do not read back: the first struct
-/// whose fields differ (`at`), or the number of structs.
-fn fields_differ(at: Option<usize>, written: &[u32], read: &[u32]) -> String {
-    match at {
-        Some(i) if written[i] == crate::codec_fields::SKIPPED => format!(
-            "bincode: struct {} of the value skipped a field (`skip_serializing_if`): \
-             bincode would read the next field's bytes in its place",
-            i + 1
-        ),
-        Some(i) => format!(
-            "bincode: struct {} of the value wrote {} fields where its type reads {} \
-             (a field skipped by `skip_serializing`?): it would read back as another value",
-            i + 1,
-            written[i],
-            read[i]
-        ),
-        None => format!(
-            "bincode: the value wrote {} structs where its type reads {}",
-            written.len(),
-            read.len()
-        ),
-    }
 }
 
 fn encode_at<T: Serialize + ?Sized>(
@@ -826,27 +796,10 @@ mod wire {
 
     /// Decodes one `T` that must span all of `payload`.
     pub(super) fn from_slice<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
-        read(payload, None)
-    }
-
-    /// [`from_slice`], also listing how many fields `T` read for each
-    /// struct, tuple struct and struct or tuple variant it met, in the order
-    /// it met them: the other half of [`crate::codec_fields::written`].
-    /// Counted as the type pulls them, not from the field list it passes,
-    /// which also names a field's aliases.
-    pub(super) fn from_slice_counting_fields<T: DeserializeOwned>(
-        payload: &[u8],
-        fields: &mut Vec<u32>,
-    ) -> Result<T> {
-        read(payload, Some(fields))
-    }
-
-    fn read<T: DeserializeOwned>(payload: &[u8], fields: Option<&mut Vec<u32>>) -> Result<T> {
         let mut de = Reader {
             rest: payload,
             depth: 0,
             empty_left: payload.len().max(MIN_EMPTY_ELEMENTS),
-            fields,
         };
         let value = T::deserialize(&mut de)?;
         if !de.rest.is_empty() {
@@ -862,35 +815,15 @@ mod wire {
     const U64_BYTE: u8 = 253;
     const U128_BYTE: u8 = 254;
 
-    struct Reader<'de, 'f> {
+    struct Reader<'de> {
         rest: &'de [u8],
         depth: u32,
         /// Elements of input-sized sequences and maps that may still take
         /// no payload byte.
         empty_left: usize,
-        /// Where the field counts of structs go, when they are counted.
-        fields: Option<&'f mut Vec<u32>>,
     }
 
-    impl<'de> Reader<'de, '_> {
-        /// A struct (or tuple struct, or variant of either) of at most
-        /// `len` fields: its fields, counted as they are read when fields
-        /// are counted.
-        fn fields<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value> {
-            let counted = self.fields.as_deref_mut().map(|counts| {
-                counts.push(0);
-                counts.len() - 1
-            });
-            self.nest(|de| {
-                visitor.visit_seq(Seq {
-                    de,
-                    left: len,
-                    from_input: false,
-                    counted,
-                })
-            })
-        }
-
+    impl<'de> Reader<'de> {
         fn take(&mut self, n: usize) -> Result<&'de [u8]> {
             if n > self.rest.len() {
                 return Err(Error(format!("needs {n} bytes, {} left", self.rest.len())));
@@ -994,7 +927,7 @@ mod wire {
         )*};
     }
 
-    impl<'de> de::Deserializer<'de> for &mut Reader<'de, '_> {
+    impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         type Error = Error;
 
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
@@ -1108,7 +1041,6 @@ mod wire {
                     de,
                     left: len,
                     from_input: true,
-                    counted: None,
                 })
             })
         }
@@ -1119,7 +1051,6 @@ mod wire {
                     de,
                     left: len,
                     from_input: false,
-                    counted: None,
                 })
             })
         }
@@ -1130,7 +1061,7 @@ mod wire {
             len: usize,
             visitor: V,
         ) -> Result<V::Value> {
-            self.fields(len, visitor)
+            self.deserialize_tuple(len, visitor)
         }
 
         fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
@@ -1150,7 +1081,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
-            self.fields(fields.len(), visitor)
+            self.deserialize_tuple(fields.len(), visitor)
         }
 
         fn deserialize_enum<V: Visitor<'de>>(
@@ -1177,15 +1108,13 @@ mod wire {
 
     /// Elements of a sequence (`from_input`: its length came from the
     /// payload) or of a tuple or struct (length from the type).
-    struct Seq<'a, 'de, 'f> {
-        de: &'a mut Reader<'de, 'f>,
+    struct Seq<'a, 'de> {
+        de: &'a mut Reader<'de>,
         left: usize,
         from_input: bool,
-        /// The index of this struct's count, when fields are counted.
-        counted: Option<usize>,
     }
 
-    impl<'de> de::SeqAccess<'de> for Seq<'_, 'de, '_> {
+    impl<'de> de::SeqAccess<'de> for Seq<'_, 'de> {
         type Error = Error;
 
         fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -1201,9 +1130,6 @@ mod wire {
             if self.from_input && self.de.rest.len() == start {
                 self.de.empty_element()?;
             }
-            if let (Some(at), Some(counts)) = (self.counted, self.de.fields.as_deref_mut()) {
-                counts[at] = counts[at].saturating_add(1);
-            }
             Ok(Some(value))
         }
 
@@ -1214,14 +1140,14 @@ mod wire {
         }
     }
 
-    struct Map<'a, 'de, 'f> {
-        de: &'a mut Reader<'de, 'f>,
+    struct Map<'a, 'de> {
+        de: &'a mut Reader<'de>,
         left: usize,
         /// Bytes left when the current key started.
         key_start: usize,
     }
 
-    impl<'de> de::MapAccess<'de> for Map<'_, 'de, '_> {
+    impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
         type Error = Error;
 
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
@@ -1247,11 +1173,11 @@ mod wire {
     }
 
     /// An enum: the variant index (u32 varint), then the variant's fields.
-    struct Enum<'a, 'de, 'f> {
-        de: &'a mut Reader<'de, 'f>,
+    struct Enum<'a, 'de> {
+        de: &'a mut Reader<'de>,
     }
 
-    impl<'de, 'a, 'f> de::EnumAccess<'de> for Enum<'a, 'de, 'f> {
+    impl<'de, 'a> de::EnumAccess<'de> for Enum<'a, 'de> {
         type Error = Error;
         type Variant = Self;
 
@@ -1262,7 +1188,7 @@ mod wire {
         }
     }
 
-    impl<'de> de::VariantAccess<'de> for Enum<'_, 'de, '_> {
+    impl<'de> de::VariantAccess<'de> for Enum<'_, 'de> {
         type Error = Error;
 
         fn unit_variant(self) -> Result<()> {
@@ -1274,7 +1200,7 @@ mod wire {
         }
 
         fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-            self.de.fields(len, visitor)
+            de::Deserializer::deserialize_tuple(&mut *self.de, len, visitor)
         }
 
         fn struct_variant<V: Visitor<'de>>(
@@ -1282,7 +1208,7 @@ mod wire {
             fields: &'static [&'static str],
             visitor: V,
         ) -> Result<V::Value> {
-            self.de.fields(fields.len(), visitor)
+            de::Deserializer::deserialize_tuple(&mut *self.de, fields.len(), visitor)
         }
     }
 }

@@ -23,9 +23,9 @@
 //!   the README says so.)
 //!
 //! "Reads back" means, for bincode, more than decoding without an error:
-//! each struct must read as many fields as the value wrote for it
-//! ([`crate::codec_fields`]), or a skipped field would be filled from the
-//! next field's bytes.
+//! the value read back must serialize as the value did
+//! ([`crate::codec_readback`]), or a field skipped on one side only would
+//! have been filled from another field's bytes.
 //!
 //! The verification costs one decode of the uncompressed payload per store;
 //! a store follows a run of the function body, so this is small next to it
@@ -340,6 +340,74 @@ mod tests {
         assert_eq!((back.note, back.ids), (None, vec![0]));
     }
 
+    /// Equal field counts, another value: caught by writing the value read
+    /// back again.
+    #[test]
+    fn another_value_with_equal_counts_is_caught() {
+        // A field never written and one never read: `display` lands in
+        // `password_hash`.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Account {
+            #[serde(skip_serializing, default)]
+            password_hash: String,
+            #[serde(skip_deserializing)]
+            display: String,
+            id: u32,
+        }
+        // A skipped variant shifts the later ones: `Active` reads `Closed`.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Status {
+            #[serde(skip)]
+            #[allow(dead_code)]
+            Pending(u32),
+            Active(u32),
+            Closed(u32),
+        }
+        // Written through another struct, its fields in another order, and
+        // read as itself: JSON reads the names, bincode the order.
+        #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+        #[serde(into = "PointOut")]
+        struct Point {
+            x: u32,
+            y: u32,
+        }
+        #[derive(Serialize)]
+        struct PointOut {
+            y: u32,
+            x: u32,
+        }
+        impl From<Point> for PointOut {
+            fn from(p: Point) -> Self {
+                PointOut { y: p.y, x: p.x }
+            }
+        }
+        let account = Account {
+            password_hash: "h".into(),
+            display: "user7".into(),
+            id: 7,
+        };
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let enc = choice
+            .encode("p", &account, Duration::ZERO, LIMITS)
+            .unwrap();
+        let (back, header) = codec::decode::<Account>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(header.codec, Codec::Json);
+        assert_eq!((back.password_hash.as_str(), back.id), ("", 7));
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let enc = choice
+            .encode("p", &Status::Active(5), Duration::ZERO, LIMITS)
+            .unwrap();
+        assert_eq!(
+            codec::decode::<Status>(&enc.bytes, LIMITS).unwrap().0,
+            Status::Active(5)
+        );
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let point = Point { x: 1, y: 2 };
+        let enc = choice.encode("p", &point, Duration::ZERO, LIMITS).unwrap();
+        let (back, header) = codec::decode::<Point>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!((back, header.codec), (point, Codec::Json));
+    }
+
     /// No false alarms: what bincode reads back equal stays bincode, even
     /// when the type's field list names aliases or it serializes otherwise
     /// for JSON.
@@ -401,6 +469,35 @@ mod tests {
             Some(std::ops::Range { start: 1u8, end: 4 }),
         );
         assert_eq!(stored_codec(&choice, &nested), Codec::Bincode);
+        // A field skipped on write and on read reads back equal.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Debugged {
+            #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+            debug: Option<String>,
+            score: f64,
+        }
+        let debugged = Debugged {
+            debug: None,
+            score: f64::NAN,
+        };
+        let enc = choice
+            .encode("p", &debugged, Duration::ZERO, LIMITS)
+            .unwrap();
+        assert_eq!(
+            codec::decode::<Debugged>(&enc.bytes, LIMITS)
+                .unwrap()
+                .1
+                .codec,
+            Codec::Bincode
+        );
+        // A map iterates in another order once read back: still the value,
+        // even with keys JSON cannot spell.
+        let many: HashMap<(u32, u32), String> =
+            (0..64).map(|i| ((i, i * 7), format!("v{i}"))).collect();
+        assert_eq!(stored_codec(&choice, &many), Codec::Bincode);
+        let named: HashMap<String, Vec<u32>> =
+            (0..64).map(|i| (format!("k{i}"), vec![i; 3])).collect();
+        assert_eq!(stored_codec(&choice, &named), Codec::Bincode);
     }
 
     #[test]

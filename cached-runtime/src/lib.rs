@@ -20,7 +20,7 @@ mod call_site;
 mod clock;
 mod codec;
 mod codec_choice;
-mod codec_fields;
+mod codec_readback;
 pub mod config;
 mod engine;
 mod entry_info;

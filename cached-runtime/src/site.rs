@@ -40,28 +40,38 @@ pub struct SiteIdent {
     /// cached one is nested in ([`nesting`]); `None` for a function in an
     /// `impl`, which its `Self` type tells apart.
     pub scope: Option<fn() -> &'static str>,
+    /// `line!()` and `column!()` at the attribute: tells apart nested
+    /// functions whose paths agree (one name in two closures or blocks of
+    /// one function).
+    pub line: u32,
+    /// See [`SiteIdent::line`].
+    pub column: u32,
 }
 
-/// The functions a cached function is nested in, below its module
-/// (`handler_a` for `fn helper` in `fn handler_a`), from its
-/// [`SiteIdent::scope`]: `None` for a function declared in a module or an
-/// `impl`. Two nested functions of one name in one module are two
-/// functions: this keeps their entries and stats apart.
-pub(crate) fn nesting(ident: &SiteIdent) -> Option<String> {
+/// Where a cached function declared in another item's body is: the path
+/// of that item (from [`SiteIdent::scope`]: `app::api::handler` for `fn
+/// helper` in `fn handler`, `<app::S as app::Svc>::call` in a trait
+/// method, `app::api::handler::{{closure}}` in an async fn) and the place
+/// of its declaration. `None` for a function declared in a module (its
+/// path is its module's) or in an `impl` (its `Self` type tells it apart).
+/// Two nested functions of one name are two functions: this keeps their
+/// entries apart.
+pub(crate) fn nesting(ident: &SiteIdent) -> Option<Nesting> {
     let path = (ident.scope?)();
     // `{enclosing}::__cached_site_{name}::scope`.
     let enclosing = path.rsplitn(3, "::").nth(2)?;
-    let below = enclosing
-        .strip_prefix(ident.module_path)?
-        .strip_prefix("::")?;
-    // An anonymous `const _: () = { .. }` (a common macro idiom) is no
-    // function: a function in one keeps the identity it has outside.
-    let nesting = below
-        .split("::")
-        .filter(|segment| *segment != "_")
-        .collect::<Vec<_>>()
-        .join("::");
-    (!nesting.is_empty()).then_some(nesting)
+    (enclosing != ident.module_path).then(|| Nesting {
+        enclosing,
+        salt: format!("{enclosing} at {}:{}", ident.line, ident.column),
+    })
+}
+
+/// See [`nesting`].
+pub(crate) struct Nesting {
+    /// The enclosing item's path, as `type_name` writes it.
+    pub enclosing: &'static str,
+    /// The path and the declaration's line and column, for the salt.
+    pub salt: String,
 }
 
 /// The attribute's options. The macro writes only those given, followed by
@@ -185,24 +195,23 @@ pub(crate) fn prefix(ident: &SiteIdent, options: &SiteOptions) -> String {
         Some(p) => p.to_owned(),
         // `::` would put colons into the key segment; dots keep
         // `{namespace}:{prefix}:{hash}` splittable.
-        None => {
-            let mut prefix = ident.module_path.replace("::", ".");
-            if let Some(nesting) = nesting(ident) {
-                prefix.push('.');
-                // `{{closure}}` (a function in an async fn or a closure)
-                // becomes `closure`: braces in a key are a Redis Cluster hash
-                // tag, which would put every such function in one slot; and
-                // no whitespace in a key segment.
-                prefix.extend(
-                    nesting
-                        .replace("::", ".")
-                        .chars()
-                        .filter(|c| !matches!(c, '{' | '}'))
-                        .map(|c| if c.is_whitespace() { '_' } else { c }),
-                );
+        None => match nesting(ident) {
+            None => format!("{}.{}", ident.module_path.replace("::", "."), ident.fn_name),
+            // The enclosing item's path instead of the module's: `{{closure}}`
+            // (an async fn, a closure) becomes `closure`, since braces in a
+            // key are a Redis Cluster hash tag (every such function would
+            // share one slot), and whitespace (`<S as Svc>`) `_`.
+            Some(nesting) => {
+                let path: String = nesting
+                    .enclosing
+                    .replace("::", ".")
+                    .chars()
+                    .filter(|c| !matches!(c, '{' | '}'))
+                    .map(|c| if c.is_whitespace() { '_' } else { c })
+                    .collect();
+                format!("{path}.{}", ident.fn_name)
             }
-            format!("{prefix}.{}", ident.fn_name)
-        }
+        },
     }
 }
 
@@ -319,7 +328,7 @@ impl ResolvedSite {
                 ident,
                 options,
                 config,
-                nesting(ident).as_deref(),
+                nesting(ident).as_ref().map(|n| n.salt.as_str()),
             )),
             ttl,
             stale: lifetime(options.stale_secs),
@@ -377,40 +386,66 @@ mod tests {
             crate_version: "1.0.0",
             git_sha: None,
             scope: Some(scope),
+            line: 12,
+            column: 5,
         }
     }
 
+    fn prefix_of(ident: &SiteIdent) -> String {
+        prefix(ident, &SiteOptions::DEFAULT)
+    }
+
     #[test]
-    fn nesting_names_enclosing_functions_only() {
+    fn nesting_names_the_enclosing_item() {
         let top = ident(|| "app::api::__cached_site_helper::scope");
-        assert_eq!(nesting(&top), None);
-        assert_eq!(prefix(&top, &SiteOptions::DEFAULT), "app.api.helper");
-        // In an anonymous const: the identity it has outside.
-        let in_const = ident(|| "app::api::_::__cached_site_helper::scope");
-        assert_eq!(nesting(&in_const), None);
-        assert_eq!(prefix(&in_const, &SiteOptions::DEFAULT), "app.api.helper");
+        assert!(nesting(&top).is_none());
+        assert_eq!(prefix_of(&top), "app.api.helper");
         let nested = ident(|| "app::api::handler::__cached_site_helper::scope");
-        assert_eq!(nesting(&nested).as_deref(), Some("handler"));
-        assert_eq!(
-            prefix(&nested, &SiteOptions::DEFAULT),
-            "app.api.handler.helper"
-        );
-        // In an async fn or a closure: no braces (a Redis Cluster hash tag)
-        // in the prefix.
+        let n = nesting(&nested).unwrap();
+        assert_eq!(n.enclosing, "app::api::handler");
+        assert_eq!(n.salt, "app::api::handler at 12:5");
+        assert_eq!(prefix_of(&nested), "app.api.handler.helper");
+        // An anonymous const is an item of its own: not the module.
+        let in_const = ident(|| "app::api::_::__cached_site_helper::scope");
+        assert_eq!(prefix_of(&in_const), "app.api._.helper");
+        // In an async fn or a closure: no braces (a Redis Cluster hash tag).
         let in_async = ident(|| "app::api::handler::{{closure}}::__cached_site_helper::scope");
-        assert_eq!(nesting(&in_async).as_deref(), Some("handler::{{closure}}"));
+        assert_eq!(prefix_of(&in_async), "app.api.handler.closure.helper");
+        // In a trait method: its qualified path, no whitespace.
+        let in_trait =
+            ident(|| "<app::api::S1 as app::api::Svc>::call::__cached_site_helper::scope");
         assert_eq!(
-            prefix(&in_async, &SiteOptions::DEFAULT),
-            "app.api.handler.closure.helper"
+            prefix_of(&in_trait),
+            "<app.api.S1_as_app.api.Svc>.call.helper"
         );
-        // A path that does not start with the module: as before.
-        let elsewhere = ident(|| "other::handler::__cached_site_helper::scope");
-        assert_eq!(nesting(&elsewhere), None);
+        // In a module declared in a function's body.
+        let in_mod = ident(|| "app::handler::api::__cached_site_helper::scope");
+        assert_eq!(prefix_of(&in_mod), "app.handler.api.helper");
         // An explicit prefix is kept as written.
         let named = SiteOptions {
             prefix: Some("users"),
             ..SiteOptions::DEFAULT
         };
         assert_eq!(prefix(&in_async, &named), "users");
+    }
+
+    /// One name in two closures of one function: the same path, two
+    /// places, two salts.
+    #[test]
+    fn the_place_tells_apart_what_the_path_does_not() {
+        let config = Config::default();
+        let a = ident(|| "app::api::handler::{{closure}}::__cached_site_helper::scope");
+        let b = SiteIdent { line: 20, ..a };
+        let salt = |i: &SiteIdent| {
+            let nesting = nesting(i).unwrap();
+            key::salt_digest(&salt_parts(
+                i,
+                &SiteOptions::DEFAULT,
+                &config,
+                Some(&nesting.salt),
+            ))
+        };
+        assert_eq!(prefix_of(&a), prefix_of(&b));
+        assert_ne!(salt(&a), salt(&b));
     }
 }
