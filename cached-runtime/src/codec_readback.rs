@@ -11,9 +11,10 @@
 //!
 //! So [`same`] serializes the value written and the value read back and
 //! compares what they serialize: every call, tagged, with its names and
-//! values, hashed; map entries summed, so that a `HashMap` that iterates in
-//! another order once read back still counts as the same. A value whose
-//! serialization does not come back the same is not stored as bincode.
+//! values, written down; a map as the sum of its entries' hashes, so that a
+//! `HashMap` that iterates in another order once read back still counts as
+//! the same. A value whose serialization does not come back the same is not
+//! stored as bincode.
 //! (Sequences keep their order: a `HashSet` read back usually iterates in
 //! another order, so such values go to JSON.)
 //!
@@ -21,7 +22,7 @@
 //! as bincode's (`is_human_readable` is false).
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 
 use serde::ser::{self, Serialize, Serializer};
 
@@ -31,19 +32,38 @@ pub(crate) fn same<T: Serialize + ?Sized>(
     value: &T,
     back: &T,
 ) -> Result<bool, crate::codec::CodecError> {
-    let digest = |v: &T| {
-        digest(v).map_err(|e| {
+    thread_local! {
+        /// The two streams' buffers, kept per thread (up to 64 KiB each):
+        /// a check per store, no allocation once warm.
+        static STREAMS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    const KEPT: usize = 64 << 10;
+    let record = |v: &T, buf: &mut Vec<u8>| {
+        buf.clear();
+        let mut out = Stream(std::mem::take(buf));
+        let walked = v.serialize(&mut Walk { h: &mut out });
+        *buf = out.0;
+        walked.map_err(|e| {
             crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
         })
     };
-    Ok(digest(value)? == digest(back)?)
-}
-
-/// The digest of what `value` serializes (two independent 64-bit hashes).
-fn digest<T: Serialize + ?Sized>(value: &T) -> Result<Sum, WalkError> {
-    let mut hashers = Hashers::new();
-    value.serialize(&mut Walk { h: &mut hashers })?;
-    Ok(hashers.finish())
+    let compare = |(a, b): &mut (Vec<u8>, Vec<u8>)| {
+        record(value, a)?;
+        record(back, b)?;
+        let same = a == b;
+        for buf in [a, b] {
+            if buf.capacity() > KEPT {
+                *buf = Vec::new();
+            }
+        }
+        Ok(same)
+    };
+    // Re-entered (a `Serialize` that stores a value itself): fresh buffers.
+    STREAMS.with(|streams| match streams.try_borrow_mut() {
+        Ok(mut streams) => compare(&mut streams),
+        Err(_) => compare(&mut (Vec::new(), Vec::new())),
+    })
 }
 
 /// A serializer's failure during the walk.
@@ -64,49 +84,40 @@ impl ser::Error for WalkError {
     }
 }
 
-/// Two hashes of one stream, with fixed seeds: a digest compares within
-/// one process only, so it need not resist anyone; 128 bits keep a chance
-/// agreement out of the question.
+/// A map's entries, each hashed on its own and the hashes summed: two
+/// independent 64-bit hashes with fixed seeds (the sums compare within one
+/// process only, so they need not resist anyone; 128 bits keep a chance
+/// agreement out of the question).
 type Sum = (u64, u64);
 
-struct Hashers(
-    foldhash::fast::FoldHasher<'static>,
-    foldhash::fast::FoldHasher<'static>,
-);
+fn entry_hash(entry: &[u8]) -> Sum {
+    const A: foldhash::quality::FixedState =
+        foldhash::quality::FixedState::with_seed(0x243f_6a88_85a3_08d3);
+    const B: foldhash::quality::FixedState =
+        foldhash::quality::FixedState::with_seed(0x1319_8a2e_0370_7344);
+    (A.hash_one(entry), B.hash_one(entry))
+}
 
-impl Hashers {
-    fn new() -> Self {
-        const A: foldhash::fast::FixedState =
-            foldhash::fast::FixedState::with_seed(0x243f_6a88_85a3_08d3);
-        const B: foldhash::fast::FixedState =
-            foldhash::fast::FixedState::with_seed(0x1319_8a2e_0370_7344);
-        Hashers(A.build_hasher(), B.build_hasher())
-    }
+/// What a value serializes, written down.
+struct Stream(Vec<u8>);
 
-    fn finish(&self) -> Sum {
-        (self.0.finish(), self.1.finish())
-    }
-
+impl Stream {
     fn u8(&mut self, v: u8) {
-        self.0.write_u8(v);
-        self.1.write_u8(v);
+        self.0.push(v);
     }
 
     fn u64(&mut self, v: u64) {
-        self.0.write_u64(v);
-        self.1.write_u64(v);
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
 
     fn u128(&mut self, v: u128) {
-        self.0.write_u128(v);
-        self.1.write_u128(v);
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Bytes behind their length, so that neighbours cannot trade bytes.
     fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
-        self.0.write(v);
-        self.1.write(v);
+        self.0.extend_from_slice(v);
     }
 
     fn tag(&mut self, tag: Tag) {
@@ -144,7 +155,7 @@ enum Tag {
 }
 
 struct Walk<'h> {
-    h: &'h mut Hashers,
+    h: &'h mut Stream,
 }
 
 impl Walk<'_> {
@@ -310,7 +321,8 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
             walk: self,
             sum: (0, 0),
             entries: 0,
-            entry: None,
+            entry: Stream(Vec::new()),
+            keyed: false,
         })
     }
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self, WalkError> {
@@ -415,14 +427,26 @@ impl ser::SerializeStructVariant for &mut Walk<'_> {
     }
 }
 
-/// A map: each entry (key, then value) hashed on its own, the entries'
-/// hashes summed, so that their order does not count.
+/// A map: each entry (key, then value) written down on its own and hashed,
+/// the entries' hashes summed, so that their order does not count.
 pub(crate) struct MapWalk<'a, 'h> {
     walk: &'a mut Walk<'h>,
     sum: Sum,
     entries: u64,
-    /// The entry whose key is hashed and whose value is not yet.
-    entry: Option<Hashers>,
+    /// The entry being written, its buffer kept from one entry to the next.
+    entry: Stream,
+    /// Whether `entry` holds a key whose value has not come yet.
+    keyed: bool,
+}
+
+impl MapWalk<'_, '_> {
+    fn add_entry(&mut self) {
+        let (a, b) = entry_hash(&self.entry.0);
+        self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
+        self.entries += 1;
+        self.entry.0.clear();
+        self.keyed = false;
+    }
 }
 
 impl ser::SerializeMap for MapWalk<'_, '_> {
@@ -430,34 +454,31 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
     type Error = WalkError;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Done {
-        let mut entry = Hashers::new();
-        key.serialize(&mut Walk { h: &mut entry })?;
-        self.entry = Some(entry);
+        // A key without a value (a broken `Serialize`) is an entry too.
+        if self.keyed {
+            self.add_entry();
+        }
+        key.serialize(&mut Walk { h: &mut self.entry })?;
+        self.keyed = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        // A value without a key (a broken `Serialize`) is hashed alone.
-        let mut entry = self.entry.take().unwrap_or_else(Hashers::new);
-        value.serialize(&mut Walk { h: &mut entry })?;
-        let (a, b) = entry.finish();
-        self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
-        self.entries += 1;
+        self.entry.tag(Tag::Field);
+        value.serialize(&mut Walk { h: &mut self.entry })?;
+        self.add_entry();
         Ok(())
     }
 
-    fn end(self) -> Done {
+    fn end(mut self) -> Done {
+        if self.keyed {
+            self.add_entry();
+        }
         let h = &mut *self.walk.h;
         h.tag(Tag::Map);
         h.u64(self.entries);
         h.u64(self.sum.0);
         h.u64(self.sum.1);
-        // A key without a value (a broken `Serialize`) counts too.
-        if let Some(entry) = self.entry {
-            let (a, b) = entry.finish();
-            h.u64(a);
-            h.u64(b);
-        }
         Ok(())
     }
 }
