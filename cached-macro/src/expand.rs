@@ -24,6 +24,7 @@
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
 //!             scope: Some(scope),                                 // names enclosing fns
 //!             line: ::core::line!(), column: ::core::column!(),   // tell nested fns apart
+//!             tokens: 0x1f2e_..._u64,                              // FNV-1a of the fn as written
 //!         },
 //!         P::SiteOptions { ttl_secs: Some(60), ..P::SiteOptions::DEFAULT },  // only the given options
 //!     );
@@ -501,6 +502,16 @@ impl<'a> Context<'a> {
         // so that options the runtime adds later cannot break expansions.
         let allow =
             (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
+        // FNV-1a of the function as written: with its place, tells apart
+        // nested functions one macro writes in one place.
+        let tokens = {
+            let text = self.func.sig.to_token_stream().to_string()
+                + &self.func.block.to_token_stream().to_string();
+            let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            Literal::u64_suffixed(hash)
+        };
         // Outside an `impl`, a `fn` declared here has a type name whose path
         // names any function the cached one is nested in.
         let (scope_fn, scope) = if self.func.in_impl {
@@ -533,6 +544,7 @@ impl<'a> Context<'a> {
                         scope: #scope,
                         line: ::core::line!(),
                         column: ::core::column!(),
+                        tokens: #tokens,
                     },
                     #p::SiteOptions {
                         #(#fields,)*

@@ -92,10 +92,13 @@ use crate::errors::Errors;
 ///   alone name it, `user_cache_key::<PgPool>(id)`. The function's
 ///   module path, name and return type are in every key, and so are, for a
 ///   function declared in another item's body (a function, a closure, a
-///   trait method), that item's path and the attribute's line and column:
-///   two functions never share an entry, whatever their `prefix`. (That
-///   path is `std::any::type_name`'s, which a new compiler may spell
-///   otherwise: such functions' keys may change with the compiler.)
+///   trait method), that item's path, the attribute's line and column and a
+///   hash of the function's tokens: two functions never share an entry,
+///   whatever their `prefix`. (That path is `std::any::type_name`'s, which
+///   a new compiler may spell otherwise, and the place moves with edits
+///   above it: such functions' keys may change with the compiler or an
+///   edit; builds salted with their git commit change keys on every commit
+///   anyway.)
 /// - A generic return type (`-> T`) is cached as a plain value, even when a
 ///   caller picks `T = Result<..>` or `Option<..>`: their `Err` and `None`
 ///   are cached too. Return `Result<T, E>` to leave errors out.

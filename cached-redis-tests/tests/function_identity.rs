@@ -510,3 +510,32 @@ fn nested_functions_in_closures_and_trait_methods_are_apart() {
     assert_eq!((Plus.call(5), Times.call(5)), (15, 50));
     assert_eq!((Plus.call(5), Times.call(5)), (15, 50), "hits");
 }
+
+macro_rules! add_helper {
+    ($n:expr) => {{
+        #[cached]
+        fn helper(x: u32) -> u32 {
+            x + $n
+        }
+        helper(1)
+    }};
+}
+
+macro_rules! both_helpers {
+    () => {
+        (add_helper!(2), add_helper!(3))
+    };
+}
+
+fn from_one_macro() -> (u32, u32) {
+    both_helpers!()
+}
+
+/// One macro writing two helpers of one name in one place (same path, line
+/// and column): their bodies tell them apart.
+#[test]
+fn helpers_one_macro_writes_in_one_place_are_apart() {
+    let _guard = setup();
+    assert_eq!(from_one_macro(), (3, 4));
+    assert_eq!(from_one_macro(), (3, 4), "hits");
+}

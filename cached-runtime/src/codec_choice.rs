@@ -498,6 +498,23 @@ mod tests {
         let named: HashMap<String, Vec<u32>> =
             (0..64).map(|i| (format!("k{i}"), vec![i; 3])).collect();
         assert_eq!(stored_codec(&choice, &named), Codec::Bincode);
+        // Sets too: their order changes once read back, the elements do not.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Tagged {
+            tags: std::collections::HashSet<String>,
+            edges: HashMap<(u32, u32), f64>,
+            score: f64,
+        }
+        let tagged = Tagged {
+            tags: (0..64).map(|i| format!("t{i}")).collect(),
+            edges: (0..64).map(|i| ((i, i + 1), f64::from(i))).collect(),
+            score: f64::NAN,
+        };
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let enc = choice.encode("p", &tagged, Duration::ZERO, LIMITS).unwrap();
+        let (back, header) = codec::decode::<Tagged>(&enc.bytes, LIMITS).unwrap();
+        assert_eq!(header.codec, Codec::Bincode);
+        assert_eq!((back.tags, back.edges), (tagged.tags, tagged.edges));
     }
 
     #[test]

@@ -11,12 +11,13 @@
 //!
 //! So [`same`] serializes the value written and the value read back and
 //! compares what they serialize: every call, tagged, with its names and
-//! values, written down; a map as the sum of its entries' hashes, so that a
-//! `HashMap` that iterates in another order once read back still counts as
-//! the same. A value whose serialization does not come back the same is not
-//! stored as bincode.
-//! (Sequences keep their order: a `HashSet` read back usually iterates in
-//! another order, so such values go to JSON.)
+//! values, hashed (two independent 64-bit hashes, fed a few KiB at a time,
+//! so a check holds no copy of the value); a map as the sum of its
+//! entries' hashes, so that a `HashMap` that iterates in another order once
+//! read back still counts as the same. When the two differ, a second
+//! comparison takes sequences as sums of their elements' hashes too (a
+//! `HashSet` iterates in another order once read back). A value whose
+//! serialization does not come back the same is not stored as bincode.
 //!
 //! The walk is a serializer that writes nothing: the same view of the value
 //! as bincode's (`is_human_readable` is false).
@@ -27,43 +28,28 @@ use std::hash::BuildHasher;
 use serde::ser::{self, Serialize, Serializer};
 
 /// Whether `back` (read back) serializes as `value` (written) does, map
-/// entries in any order. `Err` when either's `Serialize` fails.
+/// entries (and, failing that, sequence elements) in any order. `Err` when
+/// either's `Serialize` fails.
 pub(crate) fn same<T: Serialize + ?Sized>(
     value: &T,
     back: &T,
 ) -> Result<bool, crate::codec::CodecError> {
-    thread_local! {
-        /// The two streams' buffers, kept per thread (up to 64 KiB each):
-        /// a check per store, no allocation once warm.
-        static STREAMS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    }
-    const KEPT: usize = 64 << 10;
-    let record = |v: &T, buf: &mut Vec<u8>| {
-        buf.clear();
-        let mut out = Stream(std::mem::take(buf));
-        let walked = v.serialize(&mut Walk { h: &mut out });
-        *buf = out.0;
-        walked.map_err(|e| {
-            crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
+    let digest = |v: &T, unordered: bool| {
+        let mut out = Stream::new();
+        v.serialize(&mut Walk {
+            h: &mut out,
+            unordered,
         })
+        .map_err(|e| {
+            crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
+        })?;
+        Ok::<_, crate::codec::CodecError>(out.finish())
     };
-    let compare = |(a, b): &mut (Vec<u8>, Vec<u8>)| {
-        record(value, a)?;
-        record(back, b)?;
-        let same = a == b;
-        for buf in [a, b] {
-            if buf.capacity() > KEPT {
-                *buf = Vec::new();
-            }
-        }
-        Ok(same)
-    };
-    // Re-entered (a `Serialize` that stores a value itself): fresh buffers.
-    STREAMS.with(|streams| match streams.try_borrow_mut() {
-        Ok(mut streams) => compare(&mut streams),
-        Err(_) => compare(&mut (Vec::new(), Vec::new())),
-    })
+    if digest(value, false)? == digest(back, false)? {
+        return Ok(true);
+    }
+    // A misread does not permute elements; a `HashSet` read back does.
+    Ok(digest(value, true)? == digest(back, true)?)
 }
 
 /// A serializer's failure during the walk.
@@ -84,44 +70,109 @@ impl ser::Error for WalkError {
     }
 }
 
-/// A map's entries, each hashed on its own and the hashes summed: two
-/// independent 64-bit hashes with fixed seeds (the sums compare within one
+/// Two independent 64-bit hashes with fixed seeds: they compare within one
 /// process only, so they need not resist anyone; 128 bits keep a chance
-/// agreement out of the question).
+/// agreement out of the question.
 type Sum = (u64, u64);
 
-fn entry_hash(entry: &[u8]) -> Sum {
+/// What a value serializes, hashed a chunk at a time.
+struct Stream {
+    chunk: Vec<u8>,
+    a: foldhash::quality::FoldHasher<'static>,
+    b: foldhash::quality::FoldHasher<'static>,
+}
+
+impl Stream {
+    /// Bytes gathered before they are hashed.
+    const CHUNK: usize = 4096;
+
     const A: foldhash::quality::FixedState =
         foldhash::quality::FixedState::with_seed(0x243f_6a88_85a3_08d3);
     const B: foldhash::quality::FixedState =
         foldhash::quality::FixedState::with_seed(0x1319_8a2e_0370_7344);
-    (A.hash_one(entry), B.hash_one(entry))
-}
 
-/// What a value serializes, written down.
-struct Stream(Vec<u8>);
-
-impl Stream {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
+    fn new() -> Self {
+        Stream {
+            chunk: Vec::with_capacity(Self::CHUNK),
+            a: Self::A.build_hasher(),
+            b: Self::B.build_hasher(),
+        }
     }
 
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+    /// The hashes so far, and a fresh start that keeps the chunk's memory
+    /// (one per map entry or unordered element).
+    fn take(&mut self) -> Sum {
+        use std::hash::Hasher as _;
+        self.flush();
+        let sum = (self.a.finish(), self.b.finish());
+        self.a = Self::A.build_hasher();
+        self.b = Self::B.build_hasher();
+        sum
+    }
+
+    fn flush(&mut self) {
+        use std::hash::Hasher as _;
+        self.a.write(&self.chunk);
+        self.b.write(&self.chunk);
+        self.chunk.clear();
+    }
+
+    fn finish(mut self) -> Sum {
+        self.take()
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if self.chunk.len() + bytes.len() > Self::CHUNK {
+            self.spill(bytes);
+        } else {
+            self.chunk.extend_from_slice(bytes);
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        use std::hash::Hasher as _;
+        self.flush();
+        if bytes.len() > Self::CHUNK {
+            self.a.write(bytes);
+            self.b.write(bytes);
+        } else {
+            self.chunk.extend_from_slice(bytes);
+        }
+    }
+
+    #[inline]
+    fn u8(&mut self, v: u8) {
+        if self.chunk.len() < Self::CHUNK {
+            self.chunk.push(v);
+        } else {
+            self.spill(&[v]);
+        }
     }
 
     fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.put(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
     }
 
     /// Bytes behind their length, so that neighbours cannot trade bytes.
     fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
-        self.0.extend_from_slice(v);
+        self.put(v);
     }
 
     fn tag(&mut self, tag: Tag) {
         self.u8(tag as u8);
+    }
+
+    fn sum(&mut self, entries: u64, sum: Sum) {
+        self.u64(entries);
+        self.put(&sum.0.to_le_bytes());
+        self.put(&sum.1.to_le_bytes());
     }
 }
 
@@ -156,6 +207,8 @@ enum Tag {
 
 struct Walk<'h> {
     h: &'h mut Stream,
+    /// Whether sequences count as sums of their elements, in any order.
+    unordered: bool,
 }
 
 impl Walk<'_> {
@@ -172,7 +225,7 @@ type Done = Result<(), WalkError>;
 impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     type Ok = ();
     type Error = WalkError;
-    type SerializeSeq = &'a mut Walk<'h>;
+    type SerializeSeq = SeqWalk<'a, 'h>;
     type SerializeTuple = &'a mut Walk<'h>;
     type SerializeTupleStruct = &'a mut Walk<'h>;
     type SerializeTupleVariant = &'a mut Walk<'h>;
@@ -289,10 +342,16 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         self.variant(Tag::NewtypeVariant, name, index, variant);
         value.serialize(self)
     }
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self, WalkError> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqWalk<'a, 'h>, WalkError> {
         self.h.tag(Tag::Seq);
         self.h.u64(len.map_or(u64::MAX, |n| n as u64));
-        Ok(self)
+        let element = self.unordered.then(Stream::new);
+        Ok(SeqWalk {
+            walk: self,
+            element,
+            sum: (0, 0),
+            elements: 0,
+        })
     }
     fn serialize_tuple(self, len: usize) -> Result<Self, WalkError> {
         self.h.tag(Tag::Tuple);
@@ -321,7 +380,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
             walk: self,
             sum: (0, 0),
             entries: 0,
-            entry: Stream(Vec::new()),
+            entry: Stream::new(),
             keyed: false,
         })
     }
@@ -361,14 +420,40 @@ impl Walk<'_> {
     }
 }
 
-impl ser::SerializeSeq for &mut Walk<'_> {
+/// A sequence: its elements in order, or, in the unordered comparison,
+/// each hashed on its own and the hashes summed.
+pub(crate) struct SeqWalk<'a, 'h> {
+    walk: &'a mut Walk<'h>,
+    /// The element being hashed, in the unordered comparison.
+    element: Option<Stream>,
+    sum: Sum,
+    elements: u64,
+}
+
+impl ser::SerializeSeq for SeqWalk<'_, '_> {
     type Ok = ();
     type Error = WalkError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        self.element(value)
+        let Some(element) = &mut self.element else {
+            return self.walk.element(value);
+        };
+        value.serialize(&mut Walk {
+            h: element,
+            unordered: true,
+        })?;
+        let done = element.take();
+        self.sum = (
+            self.sum.0.wrapping_add(done.0),
+            self.sum.1.wrapping_add(done.1),
+        );
+        self.elements += 1;
+        Ok(())
     }
     fn end(self) -> Done {
-        Walk::end(self)
+        if self.element.is_some() {
+            self.walk.h.sum(self.elements, self.sum);
+        }
+        Walk::end(self.walk)
     }
 }
 
@@ -427,13 +512,13 @@ impl ser::SerializeStructVariant for &mut Walk<'_> {
     }
 }
 
-/// A map: each entry (key, then value) written down on its own and hashed,
-/// the entries' hashes summed, so that their order does not count.
+/// A map: each entry (key, then value) hashed on its own, the entries'
+/// hashes summed, so that their order does not count.
 pub(crate) struct MapWalk<'a, 'h> {
     walk: &'a mut Walk<'h>,
     sum: Sum,
     entries: u64,
-    /// The entry being written, its buffer kept from one entry to the next.
+    /// The entry being hashed.
     entry: Stream,
     /// Whether `entry` holds a key whose value has not come yet.
     keyed: bool,
@@ -441,10 +526,9 @@ pub(crate) struct MapWalk<'a, 'h> {
 
 impl MapWalk<'_, '_> {
     fn add_entry(&mut self) {
-        let (a, b) = entry_hash(&self.entry.0);
+        let (a, b) = self.entry.take();
         self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
         self.entries += 1;
-        self.entry.0.clear();
         self.keyed = false;
     }
 }
@@ -458,14 +542,22 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         if self.keyed {
             self.add_entry();
         }
-        key.serialize(&mut Walk { h: &mut self.entry })?;
+        let unordered = self.walk.unordered;
+        key.serialize(&mut Walk {
+            h: &mut self.entry,
+            unordered,
+        })?;
         self.keyed = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
         self.entry.tag(Tag::Field);
-        value.serialize(&mut Walk { h: &mut self.entry })?;
+        let unordered = self.walk.unordered;
+        value.serialize(&mut Walk {
+            h: &mut self.entry,
+            unordered,
+        })?;
         self.add_entry();
         Ok(())
     }
@@ -476,9 +568,7 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         }
         let h = &mut *self.walk.h;
         h.tag(Tag::Map);
-        h.u64(self.entries);
-        h.u64(self.sum.0);
-        h.u64(self.sum.1);
+        h.sum(self.entries, self.sum);
         Ok(())
     }
 }

@@ -46,6 +46,10 @@ pub struct SiteIdent {
     pub line: u32,
     /// See [`SiteIdent::line`].
     pub column: u32,
+    /// A hash of the function's tokens (signature and body, as the
+    /// attribute saw them): tells apart nested functions that one macro
+    /// expands in one place with different bodies.
+    pub tokens: u64,
 }
 
 /// Where a cached function declared in another item's body is: the path
@@ -60,9 +64,14 @@ pub(crate) fn nesting(ident: &SiteIdent) -> Option<Nesting> {
     let path = (ident.scope?)();
     // `{enclosing}::__cached_site_{name}::scope`.
     let enclosing = path.rsplitn(3, "::").nth(2)?;
-    (enclosing != ident.module_path).then(|| Nesting {
+    // `module_path!()` keeps `r#` (`app::r#async`), type names do not.
+    let module_path = ident.module_path.replace("r#", "");
+    (enclosing != module_path).then(|| Nesting {
         enclosing,
-        salt: format!("{enclosing} at {}:{}", ident.line, ident.column),
+        salt: format!(
+            "{enclosing} at {}:{} tokens {:016x}",
+            ident.line, ident.column, ident.tokens
+        ),
     })
 }
 
@@ -388,6 +397,7 @@ mod tests {
             scope: Some(scope),
             line: 12,
             column: 5,
+            tokens: 7,
         }
     }
 
@@ -403,7 +413,7 @@ mod tests {
         let nested = ident(|| "app::api::handler::__cached_site_helper::scope");
         let n = nesting(&nested).unwrap();
         assert_eq!(n.enclosing, "app::api::handler");
-        assert_eq!(n.salt, "app::api::handler at 12:5");
+        assert_eq!(n.salt, "app::api::handler at 12:5 tokens 0000000000000007");
         assert_eq!(prefix_of(&nested), "app.api.handler.helper");
         // An anonymous const is an item of its own: not the module.
         let in_const = ident(|| "app::api::_::__cached_site_helper::scope");
@@ -421,6 +431,14 @@ mod tests {
         // In a module declared in a function's body.
         let in_mod = ident(|| "app::handler::api::__cached_site_helper::scope");
         assert_eq!(prefix_of(&in_mod), "app.handler.api.helper");
+        // A raw identifier in the module: `module_path!()` spells `r#`,
+        // type names do not; still a function of the module.
+        let raw = SiteIdent {
+            module_path: "app::r#async",
+            ..ident(|| "app::async::__cached_site_helper::scope")
+        };
+        assert!(nesting(&raw).is_none());
+        assert_eq!(prefix_of(&raw), "app.r#async.helper");
         // An explicit prefix is kept as written.
         let named = SiteOptions {
             prefix: Some("users"),
@@ -436,6 +454,8 @@ mod tests {
         let config = Config::default();
         let a = ident(|| "app::api::handler::{{closure}}::__cached_site_helper::scope");
         let b = SiteIdent { line: 20, ..a };
+        // One macro expanding two bodies in one place.
+        let c = SiteIdent { tokens: 8, ..a };
         let salt = |i: &SiteIdent| {
             let nesting = nesting(i).unwrap();
             key::salt_digest(&salt_parts(
@@ -447,5 +467,6 @@ mod tests {
         };
         assert_eq!(prefix_of(&a), prefix_of(&b));
         assert_ne!(salt(&a), salt(&b));
+        assert_ne!(salt(&a), salt(&c));
     }
 }
