@@ -159,6 +159,15 @@ impl Stream {
         self.put(&v.to_le_bytes());
     }
 
+    /// A name serde gives (a type's, a field's, a variant's): `'static`,
+    /// and the same in both walks, which compare within one process, so its
+    /// address and length stand for its bytes (names at two addresses only
+    /// tell apart more, never less).
+    fn name(&mut self, name: &'static str) {
+        self.u64(name.as_ptr() as u64);
+        self.u64(name.len() as u64);
+    }
+
     /// Bytes behind their length, so that neighbours cannot trade bytes.
     fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
@@ -212,11 +221,11 @@ struct Walk<'h> {
 }
 
 impl Walk<'_> {
-    fn variant(&mut self, tag: Tag, name: &str, index: u32, variant: &str) {
+    fn variant(&mut self, tag: Tag, name: &'static str, index: u32, variant: &'static str) {
         self.h.tag(tag);
-        self.h.bytes(name.as_bytes());
+        self.h.name(name);
         self.h.u64(u64::from(index));
-        self.h.bytes(variant.as_bytes());
+        self.h.name(variant);
     }
 }
 
@@ -316,7 +325,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     }
     fn serialize_unit_struct(self, name: &'static str) -> Done {
         self.h.tag(Tag::UnitStruct);
-        self.h.bytes(name.as_bytes());
+        self.h.name(name);
         Ok(())
     }
     fn serialize_unit_variant(self, name: &'static str, index: u32, variant: &'static str) -> Done {
@@ -329,7 +338,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         value: &T,
     ) -> Done {
         self.h.tag(Tag::NewtypeStruct);
-        self.h.bytes(name.as_bytes());
+        self.h.name(name);
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -360,7 +369,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     }
     fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Self, WalkError> {
         self.h.tag(Tag::TupleStruct);
-        self.h.bytes(name.as_bytes());
+        self.h.name(name);
         self.h.u64(len as u64);
         Ok(self)
     }
@@ -386,7 +395,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     }
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self, WalkError> {
         self.h.tag(Tag::Struct);
-        self.h.bytes(name.as_bytes());
+        self.h.name(name);
         self.h.u64(len as u64);
         Ok(self)
     }
@@ -410,7 +419,7 @@ impl Walk<'_> {
 
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Done {
         self.h.tag(Tag::Field);
-        self.h.bytes(key.as_bytes());
+        self.h.name(key);
         value.serialize(self)
     }
 
