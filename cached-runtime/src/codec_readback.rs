@@ -35,12 +35,8 @@ pub(crate) fn same<T: Serialize + ?Sized>(
     back: &T,
 ) -> Result<bool, crate::codec::CodecError> {
     let digest = |v: &T, unordered: bool| {
-        let mut out = Stream::new();
-        v.serialize(&mut Walk {
-            h: &mut out,
-            unordered,
-        })
-        .map_err(|e| {
+        let mut out = Stream::with_chunk();
+        walk_into(&mut out, unordered, v).map_err(|e| {
             crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
         })?;
         Ok::<_, crate::codec::CodecError>(out.finish())
@@ -75,6 +71,26 @@ impl ser::Error for WalkError {
 /// agreement out of the question.
 type Sum = (u64, u64);
 
+/// Feeds what `value` serializes to `h`.
+fn walk_into<T: Serialize + ?Sized>(h: &mut Stream, unordered: bool, value: &T) -> Done {
+    value.serialize(&mut Walk { h, unordered })
+}
+
+/// Hashes summed, so that their order does not count: a map's entries, an
+/// unordered sequence's elements.
+#[derive(Default)]
+struct Unordered {
+    sum: Sum,
+    count: u64,
+}
+
+impl Unordered {
+    fn add(&mut self, (a, b): Sum) {
+        self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
+        self.count += 1;
+    }
+}
+
 /// What a value serializes, hashed a chunk at a time.
 struct Stream {
     chunk: Vec<u8>,
@@ -91,11 +107,21 @@ impl Stream {
     const B: foldhash::quality::FixedState =
         foldhash::quality::FixedState::with_seed(0x1319_8a2e_0370_7344);
 
+    /// A stream whose chunk grows as needed: a map entry's or an element's,
+    /// mostly a few bytes.
     fn new() -> Self {
         Stream {
-            chunk: Vec::with_capacity(Self::CHUNK),
+            chunk: Vec::new(),
             a: Self::A.build_hasher(),
             b: Self::B.build_hasher(),
+        }
+    }
+
+    /// A whole value's stream, its chunk allocated once.
+    fn with_chunk() -> Self {
+        Stream {
+            chunk: Vec::with_capacity(Self::CHUNK),
+            ..Self::new()
         }
     }
 
@@ -178,10 +204,10 @@ impl Stream {
         self.u8(tag as u8);
     }
 
-    fn sum(&mut self, entries: u64, sum: Sum) {
-        self.u64(entries);
-        self.put(&sum.0.to_le_bytes());
-        self.put(&sum.1.to_le_bytes());
+    fn unordered(&mut self, hashes: &Unordered) {
+        self.u64(hashes.count);
+        self.u64(hashes.sum.0);
+        self.u64(hashes.sum.1);
     }
 }
 
@@ -358,8 +384,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         Ok(SeqWalk {
             walk: self,
             element,
-            sum: (0, 0),
-            elements: 0,
+            elements: Unordered::default(),
         })
     }
     fn serialize_tuple(self, len: usize) -> Result<Self, WalkError> {
@@ -387,8 +412,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     fn serialize_map(self, _len: Option<usize>) -> Result<MapWalk<'a, 'h>, WalkError> {
         Ok(MapWalk {
             walk: self,
-            sum: (0, 0),
-            entries: 0,
+            entries: Unordered::default(),
             entry: Stream::new(),
             keyed: false,
         })
@@ -435,8 +459,7 @@ pub(crate) struct SeqWalk<'a, 'h> {
     walk: &'a mut Walk<'h>,
     /// The element being hashed, in the unordered comparison.
     element: Option<Stream>,
-    sum: Sum,
-    elements: u64,
+    elements: Unordered,
 }
 
 impl ser::SerializeSeq for SeqWalk<'_, '_> {
@@ -446,21 +469,13 @@ impl ser::SerializeSeq for SeqWalk<'_, '_> {
         let Some(element) = &mut self.element else {
             return self.walk.element(value);
         };
-        value.serialize(&mut Walk {
-            h: element,
-            unordered: true,
-        })?;
-        let done = element.take();
-        self.sum = (
-            self.sum.0.wrapping_add(done.0),
-            self.sum.1.wrapping_add(done.1),
-        );
-        self.elements += 1;
+        walk_into(element, true, value)?;
+        self.elements.add(element.take());
         Ok(())
     }
     fn end(self) -> Done {
         if self.element.is_some() {
-            self.walk.h.sum(self.elements, self.sum);
+            self.walk.h.unordered(&self.elements);
         }
         Walk::end(self.walk)
     }
@@ -525,8 +540,7 @@ impl ser::SerializeStructVariant for &mut Walk<'_> {
 /// hashes summed, so that their order does not count.
 pub(crate) struct MapWalk<'a, 'h> {
     walk: &'a mut Walk<'h>,
-    sum: Sum,
-    entries: u64,
+    entries: Unordered,
     /// The entry being hashed.
     entry: Stream,
     /// Whether `entry` holds a key whose value has not come yet.
@@ -535,9 +549,7 @@ pub(crate) struct MapWalk<'a, 'h> {
 
 impl MapWalk<'_, '_> {
     fn add_entry(&mut self) {
-        let (a, b) = self.entry.take();
-        self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
-        self.entries += 1;
+        self.entries.add(self.entry.take());
         self.keyed = false;
     }
 }
@@ -551,22 +563,14 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         if self.keyed {
             self.add_entry();
         }
-        let unordered = self.walk.unordered;
-        key.serialize(&mut Walk {
-            h: &mut self.entry,
-            unordered,
-        })?;
+        walk_into(&mut self.entry, self.walk.unordered, key)?;
         self.keyed = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
         self.entry.tag(Tag::Field);
-        let unordered = self.walk.unordered;
-        value.serialize(&mut Walk {
-            h: &mut self.entry,
-            unordered,
-        })?;
+        walk_into(&mut self.entry, self.walk.unordered, value)?;
         self.add_entry();
         Ok(())
     }
@@ -577,7 +581,7 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         }
         let h = &mut *self.walk.h;
         h.tag(Tag::Map);
-        h.sum(self.entries, self.sum);
+        h.unordered(&self.entries);
         Ok(())
     }
 }

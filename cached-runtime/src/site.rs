@@ -200,11 +200,16 @@ impl SiteTypes {
 
 /// The prefix segment of a function's keys and stats hash.
 pub(crate) fn prefix(ident: &SiteIdent, options: &SiteOptions) -> String {
+    prefix_nested(ident, options, nesting(ident).as_ref())
+}
+
+/// [`prefix`], with the function's [`nesting`] already found.
+fn prefix_nested(ident: &SiteIdent, options: &SiteOptions, nesting: Option<&Nesting>) -> String {
     match options.prefix {
         Some(p) => p.to_owned(),
         // `::` would put colons into the key segment; dots keep
         // `{namespace}:{prefix}:{hash}` splittable.
-        None => match nesting(ident) {
+        None => match nesting {
             None => format!("{}.{}", ident.module_path.replace("::", "."), ident.fn_name),
             // The enclosing item's path instead of the module's: `{{closure}}`
             // (an async fn, a closure) becomes `closure`, since braces in a
@@ -309,7 +314,8 @@ impl ResolvedSite {
         stats: &StatsRegistry,
         key_memo: Option<Arc<KeyMemo>>,
     ) -> Self {
-        let prefix = prefix(ident, options);
+        let nesting = nesting(ident);
+        let prefix = prefix_nested(ident, options, nesting.as_ref());
         // The attribute and the config refuse longer lifetimes; options
         // built otherwise are held to the same bound.
         let lifetime = |secs: u64| Duration::from_secs(secs).min(MAX_LIFETIME);
@@ -337,7 +343,7 @@ impl ResolvedSite {
                 ident,
                 options,
                 config,
-                nesting(ident).as_ref().map(|n| n.salt.as_str()),
+                nesting.as_ref().map(|n| n.salt.as_str()),
             )),
             ttl,
             stale: lifetime(options.stale_secs),
