@@ -11,41 +11,44 @@
 //!
 //! So [`same`] serializes the value written and the value read back and
 //! compares what they serialize: every call, tagged, with its names and
-//! values, hashed (two independent 64-bit hashes, fed a few KiB at a time,
-//! so a check holds no copy of the value); a map as the sum of its
-//! entries' hashes, so that a `HashMap` that iterates in another order once
-//! read back still counts as the same. When the two differ, a second
-//! comparison takes sequences as sums of their elements' hashes too (a
-//! `HashSet` iterates in another order once read back). A value whose
-//! serialization does not come back the same is not stored as bincode.
+//! values, hashed (one 128-bit XXH3 under a secret drawn at random for the
+//! process, fed a few KiB at a time, so a check holds no copy of the value
+//! and no one can choose bytes that make two walks agree); a map as the sum
+//! of its entries' hashes, so that a `HashMap` that iterates in another
+//! order once read back still counts as the same (its entries keep their
+//! pairs, so a misread that moves values between entries still shows). A
+//! value whose serialization does not come back the same is not stored as
+//! bincode.
+//!
+//! Sequences count in order. A `HashSet` iterates in another order once
+//! read back, so values holding one go to JSON; taking sequences in any
+//! order would let through a misread that permutes elements (fields written
+//! in another order swap `(1, 2)` and `(2, 1)` within one `Vec`).
 //!
 //! The walk is a serializer that writes nothing: the same view of the value
 //! as bincode's (`is_human_readable` is false).
 
 use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
 use serde::ser::{self, Serialize, Serializer};
+use xxhash_rust::xxh3::{xxh3_128_with_secret, Xxh3};
 
 /// Whether `back` (read back) serializes as `value` (written) does, map
-/// entries (and, failing that, sequence elements) in any order. `Err` when
-/// either's `Serialize` fails.
+/// entries in any order. `Err` when either's `Serialize` fails.
 pub(crate) fn same<T: Serialize + ?Sized>(
     value: &T,
     back: &T,
 ) -> Result<bool, crate::codec::CodecError> {
-    let digest = |v: &T, unordered: bool| {
+    let digest = |v: &T| {
         let mut out = Stream::with_chunk();
-        walk_into(&mut out, unordered, v).map_err(|e| {
+        walk_into(&mut out, v).map_err(|e| {
             crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
         })?;
         Ok::<_, crate::codec::CodecError>(out.finish())
     };
-    if digest(value, false)? == digest(back, false)? {
-        return Ok(true);
-    }
-    // A misread does not permute elements; a `HashSet` read back does.
-    Ok(digest(value, true)? == digest(back, true)?)
+    Ok(digest(value)? == digest(back)?)
 }
 
 /// A serializer's failure during the walk.
@@ -66,54 +69,68 @@ impl ser::Error for WalkError {
     }
 }
 
-/// Two independent 64-bit hashes with fixed seeds: they compare within one
-/// process only, so they need not resist anyone; 128 bits keep a chance
-/// agreement out of the question.
-type Sum = (u64, u64);
+/// A 128-bit XXH3 of what a value serializes, under [`secret`]: 128 bits
+/// keep a chance agreement out of the question.
+type Sum = u128;
 
-/// Feeds what `value` serializes to `h`.
-fn walk_into<T: Serialize + ?Sized>(h: &mut Stream, unordered: bool, value: &T) -> Done {
-    value.serialize(&mut Walk { h, unordered })
+/// The length of the secret `Xxh3::with_secret` takes.
+const SECRET_LEN: usize = 192;
+
+/// The hash's secret, drawn once per process. Hashes compare within one
+/// process only, so nothing needs them stable; a secret no one knows keeps
+/// anyone from choosing bytes (say, at the end of a cached upload) that
+/// cancel what came before them, as they could under a published one.
+fn secret() -> &'static [u8; SECRET_LEN] {
+    static SECRET: OnceLock<[u8; SECRET_LEN]> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        // std's `RandomState` carries keys from the OS's randomness.
+        let keys = std::collections::hash_map::RandomState::new();
+        let mut secret = [0u8; SECRET_LEN];
+        for (i, word) in secret.chunks_exact_mut(8).enumerate() {
+            word.copy_from_slice(&keys.hash_one(i).to_le_bytes());
+        }
+        secret
+    })
 }
 
-/// Hashes summed, so that their order does not count: a map's entries, an
-/// unordered sequence's elements.
+/// Feeds what `value` serializes to `h`.
+fn walk_into<T: Serialize + ?Sized>(h: &mut Stream, value: &T) -> Done {
+    value.serialize(&mut Walk { h })
+}
+
+/// Hashes summed, so that their order does not count: a map's entries.
 #[derive(Default)]
-struct Unordered {
+struct Entries {
     sum: Sum,
     count: u64,
 }
 
-impl Unordered {
-    fn add(&mut self, (a, b): Sum) {
-        self.sum = (self.sum.0.wrapping_add(a), self.sum.1.wrapping_add(b));
+impl Entries {
+    fn add(&mut self, hash: Sum) {
+        self.sum = self.sum.wrapping_add(hash);
         self.count += 1;
     }
 }
 
-/// What a value serializes, hashed a chunk at a time.
+/// What a value serializes, gathered a chunk at a time and hashed once per
+/// chunk (one pass of XXH3 over long runs of bytes is far cheaper than a
+/// hasher call per serializer call).
 struct Stream {
     chunk: Vec<u8>,
-    a: foldhash::quality::FoldHasher<'static>,
-    b: foldhash::quality::FoldHasher<'static>,
+    /// The chunks hashed so far, once the stream has outgrown one chunk.
+    spilled: Option<Box<Xxh3>>,
 }
 
 impl Stream {
     /// Bytes gathered before they are hashed.
     const CHUNK: usize = 4096;
 
-    const A: foldhash::quality::FixedState =
-        foldhash::quality::FixedState::with_seed(0x243f_6a88_85a3_08d3);
-    const B: foldhash::quality::FixedState =
-        foldhash::quality::FixedState::with_seed(0x1319_8a2e_0370_7344);
-
     /// A stream whose chunk grows as needed: a map entry's or an element's,
     /// mostly a few bytes.
     fn new() -> Self {
         Stream {
             chunk: Vec::new(),
-            a: Self::A.build_hasher(),
-            b: Self::B.build_hasher(),
+            spilled: None,
         }
     }
 
@@ -121,26 +138,25 @@ impl Stream {
     fn with_chunk() -> Self {
         Stream {
             chunk: Vec::with_capacity(Self::CHUNK),
-            ..Self::new()
+            spilled: None,
         }
     }
 
-    /// The hashes so far, and a fresh start that keeps the chunk's memory
-    /// (one per map entry or unordered element).
+    /// The hash so far, and a fresh start that keeps the chunk's memory
+    /// (one per map entry).
     fn take(&mut self) -> Sum {
-        use std::hash::Hasher as _;
-        self.flush();
-        let sum = (self.a.finish(), self.b.finish());
-        self.a = Self::A.build_hasher();
-        self.b = Self::B.build_hasher();
-        sum
-    }
-
-    fn flush(&mut self) {
-        use std::hash::Hasher as _;
-        self.a.write(&self.chunk);
-        self.b.write(&self.chunk);
+        let sum = match &mut self.spilled {
+            // Most streams never fill a chunk: one call hashes them whole.
+            None => xxh3_128_with_secret(&self.chunk, secret()),
+            Some(hasher) => {
+                hasher.update(&self.chunk);
+                let sum = hasher.digest128();
+                hasher.reset();
+                sum
+            }
+        };
         self.chunk.clear();
+        sum
     }
 
     fn finish(mut self) -> Sum {
@@ -156,13 +172,17 @@ impl Stream {
         }
     }
 
+    /// Hashes the full chunk (and `bytes`, when they would not fit in
+    /// one), keeping the state for what follows.
     #[cold]
     fn spill(&mut self, bytes: &[u8]) {
-        use std::hash::Hasher as _;
-        self.flush();
+        let hasher = self
+            .spilled
+            .get_or_insert_with(|| Box::new(Xxh3::with_secret(*secret())));
+        hasher.update(&self.chunk);
+        self.chunk.clear();
         if bytes.len() > Self::CHUNK {
-            self.a.write(bytes);
-            self.b.write(bytes);
+            hasher.update(bytes);
         } else {
             self.chunk.extend_from_slice(bytes);
         }
@@ -177,12 +197,20 @@ impl Stream {
         }
     }
 
-    fn u128(&mut self, v: u128) {
+    fn u64(&mut self, v: u64) {
         self.put(&v.to_le_bytes());
     }
 
-    fn u64(&mut self, v: u64) {
-        self.put(&v.to_le_bytes());
+    /// An integer behind its tag: eight bytes when it fits in 64 bits (the
+    /// tag says which), sixteen otherwise, so each value has one encoding.
+    fn int(&mut self, short: Tag, long: Tag, v: u128, fits: bool) {
+        if fits {
+            self.tag(short);
+            self.u64(v as u64);
+        } else {
+            self.tag(long);
+            self.put(&v.to_le_bytes());
+        }
     }
 
     /// A name serde gives (a type's, a field's, a variant's): `'static`,
@@ -204,10 +232,9 @@ impl Stream {
         self.u8(tag as u8);
     }
 
-    fn unordered(&mut self, hashes: &Unordered) {
+    fn entries(&mut self, hashes: &Entries) {
         self.u64(hashes.count);
-        self.u64(hashes.sum.0);
-        self.u64(hashes.sum.1);
+        self.put(&hashes.sum.to_le_bytes());
     }
 }
 
@@ -216,7 +243,9 @@ impl Stream {
 enum Tag {
     Bool,
     Int,
+    Int128,
     Uint,
+    Uint128,
     F32,
     F64,
     Char,
@@ -242,8 +271,6 @@ enum Tag {
 
 struct Walk<'h> {
     h: &'h mut Stream,
-    /// Whether sequences count as sums of their elements, in any order.
-    unordered: bool,
 }
 
 impl Walk<'_> {
@@ -260,7 +287,7 @@ type Done = Result<(), WalkError>;
 impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     type Ok = ();
     type Error = WalkError;
-    type SerializeSeq = SeqWalk<'a, 'h>;
+    type SerializeSeq = &'a mut Walk<'h>;
     type SerializeTuple = &'a mut Walk<'h>;
     type SerializeTupleStruct = &'a mut Walk<'h>;
     type SerializeTupleVariant = &'a mut Walk<'h>;
@@ -290,8 +317,8 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         self.serialize_i128(i128::from(v))
     }
     fn serialize_i128(self, v: i128) -> Done {
-        self.h.tag(Tag::Int);
-        self.h.u128(v as u128);
+        let fits = i64::try_from(v).is_ok();
+        self.h.int(Tag::Int, Tag::Int128, v as u128, fits);
         Ok(())
     }
     fn serialize_u8(self, v: u8) -> Done {
@@ -307,8 +334,8 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         self.serialize_u128(u128::from(v))
     }
     fn serialize_u128(self, v: u128) -> Done {
-        self.h.tag(Tag::Uint);
-        self.h.u128(v);
+        let fits = u64::try_from(v).is_ok();
+        self.h.int(Tag::Uint, Tag::Uint128, v, fits);
         Ok(())
     }
     // Floats by their bits: a NaN read back is the same NaN.
@@ -377,15 +404,10 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         self.variant(Tag::NewtypeVariant, name, index, variant);
         value.serialize(self)
     }
-    fn serialize_seq(self, len: Option<usize>) -> Result<SeqWalk<'a, 'h>, WalkError> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self, WalkError> {
         self.h.tag(Tag::Seq);
         self.h.u64(len.map_or(u64::MAX, |n| n as u64));
-        let element = self.unordered.then(Stream::new);
-        Ok(SeqWalk {
-            walk: self,
-            element,
-            elements: Unordered::default(),
-        })
+        Ok(self)
     }
     fn serialize_tuple(self, len: usize) -> Result<Self, WalkError> {
         self.h.tag(Tag::Tuple);
@@ -412,7 +434,7 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     fn serialize_map(self, _len: Option<usize>) -> Result<MapWalk<'a, 'h>, WalkError> {
         Ok(MapWalk {
             walk: self,
-            entries: Unordered::default(),
+            entries: Entries::default(),
             entry: Stream::new(),
             keyed: false,
         })
@@ -453,31 +475,14 @@ impl Walk<'_> {
     }
 }
 
-/// A sequence: its elements in order, or, in the unordered comparison,
-/// each hashed on its own and the hashes summed.
-pub(crate) struct SeqWalk<'a, 'h> {
-    walk: &'a mut Walk<'h>,
-    /// The element being hashed, in the unordered comparison.
-    element: Option<Stream>,
-    elements: Unordered,
-}
-
-impl ser::SerializeSeq for SeqWalk<'_, '_> {
+impl ser::SerializeSeq for &mut Walk<'_> {
     type Ok = ();
     type Error = WalkError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        let Some(element) = &mut self.element else {
-            return self.walk.element(value);
-        };
-        walk_into(element, true, value)?;
-        self.elements.add(element.take());
-        Ok(())
+        self.element(value)
     }
     fn end(self) -> Done {
-        if self.element.is_some() {
-            self.walk.h.unordered(&self.elements);
-        }
-        Walk::end(self.walk)
+        Walk::end(self)
     }
 }
 
@@ -540,7 +545,7 @@ impl ser::SerializeStructVariant for &mut Walk<'_> {
 /// hashes summed, so that their order does not count.
 pub(crate) struct MapWalk<'a, 'h> {
     walk: &'a mut Walk<'h>,
-    entries: Unordered,
+    entries: Entries,
     /// The entry being hashed.
     entry: Stream,
     /// Whether `entry` holds a key whose value has not come yet.
@@ -563,14 +568,14 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         if self.keyed {
             self.add_entry();
         }
-        walk_into(&mut self.entry, self.walk.unordered, key)?;
+        walk_into(&mut self.entry, key)?;
         self.keyed = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
         self.entry.tag(Tag::Field);
-        walk_into(&mut self.entry, self.walk.unordered, value)?;
+        walk_into(&mut self.entry, value)?;
         self.add_entry();
         Ok(())
     }
@@ -581,7 +586,7 @@ impl ser::SerializeMap for MapWalk<'_, '_> {
         }
         let h = &mut *self.walk.h;
         h.tag(Tag::Map);
-        h.unordered(&self.entries);
+        h.entries(&self.entries);
         Ok(())
     }
 }
