@@ -440,6 +440,62 @@ impl Ctx<'_> {
     }
 }
 
+/// JSON text read only to see that none of its objects repeats a key.
+struct NoRepeatedKey;
+
+impl<'de> serde::Deserialize<'de> for NoRepeatedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoRepeatedKey)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatedKey {
+    type Value = NoRepeatedKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoRepeatedKey>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            map.next_value::<NoRepeatedKey>()?;
+        }
+        Ok(self)
+    }
+}
+
 /// The error of an object that holds one key twice.
 #[cold]
 fn repeated_key() -> CanonicalError {
@@ -570,6 +626,10 @@ impl Map<'_, '_> {
                 value
                     .serialize(KeySerializer { out: text, depth })
                     .and_then(|()| {
+                        // A `Value` keeps the last of a repeated key, which
+                        // would give `{"a":1,"a":2}` the key of `{"a":2}`.
+                        serde_json::from_slice::<NoRepeatedKey>(text)
+                            .map_err(|_| repeated_key())?;
                         serde_json::from_slice::<serde_json::Value>(text)
                             .map_err(CanonicalError::json)
                     })
@@ -1776,6 +1836,21 @@ mod tests {
             r#"{"k":{"a":[{"c":"A","d":2}],"b":1}}"#
         );
         assert!(canon(&Tok("$serde_json::private::RawValue", "{")).is_err());
+        // A repeated key is an error, as in any other object: read as a
+        // `Value`, `{"a":1,"a":2}` would key as `{"a":2}`.
+        for text in [r#"{"a":1,"a":2}"#, r#"[{"b":{"a":1,"a":1}}]"#] {
+            let err = canon(&Tok("$serde_json::private::RawValue", text)).unwrap_err();
+            assert!(err.to_string().contains("repeated key"), "{err}");
+        }
+        let escaped = Tok("$serde_json::private::RawValue", r#"{"a":1,"\u0061":2}"#);
+        assert!(canon(&escaped).is_err());
+        let backslash = Tok("$serde_json::private::RawValue", r#"{"a":1,"\\u0061":2}"#);
+        assert_eq!(canon(&backslash).unwrap(), r#"{"\\u0061":2,"a":1}"#);
+        assert!(canon(&Tok(
+            "$serde_json::private::RawValue",
+            r#"{"a":1,"b":{"a":1}}"#
+        ))
+        .is_ok());
         // Any other struct name is a plain struct.
         assert_eq!(canon(&Tok("Number", "1")).unwrap(), r#"{"Number":"1"}"#);
     }
