@@ -13,7 +13,7 @@
 //! ```text
 //! #[doc(hidden)] #[allow(dead_code)]          // one per function, shared by all below
 //! fn __cached_site_user() -> &'static P::CallSite {            // in an impl: an associated fn
-//!     fn scope() -> &'static str { ::core::any::type_name_of_val(&scope) }   // not in an impl
+//!     fn scope() -> &'static str { ::core::any::type_name_of_val(&scope) }
 //!     static SITE: P::CallSite = P::CallSite::new(
 //!         P::SiteIdent {
 //!             module_path: ::core::module_path!(),
@@ -22,7 +22,8 @@
 //!             crate_name: ::core::env!("CARGO_PKG_NAME"),
 //!             crate_version: ::core::env!("CARGO_PKG_VERSION"),
 //!             git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
-//!             scope: Some(scope),                                 // names enclosing fns
+//!             scope: Some(scope),                                 // names enclosing fns, or Self
+//!             in_impl: false,
 //!             line: ::core::line!(), column: ::core::column!(),   // tell nested fns apart
 //!             tokens: 0x1f2e_..._u64,                              // FNV-1a of the fn as written
 //!         },
@@ -504,37 +505,23 @@ impl<'a> Context<'a> {
             (fields.len() == OPTION_FIELDS).then(|| quote!(#[allow(clippy::needless_update)]));
         // FNV-1a of the function as written: with its place, tells apart
         // nested functions one macro writes in one place.
-        // Only read for a function outside an `impl` (see `scope` below).
-        let tokens = if self.func.in_impl {
-            Literal::u64_suffixed(0)
-        } else {
-            let text = self.func.sig.to_token_stream().to_string()
-                + &self.func.block.to_token_stream().to_string();
-            let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            Literal::u64_suffixed(hash)
-        };
-        // Outside an `impl`, a `fn` declared here has a type name whose path
-        // names any function the cached one is nested in.
-        let (scope_fn, scope) = if self.func.in_impl {
-            (None, quote!(::core::option::Option::None))
-        } else {
-            (
-                Some(quote! {
-                    fn scope() -> &'static str {
-                        ::core::any::type_name_of_val(&scope)
-                    }
-                }),
-                quote!(::core::option::Option::Some(scope)),
-            )
-        };
+        let text = self.func.sig.to_token_stream().to_string()
+            + &self.func.block.to_token_stream().to_string();
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let tokens = Literal::u64_suffixed(hash);
+        // A `fn` declared here has a type name whose path names any function
+        // the cached one is nested in or, in an `impl`, the `Self` type.
+        let in_impl = self.func.in_impl;
         quote! {
             #(#attrs)*
             #[doc(hidden)]
             #[allow(dead_code)]
             fn #site_fn() -> &'static #p::CallSite {
-                #scope_fn
+                fn scope() -> &'static str {
+                    ::core::any::type_name_of_val(&scope)
+                }
                 #allow
                 static SITE: #p::CallSite = #p::CallSite::new(
                     #p::SiteIdent {
@@ -544,7 +531,8 @@ impl<'a> Context<'a> {
                         crate_name: ::core::env!("CARGO_PKG_NAME"),
                         crate_version: ::core::env!("CARGO_PKG_VERSION"),
                         git_sha: ::core::option_env!("CACHED_REDIS_GIT_SHA"),
-                        scope: #scope,
+                        scope: ::core::option::Option::Some(scope),
+                        in_impl: #in_impl,
                         line: ::core::line!(),
                         column: ::core::column!(),
                         tokens: #tokens,

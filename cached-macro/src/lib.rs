@@ -92,9 +92,13 @@ use crate::errors::Errors;
 ///   alone name it, `user_cache_key::<PgPool>(id)`. The function's
 ///   module path, name and return type are in every key, and so are, for a
 ///   function declared in another item's body (a function, a closure, a
-///   trait method), that item's path, the attribute's line and column and a
-///   hash of the function's tokens: two functions never share an entry,
-///   whatever their `prefix`. (That path is `std::any::type_name`'s, which
+///   trait method) or for a method of a type declared in one, that item's
+///   path, the attribute's line and column and a hash of the function's
+///   tokens: two functions never share an entry, whatever their `prefix`.
+///   Type parameters enter by their `type_name`, which all closures of one
+///   function share: a call whose type parameter is a closure runs
+///   uncached; two types of one name declared in two blocks of one
+///   function share a generic function's entries (name them apart). (That path is `std::any::type_name`'s, which
 ///   a new compiler may spell otherwise, and the place moves with edits
 ///   above it: such functions' keys may change with the compiler or an
 ///   edit; builds salted with their git commit change keys on every commit

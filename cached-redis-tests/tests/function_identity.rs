@@ -544,3 +544,67 @@ fn helpers_one_macro_writes_in_one_place_are_apart() {
     assert_eq!(from_one_macro(), (3, 4));
     assert_eq!(from_one_macro(), (3, 4), "hits");
 }
+
+/// Two blocks of one function each declaring an `S` with a cached method:
+/// both types are `function_identity::two_local_types::S`, so their place
+/// keeps them apart.
+fn two_local_types() -> (u32, u32) {
+    let first = {
+        struct S;
+        impl S {
+            #[cached]
+            fn get(&self, x: u32) -> u32 {
+                x + 100
+            }
+        }
+        S.get(1)
+    };
+    let second = {
+        struct S;
+        impl S {
+            #[cached]
+            fn get(&self, x: u32) -> u32 {
+                x + 200
+            }
+        }
+        S.get(1)
+    };
+    (first, second)
+}
+
+#[test]
+fn methods_of_local_types_of_one_name_are_apart() {
+    let _guard = setup();
+    assert_eq!(two_local_types(), (101, 201));
+    assert_eq!(two_local_types(), (101, 201), "hits");
+    // Both keep the module's prefix.
+    let keys = entry_keys("ident:function_identity.get:*");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
+
+static APPLY_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(skip = "f", prefix = "applied")]
+fn apply<F: Fn(u32) -> u32>(f: F, x: u32) -> u32 {
+    APPLY_RUNS.fetch_add(1, SeqCst);
+    f(x)
+}
+
+/// Every closure of a function has one type name, so a closure type
+/// parameter cannot keep two closures' entries apart: such calls run
+/// uncached (they did share one entry).
+#[test]
+fn a_closure_type_parameter_runs_uncached() {
+    let _guard = setup();
+    let before = APPLY_RUNS.load(SeqCst);
+    assert_eq!((apply(|x| x + 1, 1), apply(|x| x * 10, 1)), (2, 10));
+    assert_eq!((apply(|x| x + 1, 1), apply(|x| x * 10, 1)), (2, 10));
+    assert_eq!(APPLY_RUNS.load(SeqCst) - before, 4, "every call ran");
+    assert!(entry_keys("ident:applied:*").is_empty());
+    fn plus_one(x: u32) -> u32 {
+        x + 1
+    }
+    // A named function's item type is its own: cached.
+    assert_eq!((apply(plus_one, 1), apply(plus_one, 1)), (2, 2));
+    assert_eq!(APPLY_RUNS.load(SeqCst) - before, 5);
+}

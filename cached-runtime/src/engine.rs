@@ -438,6 +438,12 @@ pub fn build_key<A: Serialize + ?Sized>(
     let Some((_, resolved)) = bind(site, &scoped, &mut hold) else {
         return Err(not_installed(site));
     };
+    if let Some(name) = type_names.iter().find(|name| key::names_a_closure(name)) {
+        return Err(Error::Key(format!(
+            "a type parameter is a closure (`{name}`): its name is that of every closure \
+             of its function, so it cannot keep their entries apart; the call runs uncached"
+        )));
+    }
     site.record_types(type_names);
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     key::cache_key(

@@ -37,9 +37,12 @@ pub struct SiteIdent {
     pub git_sha: Option<&'static str>,
     /// The type name of a `fn` the macro declares inside the function's
     /// site, whose path, unlike `module_path!()`, names a function the
-    /// cached one is nested in ([`nesting`]); `None` for a function in an
-    /// `impl`, which its `Self` type tells apart.
+    /// cached one is nested in, or in an `impl`, its `Self` type
+    /// ([`nesting`]).
     pub scope: Option<fn() -> &'static str>,
+    /// Whether the function is a method (its site an associated function
+    /// of the `impl`).
+    pub in_impl: bool,
     /// `line!()` and `column!()` at the attribute: tells apart nested
     /// functions whose paths agree (one name in two closures or blocks of
     /// one function).
@@ -57,28 +60,51 @@ pub struct SiteIdent {
 /// helper` in `fn handler`, `<app::S as app::Svc>::call` in a trait
 /// method, `app::api::handler::{{closure}}` in an async fn) and the place
 /// of its declaration. `None` for a function declared in a module (its
-/// path is its module's) or in an `impl` (its `Self` type tells it apart).
-/// Two nested functions of one name are two functions: this keeps their
-/// entries apart.
+/// path is its module's). Two nested functions of one name are two
+/// functions: this keeps their entries apart.
+///
+/// A method is told apart by its `Self` type's name, which is enough for a
+/// type named in its module (`app::api::S` for `impl S` in `app::api`).
+/// A type declared in a function's body is not: two blocks of one function
+/// may each declare an `S` with its own `impl`, and both are
+/// `app::api::handler::S`. Such methods, and those of a type named
+/// elsewhere (`impl super::S`), get their place in the salt (not in the
+/// prefix, which stays `{module}.{name}`).
 pub(crate) fn nesting(ident: &SiteIdent) -> Option<Nesting> {
     let path = (ident.scope?)();
-    // `{enclosing}::__cached_site_{name}::scope`.
+    // `{enclosing}::__cached_site_{name}::scope`: the enclosing item, or
+    // in an `impl`, the `Self` type.
     let enclosing = path.rsplitn(3, "::").nth(2)?;
     // `module_path!()` keeps `r#` (`app::r#async`), type names do not.
     let module_path = ident.module_path.replace("r#", "");
-    (enclosing != module_path).then(|| Nesting {
-        enclosing,
-        salt: format!(
-            "{enclosing} at {}:{} tokens {:016x}",
+    let place = |what: &str| {
+        format!(
+            "{what}{enclosing} at {}:{} tokens {:016x}",
             ident.line, ident.column, ident.tokens
-        ),
+        )
+    };
+    if ident.in_impl {
+        // `app::api::Page<_>`: the path before any type arguments.
+        let bare = enclosing.split('<').next().unwrap_or_default();
+        let named_in_module = bare
+            .rsplit_once("::")
+            .is_some_and(|(parent, _)| parent == module_path);
+        return (!named_in_module).then(|| Nesting {
+            enclosing: None,
+            salt: place("impl "),
+        });
+    }
+    (enclosing != module_path).then(|| Nesting {
+        enclosing: Some(enclosing),
+        salt: place(""),
     })
 }
 
 /// See [`nesting`].
 pub(crate) struct Nesting {
-    /// The enclosing item's path, as `type_name` writes it.
-    pub enclosing: &'static str,
+    /// The enclosing item's path, as `type_name` writes it, for the
+    /// prefix; `None` for a method, whose prefix is its module's.
+    pub enclosing: Option<&'static str>,
     /// The path and the declaration's line and column, for the salt.
     pub salt: String,
 }
@@ -209,15 +235,14 @@ fn prefix_nested(ident: &SiteIdent, options: &SiteOptions, nesting: Option<&Nest
         Some(p) => p.to_owned(),
         // `::` would put colons into the key segment; dots keep
         // `{namespace}:{prefix}:{hash}` splittable.
-        None => match nesting {
+        None => match nesting.and_then(|n| n.enclosing) {
             None => format!("{}.{}", ident.module_path.replace("::", "."), ident.fn_name),
             // The enclosing item's path instead of the module's: `{{closure}}`
             // (an async fn, a closure) becomes `closure`, since braces in a
             // key are a Redis Cluster hash tag (every such function would
             // share one slot), and whitespace (`<S as Svc>`) `_`.
-            Some(nesting) => {
-                let path: String = nesting
-                    .enclosing
+            Some(enclosing) => {
+                let path: String = enclosing
                     .replace("::", ".")
                     .chars()
                     .filter(|c| !matches!(c, '{' | '}'))
@@ -401,6 +426,7 @@ mod tests {
             crate_version: "1.0.0",
             git_sha: None,
             scope: Some(scope),
+            in_impl: false,
             line: 12,
             column: 5,
             tokens: 7,
@@ -418,7 +444,7 @@ mod tests {
         assert_eq!(prefix_of(&top), "app.api.helper");
         let nested = ident(|| "app::api::handler::__cached_site_helper::scope");
         let n = nesting(&nested).unwrap();
-        assert_eq!(n.enclosing, "app::api::handler");
+        assert_eq!(n.enclosing, Some("app::api::handler"));
         assert_eq!(n.salt, "app::api::handler at 12:5 tokens 0000000000000007");
         assert_eq!(prefix_of(&nested), "app.api.handler.helper");
         // An anonymous const is an item of its own: not the module.
@@ -445,6 +471,33 @@ mod tests {
         };
         assert!(nesting(&raw).is_none());
         assert_eq!(prefix_of(&raw), "app.r#async.helper");
+        // Methods: a type named in the module is its name; one declared in
+        // a function's body (or named elsewhere) gets its place in the
+        // salt, and keeps the module's prefix.
+        let method = |scope| SiteIdent {
+            in_impl: true,
+            ..ident(scope)
+        };
+        for named in [
+            method(|| "app::api::S::__cached_site_helper::scope"),
+            method(|| "app::api::Page<_>::__cached_site_helper::scope"),
+            SiteIdent {
+                module_path: "app::r#async",
+                ..method(|| "app::async::S::__cached_site_helper::scope")
+            },
+        ] {
+            assert!(nesting(&named).is_none());
+        }
+        let local = method(|| "app::api::handler::S::__cached_site_helper::scope");
+        let n = nesting(&local).unwrap();
+        assert_eq!(n.enclosing, None);
+        assert_eq!(
+            n.salt,
+            "impl app::api::handler::S at 12:5 tokens 0000000000000007"
+        );
+        assert_eq!(prefix_of(&local), "app.api.helper");
+        let elsewhere = method(|| "app::S::__cached_site_helper::scope");
+        assert!(nesting(&elsewhere).is_some());
         // An explicit prefix is kept as written.
         let named = SiteOptions {
             prefix: Some("users"),

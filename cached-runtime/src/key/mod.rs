@@ -104,6 +104,18 @@ pub(crate) fn with_type_names(base: &[u8; 32], type_names: &[&str]) -> [u8; 32] 
     *h.finalize().as_bytes()
 }
 
+/// Whether `type_name` is a closure's or has one among its type arguments:
+/// `app::handler::{{closure}}`, `Vec<app::handler::{{closure}}>`, but not a
+/// type declared in a closure's body (`app::handler::{{closure}}::Query`,
+/// one name per declaration). Every closure of a function has the one name,
+/// so a key cannot tell them apart by it.
+pub(crate) fn names_a_closure(type_name: &str) -> bool {
+    const CLOSURE: &str = "{{closure}}";
+    type_name
+        .match_indices(CLOSURE)
+        .any(|(at, _)| !type_name[at + CLOSURE.len()..].starts_with("::"))
+}
+
 /// A cache's key memo and the calling function's gate to it.
 pub(crate) type Memo<'a> = (&'a KeyMemo, &'a MemoGate);
 
@@ -556,6 +568,18 @@ mod tests {
         version: "v1",
         type_names: &["u8"],
     };
+
+    #[test]
+    fn closures_are_named_as_such() {
+        use super::names_a_closure;
+        assert!(names_a_closure("app::handler::{{closure}}"));
+        assert!(names_a_closure(
+            "alloc::vec::Vec<app::handler::{{closure}}>"
+        ));
+        assert!(names_a_closure("(u8, app::{{closure}}::{{closure}})"));
+        assert!(!names_a_closure("app::handler::{{closure}}::Query"));
+        assert!(!names_a_closure("app::handler::Query"));
+    }
 
     fn is_base64url(s: &str) -> bool {
         s.bytes()
