@@ -400,3 +400,53 @@ async fn the_byte_budget_bounds_the_level() {
     assert!(held > 0, "the level held nothing");
     assert!(held <= 3, "{held} values of 18 KiB held within 64 KiB");
 }
+
+/// A large prefix takes seconds to walk, and a level may take a copy of an
+/// entry the walk has not reached yet: every batch the walk removes is
+/// announced, so that copy goes with its entry, not at the end of the walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_a_prefix_invalidation_removes_is_announced() {
+    const ENTRIES: usize = 5_000;
+    let ns = ns();
+    init(&ns);
+    let head = format!("{ns}:l1_batches:");
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, tonumber(ARGV[2]) do \
+               redis.call('SET', ARGV[1] .. string.format('%022d', i), 'x', 'EX', 600) \
+             end",
+        )
+        .arg(0)
+        .arg(&head)
+        .arg(ENTRIES)
+        .query(&mut common::raw())
+        .unwrap();
+    // Listens on the namespace's channel, as another process's level does.
+    let mut listener = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pubsub = listener.as_pubsub();
+    pubsub.subscribe(format!("{ns}:__invalidate")).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let removed = cached_redis::invalidate_prefix("l1_batches").await.unwrap();
+    assert_eq!(removed, ENTRIES as u64);
+    let mut announcements = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while let Ok(message) = pubsub.get_message() {
+        let text: String = message.get_payload().unwrap();
+        if text.ends_with(&format!(" p {head}")) {
+            announcements += 1;
+        }
+        assert!(Instant::now() < deadline, "the channel never went quiet");
+    }
+    // Before the walk, after it, and one per batch between: SCAN returns
+    // about a thousand keys per call (its COUNT), so there are several
+    // batches; with the two end messages alone this would be 2.
+    assert!(
+        announcements >= 4,
+        "{announcements} announcements for {ENTRIES} entries"
+    );
+}

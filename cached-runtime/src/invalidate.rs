@@ -61,10 +61,11 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
         }
         Some(store @ Store::Redis(r)) => {
             let change = Change::Head(&head);
-            // Announced before the scan as well as after it: another
-            // process's copy of an entry this scan reaches late goes now,
-            // not once the whole prefix is walked. Best effort: the message
-            // after the scan is the one that counts.
+            // Announced before the scan, after each batch it removes, and
+            // after it: a copy that a level takes meanwhile of an entry the
+            // scan has not reached yet goes with that entry's batch, not
+            // once the whole prefix is walked (which takes seconds for a
+            // large one). Best effort but for the last message.
             change.apply_here();
             if let Err(e) = channel::publish(store, &engine.config.namespace, change).await {
                 tracing::debug!(prefix, error = %e, "prefix change not announced before the scan");
@@ -85,6 +86,12 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
                         let mut unlink = redis::cmd("UNLINK");
                         unlink.arg(&keys);
                         removed += r.query::<u64>(&unlink).await?;
+                        change.apply_here();
+                        if let Err(e) =
+                            channel::publish(store, &engine.config.namespace, change).await
+                        {
+                            tracing::debug!(prefix, error = %e, "removed batch not announced");
+                        }
                     }
                 }
                 Ok::<(), crate::error::StoreError>(())
