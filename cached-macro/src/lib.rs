@@ -98,7 +98,9 @@ use crate::errors::Errors;
 ///   Type parameters enter by their `type_name`, which all closures of one
 ///   function share: a call whose type parameter is a closure runs
 ///   uncached; two types of one name declared in two blocks of one
-///   function share a generic function's entries (name them apart). (That path is `std::any::type_name`'s, which
+///   function share a generic function's entries (name them apart). A
+///   skipped `impl Trait` argument's type is not in the key: when it
+///   decides the result, declare a type parameter instead. (That path is `std::any::type_name`'s, which
 ///   a new compiler may spell otherwise, and the place moves with edits
 ///   above it: such functions' keys may change with the compiler or an
 ///   edit; builds salted with their git commit change keys on every commit

@@ -441,7 +441,8 @@ pub fn build_key<A: Serialize + ?Sized>(
     if let Some(name) = type_names.iter().find(|name| key::names_a_closure(name)) {
         return Err(Error::Key(format!(
             "a type parameter is a closure (`{name}`): its name is that of every closure \
-             of its function, so it cannot keep their entries apart; the call runs uncached"
+             of its function, so it cannot keep their entries apart, and such calls are \
+             not cached"
         )));
     }
     site.record_types(type_names);

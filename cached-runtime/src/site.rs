@@ -84,12 +84,22 @@ pub(crate) fn nesting(ident: &SiteIdent) -> Option<Nesting> {
         )
     };
     if ident.in_impl {
-        // `app::api::Page<_>`: the path before any type arguments.
+        // An `impl` that rustc names by its place (`app::f::<impl app::T>`,
+        // `app::child::<impl app::Parent>`) or a type it names in full
+        // (`<dyn app::Tr>`): a type two blocks cannot both declare.
+        if enclosing.starts_with('<') || enclosing.contains("::<impl ") {
+            return None;
+        }
+        // `app::api::handler::S`, `app::api::handler::Page<_>`: the path
+        // before any type arguments has items between the module and the
+        // type's name, the functions (or closures) it is declared in.
         let bare = enclosing.split('<').next().unwrap_or_default();
-        let named_in_module = bare
-            .rsplit_once("::")
-            .is_some_and(|(parent, _)| parent == module_path);
-        return (!named_in_module).then(|| Nesting {
+        let in_function = bare.rsplit_once("::").is_some_and(|(parent, _)| {
+            parent
+                .strip_prefix(module_path.as_str())
+                .is_some_and(|rest| rest.starts_with("::"))
+        });
+        return in_function.then(|| Nesting {
             enclosing: None,
             salt: place("impl "),
         });
@@ -496,8 +506,24 @@ mod tests {
             "impl app::api::handler::S at 12:5 tokens 0000000000000007"
         );
         assert_eq!(prefix_of(&local), "app.api.helper");
-        let elsewhere = method(|| "app::S::__cached_site_helper::scope");
-        assert!(nesting(&elsewhere).is_some());
+        let in_closure =
+            method(|| "app::api::handler::{{closure}}::S::__cached_site_helper::scope");
+        assert!(nesting(&in_closure).is_some());
+        // Types named elsewhere keep their keys: an `impl` in a function's
+        // body or a child module (rustc names it by its place), a `dyn`
+        // type, a module declared in a function (`module_path!()` leaves
+        // the function out).
+        for kept in [
+            method(|| "app::api::holder::<impl app::api::Top>::__cached_site_helper::scope"),
+            method(|| "app::api::<impl app::Parent>::__cached_site_helper::scope"),
+            method(|| "<dyn app::api::Tr>::__cached_site_helper::scope"),
+            SiteIdent {
+                module_path: "app::inner",
+                ..method(|| "app::holder::inner::T::__cached_site_helper::scope")
+            },
+        ] {
+            assert!(nesting(&kept).is_none(), "{}", (kept.scope.unwrap())());
+        }
         // An explicit prefix is kept as written.
         let named = SiteOptions {
             prefix: Some("users"),

@@ -626,12 +626,14 @@ impl Map<'_, '_> {
                 value
                     .serialize(KeySerializer { out: text, depth })
                     .and_then(|()| {
+                        let json = serde_json::from_slice::<serde_json::Value>(text)
+                            .map_err(CanonicalError::json)?;
                         // A `Value` keeps the last of a repeated key, which
                         // would give `{"a":1,"a":2}` the key of `{"a":2}`.
+                        // The text parsed: a repeated key is all that fails.
                         serde_json::from_slice::<NoRepeatedKey>(text)
                             .map_err(|_| repeated_key())?;
-                        serde_json::from_slice::<serde_json::Value>(text)
-                            .map_err(CanonicalError::json)
+                        Ok(json)
                     })
                     .and_then(|json| json.serialize(&mut *self.ctx))
             }
@@ -1835,6 +1837,8 @@ mod tests {
             canon(&BTreeMap::from([("k", &raw)])).unwrap(),
             r#"{"k":{"a":[{"c":"A","d":2}],"b":1}}"#
         );
+        let err = canon(&Tok("$serde_json::private::RawValue", "[1e400]")).unwrap_err();
+        assert!(!err.to_string().contains("repeated key"), "{err}");
         assert!(canon(&Tok("$serde_json::private::RawValue", "{")).is_err());
         // A repeated key is an error, as in any other object: read as a
         // `Value`, `{"a":1,"a":2}` would key as `{"a":2}`.
