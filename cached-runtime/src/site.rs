@@ -86,7 +86,11 @@ pub(crate) fn nesting(ident: &SiteIdent) -> Option<Nesting> {
     if ident.in_impl {
         // An `impl` that rustc names by its place (`app::f::<impl app::T>`,
         // `app::child::<impl app::Parent>`) or a type it names in full
-        // (`<dyn app::Tr>`): a type two blocks cannot both declare.
+        // (`<dyn app::Tr>`): mostly a type two blocks cannot both declare.
+        // (A local type whose `impl` stands in another item than the type,
+        // `app::f::{{closure}}::<impl app::f::S>`, reads the same as an
+        // `impl child::S` in `app`, whose keys must not move: left to the
+        // type's name, as documented.)
         if enclosing.starts_with('<') || enclosing.contains("::<impl ") {
             return None;
         }
