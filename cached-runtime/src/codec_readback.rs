@@ -125,8 +125,8 @@ impl Stream {
     /// Bytes gathered before they are hashed.
     const CHUNK: usize = 4096;
 
-    /// A stream whose chunk grows as needed: a map entry's or an element's,
-    /// mostly a few bytes.
+    /// A stream whose chunk grows as needed: a map entry's, mostly a few
+    /// bytes.
     fn new() -> Self {
         Stream {
             chunk: Vec::new(),
