@@ -51,9 +51,11 @@ pub(crate) fn same<T: Serialize + ?Sized>(
     Ok(digest(value)? == digest(back)?)
 }
 
-/// A serializer's failure during the walk.
+/// A serializer's failure during the walk. A `Box<str>` rather than a
+/// `String`: every call of the walk returns a `Result<_, WalkError>`, and
+/// at two words it comes back in registers rather than through memory.
 #[derive(Debug)]
-pub(crate) struct WalkError(String);
+pub(crate) struct WalkError(Box<str>);
 
 impl fmt::Display for WalkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,7 +67,7 @@ impl std::error::Error for WalkError {}
 
 impl ser::Error for WalkError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        WalkError(crate::codec::bounded_message(msg))
+        WalkError(crate::codec::bounded_message(msg).into())
     }
 }
 
