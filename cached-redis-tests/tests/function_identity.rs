@@ -607,4 +607,10 @@ fn a_closure_type_parameter_runs_uncached() {
     // A named function's item type is its own: cached.
     assert_eq!((apply(plus_one, 1), apply(plus_one, 1)), (2, 2));
     assert_eq!(APPLY_RUNS.load(SeqCst) - before, 5);
+    // A companion reached through generic code says why there is no key.
+    fn invalidate_with<F: Fn(u32) -> u32>(_f: &F, x: u32) -> Result<bool, cached_redis::Error> {
+        apply_invalidate::<F>(x)
+    }
+    let err = invalidate_with(&|x| x + 1, 1).unwrap_err().to_string();
+    assert!(err.contains("no entry to invalidate"), "{err}");
 }

@@ -440,9 +440,9 @@ pub fn build_key<A: Serialize + ?Sized>(
     };
     if let Some(name) = type_names.iter().find(|name| key::names_a_closure(name)) {
         return Err(Error::Key(format!(
-            "a type parameter is a closure (`{name}`): its name is that of every closure \
-             of its function, so it cannot keep their entries apart, and such calls are \
-             not cached"
+            "a type parameter is a closure (`{name}`), whose name is that of every \
+             closure of its function: calls with it have no key of their own, so they run \
+             uncached and have no entry to invalidate"
         )));
     }
     site.record_types(type_names);
