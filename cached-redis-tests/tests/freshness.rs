@@ -376,3 +376,24 @@ async fn invalidation_by_prefix_and_by_arguments() {
         0
     );
 }
+
+static NONE_EARLY_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, cache_none = 30, early = true, prefix = "neg_early")]
+async fn none_early(_id: u32) -> Option<u32> {
+    NONE_EARLY_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    None
+}
+
+/// A cached `None` lives `cache_none`: `early` must not take it for an
+/// entry past its `ttl` (it was recomputed about once a second here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_judges_a_cached_none_by_cache_none() {
+    setup();
+    for _ in 0..25 {
+        assert_eq!(none_early(1).await, None);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(NONE_EARLY_RUNS.load(SeqCst), 1, "computed once in 2.5 s");
+}

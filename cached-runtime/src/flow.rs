@@ -307,11 +307,19 @@ where
         }
         // A refresh that succeeds records its new entry over this one.
         entry_info::hit(call.site, call.unsealed(&bytes), negative);
+        // A cached `None` lives `cache_none`, with no stale window: judged
+        // by `ttl`, `early` would recompute it once `ttl` passed (each
+        // read, when `cache_none` is the longer) or never (when shorter).
+        let (ttl, stale) = if negative {
+            (call.site.negative_ttl, Duration::ZERO)
+        } else {
+            (call.site.ttl, call.site.stale)
+        };
         let age = freshness::classify(
             header.created_at_ms,
             freshness::now_ms(),
-            call.site.ttl,
-            call.site.stale,
+            ttl,
+            stale,
             call.site.refresh,
         );
         let refresh_now = match age {
