@@ -98,3 +98,57 @@ fn a_sync_holder_whose_body_panics_releases_its_lock() {
     let pttl: i64 = common::raw().pttl(&key).unwrap();
     assert_eq!(pttl, -2, "the lock is still there");
 }
+
+#[cached(prefix = "la_foreign", lock = true)]
+async fn foreign(x: u32) -> u32 {
+    x + 1
+}
+
+#[cached(prefix = "la_sync_foreign", lock = true)]
+fn sync_foreign(x: u32) -> u32 {
+    x + 1
+}
+
+/// Puts under the lock of `entry_key` what no holder writes: a list, or a
+/// string without an expiry. Returns the lock's key.
+fn foreign_lock(entry_key: String, as_list: bool) -> String {
+    let key = lock_key(entry_key);
+    let mut raw = common::raw();
+    if as_list {
+        let _: () = raw.rpush(&key, "junk").unwrap();
+    } else {
+        let _: () = raw.set(&key, "left by hand").unwrap();
+    }
+    key
+}
+
+/// A lock key that no holder wrote is taken over: it made every miss of its
+/// key wait for the longest wait (30 s), for good, since nothing removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_key_no_holder_wrote_is_taken_over() {
+    common::init_once("lock_abandoned");
+    for (x, as_list) in [(1, true), (2, false)] {
+        let key = foreign_lock(foreign_cache_key(x).unwrap(), as_list);
+        let answer = tokio::time::timeout(PATIENCE, foreign(x)).await;
+        assert_eq!(answer.ok(), Some(x + 1), "the miss waited for the lock");
+        let pttl: i64 = common::raw().pttl(&key).unwrap();
+        assert_eq!(pttl, -2, "taken over and released (list: {as_list})");
+    }
+}
+
+#[test]
+fn a_sync_caller_takes_over_a_lock_key_no_holder_wrote() {
+    common::init_once("lock_abandoned");
+    for (x, as_list) in [(1, true), (2, false)] {
+        let key = foreign_lock(sync_foreign_cache_key(x).unwrap(), as_list);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(sync_foreign(x)));
+        assert_eq!(
+            rx.recv_timeout(PATIENCE).ok(),
+            Some(x + 1),
+            "the miss waited"
+        );
+        let pttl: i64 = common::raw().pttl(&key).unwrap();
+        assert_eq!(pttl, -2, "taken over and released (list: {as_list})");
+    }
+}

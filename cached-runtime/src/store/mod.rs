@@ -120,18 +120,31 @@ end
 return 0
 "#;
 
-fn lock_cmd(lock_key: &str, token: &str, lease: Duration) -> ::redis::Cmd {
-    let mut cmd = ::redis::cmd("SET");
-    cmd.arg(lock_key)
-        .arg(token)
-        .arg("NX")
-        .arg("PX")
-        .arg(px(lease));
-    cmd
+/// Takes the lock (`SET NX PX`), 1 if taken. A key there that is not a
+/// string, or has no expiry, is no holder's (every lock is a string with a
+/// lease): it is taken over, or it would hold every miss of its key for
+/// the longest wait, for good.
+const LOCK: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' or redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// [`LOCK`] of `lock_key` for `token` and `lease`.
+fn lock(lock_key: &str, token: &str, lease: Duration) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = LOCK_SCRIPT.key(lock_key);
+    invocation.arg(token).arg(px(lease));
+    invocation
 }
 
 // The scripts, each sent as `EVALSHA` (its hash, not its text) and loaded
 // by the client on the one `NOSCRIPT` reply after a server restart.
+static LOCK_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(LOCK));
 static UNLOCK_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(UNLOCK));
 static SET_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(SET_ANNOUNCED));
@@ -438,10 +451,10 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(true),
             Store::Redis(r) => {
-                let cmd = lock_cmd(lock_key, token, lease);
-                r.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await })
+                let invocation = lock(lock_key, token, lease);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
                     .await
-                    .map(|ok| ok.is_some())
+                    .map(|taken| taken == 1)
             }
         }
     }
@@ -479,8 +492,8 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(true),
             Store::Redis(r) => r
-                .run_sync(|c| lock_cmd(lock_key, token, lease).query::<Option<String>>(c))
-                .map(|ok| ok.is_some()),
+                .run_sync(|c| lock(lock_key, token, lease).invoke::<i64>(c))
+                .map(|taken| taken == 1),
         }
     }
 
