@@ -160,3 +160,68 @@ async fn two_processes_add_up_exactly() {
         }
     }
 }
+
+#[cached(prefix = "in_doubt")]
+async fn in_doubt(x: u64) -> u64 {
+    x
+}
+
+/// Holds the server for `busy` with a script that spins (under Redis's
+/// 5 s busy-script limit, other clients' commands just queue meanwhile).
+fn hold_server(server: &common::RedisServer, busy: Duration) -> std::thread::JoinHandle<()> {
+    let micros = busy.as_micros() as u64;
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    std::thread::spawn(move || {
+        let spin = "local s = redis.call('TIME') \
+                    repeat local n = redis.call('TIME') \
+                    until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1]) \
+                    return 1";
+        let _: i64 = redis::cmd("EVAL")
+            .arg(spin)
+            .arg(0)
+            .arg(micros)
+            .query(&mut raw)
+            .unwrap();
+    })
+}
+
+/// A flush that got no answer in time may still run (a slow server runs it
+/// late): its counts are not sent again, or they would be counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_without_an_answer_is_not_sent_again() {
+    // A server of its own: holding it must not slow the other tests.
+    let server = common::RedisServer::start();
+    let namespace = common::namespace("stats_hash_in_doubt");
+    let cache = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(server.url())
+            .namespace(&namespace)
+            .timeout(Duration::from_millis(150))
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for x in 0..10 {
+        cache.scope(in_doubt(x)).await;
+    }
+    let held = hold_server(&server, Duration::from_millis(600));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let during = cache.flush_stats().await;
+    assert!(during.is_err(), "the flush got an answer: {during:?}");
+    held.join().unwrap();
+    // The late script has run once the server answers again.
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: String = redis::cmd("PING").query(&mut raw).unwrap();
+    cache.flush_stats().await.unwrap();
+    let fields: HashMap<String, String> =
+        raw.hgetall(format!("{namespace}:in_doubt:stats")).unwrap();
+    assert_eq!(field(&fields, "misses"), 10, "{fields:?}");
+    assert_eq!(field(&fields, "stores"), 10, "{fields:?}");
+}

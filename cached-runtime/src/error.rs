@@ -43,7 +43,7 @@ pub enum Error {
 }
 
 /// A failure of the store behind the cache.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,

@@ -104,28 +104,86 @@ fn batch(
     (!pending.is_empty()).then_some((pipe, pending))
 }
 
-/// Remembers what went through; the first failure, if any, is the result.
+/// What became of one prefix's counts in a flush.
+enum Outcome {
+    /// Added to its hash.
+    Written,
+    /// Not added (Redis refused the script, or it was never sent): sent
+    /// again by the next flush.
+    NotWritten(Error),
+    /// Sent, and no answer came back: Redis may have added them, and may
+    /// yet (a slow server runs the script late). Counted as written: sent
+    /// again, they would be counted twice.
+    InDoubt(Error),
+}
+
+impl Outcome {
+    fn of(result: Result<(), Error>) -> Self {
+        match result {
+            Ok(()) => Outcome::Written,
+            Err(Error::Store(e)) if e.may_have_run() => Outcome::InDoubt(Error::Store(e)),
+            Err(e) => Outcome::NotWritten(e),
+        }
+    }
+
+    /// The outcome of one script's reply within an answered pipeline.
+    fn of_reply(reply: redis::RedisResult<redis::Value>) -> Self {
+        match reply {
+            Ok(_) => Outcome::Written,
+            Err(e) => Outcome::NotWritten(Error::Store(
+                crate::error::StoreError::new(
+                    crate::error::StoreErrorKind::Response,
+                    e.to_string(),
+                )
+                .not_run(),
+            )),
+        }
+    }
+}
+
+/// Remembers what went through, or may have; the first failure, if any,
+/// is the result.
 fn settle(
     flushed: &mut HashMap<String, StatsSnapshot>,
     pending: Vec<(String, StatsSnapshot)>,
-    results: Vec<Result<(), String>>,
+    outcomes: impl IntoIterator<Item = Outcome>,
 ) -> Result<(), Error> {
     let mut first_error = None;
-    for ((prefix, snapshot), result) in pending.into_iter().zip(results) {
-        match result {
-            Ok(_) => {
+    for ((prefix, snapshot), outcome) in pending.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Written => {
                 flushed.insert(prefix, snapshot);
             }
-            Err(e) => {
+            Outcome::NotWritten(e) => {
                 tracing::warn!(prefix = %prefix, error = %e, "stats not written; kept for the next flush");
-                first_error.get_or_insert(Error::Store(crate::error::StoreError::new(
-                    crate::error::StoreErrorKind::Response,
-                    e,
-                )));
+                first_error.get_or_insert(e);
+            }
+            Outcome::InDoubt(e) => {
+                tracing::warn!(
+                    prefix = %prefix,
+                    error = %e,
+                    "stats sent without an answer; not sent again (they may be missing from the hash, never counted twice)"
+                );
+                flushed.insert(prefix, snapshot);
+                first_error.get_or_insert(e);
             }
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The outcomes of a whole pipeline: its replies, or its failure for each
+/// of its `n` scripts.
+fn pipeline_outcomes(
+    answer: Result<Vec<redis::RedisResult<redis::Value>>, crate::error::StoreError>,
+    n: usize,
+) -> Vec<Outcome> {
+    match answer {
+        Ok(replies) => replies.into_iter().map(Outcome::of_reply).collect(),
+        Err(e) => (0..n)
+            .map(|_| Outcome::of(Err(Error::Store(e.clone()))))
+            .collect(),
+    }
 }
 
 /// Writes every prefix's counts since the last flush of `engine` to
@@ -155,32 +213,26 @@ pub(crate) async fn flush_to(
     let Some((pipe, pending)) = batch(namespace, stats, &flushed) else {
         return Ok(());
     };
-    let results = if store.is_cluster() {
+    let outcomes = if store.is_cluster() {
         // Each prefix's hash lives in its own slot, maybe on its own master:
         // a pipeline must not cross slots, so one command each.
-        let mut results = Vec::with_capacity(pending.len());
+        let mut outcomes = Vec::with_capacity(pending.len());
         for cmd in pipe.cmd_iter() {
-            results.push(
-                store
-                    .query::<redis::Value>(cmd)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-            );
+            let result = store.query::<redis::Value>(cmd).await;
+            outcomes.push(Outcome::of(result.map(drop).map_err(Error::from)));
         }
-        results
+        outcomes
     } else {
-        store
+        let n = pending.len();
+        let answer = store
             .run(|mut c| async move {
                 pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut c)
                     .await
             })
-            .await?
-            .into_iter()
-            .map(|r| r.map(drop).map_err(|e| e.to_string()))
-            .collect()
+            .await;
+        pipeline_outcomes(answer, n)
     };
-    settle(&mut flushed, pending, results)
+    settle(&mut flushed, pending, outcomes)
 }
 
 /// [`flush`] without a runtime, for the exit hook. Another flush under way
@@ -204,23 +256,19 @@ fn flush_blocking(engine: &Engine) -> Result<(), Error> {
     let Some((pipe, pending)) = batch(&engine.config.namespace, &engine.stats, &flushed) else {
         return Ok(());
     };
-    let results = if store.is_cluster() {
+    let outcomes = if store.is_cluster() {
         pipe.cmd_iter()
             .map(|cmd| {
-                store
-                    .run_sync(|c| cmd.query::<redis::Value>(c))
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                let result = store.run_sync(|c| cmd.query::<redis::Value>(c));
+                Outcome::of(result.map(drop).map_err(Error::from))
             })
             .collect()
     } else {
-        store
-            .run_sync(|c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(c))?
-            .into_iter()
-            .map(|r| r.map(drop).map_err(|e| e.to_string()))
-            .collect()
+        let n = pending.len();
+        let answer = store.run_sync(|c| pipe.query::<Vec<redis::RedisResult<redis::Value>>>(c));
+        pipeline_outcomes(answer, n)
     };
-    settle(&mut flushed, pending, results)
+    settle(&mut flushed, pending, outcomes)
 }
 
 /// The longest the exit hook waits for a flush under way: a process must
