@@ -152,3 +152,35 @@ fn a_sync_caller_takes_over_a_lock_key_no_holder_wrote() {
         assert_eq!(pttl, -2, "taken over and released (list: {as_list})");
     }
 }
+
+#[cached(prefix = "la_shut_down", lock = true)]
+async fn held_at_shutdown(x: u32) -> u32 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    x
+}
+
+/// A runtime shutting down drops the holder it runs; the release it then
+/// starts cannot run on that runtime, and left the lock to its lease (a
+/// test's or a program's next runtime waited for it).
+#[test]
+fn a_holder_dropped_by_its_runtime_shutting_down_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    let key = lock_key(held_at_shutdown_cache_key(1).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.spawn(held_at_shutdown(1));
+    let mut raw = common::raw();
+    let deadline = Instant::now() + PATIENCE;
+    while !raw.exists::<_, bool>(&key).unwrap() {
+        assert!(Instant::now() < deadline, "the call never took its lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(runtime);
+    assert!(
+        released_before_its_lease(&key),
+        "the lock was left to its lease"
+    );
+}

@@ -474,11 +474,19 @@ impl Store {
 
     /// [`Store::unlock`] without waiting for it, for a holder that is
     /// going away (a panic, a dropped future): started on the current
-    /// runtime's connection. Without one, the lock ends with its lease.
+    /// runtime's connection; where no runtime would run it (a runtime
+    /// shutting down drops its tasks, holders among them), sent from here.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
         if let Store::Redis(r) = self {
             let invocation = unlock(lock_key, token);
-            r.spawn(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await });
+            r.spawn_or_block(
+                |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+                |r| {
+                    if let Err(e) = r.run_sync(|c| unlock(lock_key, token).invoke::<i64>(c)) {
+                        tracing::debug!(lock_key, error = %e, "an abandoned lock not released");
+                    }
+                },
+            );
         }
     }
 

@@ -22,8 +22,8 @@
 //! [`connect`]: super::connect
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult};
@@ -313,24 +313,36 @@ impl RedisStore {
 
     /// Starts `command` on the current runtime's connection without
     /// waiting for it, within the timeout: for clean-up that must not wait
-    /// (a drop). Nothing happens outside a runtime or before its first
-    /// connection; nothing is counted by the breaker either way.
-    pub(crate) fn spawn<F, Fut>(&self, command: F)
+    /// (a drop); nothing is counted by the breaker. Where no runtime would
+    /// run it (outside one, before its first connection, or a runtime
+    /// shutting down, which cancels what is spawned on it at once: the
+    /// clean-up of the tasks it drops would be lost), `blocking` runs here
+    /// instead, within the timeout too.
+    pub(crate) fn spawn_or_block<F, Fut>(&self, command: F, blocking: impl FnOnce(&Self))
     where
         F: FnOnce(AsyncConn) -> Fut,
         Fut: Future + Send + 'static,
     {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
+            return blocking(self);
         };
         let Some(conn) = self.current(handle.id()) else {
-            return;
+            return blocking(self);
         };
         let timeout = self.timeout;
         let work = command(conn);
-        handle.spawn(async move {
-            let _ = tokio::time::timeout(timeout, work).await;
+        let started = Arc::new(AtomicBool::new(false));
+        let task = handle.spawn({
+            let started = Arc::clone(&started);
+            async move {
+                started.store(true, Relaxed);
+                let _ = tokio::time::timeout(timeout, work).await;
+            }
         });
+        // Finished without having started: cancelled as it was spawned.
+        if task.is_finished() && !started.load(Relaxed) {
+            blocking(self);
+        }
     }
 
     /// Asks the breaker whether a command may run now. The probe after a
