@@ -113,3 +113,31 @@ async fn the_embedded_store_caches_expires_and_invalidates() {
         "expired after ttl = 1, in the level too"
     );
 }
+
+static FAILING_REFRESHES: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, stale = 30, prefix = "embedded_stale")]
+async fn embedded_stale(x: u32) -> Result<u32, String> {
+    if FAILING_REFRESHES.fetch_add(1, SeqCst) == 0 {
+        Ok(x)
+    } else {
+        Err("backend down".into())
+    }
+}
+
+/// A refresh that fails keeps its lock until its lease ends, here as on
+/// Redis: the hits meanwhile are served the old value, and do not each run
+/// the failing body again (the embedded store's lock always succeeded).
+#[tokio::test]
+async fn a_failing_refresh_runs_once_per_lease_in_the_embedded_store() {
+    let cache =
+        cached_redis::Cache::new(cached_redis::Config::builder().embedded().build().unwrap())
+            .unwrap();
+    assert_eq!(cache.scope(embedded_stale(1)).await, Ok(1));
+    // Past its ttl, within its stale window.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for _ in 0..5 {
+        assert_eq!(cache.scope(embedded_stale(1)).await, Ok(1), "the old value");
+    }
+    assert_eq!(FAILING_REFRESHES.load(SeqCst), 2, "one failing refresh");
+}

@@ -46,7 +46,27 @@ pub(crate) struct MemoryStore {
     cache: Cache<String, Arc<Entry>, EntryWeight, foldhash::fast::RandomState>,
     /// The weight of an entry of no size.
     floor: u64,
+    /// The locks of `lock = true` and of `stale`/`early` refreshes, held as
+    /// Redis holds them (`SET NX PX`, released by compare-and-delete).
+    /// In-process coalescing already gives a miss one computation per key;
+    /// a refresh that failed keeps its lock until the lease ends, so that
+    /// the hits meanwhile are served the old value instead of each running
+    /// the failing body again. Apart from the entries: a lock is neither
+    /// evicted to make room nor weighed against the budget.
+    locks: std::sync::Mutex<Locks>,
 }
+
+/// Lock tokens and deadlines by lock key.
+#[derive(Default)]
+struct Locks {
+    held: std::collections::HashMap<String, (String, u64)>,
+    /// Expired locks are swept out when this many are kept (then twice
+    /// what is left), so that keys locked once do not pile up.
+    sweep_at: usize,
+}
+
+/// The fewest locks kept before a sweep.
+const LOCKS_SWEEP_MIN: usize = 64;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +92,41 @@ impl MemoryStore {
         Self {
             cache,
             floor: layout.floor,
+            locks: Default::default(),
+        }
+    }
+
+    /// Takes the lock `lock_key` for `lease` unless it is held; whether it
+    /// was taken.
+    pub(crate) fn try_lock(&self, lock_key: &str, token: &str, lease: Duration) -> bool {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        if locks
+            .held
+            .get(lock_key)
+            .is_some_and(|&(_, ends)| ends > now)
+        {
+            return false;
+        }
+        if locks.held.len() >= locks.sweep_at.max(LOCKS_SWEEP_MIN) {
+            locks.held.retain(|_, &mut (_, ends)| ends > now);
+            locks.sweep_at = locks.held.len() * 2;
+        }
+        locks
+            .held
+            .insert(lock_key.to_owned(), (token.to_owned(), deadline(lease)));
+        true
+    }
+
+    /// Releases `lock_key` if it still holds `token`.
+    pub(crate) fn unlock(&self, lock_key: &str, token: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks
+            .held
+            .get(lock_key)
+            .is_some_and(|(held, _)| held == token)
+        {
+            locks.held.remove(lock_key);
         }
     }
 
@@ -169,6 +224,31 @@ mod tests {
     use super::*;
 
     const BIG: u64 = 1 << 30;
+
+    /// Locks as Redis holds them: one holder until the lease ends or its
+    /// token releases it; expired locks do not pile up.
+    #[test]
+    fn locks_hold_until_released_or_expired() {
+        let m = MemoryStore::new(10, BIG, BIG);
+        let lease = Duration::from_secs(60);
+        assert!(m.try_lock("k:lock", "a", lease));
+        assert!(!m.try_lock("k:lock", "b", lease), "held");
+        m.unlock("k:lock", "b");
+        assert!(!m.try_lock("k:lock", "b", lease), "not b's to release");
+        m.unlock("k:lock", "a");
+        assert!(m.try_lock("k:lock", "b", Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(m.try_lock("k:lock", "c", lease), "b's lease ended");
+        for i in 0..100 {
+            m.try_lock(&format!("short {i}:lock"), "t", Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 0..100 {
+            m.try_lock(&format!("long {i}:lock"), "t", lease);
+        }
+        let kept = m.locks.lock().unwrap().held.len();
+        assert!(kept < 201, "expired locks swept: {kept} kept");
+    }
 
     /// A lifetime is set back only on the entry that was read: a value
     /// written since keeps its own.

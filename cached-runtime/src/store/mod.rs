@@ -439,9 +439,7 @@ impl Store {
         }
     }
 
-    /// Takes the lock `lock_key` for `lease` unless someone holds it. The
-    /// embedded store serves one process, where in-process coalescing
-    /// already gives one computation per key: its lock always succeeds.
+    /// Takes the lock `lock_key` for `lease` unless someone holds it.
     pub(crate) async fn try_lock(
         &self,
         lock_key: &str,
@@ -449,7 +447,7 @@ impl Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(_) => Ok(true),
+            Store::Memory(m) => Ok(m.try_lock(lock_key, token, lease)),
             Store::Redis(r) => {
                 let invocation = lock(lock_key, token, lease);
                 r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
@@ -462,7 +460,10 @@ impl Store {
     /// Releases `lock_key` if it still holds `token`.
     pub(crate) async fn unlock(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(m) => {
+                m.unlock(lock_key, token);
+                Ok(())
+            }
             Store::Redis(r) => {
                 let invocation = unlock(lock_key, token);
                 r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
@@ -477,16 +478,19 @@ impl Store {
     /// runtime's connection; where no runtime would run it (a runtime
     /// shutting down drops its tasks, holders among them), sent from here.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
-        if let Store::Redis(r) = self {
-            let invocation = unlock(lock_key, token);
-            r.spawn_or_block(
-                |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
-                |r| {
-                    if let Err(e) = r.run_sync(|c| unlock(lock_key, token).invoke::<i64>(c)) {
-                        tracing::debug!(lock_key, error = %e, "an abandoned lock not released");
-                    }
-                },
-            );
+        match self {
+            Store::Memory(m) => m.unlock(lock_key, token),
+            Store::Redis(r) => {
+                let invocation = unlock(lock_key, token);
+                r.spawn_or_block(
+                    |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+                    |r| {
+                        if let Err(e) = r.run_sync(|c| unlock(lock_key, token).invoke::<i64>(c)) {
+                            tracing::debug!(lock_key, error = %e, "an abandoned lock not released");
+                        }
+                    },
+                );
+            }
         }
     }
 
@@ -498,7 +502,7 @@ impl Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(_) => Ok(true),
+            Store::Memory(m) => Ok(m.try_lock(lock_key, token, lease)),
             Store::Redis(r) => r
                 .run_sync(|c| lock(lock_key, token, lease).invoke::<i64>(c))
                 .map(|taken| taken == 1),
@@ -508,7 +512,10 @@ impl Store {
     /// [`Store::unlock`] for sync callers.
     pub(crate) fn unlock_sync(&self, lock_key: &str, token: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(m) => {
+                m.unlock(lock_key, token);
+                Ok(())
+            }
             Store::Redis(r) => r
                 .run_sync(|c| unlock(lock_key, token).invoke::<i64>(c))
                 .map(drop),
