@@ -165,3 +165,100 @@ async fn a_killed_holder_delays_the_others_by_at_most_the_lease() {
     );
     assert_eq!(runs(&ns, "runs", key), 2, "the dead holder's run and ours");
 }
+
+static LEASED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Fast for most keys; key 100 takes `slow_ms`, far past the lease that
+/// the fast keys taught the function (0.5 s, the floor).
+#[cached(lock = true, prefix = "leased", skip = "slow_ms")]
+async fn leased(key: u64, slow_ms: u64) -> u64 {
+    if key == 100 {
+        LEASED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    key
+}
+
+static SYNC_LEASED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cached(lock = true, prefix = "sync_leased", skip = "slow_ms")]
+fn sync_leased(key: u64, slow_ms: u64) -> u64 {
+    if key == 100 {
+        SYNC_LEASED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(slow_ms));
+    } else {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    key
+}
+
+/// A cache of its own on the shared namespace of one test: two of them
+/// coalesce nothing in the process, and meet only at the Redis lock, as
+/// two processes do.
+fn cache_on(namespace: &str) -> cached_redis::Cache {
+    cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(namespace)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A holder whose body runs past its lease keeps the lock (renewed while
+/// the body runs): the other caller waits for its value instead of
+/// computing the key again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_its_lease_keeps_the_lock() {
+    let namespace = common::namespace("lock_processes_lease");
+    let (a, b) = (cache_on(&namespace), cache_on(&namespace));
+    for key in 0..4 {
+        a.scope(leased(key, 0)).await;
+    }
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.scope(leased(100, 1_500)).await }
+    });
+    // Until the holder has the lock.
+    let lock = format!(
+        "{}:lock",
+        a.scope(async { leased_cache_key(100) }).await.unwrap()
+    );
+    let mut raw = common::raw();
+    while !raw.exists::<_, bool>(&lock).unwrap() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::spawn(async move { b.scope(leased(100, 1_500)).await });
+    assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
+    assert_eq!(LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
+    let namespace = common::namespace("lock_processes_sync_lease");
+    let (a, b) = (cache_on(&namespace), cache_on(&namespace));
+    for key in 0..4 {
+        a.in_scope(|| sync_leased(key, 0));
+    }
+    let lock = format!(
+        "{}:lock",
+        a.in_scope(|| sync_leased_cache_key(100)).unwrap()
+    );
+    let first = std::thread::spawn({
+        let a = a.clone();
+        move || a.in_scope(|| sync_leased(100, 1_500))
+    });
+    let mut raw = common::raw();
+    while !raw.exists::<_, bool>(&lock).unwrap() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, 1_500)));
+    assert_eq!((first.join().unwrap(), second.join().unwrap()), (100, 100));
+    assert_eq!(
+        SYNC_LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -161,12 +161,19 @@ where
         Step::Serve(value) => return S::rebuild(value),
         Step::Run(pending) => pending,
     };
+    let lock = pending.lock(call);
     let mut abandoned = Abandoned {
         io,
-        lock: pending.lock(call),
+        lock: lock.clone(),
     };
     let started = Instant::now();
-    let ret = if pending.serves_old_on_failure() {
+    let ret = if let Some((lock_key, token)) = &lock {
+        // Kept for as long as the body runs: the lease is four times what
+        // the function usually takes, and a key that takes longer (a rare
+        // heavy query) would otherwise be computed again by a waiter.
+        let lease = lease::lease_for(call.site.compute_estimate());
+        io.holding(lock_key, token, lease, body).await
+    } else if pending.serves_old_on_failure() {
         match CatchUnwind::new(body).await {
             Ok(ret) => ret,
             Err(_panic) => {

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::mpsc::RecvTimeoutError;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -46,6 +47,16 @@ pub(crate) trait Io {
     /// body panicked, its future was dropped), without awaiting: from a
     /// `Drop`. Best effort: a lock left behind ends with its lease.
     fn unlock_abandoned(&self, lock_key: &str, token: &str);
+    /// Runs `body` while holding the lock `lock_key` (token `token`):
+    /// renewed to a whole `lease` every third of it until the body is
+    /// done, so that a body slower than its lease keeps the lock.
+    async fn holding<F: Future>(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+        body: F,
+    ) -> F::Output;
     async fn sleep(&self, duration: Duration);
     async fn wait(&self, follower: Follower) -> Turn;
     /// [`Io::set`], and `news` published with it in one step: the other
@@ -101,6 +112,36 @@ impl Io for AsyncIo<'_> {
     fn unlock_abandoned(&self, lock_key: &str, token: &str) {
         self.0.unlock_soon(lock_key, token);
     }
+    async fn holding<F: Future>(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+        body: F,
+    ) -> F::Output {
+        // Polled beside the body, in the caller's task: no task to spawn,
+        // and nothing left running once the call is done or dropped.
+        let renewals = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Ok(false) = self.0.renew(lock_key, token, lease).await {
+                    // Lost (its lease ran out, another caller took it):
+                    // nothing left to keep. Never completes, so is never
+                    // polled again once done.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let (mut body, mut renewals) = (pin!(body), pin!(renewals));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            let _ = renewals.as_mut().poll(cx);
+            Poll::Pending
+        })
+        .await
+    }
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
@@ -155,6 +196,30 @@ impl Io for BlockingIo<'_> {
         // A sync caller may block, even while unwinding: within the
         // timeout, as every command.
         let _ = self.0.unlock_sync(lock_key, token);
+    }
+    async fn holding<F: Future>(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+        body: F,
+    ) -> F::Output {
+        // The body blocks this thread: the renewals run on a thread of
+        // their own until it is done (or unwinds: the sender goes either
+        // way, and the scope waits for the renewing thread).
+        let (done, until_done) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = until_done.recv_timeout(lease / 3) {
+                    if let Ok(false) = self.0.renew_sync(lock_key, token, lease) {
+                        break;
+                    }
+                }
+            });
+            let output = block_on_ready(body);
+            drop(done);
+            output
+        })
     }
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);

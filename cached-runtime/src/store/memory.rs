@@ -118,6 +118,19 @@ impl MemoryStore {
         true
     }
 
+    /// Extends `lock_key` to `lease` from now if it is live and holds
+    /// `token`; whether it did.
+    pub(crate) fn renew(&self, lock_key: &str, token: &str, lease: Duration) -> bool {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        match locks.held.get_mut(lock_key) {
+            Some((held, ends)) if held == token && *ends > now_ms() => {
+                *ends = deadline(lease);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Releases `lock_key` if it still holds `token`.
     pub(crate) fn unlock(&self, lock_key: &str, token: &str) {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());

@@ -142,14 +142,32 @@ fn lock(lock_key: &str, token: &str, lease: Duration) -> ::redis::ScriptInvocati
     invocation
 }
 
+/// Extends the lock to a whole lease from now if it still holds our token:
+/// a holder whose body runs longer than its lease keeps the others waiting
+/// instead of letting one of them compute the same key.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
 // The scripts, each sent as `EVALSHA` (its hash, not its text) and loaded
 // by the client on the one `NOSCRIPT` reply after a server restart.
 static LOCK_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(LOCK));
 static UNLOCK_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(UNLOCK));
+static RENEW_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RENEW));
 static SET_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(SET_ANNOUNCED));
 static DEL_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(DEL_ANNOUNCED));
+
+/// [`RENEW`] of `lock_key` for `token` and `lease`.
+fn renew(lock_key: &str, token: &str, lease: Duration) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = RENEW_SCRIPT.key(lock_key);
+    invocation.arg(token).arg(px(lease));
+    invocation
+}
 
 /// [`UNLOCK`] of `lock_key` for `token`.
 fn unlock(lock_key: &str, token: &str) -> ::redis::ScriptInvocation<'static> {
@@ -454,6 +472,40 @@ impl Store {
                     .await
                     .map(|taken| taken == 1)
             }
+        }
+    }
+
+    /// Extends `lock_key` to `lease` from now if it still holds `token`;
+    /// whether it did.
+    pub(crate) async fn renew(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.renew(lock_key, token, lease)),
+            Store::Redis(r) => {
+                let invocation = renew(lock_key, token, lease);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+                    .await
+                    .map(|renewed| renewed == 1)
+            }
+        }
+    }
+
+    /// [`Store::renew`] for sync callers.
+    pub(crate) fn renew_sync(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.renew(lock_key, token, lease)),
+            Store::Redis(r) => r
+                .run_sync(|c| renew(lock_key, token, lease).invoke::<i64>(c))
+                .map(|renewed| renewed == 1),
         }
     }
 
