@@ -262,3 +262,57 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
         1
     );
 }
+
+static RELEARNED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Keys from 100 take `slow_ms`; the runs of key 100 are counted.
+#[cached(lock = true, prefix = "relearned", skip = "slow_ms")]
+async fn relearned(key: u64, slow_ms: u64) -> u64 {
+    if key == 100 {
+        RELEARNED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let ms = if key >= 100 { slow_ms } else { 10 };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    key
+}
+
+/// The renewals extend the lease the lock was taken for. The function's
+/// estimate grows while the holder waits (another key's slow run), so a
+/// lease worked out again when the body starts is four times longer, and
+/// its first renewal came after the lock had lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_the_lease_the_lock_was_taken_for() {
+    let namespace = common::namespace("lock_processes_relearned");
+    let (a, b) = (cache_on(&namespace), cache_on(&namespace));
+    for key in 0..4 {
+        a.scope(relearned(key, 0)).await;
+    }
+    // Held by someone else while the estimate grows: the holder-to-be
+    // waits, with the lease of a fast function (0.5 s).
+    let key = a.scope(async { relearned_cache_key(100) }).await.unwrap();
+    let lock = format!("{key}:lock");
+    let mut raw = common::raw();
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg("someone")
+        .arg("PX")
+        .arg(2_500)
+        .query(&mut raw)
+        .unwrap();
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.scope(relearned(100, 1_500)).await }
+    });
+    a.scope(relearned(200, 2_000)).await;
+    // Until the holder-to-be has the lock.
+    loop {
+        let holder: Option<String> = raw.get(&lock).unwrap();
+        if holder.as_deref().is_some_and(|h| h != "someone") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::spawn(async move { b.scope(relearned(100, 1_500)).await });
+    assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
+    assert_eq!(RELEARNED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

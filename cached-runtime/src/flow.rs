@@ -161,18 +161,17 @@ where
         Step::Serve(value) => return S::rebuild(value),
         Step::Run(pending) => pending,
     };
-    let lock = pending.lock(call);
+    let lock = pending.lock(call).zip(pending.lease());
     let mut abandoned = Abandoned {
         io,
-        lock: lock.clone(),
+        lock: lock.as_ref().map(|(held, _)| held.clone()),
     };
     let started = Instant::now();
-    let ret = if let Some((lock_key, token)) = &lock {
+    let ret = if let Some(((lock_key, token), lease)) = &lock {
         // Kept for as long as the body runs: the lease is four times what
         // the function usually takes, and a key that takes longer (a rare
         // heavy query) would otherwise be computed again by a waiter.
-        let lease = lease::lease_for(call.site.compute_estimate());
-        io.holding(lock_key, token, lease, body).await
+        io.holding(lock_key, token, *lease, body).await
     } else if pending.serves_old_on_failure() {
         match CatchUnwind::new(body).await {
             Ok(ret) => ret,
@@ -233,10 +232,11 @@ enum PendingKind<V> {
     /// No usable entry. `leader`: the other callers of this process wait
     /// for this one (`None` when it computes on its own: a forced refresh,
     /// or a follower whose shared bytes did not decode). `lock`: the token
-    /// of the cross-process lock it holds (`lock = true`).
+    /// of the cross-process lock it holds (`lock = true`) and the lease it
+    /// was taken for.
     Miss {
         leader: Option<Leader>,
-        lock: Option<String>,
+        lock: Option<(String, Duration)>,
     },
     /// An entry due for refreshing: this call recomputes it under the lock
     /// `lock_key` (token `token`); `old` is served if that fails.
@@ -488,7 +488,7 @@ async fn miss<I: Io, V: DeserializeOwned>(
     // misses pay for its allocation; inline, it would grow every cached
     // function's future past clippy's `large_futures` limit.
     match Box::pin(acquire::<I, V>(io, call, is_negative)).await {
-        Acquired::Lock(token) => Step::Run(Pending::miss(leader, Some(token))),
+        Acquired::Lock(token, lease) => Step::Run(Pending::miss(leader, Some((token, lease)))),
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
             leader.share(bytes);
@@ -510,7 +510,7 @@ impl<V> Pending<V> {
         }
     }
 
-    fn miss(leader: Leader, lock: Option<String>) -> Self {
+    fn miss(leader: Leader, lock: Option<(String, Duration)>) -> Self {
         Self {
             kind: PendingKind::Miss {
                 leader: Some(leader),
@@ -528,9 +528,19 @@ impl<V> Pending<V> {
     /// once the entry is gone, which wait for that lease.
     fn lock(&self, call: &Call<'_>) -> Option<(String, String)> {
         match &self.kind {
-            PendingKind::Miss { lock, .. } => {
-                lock.as_ref().map(|token| (call.lock_key(), token.clone()))
-            }
+            PendingKind::Miss { lock, .. } => lock
+                .as_ref()
+                .map(|(token, _)| (call.lock_key(), token.clone())),
+            PendingKind::Refresh { .. } => None,
+        }
+    }
+
+    /// The lease the miss's lock was taken for: what its renewals extend
+    /// it to (a lease worked out again could be longer than the one it
+    /// holds, and come too late).
+    fn lease(&self) -> Option<Duration> {
+        match &self.kind {
+            PendingKind::Miss { lock, .. } => lock.as_ref().map(|&(_, lease)| lease),
             PendingKind::Refresh { .. } => None,
         }
     }
@@ -589,7 +599,7 @@ impl<V> Pending<V> {
                     }
                     None => entry_info::uncached(),
                 }
-                if let Some(token) = lock {
+                if let Some((token, _)) = lock {
                     if let Err(e) = io.unlock(&call.lock_key(), &token).await {
                         tracing::debug!(key = call.key(), error = %e, "lock not released; it expires with its lease");
                     }
@@ -623,9 +633,9 @@ impl<V> Pending<V> {
 
 /// The result of waiting for the distributed lock.
 enum Acquired<V> {
-    /// This call holds the lock (with this token), or may hold it (its
-    /// `SET NX` got no answer), and computes.
-    Lock(String),
+    /// This call holds the lock (with this token, for this lease), or may
+    /// hold it (its `SET NX` got no answer), and computes.
+    Lock(String, Duration),
     /// Another process computed and stored the value meanwhile.
     Value(V, Arc<[u8]>),
     /// The store failed or the wait grew too long: compute uncoordinated.
@@ -670,13 +680,13 @@ async fn acquire<I: Io, V: DeserializeOwned>(
                     return Acquired::Value(value, bytes);
                 }
                 abandoned.lock = None;
-                return Acquired::Lock(token);
+                return Acquired::Lock(token, lease);
             }
             Ok(false) => abandoned.lock = None,
             Err(e) => {
                 abandoned.lock = None;
                 if e.may_have_run() {
-                    return Acquired::Lock(token);
+                    return Acquired::Lock(token, lease);
                 }
                 return Acquired::GaveUp;
             }
