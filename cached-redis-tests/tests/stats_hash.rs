@@ -225,3 +225,53 @@ async fn a_flush_without_an_answer_is_not_sent_again() {
     assert_eq!(field(&fields, "misses"), 10, "{fields:?}");
     assert_eq!(field(&fields, "stores"), 10, "{fields:?}");
 }
+
+#[cached(prefix = "after_kill")]
+async fn after_kill(x: u64) -> u64 {
+    x
+}
+
+/// A flush on a connection Redis had closed (a restart, `CLIENT KILL`, a
+/// failover) never reached it: its counts are sent again by the next flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_on_a_closed_connection_is_sent_again() {
+    // A server of its own: the kill must not reach the other tests.
+    let server = common::RedisServer::start();
+    let namespace = common::namespace("stats_hash_after_kill");
+    let cache = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(server.url())
+            .namespace(&namespace)
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for x in 0..3 {
+        cache.scope(after_kill(x)).await;
+    }
+    cache.flush_stats().await.unwrap();
+    for x in 3..8 {
+        cache.scope(after_kill(x)).await;
+    }
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut raw)
+        .unwrap();
+    // The first flush may find the connection closed; the next one sends
+    // whatever it could not.
+    let _ = cache.flush_stats().await;
+    cache.flush_stats().await.unwrap();
+    let fields: HashMap<String, String> = raw
+        .hgetall(format!("{namespace}:after_kill:stats"))
+        .unwrap();
+    assert_eq!(field(&fields, "misses"), 8, "{fields:?}");
+}

@@ -14,7 +14,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, StoreErrorKind};
 use crate::stats::{StatsRegistry, StatsSnapshot};
 use crate::store::RedisStore;
 
@@ -111,17 +111,23 @@ enum Outcome {
     /// Not added (Redis refused the script, or it was never sent): sent
     /// again by the next flush.
     NotWritten(Error),
-    /// Sent, and no answer came back: Redis may have added them, and may
-    /// yet (a slow server runs the script late). Counted as written: sent
-    /// again, they would be counted twice.
+    /// Sent, and no answer came in time: Redis may have added them, and
+    /// may yet (a slow server runs the script late). Counted as written:
+    /// sent again, they would be counted twice.
     InDoubt(Error),
 }
 
 impl Outcome {
+    /// A connection that failed is taken for one that never delivered the
+    /// command (it was closed before: a restart, a kill, a failover, the
+    /// common case) and the counts are sent again; a timeout, for a slow
+    /// server that will run it.
     fn of(result: Result<(), Error>) -> Self {
         match result {
             Ok(()) => Outcome::Written,
-            Err(Error::Store(e)) if e.may_have_run() => Outcome::InDoubt(Error::Store(e)),
+            Err(Error::Store(e)) if e.may_have_run() && e.kind() == StoreErrorKind::Timeout => {
+                Outcome::InDoubt(Error::Store(e))
+            }
             Err(e) => Outcome::NotWritten(e),
         }
     }

@@ -529,6 +529,7 @@ impl Store {
     /// going away (a panic, a dropped future): started on the current
     /// runtime's connection; where no runtime would run it (a runtime
     /// shutting down drops its tasks, holders among them), sent from here.
+    /// A runtime without a connection leaves the lock to its lease.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
         match self {
             Store::Memory(m) => m.unlock(lock_key, token),

@@ -314,10 +314,12 @@ impl RedisStore {
     /// Starts `command` on the current runtime's connection without
     /// waiting for it, within the timeout: for clean-up that must not wait
     /// (a drop); nothing is counted by the breaker. Where no runtime would
-    /// run it (outside one, before its first connection, or a runtime
-    /// shutting down, which cancels what is spawned on it at once: the
-    /// clean-up of the tasks it drops would be lost), `blocking` runs here
-    /// instead, within the timeout too.
+    /// run it (outside one, or a runtime shutting down, which cancels what
+    /// is spawned on it at once: the clean-up of the tasks it drops would
+    /// be lost), `blocking` runs here instead, within the timeout too.
+    /// Nothing happens on a runtime without a connection (it was dropped
+    /// after a timeout, so Redis is slow now): blocking there would stall
+    /// one of its workers.
     pub(crate) fn spawn_or_block<F, Fut>(&self, command: F, blocking: impl FnOnce(&Self))
     where
         F: FnOnce(AsyncConn) -> Fut,
@@ -327,7 +329,7 @@ impl RedisStore {
             return blocking(self);
         };
         let Some(conn) = self.current(handle.id()) else {
-            return blocking(self);
+            return;
         };
         let timeout = self.timeout;
         let work = command(conn);
