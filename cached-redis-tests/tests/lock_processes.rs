@@ -316,3 +316,40 @@ async fn renewals_keep_the_lease_the_lock_was_taken_for() {
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
     assert_eq!(RELEARNED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[cached(lock = true, prefix = "hangs")]
+async fn hangs(key: u64) -> u64 {
+    std::future::pending::<()>().await;
+    key
+}
+
+/// A holder whose body hangs stops renewing once the others have waited
+/// as long as they ever wait (30 s): its lock then lapses like a dead
+/// holder's, instead of making every miss of the key wait for good.
+/// (About 35 s: the wait is the rule under test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_hangs_loses_its_lock() {
+    let namespace = common::namespace("lock_processes_hangs");
+    let a = cache_on(&namespace);
+    let lock = format!(
+        "{}:lock",
+        a.scope(async { hangs_cache_key(1) }).await.unwrap()
+    );
+    let holder = tokio::spawn(async move { a.scope(hangs(1)).await });
+    let mut raw = common::raw();
+    while !raw.exists::<_, bool>(&lock).unwrap() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let taken = Instant::now();
+    // Bounded only so that a broken build fails instead of hanging: 30 s
+    // of renewals, then at most one lease (5 s before any run) to lapse.
+    while raw.exists::<_, bool>(&lock).unwrap() {
+        assert!(
+            taken.elapsed() < Duration::from_secs(60),
+            "still held after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!holder.is_finished(), "the body still hangs");
+    holder.abort();
+}

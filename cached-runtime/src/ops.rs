@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::mpsc::RecvTimeoutError;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::flight::{Follower, Turn};
@@ -70,6 +70,11 @@ pub(crate) trait Io {
     ) -> Result<(), StoreError>;
 }
 
+/// How long a holder renews its lock at most: as long as the others wait
+/// for it ([`crate::lease::LEASE_CEILING`]). A body still running then
+/// loses the lock within a lease, and another caller may compute its key.
+const RENEW_AT_MOST: Duration = crate::lease::LEASE_CEILING;
+
 /// For `async fn`s: awaits the store.
 pub(crate) struct AsyncIo<'a>(pub(crate) &'a Store);
 
@@ -122,8 +127,14 @@ impl Io for AsyncIo<'_> {
         // Polled beside the body, in the caller's task: no task to spawn,
         // and nothing left running once the call is done or dropped.
         let renewals = async {
+            let taken = Instant::now();
             loop {
                 tokio::time::sleep(lease / 3).await;
+                if taken.elapsed() >= RENEW_AT_MOST {
+                    // A body that hangs loses the lock, as a dead holder
+                    // does: the others are not kept waiting for good.
+                    std::future::pending::<()>().await;
+                }
                 if let Ok(false) = self.0.renew(lock_key, token, lease).await {
                     // Lost (its lease ran out, another caller took it):
                     // nothing left to keep. Never completes, so is never
@@ -210,7 +221,11 @@ impl Io for BlockingIo<'_> {
         let (done, until_done) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
             scope.spawn(move || {
+                let taken = Instant::now();
                 while let Err(RecvTimeoutError::Timeout) = until_done.recv_timeout(lease / 3) {
+                    if taken.elapsed() >= RENEW_AT_MOST {
+                        break;
+                    }
                     if let Ok(false) = self.0.renew_sync(lock_key, token, lease) {
                         break;
                     }
