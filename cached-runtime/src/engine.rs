@@ -74,12 +74,12 @@ impl Engine {
             None
         } else {
             Some(match &config.redis_url {
-                Some(url) => Store::Redis(Box::new(RedisStore::new(url, &config)?)),
-                None => Store::Memory(MemoryStore::new(
+                Some(url) => Store::Redis(Arc::new(RedisStore::new(url, &config)?)),
+                None => Store::Memory(Arc::new(MemoryStore::new(
                     config.memory_max_entries,
                     config.memory_max_bytes,
                     config.max_value_bytes as u64,
-                )),
+                ))),
             })
         };
         let limits = CodecLimits {

@@ -217,24 +217,32 @@ impl Io for BlockingIo<'_> {
     ) -> F::Output {
         // The body blocks this thread: the renewals run on a thread of
         // their own until it is done (or unwinds: the sender goes either
-        // way, and the scope waits for the renewing thread).
+        // way). Not joined: a renewal still waiting on a slow Redis when
+        // the body ends must not hold up the return, and one that lands
+        // late finds the lock released or another holder's, and does
+        // nothing.
         let (done, until_done) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
+        let (store, lock_key, token) = (self.0.clone(), lock_key.to_owned(), token.to_owned());
+        let renewing = std::thread::Builder::new()
+            .name("cached-redis-lock".into())
+            .spawn(move || {
                 let taken = Instant::now();
                 while let Err(RecvTimeoutError::Timeout) = until_done.recv_timeout(lease / 3) {
                     if taken.elapsed() >= RENEW_AT_MOST {
                         break;
                     }
-                    if let Ok(false) = self.0.renew_sync(lock_key, token, lease) {
+                    if let Ok(false) = store.renew_sync(&lock_key, &token, lease) {
                         break;
                     }
                 }
             });
-            let output = block_on_ready(body);
-            drop(done);
-            output
-        })
+        if let Err(e) = renewing {
+            // The body runs all the same; its lock keeps the first lease.
+            tracing::debug!(error = %e, "no thread to renew a lock");
+        }
+        let output = block_on_ready(body);
+        drop(done);
+        output
     }
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);

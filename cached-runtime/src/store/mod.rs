@@ -33,11 +33,12 @@ impl std::ops::Deref for Payload {
     }
 }
 
-#[derive(Debug)]
+/// Shared (`Arc`), so that work which outlives a call (a sync holder's
+/// lock renewals) can own a handle; a clone is a reference count.
+#[derive(Debug, Clone)]
 pub(crate) enum Store {
-    Memory(MemoryStore),
-    // Boxed: the Redis store is large and there is one per process.
-    Redis(Box<RedisStore>),
+    Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
 }
 
 fn px(ttl: Duration) -> u64 {
