@@ -161,13 +161,15 @@ where
         Step::Serve(value) => return S::rebuild(value),
         Step::Run(pending) => pending,
     };
-    let lock = pending.lock(call).zip(pending.lease());
+    let lock = pending.lock(call);
     let mut abandoned = Abandoned {
         io,
-        lock: lock.as_ref().map(|(held, _)| held.clone()),
+        lock: lock
+            .as_ref()
+            .map(|(lock_key, token, _)| (lock_key.clone(), token.clone())),
     };
     let started = Instant::now();
-    let ret = if let Some(((lock_key, token), lease)) = &lock {
+    let ret = if let Some((lock_key, token, lease)) = &lock {
         // Kept for as long as the body runs: the lease is four times what
         // the function usually takes, and a key that takes longer (a rare
         // heavy query) would otherwise be computed again by a waiter.
@@ -519,28 +521,20 @@ impl<V> Pending<V> {
         }
     }
 
-    /// The cross-process lock this call holds for a miss, as its key and
-    /// token: the lock a call that never finishes releases. A refresh's
+    /// The cross-process lock this call holds for a miss, as its key,
+    /// token and the lease it was taken for (what its renewals extend it
+    /// to: a lease worked out again could be longer than the one it holds,
+    /// and come too late): the lock a call that never finishes releases. A refresh's
     /// lock is kept until its lease ends whatever happens (see
     /// [`Pending::panicked`]), so that a backend that hangs past the
     /// callers' timeouts is retried once per lease; callers are served the
     /// old value meanwhile, except `lock = true` misses of the same key
     /// once the entry is gone, which wait for that lease.
-    fn lock(&self, call: &Call<'_>) -> Option<(String, String)> {
+    fn lock(&self, call: &Call<'_>) -> Option<(String, String, Duration)> {
         match &self.kind {
             PendingKind::Miss { lock, .. } => lock
                 .as_ref()
-                .map(|(token, _)| (call.lock_key(), token.clone())),
-            PendingKind::Refresh { .. } => None,
-        }
-    }
-
-    /// The lease the miss's lock was taken for: what its renewals extend
-    /// it to (a lease worked out again could be longer than the one it
-    /// holds, and come too late).
-    fn lease(&self) -> Option<Duration> {
-        match &self.kind {
-            PendingKind::Miss { lock, .. } => lock.as_ref().map(|&(_, lease)| lease),
+                .map(|(token, lease)| (call.lock_key(), token.clone(), *lease)),
             PendingKind::Refresh { .. } => None,
         }
     }
