@@ -153,6 +153,32 @@ impl Function {
         }
     }
 
+    /// The type of the value the cache stores, as written: `T` of a
+    /// `Result<T, E>` or an `Option<T>` (also when `returns` names the
+    /// shape of an alias written with its value type first), else the
+    /// whole return type. Where its errors point.
+    pub(crate) fn value_type(&self) -> Option<&Type> {
+        let ty = self.return_type()?;
+        if self.shape == Shape::Plain {
+            return Some(ty);
+        }
+        let first_arg = match strip(ty) {
+            Type::Path(p) if p.qself.is_none() => {
+                match p.path.segments.last().map(|s| &s.arguments) {
+                    Some(syn::PathArguments::AngleBracketed(args)) => {
+                        args.args.iter().find_map(|a| match a {
+                            syn::GenericArgument::Type(t) => Some(t),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Some(first_arg.unwrap_or(ty))
+    }
+
     /// The generic type parameters, in declaration order.
     pub(crate) fn type_params(&self) -> impl Iterator<Item = &Ident> {
         self.sig.generics.params.iter().filter_map(|p| match p {

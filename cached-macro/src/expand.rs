@@ -190,12 +190,7 @@ impl<'a> Context<'a> {
         let key = &self.key_local;
         let build_key = self.build_key();
         let probe = self.shape_probe();
-        let shape = match self.func.shape {
-            Shape::Plain => quote!(#p::PlainShape),
-            Shape::Option if self.options.cache_none.is_some() => quote!(#p::CacheNoneShape),
-            Shape::Option => quote!(#p::OptionShape),
-            Shape::Result => quote!(#p::ResultShape),
-        };
+
         // With `returns`, the return type is given to the runtime, so that a
         // shape it does not have is reported as such (`ReturnShape`'s
         // message) rather than inferred into a type mismatch.
@@ -207,21 +202,40 @@ impl<'a> Context<'a> {
         // `local` needs values it can clone: its own entry points carry
         // that bound, so functions without it keep theirs unbounded.
         let local = self.options.local.is_some();
+        // The call's path carries the span of the value type: a value type
+        // the call's bounds refuse (not `Serialize`, not `Clone` with
+        // `local`) is reported there, not at the attribute.
+        let value_span = self
+            .func
+            .value_type()
+            .map_or_else(Span::call_site, syn::spanned::Spanned::span);
+        let p = &respan(p.clone(), value_span);
+        // The shape too: rustc puts an unmet bound on the argument whose
+        // type carries it.
+        let shape = match self.func.shape {
+            Shape::Plain => quote_spanned!(value_span=> #p::PlainShape),
+            Shape::Option if self.options.cache_none.is_some() => {
+                quote_spanned!(value_span=> #p::CacheNoneShape)
+            }
+            Shape::Option => quote_spanned!(value_span=> #p::OptionShape),
+            Shape::Result => quote_spanned!(value_span=> #p::ResultShape),
+        };
         let call = if self.func.is_async() {
             let call_async = if local {
-                quote!(#p::call_async_local)
+                quote_spanned!(value_span=> #p::call_async_local)
             } else {
-                quote!(#p::call_async)
+                quote_spanned!(value_span=> #p::call_async)
             };
-            quote!(#call_async #declared (#site_local, #key, #shape, async move #block).await)
+            // `.await` included: the future's own bounds are checked there.
+            quote_spanned!(value_span=> #call_async #declared (#site_local, #key, #shape, async move #block).await)
         } else {
             // The closure's return type is the function's, so `?` and
             // `return` in the body behave as they did.
             let output = &sig.output;
             let call_sync = if local {
-                quote!(#p::call_sync_local)
+                quote_spanned!(value_span=> #p::call_sync_local)
             } else {
-                quote!(#p::call_sync)
+                quote_spanned!(value_span=> #p::call_sync)
             };
             quote!(#call_sync #declared (#site_local, #key, #shape, move || #output #block))
         };

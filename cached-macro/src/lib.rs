@@ -123,8 +123,11 @@ use crate::errors::Errors;
 ///
 /// Compile errors: a `const fn`, a return type that borrows (`&T`, `'a`;
 /// return an owned type such as `String` or `Vec<T>`), `impl Trait` in the
-/// return type, a key argument that is a pattern or a `&mut`, a `Result` or
-/// `Option` alias without `returns`, and every mistake in the options.
+/// return type, a key argument that is a pattern or a `&mut` or not
+/// `Serialize` (reported at the argument), a cached type that is not
+/// `Serialize` and `Deserialize`, or not `Clone` with `local` (reported at
+/// that type: `Page` in `Result<Page, E>`), a `Result` or `Option` alias
+/// without `returns`, and every mistake in the options.
 ///
 /// # Generated companions
 ///

@@ -25,7 +25,7 @@ use crate::key::{self, CacheKey, KeyMemo};
 use crate::local::channel::{Change, Channel, PendingChange};
 use crate::local::{Near, Off, On};
 use crate::ops::{block_on_ready, AsyncIo, BlockingIo};
-use crate::shape::{LocalValue, ReturnShape};
+use crate::shape::{CacheValue, LocalValue, ReturnShape};
 use crate::site::ResolvedSite;
 use crate::skip;
 use crate::stats::{StatsRegistry, StatsSnapshot};
@@ -498,6 +498,7 @@ pub async fn call_async<R, S, F>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     F: Future<Output = R>,
 {
     call_async_with::<_, _, _, NoLevel>(site, key, shape, body).await
@@ -513,6 +514,7 @@ pub async fn call_async_local<R, S, F>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     S::Value: LocalValue,
     F: Future<Output = R>,
 {
@@ -561,6 +563,7 @@ async fn call_async_with<R, S, F, L>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     F: Future<Output = R>,
     L: Reach<S::Value>,
 {
@@ -614,6 +617,7 @@ pub fn call_sync<R, S, F>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     F: FnOnce() -> R,
 {
     call_sync_with::<_, _, _, NoLevel>(site, key, shape, body)
@@ -628,6 +632,7 @@ pub fn call_sync_local<R, S, F>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     S::Value: LocalValue,
     F: FnOnce() -> R,
 {
@@ -642,6 +647,7 @@ fn call_sync_with<R, S, F, L>(
 ) -> R
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     F: FnOnce() -> R,
     L: Reach<S::Value>,
 {

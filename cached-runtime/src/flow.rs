@@ -33,7 +33,7 @@ use crate::lease;
 use crate::local::channel::{Change, PendingChange};
 use crate::local::Near;
 use crate::ops::Io;
-use crate::shape::ReturnShape;
+use crate::shape::{CacheValue, ReturnShape};
 use crate::signing;
 use crate::site::ResolvedSite;
 use crate::store::Payload;
@@ -129,6 +129,7 @@ impl Call<'_> {
 pub(crate) fn held<S, R, N>(call: &Call<'_>, near: &N) -> Option<R>
 where
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     N: Near<S::Value>,
 {
     // A handler that asks for the entry's metadata (`with_entry_info`)
@@ -153,6 +154,7 @@ pub(crate) async fn run<I, S, R, F, N>(io: &I, call: &Call<'_>, force: bool, bod
 where
     I: Io,
     S: ReturnShape<R>,
+    S::Value: CacheValue,
     F: Future<Output = R>,
     N: Near<S::Value>,
 {

@@ -51,8 +51,10 @@ impl<T: Clone + Send + Sync + 'static> LocalValue for T {}
     note = "`returns = \"result\"` needs a `Result<T, E>` (or an alias of one), `returns = \"option\"` an `Option<T>`; `returns = \"plain\"` caches any value whole"
 )]
 pub trait ReturnShape<R> {
-    /// The stored type.
-    type Value: CacheValue;
+    /// The stored type. Its [`CacheValue`] bound is on the entry points,
+    /// not here, so that a value type that is not one gets that trait's
+    /// message at its own token rather than a bare `Serialize` error.
+    type Value;
     /// The part of the return value to store, if it is to be stored.
     fn cacheable(ret: &R) -> Option<&Self::Value>;
     /// The return value a stored value stands for.
@@ -79,7 +81,7 @@ pub struct CacheNoneShape;
 #[derive(Clone, Copy, Debug)]
 pub struct ResultShape;
 
-impl<T: CacheValue> ReturnShape<T> for PlainShape {
+impl<T> ReturnShape<T> for PlainShape {
     type Value = T;
     #[inline]
     fn cacheable(ret: &T) -> Option<&T> {
@@ -91,7 +93,7 @@ impl<T: CacheValue> ReturnShape<T> for PlainShape {
     }
 }
 
-impl<T: CacheValue> ReturnShape<Option<T>> for OptionShape {
+impl<T> ReturnShape<Option<T>> for OptionShape {
     type Value = T;
     #[inline]
     fn cacheable(ret: &Option<T>) -> Option<&T> {
@@ -103,7 +105,7 @@ impl<T: CacheValue> ReturnShape<Option<T>> for OptionShape {
     }
 }
 
-impl<T: CacheValue, E> ReturnShape<Result<T, E>> for ResultShape {
+impl<T, E> ReturnShape<Result<T, E>> for ResultShape {
     type Value = T;
     #[inline]
     fn cacheable(ret: &Result<T, E>) -> Option<&T> {
@@ -115,7 +117,7 @@ impl<T: CacheValue, E> ReturnShape<Result<T, E>> for ResultShape {
     }
 }
 
-impl<T: CacheValue> ReturnShape<Option<T>> for CacheNoneShape {
+impl<T> ReturnShape<Option<T>> for CacheNoneShape {
     type Value = Option<T>;
     #[inline]
     fn cacheable(ret: &Option<T>) -> Option<&Option<T>> {
