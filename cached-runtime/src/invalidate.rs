@@ -174,19 +174,27 @@ pub(crate) fn register(site: &'static CallSite) {
 /// companion at start-up), when a generic one was called with more than
 /// 256 different types (invalidate the prefix), or when the arguments are
 /// not an array;
-/// [`Error::Store`] when Redis fails.
+/// [`Error::Store`] when Redis fails: the first failure, after every
+/// cache that holds one of the keys was tried (the ones that answered
+/// have removed theirs).
 pub async fn invalidate_args(prefix: &str, args: &serde_json::Value) -> Result<bool, Error> {
     let scoped = crate::cache::scoped();
     let keys = keys_for_args(prefix, args, &scoped)?;
-    let mut removed = false;
+    // Every cache is tried, as `invalidate_prefix` does: one that is down
+    // must not keep the others' entries readable.
+    let (mut removed, mut first_error) = (false, None);
     for (engine, key) in keys {
         let Some(store) = engine.store() else {
             continue;
         };
-        removed |=
-            crate::engine::remove_announced(store, &engine.config.namespace, key.as_str()).await?;
+        match crate::engine::remove_announced(store, &engine.config.namespace, key.as_str()).await {
+            Ok(was_there) => removed |= was_there,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(removed)
+    first_error.map_or(Ok(removed), |e| Err(e.into()))
 }
 
 /// The keys calls with `args` use, with the cache each lives in, for every
