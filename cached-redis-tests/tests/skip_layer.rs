@@ -195,3 +195,103 @@ async fn skip_cache_and_skip_cache_sync() {
     render_task(2).await;
     assert_eq!(TASK_RENDERS.load(SeqCst), 3);
 }
+
+static EAGER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "skip_eager")]
+fn lookup_eager(id: u32) -> u32 {
+    EAGER_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+fn bare_request(skip: bool) -> axum::http::Request<()> {
+    let mut builder = axum::http::Request::builder().uri("/");
+    if skip {
+        builder = builder.header(SKIP_CACHE_HEADER, "1");
+    }
+    builder.body(()).unwrap()
+}
+
+/// A service may do its work in `call` and return a ready future (a
+/// `service_fn` closure, a hand-written `Service`): that work is the
+/// request's too.
+#[tokio::test]
+async fn the_flag_covers_work_a_service_does_in_call() {
+    setup();
+    let svc = tower::Layer::layer(
+        &SkipCacheLayer::new(),
+        tower::service_fn(|_req: axum::http::Request<()>| {
+            let seen = cached_redis::is_cache_skipped();
+            let value = lookup_eager(7);
+            std::future::ready(Ok::<_, std::convert::Infallible>((seen, value)))
+        }),
+    );
+    let (seen, _) = svc.clone().oneshot(bare_request(false)).await.unwrap();
+    assert!(!seen);
+    assert_eq!(EAGER_RUNS.load(SeqCst), 1);
+    let (seen, _) = svc.clone().oneshot(bare_request(true)).await.unwrap();
+    assert!(seen, "the flag is off while the inner service's call runs");
+    assert_eq!(EAGER_RUNS.load(SeqCst), 2, "served from the cache");
+}
+
+static NESTED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "skip_nested")]
+async fn nested_render(id: u32) -> u32 {
+    NESTED_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+/// An inner layer that does not honour the header for a request keeps the
+/// flag an outer one set: layers compose.
+#[tokio::test]
+async fn an_inner_layer_keeps_the_flag_an_outer_one_set() {
+    setup();
+    let handler = tower::service_fn(|_req: axum::http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>((
+            cached_redis::is_cache_skipped(),
+            nested_render(1).await,
+        ))
+    });
+    let inner = tower::Layer::layer(
+        &SkipCacheLayer::new().allow_if(|_: &axum::http::Request<()>| false),
+        handler,
+    );
+    let svc = tower::Layer::layer(&SkipCacheLayer::new(), inner);
+    nested_render(1).await;
+    assert_eq!(NESTED_RUNS.load(SeqCst), 1);
+    let (seen, _) = svc.oneshot(bare_request(true)).await.unwrap();
+    assert!(seen, "the inner layer turned the outer layer's flag off");
+    assert_eq!(NESTED_RUNS.load(SeqCst), 2, "served from the cache");
+}
+
+/// `skip_cache_sync(|| rt.block_on(..))` on a current-thread runtime also
+/// polls the tasks spawned on it: other requests, which keep their cache.
+#[test]
+fn skip_cache_sync_does_not_reach_other_tasks_its_thread_polls() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other_saw_it = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = other_saw_it.clone();
+    rt.spawn(async move {
+        for _ in 0..20 {
+            if cached_redis::is_cache_skipped() {
+                seen.store(true, SeqCst);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    let root_saw_it = cached_redis::skip_cache_sync(|| {
+        rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            cached_redis::is_cache_skipped()
+        })
+    });
+    assert!(root_saw_it, "the future skip_cache_sync drives is skipped");
+    assert!(
+        !other_saw_it.load(SeqCst),
+        "another task the thread polled meanwhile saw the flag"
+    );
+}

@@ -17,13 +17,27 @@ tokio::task_local! {
     static REFRESH_TASK: Cell<bool>;
 }
 
+/// A thread's flag, and who set it: the task it was set in, or `None`
+/// for code outside any task. Only that code sees it. A thread can poll
+/// other tasks while the closure runs (`skip_cache_sync(|| rt.block_on(..))`
+/// on a current-thread runtime drives every task spawned on it); they are
+/// other requests, which must keep their cache.
+type ThreadFlag = Cell<Option<Option<tokio::task::Id>>>;
+
 thread_local! {
-    static SKIP_THREAD: Cell<bool> = const { Cell::new(false) };
-    static REFRESH_THREAD: Cell<bool> = const { Cell::new(false) };
+    static SKIP_THREAD: ThreadFlag = const { Cell::new(None) };
+    static REFRESH_THREAD: ThreadFlag = const { Cell::new(None) };
+}
+
+/// Whether `flag` is set for the code running now.
+fn is_set_here(flag: &ThreadFlag) -> bool {
+    flag.get()
+        .is_some_and(|owner| owner == tokio::task::try_id())
 }
 
 /// Runs `future` with the cache bypassed: cached functions it calls run
-/// their body and store nothing.
+/// their body and store nothing. Tasks it spawns do not inherit the flag
+/// (wrap their futures in `skip_cache` too if they should).
 ///
 /// ```
 /// # async fn demo() {
@@ -35,32 +49,35 @@ pub async fn skip_cache<F: Future>(future: F) -> F::Output {
     SKIP_TASK.scope(true, future).await
 }
 
-/// Runs `f` with the cache bypassed on this thread.
+/// Runs `f` with the cache bypassed on this thread: for `f`'s own code and
+/// what it calls, including a future it drives with `block_on`; not for
+/// other tasks the thread polls meanwhile.
 ///
 /// ```
 /// assert!(cached_runtime::skip_cache_sync(cached_runtime::is_cache_skipped));
 /// assert!(!cached_runtime::is_cache_skipped());
 /// ```
 pub fn skip_cache_sync<R>(f: impl FnOnce() -> R) -> R {
-    let _restore = SetThreadFlag::new(&SKIP_THREAD, true);
+    let _restore = SetThreadFlag::new(&SKIP_THREAD);
     f()
 }
 
 /// Whether the current call runs under [`skip_cache`] or [`skip_cache_sync`].
 pub fn is_cache_skipped() -> bool {
-    SKIP_TASK.try_with(|s| *s).unwrap_or(false) || SKIP_THREAD.with(Cell::get)
+    SKIP_TASK.try_with(|s| *s).unwrap_or(false) || SKIP_THREAD.with(is_set_here)
 }
 
-/// Sets a thread-local flag and restores its previous value on drop, so a
-/// panic inside the closure does not leave the flag behind.
+/// Sets a thread-local flag for the code running now and restores its
+/// previous value on drop, so a panic inside the closure does not leave
+/// the flag behind.
 struct SetThreadFlag {
-    flag: &'static std::thread::LocalKey<Cell<bool>>,
-    previous: bool,
+    flag: &'static std::thread::LocalKey<ThreadFlag>,
+    previous: Option<Option<tokio::task::Id>>,
 }
 
 impl SetThreadFlag {
-    fn new(flag: &'static std::thread::LocalKey<Cell<bool>>, value: bool) -> Self {
-        let previous = flag.with(|f| f.replace(value));
+    fn new(flag: &'static std::thread::LocalKey<ThreadFlag>) -> Self {
+        let previous = flag.with(|f| f.replace(Some(tokio::task::try_id())));
         Self { flag, previous }
     }
 }
@@ -79,7 +96,7 @@ pub(crate) async fn force_refresh<F: Future>(future: F) -> F::Output {
 
 /// [`force_refresh`] for sync code.
 pub(crate) fn force_refresh_sync<R>(f: impl FnOnce() -> R) -> R {
-    let _restore = SetThreadFlag::new(&REFRESH_THREAD, true);
+    let _restore = SetThreadFlag::new(&REFRESH_THREAD);
     f()
 }
 
@@ -87,7 +104,7 @@ pub(crate) fn force_refresh_sync<R>(f: impl FnOnce() -> R) -> R {
 /// under [`force_refresh`], false for the calls its body makes.
 pub(crate) fn take_force_refresh() -> bool {
     let task = REFRESH_TASK.try_with(|c| c.replace(false)).unwrap_or(false);
-    task || REFRESH_THREAD.with(|c| c.replace(false))
+    task || REFRESH_THREAD.with(|c| is_set_here(c) && c.take().is_some())
 }
 
 #[cfg(feature = "tower")]
@@ -197,10 +214,26 @@ mod layer {
 
     /// Whether a request asks to skip the cache.
     pub(crate) fn wants_skip(headers: &http::HeaderMap) -> bool {
-        headers.get_all(SKIP_CACHE_HEADER).iter().any(|v| {
-            let v = v.as_bytes().trim_ascii();
-            !(v == b"0" || v.eq_ignore_ascii_case(b"false"))
-        })
+        headers
+            .get_all(SKIP_CACHE_HEADER)
+            .iter()
+            .any(|v| value_wants_skip(v.as_bytes()))
+    }
+
+    /// One line of the header. It is a list: a proxy may fold two lines
+    /// into one, `0, 0` (RFC 9110, 5.3), which must read as the two lines
+    /// did. Empty elements are no values; a line with none at all is a
+    /// value, like any but `0` or `false`.
+    fn value_wants_skip(line: &[u8]) -> bool {
+        let mut values = line
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|v| !v.is_empty())
+            .peekable();
+        if values.peek().is_none() {
+            return true;
+        }
+        values.any(|v| !(v == b"0" || v.eq_ignore_ascii_case(b"false")))
     }
 
     pin_project_lite::pin_project! {
@@ -242,8 +275,12 @@ mod layer {
                 allowed
             };
             let skip = honoured || super::is_cache_skipped();
+            // The inner service's `call` runs under the flag too: a service
+            // may do its work there and return a ready future, and an inner
+            // layer reads the flag there.
+            let inner = SKIP_TASK.sync_scope(skip, || self.inner.call(req));
             SkipCacheFuture {
-                inner: SKIP_TASK.scope(skip, self.inner.call(req)),
+                inner: SKIP_TASK.scope(skip, inner),
             }
         }
     }
@@ -269,6 +306,11 @@ mod layer {
             assert!(wants_skip(&headers(&["1"])));
             assert!(wants_skip(&headers(&["yes"])));
             assert!(wants_skip(&headers(&[""])));
+            // Folded by a proxy: read as the lines were.
+            assert!(!wants_skip(&headers(&["0, 0"])));
+            assert!(!wants_skip(&headers(&["0,false", " 0 ,"])));
+            assert!(wants_skip(&headers(&["0, 1"])));
+            assert!(wants_skip(&headers(&[" , "])));
         }
     }
 }
