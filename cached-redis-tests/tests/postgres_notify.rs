@@ -700,22 +700,48 @@ async fn the_trigger_sends_the_documented_payloads() {
 struct Proxy {
     port: u16,
     target: String,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
     serving: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What the proxy does with a new connection.
+const FORWARD: u8 = 0;
+/// Accepts it and never answers (a hung server, a proxy whose backend is
+/// gone).
+const SILENT: u8 = 1;
+/// Forwards the startup and login, then nothing from the client's first
+/// query on (the listener's `LISTEN`).
+const SILENT_AFTER_LOGIN: u8 = 2;
+
 impl Proxy {
     async fn start(target: String) -> Proxy {
+        Self::start_in(target, FORWARD).await
+    }
+
+    async fn start_in(target: String, mode: u8) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let serving = tokio::spawn(Self::serve(listener, target.clone()));
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(mode));
+        let serving = tokio::spawn(Self::serve(listener, target.clone(), mode.clone()));
         Proxy {
             port,
             target,
+            mode,
             serving: Some(serving),
         }
     }
 
-    async fn serve(listener: tokio::net::TcpListener, target: String) {
+    /// How connections accepted from now on are served.
+    fn set_mode(&self, mode: u8) {
+        self.mode.store(mode, SeqCst);
+    }
+
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        target: String,
+        mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Dropped (when the task is aborted): every connection is aborted.
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -723,14 +749,51 @@ impl Proxy {
                 continue;
             };
             let target = target.clone();
+            let mode = mode.load(SeqCst);
             connections.spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                    // As PostgreSQL and its clients do: without it, Nagle's
-                    // algorithm holds small messages back for ~40 ms.
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                if mode == SILENT {
+                    let mut buf = [0u8; 1024];
+                    while matches!(inbound.read(&mut buf).await, Ok(n) if n > 0) {}
+                    return;
                 }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                // As PostgreSQL and its clients do: without it, Nagle's
+                // algorithm holds small messages back for ~40 ms.
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                if mode == FORWARD {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    return;
+                }
+                // Client to server until the first simple query ('Q'), then
+                // silence both ways; the connections stay open.
+                let (mut from_server, mut to_client) = outbound.into_split();
+                let (mut from_client, mut to_server) = inbound.into_split();
+                let (stalled_tx, stalled) = tokio::sync::watch::channel(false);
+                let replies = async move {
+                    let mut buf = vec![0u8; 8192];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        if !*stalled.borrow() && to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                let requests = async move {
+                    let mut buf = vec![0u8; 8192];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if buf[0] == b'Q' {
+                            let _ = stalled_tx.send(true);
+                        }
+                        if !*stalled_tx.borrow() && to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::join!(replies, requests);
             });
         }
     }
@@ -745,7 +808,11 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("the proxy's port is free again");
-        self.serving = Some(tokio::spawn(Self::serve(listener, self.target.clone())));
+        self.serving = Some(tokio::spawn(Self::serve(
+            listener,
+            self.target.clone(),
+            self.mode.clone(),
+        )));
     }
 }
 
@@ -767,16 +834,9 @@ async fn the_listener_survives_a_network_outage_and_misses_what_happened_during_
     setup();
     let f = Fixture::new("network", "pgn_network", "UPDATE OR DELETE", &[(1, "a")]).await;
     let (c, t) = (&f.client, f.table.as_str());
-    let pg: tokio_postgres::Config = config.parse().unwrap();
-    let target = match (&pg.get_hosts()[0], pg.get_ports().first()) {
-        (tokio_postgres::config::Host::Tcp(host), port) => {
-            format!("{host}:{}", port.copied().unwrap_or(5432))
-        }
-        #[allow(unreachable_patterns)]
-        _ => {
-            eprintln!("skipped: CACHED_REDIS_TEST_PG is not a TCP address");
-            return;
-        }
+    let Some((target, pg)) = tcp_target(&config) else {
+        eprintln!("skipped: CACHED_REDIS_TEST_PG is not a TCP address");
+        return;
     };
     let mut proxy = Proxy::start(target).await;
     let listener = listen(
@@ -844,6 +904,79 @@ async fn the_listener_survives_a_network_outage_and_misses_what_happened_during_
     )
     .await;
     assert_eq!(network_name(c, t, 1).await.as_deref(), Some("c"));
+}
+
+/// The PostgreSQL under test as `host:port`, and its config; `None` when it
+/// is not reached over TCP.
+fn tcp_target(config: &str) -> Option<(String, tokio_postgres::Config)> {
+    let pg: tokio_postgres::Config = config.parse().unwrap();
+    match (&pg.get_hosts()[0], pg.get_ports().first()) {
+        (tokio_postgres::config::Host::Tcp(host), port) => {
+            Some((format!("{host}:{}", port.copied().unwrap_or(5432)), pg))
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+#[cached(prefix = "pgn_silent", skip = "client, table")]
+async fn silent_name(client: &Client, table: &str, id: i64) -> Option<String> {
+    read_name(client, table, id).await
+}
+
+/// A server that accepts the connection and then says nothing, at login
+/// or at `LISTEN`: the attempt is given up and retried, so the listener
+/// listens once the server answers again (it used to wait for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_and_says_nothing_is_retried() {
+    let Some(config) = pg_config() else { return };
+    setup();
+    let f = Fixture::new("silent", "pgn_silent", "UPDATE OR DELETE", &[(1, "a")]).await;
+    let (c, t) = (&f.client, f.table.as_str());
+    let Some((target, pg)) = tcp_target(&config) else {
+        eprintln!("skipped: CACHED_REDIS_TEST_PG is not a TCP address");
+        return;
+    };
+    for (mode, what) in [(SILENT, "at login"), (SILENT_AFTER_LOGIN, "at LISTEN")] {
+        let proxy = Proxy::start_in(target.clone(), mode).await;
+        let listener = listen(
+            &format!(
+                "host=127.0.0.1 port={} user={} dbname={} application_name={} connect_timeout=2",
+                proxy.port,
+                pg.get_user().unwrap_or("postgres"),
+                pg.get_dbname().unwrap_or("postgres"),
+                f.application_name
+            ),
+            &f.channel,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!listener.is_listening());
+        proxy.set_mode(FORWARD);
+        let since = Instant::now();
+        // Connecting gets `connect_timeout` + 10 s, `LISTEN` 10 s, then
+        // the first retry comes 100 ms later.
+        let listening = tokio::time::timeout(Duration::from_secs(25), listener.wait_listening())
+            .await
+            .is_ok();
+        assert!(
+            listening,
+            "silent {what}: not listening 25 s after the server answered again"
+        );
+        eprintln!(
+            "silent {what}: listening {:?} after the server answered again",
+            since.elapsed()
+        );
+        let key = silent_name_cache_key(1).unwrap();
+        silent_name(c, t, 1).await.unwrap();
+        assert_invalidated(
+            &format!("UPDATE after a server silent {what}"),
+            std::slice::from_ref(&key),
+            f.exec(&format!("UPDATE {t} SET name = '{}' WHERE id = 1", mode)),
+        )
+        .await;
+        listener.stop();
+    }
 }
 
 #[test]

@@ -96,7 +96,10 @@
 //!   100 000 of them. For tables changed in bulk, a `FOR EACH STATEMENT`
 //!   trigger (which sends the prefix only) is the better fit.
 //! - A connection that silently stops answering (a dead network path) is
-//!   detected by a health check every 30 seconds and replaced.
+//!   detected by a health check every 30 seconds and replaced. Connecting
+//!   (login and TLS included) and `LISTEN` get `connect_timeout` plus
+//!   10 seconds and 10 seconds: a server that accepts and then says nothing
+//!   is retried like one that refuses.
 //! - `listen` connects without TLS ([`tokio_postgres::NoTls`]; `sslmode=require`
 //!   fails); use [`listen_with_tls`] with a TLS connector (e.g.
 //!   `postgres-native-tls`, `tokio-postgres-rustls`) otherwise.
@@ -376,6 +379,9 @@ enum Ended {
     Listen(tokio_postgres::Error),
     Lost(Option<tokio_postgres::Error>),
     Unhealthy(Option<tokio_postgres::Error>),
+    /// A step that got no answer within this time: connecting (which
+    /// `connect_timeout` bounds only up to the TCP connect) or `LISTEN`.
+    Unanswered(&'static str, Duration),
 }
 
 impl fmt::Display for Ended {
@@ -389,6 +395,7 @@ impl fmt::Display for Ended {
             Ended::Unhealthy(None) => {
                 write!(f, "health check unanswered for {HEALTH_TIMEOUT:?}")
             }
+            Ended::Unanswered(what, limit) => write!(f, "{what} unanswered for {limit:?}"),
         }
     }
 }
@@ -434,10 +441,20 @@ where
     /// One connection: connect, `LISTEN`, act on notifications until it
     /// fails. Sets `listened` once `LISTEN` is active.
     async fn session(&self, listened: &mut bool) -> Result<Infallible, Ended> {
-        let (client, mut connection) = self
+        // `connect_timeout` bounds each host's TCP connect, not the startup
+        // and login (nor a TLS handshake) after it: a server or proxy that
+        // accepts and then says nothing would hold the listener for good.
+        let hosts = u32::try_from(self.pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let connecting = self
             .pg
-            .connect(self.tls.clone())
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+            .saturating_mul(hosts)
+            .saturating_add(HEALTH_TIMEOUT);
+        let (client, mut connection) = timeout(connecting, self.pg.connect(self.tls.clone()))
             .await
+            .map_err(|_| Ended::Unanswered("connecting", connecting))?
             .map_err(Ended::Connect)?;
         // The connection is driven by its own task, so that the client's
         // requests (LISTEN, health checks) progress while notifications
@@ -467,9 +484,9 @@ where
                 }
             }
         }));
-        client
-            .batch_execute(&self.listen_sql)
+        timeout(HEALTH_TIMEOUT, client.batch_execute(&self.listen_sql))
             .await
+            .map_err(|_| Ended::Unanswered("LISTEN", HEALTH_TIMEOUT))?
             .map_err(Ended::Listen)?;
         *listened = true;
         self.state.send_modify(|s| {
