@@ -472,8 +472,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// Capacity of the embedded store in entries (default 100 000); the
-    /// oldest-expiring entries make room for new ones.
+    /// Capacity of the embedded store in entries (default 100 000): expired
+    /// entries make room for new ones first, then the least useful live
+    /// ones (least recently and frequently read).
     pub fn memory_max_entries(mut self, entries: usize) -> Self {
         self.config.memory_max_entries = entries;
         self

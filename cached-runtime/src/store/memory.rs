@@ -5,9 +5,12 @@
 //! `memory_max_entries` and `memory_max_bytes` at once: an entry weighs its
 //! bytes and key, but never less than about `max_bytes / max_entries`, so
 //! at most that many entries fit and their sizes never add up to more than
-//! the budget (the exact rule: [`Layout`]). Eviction (CLOCK-Pro) is O(1);
-//! expired entries are dropped when met and are the first candidates when
-//! room is needed, since nothing reads them.
+//! the budget (the exact rule: [`Layout`]). Eviction (CLOCK-Pro) is O(1)
+//! and knows nothing of deadlines, so expired entries are dropped when met
+//! and, once the store is nearly full and one of them has expired, swept
+//! out before an insert would evict a live entry in their place: at most
+//! once per [`SWEEP_EVERY`], so that a full store pays one pass a second at
+//! most, not one per insert.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -42,10 +45,24 @@ impl Weighter<String, Arc<Entry>> for EntryWeight {
     }
 }
 
+/// How often, at most, expired entries are swept out of a nearly full store.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, a store holding expired entries is checked for
+/// being nearly full.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
 pub(crate) struct MemoryStore {
     cache: Cache<String, Arc<Entry>, EntryWeight, foldhash::fast::RandomState>,
     /// The weight of an entry of no size.
     floor: u64,
+    /// 7/8 of the cache's capacity: see [`MemoryStore::sweep_expired_if_full`].
+    nearly_full: u64,
+    /// When (ms, [`now_ms`]) the store may next be checked for expired
+    /// entries to sweep.
+    next_check_ms: AtomicU64,
+    /// No entry expires before this (ms, [`now_ms`]): a sweep before it
+    /// would find nothing.
+    earliest_deadline_ms: AtomicU64,
     /// The locks of `lock = true` and of `stale`/`early` refreshes, held as
     /// Redis holds them (`SET NX PX`, released by compare-and-delete).
     /// In-process coalescing already gives a miss one computation per key;
@@ -89,11 +106,60 @@ impl MemoryStore {
             Default::default(),
             Default::default(),
         );
+        let capacity = cache.capacity();
         Self {
             cache,
             floor: layout.floor,
+            nearly_full: capacity - capacity / 8,
+            next_check_ms: AtomicU64::new(0),
+            earliest_deadline_ms: AtomicU64::new(u64::MAX),
             locks: Default::default(),
         }
+    }
+
+    /// Before an insert of `weight` that may evict: expired entries go
+    /// first. "Nearly full" is 7/8 of the budget, since the cache is split
+    /// in shards and one of them fills before the whole does. Cheap unless
+    /// an entry has expired: reading the cache's weight visits every
+    /// shard, so that is done at most every [`CHECK_EVERY`], a sweep at most
+    /// every [`SWEEP_EVERY`].
+    fn sweep_expired_if_full(&self, weight: u64) {
+        let now = now_ms();
+        if now < self.earliest_deadline_ms.load(Relaxed) {
+            return;
+        }
+        let due = self.next_check_ms.load(Relaxed);
+        if now < due {
+            return;
+        }
+        let full = self.cache.weight().saturating_add(weight) > self.nearly_full;
+        let wait = if full { SWEEP_EVERY } else { CHECK_EVERY };
+        let next = now.saturating_add(wait.as_millis() as u64);
+        // One thread sweeps; the others insert as they would have.
+        if self
+            .next_check_ms
+            .compare_exchange(due, next, Relaxed, Relaxed)
+            .is_err()
+            || !full
+        {
+            return;
+        }
+        // The earliest deadline is found again among the entries kept (and
+        // those inserted meanwhile, which lower it themselves).
+        self.earliest_deadline_ms.store(u64::MAX, Relaxed);
+        self.cache.retain(|_, e| {
+            let expires = e.expires_ms.load(Relaxed);
+            if expires > now {
+                self.earliest_deadline_ms.fetch_min(expires, Relaxed);
+            }
+            expires > now
+        });
+    }
+
+    /// Sets `entry`'s deadline.
+    fn set_deadline(&self, entry: &Entry, ms: u64) {
+        entry.expires_ms.store(ms, Relaxed);
+        self.earliest_deadline_ms.fetch_min(ms, Relaxed);
     }
 
     /// Takes the lock `lock_key` for `lease` unless it is held; whether it
@@ -172,7 +238,7 @@ impl MemoryStore {
             return None;
         }
         if let Some(ttl) = touch {
-            entry.expires_ms.store(deadline(ttl), Relaxed);
+            self.set_deadline(&entry, deadline(ttl));
         }
         Some((entry.bytes.clone(), Duration::from_millis(expires - now)))
     }
@@ -189,15 +255,18 @@ impl MemoryStore {
         if left.is_zero() {
             self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
         } else {
-            entry.expires_ms.store(deadline(left), Relaxed);
+            self.set_deadline(&entry, deadline(left));
         }
     }
 
     pub(crate) fn set(&self, key: &str, bytes: &[u8], ttl: Duration) {
         let weight = (bytes.len() as u64 + key.len() as u64).max(self.floor);
+        self.sweep_expired_if_full(weight);
+        let expires = deadline(ttl);
+        self.earliest_deadline_ms.fetch_min(expires, Relaxed);
         let entry = Entry {
             bytes: bytes.into(),
-            expires_ms: AtomicU64::new(deadline(ttl)),
+            expires_ms: AtomicU64::new(expires),
             weight,
         };
         self.cache.insert(key.to_owned(), Arc::new(entry));
@@ -276,6 +345,24 @@ mod tests {
         assert!(m.ttl("k").unwrap() <= Duration::from_secs(5));
         m.expire_if_same("k", b"new", Duration::ZERO);
         assert_eq!(m.get("k", None), None, "zero removes it");
+    }
+
+    /// Expired entries nothing reads make room before live ones are
+    /// evicted in their place.
+    #[test]
+    fn expired_entries_make_room_first() {
+        let m = MemoryStore::new(4, BIG, 1 << 10);
+        for i in 0..4 {
+            m.set(&format!("short {i}"), b"v", Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..4 {
+            m.set(&format!("long {i}"), b"v", Duration::from_secs(600));
+        }
+        let kept = (0..4)
+            .filter(|i| m.get(&format!("long {i}"), None).is_some())
+            .count();
+        assert_eq!(kept, 4, "live entries evicted while expired ones held room");
     }
 
     #[test]
