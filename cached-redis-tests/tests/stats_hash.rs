@@ -188,6 +188,24 @@ fn hold_server(server: &common::RedisServer, busy: Duration) -> std::thread::Joi
     })
 }
 
+/// Returns once the server is held: a `PING` on `probe` (a connection
+/// opened before, since opening one waits for the server) gets no answer
+/// within 20 ms. Rather than a guessed sleep, which a loaded machine can
+/// outlast before the script has even started.
+fn wait_until_held(mut probe: redis::Connection) {
+    probe
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while redis::cmd("PING").query::<String>(&mut probe).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server was never held"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A flush that got no answer in time may still run (a slow server runs it
 /// late): its counts are not sent again, or they would be counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,8 +226,12 @@ async fn a_flush_without_an_answer_is_not_sent_again() {
     for x in 0..10 {
         cache.scope(in_doubt(x)).await;
     }
+    let probe = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let held = hold_server(&server, Duration::from_millis(600));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until_held(probe);
     let during = cache.flush_stats().await;
     assert!(during.is_err(), "the flush got an answer: {during:?}");
     held.join().unwrap();
