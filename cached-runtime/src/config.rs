@@ -472,9 +472,10 @@ impl ConfigBuilder {
         self
     }
 
-    /// Capacity of the embedded store in entries (default 100 000): expired
-    /// entries make room for new ones first, then the least useful live
-    /// ones (least recently and frequently read).
+    /// Capacity of the embedded store in entries (default 100 000): the
+    /// least useful entries (least recently and frequently read) make room
+    /// for new ones, and once one of them was live while expired entries
+    /// held room, the expired ones are swept out (at most once a second).
     pub fn memory_max_entries(mut self, entries: usize) -> Self {
         self.config.memory_max_entries = entries;
         self

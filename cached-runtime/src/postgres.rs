@@ -97,9 +97,9 @@
 //!   trigger (which sends the prefix only) is the better fit.
 //! - A connection that silently stops answering (a dead network path) is
 //!   detected by a health check every 30 seconds and replaced. Connecting
-//!   (login and TLS included) and `LISTEN` get `connect_timeout` plus
-//!   10 seconds and 10 seconds: a server that accepts and then says nothing
-//!   is retried like one that refuses.
+//!   (login and TLS included) gets `connect_timeout` per address tried plus
+//!   10 seconds, and `LISTEN` 10 seconds: a server that accepts and then
+//!   says nothing is retried like one that refuses.
 //! - `listen` connects without TLS ([`tokio_postgres::NoTls`]; `sslmode=require`
 //!   fails); use [`listen_with_tls`] with a TLS connector (e.g.
 //!   `postgres-native-tls`, `tokio-postgres-rustls`) otherwise.
@@ -438,19 +438,48 @@ where
         }
     }
 
+    /// How many addresses a connection may try, each for up to
+    /// `connect_timeout`: a host name counts each address it resolves to
+    /// (a lookup that fails or takes longer than `per_address` counts 1).
+    async fn addresses(&self, per_address: Duration) -> u32 {
+        let pg = &self.pg;
+        let mut count = 0u32;
+        for (i, host) in pg.get_hosts().iter().enumerate() {
+            let port = pg
+                .get_ports()
+                .get(i)
+                .or(pg.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            count = count.saturating_add(match host {
+                tokio_postgres::config::Host::Tcp(name) if pg.get_hostaddrs().get(i).is_none() => {
+                    let lookup = tokio::net::lookup_host((name.as_str(), port));
+                    match timeout(per_address, lookup).await {
+                        Ok(Ok(found)) => u32::try_from(found.count()).unwrap_or(u32::MAX).max(1),
+                        _ => 1,
+                    }
+                }
+                _ => 1,
+            });
+        }
+        count.max(1)
+    }
+
     /// One connection: connect, `LISTEN`, act on notifications until it
     /// fails. Sets `listened` once `LISTEN` is active.
     async fn session(&self, listened: &mut bool) -> Result<Infallible, Ended> {
-        // `connect_timeout` bounds each host's TCP connect, not the startup
-        // and login (nor a TLS handshake) after it: a server or proxy that
-        // accepts and then says nothing would hold the listener for good.
-        let hosts = u32::try_from(self.pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-        let connecting = self
+        // `connect_timeout` bounds each address's TCP connect, not the
+        // startup and login (nor a TLS handshake) after it: a server or
+        // proxy that accepts and then says nothing would hold the listener
+        // for good. So the whole is bounded too, by as many connect
+        // timeouts as addresses may be tried, plus time to log in.
+        let per_address = self
             .pg
             .get_connect_timeout()
             .copied()
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
-            .saturating_mul(hosts)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let connecting = per_address
+            .saturating_mul(self.addresses(per_address).await)
             .saturating_add(HEALTH_TIMEOUT);
         let (client, mut connection) = timeout(connecting, self.pg.connect(self.tls.clone()))
             .await
