@@ -839,17 +839,7 @@ async fn the_listener_survives_a_network_outage_and_misses_what_happened_during_
         return;
     };
     let mut proxy = Proxy::start(target).await;
-    let listener = listen(
-        &format!(
-            "host=127.0.0.1 port={} user={} dbname={} application_name={}",
-            proxy.port,
-            pg.get_user().unwrap_or("postgres"),
-            pg.get_dbname().unwrap_or("postgres"),
-            f.application_name
-        ),
-        &f.channel,
-    )
-    .unwrap();
+    let listener = listen(&through(&proxy, &pg, &f.application_name), &f.channel).unwrap();
     assert!(
         tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
             .await
@@ -919,6 +909,17 @@ fn tcp_target(config: &str) -> Option<(String, tokio_postgres::Config)> {
     }
 }
 
+/// A listener's connection string to the PostgreSQL under test (`pg`)
+/// through `proxy`.
+fn through(proxy: &Proxy, pg: &tokio_postgres::Config, application_name: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={} dbname={} application_name={application_name}",
+        proxy.port,
+        pg.get_user().unwrap_or("postgres"),
+        pg.get_dbname().unwrap_or("postgres"),
+    )
+}
+
 #[cached(prefix = "pgn_silent", skip = "client, table")]
 async fn silent_name(client: &Client, table: &str, id: i64) -> Option<String> {
     read_name(client, table, id).await
@@ -939,17 +940,8 @@ async fn a_server_that_accepts_and_says_nothing_is_retried() {
     };
     for (mode, what) in [(SILENT, "at login"), (SILENT_AFTER_LOGIN, "at LISTEN")] {
         let proxy = Proxy::start_in(target.clone(), mode).await;
-        let listener = listen(
-            &format!(
-                "host=127.0.0.1 port={} user={} dbname={} application_name={} connect_timeout=2",
-                proxy.port,
-                pg.get_user().unwrap_or("postgres"),
-                pg.get_dbname().unwrap_or("postgres"),
-                f.application_name
-            ),
-            &f.channel,
-        )
-        .unwrap();
+        let config = through(&proxy, &pg, &f.application_name) + " connect_timeout=2";
+        let listener = listen(&config, &f.channel).unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!listener.is_listening());
         proxy.set_mode(FORWARD);

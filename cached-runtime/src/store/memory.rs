@@ -372,42 +372,31 @@ mod tests {
         assert_eq!(m.get("k", None), None, "zero removes it");
     }
 
+    /// In a store of `capacity` entries: `expired` entries that expire
+    /// unread, then `live` new ones; how many of these are still held.
+    fn live_kept_after(capacity: usize, expired: usize, live: usize) -> usize {
+        let m = MemoryStore::new(capacity, BIG, 1 << 10);
+        for i in 0..expired {
+            m.set(&format!("short {i}"), b"v", Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..live {
+            m.set(&format!("long {i}"), b"v", Duration::from_secs(600));
+        }
+        (0..live)
+            .filter(|i| m.get(&format!("long {i}"), None).is_some())
+            .count()
+    }
+
     /// Expired entries nothing reads make room before live ones are
-    /// evicted in their place.
+    /// evicted in their place: the first live entry evicted sets off the
+    /// sweep, and is the only one lost.
     #[test]
     fn expired_entries_make_room_first() {
-        let m = MemoryStore::new(4, BIG, 1 << 10);
-        for i in 0..4 {
-            m.set(&format!("short {i}"), b"v", Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        for i in 0..4 {
-            m.set(&format!("long {i}"), b"v", Duration::from_secs(600));
-        }
-        let kept = (0..4)
-            .filter(|i| m.get(&format!("long {i}"), None).is_some())
-            .count();
-        assert!(
-            kept >= 3,
-            "live entries evicted while expired ones held room: {kept} of 4 kept"
-        );
-        // A burst into a larger store: the first live entry evicted sets
-        // off the sweep; after it, expired entries make room.
-        let m = MemoryStore::new(1000, BIG, 1 << 10);
-        for i in 0..800 {
-            m.set(&format!("short {i}"), b"v", Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        for i in 0..400 {
-            m.set(&format!("long {i}"), b"v", Duration::from_secs(600));
-        }
-        let kept = (0..400)
-            .filter(|i| m.get(&format!("long {i}"), None).is_some())
-            .count();
-        assert!(
-            kept >= 390,
-            "live entries evicted while expired ones held room: {kept} of 400 kept"
-        );
+        let kept = live_kept_after(4, 4, 4);
+        assert!(kept >= 3, "expired entries held room: {kept} of 4 kept");
+        let kept = live_kept_after(1000, 800, 400);
+        assert!(kept >= 390, "expired entries held room: {kept} of 400 kept");
     }
 
     #[test]
