@@ -15,7 +15,7 @@ use crate::call_site::CallSite;
 use crate::engine::{bind, every_cache, Engine};
 use crate::error::Error;
 use crate::key::{self, CacheKey};
-use crate::local::channel::{self, Change};
+use crate::local::channel::{self, Change, PendingChange};
 use crate::store::{glob_escape, Store};
 
 /// Removes every entry of `prefix` (every function with that prefix, every
@@ -61,11 +61,11 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
         }
         Some(store @ Store::Redis(r)) => {
             let change = Change::Head(&head);
-            // Announced before the scan, after each batch it removes, and
+            // Announced before the scan, with each batch it removes, and
             // after it: a copy that a level takes meanwhile of an entry the
             // scan has not reached yet goes with that entry's batch, not
             // once the whole prefix is walked (which takes seconds for a
-            // large one). Best effort but for the last message.
+            // large one). A batch is never removed without its message.
             change.apply_here();
             if let Err(e) = channel::publish(store, &engine.config.namespace, change).await {
                 tracing::debug!(prefix, error = %e, "prefix change not announced before the scan");
@@ -81,17 +81,17 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
                         .filter(|k| is_entry_of(k, &head))
                         .collect();
                     if !keys.is_empty() {
-                        // On a cluster the client splits a multi-key UNLINK
-                        // by slot and adds up the answers.
-                        let mut unlink = redis::cmd("UNLINK");
-                        unlink.arg(&keys);
-                        removed += r.query::<u64>(&unlink).await?;
-                        change.apply_here();
-                        if let Err(e) =
-                            channel::publish(store, &engine.config.namespace, change).await
-                        {
-                            tracing::debug!(prefix, error = %e, "removed batch not announced");
-                        }
+                        // Removed with its message, in one script: Redis
+                        // runs both or, when the `PUBLISH` is refused,
+                        // neither; and once sent, both run even if this
+                        // call is dropped before the answer (the drop
+                        // applies the change here, see `PendingChange`).
+                        let news = change.announcement(&engine.config.namespace);
+                        let pending = PendingChange::new(change, &news);
+                        let outcome = store.del_all_announced(&keys, &news).await;
+                        pending.settle();
+                        crate::engine::settle(change, Some(&news), &outcome);
+                        removed += outcome?;
                     }
                 }
                 Ok::<(), crate::error::StoreError>(())

@@ -198,6 +198,17 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return redis.call('UNLINK', KEYS[1])
 "#;
 
+/// Removes entries and publishes the message that announces them, in one
+/// step, message first (see [`SET_ANNOUNCED`]): a batch of a prefix's
+/// invalidation. Returns how many entries went.
+const DEL_ALL_ANNOUNCED: &str = r#"
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('UNLINK', unpack(KEYS))
+"#;
+
+static DEL_ALL_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(DEL_ALL_ANNOUNCED));
+
 /// [`SET_ANNOUNCED`] of `value` under `key` for `ttl`, with `news`.
 fn set_announced(
     key: &str,
@@ -377,6 +388,52 @@ impl Store {
                     .map(|n| n > 0)
             }
         }
+    }
+
+    /// Removes `keys` (entries of one prefix) with `news` sent along, as
+    /// [`DEL_ALL_ANNOUNCED`]; how many were there. On a cluster a script's
+    /// keys must share a slot: one script per slot, all sent at once, each
+    /// carrying the message.
+    pub(crate) async fn del_all_announced(
+        &self,
+        keys: &[&str],
+        news: &Announcement,
+    ) -> Result<u64, StoreError> {
+        let Store::Redis(r) = self else {
+            let mut removed = 0;
+            for key in keys {
+                removed += u64::from(self.del(key).await?);
+            }
+            return Ok(removed);
+        };
+        // Lua's `unpack` takes a few thousand values at most.
+        const MAX_KEYS: usize = 1000;
+        let groups: Vec<Vec<&str>> = if r.is_cluster() {
+            let mut by_slot: std::collections::HashMap<_, Vec<&str>> = Default::default();
+            for key in keys {
+                by_slot
+                    .entry(::redis::cluster_routing::Slot::for_key(key))
+                    .or_default()
+                    .push(key);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![keys.to_vec()]
+        };
+        let groups = groups
+            .iter()
+            .flat_map(|group| group.chunks(MAX_KEYS))
+            .collect::<Vec<_>>();
+        let removals = groups.into_iter().map(|group| {
+            let mut invocation = DEL_ALL_ANNOUNCED_SCRIPT.prepare_invoke();
+            for key in group.iter().copied() {
+                invocation.key(key);
+            }
+            invocation.arg(&news.channel).arg(&news.message);
+            r.run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
+        });
+        let counts = futures_util::future::try_join_all(removals).await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Removes `key`; true if an entry was there.
