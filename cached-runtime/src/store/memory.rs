@@ -73,11 +73,20 @@ impl Lifecycle<String, Arc<Entry>> for WatchEvictions {
 
     fn begin_request(&self) -> Self::RequestState {}
 
-    fn on_evict(&self, _state: &mut (), _key: String, entry: Arc<Entry>) {
-        if entry.expires_ms.load(Relaxed) > now_ms() {
+    fn on_evict(&self, _state: &mut (), key: String, entry: Arc<Entry>) {
+        // quick_cache reports the value an insert replaces as evicted too:
+        // that one made room for its own key, not for another.
+        let replaced = INSERTING.with(|inserting| *inserting.borrow() == key);
+        if !replaced && entry.expires_ms.load(Relaxed) > now_ms() {
             self.0.live_evicted.store(true, Relaxed);
         }
     }
+}
+
+thread_local! {
+    /// The key this thread is inserting, for [`WatchEvictions`] (which
+    /// runs inside the insert, on the same thread).
+    static INSERTING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 pub(crate) struct MemoryStore {
@@ -292,6 +301,11 @@ impl MemoryStore {
             expires_ms: AtomicU64::new(expires),
             weight,
         };
+        INSERTING.with(|inserting| {
+            let mut inserting = inserting.borrow_mut();
+            inserting.clear();
+            inserting.push_str(key);
+        });
         self.cache.insert(key.to_owned(), Arc::new(entry));
         // After the insert: see `sweep_expired_if_evicting_live`.
         self.watch.earliest_deadline_ms.fetch_min(expires, Relaxed);
@@ -397,6 +411,21 @@ mod tests {
         assert!(kept >= 3, "expired entries held room: {kept} of 4 kept");
         let kept = live_kept_after(1000, 800, 400);
         assert!(kept >= 390, "expired entries held room: {kept} of 400 kept");
+    }
+
+    /// A value replaced by a new one of its key made room for that key:
+    /// it sets off no sweep.
+    #[test]
+    fn a_replaced_value_is_not_an_eviction() {
+        let m = MemoryStore::new(1000, BIG, 1 << 10);
+        m.set("short", b"v", Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(20));
+        m.set("hot", b"1", Duration::from_secs(600));
+        m.set("hot", b"2", Duration::from_secs(600));
+        assert!(
+            !m.watch.live_evicted.load(Relaxed),
+            "a replaced value counted as a live entry evicted"
+        );
     }
 
     #[test]
