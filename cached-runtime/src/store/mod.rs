@@ -232,6 +232,40 @@ fn del_announced(key: &str, news: &Announcement) -> ::redis::ScriptInvocation<'s
     invocation
 }
 
+/// A message sent once more after the removals it announces, also if the
+/// call is dropped first (then from a task of its own, on the caller's
+/// runtime).
+struct AnnounceOnDrop {
+    store: Store,
+    /// Channel and message; `None` once sent.
+    news: Option<(String, String)>,
+}
+
+impl AnnounceOnDrop {
+    async fn send(mut self) -> Result<(), StoreError> {
+        let Some((channel, message)) = self.news.take() else {
+            return Ok(());
+        };
+        self.store.publish(&channel, &message).await
+    }
+}
+
+impl Drop for AnnounceOnDrop {
+    fn drop(&mut self) {
+        let Some((channel, message)) = self.news.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.publish(&channel, &message).await {
+                    tracing::debug!(error = %e, "prefix change not announced after a dropped call");
+                }
+            });
+        }
+    }
+}
+
 /// A message for the other processes that goes with a write: `message`
 /// published on `channel`; `nonce` numbers it among this process's.
 #[derive(Debug)]
@@ -391,9 +425,15 @@ impl Store {
     }
 
     /// Removes `keys` (entries of one prefix) with `news` sent along, as
-    /// [`DEL_ALL_ANNOUNCED`]; how many were there. On a cluster a script's
-    /// keys must share a slot: one script per slot, all sent at once, each
-    /// carrying the message.
+    /// [`DEL_ALL_ANNOUNCED`]; how many were there.
+    ///
+    /// On a cluster a script's keys must share a slot, and a batch from
+    /// `SCAN` spans about as many slots as keys: one script per slot would
+    /// send one message per key. So the message goes with the first slot's
+    /// keys, in the script; the other slots' keys follow with plain
+    /// `UNLINK`s; and the message goes again once they are done, for a copy
+    /// taken in between. Dropped before that, the call still sends it
+    /// ([`AnnounceOnDrop`]).
     pub(crate) async fn del_all_announced(
         &self,
         keys: &[&str],
@@ -408,32 +448,60 @@ impl Store {
         };
         // Lua's `unpack` takes a few thousand values at most.
         const MAX_KEYS: usize = 1000;
-        let groups: Vec<Vec<&str>> = if r.is_cluster() {
-            let mut by_slot: std::collections::HashMap<_, Vec<&str>> = Default::default();
-            for key in keys {
-                by_slot
-                    .entry(::redis::cluster_routing::Slot::for_key(key))
-                    .or_default()
-                    .push(key);
-            }
-            by_slot.into_values().collect()
-        } else {
-            vec![keys.to_vec()]
-        };
-        let groups = groups
-            .iter()
-            .flat_map(|group| group.chunks(MAX_KEYS))
-            .collect::<Vec<_>>();
-        let removals = groups.into_iter().map(|group| {
+        let announced_removal = |group: &[&str]| {
             let mut invocation = DEL_ALL_ANNOUNCED_SCRIPT.prepare_invoke();
-            for key in group.iter().copied() {
-                invocation.key(key);
+            for key in group {
+                invocation.key(*key);
             }
             invocation.arg(&news.channel).arg(&news.message);
             r.run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
+        };
+        if !r.is_cluster() {
+            let mut removed = 0;
+            for group in keys.chunks(MAX_KEYS) {
+                removed += announced_removal(group).await?;
+            }
+            return Ok(removed);
+        }
+        let mut by_slot: std::collections::HashMap<_, Vec<&str>> = Default::default();
+        for key in keys {
+            by_slot
+                .entry(::redis::cluster_routing::Slot::for_key(key))
+                .or_default()
+                .push(key);
+        }
+        let mut groups = by_slot.into_values();
+        let Some(first) = groups.next() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for chunk in first.chunks(MAX_KEYS) {
+            removed += announced_removal(chunk).await?;
+        }
+        let again = AnnounceOnDrop {
+            store: self.clone(),
+            news: Some((news.channel.clone(), news.message.clone())),
+        };
+        let unlinks = groups.map(|group| {
+            let mut unlink = ::redis::cmd("UNLINK");
+            unlink.arg(&group);
+            r.run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
         });
-        let counts = futures_util::future::try_join_all(removals).await?;
-        Ok(counts.into_iter().sum())
+        let unlinked = futures_util::future::try_join_all(unlinks).await;
+        again.send().await?;
+        Ok(removed + unlinked?.into_iter().sum::<u64>())
+    }
+
+    /// Publishes `message` on `channel` (Redis only).
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(());
+        };
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(channel).arg(message);
+        r.run(|mut c| async move { publish.query_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
     }
 
     /// Removes `key`; true if an entry was there.
