@@ -166,14 +166,34 @@ async fn in_doubt(x: u64) -> u64 {
     x
 }
 
+/// A cache of its own on `server`, in `namespace`, configured by `config`
+/// besides; its stats are flushed only when a test asks.
+fn cache_on(
+    server: &common::RedisServer,
+    namespace: &str,
+    config: cached_redis::ConfigBuilder,
+) -> cached_redis::Cache {
+    let config = config
+        .redis_url(server.url())
+        .namespace(namespace)
+        .stats_flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    cached_redis::Cache::new(config).unwrap()
+}
+
+fn connect(server: &common::RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 /// Holds the server for `busy` with a script that spins (under Redis's
 /// 5 s busy-script limit, other clients' commands just queue meanwhile).
 fn hold_server(server: &common::RedisServer, busy: Duration) -> std::thread::JoinHandle<()> {
     let micros = busy.as_micros() as u64;
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = connect(server);
     std::thread::spawn(move || {
         let spin = "local s = redis.call('TIME') \
                     repeat local n = redis.call('TIME') \
@@ -217,33 +237,22 @@ async fn a_flush_without_an_answer_is_not_sent_again() {
     // A server of its own: holding it must not slow the other tests.
     let server = common::RedisServer::start();
     let namespace = common::namespace("stats_hash_in_doubt");
-    let cache = cached_redis::Cache::new(
-        cached_redis::Config::builder()
-            .redis_url(server.url())
-            .namespace(&namespace)
-            .timeout(Duration::from_millis(150))
-            .stats_flush_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let cache = cache_on(
+        &server,
+        &namespace,
+        cached_redis::Config::builder().timeout(Duration::from_millis(150)),
+    );
     for x in 0..10 {
         cache.scope(in_doubt(x)).await;
     }
-    let probe = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let probe = connect(&server);
     let held = hold_server(&server, Duration::from_secs(3));
     wait_until_held(probe);
     let during = cache.flush_stats().await;
     assert!(during.is_err(), "the flush got an answer: {during:?}");
     held.join().unwrap();
     // The late script has run once the server answers again.
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = connect(&server);
     let _: String = redis::cmd("PING").query(&mut raw).unwrap();
     cache.flush_stats().await.unwrap();
     let fields: HashMap<String, String> =
@@ -264,15 +273,7 @@ async fn a_flush_on_a_closed_connection_is_sent_again() {
     // A server of its own: the kill must not reach the other tests.
     let server = common::RedisServer::start();
     let namespace = common::namespace("stats_hash_after_kill");
-    let cache = cached_redis::Cache::new(
-        cached_redis::Config::builder()
-            .redis_url(server.url())
-            .namespace(&namespace)
-            .stats_flush_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let cache = cache_on(&server, &namespace, cached_redis::Config::builder());
     for x in 0..3 {
         cache.scope(after_kill(x)).await;
     }
@@ -280,10 +281,7 @@ async fn a_flush_on_a_closed_connection_is_sent_again() {
     for x in 3..8 {
         cache.scope(after_kill(x)).await;
     }
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = connect(&server);
     let _: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")

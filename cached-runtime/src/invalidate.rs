@@ -88,7 +88,7 @@ pub(crate) async fn invalidate_prefix_in(engine: &Engine, prefix: &str) -> Resul
                         // applies the change here, see `PendingChange`).
                         let news = change.announcement(&engine.config.namespace);
                         let pending = PendingChange::new(change, &news);
-                        let outcome = store.del_all_announced(&keys, &news).await;
+                        let outcome = crate::store::del_all_announced(r, &keys, &news).await;
                         pending.settle();
                         crate::engine::settle(change, Some(&news), &outcome);
                         removed += outcome?;

@@ -305,25 +305,15 @@ fn receive(message: &str) {
     }
 }
 
-fn publish_cmd(namespace: &str, change: Change<'_>) -> redis::Cmd {
-    let mut cmd = redis::cmd("PUBLISH");
-    cmd.arg(channel_name(namespace)).arg(change.message());
-    cmd
-}
-
 /// Tells the other processes about `change` (the caller applied it here).
 pub(crate) async fn publish(
     store: &Store,
     namespace: &str,
     change: Change<'_>,
 ) -> Result<(), StoreError> {
-    let Some(r) = store.redis() else {
-        return Ok(());
-    };
-    let cmd = publish_cmd(namespace, change);
-    r.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await })
+    store
+        .publish(&channel_name(namespace), &change.message())
         .await
-        .map(drop)
 }
 
 /// Connects, subscribes and applies messages; on any loss, empties the

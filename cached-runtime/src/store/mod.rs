@@ -266,6 +266,72 @@ impl Drop for AnnounceOnDrop {
     }
 }
 
+/// Removes `keys` (entries of one prefix) with `news` sent along, as
+/// [`DEL_ALL_ANNOUNCED`]; how many were there.
+///
+/// On a cluster a script's keys must share a slot, and a batch from `SCAN`
+/// spans about as many slots as keys: one script per slot would send one
+/// message per key. So the message goes with the first slot's keys, in the
+/// script; the other slots' keys follow with plain `UNLINK`s; and the
+/// message goes again once they are done, for a copy taken in between.
+/// Dropped before that, the call still sends it ([`AnnounceOnDrop`]).
+pub(crate) async fn del_all_announced(
+    r: &Arc<RedisStore>,
+    keys: &[&str],
+    news: &Announcement,
+) -> Result<u64, StoreError> {
+    if !r.is_cluster() {
+        return del_announced_in_scripts(r, keys, news).await;
+    }
+    let mut by_slot: std::collections::HashMap<_, Vec<&str>> = Default::default();
+    for key in keys {
+        by_slot
+            .entry(::redis::cluster_routing::Slot::for_key(key))
+            .or_default()
+            .push(key);
+    }
+    let mut groups = by_slot.into_values();
+    let Some(first) = groups.next() else {
+        return Ok(0);
+    };
+    let removed = del_announced_in_scripts(r, &first, news).await?;
+    let again = AnnounceOnDrop {
+        store: Store::Redis(r.clone()),
+        news: Some((news.channel.clone(), news.message.clone())),
+    };
+    let unlinks = groups.map(|group| {
+        let mut unlink = ::redis::cmd("UNLINK");
+        unlink.arg(&group);
+        r.run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
+    });
+    let unlinked = futures_util::future::try_join_all(unlinks).await;
+    again.send().await?;
+    Ok(removed + unlinked?.into_iter().sum::<u64>())
+}
+
+/// [`DEL_ALL_ANNOUNCED`] of `keys` (of one slot on a cluster), in as many
+/// scripts as Lua's `unpack` needs (it takes a few thousand values at
+/// most); how many were there.
+async fn del_announced_in_scripts(
+    r: &RedisStore,
+    keys: &[&str],
+    news: &Announcement,
+) -> Result<u64, StoreError> {
+    const MAX_KEYS: usize = 1000;
+    let mut removed = 0;
+    for chunk in keys.chunks(MAX_KEYS) {
+        let mut invocation = DEL_ALL_ANNOUNCED_SCRIPT.prepare_invoke();
+        for key in chunk {
+            invocation.key(*key);
+        }
+        invocation.arg(&news.channel).arg(&news.message);
+        removed += r
+            .run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
+            .await?;
+    }
+    Ok(removed)
+}
+
 /// A message for the other processes that goes with a write: `message`
 /// published on `channel`; `nonce` numbers it among this process's.
 #[derive(Debug)]
@@ -424,76 +490,8 @@ impl Store {
         }
     }
 
-    /// Removes `keys` (entries of one prefix) with `news` sent along, as
-    /// [`DEL_ALL_ANNOUNCED`]; how many were there.
-    ///
-    /// On a cluster a script's keys must share a slot, and a batch from
-    /// `SCAN` spans about as many slots as keys: one script per slot would
-    /// send one message per key. So the message goes with the first slot's
-    /// keys, in the script; the other slots' keys follow with plain
-    /// `UNLINK`s; and the message goes again once they are done, for a copy
-    /// taken in between. Dropped before that, the call still sends it
-    /// ([`AnnounceOnDrop`]).
-    pub(crate) async fn del_all_announced(
-        &self,
-        keys: &[&str],
-        news: &Announcement,
-    ) -> Result<u64, StoreError> {
-        let Store::Redis(r) = self else {
-            let mut removed = 0;
-            for key in keys {
-                removed += u64::from(self.del(key).await?);
-            }
-            return Ok(removed);
-        };
-        // Lua's `unpack` takes a few thousand values at most.
-        const MAX_KEYS: usize = 1000;
-        let announced_removal = |group: &[&str]| {
-            let mut invocation = DEL_ALL_ANNOUNCED_SCRIPT.prepare_invoke();
-            for key in group {
-                invocation.key(*key);
-            }
-            invocation.arg(&news.channel).arg(&news.message);
-            r.run(|mut c| async move { invocation.invoke_async::<u64>(&mut c).await })
-        };
-        if !r.is_cluster() {
-            let mut removed = 0;
-            for group in keys.chunks(MAX_KEYS) {
-                removed += announced_removal(group).await?;
-            }
-            return Ok(removed);
-        }
-        let mut by_slot: std::collections::HashMap<_, Vec<&str>> = Default::default();
-        for key in keys {
-            by_slot
-                .entry(::redis::cluster_routing::Slot::for_key(key))
-                .or_default()
-                .push(key);
-        }
-        let mut groups = by_slot.into_values();
-        let Some(first) = groups.next() else {
-            return Ok(0);
-        };
-        let mut removed = 0;
-        for chunk in first.chunks(MAX_KEYS) {
-            removed += announced_removal(chunk).await?;
-        }
-        let again = AnnounceOnDrop {
-            store: self.clone(),
-            news: Some((news.channel.clone(), news.message.clone())),
-        };
-        let unlinks = groups.map(|group| {
-            let mut unlink = ::redis::cmd("UNLINK");
-            unlink.arg(&group);
-            r.run(|mut c| async move { unlink.query_async::<u64>(&mut c).await })
-        });
-        let unlinked = futures_util::future::try_join_all(unlinks).await;
-        again.send().await?;
-        Ok(removed + unlinked?.into_iter().sum::<u64>())
-    }
-
     /// Publishes `message` on `channel` (Redis only).
-    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
         let Store::Redis(r) = self else {
             return Ok(());
         };
