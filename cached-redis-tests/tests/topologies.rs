@@ -510,13 +510,76 @@ mod child {
             many(x).await;
         }
         assert_eq!(MANY_RUNS.load(SeqCst), 300);
+        let listener = cluster_listener();
         let removed = cached_redis::invalidate_prefix("topo_many").await.unwrap();
         assert_eq!(removed, 300);
+        if let Some(listener) = listener {
+            let channel = format!("{}:__invalidate", env(CHILD_NAMESPACE));
+            let _: u64 = admin()
+                .query(redis::cmd("PUBLISH").arg(&channel).arg(STOP_LISTENING))
+                .await
+                .unwrap();
+            let head = format!("{}:topo_many:", env(CHILD_NAMESPACE));
+            let announcements = listener.join().unwrap();
+            let announcements = announcements
+                .iter()
+                .filter(|text| text.ends_with(&format!(" p {head}")))
+                .count();
+            // Before the walk, after it, and two per `SCAN` batch: about
+            // one batch per master here (a batch is up to a thousand keys).
+            // One message per slot would be one for nearly every key.
+            assert!(
+                (2..=20).contains(&announcements),
+                "{announcements} announcements for 300 entries on three masters"
+            );
+        }
         for x in 0..300 {
             many(x).await;
         }
         assert_eq!(MANY_RUNS.load(SeqCst), 600, "every entry was gone");
         assert_eq!(errors("topo_many"), 0);
+    }
+
+    /// What ends [`cluster_listener`]'s listening, once it has been quiet
+    /// for a second after it.
+    const STOP_LISTENING: &str = "stop listening";
+
+    /// On the plain cluster, the messages of the namespace's invalidation
+    /// channel that one master hears (a cluster sends every `PUBLISH` to
+    /// every node) until [`STOP_LISTENING`]; `None` elsewhere.
+    fn cluster_listener() -> Option<std::thread::JoinHandle<Vec<String>>> {
+        let node = env(CHILD_URL).strip_prefix("redis+cluster://")?.to_owned();
+        let mut connection = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let channel = format!("{}:__invalidate", env(CHILD_NAMESPACE));
+        let (subscribed, ready) = std::sync::mpsc::channel();
+        let listener = std::thread::spawn(move || {
+            let mut pubsub = connection.as_pubsub();
+            pubsub.subscribe(&channel).unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            subscribed.send(()).unwrap();
+            let (mut heard, mut told_to_stop) = (Vec::new(), false);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match pubsub.get_message() {
+                    Ok(message) => match message.get_payload::<String>().unwrap() {
+                        text if text == STOP_LISTENING => told_to_stop = true,
+                        text => heard.push(text),
+                    },
+                    Err(e) if e.is_timeout() && told_to_stop => return heard,
+                    Err(e) if e.is_timeout() => {
+                        assert!(Instant::now() < deadline, "never told to stop");
+                    }
+                    Err(e) => panic!("listening: {e}"),
+                }
+            }
+        });
+        ready.recv().unwrap();
+        Some(listener)
     }
 
     #[cfg(feature = "postgres")]
