@@ -434,10 +434,6 @@ pub fn build_key<A: Serialize + ?Sized>(
     args: &A,
     type_names: &[&'static str],
 ) -> Result<CacheKey, Error> {
-    let (scoped, mut hold) = (crate::cache::scoped(), None);
-    let Some((_, resolved)) = bind(site, &scoped, &mut hold) else {
-        return Err(not_installed(site));
-    };
     if let Some(name) = type_names.iter().find(|name| key::names_a_closure(name)) {
         return Err(Error::Key(format!(
             "a type parameter is a closure (`{name}`), whose name is that of every \
@@ -445,7 +441,13 @@ pub fn build_key<A: Serialize + ?Sized>(
              uncached and have no entry to invalidate"
         )));
     }
+    // Before `bind`, which registers the site for `invalidate_args` on its
+    // first call: a site is never seen there without this call's types.
     site.record_types(type_names);
+    let (scoped, mut hold) = (crate::cache::scoped(), None);
+    let Some((_, resolved)) = bind(site, &scoped, &mut hold) else {
+        return Err(not_installed(site));
+    };
     let salt_digest = key::with_type_names(&resolved.salt_digest, type_names);
     key::cache_key(
         &resolved.key_head,
