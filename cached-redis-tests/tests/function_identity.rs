@@ -614,3 +614,28 @@ fn a_closure_type_parameter_runs_uncached() {
     let err = invalidate_with(&|x| x + 1, 1).unwrap_err().to_string();
     assert!(err.contains("no entry to invalidate"), "{err}");
 }
+
+#[cached(prefix = "ratios")]
+fn ratio_label(ratio: f32, weights: std::collections::BTreeMap<String, f32>) -> String {
+    format!("{ratio} {weights:?}")
+}
+
+/// An `f32` argument is named the way JSON writes it (`0.1`, as a database
+/// event carries a `real` column), not as the `f64` it widens to
+/// (`0.10000000149011612`).
+#[test]
+fn invalidate_args_reaches_f32_arguments_as_json_writes_them() {
+    let _guard = setup();
+    let weights: std::collections::BTreeMap<String, f32> = [("a".to_owned(), 0.3f32)].into();
+    ratio_label(0.1, weights.clone());
+    let key = ratio_label_cache_key(0.1, weights.clone()).unwrap();
+    let mut raw = raw();
+    assert!(raw.exists::<_, bool>(&key).unwrap());
+    let event: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&(0.1f32, &weights)).unwrap()).unwrap();
+    assert_eq!(event, json!([0.1, {"a": 0.3}]));
+    assert!(cached_redis::invalidate_args("ratios", &event)
+        .await_blocking()
+        .unwrap());
+    assert!(!raw.exists::<_, bool>(&key).unwrap());
+}

@@ -148,9 +148,15 @@ pub(crate) fn register(site: &'static CallSite) {
 /// Returns whether an entry was removed.
 ///
 /// The arguments must serialize as the function's own argument types would
-/// (`42` for an `i64`, `"a"` for a `&str`, an object for a struct): the key
-/// is the hash of that JSON. Every function registered under `prefix` is
-/// tried, so two functions sharing a prefix are both invalidated.
+/// (`42` for an `i64`, `0.1` for an `f32`, `"a"` for a `&str`, an object
+/// for a struct): the key is the hash of that JSON. Every function
+/// registered under `prefix` is tried, so two functions sharing a prefix
+/// are both invalidated. JSON cannot name two kinds of argument this way,
+/// whose entries are then reached by [`invalidate_prefix`] or the
+/// function's `_invalidate` companion only: a `u128` or `i128` outside the
+/// 64-bit range (a `serde_json::Value` holds it as an `f64`), and the
+/// `Some` of an `Option` whose value is itself written `null`
+/// (`Some(None)` of an `Option<Option<T>>`, which the key tells from `None`).
 ///
 /// Inside [`crate::Cache::scope`], the functions of the default cache are
 /// looked up in the scope's cache instead.

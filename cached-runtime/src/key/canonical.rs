@@ -8,7 +8,7 @@
 //! `serde::Serializer` writing straight into the output, without building a
 //! `serde_json::Value`: keying is on every cached call's path.
 //!
-//! Four deliberate departures, none of which can make two different
+//! Five deliberate departures, none of which can make two different
 //! arguments share a key:
 //! - A key repeated in one object (a `flatten`ed map holding a field's
 //!   name, two map keys that serialize alike) is an error, where `to_value`
@@ -22,6 +22,10 @@
 //!   with `None`; likewise when `x` already starts with that wrapper.
 //! - 128-bit integers outside the 64-bit range are written as their digits,
 //!   where `to_value` fails; no other value spells a bare integer that large.
+//! - An `f32` is written at its own width, as `serde_json::to_string`
+//!   writes it (`0.1`), where `to_value` widens it to the `f64` it converts
+//!   to (`0.10000000149011612`): the JSON a database event carries for it,
+//!   from which `invalidate_args` builds the key.
 //!
 //! How objects are sorted without an allocation per object: entries are
 //! written in arrival order, in final form (`"key":value`), into the output
@@ -720,9 +724,15 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
-        // `to_value` stores an f32 as the f64 it converts to (0.1f32 becomes
-        // 0.10000000149011612), and prints that.
-        self.float(f64::from(v))
+        // At its own width, as `serde_json::to_string` writes it (0.1f32 is
+        // "0.1"), not widened as `to_value` stores it (0.10000000149011612):
+        // the JSON a database sends for a `real` column, which
+        // `invalidate_args` must key alike.
+        if v.is_finite() {
+            self.json(&v)
+        } else {
+            self.float(f64::from(v))
+        }
     }
 
     fn serialize_f64(self, v: f64) -> Result<(), CanonicalError> {
@@ -1339,9 +1349,11 @@ mod tests {
             f32::MIN_POSITIVE,
             1e-45,
         ] {
-            same(&v);
+            // At its own width, as serde_json writes an f32 (see the
+            // module's departures from `to_value`).
+            assert_eq!(canon(&v).unwrap(), serde_json::to_string(&v).unwrap());
         }
-        assert_eq!(same(&0.1f32), "0.10000000149011612");
+        assert_eq!(canon(&0.1f32).unwrap(), "0.1");
         same(&'a');
         same(&'"');
         same(&'\u{0}');
