@@ -229,9 +229,13 @@ fn not_a_function(item: TokenStream, parse_error: syn::Error) -> syn::Error {
             );
         }
     }
-    let has_fn = item
-        .into_iter()
-        .any(|tt| matches!(&tt, TokenTree::Ident(i) if i == "fn"));
+    // Another item that parses (`type F = fn(u32);`, a `static` of a
+    // function pointer) is not a function, whatever `fn` it holds.
+    let other_item = syn::parse2::<syn::Item>(item.clone()).is_ok();
+    let has_fn = !other_item
+        && item
+            .into_iter()
+            .any(|tt| matches!(&tt, TokenTree::Ident(i) if i == "fn"));
     if has_fn {
         // A function with a syntax error: say where, as rustc would.
         parse_error
@@ -265,7 +269,7 @@ fn plain_name(pat: &Pat) -> Option<Ident> {
 
 /// The shape a return type has by its last path segment: `Option` and
 /// `Result` (any path, any alias of that name) are recognised.
-fn shape_of(ty: &Type) -> Shape {
+pub(crate) fn shape_of(ty: &Type) -> Shape {
     match strip(ty) {
         Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
             Some(seg) if seg.ident == "Option" => Shape::Option,

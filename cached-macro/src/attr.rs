@@ -111,17 +111,28 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
     let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
         Ok(metas) => metas,
         Err(e) => {
-            errors.push(e);
+            // syn says what token it expected ("expected `,`"); the user
+            // needs the form of the whole list.
+            errors.push(syn::Error::new(
+                e.span(),
+                format_args!(
+                    "{e}: options are written `name = value`, separated by commas, \
+                     like `#[cached(ttl = 300, prefix = \"users\")]`"
+                ),
+            ));
             return options;
         }
     };
+    // Names given so far, valid or not: a repeated option is reported even
+    // when its first value was refused.
+    let mut seen = Vec::new();
     for meta in metas {
-        parse_one(&meta, &mut options, errors);
+        parse_one(&meta, &mut options, &mut seen, errors);
     }
     options
 }
 
-fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
+fn parse_one(meta: &Meta, options: &mut Options, seen: &mut Vec<String>, errors: &mut Errors) {
     let path = meta.path();
     let name = match path.get_ident() {
         Some(ident) => ident.to_string(),
@@ -134,6 +145,11 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
         errors.at(path, unknown_option(&name));
         return;
     };
+    if seen.contains(&name) {
+        errors.at(path, format_args!("duplicate option `{name}`"));
+        return;
+    }
+    seen.push(name.clone());
     let value = match meta {
         Meta::NameValue(nv) => &nv.value,
         Meta::Path(_) | Meta::List(_) => {
@@ -144,26 +160,6 @@ fn parse_one(meta: &Meta, options: &mut Options, errors: &mut Errors) {
             return;
         }
     };
-    let duplicate = match name.as_str() {
-        "ttl" => options.ttl.is_some(),
-        "prefix" => options.prefix.is_some(),
-        "skip" => options.skip.is_some(),
-        "refresh" => options.refresh.is_some(),
-        "version" => options.version.is_some(),
-        "lock" => options.lock.is_some(),
-        "stale" => options.stale.is_some(),
-        "early" => options.early.is_some(),
-        "cache_none" => options.cache_none.is_some(),
-        "local" => options.local.is_some(),
-        "codec" => options.codec.is_some(),
-        "cache" => options.cache.is_some(),
-        "returns" => options.returns.is_some(),
-        _ => options.krate.is_some(),
-    };
-    if duplicate {
-        errors.at(path, format_args!("duplicate option `{name}`"));
-        return;
-    }
     match name.as_str() {
         "ttl" => options.ttl = parse_seconds("ttl", value, errors),
         "stale" => options.stale = parse_seconds("stale", value, errors),

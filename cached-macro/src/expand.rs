@@ -385,13 +385,26 @@ impl<'a> Context<'a> {
         if unsafety.is_some() {
             call = quote!(unsafe { #call });
         }
+        // `allow(deprecated)`: calling a deprecated function is this
+        // companion's job, not a use to warn of (its callers are warned).
         let (asyncness, body) = if func.is_async() {
             (
                 Some(quote!(async)),
-                quote!(#p::force_refresh_async(#call).await),
+                quote!({
+                    #[allow(deprecated)]
+                    let __cached_refresh = #call;
+                    #p::force_refresh_async(__cached_refresh).await
+                }),
             )
         } else {
-            (None, quote!(#p::force_refresh_sync(move || #call)))
+            (
+                None,
+                quote!({
+                    #[allow(deprecated)]
+                    let __cached_refresh = move || #call;
+                    #p::force_refresh_sync(__cached_refresh)
+                }),
+            )
         };
         let output = &func.sig.output;
         self.companion(
@@ -689,7 +702,9 @@ fn param_input(param: &Param) -> TokenStream {
 /// expected lint), and `doc(hidden)`.
 fn companion_attr(attr: &Attribute) -> Option<TokenStream> {
     let path = attr.path();
-    if path.is_ident("cfg") || path.is_ident("allow") {
+    // `deprecated`: the companions of a deprecated function are too, and
+    // `_refresh`'s call of the function then warns no one.
+    if path.is_ident("cfg") || path.is_ident("allow") || path.is_ident("deprecated") {
         return Some(attr.to_token_stream());
     }
     match &attr.meta {
@@ -827,7 +842,7 @@ mod tests {
             &out,
             "pub fn f_refresh(conn: &mut Db, id: u64) -> Option<u8>"
         ));
-        assert!(has(&out, "force_refresh_sync(move || f(conn, id))"));
+        assert!(has(&out, "let __cached_refresh = move || f(conn, id)"));
         assert!(!has(&out, "needless_update"));
     }
 
@@ -854,7 +869,7 @@ mod tests {
             &out,
             "invalidate_async(__cached_site, __cached_key).await"
         ));
-        assert!(has(&out, "force_refresh_async(f()).await"));
+        assert!(has(&out, "let __cached_refresh = f();"));
         assert!(has(
             &out,
             "SiteOptions { ..::cached_redis::__private::SiteOptions::DEFAULT }"

@@ -127,7 +127,12 @@ use crate::errors::Errors;
 /// `Serialize` (reported at the argument), a cached type that is not
 /// `Serialize` and `Deserialize`, or not `Clone` with `local` (reported at
 /// that type: `Page` in `Result<Page, E>`), a `Result` or `Option` alias
-/// without `returns`, and every mistake in the options.
+/// without `returns` (or with the other shape's), a function that never
+/// returns (`-> !`), a parameter under `#[cfg]` (the key and companions
+/// name every parameter: write the function twice instead),
+/// `#[track_caller]` (the body runs inside the cache's call), and every
+/// mistake in the options. A `#[deprecated]` function's companions are
+/// deprecated too.
 ///
 /// # Generated companions
 ///

@@ -9,7 +9,7 @@ use syn::{
 };
 
 use crate::ast::{strip, unraw, Function, Shape};
-use crate::attr::Options;
+use crate::attr::{Options, Returns};
 use crate::errors::Errors;
 
 /// Runs every check of `func` and of `options` against it.
@@ -20,10 +20,36 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
             "`#[cached]` cannot be used on a `const fn`: the cache is looked up at run time; remove `const`",
         );
     }
-    if let Some(ty) = func.return_type() {
-        check_return_type(ty, func.shape, errors);
+    for attr in &func.outer_attrs {
+        if attr.path().is_ident("track_caller") {
+            errors.at(
+                attr,
+                "`#[track_caller]` cannot be kept under `#[cached]`: the body runs inside the cache's \
+                 call, so `Location::caller()` would name the function itself; remove it",
+            );
+        }
+    }
+    match func.return_type().map(strip) {
+        Some(Type::Never(never)) => errors.at(
+            never,
+            "a function that never returns has nothing to cache; remove `#[cached]`",
+        ),
+        Some(ty) => check_return_type(ty, func.shape, errors),
+        None => {}
+    }
+    if let (Some((declared, lit)), Some(ty)) = (&options.returns, func.return_type()) {
+        check_declared_shape(*declared, lit, ty, errors);
     }
     for param in &func.params {
+        for attr in &param.attrs {
+            if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+                errors.at(
+                    attr,
+                    "a cached function's parameters cannot be conditional: its key and companions \
+                     name every parameter; write the function twice, each under its own `#[cfg]`",
+                );
+            }
+        }
         let Some(name) = &param.name else {
             errors.at(
                 &param.pat,
@@ -63,6 +89,32 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
                 "`cache_none` caches `None` results, but this function does not return an `Option`; remove `cache_none`",
             ));
         }
+    }
+}
+
+/// `returns = "option"` on a type named `Result`, or `"result"` on one
+/// named `Option`: the runtime would report the whole type as not of that
+/// shape, at the attribute; the mistake is the literal.
+fn check_declared_shape(declared: Returns, lit: &syn::LitStr, ty: &Type, errors: &mut Errors) {
+    let named = match crate::ast::shape_of(ty) {
+        Shape::Result => "a `Result`",
+        Shape::Option => "an `Option`",
+        Shape::Plain => return,
+    };
+    let wrong = match declared {
+        Returns::Option => crate::ast::shape_of(ty) == Shape::Result,
+        Returns::Result => crate::ast::shape_of(ty) == Shape::Option,
+        Returns::Plain => false,
+    };
+    if wrong {
+        errors.at(
+            lit,
+            format_args!(
+                "the function returns {named}, so `returns` cannot be {}; remove `returns` \
+                 (`Result` and `Option` are read from their names)",
+                lit.token()
+            ),
+        );
     }
 }
 

@@ -10,6 +10,9 @@ trait Repo {
     fn find(&self, id: u32) -> String;
 }
 
+#[cached]
+type Handler = fn(u32) -> u32;
+
 fn main() {
     let _ = Config { ttl: 1 }.ttl;
 }

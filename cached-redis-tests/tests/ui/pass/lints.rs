@@ -185,7 +185,20 @@ impl Point {
 }
 
 /// Runs everything once, companions included.
+/// A deprecated function: its companions are deprecated too, and the
+/// expansion's own call of it (in `_refresh`) warns no one.
+#[deprecated(note = "use `plain`")]
+#[cached(prefix = "lints_deprecated")]
+pub fn superseded(x: u32) -> u32 {
+    x + 1
+}
+
 pub fn main() {
+    #[allow(deprecated)]
+    {
+        assert_eq!(superseded(1), 2);
+        assert_eq!(superseded_refresh(1), 2);
+    }
     let mut conn = Conn { queries: 0 };
     let _ = all_options(&mut conn, 1);
     let _ = all_options_cache_key(1);

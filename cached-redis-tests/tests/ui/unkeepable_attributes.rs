@@ -1,0 +1,25 @@
+use cached_redis::cached;
+
+// A parameter that may not exist: the key and the companions name it.
+#[cached]
+fn scaled(#[cfg(any())] factor: u32, x: u32) -> u32 {
+    x
+}
+
+// Caller tracking cannot pass into the cache's call.
+#[cached]
+#[track_caller]
+fn here(x: u32) -> String {
+    format!("{x} {}", std::panic::Location::caller())
+}
+
+// Nothing to cache.
+#[cached]
+fn never(x: u32) -> ! {
+    panic!("{x}")
+}
+
+fn main() {
+    scaled(1);
+    here(1);
+}
