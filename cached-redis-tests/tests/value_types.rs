@@ -346,6 +346,32 @@ async fn option_of_value() {
     assert_eq!(stored_codec(&doc_cache_key(2).unwrap()), JSON);
 }
 
+static NULL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// `Some(Value::Null)` inside a value: JSON writes it as it writes `None`.
+#[cached(prefix = "vt_some_null")]
+fn some_null(id: u32) -> Doc {
+    NULL_RUNS.fetch_add(1, SeqCst);
+    Doc {
+        id,
+        extra: Some(Value::Null),
+    }
+}
+
+#[test]
+fn what_json_writes_alike_is_not_cached_as_another_value() {
+    setup();
+    let expected = Doc {
+        id: 1,
+        extra: Some(Value::Null),
+    };
+    assert_eq!(some_null(1), expected);
+    assert_eq!(some_null(1), expected, "not read back as `extra: None`");
+    assert_eq!(NULL_RUNS.load(SeqCst), 2, "returned, not stored");
+    let s = cached_redis::local_stats("vt_some_null").unwrap();
+    assert_eq!((s.hits, s.stores, s.errors), (0, 0, 2));
+}
+
 static WIDE_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(prefix = "vt_wide")]

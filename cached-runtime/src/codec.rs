@@ -375,8 +375,10 @@ pub(crate) fn encode_with<T: Serialize + ?Sized>(
 /// a variant skipped on read or fields written in another order make the
 /// reader take other bytes for a field, which may parse into another value.
 /// So the value read back must also serialize as the value did
-/// ([`crate::codec_readback`]). Costs one decode of the uncompressed
-/// payload (and, with bincode, two walks of the value).
+/// ([`crate::codec_readback`]). JSON reads names, but writes some values
+/// alike (`Some(Value::Null)` and `None`; an untagged enum's `Int(5)` and
+/// `Float(5.0)`), so its read-back is compared too, sequences in any order.
+/// Costs one decode of the uncompressed payload and two walks of the value.
 pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
     codec: Codec,
     value: &T,
@@ -388,14 +390,24 @@ pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
             CodecError::Malformed(why) => CodecError::NoReadback(why),
             other => other,
         })?;
-        if codec == Codec::Bincode && !crate::codec_readback::same(value, &back)? {
-            return Err(CodecError::NoReadback(
-                "bincode: the value read back is another value (a field or variant skipped \
-                 on one side only, or fields written in another order)"
-                    .to_owned(),
-            ));
+        match codec {
+            Codec::Bincode if !crate::codec_readback::same(value, &back)? => {
+                Err(CodecError::NoReadback(
+                    "bincode: the value read back is another value (a field or variant skipped \
+                     on one side only, or fields written in another order)"
+                        .to_owned(),
+                ))
+            }
+            Codec::Json if !crate::codec_readback::same_in_any_order(value, &back)? => {
+                Err(CodecError::NoReadback(
+                    "json: the value read back is another value (`Some` of a value written \
+                     `null`, such as `Some(Value::Null)` or `Some(None)`, reads back as `None`; \
+                     variants of an untagged enum that read alike; a field skipped on read)"
+                        .to_owned(),
+                ))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     })
 }
 

@@ -22,10 +22,12 @@
 //!   `skip_serializing_if` fires for some values only is the user's risk;
 //!   the README says so.)
 //!
-//! "Reads back" means, for bincode, more than decoding without an error:
-//! the value read back must serialize as the value did
-//! ([`crate::codec_readback`]), or a field skipped on one side only would
-//! have been filled from another field's bytes.
+//! "Reads back" means more than decoding without an error: the value read
+//! back must serialize as the value did ([`crate::codec_readback`]). With
+//! bincode, a field skipped on one side only would have been filled from
+//! another field's bytes; with JSON, `Some(Value::Null)` comes back `None`
+//! and an untagged enum's `Int(5)` comes back `Float(5.0)` (sequences
+//! compare in any order there, so a `HashSet` still reads back).
 //!
 //! The verification costs one decode of the uncompressed payload per store;
 //! a store follows a run of the function body, so this is small next to it
@@ -187,6 +189,58 @@ mod tests {
         max_value_bytes: 1 << 20,
     };
 
+    /// What JSON writes alike for two values is never stored: a hit would
+    /// return the other value. Sets, which come back in another order, are.
+    #[test]
+    fn json_never_stores_what_reads_back_as_another_value() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Doc {
+            id: u32,
+            extra: Option<serde_json::Value>,
+            maybe: Option<Option<u32>>,
+        }
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        #[serde(untagged)]
+        enum Num {
+            Float(f64),
+            Int(u64),
+        }
+        let choice = CodecChoice::new(CodecOption::Auto);
+        for doc in [
+            Doc {
+                id: 1,
+                extra: Some(serde_json::Value::Null),
+                maybe: None,
+            },
+            // A `Value` keeps it from bincode.
+            Doc {
+                id: 2,
+                extra: Some(json!(1)),
+                maybe: Some(None),
+            },
+        ] {
+            let refused = choice.encode("p", &doc, Duration::ZERO, LIMITS);
+            assert!(refused.is_err(), "{doc:?} stored");
+        }
+        let fine = Doc {
+            id: 3,
+            extra: Some(json!({"a": null})),
+            maybe: Some(Some(4)),
+        };
+        assert_eq!(stored_codec(&choice, &fine), Codec::Json);
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let mixed = vec![Num::Int(5), Num::Float(1.5)];
+        assert!(choice.encode("p", &mixed, Duration::ZERO, LIMITS).is_err());
+        let floats = vec![Num::Float(5.5), Num::Float(1.5)];
+        assert_eq!(stored_codec(&choice, &floats), Codec::Json);
+        // A set holding values JSON alone reads back, in any order.
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let tags: std::collections::HashSet<(String, Option<serde_json::Value>)> =
+            (0..50).map(|i| (format!("tag-{i}"), None)).collect();
+        let tagged: HashMap<String, _> = [("tags".to_owned(), (tags, json!(1)))].into();
+        assert_eq!(stored_codec(&choice, &tagged), Codec::Json);
+    }
+
     fn stored_codec<V: Serialize + DeserializeOwned>(choice: &CodecChoice, value: &V) -> Codec {
         let enc = choice
             .encode("p", value, Duration::ZERO, LIMITS)
@@ -333,11 +387,17 @@ mod tests {
             note: None,
             ids: vec![0],
         };
+        // JSON reads it by names, but `computed` comes back as its default:
+        // another value too. Returned, not stored.
         let choice = CodecChoice::new(CodecOption::Auto);
-        let enc = choice.encode("p", &combo, Duration::ZERO, LIMITS).unwrap();
-        let (back, header) = codec::decode::<Combo>(&enc.bytes, LIMITS).unwrap();
-        assert_eq!(header.codec, Codec::Json);
-        assert_eq!((back.note, back.ids), (None, vec![0]));
+        assert!(choice.encode("p", &combo, Duration::ZERO, LIMITS).is_err());
+        let unset = Combo {
+            computed: 0,
+            note: None,
+            ids: vec![0],
+        };
+        let enc = choice.encode("p", &unset, Duration::ZERO, LIMITS).unwrap();
+        assert_eq!(codec::decode::<Combo>(&enc.bytes, LIMITS).unwrap().0, unset);
     }
 
     /// Equal field counts, another value: caught by writing the value read
@@ -386,12 +446,21 @@ mod tests {
             display: "user7".into(),
             id: 7,
         };
+        // JSON reads `display` as its default: neither codec gives it back.
         let choice = CodecChoice::new(CodecOption::Auto);
+        assert!(choice
+            .encode("p", &account, Duration::ZERO, LIMITS)
+            .is_err());
+        // Without `display`, JSON reads it back; `password_hash`, never
+        // written, is not part of what is cached.
+        let account = Account {
+            display: String::new(),
+            ..account
+        };
         let enc = choice
             .encode("p", &account, Duration::ZERO, LIMITS)
             .unwrap();
-        let (back, header) = codec::decode::<Account>(&enc.bytes, LIMITS).unwrap();
-        assert_eq!(header.codec, Codec::Json);
+        let back = codec::decode::<Account>(&enc.bytes, LIMITS).unwrap().0;
         assert_eq!((back.password_hash.as_str(), back.id), ("", 7));
         let choice = CodecChoice::new(CodecOption::Auto);
         let enc = choice

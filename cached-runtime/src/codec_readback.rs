@@ -41,10 +41,33 @@ pub(crate) fn same<T: Serialize + ?Sized>(
     value: &T,
     back: &T,
 ) -> Result<bool, crate::codec::CodecError> {
+    same_in(value, back, false)
+}
+
+/// [`same`] for a value read back from JSON, whose sequences count in any
+/// order too: JSON keeps an array's order, so only a `HashSet` (which
+/// iterates in another order once read back) moves elements, never a
+/// misread. What it catches is what JSON writes alike for two values:
+/// `Some(x)` where `x` is written `null` (`Some(Value::Null)`, `Some(None)`)
+/// reads back as `None`; variants of an untagged enum that read alike
+/// (`Int(5)` comes back `Float(5.0)`); a field skipped on read only.
+pub(crate) fn same_in_any_order<T: Serialize + ?Sized>(
+    value: &T,
+    back: &T,
+) -> Result<bool, crate::codec::CodecError> {
+    same_in(value, back, true)
+}
+
+fn same_in<T: Serialize + ?Sized>(
+    value: &T,
+    back: &T,
+    any_order: bool,
+) -> Result<bool, crate::codec::CodecError> {
     let digest = |v: &T| {
         let mut out = Stream::with_chunk();
+        out.any_order = any_order;
         walk_into(&mut out, v).map_err(|e| {
-            crate::codec::CodecError::Encode(format!("bincode: checking the read-back: {e}"))
+            crate::codec::CodecError::Encode(format!("checking the read-back: {e}"))
         })?;
         Ok::<_, crate::codec::CodecError>(out.finish())
     };
@@ -121,6 +144,9 @@ struct Stream {
     chunk: Vec<u8>,
     /// The chunks hashed so far, once the stream has outgrown one chunk.
     spilled: Option<Box<Xxh3>>,
+    /// Whether sequences count in any order (see [`same_in_any_order`]),
+    /// at every depth.
+    any_order: bool,
 }
 
 impl Stream {
@@ -129,10 +155,11 @@ impl Stream {
 
     /// A stream whose chunk grows as needed: a map entry's, mostly a few
     /// bytes.
-    fn new() -> Self {
+    fn new(any_order: bool) -> Self {
         Stream {
             chunk: Vec::new(),
             spilled: None,
+            any_order,
         }
     }
 
@@ -141,6 +168,7 @@ impl Stream {
         Stream {
             chunk: Vec::with_capacity(Self::CHUNK),
             spilled: None,
+            any_order: false,
         }
     }
 
@@ -289,7 +317,7 @@ type Done = Result<(), WalkError>;
 impl<'a, 'h> Serializer for &'a mut Walk<'h> {
     type Ok = ();
     type Error = WalkError;
-    type SerializeSeq = &'a mut Walk<'h>;
+    type SerializeSeq = SeqWalk<'a, 'h>;
     type SerializeTuple = &'a mut Walk<'h>;
     type SerializeTupleStruct = &'a mut Walk<'h>;
     type SerializeTupleVariant = &'a mut Walk<'h>;
@@ -406,10 +434,14 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         self.variant(Tag::NewtypeVariant, name, index, variant);
         value.serialize(self)
     }
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self, WalkError> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqWalk<'a, 'h>, WalkError> {
         self.h.tag(Tag::Seq);
         self.h.u64(len.map_or(u64::MAX, |n| n as u64));
-        Ok(self)
+        let any_order = self.h.any_order;
+        Ok(SeqWalk {
+            walk: self,
+            any_order: any_order.then(|| (Entries::default(), Stream::new(true))),
+        })
     }
     fn serialize_tuple(self, len: usize) -> Result<Self, WalkError> {
         self.h.tag(Tag::Tuple);
@@ -434,10 +466,11 @@ impl<'a, 'h> Serializer for &'a mut Walk<'h> {
         Ok(self)
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<MapWalk<'a, 'h>, WalkError> {
+        let any_order = self.h.any_order;
         Ok(MapWalk {
             walk: self,
             entries: Entries::default(),
-            entry: Stream::new(),
+            entry: Stream::new(any_order),
             keyed: false,
         })
     }
@@ -477,14 +510,33 @@ impl Walk<'_> {
     }
 }
 
-impl ser::SerializeSeq for &mut Walk<'_> {
+/// A sequence: its elements in order or, in [`Stream::any_order`], each
+/// hashed on its own and summed, as a map's entries are.
+pub(crate) struct SeqWalk<'a, 'h> {
+    walk: &'a mut Walk<'h>,
+    /// The elements' hashes so far and the element being hashed, when
+    /// their order does not count.
+    any_order: Option<(Entries, Stream)>,
+}
+
+impl ser::SerializeSeq for SeqWalk<'_, '_> {
     type Ok = ();
     type Error = WalkError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        self.element(value)
+        match &mut self.any_order {
+            Some((elements, element)) => {
+                walk_into(element, value)?;
+                elements.add(element.take());
+                Ok(())
+            }
+            None => self.walk.element(value),
+        }
     }
     fn end(self) -> Done {
-        Walk::end(self)
+        if let Some((elements, _)) = &self.any_order {
+            self.walk.h.entries(elements);
+        }
+        Walk::end(self.walk)
     }
 }
 
