@@ -142,7 +142,12 @@ impl CodecChoice {
         let first = self.preferred();
         let first_error = match codec::encode_verified(first, value, compute, limits) {
             Ok(encoded) => return Ok(encoded),
-            Err(CodecError::TooLarge(n)) => return Err(CodecError::TooLarge(n)),
+            // JSON is the longer form: a value too large for it may fit as
+            // bincode, which a function that prefers JSON tries next. The
+            // other way round it cannot.
+            Err(CodecError::TooLarge(n)) if first == Codec::Bincode => {
+                return Err(CodecError::TooLarge(n))
+            }
             Err(e) => e,
         };
         let second = first.other();
@@ -164,6 +169,7 @@ impl CodecChoice {
                 Ok(encoded)
             }
             Err(CodecError::TooLarge(n)) => Err(CodecError::TooLarge(n)),
+            Err(_) if matches!(first_error, CodecError::TooLarge(_)) => Err(first_error),
             Err(second_error) => Err(CodecError::Encode(format!(
                 "{}: {first_error}; {}: {second_error}",
                 first.name(),
@@ -693,6 +699,52 @@ mod tests {
         };
         let err = choice
             .encode("p", &"x".repeat(100), Duration::ZERO, tiny)
+            .unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+    }
+
+    /// A function that prefers JSON still stores, as bincode, a value too
+    /// large as JSON that fits as bincode; one that fits neither is too
+    /// large, not an error.
+    #[test]
+    fn too_large_as_json_is_tried_as_bincode() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Doc {
+            extra: Option<serde_json::Value>,
+            ids: Vec<u32>,
+        }
+        let limits = CodecLimits {
+            max_value_bytes: 1000,
+            ..LIMITS
+        };
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let with_value = Doc {
+            extra: Some(json!(1)),
+            ids: vec![],
+        };
+        let enc = choice
+            .encode("p", &with_value, Duration::ZERO, limits)
+            .unwrap();
+        assert_eq!(
+            codec::decode::<Doc>(&enc.bytes, limits).unwrap().1.codec,
+            Codec::Json
+        );
+        assert_eq!(choice.preferred(), Codec::Json);
+        // 400 × "200," is 1600 bytes of JSON; bincode writes 400 bytes.
+        let long = Doc {
+            extra: None,
+            ids: vec![200; 400],
+        };
+        let enc = choice.encode("p", &long, Duration::ZERO, limits).unwrap();
+        let (back, header) = codec::decode::<Doc>(&enc.bytes, limits).unwrap();
+        assert_eq!((back, header.codec), (long, Codec::Bincode));
+        assert_eq!(choice.preferred(), Codec::Json, "still prefers JSON");
+        let longer = Doc {
+            extra: Some(json!(1)),
+            ids: vec![200; 400],
+        };
+        let err = choice
+            .encode("p", &longer, Duration::ZERO, limits)
             .unwrap_err();
         assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
     }
