@@ -175,16 +175,10 @@ impl Options {
     }
 }
 
-/// The URL without its password (or user), for messages.
+/// The URL without its password, for messages: the library's redaction,
+/// which knows every place a Redis URL carries one.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    cached_runtime::config::redact_url(url)
 }
 
 /// An error and its causes on one line, the URL's password never in it.
@@ -473,15 +467,21 @@ mod tests {
     fn urls_are_redacted_and_errors_one_line() {
         assert_eq!(
             redact("redis://:secret@host:6379/0"),
-            "redis://***@host:6379/0"
+            "redis://:***@host:6379/0"
         );
-        assert_eq!(redact("redis://u:p@ss@h/0"), "redis://***@h/0");
+        assert_eq!(redact("redis://u:p@ss@h/0"), "redis://u:***@h/0");
+        // A password holding `/`, and one in the query of a socket URL.
+        assert_eq!(redact("redis://:se/cret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            redact("redis+unix:///tmp/r.sock?pass=hunter2"),
+            "redis+unix:///tmp/r.sock?pass=***"
+        );
         assert_eq!(
             redact("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0"
         );
         let url = "redis://:secret@h/0";
         let e = std::io::Error::other(format!("bad {url}\n  twice"));
-        assert_eq!(one_line(&e, url), "bad redis://***@h/0 twice");
+        assert_eq!(one_line(&e, url), "bad redis://:***@h/0 twice");
     }
 }

@@ -11,6 +11,21 @@ use crate::error::Error;
 use crate::signing::SigningKeys;
 use crate::store::target;
 
+/// `url` with its password replaced by `***`, for a log or an error
+/// message: in the user part (`redis://user:***@host`, a user part without
+/// `:` is taken for a password), and in a `password=` or `pass=` query
+/// parameter (Unix-socket URLs). Text that is not a URL at all comes back
+/// as `<unparsable URL>`, since it may be anything, a password included.
+///
+/// ```
+/// use cached_runtime::config::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@cache:6379/0"), "redis://app:***@cache:6379/0");
+/// assert_eq!(redact_url("redis+unix:///run/redis.sock?pass=s3cret"), "redis+unix:///run/redis.sock?pass=***");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    target::redact(url)
+}
+
 /// The longest lifetime an entry can be given (`ttl`, `stale`,
 /// `cache_none`, `default_ttl`): 100 years. The attribute refuses longer
 /// ones; longer would overflow the clocks entries are timed with.
