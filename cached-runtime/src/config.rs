@@ -11,6 +11,29 @@ use crate::error::Error;
 use crate::signing::SigningKeys;
 use crate::store::target;
 
+/// [`Config::from_env`] over `var_os`: a variable that is not UTF-8 is an
+/// error, not an unset one (which would silently mean another Redis, or
+/// none).
+fn from_env_vars(var_os: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Config, Error> {
+    let not_unicode = std::cell::Cell::new(None);
+    let config = Config::from_env_with(|name| {
+        let value = var_os(name)?;
+        match value.into_string() {
+            Ok(text) => Some(text),
+            Err(_) => {
+                not_unicode.set(Some(name.to_owned()));
+                None
+            }
+        }
+    });
+    match not_unicode.take() {
+        Some(name) => Err(Error::Config(format!(
+            "{name} is set to text that is not UTF-8; write a valid value or unset it"
+        ))),
+        None => config,
+    }
+}
+
 /// `url` with its password replaced by `***`, for a log or an error
 /// message: in the user part (`redis://user:***@host`, a user part without
 /// `:` is taken for a password), and in a `password=` or `pass=` query
@@ -256,12 +279,12 @@ impl Config {
     /// | `CACHED_REDIS_ZLIB_LEVEL` | `1` to `9`: see [`ConfigBuilder::zlib_level`] |
     /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` (or under 4 KiB) for none: see [`ConfigBuilder::key_memo_max_bytes`] |
     ///
-    /// Fails when a variable is set to something unusable (an empty
-    /// namespace, a URL of an unknown scheme, an unknown compression, a
+    /// Fails when a variable is set to something unusable (text that is not
+    /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown compression, a
     /// zlib level that is not a number from 1 to 9, a byte count that is
     /// not a number).
     pub fn from_env() -> Result<Config, Error> {
-        Self::from_env_with(|name| std::env::var(name).ok())
+        from_env_vars(|name| std::env::var_os(name))
     }
 
     /// [`Config::from_env`] over any variable source (testable without
@@ -688,6 +711,25 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    /// A variable that is not UTF-8 is refused, not taken for unset (which
+    /// would mean `REDIS_URL`'s server, or the embedded store).
+    #[test]
+    fn a_variable_that_is_not_utf8_is_an_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let vars = |name: &str| match name {
+            ENV_URL => Some(std::ffi::OsString::from_vec(b"redis://a:1/\xff".to_vec())),
+            ENV_URL_FALLBACK => Some("redis://b:2/0".into()),
+            _ => None,
+        };
+        let err = from_env_vars(vars).unwrap_err().to_string();
+        assert!(err.contains(ENV_URL) && err.contains("UTF-8"), "{err}");
+        let fine = |name: &str| (name == ENV_URL_FALLBACK).then(|| "redis://b:2/0".into());
+        assert_eq!(
+            from_env_vars(fine).unwrap().redis_url(),
+            Some("redis://b:2/0")
+        );
     }
 
     #[test]
