@@ -187,3 +187,44 @@ async fn an_entry_signed_with_the_old_key_is_accepted_during_rotation() {
     assert_eq!(ROTATE_RUNS.load(SeqCst), 1);
     assert_eq!(errors("signed_rotate"), 0);
 }
+
+static REPLAY_RUNS: AtomicUsize = AtomicUsize::new(0);
+static REVOKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(ttl = 1, prefix = "signed_replay")]
+async fn role(user: u32) -> String {
+    REPLAY_RUNS.fetch_add(1, SeqCst);
+    let role = if REVOKED.load(SeqCst) {
+        "revoked"
+    } else {
+        "admin"
+    };
+    format!("{role} {user}")
+}
+
+/// Bytes saved while an entry was valid and put back after it expired,
+/// with an expiry of the writer's choosing, carry a valid MAC: their
+/// signed creation time gives them away.
+#[tokio::test]
+async fn a_signed_entry_put_back_after_its_end_is_a_miss() {
+    setup();
+    assert_eq!(role(7).await, "admin 7");
+    let key = role_cache_key(7).unwrap();
+    let mut entry = verified_entry(&key, &stored(&key));
+    // The saved entry as it is two minutes later (ttl 1 s): its creation
+    // time (header bytes 4..12, ms, little-endian) two minutes back.
+    let created = u64::from_le_bytes(entry[4..12].try_into().unwrap());
+    entry[4..12].copy_from_slice(&(created - 120_000).to_le_bytes());
+    REVOKED.store(true, SeqCst);
+    put(&key, &signed(NEW_SECRET, &key, &entry));
+    assert_eq!(
+        role(7).await,
+        "revoked 7",
+        "the replayed entry is not served"
+    );
+    assert_eq!(REPLAY_RUNS.load(SeqCst), 2);
+    assert_eq!(errors("signed_replay"), 1);
+    // Its replacement is served.
+    assert_eq!(role(7).await, "revoked 7");
+    assert_eq!(REPLAY_RUNS.load(SeqCst), 2);
+}

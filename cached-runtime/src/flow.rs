@@ -39,6 +39,10 @@ use crate::site::ResolvedSite;
 use crate::store::Payload;
 use crate::unwind::CatchUnwind;
 
+/// How far a writer's clock may lag a reader's before a signed entry it
+/// wrote, read within its life, looks replayed ([`Call::replayed`]).
+const REPLAY_SKEW: Duration = Duration::from_secs(60);
+
 /// Longest pause between two looks at a value another process is computing.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 /// The pause cap while nothing is known of the body's cost.
@@ -101,6 +105,15 @@ impl Call<'_> {
             },
         };
         match codec::decode::<V>(bytes, self.limits) {
+            Ok((_, header)) if self.config.signing.active().is_some() && self.replayed(&header) => {
+                self.site.stats.error();
+                tracing::warn!(
+                    prefix = %self.site.prefix, key = self.key(), created_at_ms = header.created_at_ms,
+                    "cache error: signed entry past its end (put back after it expired?); \
+                     recomputing and replacing it"
+                );
+                None
+            }
             Ok(decoded) => Some(decoded),
             Err(e) => {
                 self.site.stats.error();
@@ -111,6 +124,21 @@ impl Call<'_> {
                 None
             }
         }
+    }
+
+    /// Whether a signed entry is older than any entry of this function can
+    /// be: its signed creation time, plus the longest life it is stored
+    /// for and [`REPLAY_SKEW`], is past. The store's expiry is the entry's
+    /// clock otherwise ([`freshness::classify`] trusts it), but bytes put
+    /// back under the key with a new expiry would be served for as long as
+    /// whoever put them wished, with a valid MAC. A sliding (`refresh`)
+    /// entry has no end its writer could sign: not checked.
+    fn replayed(&self, header: &Header) -> bool {
+        if self.site.refresh {
+            return false;
+        }
+        let life = self.site.ttl.max(self.site.negative_ttl) + self.site.stale + REPLAY_SKEW;
+        freshness::left_of(header.created_at_ms, life).is_zero()
     }
 
     fn read_failed(&self, e: &StoreError) {
