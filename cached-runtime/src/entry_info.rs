@@ -71,7 +71,10 @@ pub struct EntryInfo {
     /// base64url (no padding, 43 characters) of the BLAKE3 hash of the
     /// entry's stored payload: the bytes after the header, i.e. the encoded
     /// and possibly compressed value. Equal values encode to equal bytes, so
-    /// a recomputed but unchanged value keeps its hash.
+    /// a recomputed but unchanged value keeps its hash, unless it holds a
+    /// `HashMap` or `HashSet`: each instance iterates in its own order, so
+    /// its bytes (and hash) change with every recomputation. Use a
+    /// `BTreeMap` or `BTreeSet` where the hash must stay.
     pub content_hash: Option<String>,
     /// When the entry was computed (its header's creation time, ms
     /// precision).
