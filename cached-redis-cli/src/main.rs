@@ -59,7 +59,7 @@ struct Cli {
     /// Prometheus text exposition format
     #[arg(long)]
     prometheus: bool,
-    /// Refresh every SECS seconds (fractions allowed) until Ctrl-C
+    /// Refresh every SECS seconds (from 0.1; fractions allowed) until Ctrl-C
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     watch: Option<Duration>,
     /// For rediss:// URLs: trust the CA certificates in this PEM file
@@ -105,11 +105,13 @@ fn segment(text: &str) -> Result<String, String> {
 
 /// A positive number of seconds.
 fn seconds(text: &str) -> Result<Duration, String> {
+    // From a tenth of a second: anything shorter reads the stats hashes
+    // back to back, a load on Redis for a screen no one can read that fast.
     text.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1e9)
+        .filter(|s| s.is_finite() && *s >= 0.1 && *s <= 1e9)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("needs a positive number of seconds, not {text:?}"))
+        .ok_or_else(|| format!("needs a number of seconds from 0.1, not {text:?}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +453,7 @@ mod tests {
             &["--json", "--prometheus"],
             &["--url"],
             &["--watch", "0"],
+            &["--watch", "1e-9"],
             &["--watch", "-1"],
             &["--watch", "soon"],
             &["--json=yes"],
