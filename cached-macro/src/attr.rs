@@ -259,6 +259,9 @@ fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
         errors.at(int, at_least_one);
         return None;
     }
+    if !suffix_fits(int, name, errors) {
+        return None;
+    }
     match int.base10_parse::<u64>() {
         Ok(0) => {
             errors.at(int, at_least_one);
@@ -280,6 +283,37 @@ fn parse_seconds(name: &str, value: &Expr, errors: &mut Errors) -> Option<u64> {
             None
         }
     }
+}
+
+/// Whether `int`'s type suffix, if any, is one its value fits: `60u64`
+/// is fine, `1000u8` is no `u8`, and nothing else would say so (the
+/// option reads the digits). An error at it otherwise.
+fn suffix_fits(int: &syn::LitInt, name: &str, errors: &mut Errors) -> bool {
+    let max: u128 = match int.suffix() {
+        "" | "u64" | "u128" | "usize" | "i128" => return true,
+        "u8" => u8::MAX.into(),
+        "u16" => u16::MAX.into(),
+        "u32" => u32::MAX.into(),
+        "i8" => i8::MAX as u128,
+        "i16" => i16::MAX as u128,
+        "i32" => i32::MAX as u128,
+        "i64" | "isize" => i64::MAX as u128,
+        _ => 0,
+    };
+    if int.base10_parse::<u128>().is_ok_and(|v| v <= max) {
+        return true;
+    }
+    errors.at(
+        int,
+        format_args!(
+            "`{}{}` does not fit its `{}` suffix: write `{name} = {}`, without the suffix",
+            int.base10_digits(),
+            int.suffix(),
+            int.suffix(),
+            int.base10_digits()
+        ),
+    );
+    false
 }
 
 /// `local = N`: a whole number of entries, at least 1.
@@ -310,6 +344,9 @@ fn parse_entries(value: &Expr, errors: &mut Errors) -> Option<u64> {
             return None;
         }
     };
+    if !suffix_fits(int, "local", errors) {
+        return None;
+    }
     match int.base10_parse::<u64>() {
         Ok(0) => {
             errors.at(int, at_least_one);

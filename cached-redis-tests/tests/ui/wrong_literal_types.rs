@@ -25,10 +25,16 @@ fn crate_path(id: u32) -> u32 {
     id
 }
 
+#[cached(ttl = 1000u8, local = 300i8)]
+fn suffixed(id: u32) -> u32 {
+    id
+}
+
 fn main() {
     ttl_string(1);
     prefix_int(1);
     refresh_int(1);
     skip_ident(1, 2);
     crate_path(1);
+    suffixed(1);
 }
