@@ -150,3 +150,37 @@ fn runtimes_that_come_and_go_leave_live_ones_their_connections() {
         "{opened} connections reopened by {WORKERS} live runtimes after {CHURN} others came and went"
     );
 }
+
+static GATED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cached(ttl = 600, prefix = "rt_gated")]
+async fn gated(x: u64) -> u64 {
+    GATED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    x + 1
+}
+
+/// A runtime kept for an occasional `block_on` stops being driven while
+/// one of its tasks is connecting: the other runtimes connect and cache
+/// all the same (they waited for that task's connection, and cached
+/// nothing, until it ran again).
+#[test]
+fn a_runtime_left_mid_connect_holds_no_other_up() {
+    let _server = server();
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    idle.block_on(async {
+        // Runs until its connect waits for the socket, then is left there.
+        tokio::spawn(async { gated(1).await });
+        tokio::task::yield_now().await;
+    });
+    let busy = worker_runtime();
+    let runs = || GATED_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+    let before = runs();
+    for _ in 0..3 {
+        assert_eq!(busy.block_on(gated(100)), 101);
+    }
+    assert_eq!(runs() - before, 1, "the first call stored, the others hit");
+    drop(idle);
+}

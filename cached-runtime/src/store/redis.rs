@@ -149,8 +149,11 @@ pub struct RedisStore {
     connect_timeout: Duration,
     breaker: Breaker,
     conns: RwLock<PerRuntime>,
-    /// Serializes connection attempts: one task connects, the others wait.
-    connect_gate: tokio::sync::Mutex<()>,
+    /// Serializes each runtime's connection attempts: one of its tasks
+    /// connects, the others wait. Per runtime, because a connection is:
+    /// a runtime that stops being driven mid-connect (a `Runtime` kept for
+    /// an occasional `block_on`) must not hold the others up.
+    connect_gates: Mutex<Vec<(tokio::runtime::Id, Arc<tokio::sync::Mutex<()>>)>>,
     /// Counts failed connection attempts, so that tasks which waited at the
     /// gate while one failed give up instead of retrying at once.
     connect_failures: AtomicU64,
@@ -228,7 +231,7 @@ impl RedisStore {
             connect_timeout: config.connect_timeout,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             conns: RwLock::new(PerRuntime::default()),
-            connect_gate: tokio::sync::Mutex::new(()),
+            connect_gates: Mutex::new(Vec::new()),
             connect_failures: AtomicU64::new(0),
             sync_pool: Mutex::new(Vec::new()),
         })
@@ -409,7 +412,8 @@ impl RedisStore {
         }
         let seen = self.connect_failures.load(Relaxed);
         let trips = self.breaker.trips();
-        let _gate = tokio::time::timeout(self.connect_timeout, self.connect_gate.lock())
+        let gate = self.connect_gate(id);
+        let _gate = tokio::time::timeout(self.connect_timeout, gate.lock())
             .await
             .map_err(|_| StoreError::new(StoreErrorKind::Timeout, "waiting for a connection"))?;
         if let Some(conn) = self.current(id) {
@@ -442,6 +446,20 @@ impl RedisStore {
                 Err(e)
             }
         }
+    }
+
+    /// The gate of runtime `id`'s connection attempts. Gates no task holds
+    /// or waits at are dropped on the way (one is made again when needed),
+    /// so only those in use are kept.
+    fn connect_gate(&self, id: tokio::runtime::Id) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.connect_gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|(_, gate)| Arc::strong_count(gate) > 1);
+        if let Some((_, gate)) = gates.iter().find(|(runtime, _)| *runtime == id) {
+            return Arc::clone(gate);
+        }
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        gates.push((id, Arc::clone(&gate)));
+        gate
     }
 
     /// Opens a connection on the current runtime, whose driver task then
