@@ -483,7 +483,11 @@ impl ConfigBuilder {
     }
 
     /// How long one Redis command may take before the call gives up on the
-    /// cache and runs the function (default 250 ms).
+    /// cache and runs the function (default 250 ms). A sync (`fn`) call's
+    /// blocking connection bounds each read of the socket by it, not the
+    /// whole answer: a server that answers a byte at a time can hold such a
+    /// call longer, and each answer that came later than this counts
+    /// against the breaker, which then spares the next calls the wait.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self

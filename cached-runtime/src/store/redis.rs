@@ -488,18 +488,19 @@ impl RedisStore {
         command: impl FnOnce(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.admit()?;
+        let started = Instant::now();
         let pooled = self
             .sync_pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
+        let (mut conn, allowed) = match pooled {
+            Some(conn) => (conn, self.timeout),
             None => match self
                 .backend
                 .connect_sync(self.connect_timeout, self.timeout)
             {
-                Ok(conn) => conn,
+                Ok(conn) => (conn, self.timeout + self.connect_timeout),
                 Err(e) => {
                     self.breaker.failure();
                     return Err(self.store_error(&e).not_run());
@@ -507,6 +508,21 @@ impl RedisStore {
             },
         };
         match command(&mut conn) {
+            // The socket's timeouts bound each read, not the command: a
+            // server that answers a byte at a time holds the caller for as
+            // long as it likes without one read timing out. Such an answer
+            // is used, but counts against the breaker, which then spares
+            // the next callers the wait. The connection is kept: it works,
+            // and opening another costs a slow server's handshake too.
+            Ok(value) if started.elapsed() > allowed => {
+                tracing::debug!(
+                    took = ?started.elapsed(),
+                    "redis answered a blocking command past the timeout"
+                );
+                self.breaker.failure();
+                self.return_sync(conn);
+                Ok(value)
+            }
             Ok(value) => {
                 self.breaker.success();
                 self.return_sync(conn);
