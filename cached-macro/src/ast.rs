@@ -269,7 +269,7 @@ fn plain_name(pat: &Pat) -> Option<Ident> {
 
 /// The shape a return type has by its last path segment: `Option` and
 /// `Result` (any path, any alias of that name) are recognised.
-pub(crate) fn shape_of(ty: &Type) -> Shape {
+fn shape_of(ty: &Type) -> Shape {
     match strip(ty) {
         Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
             Some(seg) if seg.ident == "Option" => Shape::Option,

@@ -9,7 +9,7 @@ use syn::{
 };
 
 use crate::ast::{strip, unraw, Function, Shape};
-use crate::attr::{Options, Returns};
+use crate::attr::Options;
 use crate::errors::Errors;
 
 /// Runs every check of `func` and of `options` against it.
@@ -37,12 +37,9 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
         Some(ty) => check_return_type(ty, func.shape, errors),
         None => {}
     }
-    if let (Some((declared, lit)), Some(ty)) = (&options.returns, func.return_type()) {
-        check_declared_shape(*declared, lit, ty, errors);
-    }
     for param in &func.params {
         for attr in &param.attrs {
-            if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+            if makes_conditional(attr) {
                 errors.at(
                     attr,
                     "a cached function's parameters cannot be conditional: its key and companions \
@@ -92,29 +89,28 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
     }
 }
 
-/// `returns = "option"` on a type named `Result`, or `"result"` on one
-/// named `Option`: the runtime would report the whole type as not of that
-/// shape, at the attribute; the mistake is the literal.
-fn check_declared_shape(declared: Returns, lit: &syn::LitStr, ty: &Type, errors: &mut Errors) {
-    let named = match crate::ast::shape_of(ty) {
-        Shape::Result => "a `Result`",
-        Shape::Option => "an `Option`",
-        Shape::Plain => return,
+/// Whether `attr` may remove what it is on: `#[cfg]`, or a `#[cfg_attr]`
+/// that gives one (`#[cfg_attr(p, allow(unused))]` only adds a lint level).
+fn makes_conditional(attr: &syn::Attribute) -> bool {
+    if attr.path().is_ident("cfg") {
+        return true;
+    }
+    if !attr.path().is_ident("cfg_attr") {
+        return false;
+    }
+    let Ok(list) = attr.meta.require_list() else {
+        return true;
     };
-    let wrong = match declared {
-        Returns::Option => crate::ast::shape_of(ty) == Shape::Result,
-        Returns::Result => crate::ast::shape_of(ty) == Shape::Option,
-        Returns::Plain => false,
-    };
-    if wrong {
-        errors.at(
-            lit,
-            format_args!(
-                "the function returns {named}, so `returns` cannot be {}; remove `returns` \
-                 (`Result` and `Option` are read from their names)",
-                lit.token()
-            ),
-        );
+    let parser = syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated;
+    match syn::parse::Parser::parse2(parser, list.tokens.clone()) {
+        // The first is the predicate; the others are the attributes given.
+        Ok(metas) => metas.iter().skip(1).any(|meta| {
+            meta.path().is_ident("cfg")
+                || (meta.path().is_ident("cfg_attr")
+                    && makes_conditional(&syn::parse_quote!(#[#meta])))
+        }),
+        // Not ours to judge: rustc reports a malformed `cfg_attr`.
+        Err(_) => false,
     }
 }
 

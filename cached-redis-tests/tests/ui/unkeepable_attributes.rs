@@ -6,6 +6,12 @@ fn scaled(#[cfg(any())] factor: u32, x: u32) -> u32 {
     x
 }
 
+// The same, given by a `cfg_attr`.
+#[cached]
+fn shifted(#[cfg_attr(all(), cfg(any()))] by: u32, x: u32) -> u32 {
+    x
+}
+
 // Caller tracking cannot pass into the cache's call.
 #[cached]
 #[track_caller]
@@ -21,5 +27,6 @@ fn never(x: u32) -> ! {
 
 fn main() {
     scaled(1);
+    shifted(1);
     here(1);
 }

@@ -53,8 +53,27 @@ impl Counter {
     }
 }
 
+/// An alias whose name says `Result` but which is an `Option`: `returns`
+/// is what counts.
+mod odd {
+    pub type Result<T> = Option<T>;
+}
+
+#[cached(returns = "option")]
+fn misnamed(id: u32) -> odd::Result<u32> {
+    (id > 0).then_some(id)
+}
+
+/// A parameter attribute that only adds a lint level stays.
+#[cached]
+fn linted(#[cfg_attr(debug_assertions, allow(unused_variables))] id: u32) -> u32 {
+    7
+}
+
 fn main() {
     cached_redis::init(cached_redis::Config::builder().build().unwrap()).unwrap();
+    assert_eq!((misnamed(0), misnamed(3)), (None, Some(3)));
+    assert_eq!(linted(1), 7);
     assert_eq!(user_name(0), Err(ApiError));
     assert_eq!(user_name(0), Err(ApiError));
     assert_eq!(RUNS.load(SeqCst), 2, "an Err is never cached");
