@@ -616,26 +616,34 @@ fn a_closure_type_parameter_runs_uncached() {
 }
 
 #[cached(prefix = "ratios")]
-fn ratio_label(ratio: f32, weights: std::collections::BTreeMap<String, f32>) -> String {
+fn ratio_label(ratio: f32, weights: std::collections::BTreeMap<String, Vec<f32>>) -> String {
     format!("{ratio} {weights:?}")
 }
 
-/// An `f32` argument is named the way JSON writes it (`0.1`, as a database
-/// event carries a `real` column), not as the `f64` it widens to
-/// (`0.10000000149011612`).
+/// An `f32` argument is named by its decimal, as a database event carries
+/// a `real` column (`0.1`), at every magnitude (where an f32 and an f64
+/// print in exponent form differ too), and wherever it sits.
 #[test]
 fn invalidate_args_reaches_f32_arguments_as_json_writes_them() {
     let _guard = setup();
-    let weights: std::collections::BTreeMap<String, f32> = [("a".to_owned(), 0.3f32)].into();
-    ratio_label(0.1, weights.clone());
-    let key = ratio_label_cache_key(0.1, weights.clone()).unwrap();
     let mut raw = raw();
-    assert!(raw.exists::<_, bool>(&key).unwrap());
-    let event: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string(&(0.1f32, &weights)).unwrap()).unwrap();
-    assert_eq!(event, json!([0.1, {"a": 0.3}]));
-    assert!(cached_redis::invalidate_args("ratios", &event)
-        .await_blocking()
-        .unwrap());
-    assert!(!raw.exists::<_, bool>(&key).unwrap());
+    for x in [0.1f32, 1e14, 3e15, 1e-6, 1.234_567_9e8, -2.5e-7] {
+        let weights: std::collections::BTreeMap<String, Vec<f32>> =
+            [("a".to_owned(), vec![x, 0.3])].into();
+        ratio_label(x, weights.clone());
+        let key = ratio_label_cache_key(x, weights.clone()).unwrap();
+        assert!(raw.exists::<_, bool>(&key).unwrap());
+        // As an event sends it: JSON text (`1e14`, `0.1`), read by a JSON
+        // parser, which holds an f64.
+        let text = serde_json::to_string(&x).unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&format!(r#"[{text}, {{"a": [{text}, 0.3]}}]"#)).unwrap();
+        assert!(
+            cached_redis::invalidate_args("ratios", &event)
+                .await_blocking()
+                .unwrap(),
+            "{x}: {event}"
+        );
+        assert!(!raw.exists::<_, bool>(&key).unwrap(), "{x}");
+    }
 }

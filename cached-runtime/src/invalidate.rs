@@ -149,7 +149,10 @@ pub(crate) fn register(site: &'static CallSite) {
 ///
 /// The arguments must serialize as the function's own argument types would
 /// (`42` for an `i64`, `0.1` for an `f32`, `"a"` for a `&str`, an object
-/// for a struct): the key is the hash of that JSON. Every function
+/// for a struct): the key is the hash of that JSON. (An `f32` is its
+/// decimal, as JSON text carries it; `json!` widens an `f32` to the `f64`
+/// it converts to, `0.10000000149011612`, which names no entry: from Rust,
+/// the function's `_invalidate` companion takes the typed arguments.) Every function
 /// registered under `prefix` is tried, so two functions sharing a prefix
 /// are both invalidated. JSON cannot name two kinds of argument this way,
 /// whose entries are then reached by [`invalidate_prefix`] or the

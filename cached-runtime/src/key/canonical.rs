@@ -22,9 +22,9 @@
 //!   with `None`; likewise when `x` already starts with that wrapper.
 //! - 128-bit integers outside the 64-bit range are written as their digits,
 //!   where `to_value` fails; no other value spells a bare integer that large.
-//! - An `f32` is written at its own width, as `serde_json::to_string`
-//!   writes it (`0.1`), where `to_value` widens it to the `f64` it converts
-//!   to (`0.10000000149011612`): the JSON a database event carries for it,
+//! - An `f32` is written as the `f64` its shortest decimal names (`0.1`),
+//!   where `to_value` widens it to the `f64` it converts to
+//!   (`0.10000000149011612`): the number a database event carries for it,
 //!   from which `invalidate_args` builds the key.
 //!
 //! How objects are sorted without an allocation per object: entries are
@@ -724,15 +724,19 @@ impl<'a, 'o> ser::Serializer for &'a mut Ctx<'o> {
     }
 
     fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
-        // At its own width, as `serde_json::to_string` writes it (0.1f32 is
+        // As the f64 its shortest decimal names (0.1f32 is 0.1, written
         // "0.1"), not widened as `to_value` stores it (0.10000000149011612):
-        // the JSON a database sends for a `real` column, which
-        // `invalidate_args` must key alike.
-        if v.is_finite() {
-            self.json(&v)
+        // a database sends a `real` column as that decimal, and
+        // `invalidate_args` keys the f64 a JSON parser reads from it. Not
+        // the f32's own spelling either, which takes the exponent form at
+        // other magnitudes than an f64's (1e14 against 100000000000000.0).
+        // Distinct f32s have distinct shortest decimals, hence keys.
+        let decimal: f64 = if v.is_finite() {
+            v.to_string().parse().unwrap_or(f64::NAN)
         } else {
-            self.float(f64::from(v))
-        }
+            f64::from(v)
+        };
+        self.float(decimal)
     }
 
     fn serialize_f64(self, v: f64) -> Result<(), CanonicalError> {
@@ -1349,9 +1353,10 @@ mod tests {
             f32::MIN_POSITIVE,
             1e-45,
         ] {
-            // At its own width, as serde_json writes an f32 (see the
-            // module's departures from `to_value`).
-            assert_eq!(canon(&v).unwrap(), serde_json::to_string(&v).unwrap());
+            // As the f64 of its shortest decimal (see the module's
+            // departures from `to_value`).
+            let decimal: f64 = v.to_string().parse().unwrap();
+            assert_eq!(canon(&v).unwrap(), canon(&decimal).unwrap());
         }
         assert_eq!(canon(&0.1f32).unwrap(), "0.1");
         same(&'a');
