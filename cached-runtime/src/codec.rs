@@ -402,7 +402,7 @@ pub(crate) fn encode_verified<T: Serialize + DeserializeOwned>(
                 Err(CodecError::NoReadback(
                     "json: the value read back is another value (`Some` of a value written \
                      `null`, such as `Some(Value::Null)` or `Some(None)`, reads back as `None`; \
-                     variants of an untagged enum that read alike; a field skipped on read)"
+                     an untagged enum's variant read back as another; a field skipped on read)"
                         .to_owned(),
                 ))
             }

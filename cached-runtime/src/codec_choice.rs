@@ -142,18 +142,17 @@ impl CodecChoice {
         let first = self.preferred();
         let first_error = match codec::encode_verified(first, value, compute, limits) {
             Ok(encoded) => return Ok(encoded),
-            // JSON is the longer form: a value too large for it may fit as
-            // bincode, which a function that prefers JSON tries next. The
-            // other way round it cannot.
-            Err(CodecError::TooLarge(n)) if first == Codec::Bincode => {
-                return Err(CodecError::TooLarge(n))
-            }
+            // Too large as one codec may fit as the other, either way:
+            // JSON spells a string of digits longer than bincode, and an
+            // f64 `0.0` in 4 bytes where bincode takes 8.
             Err(e) => e,
         };
+        let first_too_large = matches!(first_error, CodecError::TooLarge(_));
         let second = first.other();
         match codec::encode_verified(second, value, compute, limits) {
             Ok(encoded) => {
-                if second == Codec::Json {
+                // Taken for its size alone: the preference stays.
+                if second == Codec::Json && !first_too_large {
                     // Remembered: the next values of this type most likely
                     // need JSON too, and JSON reads back whatever bincode does
                     // apart from NaN floats and non-string map keys, for which
@@ -169,7 +168,7 @@ impl CodecChoice {
                 Ok(encoded)
             }
             Err(CodecError::TooLarge(n)) => Err(CodecError::TooLarge(n)),
-            Err(_) if matches!(first_error, CodecError::TooLarge(_)) => Err(first_error),
+            Err(_) if first_too_large => Err(first_error),
             Err(second_error) => Err(CodecError::Encode(format!(
                 "{}: {first_error}; {}: {second_error}",
                 first.name(),
@@ -703,9 +702,10 @@ mod tests {
         assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
     }
 
-    /// A function that prefers JSON still stores, as bincode, a value too
-    /// large as JSON that fits as bincode; one that fits neither is too
-    /// large, not an error.
+    /// A value too large as the preferred codec is stored as the other when
+    /// it fits (bincode for a long JSON, JSON for many zero floats), and
+    /// the preference stays; one that fits neither is too large, not an
+    /// error.
     #[test]
     fn too_large_as_json_is_tried_as_bincode() {
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -747,5 +747,13 @@ mod tests {
             .encode("p", &longer, Duration::ZERO, limits)
             .unwrap_err();
         assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+        // The other way: 200 zeros are 1 600 bytes as bincode, 801 as
+        // JSON. Stored as JSON; the preference stays bincode.
+        let choice = CodecChoice::new(CodecOption::Auto);
+        let zeros = vec![0.0f64; 200];
+        let enc = choice.encode("p", &zeros, Duration::ZERO, limits).unwrap();
+        let (back, header) = codec::decode::<Vec<f64>>(&enc.bytes, limits).unwrap();
+        assert_eq!((back, header.codec), (zeros, Codec::Json));
+        assert_eq!(choice.preferred(), Codec::Bincode, "still prefers bincode");
     }
 }

@@ -49,8 +49,10 @@ pub(crate) fn same<T: Serialize + ?Sized>(
 /// iterates in another order once read back) moves elements, never a
 /// misread. What it catches is what JSON writes alike for two values:
 /// `Some(x)` where `x` is written `null` (`Some(Value::Null)`, `Some(None)`)
-/// reads back as `None`; variants of an untagged enum that read alike
-/// (`Int(5)` comes back `Float(5.0)`); a field skipped on read only.
+/// reads back as `None`; an untagged enum's variant whose contents another
+/// reads (`Int(5)` comes back `Float(5.0)`); a field skipped on read only.
+/// Not untagged variants whose contents are of one type: serde gives the
+/// serializer no variant for them, so both walks are the same.
 pub(crate) fn same_in_any_order<T: Serialize + ?Sized>(
     value: &T,
     back: &T,
