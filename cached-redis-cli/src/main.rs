@@ -144,7 +144,13 @@ struct Tls {
 
 impl Options {
     fn new(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        // Blank counts as unset, and values are trimmed, as the library
+        // reads them.
+        let set = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let url = cli
             .url
             .or_else(|| set(ENV_URL))
@@ -364,6 +370,15 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "cached-stats", &mut script);
         emit(&String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
+    }
+    // A variable that is not UTF-8 is refused, as the library refuses it,
+    // not taken for unset (which would mean another server).
+    let not_unicode = [ENV_URL, ENV_URL_FALLBACK, ENV_NAMESPACE]
+        .into_iter()
+        .find(|name| matches!(std::env::var(name), Err(std::env::VarError::NotUnicode(_))));
+    if let Some(name) = not_unicode {
+        eprintln!("cached-stats: {name} is set to text that is not UTF-8; write a valid value or unset it");
+        return ExitCode::from(2);
     }
     let options = Options::new(cli, |name| std::env::var(name).ok());
     match run(&options) {

@@ -560,6 +560,23 @@ fn table_and_discovery() {
     assert!(stats(&empty, &[]).contains("(no stats)"));
 }
 
+/// A variable that is not UTF-8 is refused, not taken for unset: with
+/// `REDIS_URL` beside it, that would read another server's stats.
+#[test]
+fn a_variable_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStringExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_cached-stats"))
+        .env(
+            "CACHED_REDIS_URL",
+            std::ffi::OsString::from_vec(b"redis://127.0.0.1:1/0\xff".to_vec()),
+        )
+        .env("REDIS_URL", "redis://127.0.0.1:1/0")
+        .env_remove("CACHED_REDIS_NAMESPACE")
+        .output()
+        .expect("cached-stats runs");
+    assert_one_line_failure(&out, 2, "CACHED_REDIS_URL is set to text that is not UTF-8");
+}
+
 fn assert_one_line_failure(out: &Output, code: i32, needle: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
