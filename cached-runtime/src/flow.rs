@@ -137,8 +137,11 @@ impl Call<'_> {
         if self.site.refresh {
             return false;
         }
-        let life = self.site.ttl.max(self.site.negative_ttl) + self.site.stale + REPLAY_SKEW;
-        freshness::left_of(header.created_at_ms, life).is_zero()
+        let life = (self.site.ttl.max(self.site.negative_ttl))
+            .saturating_add(self.site.stale)
+            .saturating_add(REPLAY_SKEW);
+        // In u128: a life of `Duration::MAX` has more milliseconds than u64.
+        u128::from(header.created_at_ms) + life.as_millis() <= u128::from(freshness::now_ms())
     }
 
     fn read_failed(&self, e: &StoreError) {

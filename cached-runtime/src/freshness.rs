@@ -20,7 +20,9 @@ pub(crate) use crate::clock::now_ms;
 /// creation at `created_at_ms`: zero once past, and never more than the
 /// whole `lifetime`, even if this clock lags the writer's.
 pub(crate) fn left_of(created_at_ms: u64, lifetime: Duration) -> Duration {
-    let end = created_at_ms.saturating_add(lifetime.as_millis() as u64);
+    // Saturating: a lifetime of `Duration::MAX` has more ms than a u64.
+    let lifetime_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+    let end = created_at_ms.saturating_add(lifetime_ms);
     Duration::from_millis(end.saturating_sub(now_ms())).min(lifetime)
 }
 

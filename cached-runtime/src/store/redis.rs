@@ -500,7 +500,7 @@ impl RedisStore {
                 .backend
                 .connect_sync(self.connect_timeout, self.timeout)
             {
-                Ok(conn) => (conn, self.timeout + self.connect_timeout),
+                Ok(conn) => (conn, self.timeout.saturating_add(self.connect_timeout)),
                 Err(e) => {
                     self.breaker.failure();
                     return Err(self.store_error(&e).not_run());
