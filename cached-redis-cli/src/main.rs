@@ -143,23 +143,30 @@ struct Tls {
 }
 
 impl Options {
-    fn new(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Self {
-        // Blank counts as unset, and values are trimmed, as the library
-        // reads them.
-        let set = |name: &str| {
-            env(name)
+    /// `env` reads a variable: `Err` with a message when it is set to text
+    /// that is not UTF-8. Only the variables the flags leave to be read are
+    /// read, as the library reads them: a blank URL counts as unset (so an
+    /// empty `CACHED_REDIS_URL` does not hide `REDIS_URL`), a namespace is
+    /// trimmed and then checked like any other.
+    fn new(cli: Cli, env: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Self, String> {
+        let url_var = |name: &str| -> Result<Option<String>, String> {
+            Ok(env(name)?
                 .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
+                .filter(|v| !v.is_empty()))
         };
-        let url = cli
-            .url
-            .or_else(|| set(ENV_URL))
-            .or_else(|| set(ENV_URL_FALLBACK))
-            .unwrap_or_else(|| DEFAULT_URL.to_string());
-        let namespace = cli
-            .namespace
-            .or_else(|| set(ENV_NAMESPACE))
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let url = match cli.url {
+            Some(url) => url,
+            None => match url_var(ENV_URL)? {
+                Some(url) => url,
+                None => url_var(ENV_URL_FALLBACK)?.unwrap_or_else(|| DEFAULT_URL.to_string()),
+            },
+        };
+        let namespace = match cli.namespace {
+            Some(namespace) => namespace,
+            None => env(ENV_NAMESPACE)?
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        };
         let format = match (cli.json, cli.prometheus) {
             (true, _) => Format::Json,
             (_, true) => Format::Prometheus,
@@ -168,7 +175,7 @@ impl Options {
         let mut prefixes = cli.prefixes;
         let mut seen = std::collections::BTreeSet::new();
         prefixes.retain(|p| seen.insert(p.clone()));
-        Options {
+        Ok(Options {
             url,
             namespace,
             format,
@@ -179,7 +186,7 @@ impl Options {
                 client: cli.tls_cert.zip(cli.tls_key),
                 insecure: cli.tls_insecure,
             },
-        }
+        })
     }
 }
 
@@ -373,14 +380,20 @@ fn main() -> ExitCode {
     }
     // A variable that is not UTF-8 is refused, as the library refuses it,
     // not taken for unset (which would mean another server).
-    let not_unicode = [ENV_URL, ENV_URL_FALLBACK, ENV_NAMESPACE]
-        .into_iter()
-        .find(|name| matches!(std::env::var(name), Err(std::env::VarError::NotUnicode(_))));
-    if let Some(name) = not_unicode {
-        eprintln!("cached-stats: {name} is set to text that is not UTF-8; write a valid value or unset it");
-        return ExitCode::from(2);
-    }
-    let options = Options::new(cli, |name| std::env::var(name).ok());
+    let env = |name: &str| match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{name} is set to text that is not UTF-8; write a valid value or unset it"
+        )),
+    };
+    let options = match Options::new(cli, env) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("cached-stats: {message}");
+            return ExitCode::from(2);
+        }
+    };
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -404,8 +417,9 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Options::new(parse(args).unwrap(), move |name| {
-            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            Ok(env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         })
+        .unwrap()
     }
 
     #[test]

@@ -575,6 +575,42 @@ fn a_variable_that_is_not_utf8_is_refused() {
         .output()
         .expect("cached-stats runs");
     assert_one_line_failure(&out, 2, "CACHED_REDIS_URL is set to text that is not UTF-8");
+    // One it does not read (hidden by CACHED_REDIS_URL, or by --url) is
+    // not its concern, as it is not the library's.
+    let url = common::redis_url();
+    let bad = std::ffi::OsString::from_vec(b"redis://x/0\xff".to_vec());
+    for (via_env, args) in [
+        (true, vec!["--json"]),
+        (false, vec!["--url", &url, "--json"]),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cached-stats"));
+        cmd.args(&args)
+            .env("REDIS_URL", &bad)
+            .env("CACHED_REDIS_NAMESPACE", namespace("cli-unread"));
+        if via_env {
+            cmd.env("CACHED_REDIS_URL", &url);
+        } else {
+            cmd.env_remove("CACHED_REDIS_URL");
+        }
+        let out = cmd.output().expect("cached-stats runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A blank namespace in the environment is refused, as the library
+/// refuses it, not read as the default one.
+#[test]
+fn a_blank_namespace_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cached-stats"))
+        .env("CACHED_REDIS_URL", common::redis_url())
+        .env("CACHED_REDIS_NAMESPACE", "   ")
+        .output()
+        .expect("cached-stats runs");
+    assert_one_line_failure(&out, 1, "namespace \"\"");
 }
 
 fn assert_one_line_failure(out: &Output, code: i32, needle: &str) -> String {
