@@ -500,7 +500,13 @@ impl RedisStore {
                 .backend
                 .connect_sync(self.connect_timeout, self.timeout)
             {
-                Ok(conn) => (conn, self.timeout.saturating_add(self.connect_timeout)),
+                // A sentinel target connects twice (the sentinel, then
+                // the master it names), as on the async side.
+                Ok(conn) => (
+                    conn,
+                    self.timeout
+                        .saturating_add(self.connect_timeout.saturating_mul(2)),
+                ),
                 Err(e) => {
                     self.breaker.failure();
                     return Err(self.store_error(&e).not_run());
