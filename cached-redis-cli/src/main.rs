@@ -378,15 +378,9 @@ fn main() -> ExitCode {
         emit(&String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
     }
-    // A variable that is not UTF-8 is refused, as the library refuses it,
-    // not taken for unset (which would mean another server).
-    let env = |name: &str| match std::env::var(name) {
-        Ok(value) => Ok(Some(value)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "{name} is set to text that is not UTF-8; write a valid value or unset it"
-        )),
-    };
+    // Read as the library reads it: a variable that is not UTF-8 is
+    // refused, not taken for unset (which would mean another server).
+    let env = |name: &str| cached_runtime::config::env_var(name).map_err(|e| e.to_string());
     let options = match Options::new(cli, env) {
         Ok(options) => options,
         Err(message) => {

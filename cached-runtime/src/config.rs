@@ -11,27 +11,25 @@ use crate::error::Error;
 use crate::signing::SigningKeys;
 use crate::store::target;
 
-/// [`Config::from_env`] over `var_os`: a variable that is not UTF-8 is an
-/// error, not an unset one (which would silently mean another Redis, or
-/// none).
-fn from_env_vars(var_os: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Config, Error> {
-    let not_unicode = std::cell::Cell::new(None);
-    let config = Config::from_env_with(|name| {
-        let value = var_os(name)?;
-        match value.into_string() {
-            Ok(text) => Some(text),
-            Err(_) => {
-                not_unicode.set(Some(name.to_owned()));
-                None
-            }
-        }
-    });
-    match not_unicode.take() {
-        Some(name) => Err(Error::Config(format!(
-            "{name} is set to text that is not UTF-8; write a valid value or unset it"
-        ))),
-        None => config,
-    }
+/// The environment variable `name`: `None` when unset, and an error naming
+/// it when it is set to text that is not UTF-8, which taken for unset would
+/// silently mean another Redis, or none. [`Config::from_env`] and
+/// `cached-stats` read the environment through it.
+pub fn env_var(name: &str) -> Result<Option<String>, Error> {
+    text_of(name, std::env::var_os(name))
+}
+
+/// [`env_var`] of a value already read.
+fn text_of(name: &str, value: Option<std::ffi::OsString>) -> Result<Option<String>, Error> {
+    value
+        .map(|value| {
+            value.into_string().map_err(|_| {
+                Error::Config(format!(
+                    "{name} is set to text that is not UTF-8; write a valid value or unset it"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// `url` with its password replaced by `***`, for a log or an error
@@ -280,37 +278,43 @@ impl Config {
     /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` (or under 4 KiB) for none: see [`ConfigBuilder::key_memo_max_bytes`] |
     ///
     /// Fails when a variable is set to something unusable (text that is not
-    /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown compression, a
-    /// zlib level that is not a number from 1 to 9, a byte count that is
-    /// not a number).
+    /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown
+    /// compression, a zlib level that is not a number from 1 to 9, a byte
+    /// count that is not a number).
     pub fn from_env() -> Result<Config, Error> {
-        from_env_vars(|name| std::env::var_os(name))
+        Self::from_env_with(env_var)
     }
 
     /// [`Config::from_env`] over any variable source (testable without
-    /// touching the process environment).
-    pub(crate) fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    /// touching the process environment). Only the variables it needs are
+    /// read: `REDIS_URL` only when `CACHED_REDIS_URL` is unset or blank.
+    pub(crate) fn from_env_with(
+        var: impl Fn(&str) -> Result<Option<String>, Error>,
+    ) -> Result<Config, Error> {
         let mut builder = Config::builder();
         // An empty variable counts as unset, so an empty CACHED_REDIS_URL
         // does not hide REDIS_URL (as in `cached-stats`).
-        let set = |name| var(name).filter(|u: &String| !u.trim().is_empty());
-        let url = set(ENV_URL).or_else(|| set(ENV_URL_FALLBACK));
+        let set = |name| Ok::<_, Error>(var(name)?.filter(|u: &String| !u.trim().is_empty()));
+        let url = match set(ENV_URL)? {
+            Some(url) => Some(url),
+            None => set(ENV_URL_FALLBACK)?,
+        };
         if let Some(url) = url {
             builder = builder.redis_url(url.trim());
         }
-        if let Some(ns) = var(ENV_NAMESPACE) {
+        if let Some(ns) = var(ENV_NAMESPACE)? {
             builder = builder.namespace(ns.trim());
         }
-        if let Some(flag) = var(ENV_DISABLE) {
+        if let Some(flag) = var(ENV_DISABLE)? {
             builder = builder.disabled(parse_flag(ENV_DISABLE, &flag)?);
         }
-        if let Some(name) = var(ENV_COMPRESSION) {
+        if let Some(name) = var(ENV_COMPRESSION)? {
             let compression = name
                 .parse()
                 .map_err(|e| Error::Config(format!("{ENV_COMPRESSION}: {e}")))?;
             builder = builder.compression(compression);
         }
-        if let Some(level) = var(ENV_ZLIB_LEVEL) {
+        if let Some(level) = var(ENV_ZLIB_LEVEL)? {
             let level = level.trim().parse().map_err(|_| {
                 Error::Config(format!(
                     "{ENV_ZLIB_LEVEL}: {level:?} is not a zlib level; write a number from 1 to 9"
@@ -318,7 +322,7 @@ impl Config {
             })?;
             builder = builder.zlib_level(level);
         }
-        if let Some(bytes) = var(ENV_KEY_MEMO_MAX_BYTES) {
+        if let Some(bytes) = var(ENV_KEY_MEMO_MAX_BYTES)? {
             let bytes = bytes.trim().parse().map_err(|_| {
                 Error::Config(format!(
                     "{ENV_KEY_MEMO_MAX_BYTES}: {bytes:?} is not a byte count; write a whole \
@@ -708,30 +712,46 @@ impl ConfigBuilder {
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    fn env(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Result<Option<String>, Error> {
         move |name| {
-            pairs
+            Ok(pairs
                 .iter()
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
+                .map(|(_, v)| v.to_string()))
         }
     }
 
     /// A variable that is not UTF-8 is refused, not taken for unset (which
-    /// would mean `REDIS_URL`'s server, or the embedded store).
+    /// would mean `REDIS_URL`'s server, or the embedded store); one that is
+    /// not read (`REDIS_URL` behind a `CACHED_REDIS_URL`) is not judged.
     #[test]
     fn a_variable_that_is_not_utf8_is_an_error() {
         use std::os::unix::ffi::OsStringExt;
+        let bad = || Some(std::ffi::OsString::from_vec(b"redis://a:1/\xff".to_vec()));
         let vars = |name: &str| match name {
-            ENV_URL => Some(std::ffi::OsString::from_vec(b"redis://a:1/\xff".to_vec())),
-            ENV_URL_FALLBACK => Some("redis://b:2/0".into()),
-            _ => None,
+            ENV_URL => text_of(name, bad()),
+            ENV_URL_FALLBACK => text_of(name, Some("redis://b:2/0".into())),
+            _ => Ok(None),
         };
-        let err = from_env_vars(vars).unwrap_err().to_string();
+        let err = Config::from_env_with(vars).unwrap_err().to_string();
         assert!(err.contains(ENV_URL) && err.contains("UTF-8"), "{err}");
-        let fine = |name: &str| (name == ENV_URL_FALLBACK).then(|| "redis://b:2/0".into());
+        let fine = |name: &str| match name {
+            ENV_URL_FALLBACK => text_of(name, Some("redis://b:2/0".into())),
+            _ => Ok(None),
+        };
         assert_eq!(
-            from_env_vars(fine).unwrap().redis_url(),
+            Config::from_env_with(fine).unwrap().redis_url(),
+            Some("redis://b:2/0")
+        );
+        let unread = |name: &str| match name {
+            ENV_URL => text_of(name, Some("redis://b:2/0".into())),
+            ENV_URL_FALLBACK => text_of(name, bad()),
+            _ => Ok(None),
+        };
+        assert_eq!(
+            Config::from_env_with(unread).unwrap().redis_url(),
             Some("redis://b:2/0")
         );
     }
