@@ -152,9 +152,9 @@ pub(crate) fn register(site: &'static CallSite) {
 /// for a struct): the key is the hash of that JSON. (An `f32` is its
 /// decimal, as JSON text carries it; `json!` widens an `f32` to the `f64`
 /// it converts to, `0.10000000149011612`, which names no entry: from Rust,
-/// the function's `_invalidate` companion takes the typed arguments.) Every function
-/// registered under `prefix` is tried, so two functions sharing a prefix
-/// are both invalidated. JSON cannot name two kinds of argument this way,
+/// the function's `_invalidate` companion takes the typed arguments.)
+/// Every function registered under `prefix` is tried, so two functions
+/// sharing a prefix are both invalidated. JSON cannot name two kinds of argument this way,
 /// whose entries are then reached by [`invalidate_prefix`] or the
 /// function's `_invalidate` companion only: a `u128` or `i128` outside the
 /// 64-bit range (a `serde_json::Value` holds it as an `f64`), and the

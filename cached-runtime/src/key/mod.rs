@@ -62,8 +62,9 @@ fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
 fn base_digest(parts: &SaltParts<'_>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     // v2: the function's identity joined the salt (v1 keys are orphaned).
-    // v3: `f32` arguments keyed at their own width (the keys of v2 with an
-    // `f32` in their arguments are orphaned, not misread).
+    // v3: an `f32` argument keyed as the `f64` its shortest decimal names
+    // (the keys of v2 with an `f32` in their arguments are orphaned, not
+    // misread).
     h.update(b"cached-redis salt v3");
     let mut put = |bytes: &[u8]| put(&mut h, bytes);
     put(parts.config_salt);
