@@ -340,32 +340,20 @@ fn runtime() -> tokio::runtime::Runtime {
 // call's latency is recorded once the warm-up is over; throughput counts
 // the calls that started inside the measured window.
 
-/// Async: `conc` tasks on the current runtime. Each task yields after each
-/// call (outside the timed part): calls that complete without waiting
-/// (embedded hits) then still interleave between tasks as a service's
-/// requests would, and the runtime's workers never park, so what is
-/// measured is the work of a call and not how fast the machine wakes a
-/// sleeping thread (see [`drive_parked`]).
+/// Async: `conc` tasks on the current runtime. With several, each task
+/// yields after each call (outside the timed part): calls that complete
+/// without waiting (embedded and `local` hits) then still interleave
+/// between tasks as a service's requests would, and the runtime's workers
+/// never park, so what is measured is the work of a call and not how fast
+/// the machine wakes a sleeping thread.
+///
+/// A lone task does not yield: it has nothing to interleave with, and its
+/// yield only handed it to the runtime's other worker, which tokio wakes to
+/// take queued work. That was a context switch per call (`perf stat`: about
+/// one per `local` hit, against a few hundred in a whole run without the
+/// yield), which a lone caller of an in-process hit does not otherwise pay.
+/// Between round trips it parks, as a lone request in an idle service does.
 async fn drive<F, Fut>(conc: usize, w: Window, op: F) -> Sample
-where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    drive_with(conc, w, true, op).await
-}
-
-/// One task that does not yield: between its calls the runtime has nothing
-/// to do and parks, as a lone request in an idle service does; each round
-/// trip then includes waking a sleeping thread.
-async fn drive_parked<F, Fut>(w: Window, op: F) -> Sample
-where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    drive_with(1, w, false, op).await
-}
-
-async fn drive_with<F, Fut>(conc: usize, w: Window, yields: bool, op: F) -> Sample
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -373,6 +361,7 @@ where
     let start = Instant::now();
     let from = start + w.warmup;
     let end = from + w.measure;
+    let yields = conc > 1;
     let mut tasks = Vec::with_capacity(conc);
     for t in 0..conc {
         let op = op.clone();
@@ -656,26 +645,6 @@ fn run_all(args: &Args) -> Res<()> {
             b1.push(level, s);
         }
     }
-    eprintln!("load: a lone caller on a parked runtime");
-    let mut pa = Series::new("pa", "raw GET (redis crate), parked runtime");
-    let mut pb = Series::new("pb", "cached-redis hit, parked runtime");
-    let mut pc = Series::new("pc", "cached crate hit (peer), parked runtime");
-    for round in 0..timing.rounds {
-        eprintln!(" round {}", round + 1);
-        let s = rt.block_on(raw_get_parked(&setup, w));
-        show("pa", 1, "task ", &s);
-        pa.push(1, s);
-        let s = rt.block_on(drive_parked(w, |_| async {
-            assert!(search(&fx().query).await.is_ok());
-        }));
-        show("pb", 1, "task ", &s);
-        pb.push(1, s);
-        let s = rt.block_on(drive_parked(w, |_| async {
-            assert!(peer_search(&fx().query).await.is_ok());
-        }));
-        show("pc", 1, "task ", &s);
-        pc.push(1, s);
-    }
     let runs_after = SEARCH_RUNS.load(Relaxed) + PEER_RUNS.load(Relaxed);
     let misses_after = misses();
     results.misses_during_hits = (runs_after - runs_before) + (misses_after - misses_before);
@@ -707,23 +676,7 @@ fn run_all(args: &Args) -> Res<()> {
     eprintln!("load: the embedded store (child process)");
     let embedded: EmbeddedChild = child_json(&["--scenario", "embedded"], args)?;
     results.misses_during_hits += embedded.misses_during_hits;
-    results.load = vec![
-        a,
-        b,
-        c,
-        d0,
-        d,
-        embedded.hits.clone(),
-        a1,
-        b1,
-        pa,
-        pb,
-        pc,
-        f,
-        g,
-        h,
-        f0,
-    ];
+    results.load = vec![a, b, c, d0, d, embedded.hits.clone(), a1, b1, f, g, h, f0];
 
     eprintln!("load: sync path");
     results.sync = sync_path(&url, &setup, &timing, w)?;
@@ -952,29 +905,11 @@ async fn raw_get(setup: &Setup, level: usize, w: Window) -> Sample {
     raw_get_of(setup, &setup.key, setup.entry_len, level, w).await
 }
 
-/// (a) from one task on a parked runtime.
-async fn raw_get_parked(setup: &Setup, w: Window) -> Sample {
-    raw_get_driven(setup, &setup.key, setup.entry_len, 1, w, false).await
-}
-
 /// `GET` of `key` (an entry of `len` bytes) from `level` tasks.
 async fn raw_get_of(setup: &Setup, key: &str, len: usize, level: usize, w: Window) -> Sample {
-    raw_get_driven(setup, key, len, level, w, true).await
-}
-
-/// [`raw_get_of`], with tasks that yield between calls or not (see
-/// [`drive_with`]).
-async fn raw_get_driven(
-    setup: &Setup,
-    key: &str,
-    len: usize,
-    level: usize,
-    w: Window,
-    yields: bool,
-) -> Sample {
     let conn = setup.conn.clone();
     let key: Arc<str> = key.into();
-    drive_with(level, w, yields, move |_| {
+    drive(level, w, move |_| {
         let mut conn = conn.clone();
         let key = key.clone();
         async move {
