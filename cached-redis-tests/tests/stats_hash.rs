@@ -242,7 +242,13 @@ async fn a_flush_without_an_answer_is_not_sent_again() {
         &namespace,
         cached_redis::Config::builder().timeout(Duration::from_millis(150)),
     );
-    for x in 0..10 {
+    for x in 0..5 {
+        cache.scope(in_doubt(x)).await;
+    }
+    // Connected (where a flush runs) and flushed once before the server
+    // is held.
+    cache.flush_stats().await.unwrap();
+    for x in 5..10 {
         cache.scope(in_doubt(x)).await;
     }
     let probe = connect(&server);
@@ -259,6 +265,49 @@ async fn a_flush_without_an_answer_is_not_sent_again() {
         raw.hgetall(format!("{namespace}:in_doubt:stats")).unwrap();
     assert_eq!(field(&fields, "misses"), 10, "{fields:?}");
     assert_eq!(field(&fields, "stores"), 10, "{fields:?}");
+}
+
+#[cached(prefix = "flush_dropped")]
+async fn flush_dropped(x: u64) -> u64 {
+    x
+}
+
+/// A `flush_stats()` whose caller gave up on it (a shutdown path under a
+/// timeout) after its counts went out: the next flush does not send them
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_its_caller_dropped_is_not_sent_again() {
+    // A server of its own: holding it must not slow the other tests.
+    let server = common::RedisServer::start();
+    let namespace = common::namespace("stats_hash_dropped");
+    let cache = cache_on(
+        &server,
+        &namespace,
+        cached_redis::Config::builder().timeout(Duration::from_secs(5)),
+    );
+    for x in 0..10 {
+        cache.scope(flush_dropped(x)).await;
+    }
+    // Connected (where a flush runs) and flushed once before the server
+    // is held.
+    cache.flush_stats().await.unwrap();
+    for x in 10..20 {
+        cache.scope(flush_dropped(x)).await;
+    }
+    let probe = connect(&server);
+    let held = hold_server(&server, Duration::from_millis(1_500));
+    wait_until_held(probe);
+    let dropped = tokio::time::timeout(Duration::from_millis(300), cache.flush_stats()).await;
+    assert!(dropped.is_err(), "the flush got an answer: {dropped:?}");
+    held.join().unwrap();
+    let mut raw = connect(&server);
+    let _: String = redis::cmd("PING").query(&mut raw).unwrap();
+    cache.flush_stats().await.unwrap();
+    let fields: HashMap<String, String> = raw
+        .hgetall(format!("{namespace}:flush_dropped:stats"))
+        .unwrap();
+    assert_eq!(field(&fields, "misses"), 20, "{fields:?}");
+    assert_eq!(field(&fields, "stores"), 20, "{fields:?}");
 }
 
 #[cached(prefix = "after_kill")]

@@ -164,7 +164,7 @@ impl Cache {
     /// # }
     /// ```
     pub async fn flush_stats(&self) -> Result<(), Error> {
-        crate::flush::flush(&self.0).await
+        crate::flush::flush_detached(Arc::clone(&self.0)).await
     }
 
     /// This cache's totals for `prefix` in this process, or `None` when no

@@ -407,7 +407,7 @@ fn not_installed(site: &CallSite) -> Error {
 pub async fn flush_stats() -> Result<(), Error> {
     let mut first_error = None;
     for engine in every_cache() {
-        if let Err(e) = crate::flush::flush(&engine).await {
+        if let Err(e) = crate::flush::flush_detached(engine).await {
             first_error.get_or_insert(e);
         }
     }

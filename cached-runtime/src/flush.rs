@@ -10,11 +10,11 @@
 //! `HGET`.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::engine::Engine;
-use crate::error::{Error, StoreErrorKind};
+use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::stats::{StatsRegistry, StatsSnapshot};
 use crate::store::RedisStore;
 
@@ -206,6 +206,30 @@ pub(crate) async fn flush(engine: &Engine) -> Result<(), Error> {
         &engine.flushed,
     )
     .await
+}
+
+/// [`flush`] on the crate's own runtime, awaited: what `flush_stats`
+/// runs. Its caller may drop this future (a shutdown under a timeout)
+/// after the pipeline went out; run in the caller's future, the flush
+/// would then never note what it sent, and the next flush (the exit
+/// hook's, say) would send the same counts again. The task finishes and
+/// notes it, whatever becomes of the caller.
+pub(crate) async fn flush_detached(engine: Arc<Engine>) -> Result<(), Error> {
+    match crate::io::handle()
+        .spawn(async move { flush(&engine).await })
+        .await
+    {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only if the crate's runtime is shutting down: nothing was sent.
+        Err(e) => Err(Error::Store(
+            StoreError::new(
+                StoreErrorKind::Connection,
+                format!("stats flush not run: {e}"),
+            )
+            .not_run(),
+        )),
+    }
 }
 
 /// [`flush`] of a cache's parts: also what a dropped cache sends last.
