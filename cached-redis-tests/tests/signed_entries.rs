@@ -228,3 +228,34 @@ async fn a_signed_entry_put_back_after_its_end_is_a_miss() {
     assert_eq!(role(7).await, "revoked 7");
     assert_eq!(REPLAY_RUNS.load(SeqCst), 2);
 }
+
+static NONE_REPLAY_RUNS: AtomicUsize = AtomicUsize::new(0);
+static CREATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(ttl = 600, cache_none = 1, prefix = "signed_replay_none")]
+async fn account(id: u32) -> Option<String> {
+    NONE_REPLAY_RUNS.fetch_add(1, SeqCst);
+    CREATED.load(SeqCst).then(|| format!("account {id}"))
+}
+
+/// A cached `None` is stored for its `cache_none`, not for the function's
+/// `ttl`: put back later than that (two minutes, with `cache_none = 1` and
+/// `ttl = 600`), its signed creation time gives it away too.
+#[tokio::test]
+async fn a_signed_none_put_back_after_its_cache_none_is_a_miss() {
+    setup();
+    assert_eq!(account(3).await, None);
+    let key = account_cache_key(3).unwrap();
+    let mut entry = verified_entry(&key, &stored(&key));
+    let created = u64::from_le_bytes(entry[4..12].try_into().unwrap());
+    entry[4..12].copy_from_slice(&(created - 120_000).to_le_bytes());
+    CREATED.store(true, SeqCst);
+    put(&key, &signed(NEW_SECRET, &key, &entry));
+    assert_eq!(
+        account(3).await.as_deref(),
+        Some("account 3"),
+        "the replayed None is not served"
+    );
+    assert_eq!(NONE_REPLAY_RUNS.load(SeqCst), 2);
+    assert_eq!(errors("signed_replay_none"), 1);
+}

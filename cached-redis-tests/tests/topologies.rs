@@ -83,7 +83,12 @@ async fn every_feature_on_every_topology() {
     let ok: String = admin.query(&cmd).await.expect("ACL SETUSER accepted");
     assert_eq!(ok, "OK");
     let user = acl[2].clone();
-    let restricted = tls.replacen("rediss://", &format!("rediss://{user}:{password}@"), 1);
+    // On database 1: selecting it is one of the commands the user runs.
+    let tls_db1 = tls
+        .strip_suffix("/0")
+        .map(|base| format!("{base}/1"))
+        .expect("the TLS URL names database 0");
+    let restricted = tls_db1.replacen("rediss://", &format!("rediss://{user}:{password}@"), 1);
 
     let topologies = [
         Topology {
@@ -105,7 +110,7 @@ async fn every_feature_on_every_topology() {
         Topology {
             name: "acl",
             url: restricted,
-            admin_url: tls.clone(),
+            admin_url: tls_db1.clone(),
             ca: true,
             client_cert: false,
             insecure: false,
@@ -366,6 +371,32 @@ mod child {
         // The lock key was taken and released with its script.
         let lock = format!("{}:lock", locked_cache_key(7).unwrap());
         assert!(!exists(&lock).await, "the lock is released");
+
+        // A lock another process holds: this call waits for it rather
+        // than computing beside it (the lock script's path for a key that
+        // is taken), and takes over once it is released.
+        let other = format!("{}:lock", locked_cache_key(9).unwrap());
+        let store = admin();
+        let _: () = store
+            .query(
+                redis::cmd("SET")
+                    .arg(&other)
+                    .arg("another process")
+                    .arg("PX")
+                    .arg(30_000),
+            )
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(locked(9));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            LOCK_RUNS.load(SeqCst),
+            2,
+            "no run while another process holds the lock"
+        );
+        let _: () = store.query(redis::cmd("DEL").arg(&other)).await.unwrap();
+        assert_eq!(waiting.await.unwrap(), 10);
+        assert_eq!(LOCK_RUNS.load(SeqCst), 3, "run once the lock was free");
         assert_eq!(errors("topo_lock"), 0);
     }
 

@@ -461,32 +461,51 @@ pub fn build_key<A: Serialize + ?Sized>(
     .map_err(|e| Error::Key(e.to_string()))
 }
 
-/// Steps 1–2: the store and key to use, if any, and whether this call
-/// must recompute whatever the cache holds.
+/// Steps 1–2: the store and key to use, and whether this call must
+/// recompute whatever the cache holds; or, when the call runs uncached,
+/// what `with_entry_info` reports of it once its body has run.
 fn prepare<'a>(
     engine: &'a Engine,
     resolved: &ResolvedSite,
     key: Result<CacheKey, Error>,
-) -> Option<(&'a Store, CacheKey, bool)> {
+) -> Result<(&'a Store, CacheKey, bool), Uncached> {
     let force = skip::take_force_refresh();
     let store = match &engine.store {
         Some(store) if !skip::is_cache_skipped() => store,
         _ => {
             resolved.stats.skip();
-            crate::entry_info::skipped();
-            return None;
+            return Err(Uncached::Skipped);
         }
     };
     match key {
-        Ok(key) => Some((store, key, force)),
+        Ok(key) => Ok((store, key, force)),
         Err(e) => {
             resolved.stats.error();
-            crate::entry_info::uncached();
             tracing::debug!(
                 prefix = %resolved.prefix, error = %e,
                 "cache error: key not buildable; running uncached"
             );
-            None
+            Err(Uncached::Unkeyed)
+        }
+    }
+}
+
+/// Why a call runs uncached, as `with_entry_info` reports it. Recorded
+/// after the body: the cached calls the body makes record their own
+/// entries, and the outermost call's record must be the last.
+#[derive(Clone, Copy)]
+enum Uncached {
+    /// The skip flag, or caching off.
+    Skipped,
+    /// No key, no cache bound, or no runtime to reach Redis from.
+    Unkeyed,
+}
+
+impl Uncached {
+    fn record(self) {
+        match self {
+            Uncached::Skipped => crate::entry_info::skipped(),
+            Uncached::Unkeyed => crate::entry_info::uncached(),
         }
     }
 }
@@ -574,11 +593,17 @@ where
         // This is the call a forced refresh was for, though it cannot
         // refresh: the calls its body makes must not take the flag.
         skip::take_force_refresh();
-        crate::entry_info::uncached();
-        return body.await;
+        let ret = body.await;
+        Uncached::Unkeyed.record();
+        return ret;
     };
-    let Some((store, key, force)) = prepare(engine, resolved, key) else {
-        return body.await;
+    let (store, key, force) = match prepare(engine, resolved, key) {
+        Ok(prepared) => prepared,
+        Err(uncached) => {
+            let ret = body.await;
+            uncached.record();
+            return ret;
+        }
     };
     // Inside a task there is a runtime (and no handle to clone to know).
     if matches!(store, Store::Redis(_))
@@ -588,12 +613,13 @@ where
         // Redis I/O needs tokio's timers; under another executor the
         // function still runs, uncached, instead of panicking.
         resolved.stats.error();
-        crate::entry_info::uncached();
         tracing::warn!(
             prefix = %resolved.prefix,
             "cache error: cached async fn polled outside a tokio runtime; running uncached"
         );
-        return body.await;
+        let ret = body.await;
+        Uncached::Unkeyed.record();
+        return ret;
     }
     let near = L::near(engine, resolved);
     let call = Call {
@@ -658,11 +684,17 @@ where
         // This is the call a forced refresh was for, though it cannot
         // refresh: the calls its body makes must not take the flag.
         skip::take_force_refresh();
-        crate::entry_info::uncached();
-        return body();
+        let ret = body();
+        Uncached::Unkeyed.record();
+        return ret;
     };
-    let Some((store, key, force)) = prepare(engine, resolved, key) else {
-        return body();
+    let (store, key, force) = match prepare(engine, resolved, key) {
+        Ok(prepared) => prepared,
+        Err(uncached) => {
+            let ret = body();
+            uncached.record();
+            return ret;
+        }
     };
     let near = L::near(engine, resolved);
     let call = Call {

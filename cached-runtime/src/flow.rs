@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::codec::{self, CodecError, CodecLimits, Header};
 use crate::config::Config;
 use crate::entry_info;
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreErrorKind};
 use crate::flight::{self, Leader, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
@@ -88,7 +88,11 @@ impl Call<'_> {
         }
     }
 
-    fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Option<(V, Header)> {
+    fn decode<V: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        is_negative: IsNegative<V>,
+    ) -> Option<(V, Header)> {
         let bytes = match self.config.signing.active() {
             None => bytes,
             Some(keys) => match signing::open(keys, self.key(), bytes) {
@@ -105,7 +109,10 @@ impl Call<'_> {
             },
         };
         match codec::decode::<V>(bytes, self.limits) {
-            Ok((_, header)) if self.config.signing.active().is_some() && self.replayed(&header) => {
+            Ok((value, header))
+                if self.config.signing.active().is_some()
+                    && self.replayed(&header, is_negative(&value)) =>
+            {
                 self.site.stats.error();
                 tracing::warn!(
                     prefix = %self.site.prefix, key = self.key(), created_at_ms = header.created_at_ms,
@@ -126,20 +133,26 @@ impl Call<'_> {
         }
     }
 
-    /// Whether a signed entry is older than any entry of this function can
-    /// be: its signed creation time, plus the longest life it is stored
-    /// for and [`REPLAY_SKEW`], is past. The store's expiry is the entry's
+    /// Whether a signed entry is older than an entry of its kind can be:
+    /// its signed creation time, plus the life it is stored for (`ttl` and
+    /// `stale`, or `cache_none` for a cached `None`) and [`REPLAY_SKEW`],
+    /// is past. The store's expiry is the entry's
     /// clock otherwise ([`freshness::classify`] trusts it), but bytes put
     /// back under the key with a new expiry would be served for as long as
     /// whoever put them wished, with a valid MAC. A sliding (`refresh`)
     /// entry has no end its writer could sign: not checked.
-    fn replayed(&self, header: &Header) -> bool {
+    fn replayed(&self, header: &Header, negative: bool) -> bool {
         if self.site.refresh {
             return false;
         }
-        let life = (self.site.ttl.max(self.site.negative_ttl))
-            .saturating_add(self.site.stale)
-            .saturating_add(REPLAY_SKEW);
+        // As `store_value` sets the store's expiry: a cached `None` has no
+        // `stale` window.
+        let stored_for = if negative {
+            self.site.negative_ttl
+        } else {
+            self.site.ttl.saturating_add(self.site.stale)
+        };
+        let life = stored_for.saturating_add(REPLAY_SKEW);
         // In u128: a life of `Duration::MAX` has more milliseconds than u64.
         u128::from(header.created_at_ms) + life.as_millis() <= u128::from(freshness::now_ms())
     }
@@ -149,6 +162,21 @@ impl Call<'_> {
         tracing::debug!(
             prefix = %self.site.prefix, key = self.key(), error = %e,
             "cache error: read failed; running uncached"
+        );
+    }
+
+    /// Taking the key's lock failed: counted like a failed read (a lock
+    /// that Redis refuses, say to a user not allowed a command of its
+    /// script, would otherwise leave every process computing, unseen),
+    /// unless the breaker skipped it, as it did this call's read, which
+    /// counted already.
+    fn lock_failed(&self, e: &StoreError) {
+        if e.kind() != StoreErrorKind::CoolingDown {
+            self.site.stats.error();
+        }
+        tracing::debug!(
+            prefix = %self.site.prefix, key = self.key(), error = %e,
+            "cache error: lock failed; computing without it"
         );
     }
 }
@@ -221,7 +249,10 @@ where
     };
     let elapsed = started.elapsed();
     let stored = S::cacheable(&ret).map(|v| (v, negative(v)));
-    let old = pending.finish(io, call, stored, elapsed, near).await;
+    let absent = S::is_absent(&ret);
+    let old = pending
+        .finish(io, call, stored, absent, elapsed, near)
+        .await;
     abandoned.lock = None;
     match old {
         Some(old) => S::rebuild(old),
@@ -268,18 +299,23 @@ enum PendingKind<V> {
     /// for this one (`None` when it computes on its own: a forced refresh,
     /// or a follower whose shared bytes did not decode). `lock`: the token
     /// of the cross-process lock it holds (`lock = true`) and the lease it
-    /// was taken for.
+    /// was taken for. `forced`: a recomputation asked for (`_refresh`),
+    /// whatever the store holds.
     Miss {
         leader: Option<Leader>,
         lock: Option<(String, Duration)>,
+        forced: bool,
     },
     /// An entry due for refreshing: this call recomputes it under the lock
-    /// `lock_key` (token `token`); `old` is served if that fails.
+    /// `lock_key` (token `token`); `old` is served if that fails. `entry`:
+    /// the old value's entry as read, and whether it is a cached `None`,
+    /// what `with_entry_info` reports then.
     Refresh {
         leader: Leader,
         lock_key: String,
         token: String,
         old: V,
+        entry: (Payload, bool),
     },
 }
 
@@ -302,7 +338,7 @@ where
     N: Near<V>,
 {
     if force {
-        return Step::Run(Pending::alone());
+        return Step::Run(Pending::forced());
     }
     let ticket = near.ticket();
     let reading = Instant::now();
@@ -324,8 +360,17 @@ where
             (None, None)
         }
     };
+    // Bytes that did not decode (counted once, here): the lock's wait
+    // reads the key again and again, and must not count them each time.
+    let mut undecodable = None;
     if let Some(((value, header), bytes)) =
-        found.and_then(|bytes| Some((call.decode::<V>(&bytes)?, bytes)))
+        found.and_then(|bytes| match call.decode::<V>(&bytes, is_negative) {
+            Some(decoded) => Some((decoded, bytes)),
+            None => {
+                undecodable = Some(bytes);
+                None
+            }
+        })
     {
         let negative = is_negative(&value);
         if negative && call.site.refresh {
@@ -344,7 +389,7 @@ where
             }
             if left.is_zero() {
                 // Removed above (if it still was this one): past its life.
-                return miss(io, call, is_negative).await;
+                return miss(io, call, is_negative, None).await;
             }
         }
         // A refresh that succeeds records its new entry over this one.
@@ -390,9 +435,9 @@ where
             );
             return Step::Serve(value);
         }
-        return refresh_or_serve(io, call, &header, value).await;
+        return refresh_or_serve(io, call, &header, value, (bytes, negative)).await;
     }
-    miss(io, call, is_negative).await
+    miss(io, call, is_negative, undecodable).await
 }
 
 /// How long the `local` level may hold a value (`negative`: a cached
@@ -470,7 +515,13 @@ fn compute_time(header: &Header) -> Duration {
 /// An entry due for refreshing (stale, or picked by XFetch): one caller
 /// recomputes it; everyone else, and that caller if recomputing fails, gets
 /// the old value at once.
-async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, old: V) -> Step<V> {
+async fn refresh_or_serve<I: Io, V>(
+    io: &I,
+    call: &Call<'_>,
+    header: &Header,
+    old: V,
+    entry: (Payload, bool),
+) -> Step<V> {
     let Role::Leader(leader) = flight::join(call.cache_id(), call.key()) else {
         call.hit();
         return Step::Serve(old);
@@ -478,9 +529,17 @@ async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, ol
     let lock_key = call.lock_key();
     let token = lease::lock_token();
     let lease = lease::lease_for(Some(compute_time(header)));
-    if !matches!(io.try_lock(&lock_key, &token, lease).await, Ok(true)) {
-        call.hit();
-        return Step::Serve(old);
+    match io.try_lock(&lock_key, &token, lease).await {
+        Ok(true) => {}
+        Ok(false) => {
+            call.hit();
+            return Step::Serve(old);
+        }
+        Err(e) => {
+            call.lock_failed(&e);
+            call.hit();
+            return Step::Serve(old);
+        }
     }
     Step::Run(Pending {
         kind: PendingKind::Refresh {
@@ -488,6 +547,7 @@ async fn refresh_or_serve<I: Io, V>(io: &I, call: &Call<'_>, header: &Header, ol
             lock_key,
             token,
             old,
+            entry,
         },
     })
 }
@@ -498,12 +558,13 @@ async fn miss<I: Io, V: DeserializeOwned>(
     io: &I,
     call: &Call<'_>,
     is_negative: IsNegative<V>,
+    undecodable: Option<Payload>,
 ) -> Step<V> {
     let leader = match flight::join(call.cache_id(), call.key()) {
         Role::Leader(leader) => leader,
         Role::Follower(follower) => match io.wait(follower).await {
             Turn::Value(bytes) => {
-                if let Some((value, _)) = call.decode::<V>(&bytes) {
+                if let Some((value, _)) = call.decode::<V>(&bytes, is_negative) {
                     call.hit();
                     entry_info::hit(call.site, call.unsealed(&bytes), is_negative(&value));
                     return Step::Serve(value);
@@ -522,7 +583,7 @@ async fn miss<I: Io, V: DeserializeOwned>(
     // Boxed: the lock's wait is a large future, and only `lock = true`
     // misses pay for its allocation; inline, it would grow every cached
     // function's future past clippy's `large_futures` limit.
-    match Box::pin(acquire::<I, V>(io, call, is_negative)).await {
+    match Box::pin(acquire::<I, V>(io, call, is_negative, undecodable)).await {
         Acquired::Lock(token, lease) => Step::Run(Pending::miss(leader, Some((token, lease)))),
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
@@ -541,6 +602,19 @@ impl<V> Pending<V> {
             kind: PendingKind::Miss {
                 leader: None,
                 lock: None,
+                forced: false,
+            },
+        }
+    }
+
+    /// A recomputation asked for (`_refresh`): alone, whatever the store
+    /// holds.
+    fn forced() -> Self {
+        Self {
+            kind: PendingKind::Miss {
+                leader: None,
+                lock: None,
+                forced: true,
             },
         }
     }
@@ -550,6 +624,7 @@ impl<V> Pending<V> {
             kind: PendingKind::Miss {
                 leader: Some(leader),
                 lock,
+                forced: false,
             },
         }
     }
@@ -606,6 +681,7 @@ impl<V> Pending<V> {
         io: &I,
         call: &Call<'_>,
         stored: Option<(&V, bool)>,
+        absent: bool,
         elapsed: Duration,
         near: &N,
     ) -> Option<V>
@@ -616,7 +692,11 @@ impl<V> Pending<V> {
     {
         call.site.record_miss(call.key(), elapsed);
         match self.kind {
-            PendingKind::Miss { leader, lock } => {
+            PendingKind::Miss {
+                leader,
+                lock,
+                forced,
+            } => {
                 match stored {
                     Some((value, negative)) => {
                         let bytes = store_value(io, call, value, negative, elapsed, near).await;
@@ -624,7 +704,15 @@ impl<V> Pending<V> {
                             leader.share(bytes);
                         }
                     }
-                    None => entry_info::uncached(),
+                    None => {
+                        // `_refresh` after the row went: its old value
+                        // must not outlive it. (A plain miss found no
+                        // entry to remove.)
+                        if forced && absent {
+                            remove_value(io, call, near).await;
+                        }
+                        entry_info::uncached();
+                    }
                 }
                 if let Some((token, _)) = lock {
                     if let Err(e) = io.unlock(&call.lock_key(), &token).await {
@@ -638,8 +726,19 @@ impl<V> Pending<V> {
                 lock_key,
                 token,
                 old,
+                entry,
             } => {
+                if absent {
+                    // Not a failure: what the entry stood for is gone.
+                    remove_value(io, call, near).await;
+                    entry_info::uncached();
+                    let _ = io.unlock(&lock_key, &token).await;
+                    return None;
+                }
                 let Some((value, negative)) = stored else {
+                    // What the body's own cached calls recorded is not
+                    // what this call returns.
+                    entry_info::hit(call.site, call.unsealed(&entry.0), entry.1);
                     call.site.stats.error();
                     tracing::warn!(
                         prefix = %call.site.prefix, key = call.key(),
@@ -672,10 +771,12 @@ enum Acquired<V> {
 /// Takes the key's lock, or waits (backing off, not hammering the store)
 /// for whoever holds it to store the value. A holder that died leaves a
 /// lock that expires with its lease; the next attempt then takes it.
+/// `undecodable`: the entry's bytes, if the lookup found them undecodable.
 async fn acquire<I: Io, V: DeserializeOwned>(
     io: &I,
     call: &Call<'_>,
     is_negative: IsNegative<V>,
+    mut undecodable: Option<Payload>,
 ) -> Acquired<V> {
     let lock_key = call.lock_key();
     let token = lease::lock_token();
@@ -701,7 +802,9 @@ async fn acquire<I: Io, V: DeserializeOwned>(
             Ok(true) => {
                 // The previous holder may have stored the value just before
                 // its lock went away.
-                if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative).await {
+                if let Some((value, bytes)) =
+                    fetch::<I, V>(io, call, is_negative, &mut undecodable).await
+                {
                     let _ = io.unlock(&lock_key, &token).await;
                     abandoned.lock = None;
                     return Acquired::Value(value, bytes);
@@ -712,6 +815,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(
             Ok(false) => abandoned.lock = None,
             Err(e) => {
                 abandoned.lock = None;
+                call.lock_failed(&e);
                 if e.may_have_run() {
                     return Acquired::Lock(token, lease);
                 }
@@ -727,20 +831,55 @@ async fn acquire<I: Io, V: DeserializeOwned>(
         }
         io.sleep(pause).await;
         pause = (pause * 3 / 2).min(pause_cap);
-        if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative).await {
+        if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative, &mut undecodable).await {
             return Acquired::Value(value, bytes);
         }
     }
 }
 
+/// Removes the call's entry, announced to the other processes' `local`
+/// levels as a write is (in the same step), and drops this process's
+/// copy: a recomputation asked for found nothing, so the old value must
+/// not be served. A failure is counted; the entry then ends with its TTL.
+async fn remove_value<I: Io, V, N: Near<V>>(io: &I, call: &Call<'_>, near: &N) {
+    let change = Change::Key(call.key());
+    let news = near
+        .publishes()
+        .then(|| change.announcement(&call.config.namespace));
+    let removed = match &news {
+        Some(news) => {
+            let pending = PendingChange::new(change, news);
+            let removed = Box::pin(io.del_announced(call.key(), news)).await;
+            pending.settle();
+            removed
+        }
+        None => Box::pin(io.del(call.key())).await,
+    };
+    crate::engine::settle(change, news.as_ref(), &removed);
+    if let Err(e) = removed {
+        call.site.stats.error();
+        tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: removal failed");
+    }
+}
+
 /// The decoded entry and its bytes, if the store has a good one now.
+/// `undecodable`: bytes this call already found undecodable, and counted;
+/// the same bytes again are passed over (not another error), and new ones
+/// that do not decode take their place.
 async fn fetch<I: Io, V: DeserializeOwned>(
     io: &I,
     call: &Call<'_>,
     is_negative: IsNegative<V>,
+    undecodable: &mut Option<Payload>,
 ) -> Option<(V, Arc<[u8]>)> {
     let bytes: Payload = io.get(call.key(), None).await.ok()??;
-    let (value, _) = call.decode::<V>(&bytes)?;
+    if undecodable.as_deref() == Some(&*bytes) {
+        return None;
+    }
+    let Some((value, _)) = call.decode::<V>(&bytes, is_negative) else {
+        *undecodable = Some(bytes);
+        return None;
+    };
     entry_info::hit(call.site, call.unsealed(&bytes), is_negative(&value));
     Some((value, Arc::from(&*bytes)))
 }

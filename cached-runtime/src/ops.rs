@@ -68,6 +68,10 @@ pub(crate) trait Io {
         ttl: Duration,
         news: &Announcement,
     ) -> Result<(), StoreError>;
+    /// Removes `key`; true if an entry was there.
+    async fn del(&self, key: &str) -> Result<bool, StoreError>;
+    /// [`Io::del`], and `news` published with it in one step.
+    async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError>;
 }
 
 /// How long a holder renews its lock at most: as long as the others wait
@@ -168,6 +172,12 @@ impl Io for AsyncIo<'_> {
     ) -> Result<(), StoreError> {
         self.0.set_announced(key, value, ttl, news).await
     }
+    async fn del(&self, key: &str) -> Result<bool, StoreError> {
+        self.0.del(key).await
+    }
+    async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError> {
+        self.0.del_announced(key, news).await
+    }
 }
 
 impl Io for BlockingIo<'_> {
@@ -258,6 +268,12 @@ impl Io for BlockingIo<'_> {
         news: &Announcement,
     ) -> Result<(), StoreError> {
         self.0.set_announced_sync(key, value, ttl, news)
+    }
+    async fn del(&self, key: &str) -> Result<bool, StoreError> {
+        self.0.del_sync(key)
+    }
+    async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError> {
+        self.0.del_announced_sync(key, news)
     }
 }
 

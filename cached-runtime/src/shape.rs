@@ -65,6 +65,14 @@ pub trait ReturnShape<R> {
     fn is_negative(_value: &Self::Value) -> bool {
         false
     }
+    /// Whether `ret` says there is nothing (an `Option`'s `None` that is
+    /// not cached), as opposed to a failure (an `Err`): a recomputation
+    /// that was asked for (`_refresh`, a stale or early refresh) and gets
+    /// it removes the entry instead of keeping the old value.
+    #[inline]
+    fn is_absent(_ret: &R) -> bool {
+        false
+    }
 }
 
 /// Shape of a function returning a plain `T`.
@@ -102,6 +110,10 @@ impl<T> ReturnShape<Option<T>> for OptionShape {
     #[inline]
     fn rebuild(value: T) -> Option<T> {
         Some(value)
+    }
+    #[inline]
+    fn is_absent(ret: &Option<T>) -> bool {
+        ret.is_none()
     }
 }
 

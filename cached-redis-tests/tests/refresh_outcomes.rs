@@ -1,0 +1,129 @@
+//! What a recomputation leaves behind when its result is not a value:
+//! a `None` (not cached) removes the entry it was to replace, under
+//! `_refresh` and under `stale`; a failed refresh and an uncached call
+//! report their own entry to `with_entry_info`, not one that a cached
+//! call inside their body recorded.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use cached_redis::{cached, CacheStatus};
+
+fn setup() {
+    common::init_once("refresh_outcomes");
+}
+
+static DELETED: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 600, prefix = "outcome_refresh_none")]
+async fn user(id: u32) -> Option<String> {
+    (!DELETED.load(SeqCst)).then(|| format!("user {id}"))
+}
+
+static DELETED_LOCAL: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 600, local = 100, prefix = "outcome_refresh_none_local")]
+async fn held_user(id: u32) -> Option<String> {
+    (!DELETED_LOCAL.load(SeqCst)).then(|| format!("user {id}"))
+}
+
+/// A write-through after the row was deleted: the old value is not served
+/// afterwards, from Redis or from this process's level.
+#[tokio::test]
+async fn a_refresh_to_none_removes_the_entry() {
+    setup();
+    assert_eq!(user(1).await.as_deref(), Some("user 1"));
+    DELETED.store(true, SeqCst);
+    assert_eq!(user_refresh(1).await, None);
+    assert_eq!(user(1).await, None, "the deleted user is not served");
+    let key = user_cache_key(1).unwrap();
+    let left: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key.as_str())
+        .query(&mut common::raw())
+        .unwrap();
+    assert_eq!(left, None, "the entry is gone");
+
+    assert_eq!(held_user(1).await.as_deref(), Some("user 1"));
+    assert_eq!(held_user(1).await.as_deref(), Some("user 1"), "held");
+    DELETED_LOCAL.store(true, SeqCst);
+    assert_eq!(held_user_refresh(1).await, None);
+    assert_eq!(held_user(1).await, None, "the held copy is dropped too");
+}
+
+static GONE_STALE: AtomicBool = AtomicBool::new(false);
+static STALE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, stale = 30, prefix = "outcome_stale_none")]
+async fn listing(id: u32) -> Option<String> {
+    STALE_RUNS.fetch_add(1, SeqCst);
+    (!GONE_STALE.load(SeqCst)).then(|| format!("listing {id}"))
+}
+
+/// `stale` keeps the old value when recomputing fails; a `None` is not a
+/// failure: it is returned, and the entry goes.
+#[tokio::test]
+async fn a_stale_refresh_to_none_is_not_a_failure() {
+    setup();
+    assert_eq!(listing(1).await.as_deref(), Some("listing 1"));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    GONE_STALE.store(true, SeqCst);
+    assert_eq!(listing(1).await, None, "the refreshing call");
+    assert_eq!(listing(1).await, None, "the next one");
+    assert_eq!(STALE_RUNS.load(SeqCst), 3, "no entry left to serve");
+    let stats = cached_redis::local_stats("outcome_stale_none").unwrap();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+#[cached(ttl = 600, prefix = "outcome_inner")]
+async fn inner(id: u32) -> u32 {
+    id
+}
+
+static OUTER_FAILS: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 1, stale = 30, prefix = "outcome_outer")]
+async fn outer(id: u32) -> Result<String, String> {
+    let inner = inner(id).await;
+    if OUTER_FAILS.load(SeqCst) {
+        return Err("backend down".into());
+    }
+    Ok(format!("outer {inner}"))
+}
+
+/// A stale value served because its refresh failed is reported as that
+/// value's entry (stale: `max_age` zero), not as the entry of the cached
+/// call its body made.
+#[tokio::test]
+async fn a_failed_refresh_reports_the_value_it_serves() {
+    setup();
+    let (_, first) = cached_redis::with_entry_info(outer(1)).await;
+    let first = first.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    OUTER_FAILS.store(true, SeqCst);
+    let (value, info) = cached_redis::with_entry_info(outer(1)).await;
+    assert_eq!(value.as_deref(), Ok("outer 1"), "the stale value");
+    let info = info.unwrap();
+    assert_eq!(info.status, CacheStatus::Hit);
+    assert_eq!(info.content_hash, first.content_hash, "{info:?}");
+    assert_eq!(info.max_age, Some(Duration::ZERO), "{info:?}");
+}
+
+#[cached(ttl = 600, prefix = "outcome_unkeyed")]
+async fn unkeyed(x: f64) -> String {
+    format!("{x} {}", inner(5).await)
+}
+
+/// A call that cannot be keyed (a NaN) runs uncached, and says so, even
+/// when its body made a cached call.
+#[tokio::test]
+async fn an_uncached_call_reports_itself_not_its_body() {
+    setup();
+    let _ = inner(5).await;
+    let (value, info) = cached_redis::with_entry_info(unkeyed(f64::NAN)).await;
+    assert_eq!(value, "NaN 5");
+    let info = info.unwrap();
+    assert_eq!(info.status, CacheStatus::Miss, "{info:?}");
+    assert_eq!((info.content_hash, info.max_age), (None, None));
+}
