@@ -87,10 +87,10 @@
 //!
 //! Type names: `Self` when the function is known to be in an `impl` (a
 //! method of `impl<T> Repo<T>` is generic too), the generic type parameters
-//! in declaration order, then `type_name_of_val` of each key argument whose
-//! type contains `impl Trait` (an anonymous type parameter). Lifetimes and
-//! const generics are not included: a const parameter that matters to the
-//! result belongs in an argument.
+//! in declaration order, each const parameter's value (by a marker type
+//! generic over it), then `type_name_of_val` of each key argument whose
+//! type contains `impl Trait` (an anonymous type parameter). Lifetimes are
+//! not included.
 //!
 //! Why `Self` is always named, even in a non-generic `impl`: the macro sees
 //! the method, never its `impl` block, so it cannot tell `impl Repo` from
@@ -501,7 +501,7 @@ impl<'a> Context<'a> {
         if let Some(lock) = options.lock {
             fields.push(quote!(lock: #lock));
         }
-        if let Some(stale) = options.stale {
+        if let Some((stale, _)) = options.stale {
             let stale = Literal::u64_unsuffixed(stale);
             fields.push(quote!(stale_secs: #stale));
         }
