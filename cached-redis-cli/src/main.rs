@@ -10,7 +10,8 @@
 //!
 //! Exit status: 0 on success; 1 when Redis cannot be reached or read or a
 //! stats field is not a non-negative integer, with one line on stderr
-//! saying what is wrong; 2 for a usage error.
+//! saying what is wrong; 2 for a usage error (a bad flag, or a URL,
+//! namespace or variable the library refuses).
 
 mod render;
 
@@ -43,7 +44,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
     args_conflicts_with_subcommands = true,
     after_help = "Without PREFIX, every {NS}:{prefix}:stats hash is found with SCAN.\n\
                   A percentile beyond the last histogram bucket (10 s) is shown as >10.0s.\n\
-                  Exit status: 0 ok, 1 Redis unreachable or a broken stats field, 2 usage error."
+                  Exit status: 0 ok, 1 Redis unreachable or a broken stats field, 2 usage error (a bad flag, URL, namespace or variable)."
 )]
 struct Cli {
     /// Redis to read [default: $CACHED_REDIS_URL, else $REDIS_URL, else
@@ -302,8 +303,7 @@ fn clock() -> String {
     )
 }
 
-fn run(options: &Options) -> Result<(), String> {
-    let reader = Reader::new(options)?;
+fn run(options: &Options, reader: &Reader) -> Result<(), String> {
     let Some(every) = options.watch else {
         let reports = reader.read(&options.prefixes)?;
         emit(&render(options, &reports));
@@ -388,7 +388,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&options) {
+    // A URL or namespace the library refuses is a usage error too, as a
+    // bad flag is: nothing was tried.
+    let reader = match Reader::new(&options) {
+        Ok(reader) => reader,
+        Err(message) => {
+            eprintln!("cached-stats: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options, &reader) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("cached-stats: {message}");

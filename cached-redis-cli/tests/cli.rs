@@ -610,7 +610,15 @@ fn a_blank_namespace_is_refused() {
         .env("CACHED_REDIS_NAMESPACE", "   ")
         .output()
         .expect("cached-stats runs");
-    assert_one_line_failure(&out, 1, "namespace \"\"");
+    assert_one_line_failure(&out, 2, "namespace \"\"");
+}
+
+/// A URL the library refuses is a usage error (exit 2), as a bad flag is:
+/// nothing was tried, unlike an unreachable server (exit 1).
+#[test]
+fn a_url_the_library_refuses_is_a_usage_error() {
+    let out = run(&["--url", "foo://127.0.0.1:1"]);
+    assert_one_line_failure(&out, 2, "foo://");
 }
 
 fn assert_one_line_failure(out: &Output, code: i32, needle: &str) -> String {
@@ -808,11 +816,11 @@ fn tls_flags_reach_a_mutual_tls_server() {
     // A server certificate signed by a CA the system does not know.
     assert_one_line_failure(&with(&["--tls-cert", &cert, "--tls-key", &key]), 1, "");
     // A certificate without its key, or TLS options on a plain URL, are
-    // refused before anything is sent.
+    // refused before anything is sent: usage errors.
     assert_one_line_failure(&with(&["--tls-cert", &cert]), 2, "--tls-key");
     assert_one_line_failure(
         &run(&["--url", &common::redis_url(), "--tls-ca", &ca]),
-        1,
+        2,
         "not rediss://",
     );
 }
