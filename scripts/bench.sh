@@ -41,7 +41,8 @@ need_topologies bench.sh
 
 # The library's own variables must not leak in from the caller's shell:
 # every process of the benchmark configures itself.
-unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE
+unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
+  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
 
 echo "bench.sh: building bench/ (release)" >&2
 (cd bench && cargo build --release --bins && cargo bench --bench micro --no-run) >&2

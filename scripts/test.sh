@@ -51,5 +51,6 @@ export CACHED_REDIS_TEST_PG="host=127.0.0.1 port=$pg_port user=postgres dbname=p
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261130}"
 
 # The library's own variables must not leak in from the caller's shell.
-unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE
+unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
+  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
 cargo test --workspace --all-features "$@"

@@ -29,19 +29,25 @@ MSG
 
 start_redis() {
   local name=$1 dir=$2 port
-  # A random high port; retried when taken.
+  # A random high port that nothing listens on; retried when taken.
   for _ in $(seq 1 20); do
     port=$((20000 + RANDOM % 30000))
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      continue
+    fi
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
       --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
     redis_pid=$!
     for _ in $(seq 1 50); do
-      if redis-cli -p "$port" ping >/dev/null 2>&1; then
+      # Ours only if it is our process that answers: a server another
+      # user started on the port meanwhile must never be taken for it.
+      kill -0 "$redis_pid" 2>/dev/null || break
+      if redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' |
+        grep -qx "process_id:$redis_pid"; then
         redis_port=$port
         echo "$name: throwaway redis-server on 127.0.0.1:$port" >&2
         return 0
       fi
-      kill -0 "$redis_pid" 2>/dev/null || break
       sleep 0.1
     done
     stop_redis
