@@ -51,8 +51,8 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
     /// `lock = true`.
     pub(crate) lock: Option<bool>,
-    /// `stale = 30`: seconds, at least 1, and where it was written.
-    pub(crate) stale: Option<(u64, proc_macro2::Span)>,
+    /// `stale = 30`: seconds, at least 1.
+    pub(crate) stale: Option<u64>,
     /// `early = true`.
     pub(crate) early: Option<bool>,
     /// `cache_none = 60`: seconds, at least 1; the literal, for errors about
@@ -162,10 +162,7 @@ fn parse_one(meta: &Meta, options: &mut Options, seen: &mut Vec<String>, errors:
     };
     match name.as_str() {
         "ttl" => options.ttl = parse_seconds("ttl", value, errors),
-        "stale" => {
-            options.stale = parse_seconds("stale", value, errors)
-                .map(|secs| (secs, syn::spanned::Spanned::span(value)));
-        }
+        "stale" => options.stale = parse_seconds("stale", value, errors),
         "cache_none" => {
             options.cache_none = parse_seconds("cache_none", value, errors)
                 .map(|secs| (secs, syn::spanned::Spanned::span(value)));

@@ -501,7 +501,7 @@ impl<'a> Context<'a> {
         if let Some(lock) = options.lock {
             fields.push(quote!(lock: #lock));
         }
-        if let Some((stale, _)) = options.stale {
+        if let Some(stale) = options.stale {
             let stale = Literal::u64_unsuffixed(stale);
             fields.push(quote!(stale_secs: #stale));
         }

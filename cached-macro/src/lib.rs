@@ -57,7 +57,7 @@ use crate::errors::Errors;
 /// | `refresh = true` | every hit resets the TTL (sliding expiry) | `false` |
 /// | `version = "<text>"` | extra salt for this function: bump it to drop its old entries | none |
 /// | `lock = true` | one computation per key across all processes; other callers wait for its result (distributed lock) | `false` |
-/// | `stale = <seconds>` | after `ttl`, keep serving the old value for this long while one caller recomputes, and when recomputing fails (not with `refresh = true`, whose entries never turn stale) | `0` |
+/// | `stale = <seconds>` | after `ttl` (with `refresh = true`: `ttl` without a read), keep serving the old value for this long while one caller recomputes, and when recomputing fails | `0` |
 /// | `early = true` | probabilistic early recomputation (XFetch) driven by the measured compute time | `false` |
 /// | `cache_none = <seconds>` | also cache `None` (negative caching) with its own TTL; only on functions returning `Option` | `None` is not cached |
 /// | `codec = "bincode" \| "json"` | force the value codec | per function: bincode when the value reads back from it, JSON otherwise (every store verified) |
@@ -130,8 +130,8 @@ use crate::errors::Errors;
 /// without `returns` (or with the other shape's), a function that never
 /// returns (`-> !`), a parameter under `#[cfg]` (the key and companions
 /// name every parameter: write the function twice instead),
-/// `#[track_caller]` (the body runs inside the cache's call), `stale`
-/// with `refresh = true`, and every mistake in the options. A `#[deprecated]` function's companions are
+/// `#[track_caller]` (the body runs inside the cache's call), and every
+/// mistake in the options. A `#[deprecated]` function's companions are
 /// deprecated too.
 ///
 /// # Generated companions

@@ -72,14 +72,6 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
             );
         }
     }
-    if let (Some(true), Some((_, stale))) = (options.refresh, options.stale) {
-        errors.push(syn::Error::new(
-            stale,
-            "`stale` cannot be used with `refresh = true`: every read restarts a sliding entry's \
-             lifetime, so it never turns stale; remove `stale` (or `refresh`, to serve an old value \
-             while one caller recomputes it)",
-        ));
-    }
     if let (Some((_, lit)), None) = (&options.returns, func.return_type()) {
         errors.at(
             lit,

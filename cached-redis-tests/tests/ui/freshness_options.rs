@@ -15,14 +15,8 @@ fn no_local_entries(id: u32) -> u32 {
     id
 }
 
-#[cached(refresh = true, stale = 30)]
-fn sliding_and_stale(id: u32) -> u32 {
-    id
-}
-
 fn main() {
     not_an_option(1);
     bad_values(1);
     no_local_entries(1);
-    sliding_and_stale(1);
 }
