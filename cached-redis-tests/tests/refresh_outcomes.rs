@@ -127,3 +127,85 @@ async fn an_uncached_call_reports_itself_not_its_body() {
     assert_eq!(info.status, CacheStatus::Miss, "{info:?}");
     assert_eq!((info.content_hash, info.max_age), (None, None));
 }
+
+static OUTER_PANICS: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 1, stale = 30, prefix = "outcome_outer_panic")]
+async fn outer_panicking(id: u32) -> Result<String, String> {
+    let inner = inner(id).await;
+    if OUTER_PANICS.load(SeqCst) {
+        panic!("backend down");
+    }
+    Ok(format!("outer {inner}"))
+}
+
+/// The same when the refresh panics: the stale value it serves is
+/// reported.
+#[tokio::test]
+async fn a_panicking_refresh_reports_the_value_it_serves() {
+    setup();
+    let (_, first) = cached_redis::with_entry_info(outer_panicking(1)).await;
+    let first = first.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    OUTER_PANICS.store(true, SeqCst);
+    let (value, info) = cached_redis::with_entry_info(outer_panicking(1)).await;
+    assert_eq!(value.as_deref(), Ok("outer 1"), "the stale value");
+    let info = info.unwrap();
+    assert_eq!(info.content_hash, first.content_hash, "{info:?}");
+    assert_eq!(info.max_age, Some(Duration::ZERO), "{info:?}");
+}
+
+static RACE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, stale = 30, prefix = "outcome_late_none")]
+async fn item(id: u32) -> Option<String> {
+    match RACE_CALLS.fetch_add(1, SeqCst) {
+        0 => Some(format!("v1 {id}")),
+        // The stale refresh reads the row while it is gone, slowly.
+        1 => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+        // The row is back: a write-through stores it meanwhile.
+        _ => Some(format!("v2 {id}")),
+    }
+}
+
+/// A refresh that found nothing removes the entry it read, not a newer
+/// one written while it ran.
+#[tokio::test]
+async fn a_late_refresh_to_none_leaves_a_newer_write() {
+    setup();
+    assert_eq!(item(1).await.as_deref(), Some("v1 1"));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let refreshing = tokio::spawn(item(1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(item_refresh(1).await.as_deref(), Some("v2 1"));
+    assert_eq!(refreshing.await.unwrap(), None);
+    assert_eq!(item(1).await.as_deref(), Some("v2 1"), "the newer write");
+    assert_eq!(RACE_CALLS.load(SeqCst), 3, "served from its entry");
+}
+
+static SLIDING_VALUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static SLIDING_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 1, stale = 30, refresh = true, prefix = "outcome_sliding_stale")]
+async fn sliding(id: u32) -> u64 {
+    SLIDING_RUNS.fetch_add(1, SeqCst);
+    SLIDING_VALUE.load(SeqCst) + u64::from(id)
+}
+
+/// A sliding entry nobody read for longer than `ttl` is stale: the next
+/// call recomputes it (the entry was kept `ttl + stale` for that), where
+/// it used to be served as fresh for as long as reads kept coming.
+#[tokio::test]
+async fn a_sliding_entry_idle_past_its_ttl_is_recomputed() {
+    setup();
+    assert_eq!(sliding(0).await, 1);
+    assert_eq!(sliding(0).await, 1, "a hit");
+    SLIDING_VALUE.store(2, SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(sliding(0).await, 2, "recomputed by this call");
+    assert_eq!(sliding(0).await, 2, "and stored");
+    assert_eq!(SLIDING_RUNS.load(SeqCst), 2);
+}

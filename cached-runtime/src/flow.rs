@@ -345,8 +345,11 @@ where
     // The store can also say (its own clock, same round trip) what was
     // left of the entry before this read: with a live `local` level, a held
     // copy never outlives it, whatever the writer's clock wrote in the
-    // header; with `refresh`, a cached `None` gets it back (below).
-    let read = if ticket.is_some() || (call.site.refresh && !call.site.negative_ttl.is_zero()) {
+    // header; with `refresh`, a cached `None` gets it back (below), and
+    // with `stale` too, an entry idle past `ttl` is told apart (below).
+    let read = if ticket.is_some()
+        || (call.site.refresh && !(call.site.negative_ttl.is_zero() && call.site.stale.is_zero()))
+    {
         io.get_with_left(call.key(), call.site.touch()).await
     } else {
         io.get(call.key(), call.site.touch())
@@ -402,13 +405,17 @@ where
         } else {
             (call.site.ttl, call.site.stale)
         };
-        let age = freshness::classify(
-            header.created_at_ms,
-            freshness::now_ms(),
-            ttl,
-            stale,
-            call.site.refresh,
-        );
+        let age = if call.site.refresh && !stale.is_zero() {
+            freshness::sliding_age(store_left, call.site.ttl, stale)
+        } else {
+            freshness::classify(
+                header.created_at_ms,
+                freshness::now_ms(),
+                ttl,
+                stale,
+                call.site.refresh,
+            )
+        };
         let refresh_now = match age {
             Age::Stale => true,
             Age::Fresh { remaining } => {
@@ -665,7 +672,12 @@ impl<V> Pending<V> {
             "cache error: refresh panicked; serving the previous value"
         );
         match self.kind {
-            PendingKind::Refresh { old, .. } => old,
+            PendingKind::Refresh { old, entry, .. } => {
+                // What the body's own cached calls recorded is not what
+                // this call returns.
+                entry_info::hit(call.site, call.unsealed(&entry.0), entry.1);
+                old
+            }
             PendingKind::Miss { .. } => unreachable!("only a refresh catches the body's panic"),
         }
     }
@@ -673,9 +685,11 @@ impl<V> Pending<V> {
     /// After the body: counts the miss, stores `stored` (the cacheable
     /// part of the result and whether it is a negative one; `None` when
     /// nothing is to be stored), hands its bytes to the waiting callers and
-    /// releases the lock. Returns the old value when the caller must serve
-    /// it instead of the body's result (a refresh that produced nothing
-    /// cacheable).
+    /// releases the lock. `absent`: the result says there is nothing (a
+    /// `None` not cached); a recomputation asked for (`_refresh`, a
+    /// refresh) then removes the entry. Returns the old value when the
+    /// caller must serve it instead of the body's result (a refresh that
+    /// failed).
     pub(crate) async fn finish<I, N>(
         self,
         io: &I,
@@ -709,7 +723,7 @@ impl<V> Pending<V> {
                         // must not outlive it. (A plain miss found no
                         // entry to remove.)
                         if forced && absent {
-                            remove_value(io, call, near).await;
+                            remove_value(io, call, near, None).await;
                         }
                         entry_info::uncached();
                     }
@@ -730,7 +744,7 @@ impl<V> Pending<V> {
             } => {
                 if absent {
                     // Not a failure: what the entry stood for is gone.
-                    remove_value(io, call, near).await;
+                    remove_value(io, call, near, Some(&entry.0)).await;
                     entry_info::uncached();
                     let _ = io.unlock(&lock_key, &token).await;
                     return None;
@@ -840,21 +854,31 @@ async fn acquire<I: Io, V: DeserializeOwned>(
 /// Removes the call's entry, announced to the other processes' `local`
 /// levels as a write is (in the same step), and drops this process's
 /// copy: a recomputation asked for found nothing, so the old value must
-/// not be served. A failure is counted; the entry then ends with its TTL.
-async fn remove_value<I: Io, V, N: Near<V>>(io: &I, call: &Call<'_>, near: &N) {
+/// not be served. `only_if`: the bytes a refresh read; the entry goes only
+/// if it still holds them, since a value written meanwhile (a `_refresh`,
+/// another process's miss) is newer than what this call found. A failure
+/// is counted; the entry then ends with its TTL.
+async fn remove_value<I: Io, V, N: Near<V>>(
+    io: &I,
+    call: &Call<'_>,
+    near: &N,
+    only_if: Option<&[u8]>,
+) {
     let change = Change::Key(call.key());
     let news = near
         .publishes()
         .then(|| change.announcement(&call.config.namespace));
-    let removed = match &news {
-        Some(news) => {
-            let pending = PendingChange::new(change, news);
-            let removed = Box::pin(io.del_announced(call.key(), news)).await;
-            pending.settle();
-            removed
-        }
-        None => Box::pin(io.del(call.key())).await,
+    let pending = news.as_ref().map(|news| PendingChange::new(change, news));
+    let removed = match only_if {
+        Some(bytes) => Box::pin(io.del_if_same(call.key(), bytes, news.as_ref())).await,
+        None => match &news {
+            Some(news) => Box::pin(io.del_announced(call.key(), news)).await.map(drop),
+            None => Box::pin(io.del(call.key())).await.map(drop),
+        },
     };
+    if let Some(pending) = pending {
+        pending.settle();
+    }
     crate::engine::settle(change, news.as_ref(), &removed);
     if let Err(e) = removed {
         call.site.stats.error();

@@ -52,6 +52,22 @@ pub(crate) fn classify(
     Age::Stale
 }
 
+/// The age of a sliding (`refresh`) entry with a `stale` window, from
+/// what was left of its lifetime in the store just before this read
+/// (`store_left`). Each read and write restarts that lifetime to `ttl +
+/// stale`, so less than `stale` left means nobody read it for longer than
+/// `ttl`: it is stale. Unknown (no expiry): fresh for a whole `ttl`, as
+/// just read.
+pub(crate) fn sliding_age(store_left: Option<Duration>, ttl: Duration, stale: Duration) -> Age {
+    match store_left {
+        Some(left) if left < stale => Age::Stale,
+        Some(left) => Age::Fresh {
+            remaining: (left - stale).min(ttl),
+        },
+        None => Age::Fresh { remaining: ttl },
+    }
+}
+
 /// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): recompute early
 /// when `compute · β · (−ln u) ≥ remaining`, u uniform in (0, 1]. The
 /// chance rises as expiry nears and with the cost of the body, so a hot
@@ -96,6 +112,27 @@ fn unit_random() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sliding entry with a stale window is stale once less than the
+    /// window was left of it before the read: nobody read it for `ttl`.
+    #[test]
+    fn a_sliding_entry_is_stale_after_ttl_without_a_read() {
+        let (ttl, stale) = (Duration::from_secs(60), Duration::from_secs(30));
+        let left = |secs| Some(Duration::from_secs(secs));
+        assert!(matches!(sliding_age(left(29), ttl, stale), Age::Stale));
+        assert!(matches!(
+            sliding_age(left(31), ttl, stale),
+            Age::Fresh { remaining } if remaining == Duration::from_secs(1)
+        ));
+        assert!(matches!(
+            sliding_age(left(90), ttl, stale),
+            Age::Fresh { remaining } if remaining == ttl
+        ));
+        assert!(matches!(
+            sliding_age(None, ttl, stale),
+            Age::Fresh { remaining } if remaining == ttl
+        ));
+    }
 
     const S: Duration = Duration::from_secs(1);
 

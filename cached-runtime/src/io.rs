@@ -1,6 +1,8 @@
 //! The crate's own small tokio runtime, for background work that must not
-//! depend on any caller's runtime staying alive: the interval stats flusher
-//! and the PostgreSQL listener. Calls themselves never hop onto it.
+//! depend on any caller's runtime staying alive: the stats flushes (the
+//! interval flusher's, and `flush_stats`, which must finish even if its
+//! caller gives up) and the PostgreSQL listener. Cached calls themselves
+//! never hop onto it.
 
 use std::sync::OnceLock;
 

@@ -72,6 +72,14 @@ pub(crate) trait Io {
     async fn del(&self, key: &str) -> Result<bool, StoreError>;
     /// [`Io::del`], and `news` published with it in one step.
     async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError>;
+    /// Removes `key` if it still holds `bytes` (a value written since
+    /// keeps its own), with `news` published in the same step when given.
+    async fn del_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        news: Option<&Announcement>,
+    ) -> Result<(), StoreError>;
 }
 
 /// How long a holder renews its lock at most: as long as the others wait
@@ -178,6 +186,17 @@ impl Io for AsyncIo<'_> {
     async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError> {
         self.0.del_announced(key, news).await
     }
+    async fn del_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        news: Option<&Announcement>,
+    ) -> Result<(), StoreError> {
+        match news {
+            Some(news) => self.0.del_if_same_announced(key, bytes, news).await,
+            None => self.0.expire_if_same(key, bytes, Duration::ZERO).await,
+        }
+    }
 }
 
 impl Io for BlockingIo<'_> {
@@ -274,6 +293,17 @@ impl Io for BlockingIo<'_> {
     }
     async fn del_announced(&self, key: &str, news: &Announcement) -> Result<bool, StoreError> {
         self.0.del_announced_sync(key, news)
+    }
+    async fn del_if_same(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        news: Option<&Announcement>,
+    ) -> Result<(), StoreError> {
+        match news {
+            Some(news) => self.0.del_if_same_announced_sync(key, bytes, news),
+            None => self.0.expire_if_same_sync(key, bytes, Duration::ZERO),
+        }
     }
 }
 

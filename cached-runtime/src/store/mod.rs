@@ -163,6 +163,32 @@ static SET_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
 static DEL_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(DEL_ANNOUNCED));
 
+/// Removes an entry only if it still holds the bytes read (`ARGV[1]`),
+/// and publishes the message that announces it in the same step, message
+/// first (see [`SET_ANNOUNCED`]): a value written since keeps its own, and
+/// no message goes for it.
+const DEL_IF_SAME_ANNOUNCED: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return redis.call('UNLINK', KEYS[1])
+"#;
+
+static DEL_IF_SAME_ANNOUNCED_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(DEL_IF_SAME_ANNOUNCED));
+
+/// [`DEL_IF_SAME_ANNOUNCED`] of `key` holding `bytes`, with `news`.
+fn del_if_same_announced(
+    key: &str,
+    bytes: &[u8],
+    news: &Announcement,
+) -> ::redis::ScriptInvocation<'static> {
+    let mut invocation = DEL_IF_SAME_ANNOUNCED_SCRIPT.key(key);
+    invocation.arg(bytes).arg(&news.channel).arg(&news.message);
+    invocation
+}
+
 /// [`RENEW`] of `lock_key` for `token` and `lease`.
 fn renew(lock_key: &str, token: &str, lease: Duration) -> ::redis::ScriptInvocation<'static> {
     let mut invocation = RENEW_SCRIPT.key(lock_key);
@@ -418,6 +444,40 @@ impl Store {
     }
 
     /// [`Store::expire_if_same`] for sync callers.
+    /// Removes the entry under `key` if it still holds `bytes`, with
+    /// `news` published in the same step when it does.
+    pub(crate) async fn del_if_same_announced(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => self.expire_if_same(key, bytes, Duration::ZERO).await,
+            Store::Redis(r) => {
+                let invocation = del_if_same_announced(key, bytes, news);
+                r.run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// [`Store::del_if_same_announced`] for sync callers.
+    pub(crate) fn del_if_same_announced_sync(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        news: &Announcement,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => self.expire_if_same_sync(key, bytes, Duration::ZERO),
+            Store::Redis(r) => r
+                .run_sync(|c| del_if_same_announced(key, bytes, news).invoke::<i64>(c))
+                .map(drop),
+        }
+    }
+
     pub(crate) fn expire_if_same_sync(
         &self,
         key: &str,
