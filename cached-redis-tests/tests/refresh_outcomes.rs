@@ -209,3 +209,84 @@ async fn a_sliding_entry_idle_past_its_ttl_is_recomputed() {
     assert_eq!(sliding(0).await, 2, "and stored");
     assert_eq!(SLIDING_RUNS.load(SeqCst), 2);
 }
+
+static SLIDING_PANICS: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = 1, stale = 30, refresh = true, prefix = "outcome_sliding_panic")]
+async fn sliding_panicking(id: u32) -> Result<String, String> {
+    if SLIDING_PANICS.load(SeqCst) {
+        panic!("backend down");
+    }
+    Ok(format!("v {id}"))
+}
+
+/// The stale value of a sliding entry, served because its refresh
+/// failed, is reported as stale (`max_age` zero).
+#[tokio::test]
+async fn a_stale_sliding_value_reports_no_freshness() {
+    setup();
+    assert_eq!(sliding_panicking(1).await.as_deref(), Ok("v 1"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    SLIDING_PANICS.store(true, SeqCst);
+    let (value, info) = cached_redis::with_entry_info(sliding_panicking(1)).await;
+    assert_eq!(value.as_deref(), Ok("v 1"), "the stale value");
+    assert_eq!(info.unwrap().max_age, Some(Duration::ZERO));
+}
+
+static SLIDING_FAILS: AtomicBool = AtomicBool::new(false);
+static SLIDING_SOURCE: AtomicUsize = AtomicUsize::new(1);
+
+#[cached(ttl = 1, stale = 30, refresh = true, prefix = "outcome_sliding_retry")]
+async fn sliding_failing(id: u32) -> Result<usize, String> {
+    if SLIDING_FAILS.load(SeqCst) {
+        return Err("down".into());
+    }
+    Ok(SLIDING_SOURCE.load(SeqCst) + id as usize)
+}
+
+/// A sliding entry whose refresh failed stays stale, so that the refresh
+/// is tried again, rather than being made fresh by the read that found
+/// it stale.
+#[tokio::test]
+async fn a_failed_sliding_refresh_is_tried_again() {
+    setup();
+    assert_eq!(sliding_failing(0).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    SLIDING_FAILS.store(true, SeqCst);
+    SLIDING_SOURCE.store(2, SeqCst);
+    assert_eq!(sliding_failing(0).await, Ok(1), "stale, its refresh failed");
+    SLIDING_FAILS.store(false, SeqCst);
+    // Read well within `ttl`, past the failed refresh's lock lease.
+    let mut last = 0;
+    for _ in 0..14 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        last = sliding_failing(0).await.unwrap();
+    }
+    assert_eq!(last, 2, "the refresh was tried again");
+}
+
+static HOT_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(
+    ttl = 1,
+    stale = 30,
+    refresh = true,
+    local = 100,
+    prefix = "outcome_sliding_hot"
+)]
+async fn hot(id: u32) -> u32 {
+    HOT_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+/// A sliding entry read often, mostly from the `local` level, is not
+/// taken for idle by the store.
+#[tokio::test]
+async fn a_hot_sliding_entry_held_locally_is_not_idle() {
+    setup();
+    for _ in 0..30 {
+        assert_eq!(hot(7).await, 7);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(HOT_RUNS.load(SeqCst), 1, "computed once");
+}

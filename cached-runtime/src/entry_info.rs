@@ -209,6 +209,15 @@ pub(crate) fn hit(site: &ResolvedSite, stored: &[u8], negative: bool) {
     entry(CacheStatus::Hit, stored, max_age);
 }
 
+/// A call answered from the entry `stored`, past its `ttl`, within its
+/// `stale` window (a sliding entry's staleness is the store's to say, not
+/// the header's).
+pub(crate) fn hit_stale(stored: &[u8]) {
+    if active() {
+        entry(CacheStatus::Hit, stored, Duration::ZERO);
+    }
+}
+
 /// A call that computed and stored `stored`, fresh for `ttl`.
 pub(crate) fn stored(stored: &[u8], ttl: Duration) {
     if active() {

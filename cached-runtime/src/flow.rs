@@ -308,15 +308,36 @@ enum PendingKind<V> {
     },
     /// An entry due for refreshing: this call recomputes it under the lock
     /// `lock_key` (token `token`); `old` is served if that fails. `entry`:
-    /// the old value's entry as read, and whether it is a cached `None`,
-    /// what `with_entry_info` reports then.
+    /// the old value's entry as read, what `with_entry_info` reports then.
     Refresh {
         leader: Leader,
         lock_key: String,
         token: String,
         old: V,
-        entry: (Payload, bool),
+        entry: OldEntry,
     },
+}
+
+/// An entry as a lookup read it, kept while its value is served or
+/// refreshed: what `with_entry_info` reports of the value served.
+struct OldEntry {
+    bytes: Payload,
+    /// A cached `None`.
+    negative: bool,
+    /// Past its `ttl`, within its `stale` window.
+    stale: bool,
+}
+
+impl OldEntry {
+    /// Records this entry as the call's, for `with_entry_info`.
+    fn record(&self, call: &Call<'_>) {
+        let stored = call.unsealed(&self.bytes);
+        if self.stale {
+            entry_info::hit_stale(stored);
+        } else {
+            entry_info::hit(call.site, stored, self.negative);
+        }
+    }
 }
 
 /// Whether a stored value is a negative one (a cached `None`).
@@ -395,8 +416,6 @@ where
                 return miss(io, call, is_negative, None).await;
             }
         }
-        // A refresh that succeeds records its new entry over this one.
-        entry_info::hit(call.site, call.unsealed(&bytes), negative);
         // A cached `None` lives `cache_none`, with no stale window: judged
         // by `ttl`, `early` would recompute it once `ttl` passed (each
         // read, when `cache_none` is the longer) or never (when shorter).
@@ -405,7 +424,8 @@ where
         } else {
             (call.site.ttl, call.site.stale)
         };
-        let age = if call.site.refresh && !stale.is_zero() {
+        let sliding_stale = call.site.refresh && !stale.is_zero();
+        let age = if sliding_stale {
             freshness::sliding_age(store_left, call.site.ttl, stale)
         } else {
             freshness::classify(
@@ -416,6 +436,27 @@ where
                 call.site.refresh,
             )
         };
+        let stale_now = matches!(age, Age::Stale);
+        // A refresh that succeeds records its new entry over this one.
+        let old = OldEntry {
+            bytes,
+            negative,
+            stale: stale_now,
+        };
+        old.record(call);
+        if stale_now && sliding_stale {
+            // This read (a `GETEX`) restarted the entry's lifetime, which
+            // would make it fresh for the next reader: its stale window
+            // keeps running instead (set back, if it still holds these
+            // bytes), so a refresh that fails is tried again, and the
+            // entry ends with its window.
+            if let Some(left) = store_left {
+                let left = left.saturating_sub(reading.elapsed());
+                if let Err(e) = io.expire_if_same(call.key(), &old.bytes, left).await {
+                    tracing::debug!(key = call.key(), error = %e, "a stale entry's lifetime not restored");
+                }
+            }
+        }
         let refresh_now = match age {
             Age::Stale => true,
             Age::Fresh { remaining } => {
@@ -442,7 +483,7 @@ where
             );
             return Step::Serve(value);
         }
-        return refresh_or_serve(io, call, &header, value, (bytes, negative)).await;
+        return refresh_or_serve(io, call, &header, value, old).await;
     }
     miss(io, call, is_negative, undecodable).await
 }
@@ -464,6 +505,11 @@ fn held_for(
 ) -> Duration {
     let lifetime = if negative {
         call.site.negative_ttl
+    } else if call.site.refresh && !call.site.stale.is_zero() {
+        // Hits on the level do not reach the store, which judges a
+        // sliding entry idle (stale) when less than `stale` is left of it:
+        // the store must see a read of a hot entry well within `ttl`.
+        call.site.ttl / 2
     } else {
         call.site.ttl
     };
@@ -527,7 +573,7 @@ async fn refresh_or_serve<I: Io, V>(
     call: &Call<'_>,
     header: &Header,
     old: V,
-    entry: (Payload, bool),
+    entry: OldEntry,
 ) -> Step<V> {
     let Role::Leader(leader) = flight::join(call.cache_id(), call.key()) else {
         call.hit();
@@ -675,7 +721,7 @@ impl<V> Pending<V> {
             PendingKind::Refresh { old, entry, .. } => {
                 // What the body's own cached calls recorded is not what
                 // this call returns.
-                entry_info::hit(call.site, call.unsealed(&entry.0), entry.1);
+                entry.record(call);
                 old
             }
             PendingKind::Miss { .. } => unreachable!("only a refresh catches the body's panic"),
@@ -744,7 +790,7 @@ impl<V> Pending<V> {
             } => {
                 if absent {
                     // Not a failure: what the entry stood for is gone.
-                    remove_value(io, call, near, Some(&entry.0)).await;
+                    remove_value(io, call, near, Some(&entry.bytes)).await;
                     entry_info::uncached();
                     let _ = io.unlock(&lock_key, &token).await;
                     return None;
@@ -752,7 +798,7 @@ impl<V> Pending<V> {
                 let Some((value, negative)) = stored else {
                     // What the body's own cached calls recorded is not
                     // what this call returns.
-                    entry_info::hit(call.site, call.unsealed(&entry.0), entry.1);
+                    entry.record(call);
                     call.site.stats.error();
                     tracing::warn!(
                         prefix = %call.site.prefix, key = call.key(),

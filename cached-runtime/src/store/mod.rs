@@ -443,7 +443,6 @@ impl Store {
         }
     }
 
-    /// [`Store::expire_if_same`] for sync callers.
     /// Removes the entry under `key` if it still holds `bytes`, with
     /// `news` published in the same step when it does.
     pub(crate) async fn del_if_same_announced(
@@ -478,6 +477,7 @@ impl Store {
         }
     }
 
+    /// [`Store::expire_if_same`] for sync callers.
     pub(crate) fn expire_if_same_sync(
         &self,
         key: &str,
