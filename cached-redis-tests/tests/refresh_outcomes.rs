@@ -2,7 +2,8 @@
 //! a `None` (not cached) removes the entry it was to replace, under
 //! `_refresh` and under `stale`; a failed refresh and an uncached call
 //! report their own entry to `with_entry_info`, not one that a cached
-//! call inside their body recorded.
+//! call inside their body recorded. Bytes that do not decode, under the
+//! key of a result that is not cached, go too.
 
 mod common;
 
@@ -289,4 +290,36 @@ async fn a_hot_sliding_entry_held_locally_is_not_idle() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(HOT_RUNS.load(SeqCst), 1, "computed once");
+}
+
+static MISSING_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, prefix = "outcome_garbage_none")]
+async fn missing(id: u32) -> Option<u32> {
+    MISSING_RUNS.fetch_add(1, SeqCst);
+    (id > 100).then_some(id)
+}
+
+/// Bytes that do not decode, under the key of a call whose result is not
+/// cached (a `None`), are removed: nothing else would replace them, and
+/// every call until they expire would count them again.
+#[tokio::test]
+async fn undecodable_bytes_a_none_does_not_replace_are_removed() {
+    setup();
+    let key = missing_cache_key(1).unwrap();
+    let mut raw = common::raw();
+    let _: () = redis::cmd("SET")
+        .arg(key.as_str())
+        .arg(b"not an entry".as_slice())
+        .arg("EX")
+        .arg(600)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(missing(1).await, None);
+    assert_eq!(missing(1).await, None);
+    assert_eq!(MISSING_RUNS.load(SeqCst), 2);
+    let stats = cached_redis::local_stats("outcome_garbage_none").unwrap();
+    assert_eq!(stats.errors, 1, "counted once: {stats:?}");
+    let left: Option<Vec<u8>> = redis::cmd("GET").arg(key.as_str()).query(&mut raw).unwrap();
+    assert_eq!(left, None, "removed");
 }

@@ -305,6 +305,8 @@ enum PendingKind<V> {
         leader: Option<Leader>,
         lock: Option<(String, Duration)>,
         forced: bool,
+        /// The entry's bytes, found undecodable (and counted) by this call.
+        undecodable: Option<Payload>,
     },
     /// An entry due for refreshing: this call recomputes it under the lock
     /// `lock_key` (token `token`); `old` is served if that fails. `entry`:
@@ -630,21 +632,24 @@ async fn miss<I: Io, V: DeserializeOwned>(
             Turn::Lead(leader) => leader,
         },
     };
+    let mut undecodable = undecodable;
     if !call.site.lock {
-        return Step::Run(Pending::miss(leader, None));
+        return Step::Run(Pending::miss(leader, None, undecodable));
     }
     // Boxed: the lock's wait is a large future, and only `lock = true`
     // misses pay for its allocation; inline, it would grow every cached
     // function's future past clippy's `large_futures` limit.
-    match Box::pin(acquire::<I, V>(io, call, is_negative, undecodable)).await {
-        Acquired::Lock(token, lease) => Step::Run(Pending::miss(leader, Some((token, lease)))),
+    match Box::pin(acquire::<I, V>(io, call, is_negative, &mut undecodable)).await {
+        Acquired::Lock(token, lease) => {
+            Step::Run(Pending::miss(leader, Some((token, lease)), undecodable))
+        }
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
             leader.share(bytes);
             call.hit();
             Step::Serve(value)
         }
-        Acquired::GaveUp => Step::Run(Pending::miss(leader, None)),
+        Acquired::GaveUp => Step::Run(Pending::miss(leader, None, undecodable)),
     }
 }
 
@@ -656,6 +661,7 @@ impl<V> Pending<V> {
                 leader: None,
                 lock: None,
                 forced: false,
+                undecodable: None,
             },
         }
     }
@@ -668,16 +674,22 @@ impl<V> Pending<V> {
                 leader: None,
                 lock: None,
                 forced: true,
+                undecodable: None,
             },
         }
     }
 
-    fn miss(leader: Leader, lock: Option<(String, Duration)>) -> Self {
+    fn miss(
+        leader: Leader,
+        lock: Option<(String, Duration)>,
+        undecodable: Option<Payload>,
+    ) -> Self {
         Self {
             kind: PendingKind::Miss {
                 leader: Some(leader),
                 lock,
                 forced: false,
+                undecodable,
             },
         }
     }
@@ -756,6 +768,7 @@ impl<V> Pending<V> {
                 leader,
                 lock,
                 forced,
+                undecodable,
             } => {
                 match stored {
                     Some((value, negative)) => {
@@ -770,6 +783,13 @@ impl<V> Pending<V> {
                         // entry to remove.)
                         if forced && absent {
                             remove_value(io, call, near, None).await;
+                        } else if let Some(bad) = &undecodable {
+                            // Nothing replaces them: removed, or every
+                            // call until they expire would read, fail to
+                            // decode and count them again. Only if they
+                            // are still there: a value written meanwhile
+                            // is newer.
+                            remove_value(io, call, near, Some(bad)).await;
                         }
                         entry_info::uncached();
                     }
@@ -831,12 +851,13 @@ enum Acquired<V> {
 /// Takes the key's lock, or waits (backing off, not hammering the store)
 /// for whoever holds it to store the value. A holder that died leaves a
 /// lock that expires with its lease; the next attempt then takes it.
-/// `undecodable`: the entry's bytes, if the lookup found them undecodable.
+/// `undecodable`: the entry's bytes, if the lookup found them undecodable;
+/// bytes found undecodable while waiting take their place.
 async fn acquire<I: Io, V: DeserializeOwned>(
     io: &I,
     call: &Call<'_>,
     is_negative: IsNegative<V>,
-    mut undecodable: Option<Payload>,
+    undecodable: &mut Option<Payload>,
 ) -> Acquired<V> {
     let lock_key = call.lock_key();
     let token = lease::lock_token();
@@ -863,7 +884,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(
                 // The previous holder may have stored the value just before
                 // its lock went away.
                 if let Some((value, bytes)) =
-                    fetch::<I, V>(io, call, is_negative, &mut undecodable).await
+                    fetch::<I, V>(io, call, is_negative, undecodable).await
                 {
                     let _ = io.unlock(&lock_key, &token).await;
                     abandoned.lock = None;
@@ -891,7 +912,7 @@ async fn acquire<I: Io, V: DeserializeOwned>(
         }
         io.sleep(pause).await;
         pause = (pause * 3 / 2).min(pause_cap);
-        if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative, &mut undecodable).await {
+        if let Some((value, bytes)) = fetch::<I, V>(io, call, is_negative, undecodable).await {
             return Acquired::Value(value, bytes);
         }
     }
