@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use cached_redis::cached;
 use redis::Commands;
 
@@ -16,16 +14,7 @@ async fn lock_undecodable(x: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_read_while_waiting_for_a_lock_are_one_error() {
-    let namespace = common::namespace("lock_undecodable");
-    cached_redis::init(
-        cached_redis::Config::builder()
-            .redis_url(common::redis_url())
-            .namespace(&namespace)
-            .stats_flush_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    common::init_once("lock_undecodable");
     let key = lock_undecodable_cache_key(1).unwrap();
     let mut raw = common::raw();
     // An entry that does not decode (a type changed without a version
