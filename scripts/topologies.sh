@@ -78,7 +78,10 @@ topo_server() {
       --logfile "$dir/redis-$port.log" --daemonize no "${@//@PORT@/$port}" &
     pid=$!
     for _ in $(seq 1 200); do
-      if timeout 5 redis-cli -p "$port" "${TOPO_CLI[@]}" ping 2>/dev/null | grep -q PONG; then
+      # Ours only if our process answers: a server someone else started
+      # on the port meanwhile must never be taken for it.
+      if timeout 5 redis-cli -p "$port" "${TOPO_CLI[@]}" info server 2>/dev/null |
+        tr -d '\r' | grep -qx "process_id:$pid"; then
         # Disowned: a server a test kills on purpose is not reported.
         disown "$pid"
         topo_pids+=("$pid")
