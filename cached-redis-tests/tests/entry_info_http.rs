@@ -217,3 +217,96 @@ async fn a_cached_none_reports_its_own_lifetime() {
         info.max_age
     );
 }
+
+#[cached(prefix = "entry_info_skew", ttl = 60)]
+async fn skewed(id: u32) -> String {
+    format!("v{id}")
+}
+
+/// An entry written by a process whose clock runs an hour ahead: its
+/// header dates it in the future. A hit reports at most the function's
+/// `ttl` as `max_age` and no `created_at` later than now, or a CDN would
+/// keep the value an hour too long and `Last-Modified` would be ahead of
+/// the reply.
+#[tokio::test]
+async fn an_entry_dated_in_the_future_reports_at_most_its_ttl() {
+    common::init_once("entry_info_http");
+    let (_, info) = with_entry_info(skewed(1)).await;
+    assert_eq!(info.expect("recorded").status, CacheStatus::Miss);
+    let key = skewed_cache_key(1).expect("key");
+    let mut conn = common::raw();
+    let mut bytes: Vec<u8> = conn.get(&key).expect("GET");
+    let now = std::time::SystemTime::now();
+    let ahead = now + std::time::Duration::from_secs(3600);
+    let ahead_ms = ahead
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    // The creation time: bytes 4..12 of the header (docs/FORMAT.md).
+    bytes[4..12].copy_from_slice(&ahead_ms.to_le_bytes());
+    let _: () = conn.pset_ex(&key, bytes, 60_000).expect("PSETEX");
+    let (_, info) = with_entry_info(skewed(1)).await;
+    let info = info.expect("recorded");
+    assert_eq!(info.status, CacheStatus::Hit);
+    let max_age = info.max_age.expect("max_age");
+    assert!(
+        max_age <= std::time::Duration::from_secs(60),
+        "max_age {max_age:?} is over the function's ttl of 60 s"
+    );
+    let created_at = info.created_at.expect("created_at");
+    assert!(
+        created_at <= std::time::SystemTime::now(),
+        "created_at {created_at:?} is in the future"
+    );
+}
+
+#[cached(prefix = "entry_info_unwritten", cache = "entry_info_nowrite")]
+async fn unwritten(id: u32) -> String {
+    format!("v{id}")
+}
+
+/// A value the store refuses to write has no entry: `with_entry_info`
+/// gives no `ETag`, `Last-Modified` or `max-age` for it.
+#[tokio::test]
+async fn a_refused_write_reports_no_entry() {
+    // A server of its own: its ACL changes.
+    let server = common::RedisServer::start();
+    let mut admin = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "ei_nowrite",
+                "on",
+                "nopass",
+                "~*",
+                "&*",
+                "+@all",
+                "-@write",
+            ][..],
+        )
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    let url = server.url().replace("redis://", "redis://ei_nowrite:x@");
+    cached_redis::init_named(
+        "entry_info_nowrite",
+        cached_redis::Config::builder()
+            .redis_url(url)
+            .namespace(common::namespace("entry_info_nowrite"))
+            .build()
+            .expect("config"),
+    )
+    .expect("init_named");
+    let (value, info) = with_entry_info(unwritten(1)).await;
+    assert_eq!(value, "v1");
+    let key = unwritten_cache_key(1).expect("key");
+    assert!(!admin.exists::<_, bool>(&key).expect("EXISTS"), "written");
+    let info = info.expect("recorded");
+    assert_eq!(info.status, CacheStatus::Miss);
+    assert_eq!(info.content_hash, None, "{info:?}");
+    assert_eq!(info.created_at, None, "{info:?}");
+    assert_eq!(info.max_age, None, "{info:?}");
+}

@@ -240,7 +240,11 @@ fn entry(status: CacheStatus, stored: &[u8], max_age: Duration) {
     record(EntryInfo {
         status,
         content_hash: Some(URL_SAFE_NO_PAD.encode(blake3::hash(payload).as_bytes())),
-        created_at: Some(UNIX_EPOCH + Duration::from_millis(created_at_ms(stored))),
+        // Never in the future (a writer whose clock runs ahead): it goes
+        // into `Last-Modified`, which must not be later than the reply.
+        created_at: Some(
+            UNIX_EPOCH + Duration::from_millis(created_at_ms(stored).min(freshness::now_ms())),
+        ),
         max_age: Some(max_age),
     });
 }

@@ -1072,6 +1072,9 @@ where
         }
         Err(e) => {
             call.site.stats.error();
+            // No entry to describe: an `ETag` or `max-age` would speak of
+            // one that is not there.
+            entry_info::uncached();
             tracing::debug!(prefix = %call.site.prefix, key = call.key(), error = %e, "cache error: write failed");
             if news.is_some() {
                 // It may have happened all the same, or happen later.

@@ -38,8 +38,10 @@ pub(crate) fn classify(
 ) -> Age {
     let expires = created_at_ms.saturating_add(ttl.as_millis() as u64);
     if now_ms < expires {
+        // At most `ttl`: a writer whose clock runs ahead dates its entries
+        // in the future, and they must not look fresher than new.
         return Age::Fresh {
-            remaining: Duration::from_millis(expires - now_ms),
+            remaining: Duration::from_millis(expires - now_ms).min(ttl),
         };
     }
     if stale.is_zero() || sliding {
@@ -156,6 +158,11 @@ mod tests {
             classify(1_000, 2_100, S, S, true),
             Age::Fresh { .. }
         ));
+        assert_eq!(
+            classify(61_000, 1_000, S, S, false),
+            Age::Fresh { remaining: S },
+            "written by a clock a minute ahead: fresh for ttl, no longer"
+        );
     }
 
     #[test]

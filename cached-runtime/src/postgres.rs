@@ -46,7 +46,7 @@
 //! | --- | --- |
 //! | `{"prefix":"user","args":[42]}` | [`crate::invalidate_args`]`("user", [42])`: the one entry of `user(…, 42)` |
 //! | `{"prefix":"user"}` (or `"args"` absent / `null`) | [`crate::invalidate_prefix`]`("user")`: every entry of the prefix |
-//! | `user` (plain text, no JSON) | the same as `{"prefix":"user"}` |
+//! | `user` (plain text: anything not starting with `{`, `"` or `[`, even `42` or `null`) | the same as `{"prefix":"user"}` |
 //! | anything else (bad JSON, no `prefix`, a prefix with `:` or whitespace) | logged at `warn` and ignored |
 //!
 //! `args` is a JSON array of the key arguments in parameter order, each
@@ -780,6 +780,10 @@ mod tests {
             event("my_app.db.user", Args::None)
         );
         assert_eq!(parse_payload(r#""user""#), event("user", Args::None));
+        // Plain text is a prefix even where it reads as JSON: `prefix =
+        // "42"` is a prefix the attribute accepts.
+        assert_eq!(parse_payload("42"), event("42", Args::None));
+        assert_eq!(parse_payload("null"), event("null", Args::None));
     }
 
     #[test]
