@@ -144,7 +144,7 @@ use crate::errors::Errors;
 /// | --- | --- |
 /// | `name_cache_key(<key args>) -> Result<String, cached_redis::Error>` | the Redis key a call with these arguments uses |
 /// | `name_invalidate(<key args>) -> Result<bool, cached_redis::Error>` | removes that entry (`true` if one was there); `async` when `name` is |
-/// | `name_refresh(<all args>) -> <return type>` | runs the function and stores the result whatever the cache holds; a `None` that is not cached (no `cache_none`) removes the entry instead |
+/// | `name_refresh(<all args>) -> <return type>` | runs the function and stores the result whatever the cache holds; a `None` that is not cached (no `cache_none`), or a value too large to store (`max_value_bytes`), removes the entry instead |
 ///
 /// `<key args>` are the parameters minus the receiver and the skipped ones,
 /// with the same types.

@@ -323,3 +323,98 @@ async fn undecodable_bytes_a_none_does_not_replace_are_removed() {
     let left: Option<Vec<u8>> = redis::cmd("GET").arg(key.as_str()).query(&mut raw).unwrap();
     assert_eq!(left, None, "removed");
 }
+
+/// A cache whose values may not exceed 4 KiB, for results too large to
+/// store.
+fn setup_small() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        cached_redis::init_named(
+            "outcome_small",
+            cached_redis::Config::builder()
+                .redis_url(common::redis_url())
+                .namespace(common::namespace("refresh_outcomes_small"))
+                .max_value_bytes(4096)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    });
+}
+
+static BIG_LEN: AtomicUsize = AtomicUsize::new(10);
+
+#[cached(ttl = 600, prefix = "outcome_big", cache = "outcome_small")]
+async fn blob(id: u8) -> Vec<u8> {
+    vec![id; BIG_LEN.load(SeqCst)]
+}
+
+static BIG_LEN_LOCAL: AtomicUsize = AtomicUsize::new(10);
+
+#[cached(
+    ttl = 600,
+    local = 10,
+    prefix = "outcome_big_local",
+    cache = "outcome_small"
+)]
+async fn held_blob(id: u8) -> Vec<u8> {
+    vec![id; BIG_LEN_LOCAL.load(SeqCst)]
+}
+
+/// `_refresh` whose new value is too large to store returns it, and the
+/// old value is not served in its place afterwards, from Redis or from
+/// this process's level.
+#[tokio::test]
+async fn a_refresh_too_large_to_store_removes_the_old_entry() {
+    setup_small();
+    assert_eq!(blob(1).await.len(), 10);
+    BIG_LEN.store(100_000, SeqCst);
+    assert_eq!(blob_refresh(1).await.len(), 100_000);
+    let key = blob_cache_key(1).unwrap();
+    let left: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key.as_str())
+        .query(&mut common::raw())
+        .unwrap();
+    assert_eq!(left, None, "the old entry is gone");
+    assert_eq!(blob(1).await.len(), 100_000, "the old value is not served");
+
+    assert_eq!(held_blob(1).await.len(), 10);
+    assert_eq!(held_blob(1).await.len(), 10, "held");
+    BIG_LEN_LOCAL.store(100_000, SeqCst);
+    assert_eq!(held_blob_refresh(1).await.len(), 100_000);
+    assert_eq!(
+        held_blob(1).await.len(),
+        100_000,
+        "the held copy is dropped too"
+    );
+}
+
+static BIG_STALE_LEN: AtomicUsize = AtomicUsize::new(10);
+
+#[cached(
+    ttl = 1,
+    stale = 30,
+    prefix = "outcome_big_stale",
+    cache = "outcome_small"
+)]
+async fn stale_blob(id: u8) -> Vec<u8> {
+    vec![id; BIG_STALE_LEN.load(SeqCst)]
+}
+
+/// A stale refresh whose value is too large to store: the refreshing call
+/// returns it, and the stale value is not served any more.
+#[tokio::test]
+async fn a_stale_refresh_too_large_to_store_removes_the_old_entry() {
+    setup_small();
+    assert_eq!(stale_blob(1).await.len(), 10);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    BIG_STALE_LEN.store(100_000, SeqCst);
+    assert_eq!(stale_blob(1).await.len(), 100_000, "the refreshing call");
+    let key = stale_blob_cache_key(1).unwrap();
+    let left: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key.as_str())
+        .query(&mut common::raw())
+        .unwrap();
+    assert_eq!(left, None, "the stale entry is gone");
+    assert_eq!(stale_blob(1).await.len(), 100_000, "the next call");
+}

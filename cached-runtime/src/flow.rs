@@ -770,28 +770,39 @@ impl<V> Pending<V> {
                 forced,
                 undecodable,
             } => {
-                match stored {
+                // Whether the result went to the store, and so replaced
+                // what the key held.
+                let replaced = match stored {
                     Some((value, negative)) => {
-                        let bytes = store_value(io, call, value, negative, elapsed, near).await;
-                        if let (Some(bytes), Some(mut leader)) = (bytes, leader) {
-                            leader.share(bytes);
+                        match store_value(io, call, value, negative, elapsed, near).await {
+                            Some(bytes) => {
+                                if let Some(mut leader) = leader {
+                                    leader.share(bytes);
+                                }
+                                true
+                            }
+                            // Too large, or not encodable: returned only.
+                            None => false,
                         }
                     }
                     None => {
-                        // `_refresh` after the row went: its old value
-                        // must not outlive it. (A plain miss found no
-                        // entry to remove.)
-                        if forced && absent {
-                            remove_value(io, call, near, None).await;
-                        } else if let Some(bad) = &undecodable {
-                            // Nothing replaces them: removed, or every
-                            // call until they expire would read, fail to
-                            // decode and count them again. Only if they
-                            // are still there: a value written meanwhile
-                            // is newer.
-                            remove_value(io, call, near, Some(bad)).await;
-                        }
                         entry_info::uncached();
+                        false
+                    }
+                };
+                if !replaced {
+                    if forced && (absent || stored.is_some()) {
+                        // `_refresh` after the row went, or of a value
+                        // that cannot be stored: the old value must not
+                        // outlive what replaced it. (A plain miss found
+                        // no entry to remove.)
+                        remove_value(io, call, near, None).await;
+                    } else if let Some(bad) = &undecodable {
+                        // Nothing replaces them: removed, or every call
+                        // until they expire would read, fail to decode
+                        // and count them again. Only if they are still
+                        // there: a value written meanwhile is newer.
+                        remove_value(io, call, near, Some(bad)).await;
                     }
                 }
                 if let Some((token, _)) = lock {
@@ -827,8 +838,12 @@ impl<V> Pending<V> {
                     // The lock stays until its lease ends (see `panicked`).
                     return Some(old);
                 };
-                if let Some(bytes) = store_value(io, call, value, negative, elapsed, near).await {
-                    leader.share(bytes);
+                match store_value(io, call, value, negative, elapsed, near).await {
+                    Some(bytes) => leader.share(bytes),
+                    // Too large, or not encodable: the new value is
+                    // returned, and the old one must not be served in its
+                    // place (if the entry still holds it).
+                    None => remove_value(io, call, near, Some(&entry.bytes)).await,
                 }
                 let _ = io.unlock(&lock_key, &token).await;
                 None
