@@ -23,6 +23,7 @@
 //! Plain `PUBLISH`/`SUBSCRIBE` (RESP2) work on Redis 5 and later and on a
 //! cluster.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -76,6 +77,10 @@ impl Channel {
             let spawned = std::thread::Builder::new()
                 .name("cached-redis-invalidation".into())
                 .spawn(move || {
+                    // However this thread ends (a panic included), the
+                    // levels stop serving: nothing tells them of changes
+                    // any more.
+                    let _off = LiveOff(live.clone());
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -99,6 +104,15 @@ impl Channel {
             }
             stop
         });
+    }
+}
+
+/// Turns the levels off when dropped: the subscriber thread's last act.
+struct LiveOff(Arc<AtomicBool>);
+
+impl Drop for LiveOff {
+    fn drop(&mut self) {
+        self.0.store(false, SeqCst);
     }
 }
 
@@ -364,7 +378,12 @@ async fn listen(
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => match message.get_payload::<String>() {
-                    Ok(text) => receive(&text),
+                    // A panic here (a held value's `Drop`, a `tracing`
+                    // layer) may have left part of the change undone: the
+                    // levels are emptied as after a lost channel.
+                    Ok(text) => if std::panic::catch_unwind(AssertUnwindSafe(|| receive(&text))).is_err() {
+                        break "a panic while applying a message";
+                    },
                     Err(e) => tracing::debug!(error = %e, "ignoring a non-text invalidation message"),
                 },
                 None => break "connection closed",

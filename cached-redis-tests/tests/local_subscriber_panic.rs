@@ -1,0 +1,78 @@
+//! A panic while the invalidation subscriber applies a message (here a
+//! held value's `Drop`, run on the subscriber's thread when its copy is
+//! removed) may leave part of the change undone. The levels are then
+//! emptied as after a lost channel, and the subscriber carries on: a
+//! later change from another process still reaches this one.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use cached_redis::cached;
+use redis::Commands;
+
+static SOURCE: AtomicU64 = AtomicU64::new(1);
+
+/// A value whose `Drop` panics for `Touchy(1)` on the subscriber thread.
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct Touchy(u64);
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        if self.0 == 1 && std::thread::current().name() == Some("cached-redis-invalidation") {
+            panic!("Drop of a held value panicked on the subscriber thread");
+        }
+    }
+}
+
+#[cached(local = 10, ttl = 600, prefix = "lsp_touchy")]
+async fn touchy(id: u64) -> Touchy {
+    Touchy(SOURCE.load(SeqCst) + id)
+}
+
+/// What another process's write of `key` sends (another origin).
+fn announce_from_elsewhere(ns: &str, key: &str) {
+    let _: () = common::raw()
+        .publish(
+            format!("{ns}:__invalidate"),
+            format!("0123456789abcdef:0 k {key}"),
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
+    let ns = common::namespace("local_subscriber_panic");
+    cached_redis::init(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(&ns)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let key = touchy_cache_key(0).unwrap();
+    // The level goes live once its channel is subscribed.
+    let _ = touchy(0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    touchy_invalidate(0).await.unwrap();
+    assert_eq!(touchy(0).await, Touchy(1));
+    // Removing the held copy panics in its `Drop`.
+    announce_from_elsewhere(&ns, key.as_str());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    SOURCE.store(2, SeqCst);
+    let _: () = common::raw().del(key.as_str()).unwrap();
+    assert_eq!(touchy(0).await, Touchy(2));
+    // Another process changes the value and says so.
+    SOURCE.store(3, SeqCst);
+    let _: () = common::raw().del(key.as_str()).unwrap();
+    announce_from_elsewhere(&ns, key.as_str());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        touchy(0).await,
+        Touchy(3),
+        "a copy served after its change was announced: the subscriber stopped applying messages"
+    );
+}
