@@ -184,3 +184,44 @@ fn a_holder_dropped_by_its_runtime_shutting_down_releases_its_lock() {
         "the lock was left to its lease"
     );
 }
+
+#[cached(prefix = "la_block_on", lock = true)]
+async fn held_in_block_on(x: u32) -> u32 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    x
+}
+
+/// A current-thread runtime runs its tasks only inside `block_on`: a
+/// holder dropped by a timeout as its `block_on` returns, after which
+/// the runtime is dropped (or just left idle), cannot release its lock
+/// from there, and the next caller waited for the whole lease.
+#[test]
+fn a_holder_dropped_as_its_block_on_returns_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    let key = lock_key(held_in_block_on_cache_key(1).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let call = held_in_block_on(1);
+        tokio::pin!(call);
+        let mut raw = common::raw();
+        let deadline = Instant::now() + PATIENCE;
+        // Given up (as a timeout would) once it holds the lock: the call
+        // is dropped as `block_on` returns.
+        while !raw.exists::<_, bool>(&key).unwrap() {
+            assert!(Instant::now() < deadline, "the call never took its lock");
+            tokio::select! {
+                _ = &mut call => panic!("the body returned"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    });
+    // Idle, not dropped: still nothing of it runs.
+    assert!(
+        released_before_its_lease(&key),
+        "the lock was left to its lease"
+    );
+    drop(runtime);
+}

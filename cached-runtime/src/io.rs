@@ -1,8 +1,9 @@
 //! The crate's own small tokio runtime, for background work that must not
 //! depend on any caller's runtime staying alive: the stats flushes (the
 //! interval flusher's, and `flush_stats`, which must finish even if its
-//! caller gives up) and the PostgreSQL listener. Cached calls themselves
-//! never hop onto it.
+//! caller gives up), the release of a lock whose holder was dropped
+//! (its own runtime may never run it) and the PostgreSQL listener. Cached
+//! calls themselves never hop onto it.
 
 use std::sync::OnceLock;
 

@@ -22,7 +22,7 @@
 //! [`connect`]: super::connect
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -311,42 +311,6 @@ impl RedisStore {
                     format!("no answer within {:?}", self.timeout),
                 ))
             }
-        }
-    }
-
-    /// Starts `command` on the current runtime's connection without
-    /// waiting for it, within the timeout: for clean-up that must not wait
-    /// (a drop); nothing is counted by the breaker. Where no runtime would
-    /// run it (outside one, or a runtime shutting down, which cancels what
-    /// is spawned on it at once: the clean-up of the tasks it drops would
-    /// be lost), `blocking` runs here instead, within the timeout too.
-    /// Nothing happens on a runtime without a connection (it was dropped
-    /// after a timeout, so Redis is slow now): blocking there would stall
-    /// one of its workers.
-    pub(crate) fn spawn_or_block<F, Fut>(&self, command: F, blocking: impl FnOnce(&Self))
-    where
-        F: FnOnce(AsyncConn) -> Fut,
-        Fut: Future + Send + 'static,
-    {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return blocking(self);
-        };
-        let Some(conn) = self.current(handle.id()) else {
-            return;
-        };
-        let timeout = self.timeout;
-        let work = command(conn);
-        let started = Arc::new(AtomicBool::new(false));
-        let task = handle.spawn({
-            let started = Arc::clone(&started);
-            async move {
-                started.store(true, Relaxed);
-                let _ = tokio::time::timeout(timeout, work).await;
-            }
-        });
-        // Finished without having started: cancelled as it was spawned.
-        if task.is_finished() && !started.load(Relaxed) {
-            blocking(self);
         }
     }
 
