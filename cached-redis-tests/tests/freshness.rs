@@ -397,3 +397,51 @@ async fn early_judges_a_cached_none_by_cache_none() {
     }
     assert_eq!(NONE_EARLY_RUNS.load(SeqCst), 1, "computed once in 2.5 s");
 }
+
+static SLOW_REFRESH_RUNS: AtomicU64 = AtomicU64::new(0);
+static SLOW_REFRESH: AtomicBool = AtomicBool::new(false);
+
+/// Fast the first time (the entry records 10 ms of compute, so a refresh
+/// takes its lock for the shortest lease, 500 ms); 2.5 s once refreshed.
+#[cached(ttl = 1, stale = 60, prefix = "stale_slow_refresh")]
+async fn slow_refresh(x: u64) -> u64 {
+    let run = SLOW_REFRESH_RUNS.fetch_add(1, SeqCst);
+    let pause = if SLOW_REFRESH.load(SeqCst) { 2_500 } else { 10 };
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+    x * 100 + run
+}
+
+/// A refresh slower than its lease keeps its lock while it runs: another
+/// process (a second cache on the same Redis and namespace stands for
+/// one) is served the stale value at once instead of starting the same
+/// refresh again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_slower_than_its_lease_keeps_its_lock() {
+    let ns = common::namespace("freshness_slow_refresh");
+    let config = || {
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(&ns)
+            .build()
+            .unwrap()
+    };
+    let a = cached_redis::Cache::new(config()).unwrap();
+    let b = cached_redis::Cache::new(config()).unwrap();
+    assert_eq!(a.scope(slow_refresh(1)).await, 100);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    SLOW_REFRESH.store(true, SeqCst);
+    let refreshing = tokio::spawn(a.scope(slow_refresh(1)));
+    // Past the lease it was taken for.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        b.scope(slow_refresh(1)).await,
+        100,
+        "the other process is served the stale value"
+    );
+    assert_eq!(refreshing.await.unwrap(), 101);
+    assert_eq!(
+        SLOW_REFRESH_RUNS.load(SeqCst),
+        2,
+        "the refresh ran once, not once per process"
+    );
+}

@@ -235,8 +235,13 @@ where
         // the function usually takes, and a key that takes longer (a rare
         // heavy query) would otherwise be computed again by a waiter.
         io.holding(lock_key, token, *lease, body).await
-    } else if pending.serves_old_on_failure() {
-        match CatchUnwind::new(body).await {
+    } else if let Some((lock_key, token, lease)) = pending.refresh_lock() {
+        // Renewed as a miss's is, for the same reason: other processes
+        // would start the same refresh once the lease ran out.
+        match io
+            .holding(&lock_key, &token, lease, CatchUnwind::new(body))
+            .await
+        {
             Ok(ret) => ret,
             Err(_panic) => {
                 // The lock is kept on purpose (see `Pending::panicked`).
@@ -309,12 +314,14 @@ enum PendingKind<V> {
         undecodable: Option<Payload>,
     },
     /// An entry due for refreshing: this call recomputes it under the lock
-    /// `lock_key` (token `token`); `old` is served if that fails. `entry`:
-    /// the old value's entry as read, what `with_entry_info` reports then.
+    /// `lock_key` (token `token`, taken for `lease`); `old` is served if
+    /// that fails. `entry`: the old value's entry as read, what
+    /// `with_entry_info` reports then.
     Refresh {
         leader: Leader,
         lock_key: String,
         token: String,
+        lease: Duration,
         old: V,
         entry: OldEntry,
     },
@@ -601,6 +608,7 @@ async fn refresh_or_serve<I: Io, V>(
             leader,
             lock_key,
             token,
+            lease,
             old,
             entry,
         },
@@ -712,11 +720,22 @@ impl<V> Pending<V> {
         }
     }
 
-    /// Whether a failed body (a panic, a result that is not cacheable) is
-    /// answered with the old value rather than with its own result: a
-    /// refresh of an entry that can still be served.
-    pub(crate) fn serves_old_on_failure(&self) -> bool {
-        matches!(self.kind, PendingKind::Refresh { .. })
+    /// The lock of a refresh, whose body is answered with the old value
+    /// if it fails (a panic, a result that is not cacheable): its key,
+    /// token and lease. Renewed while the body runs, so that a refresh
+    /// slower than its lease (four times what the entry took) is not
+    /// started again by another process meanwhile; left to its lease once
+    /// the body is done without a result or dropped (see [`Self::lock`]).
+    fn refresh_lock(&self) -> Option<(String, String, Duration)> {
+        match &self.kind {
+            PendingKind::Refresh {
+                lock_key,
+                token,
+                lease,
+                ..
+            } => Some((lock_key.clone(), token.clone(), *lease)),
+            PendingKind::Miss { .. } => None,
+        }
     }
 
     /// The refreshing body panicked: the old value, counted as an error.
@@ -818,6 +837,7 @@ impl<V> Pending<V> {
                 token,
                 old,
                 entry,
+                ..
             } => {
                 if absent {
                     // Not a failure: what the entry stood for is gone.
