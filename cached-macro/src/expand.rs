@@ -391,9 +391,11 @@ impl<'a> Context<'a> {
             (
                 Some(quote!(async)),
                 quote!({
+                    // The call goes straight into the scope's future: bound
+                    // alone, it would take a second place in this state.
                     #[allow(deprecated)]
-                    let __cached_refresh = #call;
-                    #p::force_refresh_async(__cached_refresh).await
+                    let __cached_refresh = #p::force_refresh_async(#call);
+                    __cached_refresh.await
                 }),
             )
         } else {
@@ -869,7 +871,10 @@ mod tests {
             &out,
             "invalidate_async(__cached_site, __cached_key).await"
         ));
-        assert!(has(&out, "let __cached_refresh = f();"));
+        assert!(has(
+            &out,
+            "let __cached_refresh = ::cached_redis::__private::force_refresh_async(f());"
+        ));
         assert!(has(
             &out,
             "SiteOptions { ..::cached_redis::__private::SiteOptions::DEFAULT }"

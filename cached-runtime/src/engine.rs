@@ -808,8 +808,11 @@ pub fn invalidate_sync(
 
 /// Runs `future` (a call of a cached async function) so that it recomputes
 /// and stores its result whatever the cache holds.
-pub async fn force_refresh_async<F: Future>(future: F) -> F::Output {
-    skip::force_refresh(future).await
+///
+/// Not an `async fn`, which would hold a second copy of `future` (a cached
+/// function's whole call) in its state.
+pub fn force_refresh_async<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    skip::force_refresh(future)
 }
 
 /// Runs `f` (a call of a cached sync function) so that it recomputes and

@@ -90,8 +90,9 @@ impl Drop for SetThreadFlag {
 
 /// Runs `future` so that the first cached call in it recomputes and stores
 /// whatever the cache holds.
-pub(crate) async fn force_refresh<F: Future>(future: F) -> F::Output {
-    REFRESH_TASK.scope(Cell::new(true), future).await
+/// Not an `async fn`: its state would hold a second copy of `future`.
+pub(crate) fn force_refresh<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    REFRESH_TASK.scope(Cell::new(true), future)
 }
 
 /// [`force_refresh`] for sync code.
