@@ -710,23 +710,21 @@ impl Store {
     }
 
     /// [`Store::unlock`] without waiting for it, for a holder that is
-    /// going away (a panic, a dropped future): sent from the crate's own
-    /// runtime, which always runs. The caller's runtime may never run it:
-    /// a current-thread runtime runs its tasks only inside `block_on`, and
-    /// one whose `block_on` returns as the holder is dropped (a timeout
-    /// around the call) would leave the lock to its lease; so would a
-    /// runtime shutting down, or one that has no connection.
+    /// going away (a panic, a dropped future); see
+    /// [`RedisStore::spawn_or_block`] for where it is sent from.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
         match self {
             Store::Memory(m) => m.unlock(lock_key, token),
             Store::Redis(r) => {
-                let store = Store::Redis(Arc::clone(r));
-                let (lock_key, token) = (lock_key.to_owned(), token.to_owned());
-                crate::io::handle().spawn(async move {
-                    if let Err(e) = store.unlock(&lock_key, &token).await {
-                        tracing::debug!(lock_key, error = %e, "an abandoned lock not released; it expires with its lease");
-                    }
-                });
+                let invocation = unlock(lock_key, token);
+                r.spawn_or_block(
+                    |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+                    |r| {
+                        if let Err(e) = r.run_sync(|c| unlock(lock_key, token).invoke::<i64>(c)) {
+                            tracing::debug!(lock_key, error = %e, "an abandoned lock not released; it expires with its lease");
+                        }
+                    },
+                );
             }
         }
     }
