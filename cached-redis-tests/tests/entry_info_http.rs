@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -206,13 +207,13 @@ async fn a_cached_none_reports_its_own_lifetime() {
     assert_eq!(value, None);
     let info = info.unwrap();
     assert_eq!(info.status, CacheStatus::Miss);
-    assert!(info.max_age.unwrap() <= std::time::Duration::from_secs(2));
+    assert!(info.max_age.unwrap() <= Duration::from_secs(2));
     let (value, info) = with_entry_info(missing(404)).await;
     assert_eq!(value, None);
     let info = info.unwrap();
     assert_eq!(info.status, CacheStatus::Hit);
     assert!(
-        info.max_age.unwrap() <= std::time::Duration::from_secs(2),
+        info.max_age.unwrap() <= Duration::from_secs(2),
         "a cached None is fresh for {:?}",
         info.max_age
     );
@@ -237,7 +238,7 @@ async fn an_entry_dated_in_the_future_reports_at_most_its_ttl() {
     let mut conn = common::raw();
     let mut bytes: Vec<u8> = conn.get(&key).expect("GET");
     let now = std::time::SystemTime::now();
-    let ahead = now + std::time::Duration::from_secs(3600);
+    let ahead = now + Duration::from_secs(3600);
     let ahead_ms = ahead
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -250,7 +251,7 @@ async fn an_entry_dated_in_the_future_reports_at_most_its_ttl() {
     assert_eq!(info.status, CacheStatus::Hit);
     let max_age = info.max_age.expect("max_age");
     assert!(
-        max_age <= std::time::Duration::from_secs(60),
+        max_age <= Duration::from_secs(60),
         "max_age {max_age:?} is over the function's ttl of 60 s"
     );
     let created_at = info.created_at.expect("created_at");
@@ -260,53 +261,82 @@ async fn an_entry_dated_in_the_future_reports_at_most_its_ttl() {
     );
 }
 
+static UNWRITTEN_RUNS: AtomicUsize = AtomicUsize::new(0);
+
 #[cached(prefix = "entry_info_unwritten", cache = "entry_info_nowrite")]
 async fn unwritten(id: u32) -> String {
+    UNWRITTEN_RUNS.fetch_add(1, SeqCst);
+    // Slow enough for a second call to join this one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     format!("v{id}")
 }
 
-/// A value the store refuses to write has no entry: `with_entry_info`
-/// gives no `ETag`, `Last-Modified` or `max-age` for it.
-#[tokio::test]
-async fn a_refused_write_reports_no_entry() {
-    // A server of its own: its ACL changes.
-    let server = common::RedisServer::start();
-    let mut admin = redis::Client::open(server.url())
+/// The named cache `entry_info_nowrite`, on a server of its own whose ACL
+/// refuses every write; and that server's admin connection.
+fn nowrite() -> redis::Connection {
+    static SERVER: std::sync::OnceLock<common::RedisServer> = std::sync::OnceLock::new();
+    let server = SERVER.get_or_init(|| {
+        let server = common::RedisServer::start();
+        let mut admin = redis::Client::open(server.url())
+            .expect("url")
+            .get_connection()
+            .expect("connect");
+        let _: () = redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER",
+                    "ei_nowrite",
+                    "on",
+                    "nopass",
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "-@write",
+                ][..],
+            )
+            .query(&mut admin)
+            .expect("ACL SETUSER");
+        let url = server.url().replace("redis://", "redis://ei_nowrite:x@");
+        cached_redis::init_named(
+            "entry_info_nowrite",
+            cached_redis::Config::builder()
+                .redis_url(url)
+                .namespace(common::namespace("entry_info_nowrite"))
+                .build()
+                .expect("config"),
+        )
+        .expect("init_named");
+        server
+    });
+    redis::Client::open(server.url())
         .expect("url")
         .get_connection()
-        .expect("connect");
-    let _: () = redis::cmd("ACL")
-        .arg(
-            &[
-                "SETUSER",
-                "ei_nowrite",
-                "on",
-                "nopass",
-                "~*",
-                "&*",
-                "+@all",
-                "-@write",
-            ][..],
-        )
-        .query(&mut admin)
-        .expect("ACL SETUSER");
-    let url = server.url().replace("redis://", "redis://ei_nowrite:x@");
-    cached_redis::init_named(
-        "entry_info_nowrite",
-        cached_redis::Config::builder()
-            .redis_url(url)
-            .namespace(common::namespace("entry_info_nowrite"))
-            .build()
-            .expect("config"),
-    )
-    .expect("init_named");
-    let (value, info) = with_entry_info(unwritten(1)).await;
-    assert_eq!(value, "v1");
+        .expect("connect")
+}
+
+/// A value the store refuses to write has no entry: `with_entry_info`
+/// gives no `ETag`, `Last-Modified` or `max-age` for it, neither to the
+/// call that computed it nor to a call of the same key that waited for it
+/// and was handed the value.
+#[tokio::test]
+async fn a_refused_write_reports_no_entry() {
+    let mut admin = nowrite();
+    let leader = tokio::spawn(with_entry_info(unwritten(1)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let follower = tokio::spawn(with_entry_info(unwritten(1)));
+    for (who, joined) in [("leader", leader), ("follower", follower)] {
+        let (value, info) = joined.await.expect("call");
+        assert_eq!(value, "v1", "{who}");
+        let info = info.expect("recorded");
+        assert_eq!(info.content_hash, None, "{who}: {info:?}");
+        assert_eq!(info.created_at, None, "{who}: {info:?}");
+        assert_eq!(info.max_age, None, "{who}: {info:?}");
+    }
+    assert_eq!(
+        UNWRITTEN_RUNS.load(SeqCst),
+        1,
+        "the follower was handed the value"
+    );
     let key = unwritten_cache_key(1).expect("key");
     assert!(!admin.exists::<_, bool>(&key).expect("EXISTS"), "written");
-    let info = info.expect("recorded");
-    assert_eq!(info.status, CacheStatus::Miss);
-    assert_eq!(info.content_hash, None, "{info:?}");
-    assert_eq!(info.created_at, None, "{info:?}");
-    assert_eq!(info.max_age, None, "{info:?}");
 }

@@ -25,8 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 /// Where a flight stands; guarded by [`Flight::state`].
 #[derive(Debug, Default)]
 struct State {
-    /// The stored entry (header included), once a leader shared one.
-    value: Option<Arc<[u8]>>,
+    /// The entry (header included), once a leader shared one.
+    value: Option<Shared>,
     /// A leader ended without a value and nobody has taken the lead since.
     lead_vacant: bool,
     /// Followers registered and not yet served or gone.
@@ -49,10 +49,20 @@ pub(crate) enum Role {
     Follower(Follower),
 }
 
+/// What a leader hands its followers.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    /// The encoded entry, header included.
+    pub(crate) bytes: Arc<[u8]>,
+    /// Whether the store holds it: a write that failed leaves the value
+    /// to the followers, but no entry to describe.
+    pub(crate) stored: bool,
+}
+
 /// What a follower's wait ends with.
 pub(crate) enum Turn {
     /// A leader's encoded entry.
-    Value(Arc<[u8]>),
+    Value(Shared),
     /// The leader ended without a value: this call leads now.
     Lead(Leader),
 }
@@ -127,13 +137,14 @@ fn in_flight(key: &str) -> bool {
 pub(crate) struct Leader {
     key: FlightKey,
     flight: Arc<Flight>,
-    value: Option<Arc<[u8]>>,
+    value: Option<Shared>,
 }
 
 impl Leader {
-    /// Hands `bytes` (an encoded entry) to the followers.
-    pub(crate) fn share(&mut self, bytes: Arc<[u8]>) {
-        self.value = Some(bytes);
+    /// Hands `bytes` (an encoded entry; `stored`: the store holds it) to
+    /// the followers.
+    pub(crate) fn share(&mut self, bytes: Arc<[u8]>, stored: bool) {
+        self.value = Some(Shared { bytes, stored });
     }
 }
 
@@ -264,9 +275,9 @@ mod tests {
         let mut leader = lead("k1");
         let f = follow("k1");
         let waiter = std::thread::spawn(move || f.wait_blocking());
-        leader.share(Arc::from(&b"v"[..]));
+        leader.share(Arc::from(&b"v"[..]), true);
         drop(leader);
-        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v == b"v"));
+        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v.bytes == b"v"));
         assert!(!in_flight("k1"));
     }
 
@@ -285,9 +296,9 @@ mod tests {
         let waiter = std::thread::spawn(move || f2.wait_blocking());
         assert!(in_flight("k2"), "newcomers queue behind the new leader");
         assert!(matches!(join(0, "k2"), Role::Follower(_)));
-        next.share(Arc::from(&b"w"[..]));
+        next.share(Arc::from(&b"w"[..]), true);
         drop(next);
-        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v == b"w"));
+        assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v.bytes == b"w"));
         assert!(!in_flight("k2"));
     }
 
@@ -318,7 +329,7 @@ mod tests {
             })
             .collect();
         tokio::task::yield_now().await;
-        leader.share(Arc::from(&b"x"[..]));
+        leader.share(Arc::from(&b"x"[..]), true);
         drop(leader);
         for w in waiters {
             assert!(matches!(w.await.unwrap(), Turn::Value(_)));

@@ -626,10 +626,15 @@ async fn miss<I: Io, V: DeserializeOwned>(
     let leader = match flight::join(call.cache_id(), call.key()) {
         Role::Leader(leader) => leader,
         Role::Follower(follower) => match io.wait(follower).await {
-            Turn::Value(bytes) => {
-                if let Some((value, _)) = call.decode::<V>(&bytes, is_negative) {
+            Turn::Value(shared) => {
+                if let Some((value, _)) = call.decode::<V>(&shared.bytes, is_negative) {
                     call.hit();
-                    entry_info::hit(call.site, call.unsealed(&bytes), is_negative(&value));
+                    if shared.stored {
+                        let entry = call.unsealed(&shared.bytes);
+                        entry_info::hit(call.site, entry, is_negative(&value));
+                    } else {
+                        entry_info::uncached();
+                    }
                     return Step::Serve(value);
                 }
                 return Step::Run(Pending::alone());
@@ -653,7 +658,7 @@ async fn miss<I: Io, V: DeserializeOwned>(
         }
         Acquired::Value(value, bytes) => {
             let mut leader = leader;
-            leader.share(bytes);
+            leader.share(bytes, true);
             call.hit();
             Step::Serve(value)
         }
@@ -794,9 +799,9 @@ impl<V> Pending<V> {
                 let replaced = match stored {
                     Some((value, negative)) => {
                         match store_value(io, call, value, negative, elapsed, near).await {
-                            Some(bytes) => {
+                            Some((bytes, stored)) => {
                                 if let Some(mut leader) = leader {
-                                    leader.share(bytes);
+                                    leader.share(bytes, stored);
                                 }
                                 true
                             }
@@ -859,7 +864,7 @@ impl<V> Pending<V> {
                     return Some(old);
                 };
                 match store_value(io, call, value, negative, elapsed, near).await {
-                    Some(bytes) => leader.share(bytes),
+                    Some((bytes, stored)) => leader.share(bytes, stored),
                     // Too large, or not encodable: the new value is
                     // returned, and the old one must not be served in its
                     // place (if the entry still holds it).
@@ -1011,8 +1016,8 @@ async fn fetch<I: Io, V: DeserializeOwned>(
 }
 
 /// Encodes and stores `value` (`negative`: a cached `None`); its bytes,
-/// when it could be encoded. With a `local` level, the other processes are
-/// told and this one holds it.
+/// when it could be encoded, and whether the store took them. With a
+/// `local` level, the other processes are told and this one holds it.
 async fn store_value<I, V, N>(
     io: &I,
     call: &Call<'_>,
@@ -1020,7 +1025,7 @@ async fn store_value<I, V, N>(
     negative: bool,
     elapsed: Duration,
     near: &N,
-) -> Option<Arc<[u8]>>
+) -> Option<(Arc<[u8]>, bool)>
 where
     I: Io,
     V: Serialize + DeserializeOwned,
@@ -1093,6 +1098,7 @@ where
         }
         None => Box::pin(io.set(call.key(), &encoded.bytes, ttl)).await,
     };
+    let stored = written.is_ok();
     match written {
         // Both sizes count the header, so an uncompressed entry has a
         // compression ratio of exactly 1.
@@ -1117,7 +1123,7 @@ where
             }
         }
     }
-    Some(Arc::from(encoded.bytes))
+    Some((Arc::from(encoded.bytes), stored))
 }
 
 #[cfg(test)]
