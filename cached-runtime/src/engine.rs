@@ -202,7 +202,10 @@ impl Drop for Engine {
 /// Installs `config` as the default cache, the one every function without
 /// `cache = "..."` uses. Call it once, before the first cached call;
 /// without it the first cached call initializes from the environment
-/// ([`Config::from_env`]).
+/// ([`Config::from_env`]). The process-wide operations called before it
+/// ([`crate::invalidate_prefix`], [`flush_stats`], the stats readers of
+/// [`crate::report`]) act on the cache the environment configures without
+/// installing it, so they do not stand in the way of `init`.
 ///
 /// # Errors
 ///
@@ -269,16 +272,13 @@ pub fn init_named(name: &str, config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// The default cache, initialized from the environment on first use.
-pub(crate) fn engine() -> &'static Arc<Engine> {
-    if let Some(engine) = ENGINE.get() {
-        return engine;
-    }
-    let engine = Config::from_env()
+/// The default cache as the environment configures it (disabled, and
+/// logged, for an environment it refuses: a bad environment must not take
+/// the service down; the functions still run, uncached).
+fn from_env() -> Engine {
+    Config::from_env()
         .and_then(|config| Engine::new(None, config))
         .unwrap_or_else(|e| {
-            // A bad environment must not take the service down: the
-            // functions still run, uncached, and the log says why.
             tracing::error!(error = %e, "cached-redis configuration invalid; caching disabled");
             Engine::new(
                 None,
@@ -288,7 +288,15 @@ pub(crate) fn engine() -> &'static Arc<Engine> {
                     .expect("defaults are valid"),
             )
             .expect("a disabled engine needs no connection")
-        });
+        })
+}
+
+/// The default cache, initialized from the environment on first use.
+pub(crate) fn engine() -> &'static Arc<Engine> {
+    if let Some(engine) = ENGINE.get() {
+        return engine;
+    }
+    let engine = from_env();
     let mut first = false;
     let engine = ENGINE.get_or_init(|| {
         first = true;
@@ -300,10 +308,17 @@ pub(crate) fn engine() -> &'static Arc<Engine> {
     engine
 }
 
-/// The cache standing for the default one here: the cache of the
-/// current scope ([`crate::Cache::scope`]), else the default cache.
+/// The cache standing for the default one here, for the process-wide
+/// operations (stats, invalidation): the cache of the current scope
+/// ([`crate::Cache::scope`]), else the default cache. Before anything
+/// started the default cache, it stands as the environment configures it,
+/// for this operation only and not installed: the entries and stats it
+/// names are reached, and a later `init` may still install another
+/// configuration.
 pub(crate) fn current() -> Arc<Engine> {
-    crate::cache::scoped().unwrap_or_else(|| Arc::clone(engine()))
+    crate::cache::scoped()
+        .or_else(|| ENGINE.get().cloned())
+        .unwrap_or_else(|| Arc::new(from_env()))
 }
 
 /// The named cache `name`, if installed.
@@ -313,9 +328,8 @@ fn named(name: &str) -> Option<&'static Engine> {
 }
 
 /// Every cache the process-wide operations (`flush_stats`,
-/// `invalidate_prefix`) act on: the default one (started if nothing
-/// started it yet) or, inside a scope, the scope's cache in its stead;
-/// then the named ones.
+/// `invalidate_prefix`) act on: the default one (see [`current`]) or,
+/// inside a scope, the scope's cache in its stead; then the named ones.
 pub(crate) fn every_cache() -> Vec<Arc<Engine>> {
     std::iter::once(current()).chain(named_caches()).collect()
 }
