@@ -113,6 +113,11 @@ struct LiveOff(Arc<AtomicBool>);
 impl Drop for LiveOff {
     fn drop(&mut self) {
         self.0.store(false, SeqCst);
+        if std::thread::panicking() {
+            tracing::error!(
+                "the invalidation subscriber panicked; local levels stay off for this process"
+            );
+        }
     }
 }
 
