@@ -346,6 +346,10 @@ impl RedisStore {
             let started = Arc::clone(&started);
             move || started.store(true, Relaxed)
         };
+        // Finished without having started: cancelled as it was spawned,
+        // which a runtime shutting down does.
+        let cancelled =
+            |task: &tokio::task::JoinHandle<()>| task.is_finished() && !started.load(Relaxed);
         let task = match conn {
             Some(conn) => {
                 let timeout = self.timeout;
@@ -358,7 +362,7 @@ impl RedisStore {
             None => {
                 // Only to learn whether this runtime is shutting down.
                 let probe = handle.spawn(async move { mark_started() });
-                if !(probe.is_finished() && !started.load(Relaxed)) {
+                if !cancelled(&probe) {
                     let store = Arc::clone(self);
                     crate::io::handle().spawn(async move {
                         let _ = store.run(command).await;
@@ -367,8 +371,7 @@ impl RedisStore {
                 probe
             }
         };
-        // Finished without having started: cancelled as it was spawned.
-        if task.is_finished() && !started.load(Relaxed) {
+        if cancelled(&task) {
             blocking(self);
         }
     }
