@@ -44,15 +44,8 @@ fn announce_from_elsewhere(ns: &str, key: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
+    common::init_once("local_subscriber_panic");
     let ns = common::namespace("local_subscriber_panic");
-    cached_redis::init(
-        cached_redis::Config::builder()
-            .redis_url(common::redis_url())
-            .namespace(&ns)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
     let key = touchy_cache_key(0).unwrap();
     // The level goes live once its channel is subscribed.
     let _ = touchy(0).await;
