@@ -267,7 +267,7 @@ static UNWRITTEN_RUNS: AtomicUsize = AtomicUsize::new(0);
 async fn unwritten(id: u32) -> String {
     UNWRITTEN_RUNS.fetch_add(1, SeqCst);
     // Slow enough for a second call to join this one.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     format!("v{id}")
 }
 
@@ -316,18 +316,22 @@ fn nowrite() -> redis::Connection {
 
 /// A value the store refuses to write has no entry: `with_entry_info`
 /// gives no `ETag`, `Last-Modified` or `max-age` for it, neither to the
-/// call that computed it nor to a call of the same key that waited for it
-/// and was handed the value.
+/// call that computed it (a miss) nor to a call of the same key that
+/// waited for it and was handed the value (a hit).
 #[tokio::test]
 async fn a_refused_write_reports_no_entry() {
     let mut admin = nowrite();
     let leader = tokio::spawn(with_entry_info(unwritten(1)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let follower = tokio::spawn(with_entry_info(unwritten(1)));
-    for (who, joined) in [("leader", leader), ("follower", follower)] {
+    for (who, joined, status) in [
+        ("leader", leader, CacheStatus::Miss),
+        ("follower", follower, CacheStatus::Hit),
+    ] {
         let (value, info) = joined.await.expect("call");
         assert_eq!(value, "v1", "{who}");
         let info = info.expect("recorded");
+        assert_eq!(info.status, status, "{who}: {info:?}");
         assert_eq!(info.content_hash, None, "{who}: {info:?}");
         assert_eq!(info.created_at, None, "{who}: {info:?}");
         assert_eq!(info.max_age, None, "{who}: {info:?}");

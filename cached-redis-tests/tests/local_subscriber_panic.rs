@@ -14,6 +14,9 @@ use cached_redis::cached;
 use redis::Commands;
 
 static SOURCE: AtomicU64 = AtomicU64::new(1);
+/// The panics of `Touchy(1)`'s `Drop`, so that the test knows each message
+/// did reach a held copy.
+static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// A value whose `Drop` panics for `Touchy(1)` on the subscriber thread.
 #[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Debug)]
@@ -22,6 +25,7 @@ struct Touchy(u64);
 impl Drop for Touchy {
     fn drop(&mut self) {
         if self.0 == 1 && std::thread::current().name() == Some("cached-redis-invalidation") {
+            PANICS.fetch_add(1, SeqCst);
             panic!("Drop of a held value panicked on the subscriber thread");
         }
     }
@@ -42,6 +46,40 @@ fn announce_from_elsewhere(ns: &str, key: &str) {
         .unwrap();
 }
 
+/// What another process's `invalidate_prefix` sends.
+fn announce_prefix_from_elsewhere(ns: &str) {
+    let _: () = common::raw()
+        .publish(
+            format!("{ns}:__invalidate"),
+            format!("0123456789abcdef:0 p {ns}:lsp_touchy:"),
+        )
+        .unwrap();
+}
+
+/// Waits until the level holds values again (the channel is back): a
+/// value filled, then removed from Redis without a message, is still
+/// served. Fails if the subscriber stopped.
+async fn until_held_again(key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 10;
+    loop {
+        n += 1;
+        SOURCE.store(n, SeqCst);
+        let _: () = common::raw().del(key).unwrap();
+        let filled = touchy(0).await;
+        let _: () = common::raw().del(key).unwrap();
+        SOURCE.store(n + 1_000, SeqCst);
+        if touchy(0).await == filled {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the level never held a value again: the subscriber stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
     common::init_once("local_subscriber_panic");
@@ -55,27 +93,19 @@ async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
     // Removing the held copy panics in its `Drop`.
     announce_from_elsewhere(&ns, key.as_str());
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(PANICS.load(SeqCst), 1, "the message reached the held copy");
+    until_held_again(key.as_str()).await;
 
-    // The level holds again once the channel is back: a value filled,
-    // then removed from Redis without a message, is still served.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut n = 10;
-    loop {
-        n += 1;
-        SOURCE.store(n, SeqCst);
-        let _: () = common::raw().del(key.as_str()).unwrap();
-        let filled = touchy(0).await;
-        let _: () = common::raw().del(key.as_str()).unwrap();
-        SOURCE.store(n + 1_000, SeqCst);
-        if touchy(0).await == filled {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the level never held a value again: the subscriber stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The same from a message for the whole prefix: the copy is dropped
+    // while the level is being emptied, under its lock, which must not
+    // fail the function's later calls.
+    SOURCE.store(1, SeqCst);
+    touchy_invalidate(0).await.unwrap();
+    assert_eq!(touchy(0).await, Touchy(1));
+    announce_prefix_from_elsewhere(&ns);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(PANICS.load(SeqCst), 2, "the message reached the held copy");
+    until_held_again(key.as_str()).await;
 
     // Another process changes the value and says so.
     SOURCE.store(3, SeqCst);

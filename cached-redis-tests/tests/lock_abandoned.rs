@@ -225,3 +225,44 @@ fn a_holder_dropped_as_its_block_on_returns_releases_its_lock() {
     );
     drop(runtime);
 }
+
+#[cached(prefix = "la_dropped_next", lock = true)]
+async fn held_then_dropped(x: u32) -> u32 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    x
+}
+
+/// A holder dropped as a multi-threaded runtime's `block_on` returns,
+/// the runtime dropped right after: a release spawned on that runtime
+/// was cancelled with it (or waited on its connection, whose driver went
+/// too), and the lock was left to its lease.
+#[test]
+fn a_holder_dropped_just_before_its_runtime_releases_its_lock() {
+    common::init_once("lock_abandoned");
+    for x in 0..3 {
+        let key = lock_key(held_then_dropped_cache_key(x).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let call = held_then_dropped(x);
+            tokio::pin!(call);
+            let mut raw = common::raw();
+            let deadline = Instant::now() + PATIENCE;
+            while !raw.exists::<_, bool>(&key).unwrap() {
+                assert!(Instant::now() < deadline, "the call never took its lock");
+                tokio::select! {
+                    _ = &mut call => panic!("the body returned"),
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        });
+        drop(runtime);
+        assert!(
+            released_before_its_lease(&key),
+            "round {x}: the lock was left to its lease"
+        );
+    }
+}

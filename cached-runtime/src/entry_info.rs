@@ -181,6 +181,19 @@ pub(crate) fn uncached() {
     }
 }
 
+/// A call handed another caller's value that no entry holds (its write
+/// failed): served from the cache, with nothing to describe.
+pub(crate) fn hit_unstored() {
+    if active() {
+        record(EntryInfo {
+            status: CacheStatus::Hit,
+            content_hash: None,
+            created_at: None,
+            max_age: None,
+        });
+    }
+}
+
 /// A call answered from the entry `stored` (header and payload) of `site`;
 /// `negative`: a cached `None`, fresh for `cache_none` from its writing
 /// (reads with `refresh` do not restart it).

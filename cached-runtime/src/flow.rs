@@ -633,7 +633,7 @@ async fn miss<I: Io, V: DeserializeOwned>(
                         let entry = call.unsealed(&shared.bytes);
                         entry_info::hit(call.site, entry, is_negative(&value));
                     } else {
-                        entry_info::uncached();
+                        entry_info::hit_unstored();
                     }
                     return Step::Serve(value);
                 }

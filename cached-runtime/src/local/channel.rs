@@ -375,8 +375,14 @@ async fn listen(
     tokio::time::timeout(RETRY_MAX * 2, sink.subscribe(channel))
         .await
         .map_err(|_| timeout_error("subscribing"))??;
-    // Whatever was held was read while no invalidation could arrive.
-    super::clear_all();
+    // Whatever was held was read while no invalidation could arrive. A
+    // panic there (a held value's `Drop`) leaves some of it: not live.
+    if !clear_all_caught() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "invalidation channel: emptying the local levels panicked",
+        )));
+    }
     live.store(true, SeqCst);
     tracing::debug!(channel, "invalidation channel subscribed; local levels on");
     let lost = loop {
@@ -402,13 +408,21 @@ async fn listen(
         }
     };
     live.store(false, SeqCst);
-    super::clear_all();
+    // Emptied again before the levels go live.
+    clear_all_caught();
     tracing::warn!(
         channel,
         reason = lost,
         "invalidation channel lost; local levels emptied and bypassed until it is back"
     );
     Ok(())
+}
+
+/// [`super::clear_all`], a panic caught: whether it went through. It
+/// drops the values held, and a value's `Drop` may panic on this thread,
+/// which must go on applying messages.
+fn clear_all_caught() -> bool {
+    std::panic::catch_unwind(super::clear_all).is_ok()
 }
 
 fn timeout_error(what: &'static str) -> redis::RedisError {

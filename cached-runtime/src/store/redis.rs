@@ -315,20 +315,15 @@ impl RedisStore {
     }
 
     /// Starts `command` without waiting for it, within the timeout: for
-    /// clean-up that must not wait (a drop). It goes where it surely runs:
-    ///
-    /// - on the current runtime, when it is multi-threaded (its workers run
-    ///   it at once) and has a connection; nothing is counted by the
-    ///   breaker;
-    /// - on the crate's own runtime otherwise: a current-thread runtime
-    ///   runs its tasks only inside `block_on`, which may have returned for
-    ///   good (a timeout around the call), and a runtime without a
-    ///   connection would have to open one (Redis may be slow now, and one
-    ///   of its workers would wait);
-    /// - here, blocking (within the timeout too), where no runtime would
-    ///   run it: outside one, or in a runtime shutting down, which cancels
-    ///   what is spawned on it at once. That is also when the process may
-    ///   be about to exit.
+    /// clean-up that must not wait (a drop). It goes from the crate's own
+    /// runtime, which always runs: the current one may not run it, or not
+    /// to its end (a current-thread runtime runs its tasks only inside
+    /// `block_on`, which may have returned for good; a runtime dropped
+    /// next cancels it, and its connection's driver with it). Where the
+    /// process may exit before that runtime gets to it, `blocking` runs
+    /// here instead, within the timeout too: outside any runtime, and in a
+    /// runtime shutting down (which cancels what is spawned on it at once,
+    /// as a probe task tells).
     pub(crate) fn spawn_or_block<F, Fut>(self: &Arc<Self>, command: F, blocking: impl FnOnce(&Self))
     where
         F: FnOnce(AsyncConn) -> Fut + Send + 'static,
@@ -337,43 +332,19 @@ impl RedisStore {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return blocking(self);
         };
-        let conn = match handle.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => self.current(handle.id()),
-            _ => None,
-        };
         let started = Arc::new(AtomicBool::new(false));
-        let mark_started = {
+        let probe = handle.spawn({
             let started = Arc::clone(&started);
-            move || started.store(true, Relaxed)
-        };
-        // Finished without having started: cancelled as it was spawned,
-        // which a runtime shutting down does.
-        let cancelled =
-            |task: &tokio::task::JoinHandle<()>| task.is_finished() && !started.load(Relaxed);
-        let task = match conn {
-            Some(conn) => {
-                let timeout = self.timeout;
-                let work = command(conn);
-                handle.spawn(async move {
-                    mark_started();
-                    let _ = tokio::time::timeout(timeout, work).await;
-                })
-            }
-            None => {
-                // Only to learn whether this runtime is shutting down.
-                let probe = handle.spawn(async move { mark_started() });
-                if !cancelled(&probe) {
-                    let store = Arc::clone(self);
-                    crate::io::handle().spawn(async move {
-                        let _ = store.run(command).await;
-                    });
-                }
-                probe
-            }
-        };
-        if cancelled(&task) {
-            blocking(self);
+            async move { started.store(true, Relaxed) }
+        });
+        // Finished without having started: cancelled as it was spawned.
+        if probe.is_finished() && !started.load(Relaxed) {
+            return blocking(self);
         }
+        let store = Arc::clone(self);
+        crate::io::handle().spawn(async move {
+            let _ = store.run(command).await;
+        });
     }
 
     /// Asks the breaker whether a command may run now. The probe after a
