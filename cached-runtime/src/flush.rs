@@ -301,14 +301,64 @@ fn flush_blocking(engine: &Engine) -> Result<(), Error> {
     settle(&mut flushed, pending, outcomes)
 }
 
-/// The longest the exit hook waits for a flush under way: a process must
-/// not hang at exit on a cache configured with a very long timeout.
+/// The longest the exit hook waits for a flush under way, and for its own
+/// flushes: a process must not hang at exit on a cache configured with a
+/// very long timeout, or on a Redis that stopped answering.
 const EXIT_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// How long the exit hook waits for a flush under way, for a cache whose
 /// commands time out after `timeout` (which may be `Duration::MAX`).
 fn exit_wait(timeout: Duration) -> Duration {
     timeout.saturating_mul(2).min(EXIT_WAIT_MAX)
+}
+
+/// The exit hook's flushes, on a thread of their own, waited for at most
+/// [`exit_budget`]: a Redis that stops answering would otherwise hold the
+/// exit for a command timeout per prefix (the blocking client reads every
+/// reply of a pipeline, each within the timeout). Past the budget the
+/// process exits, and the counts not sent are lost.
+fn flush_all_at_exit() {
+    let engines = crate::engine::started();
+    let budget = exit_budget(engines.iter().map(|e| e.config.timeout));
+    let flush_all = move || {
+        for engine in engines {
+            if let Err(e) = flush_blocking(&engine) {
+                tracing::debug!(error = %e, "stats flush at exit failed");
+            }
+        }
+    };
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("cached-redis-exit-flush".into())
+        .spawn(move || {
+            flush_all();
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            if finished.recv_timeout(budget).is_err() {
+                tracing::debug!(
+                    ?budget,
+                    "stats flush at exit unfinished; exiting without it"
+                );
+            }
+        }
+        // No thread to spare: skipped, since a bounded exit matters more
+        // than the last counts.
+        Err(_) => tracing::debug!("no thread for the stats flush at exit; skipped"),
+    }
+}
+
+/// How long the exit hook waits for its flushes, for caches whose commands
+/// time out after `timeouts`: a wait for a flush under way and a flush of
+/// its own each, for the slowest cache, and never more than
+/// [`EXIT_WAIT_MAX`].
+fn exit_budget(timeouts: impl Iterator<Item = Duration>) -> Duration {
+    timeouts
+        .map(|timeout| exit_wait(timeout).saturating_mul(2))
+        .max()
+        .unwrap_or(Duration::ZERO)
+        .min(EXIT_WAIT_MAX)
 }
 
 /// Flushes once more when the process exits normally (`main` returns or
@@ -323,13 +373,7 @@ pub(crate) fn flush_at_exit() {
         }
         extern "C" fn on_exit() {
             // Never unwind into C, whatever happens on the way out.
-            let _ = std::panic::catch_unwind(|| {
-                for engine in crate::engine::started() {
-                    if let Err(e) = flush_blocking(&engine) {
-                        tracing::debug!(error = %e, "stats flush at exit failed");
-                    }
-                }
-            });
+            let _ = std::panic::catch_unwind(flush_all_at_exit);
         }
         // SAFETY: `atexit` is the C library's; the callback is a plain
         // `extern "C" fn` that catches every panic.
@@ -377,5 +421,16 @@ mod tests {
         );
         assert_eq!(exit_wait(Duration::from_secs(60)), EXIT_WAIT_MAX);
         assert_eq!(exit_wait(Duration::MAX), EXIT_WAIT_MAX);
+    }
+
+    #[test]
+    fn the_exit_budget_covers_the_slowest_cache_within_the_cap() {
+        let ms = Duration::from_millis;
+        assert_eq!(exit_budget([ms(250), ms(100)].into_iter()), ms(1_000));
+        assert_eq!(
+            exit_budget([ms(250), Duration::MAX].into_iter()),
+            EXIT_WAIT_MAX
+        );
+        assert_eq!(exit_budget(std::iter::empty()), Duration::ZERO);
     }
 }
