@@ -270,7 +270,12 @@ impl Backend {
                 ConnectionAddr::Tcp(host.to_owned(), port)
             }
         };
-        let mut settings = RedisConnectionInfo::default().set_db(target.db);
+        // No `CLIENT SETINFO` on connect: the client waits out a whole
+        // timeout per setup reply, so each one it sends stretches the
+        // connect to a Redis that stopped answering.
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(target.db)
+            .set_skip_set_lib_name();
         if let Some(user) = &target.username {
             settings = settings.set_username(user);
         }
