@@ -21,14 +21,20 @@ use std::process::Command;
 /// sets nothing, keys are salted without a commit, and cargo prints a
 /// warning saying so: set `CACHED_REDIS_GIT_SHA` there.
 ///
-/// Cargo runs it again when HEAD moves, when the index changes, and when
-/// the crate's `src/`, `Cargo.toml` or `build.rs` change, so the dirty
-/// mark follows edits (and a tree that became clean again loses it).
+/// Cargo runs it again when HEAD moves and when the crate's `src/` or
+/// `Cargo.toml` change, so the dirty mark follows edits of the crate (and
+/// a crate that became clean again loses it). Edits elsewhere in the
+/// repository (another crate of the workspace, data files) are seen at
+/// the crate's next rebuild, not before.
 pub fn emit_git_sha() {
     println!("cargo:rerun-if-env-changed=CACHED_REDIS_GIT_SHA");
     // Edits of the crate: they may make the tree dirty, or clean again.
-    for path in ["src", "Cargo.toml", "build.rs"] {
-        println!("cargo:rerun-if-changed={path}");
+    // Only paths that exist: cargo takes a missing one for a change, and
+    // would rebuild the crate every time.
+    for path in ["src", "Cargo.toml"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     if let Ok(sha) = std::env::var("CACHED_REDIS_GIT_SHA") {
         println!("cargo:rustc-env=CACHED_REDIS_GIT_SHA={sha}");
@@ -41,14 +47,15 @@ pub fn emit_git_sha() {
         );
         return;
     };
-    let changes = git(&["diff", "HEAD"]).unwrap_or_default();
+    // `--no-optional-locks`: a plain `git diff` refreshes the index, and a
+    // rewritten index would be one more thing for cargo to see changed.
+    let changes = git(&["--no-optional-locks", "diff", "HEAD"]).unwrap_or_default();
     println!(
         "cargo:rustc-env=CACHED_REDIS_GIT_SHA={}",
         stamp(&sha, &changes)
     );
     if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={git_dir}/HEAD");
-        println!("cargo:rerun-if-changed={git_dir}/index");
         if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
             println!("cargo:rerun-if-changed={git_dir}/{head_ref}");
         }
