@@ -286,7 +286,16 @@ impl Backend {
         // are about the configuration, which is reported our way instead.
         let client_error = |what: &str| format!("the Redis client refused the {what}");
         match &target.topology {
-            Topology::Unix => redis::Client::open(target.raw.as_str())
+            Topology::Unix => target
+                .raw
+                .as_str()
+                .into_connection_info()
+                .map(|info| {
+                    // Its own database and password, and no `SETINFO`.
+                    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+                    info.set_redis_settings(settings)
+                })
+                .and_then(redis::Client::open)
                 .map(Backend::Single)
                 .map_err(|_| client_error("Unix-socket URL")),
             Topology::Single => {
@@ -365,10 +374,8 @@ impl Backend {
                     .nodes
                     .iter()
                     .map(|(h, p)| {
-                        node_client(
-                            node_info(addr(h, *p), &RedisConnectionInfo::default()),
-                            &certs,
-                        )
+                        let plain = RedisConnectionInfo::default().set_skip_set_lib_name();
+                        node_client(node_info(addr(h, *p), &plain), &certs)
                     })
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|_| client_error("TLS settings"))?;
