@@ -53,6 +53,28 @@ fn released_before_its_lease(lock_key: &str) -> bool {
     }
 }
 
+/// Runs `call` in `runtime`'s `block_on` until it holds the lock
+/// `lock_key`, then gives it up as a timeout would: the call is dropped as
+/// `block_on` returns.
+fn drop_once_locked(
+    runtime: &tokio::runtime::Runtime,
+    call: impl std::future::Future<Output = u32>,
+    lock_key: &str,
+) {
+    runtime.block_on(async {
+        tokio::pin!(call);
+        let mut raw = common::raw();
+        let deadline = Instant::now() + PATIENCE;
+        while !raw.exists::<_, bool>(lock_key).unwrap() {
+            assert!(Instant::now() < deadline, "the call never took its lock");
+            tokio::select! {
+                _ = &mut call => panic!("the body returned"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    });
+}
+
 /// The lock of the entry under `key` (its key with `:lock` appended).
 fn lock_key(key: String) -> String {
     format!("{key}:lock")
@@ -203,21 +225,7 @@ fn a_holder_dropped_as_its_block_on_returns_releases_its_lock() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let call = held_in_block_on(1);
-        tokio::pin!(call);
-        let mut raw = common::raw();
-        let deadline = Instant::now() + PATIENCE;
-        // Given up (as a timeout would) once it holds the lock: the call
-        // is dropped as `block_on` returns.
-        while !raw.exists::<_, bool>(&key).unwrap() {
-            assert!(Instant::now() < deadline, "the call never took its lock");
-            tokio::select! {
-                _ = &mut call => panic!("the body returned"),
-                () = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        }
-    });
+    drop_once_locked(&runtime, held_in_block_on(1), &key);
     // Idle, not dropped: still nothing of it runs.
     assert!(
         released_before_its_lease(&key),
@@ -246,19 +254,7 @@ fn a_holder_dropped_just_before_its_runtime_releases_its_lock() {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            let call = held_then_dropped(x);
-            tokio::pin!(call);
-            let mut raw = common::raw();
-            let deadline = Instant::now() + PATIENCE;
-            while !raw.exists::<_, bool>(&key).unwrap() {
-                assert!(Instant::now() < deadline, "the call never took its lock");
-                tokio::select! {
-                    _ = &mut call => panic!("the body returned"),
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
-            }
-        });
+        drop_once_locked(&runtime, held_then_dropped(x), &key);
         drop(runtime);
         assert!(
             released_before_its_lease(&key),
