@@ -672,8 +672,11 @@ fn inflate_into(
     let zerr = |e: flate2::DecompressError| malformed(format!("zlib: {e}"));
     loop {
         let (in0, out0) = (z.total_in() as usize, z.total_out() as usize);
+        // `Finish`: all of the stream is here and `out` has room for all of
+        // it, so the inflater need not copy what it wrote into its window
+        // for a next call (zlib's `updatewindow`, ~5 % of a 2 KB inflate).
         let status = z
-            .decompress(&input[in0..], &mut out[out0..], FlushDecompress::None)
+            .decompress(&input[in0..], &mut out[out0..], FlushDecompress::Finish)
             .map_err(zerr)?;
         if z.total_out() as usize > raw_len {
             return Err(malformed(format!(
