@@ -266,6 +266,71 @@ async fn a_failed_sliding_refresh_is_tried_again() {
     assert_eq!(last, 2, "the refresh was tried again");
 }
 
+static LONG_SLIDING_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(
+    ttl = 3600,
+    stale = 30,
+    refresh = true,
+    prefix = "outcome_sliding_dropped"
+)]
+async fn long_sliding(id: u32) -> usize {
+    LONG_SLIDING_RUNS.fetch_add(1, SeqCst) + id as usize
+}
+
+/// Polls a future until it has been pending `pendings` times, then drops
+/// it: what a timeout or `select!` does when it fires at that moment.
+/// `Some` when it finished first.
+async fn dropped_after<F: std::future::Future>(pendings: usize, f: F) -> Option<F::Output> {
+    let mut f = Box::pin(f);
+    let mut left = pendings;
+    std::future::poll_fn(move |cx| match f.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending if left <= 1 => std::task::Poll::Ready(None),
+        std::task::Poll::Pending => {
+            left -= 1;
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// A read of a stale sliding entry that is dropped at any point (a
+/// request timing out) leaves the entry stale: the store restarts a
+/// sliding entry's lifetime only when it is not in its stale window, in
+/// the same step as the read. It used to restart it, then set it back in
+/// a second round trip, which a dropped call never sent: the old value was
+/// then served as fresh for another whole `ttl`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_read_leaves_a_stale_sliding_entry_stale() {
+    setup();
+    let key = long_sliding_cache_key(1).unwrap();
+    let mut raw = common::raw();
+    assert_eq!(long_sliding(1).await, 1);
+    for pendings in 1..=8 {
+        // Nobody read it for longer than `ttl`: 20 s of its 30 s window left.
+        let _: () = redis::Commands::pexpire(&mut raw, &key, 20_000).unwrap();
+        let before: Vec<u8> = redis::Commands::get(&mut raw, &key).unwrap();
+        let finished = dropped_after(pendings, long_sliding(1)).await;
+        if finished.is_some() {
+            break;
+        }
+        // What the dropped call had sent has run by now.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let left: i64 = redis::Commands::pttl(&mut raw, &key).unwrap();
+        let after: Vec<u8> = redis::Commands::get(&mut raw, &key).unwrap();
+        // A new value (its refresh stored it before the drop) is fresh.
+        assert!(
+            left <= 20_000 || after != before,
+            "dropped after {pendings} pendings: the old entry has {left} ms left, fresh again"
+        );
+        // A dropped refresh leaves its lock to its lease (documented).
+        let _: () = redis::Commands::del(&mut raw, format!("{key}:lock")).unwrap();
+    }
+    let _: () = redis::Commands::pexpire(&mut raw, &key, 20_000).unwrap();
+    assert!(long_sliding(1).await > 1, "the stale entry is recomputed");
+}
+
 static HOT_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(

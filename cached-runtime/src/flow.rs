@@ -380,7 +380,8 @@ where
     let read = if ticket.is_some()
         || (call.site.refresh && !(call.site.negative_ttl.is_zero() && call.site.stale.is_zero()))
     {
-        io.get_with_left(call.key(), call.site.touch()).await
+        io.get_with_left(call.key(), call.site.touch_unless_stale())
+            .await
     } else {
         io.get(call.key(), call.site.touch())
             .await
@@ -453,19 +454,6 @@ where
             stale: stale_now,
         };
         old.record(call);
-        if stale_now && sliding_stale {
-            // This read (a `GETEX`) restarted the entry's lifetime, which
-            // would make it fresh for the next reader: its stale window
-            // keeps running instead (set back, if it still holds these
-            // bytes), so a refresh that fails is tried again, and the
-            // entry ends with its window.
-            if let Some(left) = store_left {
-                let left = left.saturating_sub(reading.elapsed());
-                if let Err(e) = io.expire_if_same(call.key(), &old.bytes, left).await {
-                    tracing::debug!(key = call.key(), error = %e, "a stale entry's lifetime not restored");
-                }
-            }
-        }
         let refresh_now = match age {
             Age::Stale => true,
             Age::Fresh { remaining } => {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::flight::{Follower, Turn};
-use crate::store::{Announcement, Payload, Store};
+use crate::store::{Announcement, Payload, Store, Touch};
 
 /// What the call path asks of the store and of time.
 pub(crate) trait Io {
@@ -26,7 +26,7 @@ pub(crate) trait Io {
     async fn get_with_left(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<Touch>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError>;
     /// Sets what is left of an entry's lifetime (zero: removes it), if it
     /// still holds `bytes`.
@@ -111,7 +111,7 @@ impl Io for AsyncIo<'_> {
     async fn get_with_left(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<Touch>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
         self.0.get_with_left(key, touch).await
     }
@@ -217,7 +217,7 @@ impl Io for BlockingIo<'_> {
     async fn get_with_left(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<Touch>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
         self.0.get_with_left_sync(key, touch)
     }

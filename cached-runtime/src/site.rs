@@ -313,6 +313,18 @@ impl ResolvedSite {
         self.refresh.then_some(self.ttl + self.stale)
     }
 
+    /// [`ResolvedSite::touch`] for reads that learn what was left: no
+    /// restart of an entry in its stale window, which keeps running (the
+    /// entry is judged stale by the same rule, `freshness::sliding_age`),
+    /// so that a refresh that fails is tried again and the entry ends with
+    /// its window.
+    pub(crate) fn touch_unless_stale(&self) -> Option<crate::store::Touch> {
+        self.touch().map(|to| crate::store::Touch {
+            to,
+            unless_below: self.stale,
+        })
+    }
+
     /// Counts a run of the body.
     pub(crate) fn record_miss(&self, key: &str, elapsed: Duration) {
         self.stats.miss(elapsed);

@@ -244,15 +244,19 @@ impl MemoryStore {
 
     /// The entry under `key`; with `touch`, its lifetime restarts.
     pub(crate) fn get(&self, key: &str, touch: Option<Duration>) -> Option<Arc<[u8]>> {
+        let touch = touch.map(|to| super::Touch {
+            to,
+            unless_below: Duration::ZERO,
+        });
         self.read(key, touch).map(|(bytes, _)| bytes)
     }
 
     /// [`MemoryStore::get`], with what was left of the entry's lifetime
-    /// just before this read (which may restart it).
+    /// just before this read (which may restart it, as `touch` says).
     pub(crate) fn get_with_left(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<super::Touch>,
     ) -> (Option<super::Payload>, Option<Duration>) {
         match self.read(key, touch) {
             Some((bytes, left)) => (Some(super::Payload::Shared(bytes)), Some(left)),
@@ -261,8 +265,9 @@ impl MemoryStore {
     }
 
     /// The live entry under `key` and what was left of its lifetime; with
-    /// `touch`, its lifetime restarts. An expired one is removed.
-    fn read(&self, key: &str, touch: Option<Duration>) -> Option<(Arc<[u8]>, Duration)> {
+    /// `touch`, its lifetime restarts (unless less than its `unless_below`
+    /// was left). An expired one is removed.
+    fn read(&self, key: &str, touch: Option<super::Touch>) -> Option<(Arc<[u8]>, Duration)> {
         let entry = self.cache.get(key)?;
         let now = now_ms();
         let expires = entry.expires_ms.load(Relaxed);
@@ -270,10 +275,11 @@ impl MemoryStore {
             self.cache.remove_if(key, |e| Arc::ptr_eq(e, &entry));
             return None;
         }
-        if let Some(ttl) = touch {
-            self.set_deadline(&entry, deadline(ttl));
+        let left = Duration::from_millis(expires - now);
+        if let Some(touch) = touch.filter(|touch| left >= touch.unless_below) {
+            self.set_deadline(&entry, deadline(touch.to));
         }
-        Some((entry.bytes.clone(), Duration::from_millis(expires - now)))
+        Some((entry.bytes.clone(), left))
     }
 
     /// Sets what is left of `key`'s lifetime (zero: removes it), if it is

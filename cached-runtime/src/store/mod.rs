@@ -45,13 +45,80 @@ fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
-/// The entry's `PTTL`, then the read of [`get_cmd`] (which may restart
-/// the lifetime).
-fn get_with_left_pipe(key: &str, touch: Option<Duration>) -> ::redis::Pipeline {
-    let mut pipe = ::redis::pipe();
-    pipe.cmd("PTTL").arg(key);
-    pipe.add_command(get_cmd(key, touch));
-    pipe
+/// How a read with `refresh` restarts the lifetime of the entry it finds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Touch {
+    /// The lifetime it restarts: `ttl + stale`.
+    pub(crate) to: Duration,
+    /// No restart when less than this was left: the entry is in its stale
+    /// window (nobody read it for `ttl`), which keeps running. Decided by
+    /// the store in the same step as the read, so that no call dropped
+    /// between a read and a correction can leave a stale entry fresh again.
+    pub(crate) unless_below: Duration,
+}
+
+/// The entry's `PTTL`, then its bytes; restarted to `ARGV[1]` ms unless
+/// less than `ARGV[2]` ms was left (no expiry: restarted, as `GETEX` does).
+const GET_TOUCH_UNLESS_STALE: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+local bytes = redis.call('GET', KEYS[1])
+if bytes and (left < 0 or left >= tonumber(ARGV[2])) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return {left, bytes}
+"#;
+
+static GET_TOUCH_UNLESS_STALE_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(GET_TOUCH_UNLESS_STALE));
+
+/// The entry's `PTTL` and bytes, in one round trip, the read restarting
+/// its lifetime as `touch` says: a pipeline of `PTTL` and [`get_cmd`], or
+/// [`GET_TOUCH_UNLESS_STALE`] when the restart depends on what is left.
+enum ReadWithLeft {
+    Pipeline(::redis::Pipeline),
+    Script(::redis::ScriptInvocation<'static>),
+}
+
+impl ReadWithLeft {
+    fn new(key: &str, touch: Option<Touch>) -> Self {
+        match touch {
+            Some(touch) if !touch.unless_below.is_zero() => {
+                let mut invocation = GET_TOUCH_UNLESS_STALE_SCRIPT.key(key);
+                // Rounded up: `left < unless_below` (stale) in whole ms is
+                // `left < ceil(unless_below)`, so the store and the caller's
+                // `freshness::sliding_age` judge the same `PTTL` alike.
+                let below = touch.unless_below.as_nanos().div_ceil(1_000_000) as u64;
+                invocation.arg(px(touch.to)).arg(below);
+                ReadWithLeft::Script(invocation)
+            }
+            touch => {
+                let mut pipe = ::redis::pipe();
+                pipe.cmd("PTTL").arg(key);
+                pipe.add_command(get_cmd(key, touch.map(|t| t.to)));
+                ReadWithLeft::Pipeline(pipe)
+            }
+        }
+    }
+
+    async fn query_async(
+        self,
+        c: &mut impl ::redis::aio::ConnectionLike,
+    ) -> ::redis::RedisResult<(i64, Option<Vec<u8>>)> {
+        match self {
+            ReadWithLeft::Pipeline(pipe) => pipe.query_async(c).await,
+            ReadWithLeft::Script(invocation) => invocation.invoke_async(c).await,
+        }
+    }
+
+    fn query(
+        self,
+        c: &mut impl ::redis::ConnectionLike,
+    ) -> ::redis::RedisResult<(i64, Option<Vec<u8>>)> {
+        match self {
+            ReadWithLeft::Pipeline(pipe) => pipe.query(c),
+            ReadWithLeft::Script(invocation) => invocation.invoke(c),
+        }
+    }
 }
 
 /// A `PTTL` reply as a lifetime: negative ones say there is no entry
@@ -392,17 +459,15 @@ impl Store {
     pub(crate) async fn get_with_left(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<Touch>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
         match self {
             Store::Memory(m) => Ok(m.get_with_left(key, touch)),
             Store::Redis(r) => {
-                let pipe = get_with_left_pipe(key, touch);
-                r.run(
-                    |mut c| async move { pipe.query_async::<(i64, Option<Vec<u8>>)>(&mut c).await },
-                )
-                .await
-                .map(|(pttl, bytes)| (bytes.map(Payload::Owned), left_of(pttl)))
+                let read = ReadWithLeft::new(key, touch);
+                r.run(|mut c| async move { read.query_async(&mut c).await })
+                    .await
+                    .map(|(pttl, bytes)| (bytes.map(Payload::Owned), left_of(pttl)))
             }
         }
     }
@@ -411,12 +476,12 @@ impl Store {
     pub(crate) fn get_with_left_sync(
         &self,
         key: &str,
-        touch: Option<Duration>,
+        touch: Option<Touch>,
     ) -> Result<(Option<Payload>, Option<Duration>), StoreError> {
         match self {
             Store::Memory(m) => Ok(m.get_with_left(key, touch)),
             Store::Redis(r) => r
-                .run_sync(|c| get_with_left_pipe(key, touch).query::<(i64, Option<Vec<u8>>)>(c))
+                .run_sync(|c| ReadWithLeft::new(key, touch).query(c))
                 .map(|(pttl, bytes)| (bytes.map(Payload::Owned), left_of(pttl))),
         }
     }
