@@ -239,12 +239,18 @@ impl<'a> Context<'a> {
             };
             quote!(#call_sync #declared (#site_local, #key, #shape, move || #output #block))
         };
+        // `expect` as `allow`: the expansion moves the body into a closure
+        // or an async block, where an expected lint (`unused_async`,
+        // `needless_pass_by_value`, ...) may no longer fire.
+        let outer_attrs = outer_attrs.iter().map(main_attr);
         quote! {
             #(#outer_attrs)*
             #vis #sig {
                 #(#inner_attrs)*
                 #probe
                 #site
+                // The key reads every key argument, `_`-prefixed ones too.
+                #[allow(clippy::used_underscore_binding)]
                 let #key = #build_key;
                 #call
             }
@@ -437,7 +443,8 @@ impl<'a> Context<'a> {
         quote! {
             #(#attrs)*
             #docs
-            #[allow(dead_code)]
+            // A companion passes on the function's `_`-prefixed arguments.
+            #[allow(dead_code, clippy::used_underscore_binding)]
             #vis #qualifiers fn #ident #generics (#(#inputs),*) #output #where_clause {
                 #body
             }
@@ -607,11 +614,19 @@ impl<'a> Context<'a> {
         let Context {
             krate, private: p, ..
         } = self;
-        // `Self` first: a method of `impl<T> Repo<T>` is generic too.
-        let self_name = self
-            .func
-            .in_impl
-            .then(|| quote!(::core::any::type_name::<Self>()));
+        // `Self` first: a method of `impl<T> Repo<T>` is generic too. Then
+        // the method's own path, which alone names the trait's parameters
+        // of a trait's default method (`<A as Named<u8>>::describe` and
+        // `<A as Named<u16>>::describe` have one `Self`).
+        let self_name = self.func.in_impl.then(|| {
+            let name = self.func.name();
+            let params = self.func.turbofish_params();
+            let turbofish = (!params.is_empty()).then(|| quote!(::<#(#params),*>));
+            quote!(
+                ::core::any::type_name::<Self>(),
+                ::core::any::type_name_of_val(&Self::#name #turbofish)
+            )
+        });
         let generic_names = self
             .func
             .type_params()
@@ -664,7 +679,7 @@ impl<'a> Context<'a> {
             quote_spanned!(span=> #p::key_arg(#borrow #ident))
         });
         quote!({
-            fn __cached_build_key<#(#tys: ?Sized + #p::KeyArg),*>(
+            fn __cached_build_key<#(#tys: ?::core::marker::Sized + #p::KeyArg),*>(
                 site: &'static #p::CallSite,
                 #(#params: &#tys,)*
                 type_names: &[&'static str],
@@ -699,6 +714,18 @@ fn param_input(param: &Param) -> TokenStream {
     quote!(#(#attrs)* #name: #ty)
 }
 
+/// An attribute of the function as the rewritten function carries it:
+/// `expect` becomes `allow`, the others stay.
+fn main_attr(attr: &Attribute) -> TokenStream {
+    match &attr.meta {
+        Meta::List(list) if attr.path().is_ident("expect") => {
+            let tokens = &list.tokens;
+            quote!(#[allow(#tokens)])
+        }
+        _ => attr.to_token_stream(),
+    }
+}
+
 /// The attributes of the function that its companions get too: `cfg`,
 /// `allow` (and `expect` as `allow`: a companion need not trigger the
 /// expected lint), and `doc(hidden)`.
@@ -710,10 +737,7 @@ fn companion_attr(attr: &Attribute) -> Option<TokenStream> {
         return Some(attr.to_token_stream());
     }
     match &attr.meta {
-        Meta::List(list) if path.is_ident("expect") => {
-            let tokens = &list.tokens;
-            Some(quote!(#[allow(#tokens)]))
-        }
+        Meta::List(_) if path.is_ident("expect") => Some(main_attr(attr)),
         Meta::List(list) if path.is_ident("doc") && list.tokens.to_string() == "hidden" => {
             Some(attr.to_token_stream())
         }
@@ -937,7 +961,7 @@ mod tests {
         assert!(has(&out, "move || Self::get::<T>(self, key)"));
         assert!(has(
             &out,
-            "&[::core::any::type_name::<Self>(), ::core::any::type_name::<T>()]"
+            "&[::core::any::type_name::<Self>(), ::core::any::type_name_of_val(&Self::get::<T>), ::core::any::type_name::<T>()]"
         ));
         assert!(has(&out, "[`get`](Self::get)"));
         assert!(has(&out, "= Self::__cached_site_get();"));
@@ -1034,10 +1058,12 @@ mod tests {
         );
         assert_eq!(out.matches("#[cfg(feature=\"x\")]").count(), 5);
         assert_eq!(out.matches("#[inline]").count(), 1);
+        // The function and its three companions: `expect` as `allow`.
         assert_eq!(
             out.matches("#[allow(clippy::too_many_arguments)]").count(),
-            3
+            4
         );
+        assert_eq!(out.matches("expect").count(), 0);
         assert_eq!(out.matches("#[doc(hidden)]").count(), 5);
         assert_eq!(out.matches("Docsstayonthefunction").count(), 1);
         assert!(has(

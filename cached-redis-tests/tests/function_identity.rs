@@ -294,6 +294,44 @@ fn const_parameters_are_in_the_key() {
     assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
 }
 
+/// A generic trait whose default method is cached.
+trait Named<K> {
+    fn label(&self) -> String;
+
+    #[cached(prefix = "trait_default")]
+    fn describe(&self, id: u32) -> String {
+        format!("{}:{id}", self.label())
+    }
+}
+
+struct Both;
+
+impl Named<u8> for Both {
+    fn label(&self) -> String {
+        "as-u8".into()
+    }
+}
+
+impl Named<u16> for Both {
+    fn label(&self) -> String {
+        "as-u16".into()
+    }
+}
+
+/// A trait's default method implemented twice by one type, for two of
+/// the trait's parameters, is two functions: one `Self`, two entries.
+#[test]
+fn a_generic_traits_default_method_keys_the_traits_parameters() {
+    let _guard = setup();
+    assert_eq!(<Both as Named<u8>>::describe(&Both, 7), "as-u8:7");
+    assert_eq!(<Both as Named<u16>>::describe(&Both, 7), "as-u16:7");
+    assert_eq!(<Both as Named<u8>>::describe(&Both, 7), "as-u8:7", "a hit");
+    assert_ne!(
+        <Both as Named<u8>>::describe_cache_key(7).unwrap(),
+        <Both as Named<u16>>::describe_cache_key(7).unwrap()
+    );
+}
+
 /// A parameter named like its function: the `_refresh` companion calls the
 /// function, not the parameter.
 #[cached(prefix = "named_like")]

@@ -184,6 +184,56 @@ impl Point {
     }
 }
 
+/// `expect` written for the function as the user wrote it: the expansion
+/// may no longer trigger the lint, and must not fail the expectation.
+#[cached(prefix = "lints_expect_value")]
+#[expect(clippy::needless_pass_by_value)]
+fn by_value(s: String) -> usize {
+    s.len()
+}
+
+#[cached(prefix = "lints_expect_wraps")]
+#[expect(clippy::unnecessary_wraps)]
+fn wraps(x: u32) -> Option<u32> {
+    Some(x)
+}
+
+#[cached(prefix = "lints_expect_async")]
+#[expect(clippy::unused_async)]
+async fn no_await(x: u32) -> u32 {
+    x
+}
+
+/// A `_`-prefixed key argument: the key reads it, the user does not.
+#[cached(prefix = "lints_underscore")]
+fn underscore(_ctx: u32, id: u32) -> u32 {
+    id
+}
+
+/// An error that borrows from an argument: errors are never stored.
+#[derive(Debug)]
+pub struct ParseFailure<'a>(pub &'a str);
+
+#[cached(prefix = "lints_borrowed_err")]
+fn parse<'a>(s: &'a str) -> Result<u32, ParseFailure<'a>> {
+    s.parse().map_err(|_| ParseFailure(s))
+}
+
+#[cached(prefix = "lints_borrowed_err_async")]
+async fn parse_async<'a>(s: &'a str) -> Result<u32, &'a str> {
+    s.parse().map_err(|_| s)
+}
+
+/// A module without the prelude: the expansion names everything by path.
+mod no_prelude {
+    #![no_implicit_prelude]
+
+    #[::cached_redis::cached(prefix = "lints_no_prelude")]
+    pub fn doubled(x: u32) -> u32 {
+        x * 2
+    }
+}
+
 /// Runs everything once, companions included.
 /// A deprecated function: its companions are deprecated too, and the
 /// expansion's own call of it (in `_refresh`) warns no one.
@@ -236,6 +286,13 @@ pub fn main() {
     // SAFETY: no requirements.
     let _ = unsafe { unsafe_fn_refresh(3) };
 
+    assert_eq!(by_value("abc".to_owned()), 3);
+    assert_eq!(wraps(2), Some(2));
+    assert_eq!(underscore(1, 2), 2);
+    assert_eq!(underscore_refresh(1, 2), 2);
+    assert_eq!(parse("7").ok(), Some(7));
+    assert_eq!(parse("x").unwrap_err().0, "x");
+    assert_eq!(no_prelude::doubled(2), 4);
     assert_eq!(mixed(1_u8, 2_u16), 1);
     assert_eq!(mixed_refresh(1_u8, "x"), 1);
     let mut counter = 0;
@@ -279,6 +336,9 @@ pub fn main() {
         assert_eq!(async_generic(&1_u8).await, Some(1));
         let _ = async_generic_refresh(&1_u8).await;
         let _ = async_generic_invalidate(&1_u8).await;
+        assert_eq!(no_await(3).await, 3);
+        assert_eq!(parse_async("8").await, Ok(8));
+        assert_eq!(parse_async("y").await, Err("y"));
         assert!(p.async_method(2).await.is_ok());
         let _ = p.async_method_refresh(2).await;
         let _ = Point::async_method_invalidate(2).await;
