@@ -48,11 +48,19 @@ pub(crate) fn check(options: &Options, func: &Function, errors: &mut Errors) {
             }
         }
         let Some(name) = &param.name else {
-            errors.at(
-                &param.pat,
-                "use a plain name for key arguments, like `point: (i32, i32)`, and destructure in the body: \
-                 `#[cached]` names each argument, to put it into the cache key or leave it out with `skip`",
-            );
+            if matches!(param.pat, syn::Pat::Wild(_)) {
+                errors.at(
+                    &param.pat,
+                    "name this argument, like `_unused: u8`: `#[cached]` names each argument, to put it \
+                     into the cache key or leave it out with `skip = \"_unused\"`",
+                );
+            } else {
+                errors.at(
+                    &param.pat,
+                    "use a plain name for key arguments, like `point: (i32, i32)`, and destructure in the body: \
+                     `#[cached]` names each argument, to put it into the cache key or leave it out with `skip`",
+                );
+            }
             continue;
         };
         let name = unraw(name);
