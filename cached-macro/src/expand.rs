@@ -591,13 +591,21 @@ impl<'a> Context<'a> {
     /// method lookup: an inherent `check` exists only for `Result` and
     /// `Option`, and its where-clause never holds; any other type (a
     /// generic parameter included) gets the trait's no-op.
+    ///
+    /// With a shape read from the name `Result` or `Option`: a check that
+    /// the type is the standard one, not a type of the user's own so named.
     fn shape_probe(&self) -> Option<TokenStream> {
-        if self.func.shape_declared || self.func.shape != Shape::Plain {
+        if self.func.shape_declared {
             return None;
         }
         let ty = self.func.return_type()?;
         let span = syn::spanned::Spanned::span(ty);
         let p = respan(self.private.clone(), span);
+        match self.func.shape {
+            Shape::Result => return Some(quote_spanned!(span=> #p::named_result::<#ty>();)),
+            Shape::Option => return Some(quote_spanned!(span=> #p::named_option::<#ty>();)),
+            Shape::Plain => {}
+        }
         Some(quote_spanned! {span=>
             {
                 #[allow(unused_imports)]

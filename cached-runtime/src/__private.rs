@@ -44,8 +44,8 @@ pub mod fuzz {
 }
 
 pub use crate::shape::{
-    key_arg, CacheNoneShape, CacheValue, KeyArg, LocalValue, OptionShape, PlainShape,
-    PlainShapeCheck, ResultShape, ReturnShape, ShapeDeclared, ShapeProbe,
+    key_arg, named_option, named_result, CacheNoneShape, CacheValue, KeyArg, LocalValue,
+    OptionShape, PlainShape, PlainShapeCheck, ResultShape, ReturnShape, ShapeDeclared, ShapeProbe,
 };
 pub use crate::stats::set_enabled as set_stats_enabled;
 

@@ -193,6 +193,34 @@ impl<T> ShapeProbe<Option<T>> {
     }
 }
 
+/// Implemented by `core::result::Result` alone: a return type named
+/// `Result` that is another type (an enum of the user's own) gets this
+/// trait's message instead of a bare type mismatch.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is named `Result` but is not `std::result::Result`, so `#[cached]` cannot read it as one",
+    label = "read as a `Result` by its name",
+    note = "to cache the whole value, say so in the attribute: `returns = \"plain\"`"
+)]
+pub trait NamedResult {}
+impl<T, E> NamedResult for Result<T, E> {}
+
+/// Implemented by `core::option::Option` alone (see [`NamedResult`]).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is named `Option` but is not `std::option::Option`, so `#[cached]` cannot read it as one",
+    label = "read as an `Option` by its name",
+    note = "to cache the whole value, say so in the attribute: `returns = \"plain\"`"
+)]
+pub trait NamedOption {}
+impl<T> NamedOption for Option<T> {}
+
+/// Checks at compile time that a return type named `Result` is one.
+#[inline(always)]
+pub fn named_result<R: NamedResult + ?Sized>() {}
+
+/// Checks at compile time that a return type named `Option` is one.
+#[inline(always)]
+pub fn named_option<R: NamedOption + ?Sized>() {}
+
 /// Never implemented: the error a `Result` or `Option` alias gets.
 #[diagnostic::on_unimplemented(
     message = "this function returns `{Self}` under another name (a type alias), so `#[cached]` cannot tell what to cache",
