@@ -625,15 +625,17 @@ impl<'a> Context<'a> {
         // `Self` first: a method of `impl<T> Repo<T>` is generic too. Then
         // the method's own path, which alone names the trait's parameters
         // of a trait's default method (`<A as Named<u8>>::describe` and
-        // `<A as Named<u16>>::describe` have one `Self`).
+        // `<A as Named<u16>>::describe` have one `Self`); not for a method
+        // with an `impl Trait` argument, whose anonymous type parameter no
+        // turbofish can name (README: declare a type parameter instead).
         let self_name = self.func.in_impl.then(|| {
             let name = self.func.name();
             let params = self.func.turbofish_params();
             let turbofish = (!params.is_empty()).then(|| quote!(::<#(#params),*>));
-            quote!(
-                ::core::any::type_name::<Self>(),
-                ::core::any::type_name_of_val(&Self::#name #turbofish)
-            )
+            let path = (!self.func.params.iter().any(|p| p.impl_trait))
+                .then(|| quote!(::core::any::type_name_of_val(&Self::#name #turbofish)));
+            let path = path.into_iter();
+            quote!(::core::any::type_name::<Self>() #(, #path)*)
         });
         let generic_names = self
             .func

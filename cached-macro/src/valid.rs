@@ -157,6 +157,7 @@ fn check_return_type(ty: &Type, shape: Shape, errors: &mut Errors) {
     let mut strict = ReturnCheck {
         errors,
         borrows_ok: false,
+        static_refs_ok: false,
     };
     let ty = strip(ty);
     let Type::Path(path) = ty else {
@@ -167,9 +168,11 @@ fn check_return_type(ty: &Type, shape: Shape, errors: &mut Errors) {
         strict.visit_type(ty);
         return;
     }
-    // `Result<T, E>`: `T` strictly, the rest (`E`) allowing borrows.
+    // `Result<T, E>`: `T` strictly, the rest (`E`) allowing borrows. Only
+    // `&'static` under another name: an alias may put `T` anywhere.
     let segments = &path.path.segments;
     let Some(last) = segments.last() else { return };
+    let named_result = last.ident == "Result";
     for seg in segments.iter().take(segments.len() - 1) {
         strict.visit_path_segment(seg);
     }
@@ -180,7 +183,8 @@ fn check_return_type(ty: &Type, shape: Shape, errors: &mut Errors) {
     let mut seen_type = false;
     for arg in &args.args {
         let is_type = matches!(arg, GenericArgument::Type(_));
-        strict.borrows_ok = is_type && seen_type;
+        strict.static_refs_ok = is_type && seen_type;
+        strict.borrows_ok = strict.static_refs_ok && named_result;
         seen_type |= is_type;
         strict.visit_generic_argument(arg);
     }
@@ -192,11 +196,14 @@ struct ReturnCheck<'e> {
     errors: &'e mut Errors,
     /// Whether references and borrowing types are acceptable here.
     borrows_ok: bool,
+    /// Whether `&'static T` is acceptable here.
+    static_refs_ok: bool,
 }
 
 impl Visit<'_> for ReturnCheck<'_> {
     fn visit_type_reference(&mut self, r: &TypeReference) {
-        if !self.borrows_ok {
+        let is_static = r.lifetime.as_ref().is_some_and(|l| l.ident == "static");
+        if !(self.borrows_ok || (self.static_refs_ok && is_static)) {
             self.errors.at(
                 r.and_token,
                 format_args!("a cached function cannot return a reference: {OWNED}"),
@@ -334,6 +341,17 @@ mod tests {
             m.is_empty(),
             "an error may borrow: it is never stored: {m:?}"
         );
+        // Under another name, an alias may store its second parameter.
+        let e = crate::cached_impl(
+            quote!(returns = "result"),
+            quote!(
+                fn f<'a>(s: &'a str) -> Flipped<String, &'a str> {
+                    todo!()
+                }
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot return a reference"), "{e}");
         let m = messages(
             quote!(),
             quote!(

@@ -71,8 +71,8 @@ pub struct PrefixStats {
 pub struct StatsSnapshot {
     /// Lookups served from the cache.
     pub hits: u64,
-    /// Lookups not served from the cache: calls that ran the body and
-    /// returned (a call whose future was dropped first is not counted).
+    /// Lookups not served from the cache: calls whose body returned (a
+    /// call whose future was dropped while its body ran is not counted).
     pub misses: u64,
     /// Calls that bypassed the cache.
     pub skips: u64,

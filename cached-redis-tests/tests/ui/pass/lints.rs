@@ -182,7 +182,26 @@ impl Point {
         let _ = key;
         self.x > 0
     }
+
+    /// `impl Trait` arguments of a method, in the key and skipped.
+    #[cached(skip = "log")]
+    fn impl_trait_method<T: Serialize>(&self, log: impl Fn(&str), a: T, b: impl Serialize) -> i32 {
+        log("impl_trait_method");
+        let _ = (a, b);
+        self.x
+    }
 }
+
+/// A trait's default method with an `impl Trait` argument.
+trait Finder {
+    #[cached(prefix = "lints_trait_impl_arg")]
+    fn find(&self, key: impl Serialize) -> u32 {
+        let _ = key;
+        2
+    }
+}
+
+impl Finder for Point {}
 
 /// `expect` written for the function as the user wrote it: the expansion
 /// may no longer trigger the lint, and must not fail the expectation.
@@ -320,6 +339,8 @@ pub fn main() {
     assert_eq!(Point::shifted(4).x, 4);
     let _ = Point::shifted_refresh(4);
     assert!(p.generic_method("k"));
+    assert_eq!(p.impl_trait_method(|_| {}, 1_u8, "b"), p.x);
+    assert_eq!(p.find(3_u8), 2);
     let _ = p.generic_method_refresh(1_u8);
     let _ = Point::generic_method_cache_key::<u8>(1);
 
