@@ -632,8 +632,15 @@ impl<'a> Context<'a> {
             let name = self.func.name();
             let params = self.func.turbofish_params();
             let turbofish = (!params.is_empty()).then(|| quote!(::<#(#params),*>));
-            let path = (!self.func.params.iter().any(|p| p.impl_trait))
-                .then(|| quote!(::core::any::type_name_of_val(&Self::#name #turbofish)));
+            // `allow(deprecated)`: the companions, which carry the method's
+            // `deprecated`, name it too.
+            let path = (!self.func.params.iter().any(|p| p.impl_trait)).then(|| {
+                quote!({
+                    #[allow(deprecated)]
+                    let method = &Self::#name #turbofish;
+                    ::core::any::type_name_of_val(method)
+                })
+            });
             let path = path.into_iter();
             quote!(::core::any::type_name::<Self>() #(, #path)*)
         });
@@ -971,7 +978,7 @@ mod tests {
         assert!(has(&out, "move || Self::get::<T>(self, key)"));
         assert!(has(
             &out,
-            "&[::core::any::type_name::<Self>(), ::core::any::type_name_of_val(&Self::get::<T>), ::core::any::type_name::<T>()]"
+            "&[::core::any::type_name::<Self>(), { #[allow(deprecated)] let method = &Self::get::<T>; ::core::any::type_name_of_val(method) }, ::core::any::type_name::<T>()]"
         ));
         assert!(has(&out, "[`get`](Self::get)"));
         assert!(has(&out, "= Self::__cached_site_get();"));

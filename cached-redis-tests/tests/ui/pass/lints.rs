@@ -183,6 +183,13 @@ impl Point {
         self.x > 0
     }
 
+    /// A deprecated method: its key names it, in its companions too.
+    #[cached]
+    #[deprecated = "use `norm1`"]
+    fn old_norm(&self, scale: i32) -> i32 {
+        self.x * scale
+    }
+
     /// `impl Trait` arguments of a method, in the key and skipped.
     #[cached(skip = "log")]
     fn impl_trait_method<T: Serialize>(&self, log: impl Fn(&str), a: T, b: impl Serialize) -> i32 {
@@ -262,6 +269,19 @@ pub fn superseded(x: u32) -> u32 {
     x + 1
 }
 
+/// Methods with `impl Trait` arguments, a trait's default method and a
+/// deprecated method, companions included.
+fn more_methods(p: &Point) {
+    assert_eq!(p.impl_trait_method(|_| {}, 1_u8, "b"), p.x);
+    assert_eq!(p.find(3_u8), 2);
+    #[allow(deprecated)]
+    {
+        assert_eq!(p.old_norm(2), p.x * 2);
+        let _ = Point::old_norm_cache_key(2);
+        let _ = Point::old_norm_invalidate(2);
+    }
+}
+
 pub fn main() {
     #[allow(deprecated)]
     {
@@ -339,8 +359,7 @@ pub fn main() {
     assert_eq!(Point::shifted(4).x, 4);
     let _ = Point::shifted_refresh(4);
     assert!(p.generic_method("k"));
-    assert_eq!(p.impl_trait_method(|_| {}, 1_u8, "b"), p.x);
-    assert_eq!(p.find(3_u8), 2);
+    more_methods(&p);
     let _ = p.generic_method_refresh(1_u8);
     let _ = Point::generic_method_cache_key::<u8>(1);
 
