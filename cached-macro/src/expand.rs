@@ -628,22 +628,22 @@ impl<'a> Context<'a> {
         // `<A as Named<u16>>::describe` have one `Self`); not for a method
         // with an `impl Trait` argument, whose anonymous type parameter no
         // turbofish can name (README: declare a type parameter instead).
-        let self_name = self.func.in_impl.then(|| {
-            let name = self.func.name();
-            let params = self.func.turbofish_params();
-            let turbofish = (!params.is_empty()).then(|| quote!(::<#(#params),*>));
-            // `allow(deprecated)`: the companions, which carry the method's
-            // `deprecated`, name it too.
-            let path = (!self.func.params.iter().any(|p| p.impl_trait)).then(|| {
-                quote!({
+        let mut self_names = Vec::new();
+        if self.func.in_impl {
+            self_names.push(quote!(::core::any::type_name::<Self>()));
+            if !self.func.params.iter().any(|p| p.impl_trait) {
+                let name = self.func.name();
+                let params = self.func.turbofish_params();
+                let turbofish = (!params.is_empty()).then(|| quote!(::<#(#params),*>));
+                // `allow(deprecated)`: the companions, which carry the
+                // method's `deprecated`, name it too.
+                self_names.push(quote!({
                     #[allow(deprecated)]
                     let method = &Self::#name #turbofish;
                     ::core::any::type_name_of_val(method)
-                })
-            });
-            let path = path.into_iter();
-            quote!(::core::any::type_name::<Self>() #(, #path)*)
-        });
+                }));
+            }
+        }
         let generic_names = self
             .func
             .type_params()
@@ -667,7 +667,7 @@ impl<'a> Context<'a> {
             let ident = &p.name;
             quote!(::core::any::type_name_of_val(&#ident))
         });
-        let type_names = self_name
+        let type_names = self_names
             .into_iter()
             .chain(generic_names)
             .chain(const_names)
