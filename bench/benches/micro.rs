@@ -17,7 +17,9 @@
 //!   check, inflate, bincode decode) for values of 200 B, 2 KB, 64 KB and
 //!   1 MB of JSON, and a one-byte value (`tiny`: the fixed cost of the path).
 //! - `refresh/*`: `name_refresh(...)`, which runs the body (a clone of the
-//!   fixture), encodes, compresses and stores; `clone/*` is the body alone.
+//!   fixture), encodes, checks that the value reads back from its encoding
+//!   (the automatic codec's verification), compresses and stores;
+//!   `clone/*` is the body alone.
 //!   The codec is crate-private, so the load binary derives
 //!   `decode ≈ hit(v) − hit(tiny)` and
 //!   `encode ≈ refresh(v) − clone(v) − refresh(tiny)` from these.

@@ -50,28 +50,65 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// The cell and verdict of a goal that `id`'s throughput be at least
+/// `target` × `to`'s at `level`, judged round by round
+/// ([`Results::paired_ratio`]): met when every round reaches it, missed
+/// when none does, and not resolved by the run when the rounds disagree.
+/// `with_ops` adds both throughputs (their medians over the rounds).
+pub fn ratio_goal(
+    r: &Results,
+    id: &str,
+    to: &str,
+    level: usize,
+    target: f64,
+    with_ops: bool,
+) -> (String, &'static str) {
+    let Some(p) = r.paired_ratio(id, to, level) else {
+        return ("–".into(), "**missed**");
+    };
+    let mut cell = format!(
+        "{} (rounds {} – {})",
+        ratio_to(p.median, target),
+        ratio_to(p.min, target),
+        ratio_to(p.max, target)
+    );
+    if with_ops {
+        let _ = write!(
+            cell,
+            "; {} vs {} calls/s",
+            fmt_int(ops(r, id, level)),
+            fmt_int(ops(r, to, level))
+        );
+    }
+    let verdict = if p.min >= target {
+        "**met**"
+    } else if p.max < target {
+        "**missed**"
+    } else {
+        "**not resolved** by this run"
+    };
+    (cell, verdict)
+}
+
+fn tasks(level: usize) -> &'static str {
+    if level == 1 {
+        "task"
+    } else {
+        "tasks"
+    }
+}
+
 /// Goal rows for the `local` level and the Redis hit path, in the goals
 /// table's format.
 pub fn goal_rows(r: &Results) -> String {
     let mut w = String::new();
     let top = r.timing.levels.iter().copied().max().unwrap_or(64);
-    let f1 = ops(r, "f", 1) / ops(r, "a", 1);
+    let (cell, v) = ratio_goal(r, "f", "a", 1, 20.0, true);
+    let _ = writeln!(w, "| `local` hit, 1 task | ≥ 20 × raw GET | {cell} | {v} |");
+    let (cell, v) = ratio_goal(r, "f", "c", top, 10.0, true);
     let _ = writeln!(
         w,
-        "| `local` hit, 1 task | ≥ 20 × raw GET | {} ({} vs {} calls/s) | {} |",
-        ratio(f1),
-        fmt_int(ops(r, "f", 1)),
-        fmt_int(ops(r, "a", 1)),
-        verdict(f1 >= 20.0)
-    );
-    let ft = ops(r, "f", top) / ops(r, "c", top);
-    let _ = writeln!(
-        w,
-        "| `local` hit, {top} tasks | ≥ 10 × the peer's hit | {} ({} vs {} calls/s) | {} |",
-        ratio(ft),
-        fmt_int(ops(r, "f", top)),
-        fmt_int(ops(r, "c", top)),
-        verdict(ft >= 10.0)
+        "| `local` hit, {top} tasks | ≥ 10 × the peer's hit | {cell} | {v} |"
     );
     let worst = r
         .timing
@@ -96,44 +133,49 @@ pub fn goal_rows(r: &Results) -> String {
         );
     }
     for &l in &r.timing.levels {
-        let bc = ops(r, "b", l) / ops(r, "c", l);
+        let (cell, v) = ratio_goal(r, "b", "c", l, 1.0, false);
         let _ = writeln!(
             w,
-            "| Redis hit against the peer, {l} task{} | ≥ 1.0 × | {} | {} |",
-            if l == 1 { "" } else { "s" },
-            ratio_to(bc, 1.0),
-            verdict(bc >= 1.0)
+            "| Redis hit against the peer, {l} {} | ≥ 1.0 × | {cell} | {v} |",
+            tasks(l)
         );
     }
-    if r.series("g").is_some() {
-        let g1 = ops(r, "g", 1) / ops(r, "a", 1);
-        let _ = writeln!(
-            w,
-            "| Redis hit throughput, 1 task, with `compression = lz4` | ≥ 0.95 × raw GET | {} ({} vs {} calls/s) | {} |",
-            ratio_to(g1, 0.95),
-            fmt_int(ops(r, "g", 1)),
-            fmt_int(ops(r, "a", 1)),
-            verdict(g1 >= 0.95)
-        );
+    if r.series("bn").is_some() {
         for &l in &r.timing.levels {
-            let gc = ops(r, "g", l) / ops(r, "c", l);
+            let (cell, v) = ratio_goal(r, "bn", "cn", l, 1.0, false);
             let _ = writeln!(
                 w,
-                "| Redis hit against the peer, {l} task{}, with `compression = lz4` | ≥ 1.0 × | {} | {} |",
-                if l == 1 { "" } else { "s" },
-                ratio_to(gc, 1.0),
-                verdict(gc >= 1.0)
+                "| Redis hit against the peer, {l} {}, 1,000 distinct queries in turn | ≥ 1.0 × | {cell} | {v} |",
+                tasks(l)
             );
         }
     }
+    if r.series("g").is_some() {
+        let (cell, v) = ratio_goal(r, "g", "a", 1, 0.95, true);
+        let _ = writeln!(
+            w,
+            "| Redis hit throughput, 1 task, with `compression = lz4` | ≥ 0.95 × raw GET | {cell} | {v} |"
+        );
+        for &l in &r.timing.levels {
+            let (cell, v) = ratio_goal(r, "g", "c", l, 1.0, false);
+            let _ = writeln!(
+                w,
+                "| Redis hit against the peer, {l} {}, with `compression = lz4` | ≥ 1.0 × | {cell} | {v} |",
+                tasks(l)
+            );
+        }
+    }
+    // Judged like the small struct's key: by the dearer of an argument
+    // seen before (the key memo answers) and one seen for the first time.
     let key = micro(r, "key/json_1kb");
+    let key_new = micro(r, "key_first_seen/json_1kb");
     let _ = writeln!(
         w,
         "| keying the 1 KB query | ≤ 1.5 µs | {} seen before (key memo); {} first seen, {} without the memo | {} |",
         fmt_ns(key),
-        fmt_ns(micro(r, "key_first_seen/json_1kb")),
+        fmt_ns(key_new),
         fmt_ns(micro(r, "key_unmemoized/json_1kb")),
-        verdict(key <= 1_500.0)
+        verdict(key.max(key_new) <= 1_500.0)
     );
     let dec = micro(r, "hit/2KB") - micro(r, "hit/tiny");
     let _ = writeln!(
@@ -153,7 +195,8 @@ pub fn goal_rows(r: &Results) -> String {
     }
     // The store path when the issue asking for it to be halved was filed:
     // `refresh/2KB` 33–44 µs (miniz_oxide, level 3). Halving the fastest
-    // of those figures is the target.
+    // of those figures is the target. The default level is now 1, part of
+    // the gain, which the row says.
     for (label, id) in [
         ("", "refresh/2KB"),
         (", with `compression = lz4`", "codec_2kb/store_lz4"),
@@ -164,7 +207,7 @@ pub fn goal_rows(r: &Results) -> String {
         }
         let _ = writeln!(
             w,
-            "| store path (`name_refresh` of the 2 KB value: body, encode, compress, store){label} | ≥ 2 × faster than 33–44 µs, i.e. ≤ {} | {} ({} faster than 33 µs) | {} |",
+            "| store path (`name_refresh` of the 2 KB value: body, encode, read-back check, compress, store){label} | ≥ 2 × faster than 33–44 µs (zlib level 3 then; level 1 now, whose entries are larger), i.e. ≤ {} | {} ({} faster than 33 µs) | {} |",
             fmt_ns(STORE_AT_FILING_NS / 2.0),
             fmt_ns(store),
             ratio(STORE_AT_FILING_NS / store),

@@ -294,4 +294,32 @@ impl Results {
     pub fn micro(&self, id: &str) -> Option<&Micro> {
         self.micro.iter().find(|m| m.id == id)
     }
+
+    /// `id`'s throughput ÷ `to`'s at `level`, round by round: each round
+    /// ran both side by side, so the machine's drift between rounds
+    /// cancels in each ratio. `None` when either was not measured there.
+    pub fn paired_ratio(&self, id: &str, to: &str, level: usize) -> Option<Paired> {
+        let of = |id: &str| self.series(id).and_then(|s| s.points.get(&level));
+        let ratios: Vec<f64> = of(id)?
+            .iter()
+            .zip(of(to)?)
+            .map(|(x, y)| x.ops_per_sec / y.ops_per_sec)
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        Some(Paired {
+            median: median_f64(ratios.clone()),
+            min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// A throughput ratio over paired rounds: its median and its spread.
+#[derive(Debug, Clone, Copy)]
+pub struct Paired {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
 }
