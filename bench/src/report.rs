@@ -655,11 +655,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          of any in-process hit, a clone of the value and nothing else.\n\
          - **One query or many.** (a) to (h) pass the same query on every call: for \
          cached-redis that is the key memo's best case, each key answered by the \
-         calling thread's front of its last 4 keys. **(bn)** and **(cn)** are (b) and \
-         (c) over 1,000 variants of the query (differing in `from`, stored before the \
-         run) taken in turn: each cached-redis key comes from the memo's shared table, \
-         each of the peer's from the query's JSON text written again, as on every call \
-         of (c).\n\
+         calling thread's front of its last 4 keys.{}\n\
          - **Load**: N tasks on a multi-threaded tokio runtime (one worker per core) \
          each call in a loop for {} ms after a {} ms warm-up; with several tasks, each \
          yields to the scheduler between calls (outside the timed part) so that calls \
@@ -678,7 +674,7 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          through cached-redis' pool of blocking connections) or doing a raw sync `GET` \
          on its own connection.\n\
          - **Checks**: each function's body counts its runs; a hit scenario in which \
-         the body ran would show here: body runs during hit scenarios: **{}**.\n\
+         the body ran would show here: body runs during hit scenarios: **{}**{}.\n\
          - **Micro benchmarks** (criterion, median with 95 % interval) call only public \
          paths: the `name_cache_key(...)` companion for keys, and for the codec (which \
          is crate-private) sync `#[cached] fn`s on the embedded store: `hit` (lookup, \
@@ -686,7 +682,27 @@ pub fn markdown(r: &Results, chart: &str) -> String {
          value reads back, compress, store), \
          from which the codec's share is derived by subtracting a one-byte value's \
          path and the body's clone.\n",
-        r.json_bytes, t.measure_ms, t.warmup_ms, t.levels, t.rounds, r.misses_during_hits
+        r.json_bytes,
+        if r.series("bn").is_some() {
+            " **(bn)** and **(cn)** are (b) and (c) over 1,000 variants of the query \
+             (differing in `from`, stored before the run) taken in turn: each \
+             cached-redis key comes from the memo's shared table, each of the peer's \
+             from the query's JSON text written again, as on every call of (c)."
+        } else {
+            " This run had no scenario of many distinct queries."
+        },
+        t.measure_ms,
+        t.warmup_ms,
+        t.levels,
+        t.rounds,
+        r.misses_during_hits,
+        if r.runs_counted_after_warmup {
+            ""
+        } else {
+            " (this run's count also took in the first call of (f), a miss made \
+             while its level was warmed up before the hit scenarios, and counted \
+             (b) and (g)'s misses twice: as body runs and as misses)"
+        }
     );
 
     // Hits.

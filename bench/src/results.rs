@@ -270,7 +270,12 @@ pub struct Results {
     pub sync: Vec<Series>,
     pub json_bytes: usize,
     pub sizes: Vec<EntrySize>,
+    /// Body runs of the cached functions during the hit scenarios.
     pub misses_during_hits: u64,
+    /// Whether that count starts after the `local` level's warm-up, whose
+    /// first call is a miss (false in runs from before it did).
+    #[serde(default)]
+    pub runs_counted_after_warmup: bool,
     pub stats_cost: Vec<StatsCost>,
     pub stampede: Vec<Stampede>,
     pub invalidate: Option<Invalidate>,
