@@ -33,7 +33,10 @@ use crate::store::{glob_escape, Store};
 /// # Errors
 ///
 /// [`Error::Store`] when Redis fails part-way; what was removed stays
-/// removed, and calling again finishes the job.
+/// removed, and calling again finishes the job. On a cluster, also when
+/// its slots kept moving during the walk over its masters (a reshard in
+/// progress: see [`crate::RedisStore::scan`]), since an entry moved meanwhile
+/// could have been missed.
 pub async fn invalidate_prefix(prefix: &str) -> Result<u64, Error> {
     let mut removed = 0;
     let mut first_error = None;

@@ -563,12 +563,27 @@ impl RedisStore {
 /// cluster, which master and its cursor; elsewhere, the one cursor.
 #[derive(Debug, Default)]
 pub struct ScanCursor {
-    /// The masters of a cluster, learnt at the first step.
-    masters: Option<Vec<(String, u16)>>,
+    /// The masters of a cluster and its layout, learnt at the first step.
+    masters: Option<(Vec<(String, u16)>, Layout)>,
     node: usize,
     cursor: u64,
     done: bool,
+    /// Walks started over because the cluster's layout changed under one.
+    restarts: u8,
 }
+
+/// A cluster's layout as a walk must find it unchanged at its end: its
+/// masters, each one's own word on its role and slots and on the slots it
+/// is moving in or out, and how many keys those hold there (keys move one
+/// by one during a reshard: a key moved from a master not walked yet to
+/// one walked already would be missed). Each master is asked about itself,
+/// which it knows at once, where another node learns it by gossip.
+type Layout = u64;
+
+/// How many times a walk over a cluster starts over when its layout
+/// changed under it, before failing (a reshard in progress moves keys all
+/// along).
+const SCAN_RESTARTS: u8 = 2;
 
 impl ScanCursor {
     /// A walk from the start.
@@ -589,7 +604,9 @@ impl RedisStore {
     /// given to `SCAN`. On a cluster every master is walked in turn (a
     /// replica holds the same keys as its master). As with `SCAN`, a key
     /// present for the whole walk is returned at least once; keys written
-    /// meanwhile may or may not be.
+    /// meanwhile may or may not be. On a cluster whose slots move during
+    /// the walk (a reshard, a failover), the walk starts over (its keys may
+    /// then come twice), at most twice; then the step fails.
     ///
     /// ```no_run
     /// # async fn demo(config: &cached_runtime::Config) -> Result<(), cached_runtime::Error> {
@@ -606,7 +623,8 @@ impl RedisStore {
     /// # Errors
     ///
     /// [`StoreError`] when Redis fails; the cursor is left where it was, so
-    /// the step can be retried.
+    /// the step can be retried. When the cluster's slots kept moving, the
+    /// error says so and the cursor is back at the start.
     pub async fn scan(
         &self,
         cursor: &mut ScanCursor,
@@ -638,32 +656,108 @@ impl RedisStore {
             .arg(pattern)
             .arg("COUNT")
             .arg(count);
-        let (next, keys): (u64, Vec<Vec<u8>>) = if self.is_cluster() {
-            let masters = match cursor.masters.take() {
-                Some(masters) => masters,
-                None => self.cluster_masters().await?,
-            };
-            let Some((host, port)) = masters.get(cursor.node).cloned() else {
-                cursor.done = true;
-                return Ok(Vec::new());
-            };
-            cursor.masters = Some(masters);
-            let value = self
-                .run(|c| async move { c.route_to(scan, Some((host, port))).await })
+        if !self.is_cluster() {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .run(|mut c| async move { scan.query_async(&mut c).await })
                 .await?;
-            redis::FromRedisValue::from_redis_value(value)
-                .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?
-        } else {
-            self.run(|mut c| async move { scan.query_async(&mut c).await })
-                .await?
+            cursor.cursor = next;
+            cursor.done = next == 0;
+            return Ok(keys);
+        }
+        let (masters, layout) = match cursor.masters.take() {
+            Some(known) => known,
+            None => self.cluster_layout().await?,
         };
+        let Some((host, port)) = masters.get(cursor.node).cloned() else {
+            cursor.done = true;
+            return Ok(Vec::new());
+        };
+        let nodes = masters.len();
+        cursor.masters = Some((masters, layout));
+        let value = self
+            .run(|c| async move { c.route_to(scan, Some((host, port))).await })
+            .await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
+            .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?;
+        if next == 0 && cursor.node + 1 >= nodes {
+            // The last master is walked: the walk holds only if the
+            // layout it started from held all along.
+            let (_, now) = self.cluster_layout().await?;
+            if now != layout {
+                if cursor.restarts >= SCAN_RESTARTS {
+                    *cursor = ScanCursor::new();
+                    return Err(StoreError::new(
+                        StoreErrorKind::Response,
+                        "the cluster's slots kept moving during the walk over its keys \
+                         (a reshard or a failover); try again once they are settled",
+                    ));
+                }
+                tracing::debug!(
+                    "the cluster's slots moved during a walk over its keys; walking again"
+                );
+                let restarts = cursor.restarts + 1;
+                *cursor = ScanCursor::new();
+                cursor.restarts = restarts;
+                return Ok(keys);
+            }
+        }
         cursor.cursor = next;
         if next == 0 {
             cursor.node += 1;
-            let nodes = cursor.masters.as_ref().map_or(1, Vec::len);
             cursor.done = cursor.node >= nodes;
         }
         Ok(keys)
+    }
+
+    /// The masters of the cluster (`CLUSTER SLOTS`) and its [`Layout`]:
+    /// each master's own line of `CLUSTER NODES` (role, slots, slots
+    /// moving) and the keys it holds in the slots it moves.
+    async fn cluster_layout(&self) -> Result<(Vec<(String, u16)>, Layout), StoreError> {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let masters = self.cluster_masters().await?;
+        let mut layout = DefaultHasher::new();
+        masters.hash(&mut layout);
+        for master in &masters {
+            let nodes = self
+                .run(|c| {
+                    let address = master.clone();
+                    async move {
+                        c.route_to(redis::cmd("CLUSTER").arg("NODES").clone(), Some(address))
+                            .await
+                    }
+                })
+                .await?;
+            let nodes: String = redis::FromRedisValue::from_redis_value(nodes).map_err(|e| {
+                StoreError::new(StoreErrorKind::Response, format!("CLUSTER NODES: {e}"))
+            })?;
+            let own = own_line(&nodes);
+            own.hash(&mut layout);
+            for slot in moving_slots(own) {
+                let keys = self
+                    .run(|c| {
+                        let address = master.clone();
+                        async move {
+                            c.route_to(
+                                redis::cmd("CLUSTER")
+                                    .arg("COUNTKEYSINSLOT")
+                                    .arg(slot)
+                                    .clone(),
+                                Some(address),
+                            )
+                            .await
+                        }
+                    })
+                    .await?;
+                let keys: i64 = redis::FromRedisValue::from_redis_value(keys).map_err(|e| {
+                    StoreError::new(
+                        StoreErrorKind::Response,
+                        format!("CLUSTER COUNTKEYSINSLOT: {e}"),
+                    )
+                })?;
+                (master, slot, keys).hash(&mut layout);
+            }
+        }
+        Ok((masters, layout.finish()))
     }
 
     /// The address of every master of the cluster, from `CLUSTER SLOTS`.
@@ -689,6 +783,7 @@ impl RedisStore {
             let Some(redis::Value::Array(master)) = fields.get(2) else {
                 continue;
             };
+
             let host: Option<String> = master
                 .first()
                 .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
@@ -713,6 +808,7 @@ impl RedisStore {
                 }
             }
         }
+
         if masters.is_empty() {
             // No slot is served: the cluster is down, not empty.
             return Err(StoreError::new(
@@ -768,6 +864,35 @@ pub(crate) struct KeyScan<'a> {
     cursor: ScanCursor,
 }
 
+/// What the node answering `CLUSTER NODES` says of itself: its flags
+/// (role) and the slots it serves or is moving, from its `myself` line
+/// (the other fields are its id, address, ping times and epoch).
+fn own_line(cluster_nodes: &str) -> Vec<&str> {
+    let Some(own) = cluster_nodes.lines().find(|line| {
+        line.split(' ')
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
+    }) else {
+        return Vec::new();
+    };
+    let fields: Vec<&str> = own.split(' ').collect();
+    fields
+        .get(2)
+        .into_iter()
+        .chain(fields.iter().skip(8))
+        .copied()
+        .collect()
+}
+
+/// The slots a node's [`own_line`] moves out (`[slot->-id]`) or in
+/// (`[slot-<-id]`).
+fn moving_slots(own: Vec<&str>) -> Vec<u16> {
+    own.into_iter()
+        .filter_map(|field| field.strip_prefix('['))
+        .filter_map(|field| field.split('-').next()?.parse().ok())
+        .collect()
+}
+
 impl RedisStore {
     /// Starts a walk over the keys matching `pattern` (a glob: escape
     /// literal parts with [`glob_escape`]); on a cluster, over every master.
@@ -797,7 +922,32 @@ impl KeyScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_escape, is_connection_fault, RedisStore};
+    use super::{glob_escape, is_connection_fault, moving_slots, own_line, RedisStore};
+
+    /// Only the answering node's own line says what it moves, and a slot
+    /// moving in counts as much as one moving out.
+    #[test]
+    fn moving_slots_come_from_the_nodes_own_line() {
+        let nodes = "\
+07c3 127.0.0.1:30004@31004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922 [11->-e7d1]
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [77-<-67ed] 5462
+";
+        assert_eq!(
+            own_line(nodes),
+            [
+                "myself,master",
+                "0-5460",
+                "[93->-292f]",
+                "[77-<-67ed]",
+                "5462"
+            ]
+        );
+        assert_eq!(moving_slots(own_line(nodes)), vec![93, 77]);
+        let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
+        assert!(moving_slots(own_line(settled)).is_empty());
+        assert!(own_line("").is_empty());
+    }
 
     /// A command that failed while connecting was never sent: it cannot
     /// run later, so no one waits for its effects (or its message).

@@ -1,0 +1,209 @@
+//! A walk over a cluster's keys (what `invalidate_prefix` and the stats
+//! reader do) while a slot moves between masters, as a reshard moves it.
+//!
+//! The walk visits the masters one after another. A key that moves from a
+//! master not walked yet to one walked already would be missed, and an
+//! `invalidate_prefix` would say it removed everything while that entry
+//! kept serving. Here the slot moves between the walk's steps, exactly as
+//! `redis-cli --cluster reshard` moves one (`SETSLOT IMPORTING/MIGRATING`,
+//! `MIGRATE`, `SETSLOT NODE`), and is moved back afterwards.
+//!
+//! Its own test binary: nothing else runs against the cluster meanwhile.
+
+mod common;
+
+use cached_redis::{Config, RedisStore, ScanCursor};
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: run the tests with scripts/test.sh, which starts the topologies"
+        ),
+    }
+}
+
+/// A master: its id and its address.
+#[derive(Debug, Clone)]
+struct Master {
+    id: String,
+    host: String,
+    port: u16,
+    first_slot: u16,
+}
+
+impl Master {
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}:{}/", self.host, self.port))
+            .and_then(|c| c.get_connection())
+            .expect("connect to a master")
+    }
+}
+
+/// The masters, in the order of their first slot: the order a walk takes.
+fn masters(any: &mut redis::Connection) -> Vec<Master> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(any).unwrap();
+    let mut masters: Vec<Master> = nodes
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let is_master = f[2].split(',').any(|flag| flag == "master");
+            if !is_master || f[2].contains("fail") || f.len() < 9 {
+                return None;
+            }
+            let address = f[1].split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            let first_slot = f[8..]
+                .iter()
+                .filter_map(|s| s.split('-').next()?.parse::<u16>().ok())
+                .min()?;
+            Some(Master {
+                id: f[0].to_owned(),
+                host: host.to_owned(),
+                port: port.parse().ok()?,
+                first_slot,
+            })
+        })
+        .collect();
+    masters.sort_by_key(|m| m.first_slot);
+    masters
+}
+
+/// Moves `slot`, with its keys, from `from` to `to`, telling every master.
+fn move_slot(slot: u16, from: &Master, to: &Master, all: &[Master]) {
+    let (mut source, mut target) = (from.conn(), to.conn());
+    let setslot = |conn: &mut redis::Connection, how: &str, id: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .query(conn)
+            .unwrap_or_else(|e| panic!("SETSLOT {slot} {how}: {e}"));
+    };
+    setslot(&mut target, "IMPORTING", &from.id);
+    setslot(&mut source, "MIGRATING", &to.id);
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut source)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: redis::Value = redis::cmd("MIGRATE")
+            .arg(&to.host)
+            .arg(to.port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut source)
+            .unwrap();
+    }
+    setslot(&mut target, "NODE", &to.id);
+    setslot(&mut source, "NODE", &to.id);
+    for other in all {
+        if other.id != from.id && other.id != to.id {
+            setslot(&mut other.conn(), "NODE", &to.id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_moves_during_a_walk_is_still_found() {
+    let url = env("CACHED_REDIS_TEST_CLUSTER_URL");
+    let namespace = common::namespace("cluster_reshard");
+    let store = RedisStore::open(&Config::builder().redis_url(&url).build().unwrap()).unwrap();
+    let seed = url.trim_start_matches("redis+cluster://");
+    let seed = format!("redis://{}", seed.split(',').next().unwrap());
+    let mut any = redis::Client::open(seed)
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let all = masters(&mut any);
+    assert!(all.len() >= 2, "a cluster of one master: {all:?}");
+    let (first, last) = (all[0].clone(), all[all.len() - 1].clone());
+
+    // A key in a slot of the master walked last.
+    let (key, slot) = (0..)
+        .map(|i| format!("{namespace}:moving:{i}"))
+        .find_map(|key| {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query(&mut any)
+                .unwrap();
+            let owner = all.iter().rfind(|m| m.first_slot <= slot)?;
+            (owner.id == last.id).then_some((key, slot))
+        })
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut last.conn())
+        .unwrap();
+
+    // The first step walks the first master whole (the count is far above
+    // its keys); then the key's slot moves to that master.
+    let pattern = format!("{namespace}:*");
+    let mut cursor = ScanCursor::new();
+    let mut seen: Vec<String> = store.scan(&mut cursor, &pattern, 1_000_000).await.unwrap();
+    assert!(!cursor.is_done());
+    move_slot(slot, &last, &first, &all);
+    let mut walk = Ok(());
+    while !cursor.is_done() {
+        match store.scan(&mut cursor, &pattern, 1_000_000).await {
+            Ok(keys) => seen.extend(keys),
+            Err(e) => {
+                walk = Err(e);
+                break;
+            }
+        }
+    }
+
+    // Back as it was, before judging: the cluster serves other tests.
+    move_slot(slot, &first, &last, &all);
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut last.conn()).unwrap();
+    walk.expect("the walk ends (the slot moved once, then stayed)");
+    assert!(
+        seen.contains(&key),
+        "the walk said it was done but never returned {key}, which moved from \
+         the last master to the first one during it: {seen:?}"
+    );
+
+    // A slot left half-moved (a reshard that stopped part-way) while
+    // nothing moves: walks still finish, and find what is there.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut last.conn())
+        .unwrap();
+    let stuck = |how: &str, id: Option<&str>| {
+        let mut setslot = redis::cmd("CLUSTER");
+        setslot.arg("SETSLOT").arg(slot).arg(how);
+        if let Some(id) = id {
+            setslot.arg(id);
+        }
+        setslot.query::<()>(&mut last.conn())
+    };
+    stuck("MIGRATING", Some(&first.id)).unwrap();
+    let mut cursor = ScanCursor::new();
+    let mut seen = Vec::new();
+    let mut walk = Ok(());
+    while !cursor.is_done() {
+        match store.scan(&mut cursor, &pattern, 1_000_000).await {
+            Ok(keys) => seen.extend(keys),
+            Err(e) => {
+                walk = Err(e);
+                break;
+            }
+        }
+    }
+    stuck("STABLE", None).unwrap();
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut last.conn()).unwrap();
+    walk.expect("a walk over a cluster with a slot left half-moved, nothing moving");
+    assert_eq!(seen, [key]);
+}
