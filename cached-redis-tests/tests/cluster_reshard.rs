@@ -12,7 +12,7 @@
 
 mod common;
 
-use cached_redis::{Config, RedisStore, ScanCursor};
+use cached_redis::{Config, RedisStore, ScanCursor, StoreError};
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -113,6 +113,20 @@ fn move_slot(slot: u16, from: &Master, to: &Master, all: &[Master]) {
     }
 }
 
+/// Walks on from `cursor` to the end (each step far above a master's
+/// keys), adding what it finds to `seen`; stops at the first error.
+async fn walk_on(
+    store: &RedisStore,
+    cursor: &mut ScanCursor,
+    pattern: &str,
+    seen: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    while !cursor.is_done() {
+        seen.extend(store.scan(cursor, pattern, 1_000_000).await?);
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_moves_during_a_walk_is_still_found() {
     let url = env("CACHED_REDIS_TEST_CLUSTER_URL");
@@ -153,16 +167,7 @@ async fn a_key_that_moves_during_a_walk_is_still_found() {
     let mut seen: Vec<String> = store.scan(&mut cursor, &pattern, 1_000_000).await.unwrap();
     assert!(!cursor.is_done());
     move_slot(slot, &last, &first, &all);
-    let mut walk = Ok(());
-    while !cursor.is_done() {
-        match store.scan(&mut cursor, &pattern, 1_000_000).await {
-            Ok(keys) => seen.extend(keys),
-            Err(e) => {
-                walk = Err(e);
-                break;
-            }
-        }
-    }
+    let walk = walk_on(&store, &mut cursor, &pattern, &mut seen).await;
 
     // Back as it was, before judging: the cluster serves other tests.
     move_slot(slot, &first, &last, &all);
@@ -190,18 +195,8 @@ async fn a_key_that_moves_during_a_walk_is_still_found() {
         setslot.query::<()>(&mut last.conn())
     };
     stuck("MIGRATING", Some(&first.id)).unwrap();
-    let mut cursor = ScanCursor::new();
     let mut seen = Vec::new();
-    let mut walk = Ok(());
-    while !cursor.is_done() {
-        match store.scan(&mut cursor, &pattern, 1_000_000).await {
-            Ok(keys) => seen.extend(keys),
-            Err(e) => {
-                walk = Err(e);
-                break;
-            }
-        }
-    }
+    let walk = walk_on(&store, &mut ScanCursor::new(), &pattern, &mut seen).await;
     stuck("STABLE", None).unwrap();
     let _: () = redis::cmd("DEL").arg(&key).query(&mut last.conn()).unwrap();
     walk.expect("a walk over a cluster with a slot left half-moved, nothing moving");
