@@ -65,6 +65,10 @@ pub enum StoreErrorKind {
     Connection,
     /// Redis answered with an error.
     Response,
+    /// A walk over a cluster's keys could not finish: the cluster's slots
+    /// kept moving under it (a reshard in progress). Calling again later
+    /// finishes it.
+    Moving,
 }
 
 impl StoreError {
@@ -106,6 +110,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Timeout => "redis timed out",
             StoreErrorKind::Connection => "redis connection failed",
             StoreErrorKind::Response => "redis answered with an error",
+            StoreErrorKind::Moving => "redis cluster is moving slots",
         };
         write!(f, "{what}: {}", self.message)
     }

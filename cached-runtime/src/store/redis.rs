@@ -572,13 +572,31 @@ pub struct ScanCursor {
     restarts: u8,
 }
 
-/// A cluster's layout as a walk must find it unchanged at its end: its
-/// masters, each one's own word on its role and slots and on the slots it
-/// is moving in or out, and how many keys those hold there (keys move one
-/// by one during a reshard: a key moved from a master not walked yet to
-/// one walked already would be missed). Each master is asked about itself,
-/// which it knows at once, where another node learns it by gossip.
-type Layout = u64;
+/// A cluster's layout as a walk over its keys must find it unchanged at
+/// its end: its masters, each with its own word (`CLUSTER NODES`, its
+/// `myself` line) on its config epoch, role, slots and the slots it is
+/// moving in or out. Each master is asked about itself, which it knows at
+/// once, where another node learns it by gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout {
+    /// Sorted by address (older Redis lists them in no fixed order).
+    masters: Vec<((String, u16), Vec<String>)>,
+    /// Whether the slots the masters say they serve add up to those
+    /// `CLUSTER SLOTS` gave them: the node that answered it may have an
+    /// out-of-date view (a master missing from it is never walked).
+    agreed: bool,
+}
+
+impl Layout {
+    /// The slots each master is moving in or out.
+    fn moving(&self) -> impl Iterator<Item = (&(String, u16), u16)> {
+        self.masters.iter().flat_map(|(master, own)| {
+            moving_slots(own.iter().map(String::as_str))
+                .into_iter()
+                .map(move |slot| (master, slot))
+        })
+    }
+}
 
 /// How many times a walk over a cluster starts over when its layout
 /// changed under it, before failing (a reshard in progress moves keys all
@@ -606,7 +624,9 @@ impl RedisStore {
     /// present for the whole walk is returned at least once; keys written
     /// meanwhile may or may not be. On a cluster whose slots move during
     /// the walk (a reshard, a failover), the walk starts over (its keys may
-    /// then come twice), at most twice; then the step fails.
+    /// then come twice), at most twice; then the step fails. The keys of a
+    /// slot being moved all along are listed again at the end, where they
+    /// are then.
     ///
     /// ```no_run
     /// # async fn demo(config: &cached_runtime::Config) -> Result<(), cached_runtime::Error> {
@@ -677,19 +697,23 @@ impl RedisStore {
         let value = self
             .run(|c| async move { c.route_to(scan, Some((host, port))).await })
             .await?;
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
+        let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
             .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?;
         if next == 0 && cursor.node + 1 >= nodes {
             // The last master is walked: the walk holds only if the
             // layout it started from held all along.
             let (_, now) = self.cluster_layout().await?;
-            if now != layout {
+            let held = cursor
+                .masters
+                .as_ref()
+                .is_some_and(|(_, started)| *started == now);
+            if !held || !now.agreed {
                 if cursor.restarts >= SCAN_RESTARTS {
                     *cursor = ScanCursor::new();
                     return Err(StoreError::new(
-                        StoreErrorKind::Response,
-                        "the cluster's slots kept moving during the walk over its keys \
-                         (a reshard or a failover); try again once they are settled",
+                        StoreErrorKind::Moving,
+                        "its slots kept moving during a walk over its keys (a reshard \
+                         or a failover); try again once they are settled",
                     ));
                 }
                 tracing::debug!(
@@ -700,6 +724,11 @@ impl RedisStore {
                 cursor.restarts = restarts;
                 return Ok(keys);
             }
+            // A slot being moved all along (a reshard in progress, or one
+            // that stopped part-way) changes no layout, but its keys may
+            // have gone from a master not walked yet to one walked already:
+            // they are listed again where they are now.
+            keys.extend(self.keys_of_moving_slots(&now, pattern).await?);
         }
         cursor.cursor = next;
         if next == 0 {
@@ -709,14 +738,11 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// The masters of the cluster (`CLUSTER SLOTS`) and its [`Layout`]:
-    /// each master's own line of `CLUSTER NODES` (role, slots, slots
-    /// moving) and the keys it holds in the slots it moves.
+    /// The masters of the cluster (`CLUSTER SLOTS`, in its order) and its
+    /// [`Layout`].
     async fn cluster_layout(&self) -> Result<(Vec<(String, u16)>, Layout), StoreError> {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let masters = self.cluster_masters().await?;
-        let mut layout = DefaultHasher::new();
-        masters.hash(&mut layout);
+        let (masters, slots_given) = self.cluster_masters().await?;
+        let mut own_lines = Vec::with_capacity(masters.len());
         for master in &masters {
             let nodes = self
                 .run(|c| {
@@ -730,93 +756,79 @@ impl RedisStore {
             let nodes: String = redis::FromRedisValue::from_redis_value(nodes).map_err(|e| {
                 StoreError::new(StoreErrorKind::Response, format!("CLUSTER NODES: {e}"))
             })?;
-            let own = own_line(&nodes);
-            own.hash(&mut layout);
-            for slot in moving_slots(own) {
-                let keys = self
-                    .run(|c| {
-                        let address = master.clone();
-                        async move {
-                            c.route_to(
-                                redis::cmd("CLUSTER")
-                                    .arg("COUNTKEYSINSLOT")
-                                    .arg(slot)
-                                    .clone(),
-                                Some(address),
-                            )
-                            .await
-                        }
-                    })
-                    .await?;
-                let keys: i64 = redis::FromRedisValue::from_redis_value(keys).map_err(|e| {
-                    StoreError::new(
-                        StoreErrorKind::Response,
-                        format!("CLUSTER COUNTKEYSINSLOT: {e}"),
-                    )
-                })?;
-                (master, slot, keys).hash(&mut layout);
-            }
+            let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
+            own_lines.push((master.clone(), own));
         }
-        Ok((masters, layout.finish()))
+        let slots_said: u32 = own_lines
+            .iter()
+            .map(|(_, own)| served_slots(own.iter().map(String::as_str)))
+            .sum();
+        own_lines.sort();
+        let layout = Layout {
+            masters: own_lines,
+            agreed: slots_said == slots_given,
+        };
+        Ok((masters, layout))
     }
 
-    /// The address of every master of the cluster, from `CLUSTER SLOTS`.
-    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+    /// The keys matching `pattern` in the slots that `layout` shows moving,
+    /// on the masters moving them (either side may hold some).
+    async fn keys_of_moving_slots(
+        &self,
+        layout: &Layout,
+        pattern: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut found = Vec::new();
+        for (master, slot) in layout.moving() {
+            let in_slot = |command: redis::Cmd| {
+                let address = master.clone();
+                self.run(|c| async move { c.route_to(command, Some(address)).await })
+            };
+            let count = in_slot(
+                redis::cmd("CLUSTER")
+                    .arg("COUNTKEYSINSLOT")
+                    .arg(slot)
+                    .clone(),
+            )
+            .await?;
+            let count: u64 = redis::FromRedisValue::from_redis_value(count).map_err(|e| {
+                StoreError::new(StoreErrorKind::Response, format!("COUNTKEYSINSLOT: {e}"))
+            })?;
+            if count == 0 {
+                continue;
+            }
+            // Some slack for keys written meanwhile.
+            let keys = in_slot(
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(count + 1000)
+                    .clone(),
+            )
+            .await?;
+            let keys: Vec<Vec<u8>> =
+                redis::FromRedisValue::from_redis_value(keys).map_err(|e| {
+                    StoreError::new(StoreErrorKind::Response, format!("GETKEYSINSLOT: {e}"))
+                })?;
+            found.extend(
+                keys.into_iter()
+                    .filter(|key| glob_matches(pattern.as_bytes(), key)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The address of every master of the cluster, from `CLUSTER SLOTS`,
+    /// and how many slots it gave them.
+    async fn cluster_masters(&self) -> Result<(Vec<(String, u16)>, u32), StoreError> {
         let slots = self
             .run(|c| async move {
                 c.route_to(redis::cmd("CLUSTER").arg("SLOTS").clone(), None)
                     .await
             })
             .await?;
-        let mut masters: Vec<(String, u16)> = Vec::new();
-        let redis::Value::Array(ranges) = slots else {
-            return Err(StoreError::new(
-                StoreErrorKind::Response,
-                "CLUSTER SLOTS: unexpected answer",
-            ));
-        };
-        for range in ranges {
-            // [start, end, [host, port, id, ...], replicas...]
-            let redis::Value::Array(fields) = range else {
-                continue;
-            };
-            let Some(redis::Value::Array(master)) = fields.get(2) else {
-                continue;
-            };
-
-            let host: Option<String> = master
-                .first()
-                .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
-            let port: Option<u16> = master
-                .get(1)
-                .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
-            if let (Some(host), Some(port)) = (host, port) {
-                // An empty host is "the node that answered" (one that has
-                // never met another: a one-node cluster, whose only node is
-                // the seed). `?` (an unknown name) is kept: reaching it
-                // fails loudly rather than scanning the wrong node.
-                let host = if host.is_empty() {
-                    self.target
-                        .nodes
-                        .first()
-                        .map_or(host, |(seed, _)| seed.clone())
-                } else {
-                    host
-                };
-                if !masters.contains(&(host.clone(), port)) {
-                    masters.push((host, port));
-                }
-            }
-        }
-
-        if masters.is_empty() {
-            // No slot is served: the cluster is down, not empty.
-            return Err(StoreError::new(
-                StoreErrorKind::Connection,
-                "CLUSTER SLOTS: the cluster serves no slot",
-            ));
-        }
-        Ok(masters)
+        let seed = self.target.nodes.first().map(|(host, _)| host.as_str());
+        masters_in(slots, seed).map_err(|(kind, message)| StoreError::new(kind, message))
     }
 
     /// Runs `command` and returns its answer, under the cache's timeout and
@@ -864,9 +876,69 @@ pub(crate) struct KeyScan<'a> {
     cursor: ScanCursor,
 }
 
+/// Masters of a cluster by address (host, port).
+pub(crate) type Masters = Vec<(String, u16)>;
+
+/// The address of every master in a `CLUSTER SLOTS` answer, in the
+/// order of their first slot. An empty host is "the node that answered"
+/// (one that has never met another: a one-node cluster, whose only node is
+/// the seed, `seed`). `?` (an unknown name) is kept: reaching it fails
+/// loudly rather than reaching the wrong node.
+pub(crate) fn masters_in(
+    slots: redis::Value,
+    seed: Option<&str>,
+) -> Result<(Masters, u32), (StoreErrorKind, &'static str)> {
+    let redis::Value::Array(ranges) = slots else {
+        return Err((StoreErrorKind::Response, "CLUSTER SLOTS: unexpected answer"));
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    let mut slots_given = 0;
+    for range in ranges {
+        // [start, end, [host, port, id, ...], replicas...]
+        let redis::Value::Array(fields) = range else {
+            continue;
+        };
+        let Some(redis::Value::Array(master)) = fields.get(2) else {
+            continue;
+        };
+        let slot = |i: usize| -> Option<u32> {
+            fields
+                .get(i)
+                .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok())
+        };
+        if let (Some(first), Some(last)) = (slot(0), slot(1)) {
+            slots_given += last.saturating_sub(first) + 1;
+        }
+        let host: Option<String> = master
+            .first()
+            .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
+        let port: Option<u16> = master
+            .get(1)
+            .and_then(|v| redis::FromRedisValue::from_redis_value_ref(v).ok());
+        if let (Some(host), Some(port)) = (host, port) {
+            let host = match (host.is_empty(), seed) {
+                (true, Some(seed)) => seed.to_owned(),
+                _ => host,
+            };
+            if !masters.contains(&(host.clone(), port)) {
+                masters.push((host, port));
+            }
+        }
+    }
+    if masters.is_empty() {
+        // No slot is served: the cluster is down, not empty.
+        return Err((
+            StoreErrorKind::Connection,
+            "CLUSTER SLOTS: the cluster serves no slot",
+        ));
+    }
+    Ok((masters, slots_given))
+}
+
 /// What the node answering `CLUSTER NODES` says of itself: its flags
-/// (role) and the slots it serves or is moving, from its `myself` line
-/// (the other fields are its id, address, ping times and epoch).
+/// (role), its config epoch (raised when it takes slots) and the slots it
+/// serves or is moving, from its `myself` line (the other fields are its
+/// id, address, master, ping times and link state).
 fn own_line(cluster_nodes: &str) -> Vec<&str> {
     let Some(own) = cluster_nodes.lines().find(|line| {
         line.split(' ')
@@ -876,9 +948,9 @@ fn own_line(cluster_nodes: &str) -> Vec<&str> {
         return Vec::new();
     };
     let fields: Vec<&str> = own.split(' ').collect();
-    fields
-        .get(2)
+    [fields.get(2), fields.get(6)]
         .into_iter()
+        .flatten()
         .chain(fields.iter().skip(8))
         .copied()
         .collect()
@@ -886,11 +958,72 @@ fn own_line(cluster_nodes: &str) -> Vec<&str> {
 
 /// The slots a node's [`own_line`] moves out (`[slot->-id]`) or in
 /// (`[slot-<-id]`).
-fn moving_slots(own: Vec<&str>) -> Vec<u16> {
+fn moving_slots<'a>(own: impl IntoIterator<Item = &'a str>) -> Vec<u16> {
     own.into_iter()
         .filter_map(|field| field.strip_prefix('['))
         .filter_map(|field| field.split('-').next()?.parse().ok())
         .collect()
+}
+
+/// How many slots a node's [`own_line`] serves (`first-last` or `slot`).
+fn served_slots<'a>(own: impl IntoIterator<Item = &'a str>) -> u32 {
+    own.into_iter()
+        .skip(2)
+        .filter(|field| !field.starts_with('['))
+        .filter_map(|field| match field.split_once('-') {
+            Some((first, last)) => Some(last.parse::<u32>().ok()? + 1 - first.parse::<u32>().ok()?),
+            None => field.parse::<u32>().ok().map(|_| 1),
+        })
+        .sum()
+}
+
+/// Whether `key` matches the glob `pattern` as `SCAN MATCH` does: `*`,
+/// `?`, classes (`[abc]`, `[^a-z]`) and `\` escapes.
+fn glob_matches(pattern: &[u8], key: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => key.is_empty(),
+        Some((b'*', rest)) => (0..=key.len()).any(|skip| glob_matches(rest, &key[skip..])),
+        Some((b'?', rest)) => !key.is_empty() && glob_matches(rest, &key[1..]),
+        Some((b'[', rest)) => {
+            let Some((&c, key_rest)) = key.split_first() else {
+                return false;
+            };
+            let (negated, mut class) = match rest.split_first() {
+                Some((b'^', class)) => (true, class),
+                _ => (false, rest),
+            };
+            let mut matched = false;
+            loop {
+                match class {
+                    [] => return false,
+                    [b']', after @ ..] => {
+                        return matched != negated && glob_matches(after, key_rest);
+                    }
+                    [b'\\', x, after @ ..] => {
+                        matched |= *x == c;
+                        class = after;
+                    }
+                    [low, b'-', high, after @ ..] if *high != b']' => {
+                        let (low, high) = if low <= high {
+                            (*low, *high)
+                        } else {
+                            (*high, *low)
+                        };
+                        matched |= (low..=high).contains(&c);
+                        class = after;
+                    }
+                    [x, after @ ..] => {
+                        matched |= *x == c;
+                        class = after;
+                    }
+                }
+            }
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => {
+            key.first() == rest.first() && glob_matches(&rest[1..], &key[1..])
+        }
+        Some((c, rest)) => key.first() == Some(c) && glob_matches(rest, &key[1..]),
+    }
 }
 
 impl RedisStore {
@@ -922,7 +1055,47 @@ impl KeyScan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_escape, is_connection_fault, moving_slots, own_line, RedisStore};
+    use super::{
+        glob_escape, glob_matches, is_connection_fault, moving_slots, own_line, served_slots,
+        RedisStore,
+    };
+
+    /// The client-side matcher agrees with `SCAN MATCH` on the patterns
+    /// the library sends and on classes.
+    #[test]
+    fn glob_matches_as_scan_match_does() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("ns:*:stats", "ns:user:stats", true),
+            ("ns:*:stats", "ns:user:stats:x", false),
+            ("ns:user*", "ns:user", true),
+            ("ns:user*", "ns:use", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("a\\*c", "a*c", true),
+            ("a\\*c", "abc", false),
+            ("[abc]x", "bx", true),
+            ("[^abc]x", "bx", false),
+            ("[a-c]x", "cx", true),
+            ("[a-c]x", "dx", false),
+            ("k[\\]]", "k]", true),
+        ];
+        for &(pattern, key, expected) in cases {
+            assert_eq!(
+                glob_matches(pattern.as_bytes(), key.as_bytes()),
+                expected,
+                "{pattern} against {key}"
+            );
+        }
+        let escaped = glob_escape("we*ird[ns]?\\");
+        assert!(glob_matches(
+            format!("{escaped}:*").as_bytes(),
+            b"we*ird[ns]?\\:k"
+        ));
+        assert!(!glob_matches(
+            format!("{escaped}:*").as_bytes(),
+            b"weXird[ns]?\\:k"
+        ));
+    }
 
     /// Only the answering node's own line says what it moves, and a slot
     /// moving in counts as much as one moving out.
@@ -937,13 +1110,15 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
             own_line(nodes),
             [
                 "myself,master",
+                "1",
                 "0-5460",
                 "[93->-292f]",
                 "[77-<-67ed]",
                 "5462"
             ]
         );
-        assert_eq!(moving_slots(own_line(nodes)), vec![93, 77]);
+        assert_eq!(moving_slots(own_line(nodes)), [93, 77]);
+        assert_eq!(served_slots(own_line(nodes)), 5462);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
         assert!(moving_slots(own_line(settled)).is_empty());
         assert!(own_line("").is_empty());
