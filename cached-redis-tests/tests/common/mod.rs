@@ -106,11 +106,17 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, "")
+    }
+
+    /// A server on `port` with more options (`--name value ...`), run in
+    /// its own directory (a cluster node writes its nodes file there).
+    pub fn start_with(port: u16, options: &str) -> Self {
         let dir =
             std::env::temp_dir().join(format!("cached-redis-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = watched(&format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no",
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no {options}",
             dir.display()
         ));
         let server = Self {

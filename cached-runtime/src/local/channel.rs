@@ -12,10 +12,13 @@
 //! lost. (Levels are registered by key head, not by cache, so a lost
 //! channel empties every level of the process: that can only drop copies,
 //! never keep a stale one.) A connection that answers no `PING` within
-//! [`PING_TIMEOUT`] counts as lost.
+//! [`PING_TIMEOUT`] counts as lost; on a cluster, so does a probe
+//! published on a master that does not come back ([`super::probe`]).
 //!
 //! Messages are text: `{origin}:{nonce} k {key}` (one entry) or
-//! `{origin}:{nonce} p {head}` (every entry under `{namespace}:{prefix}:`).
+//! `{origin}:{nonce} p {head}` (every entry under `{namespace}:{prefix}:`),
+//! or a subscriber's probe, `{origin}:0 h {serial}`, which only its sender
+//! heeds.
 //! `origin` identifies the publishing process, which has already applied
 //! the change to its own levels and skips its own messages, except the
 //! message of a write whose answer never came (numbered by `nonce`: see
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::probe::Prober;
 use crate::error::StoreError;
 use crate::store::{Announcement, PubSubSource, Store};
 
@@ -127,7 +131,7 @@ pub(crate) fn channel_name(namespace: &str) -> String {
 }
 
 /// This process's identity in messages: random, fixed for its lifetime.
-fn origin() -> &'static str {
+pub(super) fn origin() -> &'static str {
     static ORIGIN: OnceLock<String> = OnceLock::new();
     ORIGIN.get_or_init(|| {
         use std::hash::{BuildHasher, RandomState};
@@ -320,6 +324,9 @@ fn receive(message: &str) {
     match kind {
         "k" => super::invalidate_key(what),
         "p" => super::invalidate_head(what),
+        // A subscriber's probe ([`super::probe`]): only its sender waits
+        // for it.
+        "h" => {}
         _ => tracing::debug!(message, "ignoring an invalidation message of unknown kind"),
     }
 }
@@ -339,6 +346,15 @@ pub(crate) async fn publish(
 /// levels and starts over (on a cluster, through the next seed node; behind
 /// a sentinel, through the master it names now).
 async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<AtomicBool>) {
+    let mut probe = match &source {
+        PubSubSource::Cluster { nodes, client } => Some(Prober::new(
+            (**client).clone(),
+            nodes
+                .first()
+                .and_then(|node| host_of(node.get_connection_info().addr())),
+        )),
+        _ => None,
+    };
     let mut retry = RETRY_MIN;
     let mut attempt = 0usize;
     loop {
@@ -346,7 +362,7 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
             .await
             .unwrap_or_else(|_| Err(timeout_error("finding the node")));
         let outcome = match client {
-            Ok(client) => listen(&client, &channel, &live).await,
+            Ok(client) => listen(&client, &channel, &live, probe.as_mut()).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -361,12 +377,24 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
     }
 }
 
+fn host_of(addr: &redis::ConnectionAddr) -> Option<String> {
+    match addr {
+        redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
+            Some(host.clone())
+        }
+        _ => None,
+    }
+}
+
 /// One connection's life: returns when it is lost (Ok if it had been
-/// subscribed).
+/// subscribed and live). On a cluster (`probe`), the levels go live only
+/// once a probe published on each master has come back, and then one
+/// master is probed every [`PING_EVERY`].
 async fn listen(
     client: &redis::Client,
     channel: &str,
     live: &AtomicBool,
+    mut probe: Option<&mut Prober>,
 ) -> redis::RedisResult<()> {
     let pubsub = tokio::time::timeout(RETRY_MAX * 2, client.get_async_pubsub())
         .await
@@ -383,26 +411,36 @@ async fn listen(
             "invalidation channel: emptying the local levels panicked",
         )));
     }
+    if let Some(probe) = probe.as_deref_mut() {
+        hear_every_master(&mut stream, probe, channel).await?;
+    }
     live.store(true, SeqCst);
     tracing::debug!(channel, "invalidation channel subscribed; local levels on");
+    let mut probe_every = tokio::time::interval(PING_EVERY);
+    probe_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lost = loop {
         tokio::select! {
             message = stream.next() => match message {
-                Some(message) => match message.get_payload::<String>() {
-                    // A panic here (a held value's `Drop`, a `tracing`
-                    // layer) may have left part of the change undone: the
-                    // levels are emptied as after a lost channel.
-                    Ok(text) => if std::panic::catch_unwind(AssertUnwindSafe(|| receive(&text))).is_err() {
-                        break "a panic while applying a message";
-                    },
-                    Err(e) => tracing::debug!(error = %e, "ignoring a non-text invalidation message"),
+                Some(message) => if !take(&message, probe.as_deref_mut()) {
+                    break "a panic while applying a message".to_owned();
                 },
-                None => break "connection closed",
+                None => break "connection closed".to_owned(),
             },
             () = tokio::time::sleep(PING_EVERY) => {
                 let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
-                    break "no answer to PING";
+                    break "no answer to PING".to_owned();
+                }
+            }
+            _ = probe_every.tick(), if probe.is_some() => {
+                let Some(probe) = probe.as_deref_mut() else { continue };
+                if let Some(master) = probe.overdue(PING_TIMEOUT) {
+                    break format!("a probe published on the master {master} did not come back");
+                }
+                if !probe.is_waiting() {
+                    if let Err(e) = probe.send(channel, PING_TIMEOUT).await {
+                        break format!("a probe could not be published: {e}");
+                    }
                 }
             }
         }
@@ -416,6 +454,64 @@ async fn listen(
         "invalidation channel lost; local levels emptied and bypassed until it is back"
     );
     Ok(())
+}
+
+/// Applies a message from the channel: the probe waited for, or a change.
+/// False when applying it panicked (a held value's `Drop`, a `tracing`
+/// layer): part of the change may be undone, and the levels are emptied
+/// as after a lost channel.
+fn take(message: &redis::Msg, probe: Option<&mut Prober>) -> bool {
+    match message.get_payload::<String>() {
+        Ok(text) => {
+            if let Some(probe) = probe {
+                probe.heard(&text);
+            }
+            std::panic::catch_unwind(AssertUnwindSafe(|| receive(&text))).is_ok()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring a non-text invalidation message");
+            true
+        }
+    }
+}
+
+/// On a cluster, before the levels go live: a probe published on each
+/// master in turn must come back within [`PING_TIMEOUT`].
+async fn hear_every_master<S>(
+    stream: &mut S,
+    probe: &mut Prober,
+    channel: &str,
+) -> redis::RedisResult<()>
+where
+    S: futures_util::Stream<Item = redis::Msg> + Unpin,
+{
+    probe.restart();
+    loop {
+        probe.send(channel, PING_TIMEOUT).await?;
+        let deadline = tokio::time::Instant::now() + PING_TIMEOUT;
+        while probe.is_waiting() {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(message)) => {
+                    if !take(&message, Some(probe)) {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "invalidation channel: applying a message panicked",
+                        )));
+                    }
+                }
+                Ok(None) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "invalidation channel: connection closed",
+                    )))
+                }
+                Err(_) => return Err(timeout_error("hearing a probe published on a master")),
+            }
+        }
+        if probe.round_done() {
+            return Ok(());
+        }
+    }
 }
 
 /// [`super::clear_all`], a panic caught: whether it went through. It
@@ -457,6 +553,9 @@ mod tests {
             Some(1),
             "own message skipped"
         );
+        // Another subscriber's probe changes nothing.
+        receive("someoneelse000000:0 h chan-ns:p:k");
+        assert_eq!(level.get::<u8>("chan-ns:p:k"), Some(1), "probe applied");
         receive("someoneelse000000 k chan-ns:p:k");
         assert_eq!(level.get::<u8>("chan-ns:p:k"), None);
         level.put(

@@ -19,6 +19,7 @@
 //! dropped (see [`LocalLevel::put`]).
 
 pub(crate) mod channel;
+mod probe;
 
 use std::any::Any;
 use std::collections::HashMap;

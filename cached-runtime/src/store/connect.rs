@@ -217,6 +217,13 @@ fn open_bounded(
 pub(crate) enum PubSubSource {
     /// Tried in turn, one per attempt.
     Nodes(Vec<redis::Client>),
+    /// A cluster's seed nodes, tried in turn, and its client: messages
+    /// published on the other masters reach the subscriber's node over the
+    /// cluster bus, which the subscriber checks through it.
+    Cluster {
+        nodes: Vec<redis::Client>,
+        client: Box<ClusterClient>,
+    },
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
@@ -224,7 +231,7 @@ impl PubSubSource {
     /// The client to subscribe through on the `attempt`-th connect.
     pub(crate) async fn client(&self, attempt: usize) -> RedisResult<redis::Client> {
         match self {
-            PubSubSource::Nodes(nodes) => nodes
+            PubSubSource::Nodes(nodes) | PubSubSource::Cluster { nodes, .. } => nodes
                 .get(attempt % nodes.len().max(1))
                 .cloned()
                 .ok_or_else(|| {
@@ -405,7 +412,10 @@ impl Backend {
     pub(crate) fn pubsub_source(&self) -> PubSubSource {
         match self {
             Backend::Single(client) => PubSubSource::Nodes(vec![client.clone()]),
-            Backend::Cluster { nodes, .. } => PubSubSource::Nodes(nodes.clone()),
+            Backend::Cluster { nodes, client } => PubSubSource::Cluster {
+                nodes: nodes.clone(),
+                client: Box::new(client.clone()),
+            },
             Backend::Sentinel { for_pubsub, .. } => PubSubSource::Sentinel(Arc::clone(for_pubsub)),
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub(crate) use self::connect::PubSubSource;
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::glob_escape;
+pub(crate) use self::redis::{glob_escape, masters_in};
 pub use self::redis::{RedisStore, ScanCursor};
 use crate::error::StoreError;
 
