@@ -15,12 +15,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cached_redis::{cached, Config, RedisStore};
-use common::{free_port, RedisServer};
+use common::free_port;
 
 static SOURCE: AtomicU64 = AtomicU64::new(1);
 
@@ -32,32 +32,32 @@ async fn value(id: u64) -> u64 {
 /// A TCP proxy that can be cut (every connection closed, new ones closed
 /// at once) and healed.
 struct Proxy {
-    open: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
+    /// Whether it passes connections on, and the streams it passes on:
+    /// one lock, so that no connection slips past a cut.
+    state: Arc<Mutex<(bool, Vec<TcpStream>)>>,
 }
 
 impl Proxy {
-    fn start(listen: u16, target: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", listen)).unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let streams = Arc::new(Mutex::new(Vec::new()));
-        let (is_open, all) = (open.clone(), streams.clone());
+    fn start(listener: TcpListener, target: u16) -> Self {
+        let state = Arc::new(Mutex::new((true, Vec::new())));
+        let shared = state.clone();
         std::thread::spawn(move || {
             for inbound in listener.incoming().flatten() {
-                if !is_open.load(SeqCst) {
+                let mut state = shared.lock().unwrap();
+                if !state.0 {
                     let _ = inbound.shutdown(Shutdown::Both);
                     continue;
                 }
                 let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                let mut all = all.lock().unwrap();
-                all.push(inbound.try_clone().unwrap());
-                all.push(outbound.try_clone().unwrap());
-                for (from, to) in [
+                state.1.push(inbound.try_clone().unwrap());
+                state.1.push(outbound.try_clone().unwrap());
+                let pairs = [
                     (inbound.try_clone(), outbound.try_clone()),
                     (Ok(outbound), Ok(inbound)),
-                ] {
+                ];
+                for (from, to) in pairs {
                     let (Ok(mut from), Ok(mut to)) = (from, to) else {
                         continue;
                     };
@@ -73,26 +73,20 @@ impl Proxy {
                 }
             }
         });
-        Self { open, streams }
+        Self { state }
     }
 
     fn cut(&self) {
-        self.open.store(false, SeqCst);
-        for stream in self.streams.lock().unwrap().drain(..) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = false;
+        for stream in state.1.drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
     fn heal(&self) {
-        self.open.store(true, SeqCst);
+        self.state.lock().unwrap().0 = true;
     }
-}
-
-fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection())
-        .unwrap();
-    cmd.query(&mut conn).unwrap()
 }
 
 /// Until `within`, calls `value(1)` after removing its entry from Redis
@@ -117,56 +111,22 @@ async fn a_subscriber_node_cut_off_from_the_bus_turns_the_level_off() {
     // Three masters; the third one's inbound bus links go through the
     // proxy. A long node timeout keeps the cluster "ok" meanwhile: the
     // nodes do not notice the partition either.
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let proxy_port = free_port();
-    let cluster =
-        "--cluster-enabled yes --cluster-node-timeout 15000 --cluster-config-file nodes.conf";
-    let servers: Vec<RedisServer> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &(port, bus))| {
-            let announce = if i == 2 {
-                format!("--cluster-announce-bus-port {proxy_port}")
-            } else {
-                String::new()
-            };
-            RedisServer::start_with(port, &format!("{cluster} --cluster-port {bus} {announce}"))
-        })
-        .collect();
-    let proxy = Proxy::start(proxy_port, ports[2].1);
-    for (i, &(port, _)) in ports.iter().enumerate() {
-        let (first, last) = (i * 16384 / 3, (i + 1) * 16384 / 3 - 1);
-        let _: () = query(
-            port,
-            redis::cmd("CLUSTER")
-                .arg("ADDSLOTSRANGE")
-                .arg(first)
-                .arg(last),
-        );
-    }
-    // The third node is met at the proxy's port: every node reaches its
-    // bus through the proxy.
-    for (port, bus) in [ports[1], (ports[2].0, proxy_port)] {
-        let _: () = query(
-            ports[0].0,
-            redis::cmd("CLUSTER")
-                .arg("MEET")
-                .arg("127.0.0.1")
-                .arg(port)
-                .arg(bus),
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ports.iter().all(|&(port, _)| {
-        let info: String = query(port, redis::cmd("CLUSTER").arg("INFO"));
-        info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
-    }) {
-        assert!(Instant::now() < deadline, "the cluster did not form");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let buses: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // Bound now: its port is taken before anything else can take it.
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = proxy_listener.local_addr().unwrap().port();
+    let proxy = Proxy::start(proxy_listener, buses[2]);
+    let servers = common::start_cluster(
+        &[
+            (buses[0], buses[0]),
+            (buses[1], buses[1]),
+            (buses[2], proxy_port),
+        ],
+        15_000,
+    );
 
     // One seed, the third node: the subscriber listens there.
-    let url = format!("redis+cluster://127.0.0.1:{}", ports[2].0);
+    let url = format!("redis+cluster://127.0.0.1:{}", servers[2].port);
     cached_redis::init(
         Config::builder()
             .redis_url(&url)

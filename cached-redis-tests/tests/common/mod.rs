@@ -186,6 +186,63 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of the test's own: one master per entry of `buses`
+/// (no replicas), each serving an equal share of the slots. Each entry is
+/// the node's cluster-bus port and the bus port it announces and is met at
+/// (a proxy's, to cut its inbound links; else its own). Its nodes stop
+/// when the servers are dropped.
+pub fn start_cluster(buses: &[(u16, u16)], node_timeout_ms: u32) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = buses
+        .iter()
+        .map(|&(bus, announced)| {
+            RedisServer::start_with(
+                free_port(),
+                &format!(
+                    "--cluster-enabled yes --cluster-config-file nodes.conf \
+                     --cluster-node-timeout {node_timeout_ms} --cluster-port {bus} \
+                     --cluster-announce-bus-port {announced}"
+                ),
+            )
+        })
+        .collect();
+    let conn = |port: u16| {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .unwrap()
+    };
+    let n = nodes.len();
+    for (i, node) in nodes.iter().enumerate() {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(i * 16384 / n)
+            .arg((i + 1) * 16384 / n - 1)
+            .query(&mut conn(node.port))
+            .unwrap();
+    }
+    for (node, &(_, announced)) in nodes.iter().zip(buses).skip(1) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(node.port)
+            .arg(announced)
+            .query(&mut conn(nodes[0].port))
+            .unwrap();
+    }
+    let formed = format!("cluster_known_nodes:{n}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|node| {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut conn(node.port))
+            .unwrap();
+        info.contains("cluster_state:ok") && info.contains(&formed)
+    }) {
+        assert!(Instant::now() < deadline, "the cluster did not form");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
+}
+
 /// Initializes cached-redis once for this test process, against the Redis
 /// under test and in this process's own namespace for `test_file`.
 pub fn init_once(test_file: &str) {

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::probe::Prober;
+use super::probe::{Check, Prober, UNCHECKED_MAX};
 use crate::error::StoreError;
 use crate::store::{Announcement, PubSubSource, Store};
 
@@ -46,7 +46,10 @@ use crate::store::{Announcement, PubSubSource, Store};
 const PING_EVERY: Duration = Duration::from_millis(250);
 /// How long a `PING` may take before the connection counts as lost: well
 /// above a loaded server's reply time, since a loss empties every level.
-const PING_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// Failed attempts in a row (about ten seconds' worth) before the channel
+/// warns that it cannot go live.
+const FAILURES_BEFORE_WARNING: u32 = 12;
 /// Pause between reconnection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -357,6 +360,7 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
     };
     let mut retry = RETRY_MIN;
     let mut attempt = 0usize;
+    let mut failures = 0u32;
     loop {
         let client = tokio::time::timeout(RETRY_MAX * 2, source.client(attempt))
             .await
@@ -366,9 +370,20 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => retry = RETRY_MIN,
+            Ok(()) => {
+                retry = RETRY_MIN;
+                failures = 0;
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "invalidation channel unavailable");
+                failures += 1;
+                // Said once loudly (then at debug): a channel that never
+                // comes back keeps the levels off, which should not go
+                // unnoticed.
+                if failures == FAILURES_BEFORE_WARNING {
+                    tracing::warn!(error = %e, attempts = failures, "invalidation channel cannot go live; local levels stay off until it does");
+                } else {
+                    tracing::debug!(error = %e, "invalidation channel unavailable");
+                }
             }
         }
         attempt = attempt.wrapping_add(1);
@@ -426,7 +441,8 @@ async fn listen(
                 },
                 None => break "connection closed".to_owned(),
             },
-            () = tokio::time::sleep(PING_EVERY) => {
+            // On a cluster the probes check the connection, and more.
+            () = tokio::time::sleep(PING_EVERY), if probe.is_none() => {
                 let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
                     break "no answer to PING".to_owned();
@@ -434,13 +450,19 @@ async fn listen(
             }
             _ = probe_every.tick(), if probe.is_some() => {
                 let Some(probe) = probe.as_deref_mut() else { continue };
-                if let Some(master) = probe.overdue(PING_TIMEOUT) {
-                    break format!("a probe published on the master {master} did not come back");
-                }
-                if !probe.is_waiting() {
-                    if let Err(e) = probe.send(channel, PING_TIMEOUT).await {
-                        break format!("a probe could not be published: {e}");
+                match probe.check(PING_TIMEOUT) {
+                    Check::Lost(master) => {
+                        break format!("a probe published on the master {master} did not come back");
                     }
+                    Check::Waiting => {}
+                    Check::Idle => {
+                        if let Err(e) = probe.start(channel).await {
+                            tracing::debug!(error = %e, "an invalidation probe could not be sent");
+                        }
+                    }
+                }
+                if probe.unchecked_for() > UNCHECKED_MAX {
+                    break "no probe could be published for 3 s".to_owned();
                 }
             }
         }
@@ -487,8 +509,9 @@ where
 {
     probe.restart();
     loop {
-        probe.send(channel, PING_TIMEOUT).await?;
-        let deadline = tokio::time::Instant::now() + PING_TIMEOUT;
+        probe.start(channel).await?;
+        // Its publishing time included.
+        let deadline = tokio::time::Instant::now() + PING_TIMEOUT * 2;
         while probe.is_waiting() {
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(message)) => {
@@ -505,7 +528,11 @@ where
                         "invalidation channel: connection closed",
                     )))
                 }
-                Err(_) => return Err(timeout_error("hearing a probe published on a master")),
+                Err(_) => {
+                    // A publish that failed starts the connection afresh.
+                    let _ = probe.check(PING_TIMEOUT);
+                    return Err(timeout_error("hearing a probe published on a master"));
+                }
             }
         }
         if probe.round_done() {
