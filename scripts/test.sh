@@ -53,4 +53,10 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261130}"
 # The library's own variables must not leak in from the caller's shell.
 unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
   CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
-cargo test --workspace --all-features "$@"
+# Built first, then run under a limit: a test that hangs fails the run
+# (its process group killed, what it printed kept) instead of stalling it.
+# CACHED_REDIS_TEST_LIMIT is the run's limit in seconds (the tests take a
+# few minutes).
+cargo test --workspace --all-features --no-run "$@"
+timeout --kill-after=30 "${CACHED_REDIS_TEST_LIMIT:-2400}" \
+  cargo test --workspace --all-features "$@"
