@@ -9,6 +9,11 @@
 //! answers `PING`). The level must stop serving what it holds, because no
 //! change reaches it any more, and serve again once the bus is back.
 //!
+//! Then another master stops answering (`SIGSTOP`) while the cluster
+//! still counts it in: its probes get no answer, so nothing vouches that
+//! its changes reach the subscriber, and the level must go off as well,
+//! and come back once the master answers again.
+//!
 //! Its own test binary: the library is configured once per process.
 
 mod common;
@@ -106,8 +111,25 @@ async fn level_serves(store: &RedisStore, key: &str, serving: bool, within: Dura
     }
 }
 
+/// The index of the node of `servers` that serves `key`'s slot (the
+/// others answer `MOVED`).
+fn owner_of(servers: &[common::RedisServer], key: &str) -> usize {
+    servers
+        .iter()
+        .position(|server| {
+            let mut conn = redis::Client::open(server.url())
+                .and_then(|c| c.get_connection())
+                .unwrap();
+            redis::cmd("GET")
+                .arg(key)
+                .query::<Option<Vec<u8>>>(&mut conn)
+                .is_ok()
+        })
+        .expect("a node serves the key")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_node_cut_off_from_the_bus_turns_the_level_off() {
+async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
     // Three masters; the third one's inbound bus links go through the
     // proxy. A long node timeout keeps the cluster "ok" meanwhile: the
     // nodes do not notice the partition either.
@@ -122,7 +144,7 @@ async fn a_subscriber_node_cut_off_from_the_bus_turns_the_level_off() {
             (buses[1], buses[1]),
             (buses[2], proxy_port),
         ],
-        15_000,
+        30_000,
     );
 
     // One seed, the third node: the subscriber listens there.
@@ -149,7 +171,18 @@ async fn a_subscriber_node_cut_off_from_the_bus_turns_the_level_off() {
 
     proxy.heal();
     let back = level_serves(&store, &key, true, Duration::from_secs(20)).await;
+
+    // A master that neither serves the key nor is the subscriber's node.
+    let owner = owner_of(&servers, &key);
+    let stuck = (0..2).find(|&i| i != owner).unwrap();
+    let hung = servers[stuck].hang();
+    let frozen = Instant::now();
+    let off_while_stuck = !level_serves(&store, &key, false, Duration::from_secs(8)).await;
+    let noticed_stuck = frozen.elapsed();
+    drop(hung);
+    let back_after_stuck = level_serves(&store, &key, true, Duration::from_secs(20)).await;
     drop(servers);
+
     assert!(
         off,
         "5 s after the subscriber's node was cut off from the bus, the level \
@@ -157,4 +190,14 @@ async fn a_subscriber_node_cut_off_from_the_bus_turns_the_level_off() {
     );
     println!("the level went off {noticed:?} after the cut");
     assert!(back, "the level did not serve again once the bus was back");
+    assert!(
+        off_while_stuck,
+        "8 s after a master stopped answering, the level still served what \
+         it held (nothing vouches for that master's changes)"
+    );
+    println!("the level went off {noticed_stuck:?} after a master stopped");
+    assert!(
+        back_after_stuck,
+        "the level did not serve again once the master answered"
+    );
 }

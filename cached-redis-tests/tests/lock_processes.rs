@@ -13,6 +13,10 @@ use redis::Commands;
 const ROLE: &str = "CACHED_REDIS_LOCK_ROLE";
 const NS: &str = "CACHED_REDIS_LOCK_NS";
 const KEY: &str = "CACHED_REDIS_LOCK_KEY";
+/// How long a test waits for a holder to take its lock: a holder whose
+/// `SET NX` failed (a loaded machine) runs without one, and the test must
+/// fail then, not wait for good.
+const LOCK_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Counts its runs in Redis, where every process sees them. How long it
 /// takes depends on the process's role.
@@ -228,7 +232,12 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
         a.scope(async { leased_cache_key(100) }).await.unwrap()
     );
     let mut raw = common::raw();
+    let waiting = Instant::now();
     while !raw.exists::<_, bool>(&lock).unwrap() {
+        assert!(
+            waiting.elapsed() < LOCK_WAIT_MAX,
+            "the holder never took the lock"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let second = tokio::spawn(async move { b.scope(leased(100, 1_500)).await });
@@ -252,7 +261,12 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
         move || a.in_scope(|| sync_leased(100, 1_500))
     });
     let mut raw = common::raw();
+    let waiting = Instant::now();
     while !raw.exists::<_, bool>(&lock).unwrap() {
+        assert!(
+            waiting.elapsed() < LOCK_WAIT_MAX,
+            "the holder never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, 1_500)));
@@ -305,7 +319,12 @@ async fn renewals_keep_the_lease_the_lock_was_taken_for() {
     });
     a.scope(relearned(200, 2_000)).await;
     // Until the holder-to-be has the lock.
+    let waiting = Instant::now();
     loop {
+        assert!(
+            waiting.elapsed() < LOCK_WAIT_MAX,
+            "the holder-to-be never took the lock"
+        );
         let holder: Option<String> = raw.get(&lock).unwrap();
         if holder.as_deref().is_some_and(|h| h != "someone") {
             break;
@@ -337,7 +356,12 @@ async fn a_body_that_hangs_loses_its_lock() {
     );
     let holder = tokio::spawn(async move { a.scope(hangs(1)).await });
     let mut raw = common::raw();
+    let waiting = Instant::now();
     while !raw.exists::<_, bool>(&lock).unwrap() {
+        assert!(
+            waiting.elapsed() < LOCK_WAIT_MAX,
+            "the holder never took the lock"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let taken = Instant::now();

@@ -86,9 +86,11 @@ pub fn watched(command: &str) -> Child {
 /// Runs `command` to its end like [`Command::output`], but kills it once
 /// it has run for `limit`: a child test that hangs fails its parent
 /// instead of holding the whole run. The second value says whether it was
-/// killed.
+/// killed. (What it printed is waited for only a few seconds after it
+/// ended: a process it started may hold its pipes open.)
 pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::Output, bool) {
     use std::io::Read;
+    use std::sync::mpsc;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -96,13 +98,15 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::O
         .spawn()
         .expect("the child starts");
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (bytes, read) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut bytes = Vec::new();
+            let mut buf = Vec::new();
             if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
+                let _ = pipe.read_to_end(&mut buf);
             }
-            bytes
-        })
+            let _ = bytes.send(buf);
+        });
+        read
     };
     let stdout = drain(
         child
@@ -129,10 +133,14 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::O
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let printed = |read: mpsc::Receiver<Vec<u8>>| {
+        read.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| b"(output still held open by another process)".to_vec())
+    };
     let output = std::process::Output {
         status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        stdout: printed(stdout),
+        stderr: printed(stderr),
     };
     (output, killed)
 }

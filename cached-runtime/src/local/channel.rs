@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::probe::{Check, Prober, UNCHECKED_MAX};
+use super::probe::{Check, Prober};
 use crate::error::StoreError;
 use crate::store::{Announcement, PubSubSource, Store};
 
@@ -355,6 +355,7 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
             nodes
                 .first()
                 .and_then(|node| host_of(node.get_connection_info().addr())),
+            PING_EVERY,
         )),
         _ => None,
     };
@@ -451,18 +452,9 @@ async fn listen(
             _ = probe_every.tick(), if probe.is_some() => {
                 let Some(probe) = probe.as_deref_mut() else { continue };
                 match probe.check(PING_TIMEOUT) {
-                    Check::Lost(master) => {
-                        break format!("a probe published on the master {master} did not come back");
-                    }
+                    Check::Lost(reason) => break reason,
                     Check::Waiting => {}
-                    Check::Idle => {
-                        if let Err(e) = probe.start(channel).await {
-                            tracing::debug!(error = %e, "an invalidation probe could not be sent");
-                        }
-                    }
-                }
-                if probe.unchecked_for() > UNCHECKED_MAX {
-                    break "no probe could be published for 3 s".to_owned();
+                    Check::Idle => probe.start(channel),
                 }
             }
         }
@@ -498,7 +490,8 @@ fn take(message: &redis::Msg, probe: Option<&mut Prober>) -> bool {
 }
 
 /// On a cluster, before the levels go live: a probe published on each
-/// master in turn must come back within [`PING_TIMEOUT`].
+/// master must come back within [`PING_TIMEOUT`] of its master accepting
+/// it (one after another, checked often: going live waits on it).
 async fn hear_every_master<S>(
     stream: &mut S,
     probe: &mut Prober,
@@ -507,14 +500,23 @@ async fn hear_every_master<S>(
 where
     S: futures_util::Stream<Item = redis::Msg> + Unpin,
 {
+    const CHECK_EVERY: Duration = Duration::from_millis(20);
     probe.restart();
     loop {
-        probe.start(channel).await?;
-        // Its publishing time included.
-        let deadline = tokio::time::Instant::now() + PING_TIMEOUT * 2;
-        while probe.is_waiting() {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(message)) => {
+        match probe.check(PING_TIMEOUT) {
+            Check::Lost(reason) => {
+                return Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("invalidation channel: {reason}"),
+                )))
+            }
+            Check::Waiting => {}
+            Check::Idle if probe.heard_every_master() => return Ok(()),
+            Check::Idle => probe.start(channel),
+        }
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => {
                     if !take(&message, Some(probe)) {
                         return Err(redis::RedisError::from((
                             redis::ErrorKind::Client,
@@ -522,21 +524,14 @@ where
                         )));
                     }
                 }
-                Ok(None) => {
+                None => {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::Client,
                         "invalidation channel: connection closed",
                     )))
                 }
-                Err(_) => {
-                    // A publish that failed starts the connection afresh.
-                    let _ = probe.check(PING_TIMEOUT);
-                    return Err(timeout_error("hearing a probe published on a master"));
-                }
-            }
-        }
-        if probe.round_done() {
-            return Ok(());
+            },
+            () = tokio::time::sleep(CHECK_EVERY) => {}
         }
     }
 }

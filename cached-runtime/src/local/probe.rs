@@ -8,12 +8,22 @@
 //! and pass on no message: the levels would keep serving copies that
 //! other processes replaced. So the subscriber publishes probes of its
 //! own, each on the next master in turn, and must hear each one come
-//! back: a probe that does not come back in time counts as a lost channel.
+//! back. The channel counts as lost when a probe a master accepted does
+//! not come back in time, and when any master has had no probe come back
+//! for a while, whatever the reason (its probe refused, stuck, or never
+//! sent): a master this process cannot reach may still take other
+//! processes' writes.
 //!
 //! A probe is `{origin}:0 h {serial}`: every process ignores messages of
 //! kind `h` ([`super::channel`]'s receiver), and only this one waits for
 //! its own.
+//!
+//! Everything a probe needs that may wait on the network (opening the
+//! probes' cluster connection, learning the masters, the `PUBLISH`) runs
+//! on a task of its own: the subscriber goes on reading messages
+//! meanwhile, so no change waits behind a probe.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -28,20 +38,29 @@ use super::channel::origin;
 /// client reaches every node it learns of), and the whole connect's.
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A `PUBLISH` this slow is given up (the master is stuck: it takes no
-/// writes either, so no change is published meanwhile).
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The masters are learnt again every this many rounds (and after any
-/// failure).
-const ROUNDS_PER_REFRESH: u32 = 16;
-/// How long probes may fail to go out (no connection, no `CLUSTER SLOTS`,
-/// `PUBLISH` refused or stuck) before the channel counts as unchecked,
-/// hence lost.
-pub(super) const UNCHECKED_MAX: Duration = Duration::from_secs(3);
+/// Learning the masters (`CLUSTER SLOTS`).
+const SLOTS_TIMEOUT: Duration = Duration::from_millis(500);
+/// A `PUBLISH` this slow is given up.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longer than a probe's task can take (its steps time out before):
+/// past it, the probe is given up all the same.
+const TASK_MAX: Duration = CONNECT_TIMEOUT
+    .saturating_add(SLOTS_TIMEOUT)
+    .saturating_add(PUBLISH_TIMEOUT)
+    .saturating_add(Duration::from_secs(1));
+/// How often the masters are learnt again (a reshard may add one; a
+/// failover replaces one, which the probes notice sooner by failing).
+const MASTERS_REFRESH: Duration = Duration::from_secs(2);
+/// How long a master may go without a probe of its own coming back, on
+/// top of one round of probes over all masters, before the channel counts
+/// as lost: about a dozen tries at it, on a small cluster.
+pub(super) const UNHEARD_MAX: Duration = Duration::from_secs(3);
 
 /// Numbers every probe of the process: two caches subscribed to one
 /// namespace never send the same text.
 static SERIAL: AtomicU64 = AtomicU64::new(1);
+
+type Addr = (String, u16);
 
 /// A cluster's masters, probed in turn.
 pub(super) struct Prober {
@@ -49,42 +68,65 @@ pub(super) struct Prober {
     /// The first seed node's host: `CLUSTER SLOTS` names the node that
     /// answers with an empty host.
     seed: Option<String>,
-    /// Opened on the subscriber's own runtime, on first use, and again
+    /// The time between two probes: one round over the masters takes this
+    /// times their number.
+    period: Duration,
+    /// Opened by a probe's task on the subscriber's own runtime, and again
     /// after a failure.
     conn: Option<ClusterConnection>,
-    /// The masters probed in turn.
-    masters: Vec<(String, u16)>,
-    /// The master the next probe goes to.
-    next: usize,
-    rounds: u32,
+    /// The masters probed in turn, and when they were learnt.
+    masters: Vec<Addr>,
+    learnt: Option<Instant>,
+    /// Counts the probes sent: the next goes to this master (modulo their
+    /// number), so a master that fails does not hold the others back.
+    turn: usize,
+    /// Each master listed since [`Prober::restart`]: when its last probe
+    /// came back (or when it was listed), and whether one has.
+    watch: HashMap<Addr, Watch>,
+    /// When the current connection's check began.
+    since: Instant,
     pending: Option<Pending>,
-    /// Since when no probe could be sent or published.
-    failing_since: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Watch {
+    since: Instant,
+    heard: bool,
 }
 
 /// A probe on its way.
 struct Pending {
     message: String,
-    master: (String, u16),
     started: Instant,
+    /// Heard before its task said where it went.
+    heard_early: bool,
     state: Publish,
 }
 
 enum Publish {
-    /// Its `PUBLISH`, on a task of its own: the subscriber goes on reading
-    /// messages meanwhile. Answers when the master accepted it.
-    Sending(oneshot::Receiver<redis::RedisResult<Instant>>),
-    /// Accepted by the master at this instant.
-    Accepted(Instant),
+    /// Its task: connects and learns the masters when needed, then
+    /// publishes.
+    Sending(oneshot::Receiver<redis::RedisResult<Sent>>),
+    /// Accepted by `master` at `at`.
+    Accepted { master: Addr, at: Instant },
 }
 
-/// What the probe on its way says, at a check.
+/// What a probe's task did.
+struct Sent {
+    /// The connection, when the task opened one.
+    conn: Option<ClusterConnection>,
+    /// The masters, when the task learnt them.
+    masters: Option<Vec<Addr>>,
+    master: Addr,
+    at: Instant,
+}
+
+/// What the probes say, at a check.
 pub(super) enum Check {
-    /// None is on its way: time to send the next.
+    /// No probe is on its way: time to send the next.
     Idle,
     Waiting,
-    /// The master accepted the probe, which did not come back in time:
-    /// the subscriber's node does not hear that master.
+    /// The channel cannot be vouched for (the reason).
     Lost(String),
 }
 
@@ -96,146 +138,211 @@ fn timed_out(what: &str) -> redis::RedisError {
 }
 
 impl Prober {
-    pub(super) fn new(client: ClusterClient, seed: Option<String>) -> Self {
+    pub(super) fn new(client: ClusterClient, seed: Option<String>, period: Duration) -> Self {
         Self {
             client,
             seed,
+            period,
             conn: None,
             masters: Vec::new(),
-            next: 0,
-            rounds: 0,
+            learnt: None,
+            turn: 0,
+            watch: HashMap::new(),
+            since: Instant::now(),
             pending: None,
-            failing_since: None,
         }
+    }
+
+    /// A new subscription: every master must be heard on it anew.
+    pub(super) fn restart(&mut self) {
+        self.pending = None;
+        self.watch.clear();
+        self.since = Instant::now();
+        // Learnt again by the first probe: they may have changed while
+        // the channel was down.
+        self.learnt = None;
     }
 
     /// Notes `message` if it is the probe on its way.
     pub(super) fn heard(&mut self, message: &str) {
-        if self.pending.as_ref().is_some_and(|p| p.message == message) {
-            self.pending = None;
-            self.failing_since = None;
-        }
-    }
-
-    /// Whether a probe is on its way.
-    pub(super) fn is_waiting(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// Whether the last probe sent was on the last master of its round.
-    pub(super) fn round_done(&self) -> bool {
-        !self.masters.is_empty() && self.next >= self.masters.len()
-    }
-
-    /// Starts a new round: no probe waited for, the masters learnt anew.
-    pub(super) fn restart(&mut self) {
-        self.pending = None;
-        self.masters.clear();
-        self.next = 0;
-        self.failing_since = None;
-    }
-
-    /// How long probes have been failing to go out.
-    pub(super) fn unchecked_for(&self) -> Duration {
-        self.failing_since.map_or(Duration::ZERO, |t| t.elapsed())
-    }
-
-    /// The probe on its way, `within` the time it has to come back once
-    /// its master accepted it. A `PUBLISH` that failed or is stuck does
-    /// not count as lost (the master takes no writes either); it starts
-    /// the connection and the masters afresh.
-    pub(super) fn check(&mut self, within: Duration) -> Check {
         let Some(pending) = &mut self.pending else {
-            return Check::Idle;
+            return;
+        };
+        if pending.message != message {
+            return;
+        }
+        pending.heard_early = true;
+        // Its master is known once its task has answered (the message may
+        // come before the answer to the `PUBLISH`).
+        self.absorb();
+    }
+
+    /// Whether every master has been heard since [`Prober::restart`].
+    pub(super) fn heard_every_master(&self) -> bool {
+        !self.masters.is_empty()
+            && self
+                .masters
+                .iter()
+                .all(|m| self.watch.get(m).is_some_and(|w| w.heard))
+    }
+
+    /// Takes in what the probe's task did, if it is done. A task that
+    /// failed (no connection, no masters, the `PUBLISH` refused or too
+    /// slow) ends the probe; its master's silence counts in
+    /// [`Prober::check`].
+    fn absorb(&mut self) {
+        let Some(pending) = &mut self.pending else {
+            return;
         };
         if let Publish::Sending(answer) = &mut pending.state {
             match answer.try_recv() {
-                Ok(Ok(at)) => pending.state = Publish::Accepted(at),
                 Err(oneshot::error::TryRecvError::Empty)
-                    if pending.started.elapsed() < PUBLISH_TIMEOUT =>
+                    if pending.started.elapsed() < TASK_MAX =>
                 {
-                    return Check::Waiting;
+                    return
+                }
+                Ok(Ok(sent)) => {
+                    if let Some(conn) = sent.conn {
+                        self.conn = Some(conn);
+                    }
+                    if let Some(masters) = sent.masters {
+                        // A master new to the list is given its time.
+                        let now = Instant::now();
+                        self.watch.retain(|m, _| masters.contains(m));
+                        for master in &masters {
+                            self.watch.entry(master.clone()).or_insert(Watch {
+                                since: now,
+                                heard: false,
+                            });
+                        }
+                        self.masters = masters;
+                        self.learnt = Some(Instant::now());
+                    }
+                    pending.state = Publish::Accepted {
+                        master: sent.master,
+                        at: sent.at,
+                    };
                 }
                 failed => {
                     tracing::debug!(outcome = ?failed.map(|r| r.map(|_| ())), "an invalidation probe was not published");
-                    self.fail();
-                    return Check::Idle;
+                    // Opened and learnt afresh by the next probe.
+                    self.conn = None;
+                    self.learnt = None;
+                    self.pending = None;
+                    return;
                 }
             }
         }
-        match pending.state {
-            Publish::Accepted(at) if at.elapsed() > within => {
-                Check::Lost(format!("{}:{}", pending.master.0, pending.master.1))
+        if let Publish::Accepted { master, .. } = &pending.state {
+            if pending.heard_early {
+                let heard = Watch {
+                    since: Instant::now(),
+                    heard: true,
+                };
+                self.watch.insert(master.clone(), heard);
+                self.pending = None;
             }
-            _ => Check::Waiting,
         }
     }
 
-    /// Probes could not go out: the connection and the masters are found
-    /// again for the next.
-    fn fail(&mut self) {
-        self.conn = None;
-        let since = self.failing_since.unwrap_or_else(Instant::now);
-        self.restart();
-        self.failing_since = Some(since);
+    /// The probes' verdict: a probe accepted by its master and not heard
+    /// `within` is a lost channel, and so is a master not heard for
+    /// [`UNHEARD_MAX`] and one round, or masters that cannot be learnt for
+    /// as long.
+    pub(super) fn check(&mut self, within: Duration) -> Check {
+        self.absorb();
+        if let Some(Pending {
+            state: Publish::Accepted { master, at },
+            ..
+        }) = &self.pending
+        {
+            if at.elapsed() > within {
+                return Check::Lost(format!(
+                    "a probe published on the master {}:{} did not come back",
+                    master.0, master.1
+                ));
+            }
+        }
+        let limit = UNHEARD_MAX + self.period * self.masters.len().max(1) as u32;
+        if self.masters.is_empty() && self.since.elapsed() > limit {
+            return Check::Lost("the cluster's masters could not be learnt".to_owned());
+        }
+        for master in &self.masters {
+            let last = self.watch.get(master).map_or(self.since, |w| w.since);
+            if last.elapsed() > limit {
+                return Check::Lost(format!(
+                    "no probe came back from the master {}:{} for {limit:?}",
+                    master.0, master.1
+                ));
+            }
+        }
+        if self.pending.is_some() {
+            Check::Waiting
+        } else {
+            Check::Idle
+        }
     }
 
-    /// Sends a probe to the next master of the round (a new round after
-    /// the last one); its `PUBLISH` goes on in the background. Fails when
-    /// the connection or the masters cannot be had.
-    pub(super) async fn start(&mut self, channel: &str) -> redis::RedisResult<()> {
-        let started = self.prepare().await;
-        if started.is_err() {
-            self.fail();
-        }
-        started?;
-        let master = self.masters[self.next].clone();
-        self.next += 1;
+    /// Sends a probe to the next master, on a task of its own (which
+    /// first connects and learns the masters when needed): never waits.
+    pub(super) fn start(&mut self, channel: &str) {
         let message = format!("{}:0 h {}", origin(), SERIAL.fetch_add(1, Relaxed));
-        let Some(mut conn) = self.conn.clone() else {
-            return Ok(());
+        let relearn = self
+            .learnt
+            .is_none_or(|t| t.elapsed() >= MASTERS_REFRESH || self.masters.is_empty());
+        let job = Job {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            seed: self.seed.clone(),
+            masters: (!relearn).then(|| self.masters.clone()),
+            turn: self.turn,
+            channel: channel.to_owned(),
+            message: message.clone(),
         };
-        let publish = redis::cmd("PUBLISH").arg(channel).arg(&message).clone();
-        let (host, port) = master.clone();
+        self.turn = self.turn.wrapping_add(1);
         let (answer, answered) = oneshot::channel();
         tokio::spawn(async move {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            let outcome =
-                match tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
-                    .await
-                {
-                    Ok(published) => published.map(|_| Instant::now()),
-                    Err(_) => Err(timed_out("publishing a probe")),
-                };
-            let _ = answer.send(outcome);
+            let _ = answer.send(job.run().await);
         });
         self.pending = Some(Pending {
             message,
-            master,
             started: Instant::now(),
+            heard_early: false,
             state: Publish::Sending(answered),
         });
-        Ok(())
     }
+}
 
-    /// The connection, and the masters when a round begins.
-    async fn prepare(&mut self) -> redis::RedisResult<()> {
-        if self.conn.is_none() {
-            let config = ClusterConfig::new().set_connection_timeout(NODE_CONNECT_TIMEOUT);
-            let connect = self.client.get_async_connection_with_config(config);
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                .await
-                .map_err(|_| timed_out("connecting for probes"))??;
-            self.conn = Some(conn);
-        }
-        let Some(conn) = &mut self.conn else {
-            return Ok(());
+/// What a probe's task has to do.
+struct Job {
+    client: ClusterClient,
+    conn: Option<ClusterConnection>,
+    seed: Option<String>,
+    /// `None`: learn them first.
+    masters: Option<Vec<Addr>>,
+    turn: usize,
+    channel: String,
+    message: String,
+}
+
+impl Job {
+    async fn run(self) -> redis::RedisResult<Sent> {
+        let (mut conn, opened) = match self.conn {
+            Some(conn) => (conn, false),
+            None => {
+                let config = ClusterConfig::new().set_connection_timeout(NODE_CONNECT_TIMEOUT);
+                let connect = self.client.get_async_connection_with_config(config);
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| timed_out("connecting for probes"))??;
+                (conn, true)
+            }
         };
-        if self.masters.is_empty() || self.next >= self.masters.len() {
-            self.rounds = self.rounds.wrapping_add(1);
-            if self.masters.is_empty() || self.rounds % ROUNDS_PER_REFRESH == 0 {
+        let (masters, learnt) = match self.masters {
+            Some(masters) if !masters.is_empty() => (masters, false),
+            _ => {
                 let slots = tokio::time::timeout(
-                    super::channel::PING_TIMEOUT,
+                    SLOTS_TIMEOUT,
                     conn.route_command(
                         redis::cmd("CLUSTER").arg("SLOTS").clone(),
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
@@ -243,14 +350,34 @@ impl Prober {
                 )
                 .await
                 .map_err(|_| timed_out("asking for the masters"))??;
-                self.masters = crate::store::masters_in(slots, self.seed.as_deref())
+                let masters = crate::store::masters_in(slots, self.seed.as_deref())
                     .map_err(|(_, message)| {
                         redis::RedisError::from((redis::ErrorKind::Client, message))
                     })?
                     .0;
+                (masters, true)
             }
-            self.next = 0;
-        }
-        Ok(())
+        };
+        let Some(master) = masters.get(self.turn % masters.len().max(1)).cloned() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "CLUSTER SLOTS named no master",
+            )));
+        };
+        let (host, port) = master.clone();
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        let publish = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(&self.message)
+            .clone();
+        tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
+            .await
+            .map_err(|_| timed_out("publishing a probe"))??;
+        Ok(Sent {
+            conn: opened.then_some(conn),
+            masters: learnt.then_some(masters),
+            master,
+            at: Instant::now(),
+        })
     }
 }
