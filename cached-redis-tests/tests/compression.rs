@@ -84,7 +84,7 @@ fn in_child(ns: &str, compression: &str, n: u64) {
 
 /// [`in_child`] with `CACHED_REDIS_ZLIB_LEVEL=zlib_level`.
 fn in_child_at(ns: &str, compression: &str, zlib_level: &str, n: u64) {
-    let status = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--ignored", "--nocapture"])
         .env(NS, ns)
         .env(KEY, n.to_string())
@@ -94,8 +94,10 @@ fn in_child_at(ns: &str, compression: &str, zlib_level: &str, n: u64) {
         .env("CACHED_REDIS_COMPRESSION", compression)
         .env("CACHED_REDIS_ZLIB_LEVEL", zlib_level)
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    let status = common::wait_within(&mut child, common::CHILD_LIMIT)
+        .unwrap_or_else(|| panic!("the {compression} child hung"));
     assert!(status.success(), "the {compression} child failed");
 }
 

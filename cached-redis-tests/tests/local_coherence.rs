@@ -208,7 +208,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         let _: Result<(), _> = common::raw().rpush(&self.requests, "quit");
-        let _ = self.child.wait();
+        let _ = common::wait_within(&mut self.child, common::CHILD_LIMIT);
     }
 }
 

@@ -146,7 +146,7 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let ns = std::env::var(NS).unwrap();
         let _: Result<(), _> = raw().rpush(format!("{ns}:test:req"), "quit");
-        let _ = self.0.wait();
+        let _ = common::wait_within(&mut self.0, common::CHILD_LIMIT);
     }
 }
 

@@ -114,7 +114,8 @@ fn four_processes_on_a_cold_key_run_the_body_once() {
     std::thread::sleep(Duration::from_millis(500));
     let _: () = common::raw().set(format!("{ns}:test:go:{key}"), 1).unwrap();
     for mut c in children {
-        assert!(c.wait().unwrap().success(), "a child failed");
+        let status = common::wait_within(&mut c, common::CHILD_LIMIT).expect("a child hung");
+        assert!(status.success(), "a child failed");
     }
     assert_eq!(
         runs(&ns, "runs", key),
@@ -129,7 +130,8 @@ fn four_processes_on_a_cold_key_run_the_body_once() {
     std::thread::sleep(Duration::from_millis(500));
     let _: () = common::raw().set(format!("{ns}:test:go:{key}"), 1).unwrap();
     for mut c in children {
-        assert!(c.wait().unwrap().success());
+        let status = common::wait_within(&mut c, common::CHILD_LIMIT).expect("a child hung");
+        assert!(status.success());
     }
     let unlocked = runs(&ns, "unlocked_runs", key);
     eprintln!("without lock: {unlocked} computations for 4 processes x 100 calls");

@@ -180,7 +180,7 @@ async fn a_dropped_prefix_invalidation_still_tells_the_others() {
     let _: () = common::raw()
         .rpush(format!("{ns}:test:ask"), "quit")
         .unwrap();
-    let _ = reader.wait();
+    let _ = common::wait_within(&mut reader, common::CHILD_LIMIT);
     assert!(
         stale.is_empty(),
         "the reader kept its old copy in rounds {stale:?}"

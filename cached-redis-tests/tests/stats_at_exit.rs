@@ -76,13 +76,14 @@ async fn child() {
 #[test]
 fn the_exit_flush_sends_what_the_last_interval_flush_did_not() {
     let server = common::RedisServer::start();
-    let status = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--ignored", "--nocapture"])
         .env(URL, server.url())
         .env(NS, common::namespace("stats_at_exit"))
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    let status = common::wait_within(&mut child, common::CHILD_LIMIT).expect("the child hung");
     assert!(status.success());
     std::env::set_var(URL, server.url());
     std::env::set_var(NS, common::namespace("stats_at_exit"));

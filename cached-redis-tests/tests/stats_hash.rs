@@ -60,12 +60,14 @@ struct ChildTotals {
 /// Runs [`pattern`] in another process, against the same namespace, and
 /// returns that process's own totals of compute time.
 fn run_child(namespace: &str) -> ChildTotals {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, namespace)
-        .env("CACHED_REDIS_TEST_URL", common::redis_url())
-        .output()
-        .unwrap();
+    let (out, killed) = common::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_process", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, namespace)
+            .env("CACHED_REDIS_TEST_URL", common::redis_url()),
+        common::CHILD_LIMIT,
+    );
+    assert!(!killed, "the child hung");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -145,6 +145,26 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::O
     (output, killed)
 }
 
+/// Waits for `child` to end, killing it once `limit` has passed: `None`
+/// then. A child that hangs fails its test instead of holding the run.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long a child test process may run before it counts as hung.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(180);
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
