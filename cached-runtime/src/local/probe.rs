@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConfig};
@@ -52,8 +53,9 @@ const TASK_MAX: Duration = CONNECT_TIMEOUT
 /// failover replaces one, which the probes notice sooner by failing).
 const MASTERS_REFRESH: Duration = Duration::from_secs(2);
 /// How long a master may go without a probe of its own coming back, on
-/// top of one round of probes over all masters, before the channel counts
-/// as lost: about a dozen tries at it, on a small cluster.
+/// top of two rounds of probes over all masters (its turn comes once a
+/// round; a failed probe is tried again on the next tick), before the
+/// channel counts as lost.
 pub(super) const UNHEARD_MAX: Duration = Duration::from_secs(3);
 
 /// Numbers every probe of the process: two caches subscribed to one
@@ -71,15 +73,19 @@ pub(super) struct Prober {
     /// The time between two probes: one round over the masters takes this
     /// times their number.
     period: Duration,
-    /// Opened by a probe's task on the subscriber's own runtime, and again
-    /// after a failure.
-    conn: Option<ClusterConnection>,
+    /// Opened by a probe's task on the subscriber's own runtime (and kept
+    /// even if that probe is given up meanwhile), and again after a
+    /// failure of the connection.
+    conn: Arc<Mutex<Option<ClusterConnection>>>,
     /// The masters probed in turn, and when they were learnt.
     masters: Vec<Addr>,
     learnt: Option<Instant>,
     /// Counts the probes sent: the next goes to this master (modulo their
-    /// number), so a master that fails does not hold the others back.
+    /// number). A failed probe's master is tried again next.
     turn: usize,
+    /// No probe before this, after a failed one: a master that refuses
+    /// them is not hammered, nor the connection reopened in a loop.
+    paused_until: Option<Instant>,
     /// Each master listed since [`Prober::restart`]: when its last probe
     /// came back (or when it was listed), and whether one has.
     watch: HashMap<Addr, Watch>,
@@ -98,8 +104,9 @@ struct Watch {
 struct Pending {
     message: String,
     started: Instant,
-    /// Heard before its task said where it went.
-    heard_early: bool,
+    /// Heard: taken into account once its task has said which master it
+    /// went to (the message may come before the answer to the `PUBLISH`).
+    came_back: bool,
     state: Publish,
 }
 
@@ -113,8 +120,6 @@ enum Publish {
 
 /// What a probe's task did.
 struct Sent {
-    /// The connection, when the task opened one.
-    conn: Option<ClusterConnection>,
     /// The masters, when the task learnt them.
     masters: Option<Vec<Addr>>,
     master: Addr,
@@ -143,10 +148,11 @@ impl Prober {
             client,
             seed,
             period,
-            conn: None,
+            conn: Arc::new(Mutex::new(None)),
             masters: Vec::new(),
             learnt: None,
             turn: 0,
+            paused_until: None,
             watch: HashMap::new(),
             since: Instant::now(),
             pending: None,
@@ -156,6 +162,7 @@ impl Prober {
     /// A new subscription: every master must be heard on it anew.
     pub(super) fn restart(&mut self) {
         self.pending = None;
+        self.paused_until = None;
         self.watch.clear();
         self.since = Instant::now();
         // Learnt again by the first probe: they may have changed while
@@ -171,19 +178,22 @@ impl Prober {
         if pending.message != message {
             return;
         }
-        pending.heard_early = true;
+        pending.came_back = true;
         // Its master is known once its task has answered (the message may
         // come before the answer to the `PUBLISH`).
         self.absorb();
     }
 
-    /// Whether every master has been heard since [`Prober::restart`].
+    /// Whether every master has been heard since [`Prober::restart`],
+    /// each within [`UNHEARD_MAX`]: once live, each gets its next turn
+    /// within a round, well inside the limit.
     pub(super) fn heard_every_master(&self) -> bool {
         !self.masters.is_empty()
-            && self
-                .masters
-                .iter()
-                .all(|m| self.watch.get(m).is_some_and(|w| w.heard))
+            && self.masters.iter().all(|m| {
+                self.watch
+                    .get(m)
+                    .is_some_and(|w| w.heard && w.since.elapsed() < UNHEARD_MAX)
+            })
     }
 
     /// Takes in what the probe's task did, if it is done. A task that
@@ -202,9 +212,6 @@ impl Prober {
                     return
                 }
                 Ok(Ok(sent)) => {
-                    if let Some(conn) = sent.conn {
-                        self.conn = Some(conn);
-                    }
                     if let Some(masters) = sent.masters {
                         // A master new to the list is given its time.
                         let now = Instant::now();
@@ -224,19 +231,29 @@ impl Prober {
                     };
                 }
                 failed => {
-                    tracing::debug!(outcome = ?failed.map(|r| r.map(|_| ())), "an invalidation probe was not published");
-                    // Opened and learnt afresh by the next probe.
-                    self.conn = None;
+                    tracing::debug!(outcome = ?failed.as_ref().map(|r| r.as_ref().map(|_| ())), "an invalidation probe was not published");
+                    // An error reply (a master loading, or refusing the
+                    // probe) leaves the connection as it is; anything
+                    // else opens it afresh. The masters are learnt again
+                    // (one may have failed over), the same master is tried
+                    // again next, after a pause.
+                    let server_said_no = matches!(&failed, Ok(Err(e)) if !connection_failed(e));
+                    if !server_said_no {
+                        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
                     self.learnt = None;
+                    self.turn = self.turn.wrapping_sub(1);
+                    self.paused_until = Some(Instant::now() + self.period);
                     self.pending = None;
                     return;
                 }
             }
         }
         if let Publish::Accepted { master, .. } = &pending.state {
-            if pending.heard_early {
+            if pending.came_back {
+                // As of when it was sent: all it proves.
                 let heard = Watch {
-                    since: Instant::now(),
+                    since: pending.started,
                     heard: true,
                 };
                 self.watch.insert(master.clone(), heard);
@@ -247,8 +264,9 @@ impl Prober {
 
     /// The probes' verdict: a probe accepted by its master and not heard
     /// `within` is a lost channel, and so is a master not heard for
-    /// [`UNHEARD_MAX`] and one round, or masters that cannot be learnt for
-    /// as long.
+    /// [`UNHEARD_MAX`] and two rounds, or masters that cannot be learnt
+    /// for as long. A master not heard yet since [`Prober::restart`] is
+    /// also given the time a connection may take to open.
     pub(super) fn check(&mut self, within: Duration) -> Check {
         self.absorb();
         if let Some(Pending {
@@ -263,12 +281,17 @@ impl Prober {
                 ));
             }
         }
-        let limit = UNHEARD_MAX + self.period * self.masters.len().max(1) as u32;
-        if self.masters.is_empty() && self.since.elapsed() > limit {
+        let limit = UNHEARD_MAX + self.period * 2 * self.masters.len().max(1) as u32;
+        let first_limit = limit + CONNECT_TIMEOUT;
+        if self.masters.is_empty() && self.since.elapsed() > first_limit {
             return Check::Lost("the cluster's masters could not be learnt".to_owned());
         }
         for master in &self.masters {
-            let last = self.watch.get(master).map_or(self.since, |w| w.since);
+            let (last, limit) = match self.watch.get(master) {
+                Some(w) if w.heard => (w.since, limit),
+                Some(w) => (w.since, first_limit),
+                None => (self.since, first_limit),
+            };
             if last.elapsed() > limit {
                 return Check::Lost(format!(
                     "no probe came back from the master {}:{} for {limit:?}",
@@ -276,7 +299,7 @@ impl Prober {
                 ));
             }
         }
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.paused_until.is_some_and(|t| Instant::now() < t) {
             Check::Waiting
         } else {
             Check::Idle
@@ -292,7 +315,7 @@ impl Prober {
             .is_none_or(|t| t.elapsed() >= MASTERS_REFRESH || self.masters.is_empty());
         let job = Job {
             client: self.client.clone(),
-            conn: self.conn.clone(),
+            conn: Arc::clone(&self.conn),
             seed: self.seed.clone(),
             masters: (!relearn).then(|| self.masters.clone()),
             turn: self.turn,
@@ -307,7 +330,7 @@ impl Prober {
         self.pending = Some(Pending {
             message,
             started: Instant::now(),
-            heard_early: false,
+            came_back: false,
             state: Publish::Sending(answered),
         });
     }
@@ -316,7 +339,8 @@ impl Prober {
 /// What a probe's task has to do.
 struct Job {
     client: ClusterClient,
-    conn: Option<ClusterConnection>,
+    /// Where the connection is kept: opened here when there is none.
+    conn: Arc<Mutex<Option<ClusterConnection>>>,
     seed: Option<String>,
     /// `None`: learn them first.
     masters: Option<Vec<Addr>>,
@@ -327,15 +351,17 @@ struct Job {
 
 impl Job {
     async fn run(self) -> redis::RedisResult<Sent> {
-        let (mut conn, opened) = match self.conn {
-            Some(conn) => (conn, false),
+        let kept = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut conn = match kept {
+            Some(conn) => conn,
             None => {
                 let config = ClusterConfig::new().set_connection_timeout(NODE_CONNECT_TIMEOUT);
                 let connect = self.client.get_async_connection_with_config(config);
                 let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
                     .map_err(|_| timed_out("connecting for probes"))??;
-                (conn, true)
+                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                conn
             }
         };
         let (masters, learnt) = match self.masters {
@@ -374,10 +400,15 @@ impl Job {
             .await
             .map_err(|_| timed_out("publishing a probe"))??;
         Ok(Sent {
-            conn: opened.then_some(conn),
             masters: learnt.then_some(masters),
             master,
             at: Instant::now(),
         })
     }
+}
+
+/// Whether `e` says the connection failed (rather than the server
+/// answering with an error).
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
