@@ -53,11 +53,20 @@ fn start(namespace: &str, redis_url: &str) -> Service {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("search-service starts");
+    // Read on a thread of its own: a service that never says where it
+    // listens fails the test after a minute instead of holding it.
     let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reads the service's first line");
+    let (first_line, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = first_line.send(line);
+    });
+    let Ok(line) = read.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the service did not say where it listens within a minute");
+    };
     let addr = line
         .trim()
         .strip_prefix("search-service listening on http://")
@@ -285,7 +294,18 @@ async fn search_service_over_http() {
         .unwrap();
     assert!(status.success());
     let mut service = service;
-    let exit = service.child.wait().unwrap();
+    let stopping = Instant::now();
+    let exit = loop {
+        if let Some(exit) = service.child.try_wait().unwrap() {
+            break exit;
+        }
+        // Dropping `service` kills it.
+        assert!(
+            stopping.elapsed() < Duration::from_secs(60),
+            "the service did not stop within a minute of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(exit.success(), "{exit:?}");
     let hits: u64 = redis::cmd("HGET")
         .arg(format!("{namespace}:product:stats"))
