@@ -514,6 +514,9 @@ where
             Check::Idle if probe.heard_every_master() => return Ok(()),
             Check::Idle => probe.start(channel),
         }
+        if probe.going_live_overdue() {
+            return Err(timeout_error("hearing a probe from every master"));
+        }
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {

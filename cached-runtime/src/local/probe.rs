@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConfig};
@@ -49,6 +49,8 @@ const TASK_MAX: Duration = CONNECT_TIMEOUT
     .saturating_add(SLOTS_TIMEOUT)
     .saturating_add(PUBLISH_TIMEOUT)
     .saturating_add(Duration::from_secs(1));
+/// The longest pause between the probes of a master that keeps failing.
+const PAUSE_MAX: Duration = Duration::from_secs(2);
 /// How often the masters are learnt again (a reshard may add one; a
 /// failover replaces one, which the probes notice sooner by failing).
 const MASTERS_REFRESH: Duration = Duration::from_secs(2);
@@ -73,10 +75,10 @@ pub(super) struct Prober {
     /// The time between two probes: one round over the masters takes this
     /// times their number.
     period: Duration,
-    /// Opened by a probe's task on the subscriber's own runtime (and kept
-    /// even if that probe is given up meanwhile), and again after a
-    /// failure of the connection.
-    conn: Arc<Mutex<Option<ClusterConnection>>>,
+    /// Opened by a probe's task on the subscriber's own runtime (kept even
+    /// if that probe is given up meanwhile; a task that finds it being
+    /// opened waits for it), and again after a failure of the connection.
+    conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
     /// The masters probed in turn, and when they were learnt.
     masters: Vec<Addr>,
     learnt: Option<Instant>,
@@ -86,6 +88,9 @@ pub(super) struct Prober {
     /// No probe before this, after a failed one: a master that refuses
     /// them is not hammered, nor the connection reopened in a loop.
     paused_until: Option<Instant>,
+    /// Probes failed in a row: the pause doubles with each, up to
+    /// [`PAUSE_MAX`].
+    failures: u32,
     /// Each master listed since [`Prober::restart`]: when its last probe
     /// came back (or when it was listed), and whether one has.
     watch: HashMap<Addr, Watch>,
@@ -114,8 +119,12 @@ enum Publish {
     /// Its task: connects and learns the masters when needed, then
     /// publishes.
     Sending(oneshot::Receiver<redis::RedisResult<Sent>>),
-    /// Accepted by `master` at `at`.
-    Accepted { master: Addr, at: Instant },
+    /// Sent to `master` at `sent`, accepted at `at`.
+    Accepted {
+        master: Addr,
+        sent: Instant,
+        at: Instant,
+    },
 }
 
 /// What a probe's task did.
@@ -123,6 +132,8 @@ struct Sent {
     /// The masters, when the task learnt them.
     masters: Option<Vec<Addr>>,
     master: Addr,
+    /// When its `PUBLISH` went out, and when the master accepted it.
+    sent: Instant,
     at: Instant,
 }
 
@@ -148,11 +159,12 @@ impl Prober {
             client,
             seed,
             period,
-            conn: Arc::new(Mutex::new(None)),
+            conn: Arc::new(tokio::sync::Mutex::new(None)),
             masters: Vec::new(),
             learnt: None,
             turn: 0,
             paused_until: None,
+            failures: 0,
             watch: HashMap::new(),
             since: Instant::now(),
             pending: None,
@@ -184,16 +196,29 @@ impl Prober {
         self.absorb();
     }
 
+    /// One turn over the masters.
+    fn round(&self) -> Duration {
+        self.period * self.masters.len().max(1) as u32
+    }
+
     /// Whether every master has been heard since [`Prober::restart`],
-    /// each within [`UNHEARD_MAX`]: once live, each gets its next turn
-    /// within a round, well inside the limit.
+    /// each within [`UNHEARD_MAX`] and a round: once live, each gets its
+    /// next turn within a round, inside the limit of [`Prober::check`].
     pub(super) fn heard_every_master(&self) -> bool {
+        let fresh = UNHEARD_MAX + self.round();
         !self.masters.is_empty()
             && self.masters.iter().all(|m| {
                 self.watch
                     .get(m)
-                    .is_some_and(|w| w.heard && w.since.elapsed() < UNHEARD_MAX)
+                    .is_some_and(|w| w.heard && w.since.elapsed() < fresh)
             })
+    }
+
+    /// Whether going live has taken longer than it can on a cluster that
+    /// answers: a connection, and every master heard within the freshness
+    /// [`Prober::heard_every_master`] asks for.
+    pub(super) fn going_live_overdue(&self) -> bool {
+        self.since.elapsed() > CONNECT_TIMEOUT + UNHEARD_MAX + self.round() * 3
     }
 
     /// Takes in what the probe's task did, if it is done. A task that
@@ -212,6 +237,7 @@ impl Prober {
                     return
                 }
                 Ok(Ok(sent)) => {
+                    self.failures = 0;
                     if let Some(masters) = sent.masters {
                         // A master new to the list is given its time.
                         let now = Instant::now();
@@ -227,33 +253,31 @@ impl Prober {
                     }
                     pending.state = Publish::Accepted {
                         master: sent.master,
+                        sent: sent.sent,
                         at: sent.at,
                     };
                 }
                 failed => {
-                    tracing::debug!(outcome = ?failed.as_ref().map(|r| r.as_ref().map(|_| ())), "an invalidation probe was not published");
-                    // An error reply (a master loading, or refusing the
-                    // probe) leaves the connection as it is; anything
-                    // else opens it afresh. The masters are learnt again
-                    // (one may have failed over), the same master is tried
-                    // again next, after a pause.
-                    let server_said_no = matches!(&failed, Ok(Err(e)) if !connection_failed(e));
-                    if !server_said_no {
-                        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    }
+                    tracing::debug!(outcome = ?failed.map(|r| r.map(|_| ())), "an invalidation probe was not published");
+                    // The masters are learnt again (one may have failed
+                    // over), and the same master is tried again next, a
+                    // tick after this one was sent, then with longer
+                    // pauses. (The task dropped a connection that failed.)
                     self.learnt = None;
                     self.turn = self.turn.wrapping_sub(1);
-                    self.paused_until = Some(Instant::now() + self.period);
+                    let pause = (self.period * 2u32.pow(self.failures.min(3))).min(PAUSE_MAX);
+                    self.failures += 1;
+                    self.paused_until = Some(pending.started + pause);
                     self.pending = None;
                     return;
                 }
             }
         }
-        if let Publish::Accepted { master, .. } = &pending.state {
+        if let Publish::Accepted { master, sent, .. } = &pending.state {
             if pending.came_back {
                 // As of when it was sent: all it proves.
                 let heard = Watch {
-                    since: pending.started,
+                    since: *sent,
                     heard: true,
                 };
                 self.watch.insert(master.clone(), heard);
@@ -270,7 +294,7 @@ impl Prober {
     pub(super) fn check(&mut self, within: Duration) -> Check {
         self.absorb();
         if let Some(Pending {
-            state: Publish::Accepted { master, at },
+            state: Publish::Accepted { master, at, .. },
             ..
         }) = &self.pending
         {
@@ -281,7 +305,7 @@ impl Prober {
                 ));
             }
         }
-        let limit = UNHEARD_MAX + self.period * 2 * self.masters.len().max(1) as u32;
+        let limit = UNHEARD_MAX + self.round() * 2;
         let first_limit = limit + CONNECT_TIMEOUT;
         if self.masters.is_empty() && self.since.elapsed() > first_limit {
             return Check::Lost("the cluster's masters could not be learnt".to_owned());
@@ -340,7 +364,7 @@ impl Prober {
 struct Job {
     client: ClusterClient,
     /// Where the connection is kept: opened here when there is none.
-    conn: Arc<Mutex<Option<ClusterConnection>>>,
+    conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
     seed: Option<String>,
     /// `None`: learn them first.
     masters: Option<Vec<Addr>>,
@@ -351,17 +375,21 @@ struct Job {
 
 impl Job {
     async fn run(self) -> redis::RedisResult<Sent> {
-        let kept = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut conn = match kept {
-            Some(conn) => conn,
-            None => {
-                let config = ClusterConfig::new().set_connection_timeout(NODE_CONNECT_TIMEOUT);
-                let connect = self.client.get_async_connection_with_config(config);
-                let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| timed_out("connecting for probes"))??;
-                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                conn
+        let mut conn = {
+            // Held while connecting: a probe sent meanwhile waits for this
+            // connection instead of opening another.
+            let mut kept = self.conn.lock().await;
+            match &*kept {
+                Some(conn) => conn.clone(),
+                None => {
+                    let config = ClusterConfig::new().set_connection_timeout(NODE_CONNECT_TIMEOUT);
+                    let connect = self.client.get_async_connection_with_config(config);
+                    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                        .await
+                        .map_err(|_| timed_out("connecting for probes"))??;
+                    *kept = Some(conn.clone());
+                    conn
+                }
             }
         };
         let (masters, learnt) = match self.masters {
@@ -396,12 +424,24 @@ impl Job {
             .arg(&self.channel)
             .arg(&self.message)
             .clone();
-        tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
+        let sent = Instant::now();
+        let published = tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
             .await
-            .map_err(|_| timed_out("publishing a probe"))??;
+            .map_err(|_| timed_out("publishing a probe"))
+            .and_then(|answer| answer);
+        if let Err(e) = &published {
+            // An error reply (a master loading, or refusing the probe)
+            // leaves the connection as it is; a failed connection is
+            // opened afresh by the next probe.
+            if connection_failed(e) {
+                *self.conn.lock().await = None;
+            }
+        }
+        published?;
         Ok(Sent {
             masters: learnt.then_some(masters),
             master,
+            sent,
             at: Instant::now(),
         })
     }

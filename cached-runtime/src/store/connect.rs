@@ -45,6 +45,10 @@ pub(crate) enum Backend {
         /// plain `PUBLISH` on a cluster reaches the subscribers of every
         /// node).
         nodes: Vec<redis::Client>,
+        /// The same as `client`, without retries, for the channel's probes:
+        /// a probe to a master the client cannot reach fails at once
+        /// (the client's retries would each reconnect to every node).
+        probes: Box<ClusterClient>,
     },
     /// One sentinel client per calling style: the async one is locked
     /// across awaits, the invalidation channel's subscriber has its own,
@@ -219,7 +223,8 @@ pub(crate) enum PubSubSource {
     Nodes(Vec<redis::Client>),
     /// A cluster's seed nodes, tried in turn, and its client: messages
     /// published on the other masters reach the subscriber's node over the
-    /// cluster bus, which the subscriber checks through it.
+    /// cluster bus, which the subscriber checks through it (a client
+    /// without retries).
     Cluster {
         nodes: Vec<redis::Client>,
         client: Box<ClusterClient>,
@@ -329,17 +334,24 @@ impl Backend {
                 // call, with no timeout around the whole command, would
                 // wait out. A few are needed: a redirection (`MOVED`,
                 // `ASK`) is one.
-                let mut builder = ClusterClientBuilder::new(infos)
-                    .retries(CLUSTER_RETRIES)
-                    .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
-                    .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
-                    .retry_wait_formula(CLUSTER_RETRY_WAIT_MIN_MS * 2, 2);
-                if let Some(certs) = certs {
-                    builder = builder.certs(certs);
-                }
-                builder
-                    .build()
-                    .map(|client| Backend::Cluster { client, nodes })
+                let build = |retries: u32| {
+                    let mut builder = ClusterClientBuilder::new(infos.clone())
+                        .retries(retries)
+                        .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
+                        .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
+                        .retry_wait_formula(CLUSTER_RETRY_WAIT_MIN_MS * 2, 2);
+                    if let Some(certs) = certs.clone() {
+                        builder = builder.certs(certs);
+                    }
+                    builder.build()
+                };
+                build(CLUSTER_RETRIES)
+                    .and_then(|client| Ok((client, build(0)?)))
+                    .map(|(client, probes)| Backend::Cluster {
+                        client,
+                        nodes,
+                        probes: Box::new(probes),
+                    })
                     .map_err(|_| client_error("cluster settings"))
             }
             Topology::Sentinel { service } => {
@@ -412,9 +424,9 @@ impl Backend {
     pub(crate) fn pubsub_source(&self) -> PubSubSource {
         match self {
             Backend::Single(client) => PubSubSource::Nodes(vec![client.clone()]),
-            Backend::Cluster { nodes, client } => PubSubSource::Cluster {
+            Backend::Cluster { nodes, probes, .. } => PubSubSource::Cluster {
                 nodes: nodes.clone(),
-                client: Box::new(client.clone()),
+                client: probes.clone(),
             },
             Backend::Sentinel { for_pubsub, .. } => PubSubSource::Sentinel(Arc::clone(for_pubsub)),
         }
