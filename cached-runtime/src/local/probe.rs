@@ -75,9 +75,9 @@ pub(super) struct Prober {
     /// The time between two probes: one round over the masters takes this
     /// times their number.
     period: Duration,
-    /// Opened by a probe's task on the subscriber's own runtime (kept even
-    /// if that probe is given up meanwhile; a task that finds it being
-    /// opened waits for it), and again after a failure of the connection.
+    /// Opened by a probe's task on the subscriber's own runtime (a probe
+    /// that finds it being opened waits for it), again after a failure of
+    /// the connection, and anew with each subscription.
     conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
     /// The masters probed in turn, and when they were learnt.
     masters: Vec<Addr>,
@@ -103,6 +103,9 @@ pub(super) struct Prober {
 struct Watch {
     since: Instant,
     heard: bool,
+    /// Listed by the first `CLUSTER SLOTS` of a subscription, which may
+    /// have had to open the connection first: given that time as well.
+    first: bool,
 }
 
 /// A probe on its way.
@@ -113,6 +116,15 @@ struct Pending {
     /// went to (the message may come before the answer to the `PUBLISH`).
     came_back: bool,
     state: Publish,
+    /// Its task, stopped when the probe is given up or the subscription
+    /// starts anew: none goes on connecting or publishing unwatched.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 enum Publish {
@@ -171,10 +183,13 @@ impl Prober {
         }
     }
 
-    /// A new subscription: every master must be heard on it anew.
+    /// A new subscription: every master must be heard on it anew, through
+    /// a connection opened anew (the old one may be what failed, silently).
     pub(super) fn restart(&mut self) {
         self.pending = None;
+        self.conn = Arc::new(tokio::sync::Mutex::new(None));
         self.paused_until = None;
+        self.failures = 0;
         self.watch.clear();
         self.since = Instant::now();
         // Learnt again by the first probe: they may have changed while
@@ -241,11 +256,13 @@ impl Prober {
                     if let Some(masters) = sent.masters {
                         // A master new to the list is given its time.
                         let now = Instant::now();
+                        let first = self.watch.is_empty();
                         self.watch.retain(|m, _| masters.contains(m));
                         for master in &masters {
                             self.watch.entry(master.clone()).or_insert(Watch {
                                 since: now,
                                 heard: false,
+                                first,
                             });
                         }
                         self.masters = masters;
@@ -266,7 +283,7 @@ impl Prober {
                     self.learnt = None;
                     self.turn = self.turn.wrapping_sub(1);
                     let pause = (self.period * 2u32.pow(self.failures.min(3))).min(PAUSE_MAX);
-                    self.failures += 1;
+                    self.failures = self.failures.saturating_add(1);
                     self.paused_until = Some(pending.started + pause);
                     self.pending = None;
                     return;
@@ -279,6 +296,7 @@ impl Prober {
                 let heard = Watch {
                     since: *sent,
                     heard: true,
+                    first: false,
                 };
                 self.watch.insert(master.clone(), heard);
                 self.pending = None;
@@ -312,8 +330,8 @@ impl Prober {
         }
         for master in &self.masters {
             let (last, limit) = match self.watch.get(master) {
-                Some(w) if w.heard => (w.since, limit),
-                Some(w) => (w.since, first_limit),
+                Some(w) if w.first && !w.heard => (w.since, first_limit),
+                Some(w) => (w.since, limit),
                 None => (self.since, first_limit),
             };
             if last.elapsed() > limit {
@@ -341,14 +359,15 @@ impl Prober {
             client: self.client.clone(),
             conn: Arc::clone(&self.conn),
             seed: self.seed.clone(),
-            masters: (!relearn).then(|| self.masters.clone()),
+            masters: self.masters.clone(),
+            relearn,
             turn: self.turn,
             channel: channel.to_owned(),
             message: message.clone(),
         };
         self.turn = self.turn.wrapping_add(1);
         let (answer, answered) = oneshot::channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = answer.send(job.run().await);
         });
         self.pending = Some(Pending {
@@ -356,6 +375,7 @@ impl Prober {
             started: Instant::now(),
             came_back: false,
             state: Publish::Sending(answered),
+            task,
         });
     }
 }
@@ -366,8 +386,10 @@ struct Job {
     /// Where the connection is kept: opened here when there is none.
     conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
     seed: Option<String>,
-    /// `None`: learn them first.
-    masters: Option<Vec<Addr>>,
+    /// The masters known, and whether to learn them again first (those
+    /// known are probed if that fails).
+    masters: Vec<Addr>,
+    relearn: bool,
     turn: usize,
     channel: String,
     message: String,
@@ -392,25 +414,17 @@ impl Job {
                 }
             }
         };
-        let (masters, learnt) = match self.masters {
-            Some(masters) if !masters.is_empty() => (masters, false),
-            _ => {
-                let slots = tokio::time::timeout(
-                    SLOTS_TIMEOUT,
-                    conn.route_command(
-                        redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-                    ),
-                )
-                .await
-                .map_err(|_| timed_out("asking for the masters"))??;
-                let masters = crate::store::masters_in(slots, self.seed.as_deref())
-                    .map_err(|(_, message)| {
-                        redis::RedisError::from((redis::ErrorKind::Client, message))
-                    })?
-                    .0;
-                (masters, true)
+        let (masters, learnt) = if self.relearn || self.masters.is_empty() {
+            match learn_masters(&mut conn, self.seed.as_deref()).await {
+                Ok(masters) => (masters, true),
+                Err(e) if self.masters.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the masters could not be learnt again; probing those known");
+                    (self.masters, false)
+                }
             }
+        } else {
+            (self.masters, false)
         };
         let Some(master) = masters.get(self.turn % masters.len().max(1)).cloned() else {
             return Err(redis::RedisError::from((
@@ -445,6 +459,26 @@ impl Job {
             at: Instant::now(),
         })
     }
+}
+
+/// The masters, from `CLUSTER SLOTS` asked of any node.
+async fn learn_masters(
+    conn: &mut ClusterConnection,
+    seed: Option<&str>,
+) -> redis::RedisResult<Vec<Addr>> {
+    let slots = tokio::time::timeout(
+        SLOTS_TIMEOUT,
+        conn.route_command(
+            redis::cmd("CLUSTER").arg("SLOTS").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        ),
+    )
+    .await
+    .map_err(|_| timed_out("asking for the masters"))??;
+    let masters = crate::store::masters_in(slots, seed)
+        .map_err(|(_, message)| redis::RedisError::from((redis::ErrorKind::Client, message)))?
+        .0;
+    Ok(masters)
 }
 
 /// Whether `e` says the connection failed (rather than the server
