@@ -14,6 +14,11 @@
 //! its changes reach the subscriber, and the level must go off as well,
 //! and come back once the master answers again.
 //!
+//! Last, every node refuses `CLUSTER SLOTS` (an ACL rule): the probes may
+//! go on to the masters they know for a while, but a master added or
+//! failed over meanwhile would not be probed, so the level must go off,
+//! and come back once the masters can be learnt again.
+//!
 //! Its own test binary: the library is configured once per process.
 
 mod common;
@@ -181,6 +186,16 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
     let noticed_stuck = frozen.elapsed();
     drop(hung);
     let back_after_stuck = level_serves(&store, &key, true, Duration::from_secs(20)).await;
+
+    // Every node answers, but none tells the masters any more: those known
+    // may stand in for a while, not for good (one may have been added or
+    // failed over meanwhile).
+    set_cluster_slots_allowed(&servers, false);
+    let denied = Instant::now();
+    let off_unlearnt = !level_serves(&store, &key, false, Duration::from_secs(12)).await;
+    let noticed_unlearnt = denied.elapsed();
+    set_cluster_slots_allowed(&servers, true);
+    let back_learnt = level_serves(&store, &key, true, Duration::from_secs(20)).await;
     drop(servers);
 
     assert!(
@@ -200,4 +215,35 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
         back_after_stuck,
         "the level did not serve again once the master answered"
     );
+    assert!(
+        off_unlearnt,
+        "12 s after the masters could no longer be learnt, the level still \
+         served what it held (nothing vouches for the list it probes)"
+    );
+    println!("the level went off {noticed_unlearnt:?} after CLUSTER SLOTS was refused");
+    assert!(
+        back_learnt,
+        "the level did not serve again once the masters could be learnt"
+    );
+}
+
+/// Refuses (or allows again) `CLUSTER SLOTS` to the default user on every
+/// node: the probes can no longer learn the masters, everything else works.
+fn set_cluster_slots_allowed(servers: &[common::RedisServer], allowed: bool) {
+    let rule = if allowed {
+        "+cluster|slots"
+    } else {
+        "-cluster|slots"
+    };
+    for server in servers {
+        let mut conn = redis::Client::open(server.url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query::<()>(&mut conn)
+            .unwrap();
+    }
 }

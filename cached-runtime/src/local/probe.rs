@@ -79,9 +79,13 @@ pub(super) struct Prober {
     /// that finds it being opened waits for it), again after a failure of
     /// the connection, and anew with each subscription.
     conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
-    /// The masters probed in turn, and when they were learnt.
+    /// The masters probed in turn, and when they were last learnt on this
+    /// subscription.
     masters: Vec<Addr>,
     learnt: Option<Instant>,
+    /// Learn them again with the next probe (the last one failed: one may
+    /// have failed over).
+    relearn: bool,
     /// Counts the probes sent: the next goes to this master (modulo their
     /// number). A failed probe's master is tried again next.
     turn: usize,
@@ -174,6 +178,7 @@ impl Prober {
             conn: Arc::new(tokio::sync::Mutex::new(None)),
             masters: Vec::new(),
             learnt: None,
+            relearn: true,
             turn: 0,
             paused_until: None,
             failures: 0,
@@ -192,9 +197,10 @@ impl Prober {
         self.failures = 0;
         self.watch.clear();
         self.since = Instant::now();
-        // Learnt again by the first probe: they may have changed while
-        // the channel was down.
+        // Learnt again by the first probe, which has no list to fall
+        // back on: they may have changed while the channel was down.
         self.learnt = None;
+        self.relearn = true;
     }
 
     /// Notes `message` if it is the probe on its way.
@@ -267,6 +273,7 @@ impl Prober {
                         }
                         self.masters = masters;
                         self.learnt = Some(Instant::now());
+                        self.relearn = false;
                     }
                     pending.state = Publish::Accepted {
                         master: sent.master,
@@ -280,7 +287,7 @@ impl Prober {
                     // over), and the same master is tried again next, a
                     // tick after this one was sent, then with longer
                     // pauses. (The task dropped a connection that failed.)
-                    self.learnt = None;
+                    self.relearn = true;
                     self.turn = self.turn.wrapping_sub(1);
                     let pause = (self.period * 2u32.pow(self.failures.min(3))).min(PAUSE_MAX);
                     self.failures = self.failures.saturating_add(1);
@@ -306,7 +313,7 @@ impl Prober {
 
     /// The probes' verdict: a probe accepted by its master and not heard
     /// `within` is a lost channel, and so is a master not heard for
-    /// [`UNHEARD_MAX`] and two rounds, or masters that cannot be learnt
+    /// [`UNHEARD_MAX`] and two rounds, or masters not learnt
     /// for as long. A master not heard yet since [`Prober::restart`] is
     /// also given the time a connection may take to open.
     pub(super) fn check(&mut self, within: Duration) -> Check {
@@ -325,7 +332,14 @@ impl Prober {
         }
         let limit = UNHEARD_MAX + self.round() * 2;
         let first_limit = limit + CONNECT_TIMEOUT;
-        if self.masters.is_empty() && self.since.elapsed() > first_limit {
+        // Probes may go on to the masters known while they cannot be learnt
+        // again, but not for longer than a master may go unheard: one
+        // added or failed over meanwhile is not probed.
+        let unlearnt = match self.learnt {
+            Some(t) => t.elapsed() > MASTERS_REFRESH + limit,
+            None => self.since.elapsed() > first_limit,
+        };
+        if unlearnt {
             return Check::Lost("the cluster's masters could not be learnt".to_owned());
         }
         for master in &self.masters {
@@ -352,15 +366,21 @@ impl Prober {
     /// first connects and learns the masters when needed): never waits.
     pub(super) fn start(&mut self, channel: &str) {
         let message = format!("{}:0 h {}", origin(), SERIAL.fetch_add(1, Relaxed));
-        let relearn = self
+        let relearn = self.relearn
+            || self.masters.is_empty()
+            || self.learnt.is_none_or(|t| t.elapsed() >= MASTERS_REFRESH);
+        // Those known stand in for a failed learning only while they are
+        // recent enough to vouch for (see `check`).
+        let fall_back = self
             .learnt
-            .is_none_or(|t| t.elapsed() >= MASTERS_REFRESH || self.masters.is_empty());
+            .is_some_and(|t| t.elapsed() < MASTERS_REFRESH + UNHEARD_MAX);
         let job = Job {
             client: self.client.clone(),
             conn: Arc::clone(&self.conn),
             seed: self.seed.clone(),
             masters: self.masters.clone(),
             relearn,
+            fall_back,
             turn: self.turn,
             channel: channel.to_owned(),
             message: message.clone(),
@@ -386,10 +406,11 @@ struct Job {
     /// Where the connection is kept: opened here when there is none.
     conn: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
     seed: Option<String>,
-    /// The masters known, and whether to learn them again first (those
-    /// known are probed if that fails).
+    /// The masters known, whether to learn them again first, and whether
+    /// those known are probed if that fails.
     masters: Vec<Addr>,
     relearn: bool,
+    fall_back: bool,
     turn: usize,
     channel: String,
     message: String,
@@ -417,7 +438,7 @@ impl Job {
         let (masters, learnt) = if self.relearn || self.masters.is_empty() {
             match learn_masters(&mut conn, self.seed.as_deref()).await {
                 Ok(masters) => (masters, true),
-                Err(e) if self.masters.is_empty() => return Err(e),
+                Err(e) if !self.fall_back || self.masters.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "the masters could not be learnt again; probing those known");
                     (self.masters, false)
