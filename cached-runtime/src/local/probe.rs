@@ -83,8 +83,9 @@ pub(super) struct Prober {
     /// subscription.
     masters: Vec<Addr>,
     learnt: Option<Instant>,
-    /// Learn them again with the next probe (the last one failed: one may
-    /// have failed over).
+    /// Learn them again with the next probe: none learnt on this
+    /// subscription yet, or the last probe failed (one may have failed
+    /// over).
     relearn: bool,
     /// Counts the probes sent: the next goes to this master (modulo their
     /// number). A failed probe's master is tried again next.
@@ -134,7 +135,7 @@ impl Drop for Pending {
 enum Publish {
     /// Its task: connects and learns the masters when needed, then
     /// publishes.
-    Sending(oneshot::Receiver<redis::RedisResult<Sent>>),
+    Sending(oneshot::Receiver<Outcome>),
     /// Sent to `master` at `sent`, accepted at `at`.
     Accepted {
         master: Addr,
@@ -144,9 +145,24 @@ enum Publish {
 }
 
 /// What a probe's task did.
+struct Outcome {
+    /// The masters, when the task learnt them, and when `CLUSTER SLOTS`
+    /// answered (kept even if the `PUBLISH` then failed).
+    learnt: Option<(Vec<Addr>, Instant)>,
+    published: redis::RedisResult<Sent>,
+}
+
+impl Outcome {
+    fn failed(e: redis::RedisError) -> Self {
+        Self {
+            learnt: None,
+            published: Err(e),
+        }
+    }
+}
+
+/// A probe its master accepted.
 struct Sent {
-    /// The masters, when the task learnt them.
-    masters: Option<Vec<Addr>>,
     master: Addr,
     /// When its `PUBLISH` went out, and when the master accepted it.
     sent: Instant,
@@ -242,6 +258,37 @@ impl Prober {
         self.since.elapsed() > CONNECT_TIMEOUT + UNHEARD_MAX + self.round() * 3
     }
 
+    /// Takes in the masters a probe's task learnt at `at`: a master new to
+    /// the list is given its time from now.
+    fn take_masters(&mut self, masters: Vec<Addr>, at: Instant) {
+        let now = Instant::now();
+        let first = self.watch.is_empty();
+        self.watch.retain(|m, _| masters.contains(m));
+        for master in &masters {
+            self.watch.entry(master.clone()).or_insert(Watch {
+                since: now,
+                heard: false,
+                first,
+            });
+        }
+        self.masters = masters;
+        self.learnt = Some(at);
+        self.relearn = false;
+    }
+
+    /// How long a master may go unheard: [`UNHEARD_MAX`] and two rounds.
+    fn unheard_limit(&self) -> Duration {
+        UNHEARD_MAX + self.round() * 2
+    }
+
+    /// How long the masters learnt last may stand in for a failed
+    /// learning: no longer than a master may go unheard, past the time
+    /// they are due to be learnt again (one added or failed over meanwhile
+    /// is not probed).
+    fn masters_trusted_for(&self) -> Duration {
+        MASTERS_REFRESH + self.unheard_limit()
+    }
+
     /// Takes in what the probe's task did, if it is done. A task that
     /// failed (no connection, no masters, the `PUBLISH` refused or too
     /// slow) ends the probe; its master's silence counts in
@@ -251,38 +298,39 @@ impl Prober {
             return;
         };
         if let Publish::Sending(answer) = &mut pending.state {
-            match answer.try_recv() {
+            let outcome = match answer.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty)
                     if pending.started.elapsed() < TASK_MAX =>
                 {
                     return
                 }
-                Ok(Ok(sent)) => {
+                Ok(outcome) => outcome,
+                Err(oneshot::error::TryRecvError::Empty) => Outcome::failed(timed_out("a probe")),
+                Err(oneshot::error::TryRecvError::Closed) => Outcome::failed(
+                    (
+                        redis::ErrorKind::Client,
+                        "a probe's task ended without an answer",
+                    )
+                        .into(),
+                ),
+            };
+            let started = pending.started;
+            if let Some((masters, at)) = outcome.learnt {
+                self.take_masters(masters, at);
+            }
+            match outcome.published {
+                Ok(sent) => {
                     self.failures = 0;
-                    if let Some(masters) = sent.masters {
-                        // A master new to the list is given its time.
-                        let now = Instant::now();
-                        let first = self.watch.is_empty();
-                        self.watch.retain(|m, _| masters.contains(m));
-                        for master in &masters {
-                            self.watch.entry(master.clone()).or_insert(Watch {
-                                since: now,
-                                heard: false,
-                                first,
-                            });
-                        }
-                        self.masters = masters;
-                        self.learnt = Some(Instant::now());
-                        self.relearn = false;
+                    if let Some(pending) = &mut self.pending {
+                        pending.state = Publish::Accepted {
+                            master: sent.master,
+                            sent: sent.sent,
+                            at: sent.at,
+                        };
                     }
-                    pending.state = Publish::Accepted {
-                        master: sent.master,
-                        sent: sent.sent,
-                        at: sent.at,
-                    };
                 }
-                failed => {
-                    tracing::debug!(outcome = ?failed.map(|r| r.map(|_| ())), "an invalidation probe was not published");
+                Err(e) => {
+                    tracing::debug!(error = %e, "an invalidation probe was not published");
                     // The masters are learnt again (one may have failed
                     // over), and the same master is tried again next, a
                     // tick after this one was sent, then with longer
@@ -291,12 +339,15 @@ impl Prober {
                     self.turn = self.turn.wrapping_sub(1);
                     let pause = (self.period * 2u32.pow(self.failures.min(3))).min(PAUSE_MAX);
                     self.failures = self.failures.saturating_add(1);
-                    self.paused_until = Some(pending.started + pause);
+                    self.paused_until = Some(started + pause);
                     self.pending = None;
                     return;
                 }
             }
         }
+        let Some(pending) = &self.pending else {
+            return;
+        };
         if let Publish::Accepted { master, sent, .. } = &pending.state {
             if pending.came_back {
                 // As of when it was sent: all it proves.
@@ -313,9 +364,10 @@ impl Prober {
 
     /// The probes' verdict: a probe accepted by its master and not heard
     /// `within` is a lost channel, and so is a master not heard for
-    /// [`UNHEARD_MAX`] and two rounds, or masters not learnt
-    /// for as long. A master not heard yet since [`Prober::restart`] is
-    /// also given the time a connection may take to open.
+    /// [`UNHEARD_MAX`] and two rounds, or masters last learnt longer ago
+    /// than [`MASTERS_REFRESH`] more than that. Before the first learning
+    /// since [`Prober::restart`], and for masters not heard yet that it
+    /// listed, the time a connection may take to open is given as well.
     pub(super) fn check(&mut self, within: Duration) -> Check {
         self.absorb();
         if let Some(Pending {
@@ -330,13 +382,10 @@ impl Prober {
                 ));
             }
         }
-        let limit = UNHEARD_MAX + self.round() * 2;
+        let limit = self.unheard_limit();
         let first_limit = limit + CONNECT_TIMEOUT;
-        // Probes may go on to the masters known while they cannot be learnt
-        // again, but not for longer than a master may go unheard: one
-        // added or failed over meanwhile is not probed.
         let unlearnt = match self.learnt {
-            Some(t) => t.elapsed() > MASTERS_REFRESH + limit,
+            Some(t) => t.elapsed() > self.masters_trusted_for(),
             None => self.since.elapsed() > first_limit,
         };
         if unlearnt {
@@ -369,11 +418,11 @@ impl Prober {
         let relearn = self.relearn
             || self.masters.is_empty()
             || self.learnt.is_none_or(|t| t.elapsed() >= MASTERS_REFRESH);
-        // Those known stand in for a failed learning only while they are
-        // recent enough to vouch for (see `check`).
+        // Those known stand in for a failed learning only while `check`
+        // still vouches for them.
         let fall_back = self
             .learnt
-            .is_some_and(|t| t.elapsed() < MASTERS_REFRESH + UNHEARD_MAX);
+            .is_some_and(|t| t.elapsed() < self.masters_trusted_for());
         let job = Job {
             client: self.client.clone(),
             conn: Arc::clone(&self.conn),
@@ -417,7 +466,15 @@ struct Job {
 }
 
 impl Job {
-    async fn run(self) -> redis::RedisResult<Sent> {
+    async fn run(self) -> Outcome {
+        let mut learnt = None;
+        let published = self.publish(&mut learnt).await;
+        Outcome { learnt, published }
+    }
+
+    /// Connects and learns the masters when needed (into `learnt`), then
+    /// publishes the probe.
+    async fn publish(self, learnt: &mut Option<(Vec<Addr>, Instant)>) -> redis::RedisResult<Sent> {
         let mut conn = {
             // Held while connecting: a probe sent meanwhile waits for this
             // connection instead of opening another.
@@ -435,24 +492,22 @@ impl Job {
                 }
             }
         };
-        let (masters, learnt) = if self.relearn || self.masters.is_empty() {
+        let masters = if self.relearn || self.masters.is_empty() {
             match learn_masters(&mut conn, self.seed.as_deref()).await {
-                Ok(masters) => (masters, true),
+                Ok(masters) => {
+                    *learnt = Some((masters.clone(), Instant::now()));
+                    masters
+                }
                 Err(e) if !self.fall_back || self.masters.is_empty() => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "the masters could not be learnt again; probing those known");
-                    (self.masters, false)
+                    self.masters
                 }
             }
         } else {
-            (self.masters, false)
+            self.masters
         };
-        let Some(master) = masters.get(self.turn % masters.len().max(1)).cloned() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "CLUSTER SLOTS named no master",
-            )));
-        };
+        let master = masters[self.turn % masters.len()].clone();
         let (host, port) = master.clone();
         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
         let publish = redis::cmd("PUBLISH")
@@ -474,7 +529,6 @@ impl Job {
         }
         published?;
         Ok(Sent {
-            masters: learnt.then_some(masters),
             master,
             sent,
             at: Instant::now(),
@@ -482,7 +536,7 @@ impl Job {
     }
 }
 
-/// The masters, from `CLUSTER SLOTS` asked of any node.
+/// The masters (at least one), from `CLUSTER SLOTS` asked of any node.
 async fn learn_masters(
     conn: &mut ClusterConnection,
     seed: Option<&str>,
@@ -499,6 +553,9 @@ async fn learn_masters(
     let masters = crate::store::masters_in(slots, seed)
         .map_err(|(_, message)| redis::RedisError::from((redis::ErrorKind::Client, message)))?
         .0;
+    if masters.is_empty() {
+        return Err((redis::ErrorKind::Client, "CLUSTER SLOTS named no master").into());
+    }
     Ok(masters)
 }
 
