@@ -122,12 +122,9 @@ fn owner_of(servers: &[common::RedisServer], key: &str) -> usize {
     servers
         .iter()
         .position(|server| {
-            let mut conn = redis::Client::open(server.url())
-                .and_then(|c| c.get_connection())
-                .unwrap();
             redis::cmd("GET")
                 .arg(key)
-                .query::<Option<Vec<u8>>>(&mut conn)
+                .query::<Option<Vec<u8>>>(&mut server.connect())
                 .is_ok()
         })
         .expect("a node serves the key")
@@ -236,14 +233,11 @@ fn set_cluster_slots_allowed(servers: &[common::RedisServer], allowed: bool) {
         "-cluster|slots"
     };
     for server in servers {
-        let mut conn = redis::Client::open(server.url())
-            .and_then(|c| c.get_connection())
-            .unwrap();
         redis::cmd("ACL")
             .arg("SETUSER")
             .arg("default")
             .arg(rule)
-            .query::<()>(&mut conn)
+            .query::<()>(&mut server.connect())
             .unwrap();
     }
 }

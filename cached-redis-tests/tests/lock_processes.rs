@@ -18,6 +18,18 @@ const KEY: &str = "CACHED_REDIS_LOCK_KEY";
 /// fail then, not wait for good.
 const LOCK_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Waits until some holder has taken `lock`, for [`LOCK_WAIT_MAX`] at most.
+async fn until_taken(raw: &mut redis::Connection, lock: &str) {
+    let waiting = Instant::now();
+    while !raw.exists::<_, bool>(lock).unwrap() {
+        assert!(
+            waiting.elapsed() < LOCK_WAIT_MAX,
+            "the holder never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Counts its runs in Redis, where every process sees them. How long it
 /// takes depends on the process's role.
 #[cached(lock = true, prefix = "locked")]
@@ -234,14 +246,7 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
         a.scope(async { leased_cache_key(100) }).await.unwrap()
     );
     let mut raw = common::raw();
-    let waiting = Instant::now();
-    while !raw.exists::<_, bool>(&lock).unwrap() {
-        assert!(
-            waiting.elapsed() < LOCK_WAIT_MAX,
-            "the holder never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_taken(&mut raw, &lock).await;
     let second = tokio::spawn(async move { b.scope(leased(100, 1_500)).await });
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
     assert_eq!(LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -358,14 +363,7 @@ async fn a_body_that_hangs_loses_its_lock() {
     );
     let holder = tokio::spawn(async move { a.scope(hangs(1)).await });
     let mut raw = common::raw();
-    let waiting = Instant::now();
-    while !raw.exists::<_, bool>(&lock).unwrap() {
-        assert!(
-            waiting.elapsed() < LOCK_WAIT_MAX,
-            "the holder never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_taken(&mut raw, &lock).await;
     let taken = Instant::now();
     // Bounded only so that a broken build fails instead of hanging: 30 s
     // of renewals, then at most one lease (5 s before any run) to lapse.

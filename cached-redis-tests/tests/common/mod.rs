@@ -97,7 +97,7 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::O
         .stderr(Stdio::piped())
         .spawn()
         .expect("the child starts");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
         let (bytes, read) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -107,32 +107,13 @@ pub fn output_within(command: &mut Command, limit: Duration) -> (std::process::O
             let _ = bytes.send(buf);
         });
         read
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + limit;
-    let mut killed = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child can be waited for") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            killed = true;
-            break child.wait().expect("the killed child can be waited for");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let finished = wait_within(&mut child, limit);
+    let killed = finished.is_none();
+    // A killed child has been waited for: its status is kept.
+    let status = finished.unwrap_or_else(|| child.wait().expect("the killed child's status"));
     let printed = |read: mpsc::Receiver<Vec<u8>>| {
         read.recv_timeout(Duration::from_secs(5))
             .unwrap_or_else(|_| b"(output still held open by another process)".to_vec())
@@ -231,13 +212,17 @@ impl RedisServer {
         );
     }
 
-    /// The redis-server process id (the child is the shell watching it).
-    pub fn pid(&self) -> u32 {
-        let mut c = redis::Client::open(self.url())
+    /// A plain connection to this server.
+    pub fn connect(&self) -> redis::Connection {
+        redis::Client::open(self.url())
             .unwrap()
             .get_connection()
-            .expect("server reachable");
-        server_pid(&mut c)
+            .expect("server reachable")
+    }
+
+    /// The redis-server process id (the child is the shell watching it).
+    pub fn pid(&self) -> u32 {
+        server_pid(&mut self.connect())
     }
 
     /// Freezes the server with `SIGSTOP`: connections stay open, nothing

@@ -546,7 +546,9 @@ fn clear_all_caught() -> bool {
     std::panic::catch_unwind(super::clear_all).is_ok()
 }
 
-fn timeout_error(what: &'static str) -> redis::RedisError {
+/// An I/O time-out error saying which step of the channel (or of its
+/// probes) took too long.
+pub(super) fn timeout_error(what: &str) -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("invalidation channel: {what} timed out"),

@@ -33,7 +33,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::oneshot;
 
-use super::channel::origin;
+use super::channel::{origin, timeout_error};
 
 /// Opening the probes' cluster connection: each node's own budget (the
 /// client reaches every node it learns of), and the whole connect's.
@@ -178,13 +178,6 @@ pub(super) enum Check {
     Lost(String),
 }
 
-fn timed_out(what: &str) -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("invalidation channel: {what} timed out"),
-    ))
-}
-
 impl Prober {
     pub(super) fn new(client: ClusterClient, seed: Option<String>, period: Duration) -> Self {
         Self {
@@ -305,7 +298,9 @@ impl Prober {
                     return
                 }
                 Ok(outcome) => outcome,
-                Err(oneshot::error::TryRecvError::Empty) => Outcome::failed(timed_out("a probe")),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    Outcome::failed(timeout_error("a probe"))
+                }
                 Err(oneshot::error::TryRecvError::Closed) => Outcome::failed(
                     (
                         redis::ErrorKind::Client,
@@ -486,7 +481,7 @@ impl Job {
                     let connect = self.client.get_async_connection_with_config(config);
                     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
                         .await
-                        .map_err(|_| timed_out("connecting for probes"))??;
+                        .map_err(|_| timeout_error("connecting for probes"))??;
                     *kept = Some(conn.clone());
                     conn
                 }
@@ -517,7 +512,7 @@ impl Job {
         let sent = Instant::now();
         let published = tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
             .await
-            .map_err(|_| timed_out("publishing a probe"))
+            .map_err(|_| timeout_error("publishing a probe"))
             .and_then(|answer| answer);
         if let Err(e) = &published {
             // An error reply (a master loading, or refusing the probe)
@@ -549,7 +544,7 @@ async fn learn_masters(
         ),
     )
     .await
-    .map_err(|_| timed_out("asking for the masters"))??;
+    .map_err(|_| timeout_error("asking for the masters"))??;
     let masters = crate::store::masters_in(slots, seed)
         .map_err(|(_, message)| redis::RedisError::from((redis::ErrorKind::Client, message)))?
         .0;
