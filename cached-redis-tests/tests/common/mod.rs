@@ -279,6 +279,15 @@ pub fn start_cluster(buses: &[(u16, u16)], node_timeout_ms: u32) -> Vec<RedisSer
     };
     let n = nodes.len();
     for (i, node) in nodes.iter().enumerate() {
+        // A distinct config epoch each, as `redis-cli --cluster create`
+        // gives: nodes that all start at 0 settle the collision by gossip
+        // over the first seconds, and a slot moved meanwhile can be taken
+        // back by a stale claim that outranks the importing node's.
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SET-CONFIG-EPOCH")
+            .arg(i + 1)
+            .query(&mut conn(node.port))
+            .unwrap();
         let _: () = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
             .arg(i * 16384 / n)
