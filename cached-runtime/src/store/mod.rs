@@ -781,9 +781,12 @@ impl Store {
         match self {
             Store::Memory(m) => m.unlock(lock_key, token),
             Store::Redis(r) => {
-                let invocation = unlock(lock_key, token);
+                let (key, owned_token) = (lock_key.to_owned(), token.to_owned());
                 r.spawn_or_block(
-                    |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+                    move |mut c| {
+                        let invocation = unlock(&key, &owned_token);
+                        async move { invocation.invoke_async::<i64>(&mut c).await }
+                    },
                     |r| {
                         if let Err(e) = r.run_sync(|c| unlock(lock_key, token).invoke::<i64>(c)) {
                             tracing::debug!(lock_key, error = %e, "an abandoned lock not released; it expires with its lease");

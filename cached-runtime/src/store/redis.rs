@@ -324,9 +324,18 @@ impl RedisStore {
     /// here instead, within the timeout too: outside any runtime, and in a
     /// runtime shutting down (which cancels what is spawned on it at once,
     /// as a probe task tells).
+    ///
+    /// `command` is sent twice when the current runtime has a connection:
+    /// on it as well as on the crate's own. A command the caller sent just
+    /// before it was dropped (a lock's `SET NX` whose answer it never
+    /// waited for) may still be on its way on the caller's connection, and
+    /// only a command sent behind it there is sure to reach Redis after
+    /// it; the crate's own connection may overtake it, but still gets
+    /// there if the caller's runtime stops driving its connection. So
+    /// `command` must be harmless twice (a compare-and-delete).
     pub(crate) fn spawn_or_block<F, Fut>(self: &Arc<Self>, command: F, blocking: impl FnOnce(&Self))
     where
-        F: FnOnce(AsyncConn) -> Fut + Send + 'static,
+        F: Fn(AsyncConn) -> Fut + Send + 'static,
         Fut: Future<Output = RedisResult<i64>> + Send + 'static,
     {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -341,9 +350,18 @@ impl RedisStore {
         if probe.is_finished() && !started.load(Relaxed) {
             return blocking(self);
         }
+        let behind_the_caller = self.current(handle.id());
         let store = Arc::clone(self);
         crate::io::handle().spawn(async move {
-            let _ = store.run(command).await;
+            let after_the_caller = behind_the_caller.map(&command);
+            let timeout = store.timeout;
+            let after_the_caller = async move {
+                if let Some(sent) = after_the_caller {
+                    // Errors ignored, as the other's: this is clean-up.
+                    let _ = tokio::time::timeout(timeout, sent).await;
+                }
+            };
+            let ((), _) = tokio::join!(after_the_caller, store.run(command));
         });
     }
 
