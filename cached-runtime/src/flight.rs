@@ -5,13 +5,15 @@
 //! `None`, panic, a cancelled future), dropping the guard settles the
 //! flight:
 //!
-//! - with an encoded value, every waiter gets it;
+//! - with an encoded value, every waiter gets it (a leader shares it before
+//!   writing it to the store, so one cancelled during the write shares it
+//!   too);
 //! - without one (nothing shareable: an error, `None`, a panic, a value too
-//!   large, a cancelled leader), exactly one waiter is handed the lead and
-//!   runs its own call, while the others keep waiting for that call. A
-//!   failing backend thus sees one call at a time per key in this process,
-//!   never the whole herd at once; the first call that succeeds feeds
-//!   everyone still waiting.
+//!   large, a leader cancelled before its value was encoded), exactly one
+//!   waiter is handed the lead and runs its own call, while the others
+//!   keep waiting for that call. A failing backend thus sees one call at a
+//!   time per key in this process, never the whole herd at once; the first
+//!   call that succeeds feeds everyone still waiting.
 //!
 //! Each caller sees what a call would have produced: the shared value, or
 //! the outcome of its own run (an error cannot be shared: `E` needs no

@@ -786,9 +786,12 @@ impl<V> Pending<V> {
                 // what the key held.
                 let replaced = match stored {
                     Some((value, negative)) => {
-                        match store_value(io, call, value, negative, elapsed, near).await {
+                        let mut leader = leader;
+                        match store_value(io, call, value, negative, elapsed, near, leader.as_mut())
+                            .await
+                        {
                             Some((bytes, stored)) => {
-                                if let Some(mut leader) = leader {
+                                if let Some(leader) = &mut leader {
                                     leader.share(bytes, stored);
                                 }
                                 true
@@ -851,7 +854,8 @@ impl<V> Pending<V> {
                     // The lock stays until its lease ends (see `panicked`).
                     return Some(old);
                 };
-                match store_value(io, call, value, negative, elapsed, near).await {
+                match store_value(io, call, value, negative, elapsed, near, Some(&mut leader)).await
+                {
                     Some((bytes, stored)) => leader.share(bytes, stored),
                     // Too large, or not encodable: the new value is
                     // returned, and the old one must not be served in its
@@ -1013,6 +1017,7 @@ async fn store_value<I, V, N>(
     negative: bool,
     elapsed: Duration,
     near: &N,
+    leader: Option<&mut Leader>,
 ) -> Option<(Arc<[u8]>, bool)>
 where
     I: Io,
@@ -1056,6 +1061,14 @@ where
     if let Some(keys) = call.config.signing.active() {
         signing::seal(keys, call.key(), &mut encoded.bytes);
     }
+    let bytes: Arc<[u8]> = Arc::from(encoded.bytes);
+    // Handed to this key's waiters before the write, as not stored: should
+    // this call be dropped while the write is on its way (a request's
+    // timeout), they get the value it computed instead of one of them
+    // computing it again. A write that completes says whether it stored.
+    if let Some(leader) = leader {
+        leader.share(Arc::clone(&bytes), false);
+    }
     let ttl = if negative {
         fresh_for
     } else {
@@ -1080,11 +1093,11 @@ where
             // Boxed, as the plain write: a write is a miss's, rare next to
             // hits, and every cached function's future would otherwise
             // carry the store command's future inline.
-            let written = Box::pin(io.set_announced(call.key(), &encoded.bytes, ttl, news)).await;
+            let written = Box::pin(io.set_announced(call.key(), &bytes, ttl, news)).await;
             pending.settle();
             written
         }
-        None => Box::pin(io.set(call.key(), &encoded.bytes, ttl)).await,
+        None => Box::pin(io.set(call.key(), &bytes, ttl)).await,
     };
     let stored = written.is_ok();
     match written {
@@ -1093,7 +1106,7 @@ where
         Ok(()) => {
             call.site
                 .stats
-                .stored(codec::HEADER_LEN + encoded.raw_len, encoded.bytes.len());
+                .stored(codec::HEADER_LEN + encoded.raw_len, bytes.len());
             if news.is_some() {
                 let lifetime = held_for(call, negative, None, elapsed, writing);
                 near.replace(ticket, call.key(), value, encoded.raw_len, lifetime);
@@ -1111,7 +1124,7 @@ where
             }
         }
     }
-    Some((Arc::from(encoded.bytes), stored))
+    Some((bytes, stored))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod holding_proxy;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
