@@ -6,9 +6,9 @@
 //! connection. The release of a dropped holder goes from the crate's own
 //! runtime; sent only on that runtime's connection, it could overtake the
 //! lock command. Here a proxy in front of Redis holds the first request
-//! that names the lock back until the caller is dropped and its release
-//! has had every chance to arrive first; the lock must then be gone long
-//! before its lease ends.
+//! that names the lock back until the caller is dropped and the release
+//! on the crate's own connection has reached Redis (finding no lock); the
+//! lock must then be gone long before its lease ends.
 //!
 //! Its own test binary and Redis server: the library is configured once
 //! per process, here through the proxy.
@@ -34,7 +34,7 @@ async fn slow(x: u32) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_never_overtakes_the_lock_it_releases() {
+async fn a_lock_command_on_its_way_when_its_holder_is_dropped_is_still_released() {
     let server = common::RedisServer::start();
     let proxy = HoldingProxy::start(server.port);
     proxy.init_library("lock_release_order");
@@ -66,8 +66,11 @@ async fn a_release_never_overtakes_the_lock_it_releases() {
     // the release on the way out.
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
-    // Time for a release on another connection to reach Redis first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The release sent on the crate's own connection gets to Redis first,
+    // and finds no lock yet: let it be answered before the lock command
+    // goes on.
+    proxy.until_passed_beside();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.let_go();
 
     // The lock command gets through now. With nothing behind it, the lock

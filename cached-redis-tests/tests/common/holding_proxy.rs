@@ -22,6 +22,15 @@ enum Hold {
     LetGo,
 }
 
+/// What the proxy has seen; guarded by one lock with its condition.
+#[derive(Debug, Default)]
+struct Seen {
+    hold: Hold,
+    /// Chunks naming the needle that other connections passed on while
+    /// one was held.
+    passed_beside: usize,
+}
+
 /// A TCP proxy that holds back the first chunk, from a client, that
 /// contains the needle ([`HoldingProxy::hold_first`]), and everything after
 /// it on that connection, until [`HoldingProxy::let_go`]. Other
@@ -29,16 +38,16 @@ enum Hold {
 pub struct HoldingProxy {
     pub port: u16,
     needle: Arc<Mutex<Vec<u8>>>,
-    hold: Arc<(Mutex<Hold>, Condvar)>,
+    seen: Arc<(Mutex<Seen>, Condvar)>,
 }
 
 impl HoldingProxy {
     pub fn start(target: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let hold = Arc::new((Mutex::new(Hold::Waiting), Condvar::new()));
+        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
         let needle = Arc::new(Mutex::new(Vec::new()));
-        let (shared, shared_needle) = (Arc::clone(&hold), Arc::clone(&needle));
+        let (shared, shared_needle) = (Arc::clone(&seen), Arc::clone(&needle));
         std::thread::spawn(move || {
             for inbound in listener.incoming().flatten() {
                 let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -48,29 +57,41 @@ impl HoldingProxy {
                 let (Ok(client), Ok(server)) = (inbound.try_clone(), outbound.try_clone()) else {
                     continue;
                 };
-                std::thread::spawn(move || pass(server, client, |_| {}));
-                let (hold, needle) = (Arc::clone(&shared), Arc::clone(&shared_needle));
+                std::thread::spawn(move || pass(server, client, |_| {}, |_| {}));
+                let (seen, needle) = (Arc::clone(&shared), Arc::clone(&shared_needle));
                 std::thread::spawn(move || {
-                    pass(inbound, outbound, |chunk| {
-                        let (state, changed) = &*hold;
-                        let mut state = state.lock().unwrap();
-                        let needle = needle.lock().unwrap().clone();
-                        let names_it =
-                            !needle.is_empty() && chunk.windows(needle.len()).any(|w| w == needle);
-                        if *state == Hold::Waiting && names_it {
-                            *state = Hold::Holding;
+                    let names_it = |chunk: &[u8]| {
+                        let needle = needle.lock().unwrap();
+                        !needle.is_empty() && chunk.windows(needle.len()).any(|w| w == *needle)
+                    };
+                    let holds = std::cell::Cell::new(false);
+                    let before = |chunk: &[u8]| {
+                        let (seen, changed) = &*seen;
+                        let mut seen = seen.lock().unwrap();
+                        if seen.hold == Hold::Waiting && names_it(chunk) {
+                            holds.set(true);
+                            seen.hold = Hold::Holding;
                             changed.notify_all();
                             // This connection only: the others' threads
                             // never wait here.
-                            while *state != Hold::LetGo {
-                                state = changed.wait(state).unwrap();
+                            while seen.hold != Hold::LetGo {
+                                seen = changed.wait(seen).unwrap();
                             }
                         }
-                    })
+                    };
+                    let after = |chunk: &[u8]| {
+                        let (seen, changed) = &*seen;
+                        let mut seen = seen.lock().unwrap();
+                        if !holds.get() && seen.hold == Hold::Holding && names_it(chunk) {
+                            seen.passed_beside += 1;
+                            changed.notify_all();
+                        }
+                    };
+                    pass(inbound, outbound, before, after);
                 });
             }
         });
-        Self { port, needle, hold }
+        Self { port, needle, seen }
     }
 
     /// Configures the library, for this test process, to reach its server
@@ -94,36 +115,46 @@ impl HoldingProxy {
         *self.needle.lock().unwrap() = needle.as_bytes().to_vec();
     }
 
+    /// Waits until `done` holds of what the proxy saw.
+    fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
+        let (seen, changed) = &*self.seen;
+        let (seen, timeout) = changed
+            .wait_timeout_while(seen.lock().unwrap(), PATIENCE, |s| !done(s))
+            .unwrap();
+        assert!(!timeout.timed_out(), "{what} never happened: {seen:?}");
+    }
+
     /// Waits until a request naming the needle is held.
     pub fn until_holding(&self) {
-        let (state, changed) = &*self.hold;
-        let (state, timeout) = changed
-            .wait_timeout_while(state.lock().unwrap(), PATIENCE, |s| *s != Hold::Holding)
-            .unwrap();
-        assert!(
-            !timeout.timed_out(),
-            "no request named the lock: {:?}",
-            *state
-        );
+        self.until("a request naming the needle", |s| s.hold == Hold::Holding);
+    }
+
+    /// Waits until another connection passed on a request naming the
+    /// needle while one is held.
+    pub fn until_passed_beside(&self) {
+        self.until("a request naming the needle on another connection", |s| {
+            s.passed_beside > 0
+        });
     }
 
     /// Lets the held request, and what came behind it, go on.
     pub fn let_go(&self) {
-        let (state, changed) = &*self.hold;
-        *state.lock().unwrap() = Hold::LetGo;
+        let (seen, changed) = &*self.seen;
+        seen.lock().unwrap().hold = Hold::LetGo;
         changed.notify_all();
     }
 }
 
 /// Copies `from` to `to`, calling `before` with each chunk before it is
-/// written.
-fn pass(mut from: TcpStream, mut to: TcpStream, before: impl Fn(&[u8])) {
+/// written and `after` once it is.
+fn pass(mut from: TcpStream, mut to: TcpStream, before: impl Fn(&[u8]), after: impl Fn(&[u8])) {
     let mut buf = [0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf) {
         before(&buf[..n]);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+        after(&buf[..n]);
     }
     let _ = to.shutdown(Shutdown::Both);
 }

@@ -776,13 +776,13 @@ impl Store {
 
     /// [`Store::unlock`] without waiting for it, for a holder that is
     /// going away (a panic, a dropped future); see
-    /// [`RedisStore::spawn_or_block`] for where it is sent from.
+    /// [`RedisStore::release_soon`] for where it is sent from.
     pub(crate) fn unlock_soon(&self, lock_key: &str, token: &str) {
         match self {
             Store::Memory(m) => m.unlock(lock_key, token),
             Store::Redis(r) => {
                 let (key, owned_token) = (lock_key.to_owned(), token.to_owned());
-                r.spawn_or_block(
+                r.release_soon(
                     move |mut c| {
                         let invocation = unlock(&key, &owned_token);
                         async move { invocation.invoke_async::<i64>(&mut c).await }

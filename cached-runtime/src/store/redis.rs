@@ -314,26 +314,28 @@ impl RedisStore {
         }
     }
 
-    /// Starts `command` without waiting for it, within the timeout: for
-    /// clean-up that must not wait (a drop). It goes from the crate's own
-    /// runtime, which always runs: the current one may not run it, or not
-    /// to its end (a current-thread runtime runs its tasks only inside
-    /// `block_on`, which may have returned for good; a runtime dropped
-    /// next cancels it, and its connection's driver with it). Where the
-    /// process may exit before that runtime gets to it, `blocking` runs
-    /// here instead, within the timeout too: outside any runtime, and in a
-    /// runtime shutting down (which cancels what is spawned on it at once,
-    /// as a probe task tells).
+    /// Starts the release `command` (a compare-and-delete, harmless when
+    /// sent twice) without waiting for it, within the timeout: for a
+    /// holder going away (a drop). It goes from the crate's own runtime,
+    /// which always runs: the current one may not run it, or not to its
+    /// end (a current-thread runtime runs its tasks only inside `block_on`,
+    /// which may have returned for good; a runtime dropped next cancels
+    /// it, and its connection's driver with it). Where the process may exit
+    /// before that runtime gets to it, `blocking` runs here instead, within
+    /// the timeout too: outside any runtime, and in a runtime shutting down
+    /// (which cancels what is spawned on it at once, as a probe task
+    /// tells).
     ///
     /// `command` is sent twice when the current runtime has a connection:
-    /// on it as well as on the crate's own. A command the caller sent just
-    /// before it was dropped (a lock's `SET NX` whose answer it never
-    /// waited for) may still be on its way on the caller's connection, and
-    /// only a command sent behind it there is sure to reach Redis after
-    /// it; the crate's own connection may overtake it, but still gets
-    /// there if the caller's runtime stops driving its connection. So
-    /// `command` must be harmless twice (a compare-and-delete).
-    pub(crate) fn spawn_or_block<F, Fut>(self: &Arc<Self>, command: F, blocking: impl FnOnce(&Self))
+    /// on it as well as on the crate's own. A lock command the holder sent
+    /// just before it was dropped, whose answer it never waited for, may
+    /// still be on its way on that connection, and only a command queued
+    /// behind it there is sure to reach Redis after it; the crate's own
+    /// connection may overtake it, but still gets there if the caller's
+    /// runtime stops driving its connection. (A lock command that timed
+    /// out went on a connection given up since: nothing can be queued
+    /// behind it any more, and its lock may stay for its lease.)
+    pub(crate) fn release_soon<F, Fut>(self: &Arc<Self>, command: F, blocking: impl FnOnce(&Self))
     where
         F: Fn(AsyncConn) -> Fut + Send + 'static,
         Fut: Future<Output = RedisResult<i64>> + Send + 'static,
@@ -350,18 +352,22 @@ impl RedisStore {
         if probe.is_finished() && !started.load(Relaxed) {
             return blocking(self);
         }
-        let behind_the_caller = self.current(handle.id());
+        let callers_conn = self.current(handle.id());
         let store = Arc::clone(self);
         crate::io::handle().spawn(async move {
-            let after_the_caller = behind_the_caller.map(&command);
             let timeout = store.timeout;
-            let after_the_caller = async move {
-                if let Some(sent) = after_the_caller {
-                    // Errors ignored, as the other's: this is clean-up.
+            // Straight on the connection, past the breaker: a clean-up that
+            // must go behind what the caller sent, even while the breaker
+            // refuses new commands. Its outcome is not counted either.
+            let sent_on_callers = callers_conn.map(&command);
+            let on_callers_conn = async move {
+                if let Some(sent) = sent_on_callers {
                     let _ = tokio::time::timeout(timeout, sent).await;
                 }
             };
-            let ((), _) = tokio::join!(after_the_caller, store.run(command));
+            // Side by side: neither waits for the other's timeout (the
+            // caller's connection may not be driven any more).
+            let ((), _) = tokio::join!(on_callers_conn, store.run(command));
         });
     }
 
