@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cached_redis::cached;
@@ -18,13 +18,28 @@ use common::holding_proxy::{HoldingProxy, PATIENCE};
 
 /// Runs of the body.
 static RUNS: AtomicU32 = AtomicU32::new(0);
+/// Set once the second call waits for the first one: the body returns
+/// only then.
+static GO_ON: AtomicBool = AtomicBool::new(false);
 
 #[cached(prefix = "ldw_value", ttl = 600)]
 async fn value(x: u32) -> u32 {
     RUNS.fetch_add(1, SeqCst);
-    // Long enough for the second call to start waiting for this one.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until("the go-ahead", || GO_ON.load(SeqCst)).await;
     x * 10
+}
+
+/// How many `GET`s the server has run.
+fn gets(server: &common::RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.connect())
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until `done` holds, or gives up after [`PATIENCE`].
@@ -47,7 +62,13 @@ async fn waiters_get_the_value_of_a_call_dropped_while_writing_it() {
 
     let first = tokio::spawn(value(1));
     until("the first call's body", || RUNS.load(SeqCst) == 1).await;
+    // The second call misses too (its `GET` answered), then waits for the
+    // first one; only then may the first one finish and write.
+    let read = gets(&server);
     let second = tokio::spawn(value(1));
+    until("the second call's read", || gets(&server) > read).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    GO_ON.store(true, SeqCst);
     proxy.until_holding();
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());

@@ -181,8 +181,9 @@ pub(crate) fn uncached() {
     }
 }
 
-/// A call handed another caller's value that no entry holds (its write
-/// failed): served from the cache, with nothing to describe.
+/// A call handed another caller's value that no entry is known to hold
+/// (its write failed, or its caller was dropped before the answer):
+/// served from the cache, with nothing to describe.
 pub(crate) fn hit_unstored() {
     if active() {
         record(EntryInfo {

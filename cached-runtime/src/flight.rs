@@ -5,9 +5,9 @@
 //! `None`, panic, a cancelled future), dropping the guard settles the
 //! flight:
 //!
-//! - with an encoded value, every waiter gets it (a leader shares it before
-//!   writing it to the store, so one cancelled during the write shares it
-//!   too);
+//! - with an encoded value, every waiter gets it then (a leader shares it
+//!   before writing it to the store, so one cancelled during the write
+//!   still feeds them; otherwise they get it once the write is answered);
 //! - without one (nothing shareable: an error, `None`, a panic, a value too
 //!   large, a leader cancelled before its value was encoded), exactly one
 //!   waiter is handed the lead and runs its own call, while the others
@@ -56,8 +56,9 @@ pub(crate) enum Role {
 pub(crate) struct Shared {
     /// The encoded entry, header included.
     pub(crate) bytes: Arc<[u8]>,
-    /// Whether the store holds it: a write that failed leaves the value
-    /// to the followers, but no entry to describe.
+    /// Whether the store is known to hold it: a write that failed, or
+    /// whose leader was dropped before its answer, leaves the value to the
+    /// followers, but no entry known to describe.
     pub(crate) stored: bool,
 }
 
@@ -157,8 +158,8 @@ impl Drop for Leader {
         match self.value.take() {
             Some(value) => {
                 // Retired first: a call arriving from now on starts afresh
-                // (it will find the stored entry) instead of joining a
-                // finished flight.
+                // (it will find the entry, if its write landed) instead of
+                // joining a finished flight.
                 retire(&mut flights, &self.key, &self.flight);
                 state.value = Some(value);
             }

@@ -777,7 +777,7 @@ impl<V> Pending<V> {
         call.site.record_miss(call.key(), elapsed);
         match self.kind {
             PendingKind::Miss {
-                leader,
+                mut leader,
                 lock,
                 forced,
                 undecodable,
@@ -786,12 +786,16 @@ impl<V> Pending<V> {
                 // what the key held.
                 let replaced = match stored {
                     Some((value, negative)) => {
-                        let mut leader = leader;
                         match store_value(io, call, value, negative, elapsed, near, leader.as_mut())
                             .await
                         {
                             Some((bytes, stored)) => {
-                                if let Some(leader) = &mut leader {
+                                // Dropped here, settling the flight: the
+                                // waiters need nothing more. Without a
+                                // value the guard is kept to the end, so
+                                // that a waiter handed the lead starts
+                                // after the clean-up and the release below.
+                                if let Some(mut leader) = leader.take() {
                                     leader.share(bytes, stored);
                                 }
                                 true
@@ -1010,6 +1014,8 @@ async fn fetch<I: Io, V: DeserializeOwned>(
 /// Encodes and stores `value` (`negative`: a cached `None`); its bytes,
 /// when it could be encoded, and whether the store took them. With a
 /// `local` level, the other processes are told and this one holds it.
+/// `leader` (the call's flight, if it leads one) is handed the bytes
+/// before the write, as not stored.
 async fn store_value<I, V, N>(
     io: &I,
     call: &Call<'_>,

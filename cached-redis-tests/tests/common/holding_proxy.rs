@@ -126,7 +126,9 @@ impl HoldingProxy {
 
     /// Waits until a request naming the needle is held.
     pub fn until_holding(&self) {
-        self.until("a request naming the needle", |s| s.hold == Hold::Holding);
+        self.until("a request naming the needle held", |s| {
+            s.hold == Hold::Holding
+        });
     }
 
     /// Waits until another connection passed on a request naming the
