@@ -93,6 +93,59 @@ fn move_slot(slot: u16, from: &Master, to: &Master, all: &[Master]) {
             setslot(other, slot, "NODE", &to.id);
         }
     }
+    until_settled(slot, to, all);
+}
+
+/// Waits until every master names `owner` as the owner of `slot` and all
+/// agree on the cluster's current epoch. Otherwise a move that follows
+/// could start while `owner`'s new epoch is still spreading: the next
+/// importer would then not raise its own above it, and a message `owner`
+/// sent before it let go of the slot would claim it back.
+fn until_settled(slot: u16, owner: &Master, all: &[Master]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let views: Vec<(Option<String>, Option<String>)> = all
+            .iter()
+            .map(|m| {
+                let mut conn = m.conn();
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                let epoch = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+                    .map(|e| e.trim().to_owned());
+                (owner_seen(&mut conn, slot), epoch)
+            })
+            .collect();
+        let agreed = views.iter().all(|(seen, epoch)| {
+            seen.as_deref() == Some(owner.id.as_str()) && *epoch == views[0].1
+        });
+        if agreed {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster did not settle on {} owning slot {slot}: {views:?}",
+            owner.port
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The id of the node that owns `slot`, as the node behind `conn` sees it.
+fn owner_seen(conn: &mut redis::Connection, slot: u16) -> Option<String> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(conn).unwrap();
+    nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let owns = f.get(8..)?.iter().any(|range| {
+            let mut ends = range.split('-').map(|n| n.parse::<u16>());
+            match (ends.next(), ends.next()) {
+                (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+                (Some(Ok(a)), None) => a == slot,
+                _ => false,
+            }
+        });
+        owns.then(|| f[0].to_owned())
+    })
 }
 
 /// `CLUSTER SETSLOT slot how id` on `master`.
@@ -203,6 +256,7 @@ async fn a_key_that_moves_during_a_walk_is_still_found() {
     for master in &all {
         setslot(master, slot, "NODE", &first.id);
     }
+    until_settled(slot, &first, &all);
     move_slot(slot, &first, &last, &all);
     let _: () = redis::cmd("DEL").arg(&key).query(&mut last.conn()).unwrap();
     walk.expect("a walk while a slot is half-moved, nothing changing hands");

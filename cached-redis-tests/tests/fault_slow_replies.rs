@@ -102,15 +102,25 @@ fn answers_dripped_past_the_timeout_open_the_breaker() {
             .unwrap(),
     )
     .unwrap();
-    // A connection in the pool, and a stored entry, at full speed.
-    assert_eq!((item(0), item(0)), (1, 1));
-    assert_eq!(RUNS.load(SeqCst), 1);
+    // A connection in the pool, and a stored entry, at full speed: until a
+    // call is a hit (a stall past the short timeout on a loaded machine
+    // only costs a round more).
+    let warm_until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = RUNS.load(SeqCst);
+        assert_eq!(item(0), 1);
+        if RUNS.load(SeqCst) == runs {
+            break;
+        }
+        assert!(std::time::Instant::now() < warm_until, "item(0) never hit");
+    }
+    let runs = RUNS.load(SeqCst);
     let before = gets_answered(&server);
     dripping.store(true, SeqCst);
     for x in 1..=10 {
         assert_eq!(item(x), x + 1, "every call answers");
     }
-    assert_eq!(RUNS.load(SeqCst), 11);
+    assert_eq!(RUNS.load(SeqCst), runs + 10);
     // Three slow answers (a `GET`, its `SET`, the next `GET`) open the
     // breaker; the calls after it do not go to Redis.
     let gets = gets_answered(&server) - before;

@@ -67,7 +67,10 @@ async fn waiters_get_the_value_of_a_call_dropped_while_writing_it() {
     let read = gets(&server);
     let second = tokio::spawn(value(1));
     until("the second call's read", || gets(&server) > read).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // From its answer to joining the first call's flight, the second call
+    // only decodes nothing and looks the key up in this process: far less
+    // than this, even on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     GO_ON.store(true, SeqCst);
     proxy.until_holding();
     first.abort();

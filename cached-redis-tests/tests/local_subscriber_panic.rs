@@ -86,14 +86,13 @@ async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
     let ns = common::namespace("local_subscriber_panic");
     let key = touchy_cache_key(0).unwrap();
     // The level goes live once its channel is subscribed.
-    let _ = touchy(0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_held_again(key.as_str()).await;
+    SOURCE.store(1, SeqCst);
     touchy_invalidate(0).await.unwrap();
     assert_eq!(touchy(0).await, Touchy(1));
     // Removing the held copy panics in its `Drop`.
     announce_from_elsewhere(&ns, key.as_str());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(PANICS.load(SeqCst), 1, "the message reached the held copy");
+    until_panicked(1).await;
     until_held_again(key.as_str()).await;
 
     // The same from a message for the whole prefix: the copy is dropped
@@ -103,18 +102,33 @@ async fn a_panic_applying_a_message_does_not_leave_the_level_deaf() {
     touchy_invalidate(0).await.unwrap();
     assert_eq!(touchy(0).await, Touchy(1));
     announce_prefix_from_elsewhere(&ns);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(PANICS.load(SeqCst), 2, "the message reached the held copy");
+    until_panicked(2).await;
     until_held_again(key.as_str()).await;
 
     // Another process changes the value and says so.
     SOURCE.store(3, SeqCst);
     let _: () = common::raw().del(key.as_str()).unwrap();
     announce_from_elsewhere(&ns, key.as_str());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        touchy(0).await,
-        Touchy(3),
-        "a copy served after its change was announced"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while touchy(0).await != Touchy(3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "10 s after its change was announced, the held copy was still served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the held copy's `Drop` panicked `n` times in all: the
+/// message reached it.
+async fn until_panicked(n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while PANICS.load(SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message never reached the held copy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(PANICS.load(SeqCst), n, "one message, one panic");
 }

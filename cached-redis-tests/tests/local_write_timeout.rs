@@ -24,11 +24,6 @@ const NS: &str = "CACHED_REDIS_WT_NS";
 const PATIENCE: Duration = Duration::from_secs(15);
 /// The cache's command timeout; Redis is frozen for longer than this.
 const TIMEOUT: Duration = Duration::from_millis(100);
-/// How long Redis is frozen: past the write's timeout, but short of the
-/// 500 ms the peer's channel gives a `PING` before it counts as lost (a
-/// lost channel would empty the peer's level and hide what is tested; the
-/// test checks it did not).
-const FROZEN: Duration = Duration::from_millis(300);
 
 /// The server of this test (the parent's, passed to the peer).
 fn url() -> &'static str {
@@ -176,9 +171,19 @@ async fn a_write_whose_reply_timed_out_still_reaches_the_peer() {
     // is tested is a write sent, not a connection that cannot open.
     value(id + 100).await;
     let errors_before = cached_redis::local_stats("wt_value").unwrap().errors;
+    // Frozen until the write has timed out, and no longer: the peer's
+    // channel counts itself lost after 500 ms without an answer to its
+    // `PING`, which would empty the peer's level and hide what is tested
+    // (the test checks it did not). Woken as soon as the error is counted,
+    // not after a fixed time a loaded machine could overrun.
     let hung = server.hang();
     let waker = std::thread::spawn(move || {
-        std::thread::sleep(FROZEN);
+        let deadline = Instant::now() + PATIENCE;
+        while cached_redis::local_stats("wt_value").unwrap().errors <= errors_before
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         drop(hung);
     });
     assert_eq!(value_refresh(id).await, new);

@@ -20,14 +20,15 @@ use std::time::{Duration, Instant};
 use cached_redis::cached;
 use redis::Commands;
 
-/// The cache's command timeout.
-const TIMEOUT: Duration = Duration::from_millis(400);
+/// The cache's command timeout. The lengths below leave each step at
+/// least a quarter of it (500 ms) on either side, for a loaded machine.
+const TIMEOUT: Duration = Duration::from_millis(2000);
 /// How long writes are paused: past the first call's timeout, short of
-/// the second's (each by 200 and 100 ms).
-const PAUSE: Duration = Duration::from_millis(600);
+/// the second's (each by 500 ms).
+const PAUSE: Duration = Duration::from_millis(2500);
 /// When the second call starts, after the first: before the first gives
-/// up its `SET NX` (and with it the connection), by 100 ms.
-const SECOND_AFTER: Duration = Duration::from_millis(300);
+/// up its `SET NX` (and with it the connection), by 1 s.
+const SECOND_AFTER: Duration = Duration::from_millis(1000);
 
 static URL: OnceLock<String> = OnceLock::new();
 
@@ -46,7 +47,7 @@ static HOLDER_AT_END: Mutex<Option<String>> = Mutex::new(None);
 async fn fails(x: u32) -> Result<u32, String> {
     *BODY_STARTED.lock().unwrap() = Some(Instant::now());
     // Outlive the pause: by then the `SET NX` has run.
-    tokio::time::sleep(PAUSE + Duration::from_millis(300)).await;
+    tokio::time::sleep(PAUSE + Duration::from_millis(1000)).await;
     let lock = format!("{}:lock", fails_cache_key(x).unwrap());
     *HOLDER_AT_END.lock().unwrap() = raw().get(&lock).unwrap();
     Err(format!("{x} is not found"))

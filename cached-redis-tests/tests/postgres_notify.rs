@@ -20,8 +20,10 @@ use cached_redis::postgres::{listen, ListenerHandle};
 /// The trigger function under test.
 const TRIGGER_SQL: &str = include_str!("../../sql/cached_redis_notify.sql");
 
-/// How long an invalidation may take after the commit.
-const WITHIN: Duration = Duration::from_secs(1);
+/// How long an invalidation may take after the commit before the test
+/// counts it lost: a bound for a loaded machine, not a speed claim (the
+/// delay each took is printed).
+const WITHIN: Duration = Duration::from_secs(10);
 
 fn setup() {
     common::init_once("postgres_notify");
