@@ -52,6 +52,10 @@ fn closed_pooled_connections_cost_one_failure_not_the_breaker() {
         cached_redis::Config::builder()
             .redis_url(server.url())
             .namespace("client_kill")
+            // Generous: tens of thousands of calls below must each be a
+            // hit, and a stall past a short timeout on a loaded machine
+            // would make one a miss (and count towards the breaker).
+            .timeout(Duration::from_secs(2))
             .breaker_threshold(3)
             // Longer than the test: once open, the breaker would stay open.
             .breaker_cooldown(Duration::from_secs(3600))
