@@ -69,22 +69,6 @@ fn item(x: u32) -> u32 {
     x + 1
 }
 
-/// How many `GET`s the server has answered.
-fn gets_answered(server: &common::RedisServer) -> u64 {
-    let mut c = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut c)
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[test]
 fn answers_dripped_past_the_timeout_open_the_breaker() {
     let server = common::RedisServer::start();
@@ -115,7 +99,7 @@ fn answers_dripped_past_the_timeout_open_the_breaker() {
         assert!(std::time::Instant::now() < warm_until, "item(0) never hit");
     }
     let runs = RUNS.load(SeqCst);
-    let before = gets_answered(&server);
+    let before = server.gets_answered();
     dripping.store(true, SeqCst);
     for x in 1..=10 {
         assert_eq!(item(x), x + 1, "every call answers");
@@ -123,6 +107,6 @@ fn answers_dripped_past_the_timeout_open_the_breaker() {
     assert_eq!(RUNS.load(SeqCst), runs + 10);
     // Three slow answers (a `GET`, its `SET`, the next `GET`) open the
     // breaker; the calls after it do not go to Redis.
-    let gets = gets_answered(&server) - before;
+    let gets = server.gets_answered() - before;
     assert!(gets <= 3, "{gets} of 10 calls waited for a dripped answer");
 }

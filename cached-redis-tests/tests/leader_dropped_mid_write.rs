@@ -11,7 +11,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cached_redis::cached;
 use common::holding_proxy::{HoldingProxy, PATIENCE};
@@ -25,30 +25,8 @@ static GO_ON: AtomicBool = AtomicBool::new(false);
 #[cached(prefix = "ldw_value", ttl = 600)]
 async fn value(x: u32) -> u32 {
     RUNS.fetch_add(1, SeqCst);
-    until("the go-ahead", || GO_ON.load(SeqCst)).await;
+    common::eventually("the go-ahead", || GO_ON.load(SeqCst)).await;
     x * 10
-}
-
-/// How many `GET`s the server has run.
-fn gets(server: &common::RedisServer) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.connect())
-        .unwrap();
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until `done` holds, or gives up after [`PATIENCE`].
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,12 +39,12 @@ async fn waiters_get_the_value_of_a_call_dropped_while_writing_it() {
     proxy.hold_first(&format!("SET\r\n${}\r\n{key}", key.len()));
 
     let first = tokio::spawn(value(1));
-    until("the first call's body", || RUNS.load(SeqCst) == 1).await;
+    common::eventually("the first call's body", || RUNS.load(SeqCst) == 1).await;
     // The second call misses too (its `GET` answered), then waits for the
     // first one; only then may the first one finish and write.
-    let read = gets(&server);
+    let read = server.gets_answered();
     let second = tokio::spawn(value(1));
-    until("the second call's read", || gets(&server) > read).await;
+    common::eventually("the second call's read", || server.gets_answered() > read).await;
     // From its answer to joining the first call's flight, the second call
     // only decodes nothing and looks the key up in this process: far less
     // than this, even on a loaded machine.
@@ -77,7 +55,7 @@ async fn waiters_get_the_value_of_a_call_dropped_while_writing_it() {
     assert!(first.await.unwrap_err().is_cancelled());
     // Either the second call got the value, or it runs the body itself
     // (its own write then waits behind the held one).
-    until("the second call's answer or run", || {
+    common::eventually("the second call's answer or run", || {
         second.is_finished() || RUNS.load(SeqCst) > 1
     })
     .await;

@@ -160,18 +160,6 @@ static RACE_CALLS: AtomicUsize = AtomicUsize::new(0);
 /// Lets the stale refresh's body end, once the newer write is done.
 static REFRESH_MAY_END: AtomicBool = AtomicBool::new(false);
 
-/// Waits until `done` holds, or fails after a generous deadline.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} never happened"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[cached(ttl = 1, stale = 30, prefix = "outcome_late_none")]
 async fn item(id: u32) -> Option<String> {
     match RACE_CALLS.fetch_add(1, SeqCst) {
@@ -179,7 +167,7 @@ async fn item(id: u32) -> Option<String> {
         // The stale refresh reads the row while it is gone, slowly: until
         // the row is back and written through.
         1 => {
-            until("the newer write", || REFRESH_MAY_END.load(SeqCst)).await;
+            common::eventually("the newer write", || REFRESH_MAY_END.load(SeqCst)).await;
             None
         }
         // The row is back: a write-through stores it meanwhile.
@@ -195,7 +183,7 @@ async fn a_late_refresh_to_none_leaves_a_newer_write() {
     assert_eq!(item(1).await.as_deref(), Some("v1 1"));
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let refreshing = tokio::spawn(item(1));
-    until("the stale refresh's body", || RACE_CALLS.load(SeqCst) == 2).await;
+    common::eventually("the stale refresh's body", || RACE_CALLS.load(SeqCst) == 2).await;
     assert_eq!(item_refresh(1).await.as_deref(), Some("v2 1"));
     REFRESH_MAY_END.store(true, SeqCst);
     assert_eq!(refreshing.await.unwrap(), None);

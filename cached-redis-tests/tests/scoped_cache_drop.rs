@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cached_redis::{cached, Cache, Config};
 use redis::Commands;
@@ -101,15 +101,6 @@ fn subscribers(namespace: &str) -> i64 {
     n
 }
 
-/// Waits until `done` holds, or fails naming `what`.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_cache_ends_its_background_work() {
     let ns_default = common::namespace("drop-default");
@@ -118,7 +109,7 @@ async fn dropping_a_cache_ends_its_background_work() {
     // The default cache's connections are open before counting.
     assert_eq!(twice(1).await, 2);
     assert_eq!(tokio::task::spawn_blocking(|| thrice(1)).await.unwrap(), 3);
-    eventually("the default cache's subscriber", || {
+    common::eventually("the default cache's subscriber", || {
         subscribers(&ns_default) == 1
     })
     .await;
@@ -133,7 +124,7 @@ async fn dropping_a_cache_ends_its_background_work() {
         .await
         .unwrap();
     assert_eq!(sync, 3);
-    eventually("the scoped cache's subscriber", || {
+    common::eventually("the scoped cache's subscriber", || {
         subscribers(&ns_dropped) == 1
     })
     .await;
@@ -146,23 +137,23 @@ async fn dropping_a_cache_ends_its_background_work() {
     assert_eq!(subscriber_threads(), threads_before + 1);
 
     drop(cache);
-    eventually("the subscriber unsubscribed", || {
+    common::eventually("the subscriber unsubscribed", || {
         subscribers(&ns_dropped) == 0
     })
     .await;
-    eventually("the subscriber thread ended", || {
+    common::eventually("the subscriber thread ended", || {
         subscriber_threads() == threads_before
     })
     .await;
     // The last flush wrote the counts it had not written.
-    eventually("the last flush", || {
+    common::eventually("the last flush", || {
         let stats: HashMap<String, String> = common::raw()
             .hgetall(format!("{ns_dropped}:drop_async:stats"))
             .unwrap();
         stats.get("hits").map(String::as_str) == Some("1")
     })
     .await;
-    eventually("the connections closed", || {
+    common::eventually("the connections closed", || {
         own_connections() == connections_before
     })
     .await;

@@ -221,6 +221,18 @@ impl RedisServer {
             .expect("server reachable")
     }
 
+    /// How many `GET`s this server has answered.
+    pub fn gets_answered(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connect())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
     /// The redis-server process id (the child is the shell watching it).
     pub fn pid(&self) -> u32 {
         server_pid(&mut self.connect())
@@ -251,6 +263,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `done` holds, or fails naming `what` after 15 s.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
