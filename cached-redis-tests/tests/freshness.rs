@@ -405,12 +405,18 @@ async fn early_judges_a_cached_none_by_cache_none() {
 static SLOW_REFRESH_RUNS: AtomicU64 = AtomicU64::new(0);
 static SLOW_REFRESH: AtomicBool = AtomicBool::new(false);
 
-/// Fast the first time (the entry records 10 ms of compute, so a refresh
-/// takes its lock for the shortest lease, 500 ms); 2.5 s once refreshed.
+/// 250 ms the first time (the entry records it, so a refresh takes its
+/// lock for 4 × 250 + 100 = 1.1 s, renewed every third of that: a
+/// renewal late by up to 700 ms on a loaded machine still keeps the
+/// lock); 3 s once refreshed.
 #[cached(ttl = 1, stale = 60, prefix = "stale_slow_refresh")]
 async fn slow_refresh(x: u64) -> u64 {
     let run = SLOW_REFRESH_RUNS.fetch_add(1, SeqCst);
-    let pause = if SLOW_REFRESH.load(SeqCst) { 2_500 } else { 10 };
+    let pause = if SLOW_REFRESH.load(SeqCst) {
+        3_000
+    } else {
+        250
+    };
     tokio::time::sleep(Duration::from_millis(pause)).await;
     x * 100 + run
 }
@@ -435,8 +441,8 @@ async fn a_refresh_slower_than_its_lease_keeps_its_lock() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     SLOW_REFRESH.store(true, SeqCst);
     let refreshing = tokio::spawn(a.scope(slow_refresh(1)));
-    // Past the lease it was taken for.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Past the lease it was taken for (1.1 s), well before the body ends.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert_eq!(
         b.scope(slow_refresh(1)).await,
         100,

@@ -184,17 +184,22 @@ async fn a_killed_holder_delays_the_others_by_at_most_the_lease() {
     assert_eq!(runs(&ns, "runs", key), 2, "the dead holder's run and ours");
 }
 
+/// What the keys other than 100 cost in `leased` and `sync_leased`.
+const TEACHING_BODY: Duration = Duration::from_millis(200);
+
 static LEASED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Fast for most keys; key 100 takes `slow_ms`, far past the lease that
-/// the fast keys taught the function (0.5 s, the floor).
+/// 200 ms for most keys; key 100 takes `slow_ms`, far past the lease that
+/// the other keys taught the function (4 × 200 + 100 = 900 ms, renewed
+/// every 300 ms: a renewal late by up to 600 ms on a loaded machine still
+/// keeps the lock).
 #[cached(lock = true, prefix = "leased", skip = "slow_ms")]
 async fn leased(key: u64, slow_ms: u64) -> u64 {
     if key == 100 {
         LEASED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(slow_ms)).await;
     } else {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(TEACHING_BODY).await;
     }
     key
 }
@@ -207,7 +212,7 @@ fn sync_leased(key: u64, slow_ms: u64) -> u64 {
         SYNC_LEASED_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(slow_ms));
     } else {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(TEACHING_BODY);
     }
     key
 }
@@ -238,7 +243,7 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
     }
     let first = tokio::spawn({
         let a = a.clone();
-        async move { a.scope(leased(100, 1_500)).await }
+        async move { a.scope(leased(100, 2_500)).await }
     });
     // Until the holder has the lock.
     let lock = format!(
@@ -247,7 +252,7 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
     );
     let mut raw = common::raw();
     until_taken(&mut raw, &lock).await;
-    let second = tokio::spawn(async move { b.scope(leased(100, 1_500)).await });
+    let second = tokio::spawn(async move { b.scope(leased(100, 2_500)).await });
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
     assert_eq!(LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -265,7 +270,7 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
     );
     let first = std::thread::spawn({
         let a = a.clone();
-        move || a.in_scope(|| sync_leased(100, 1_500))
+        move || a.in_scope(|| sync_leased(100, 2_500))
     });
     let mut raw = common::raw();
     let waiting = Instant::now();
@@ -276,7 +281,7 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, 1_500)));
+    let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, 2_500)));
     assert_eq!((first.join().unwrap(), second.join().unwrap()), (100, 100));
     assert_eq!(
         SYNC_LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst),
