@@ -375,7 +375,20 @@ pub(crate) fn hash_segment<T: Serialize + ?Sized>(
     args: &T,
 ) -> Result<String, CanonicalError> {
     let digest = args_digest(salt_digest, args, None)?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+    let mut segment = String::with_capacity(HASH_LEN);
+    push_hash(digest, &mut segment);
+    Ok(segment)
+}
+
+/// Appends the hash segment of `digest`: its unpadded base64url.
+fn push_hash(digest: [u8; 16], out: &mut String) {
+    // Encoded on the stack, then copied once: `encode_string` goes through
+    // base64's chunked writer, about twice the work for 16 bytes.
+    let mut hash = [0u8; HASH_LEN];
+    let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(digest, &mut hash)
+        .expect("16 bytes are 22 base64 characters");
+    out.push_str(std::str::from_utf8(&hash[..written]).expect("base64 is ASCII"));
 }
 
 /// The key of `args` under `head` (`{namespace}:{prefix}:`) and
@@ -388,16 +401,9 @@ pub(crate) fn cache_key<T: Serialize + ?Sized>(
     memo: Option<Memo<'_>>,
 ) -> Result<CacheKey, CanonicalError> {
     let digest = args_digest(salt_digest, args, memo)?;
-    // Encoded on the stack, then copied once: `encode_string` goes through
-    // base64's chunked writer, about twice the work for 16 bytes.
-    let mut hash = [0u8; HASH_LEN];
-    let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode_slice(digest, &mut hash)
-        .expect("16 bytes are 22 base64 characters");
-    let hash = std::str::from_utf8(&hash[..written]).expect("base64 is ASCII");
     let mut key = String::with_capacity(head.len() + HASH_LEN);
     key.push_str(head);
-    key.push_str(hash);
+    push_hash(digest, &mut key);
     Ok(CacheKey(key))
 }
 
