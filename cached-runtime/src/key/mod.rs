@@ -148,10 +148,9 @@ fn args_digest<T: Serialize + ?Sized>(
     // call) or from another thread-local's destructor gets fresh ones.
     BUFFERS
         .try_with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buffers) => {
-                let result = digest_with(&mut buffers);
-                buffers.shed_growth();
-                result
+            Ok(buffers) => {
+                let mut buffers = SheddingOnDrop(buffers);
+                digest_with(&mut buffers.0)
             }
             Err(_) => digest_with(&mut Buffers::default()),
         })
@@ -174,6 +173,17 @@ thread_local! {
             recent: Recent::new(),
         })
     };
+}
+
+/// This thread's buffers while a key is built. They shed their growth
+/// when it is dropped, so a huge argument whose `Serialize` panics midway
+/// leaves no oversized buffer on the thread either.
+struct SheddingOnDrop<'a>(std::cell::RefMut<'a, Buffers>);
+
+impl Drop for SheddingOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.shed_growth();
+    }
 }
 
 /// Working buffers of [`args_digest`].
@@ -880,6 +890,44 @@ mod tests {
             assert!(
                 super::BUFFERS.with(|cell| cell.try_borrow_mut().is_ok()),
                 "the thread's buffers are left borrowed"
+            );
+        }
+    }
+
+    /// A huge argument whose `Serialize` panics after writing most of
+    /// itself leaves no buffer above the kept size on the thread, through
+    /// the memo or without it.
+    #[test]
+    fn a_panicking_argument_leaves_no_grown_buffer() {
+        /// A long string, then a panic.
+        struct PanicsAfterALongString;
+        impl serde::Serialize for PanicsAfterALongString {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(2))?;
+                seq.serialize_element(&"x".repeat(4 * super::KEEP_MAX))?;
+                panic!("an argument's Serialize panicked");
+            }
+        }
+        let (memo, gate) = (super::KeyMemo::new(1 << 20), super::MemoGate::default());
+        let digest = salt_digest(&BASE);
+        for memo in [None, Some((&memo, &gate))] {
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::cache_key("ns:p:", &digest, &PanicsAfterALongString, memo)
+            }));
+            assert!(panicked.is_err());
+            let sizes = super::BUFFERS.with(|cell| {
+                let buffers = cell.try_borrow_mut().expect("the buffers are free");
+                [
+                    buffers.json.capacity(),
+                    buffers.input.capacity(),
+                    buffers.fingerprint.capacity(),
+                ]
+            });
+            assert!(
+                sizes.iter().all(|&size| size <= super::KEEP_MAX),
+                "memo {}: buffers of {sizes:?} bytes kept",
+                memo.is_some()
             );
         }
     }
