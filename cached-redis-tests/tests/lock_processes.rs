@@ -187,6 +187,10 @@ async fn a_killed_holder_delays_the_others_by_at_most_the_lease() {
 /// What the keys other than 100 cost in `leased` and `sync_leased`.
 const TEACHING_BODY: Duration = Duration::from_millis(200);
 
+/// What key 100 costs in `leased` and `sync_leased`: far past the lease
+/// the other keys teach.
+const SLOW_BODY_MS: u64 = 2_500;
+
 static LEASED_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// 200 ms for most keys; key 100 takes `slow_ms`, far past the lease that
@@ -243,7 +247,7 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
     }
     let first = tokio::spawn({
         let a = a.clone();
-        async move { a.scope(leased(100, 2_500)).await }
+        async move { a.scope(leased(100, SLOW_BODY_MS)).await }
     });
     // Until the holder has the lock.
     let lock = format!(
@@ -252,7 +256,7 @@ async fn a_body_slower_than_its_lease_keeps_the_lock() {
     );
     let mut raw = common::raw();
     until_taken(&mut raw, &lock).await;
-    let second = tokio::spawn(async move { b.scope(leased(100, 2_500)).await });
+    let second = tokio::spawn(async move { b.scope(leased(100, SLOW_BODY_MS)).await });
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (100, 100));
     assert_eq!(LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -270,7 +274,7 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
     );
     let first = std::thread::spawn({
         let a = a.clone();
-        move || a.in_scope(|| sync_leased(100, 2_500))
+        move || a.in_scope(|| sync_leased(100, SLOW_BODY_MS))
     });
     let mut raw = common::raw();
     let waiting = Instant::now();
@@ -281,7 +285,7 @@ fn a_sync_body_slower_than_its_lease_keeps_the_lock() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, 2_500)));
+    let second = std::thread::spawn(move || b.in_scope(|| sync_leased(100, SLOW_BODY_MS)));
     assert_eq!((first.join().unwrap(), second.join().unwrap()), (100, 100));
     assert_eq!(
         SYNC_LEASED_RUNS.load(std::sync::atomic::Ordering::SeqCst),
