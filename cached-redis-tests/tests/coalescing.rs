@@ -306,3 +306,76 @@ fn sync_callers_coalesce_too() {
     }
     assert_eq!(SYNC_RUNS.load(SeqCst), 1);
 }
+
+static RETRIED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Retries by calling itself with the skipped `attempt`: the same key,
+/// asked for from inside its own computation.
+#[cached(prefix = "coalesce_retried", skip = "attempt", lock = true)]
+async fn retried(x: u32, attempt: u32) -> u32 {
+    RETRIED_RUNS.fetch_add(1, SeqCst);
+    if attempt < 2 {
+        return Box::pin(retried(x, attempt + 1)).await;
+    }
+    x * 3
+}
+
+/// A call made by the leader's own body for its key runs on its own
+/// instead of waiting (in the process, and at the lock) for the call it
+/// is part of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_inside_its_own_computation_does_not_wait_for_itself() {
+    setup();
+    let answer = tokio::time::timeout(Duration::from_secs(20), retried(7, 0))
+        .await
+        .expect("the nested call waited for the call it is part of");
+    assert_eq!(answer, 21);
+    assert_eq!(RETRIED_RUNS.load(SeqCst), 3, "each attempt ran once");
+    // Stored: the next call is a hit.
+    assert_eq!(retried(7, 0).await, 21);
+    assert_eq!(RETRIED_RUNS.load(SeqCst), 3);
+}
+
+static RETRIED_SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "coalesce_retried_sync", skip = "attempt")]
+fn retried_sync(x: u32, attempt: u32) -> u32 {
+    RETRIED_SYNC_RUNS.fetch_add(1, SeqCst);
+    if attempt < 2 {
+        return retried_sync(x, attempt + 1);
+    }
+    x * 3
+}
+
+#[test]
+fn a_sync_call_inside_its_own_computation_does_not_wait_for_itself() {
+    setup();
+    let (sent, answer) = std::sync::mpsc::channel();
+    // A thread of its own: a call waiting for itself would block it
+    // forever.
+    std::thread::spawn(move || sent.send(retried_sync(8, 0)));
+    let answer = answer
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the nested call waited for the call it is part of");
+    assert_eq!(answer, 24);
+    assert_eq!(RETRIED_SYNC_RUNS.load(SeqCst), 3, "each attempt ran once");
+}
+
+static BESIDE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "coalesce_beside")]
+async fn beside(x: u32) -> u32 {
+    BESIDE_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    x + 1
+}
+
+/// Two calls of one key side by side in one task (not one inside the
+/// other's computation) still run the body once.
+#[tokio::test]
+async fn calls_side_by_side_in_one_task_still_coalesce() {
+    setup();
+    let (a, b) = tokio::join!(beside(1), beside(1));
+    assert_eq!((a, b), (2, 2));
+    assert_eq!(BESIDE_RUNS.load(SeqCst), 1);
+}

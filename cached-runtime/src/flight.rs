@@ -20,9 +20,19 @@
 //! traits). Nobody is left hanging: a waiter that gives up (its future is
 //! dropped) leaves the queue, and the lead passes on as long as anyone
 //! waits.
+//!
+//! A call made by the leader's own body for the same key (a retry that
+//! calls the function again with a skipped argument, a method delegating
+//! to another instance whose `self` the key leaves out) would wait for
+//! itself. It is told so ([`Role::Nested`]) and runs on its own; see
+//! [`Leading`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 
 /// Where a flight stands; guarded by [`Flight::state`].
 #[derive(Debug, Default)]
@@ -49,6 +59,9 @@ pub(crate) enum Role {
     Leader(Leader),
     /// Waits for the leader.
     Follower(Follower),
+    /// Made by the body of the flight's own leader, on this thread: it
+    /// cannot wait for the call it is part of.
+    Nested,
 }
 
 /// What a leader hands its followers.
@@ -103,6 +116,9 @@ pub(crate) fn join(cache: usize, key: &str) -> Role {
     // Lock order everywhere: the table, then a flight's state.
     let mut flights = lock_table();
     if let Some(flight) = flights.get(&key) {
+        if leading(flight) {
+            return Role::Nested;
+        }
         flight.lock_state().waiters += 1;
         return Role::Follower(Follower {
             flight: flight.clone(),
@@ -141,6 +157,68 @@ pub(crate) struct Leader {
     key: FlightKey,
     flight: Arc<Flight>,
     value: Option<Shared>,
+}
+
+thread_local! {
+    /// The flights whose leader's body this thread is polling right now,
+    /// innermost last (by address: each is alive while its leader is).
+    static LEADING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread is polling the body of `flight`'s leader.
+fn leading(flight: &Arc<Flight>) -> bool {
+    let id = Arc::as_ptr(flight) as usize;
+    LEADING
+        .try_with(|leading| leading.borrow().contains(&id))
+        .unwrap_or(false)
+}
+
+pin_project_lite::pin_project! {
+    /// A leader's body, marked as such on the thread while it is polled:
+    /// a cached call it makes for the same key finds the flight led from
+    /// within ([`Role::Nested`]) instead of waiting for itself. A call
+    /// beside it (another future of the same task, another task) is not
+    /// polled inside it, and still follows.
+    pub(crate) struct Leading<F> {
+        flight: Option<usize>,
+        #[pin]
+        body: F,
+    }
+}
+
+impl<F> Leading<F> {
+    /// `body`, run by `leader` (or by a call that leads no flight).
+    pub(crate) fn new(leader: Option<&Leader>, body: F) -> Self {
+        Self {
+            flight: leader.map(|leader| Arc::as_ptr(&leader.flight) as usize),
+            body,
+        }
+    }
+}
+
+impl<F: Future> Future for Leading<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(flight) = *this.flight else {
+            return this.body.poll(cx);
+        };
+        /// Marks the flight for one poll; unmarks it however the poll ends.
+        struct Marked;
+        impl Drop for Marked {
+            fn drop(&mut self) {
+                let _ = LEADING.try_with(|leading| leading.borrow_mut().pop());
+            }
+        }
+        let marked = LEADING
+            .try_with(|leading| leading.borrow_mut().push(flight))
+            .is_ok()
+            .then_some(Marked);
+        let poll = this.body.poll(cx);
+        drop(marked);
+        poll
+    }
 }
 
 impl Leader {
@@ -262,14 +340,14 @@ mod tests {
     fn lead(key: &str) -> Leader {
         match join(0, key) {
             Role::Leader(leader) => leader,
-            Role::Follower(_) => panic!("{key}: expected to lead"),
+            Role::Follower(_) | Role::Nested => panic!("{key}: expected to lead"),
         }
     }
 
     fn follow(key: &str) -> Follower {
         match join(0, key) {
             Role::Follower(f) => f,
-            Role::Leader(_) => panic!("{key}: expected to follow"),
+            Role::Leader(_) | Role::Nested => panic!("{key}: expected to follow"),
         }
     }
 
@@ -381,7 +459,7 @@ mod tests {
         let first = lead("shared");
         let second = match join(1, "shared") {
             Role::Leader(leader) => leader,
-            Role::Follower(_) => panic!("another cache's flight was joined"),
+            Role::Follower(_) | Role::Nested => panic!("another cache's flight was joined"),
         };
         assert!(matches!(join(1, "shared"), Role::Follower(_)));
         drop(first);

@@ -26,7 +26,7 @@ use crate::codec::{self, CodecError, CodecLimits, Header};
 use crate::config::Config;
 use crate::entry_info;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::flight::{self, Leader, Role, Turn};
+use crate::flight::{self, Leader, Leading, Role, Turn};
 use crate::freshness::{self, Age};
 use crate::key::CacheKey;
 use crate::lease;
@@ -223,6 +223,7 @@ where
         Step::Run(pending) => pending,
     };
     let lock = pending.lock(call);
+    let body = Leading::new(pending.leader(), body);
     let mut abandoned = Abandoned {
         io,
         lock: lock
@@ -632,6 +633,15 @@ async fn miss<I: Io, V: DeserializeOwned>(
             // waiters keep waiting for it.
             Turn::Lead(leader) => leader,
         },
+        // Made by the leader's own body: waiting (in this process, or at
+        // the lock the leader holds) would wait for itself.
+        Role::Nested => {
+            tracing::debug!(
+                prefix = %call.site.prefix, key = call.key(),
+                "cached call inside its own computation; running it on its own"
+            );
+            return Step::Run(Pending::alone());
+        }
     };
     let mut undecodable = undecodable;
     if !call.site.lock {
@@ -692,6 +702,14 @@ impl<V> Pending<V> {
                 forced: false,
                 undecodable,
             },
+        }
+    }
+
+    /// The flight this call leads, if it leads one.
+    fn leader(&self) -> Option<&Leader> {
+        match &self.kind {
+            PendingKind::Miss { leader, .. } => leader.as_ref(),
+            PendingKind::Refresh { leader, .. } => Some(leader),
         }
     }
 
