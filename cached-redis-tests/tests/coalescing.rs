@@ -379,3 +379,34 @@ async fn calls_side_by_side_in_one_task_still_coalesce() {
     assert_eq!((a, b), (2, 2));
     assert_eq!(BESIDE_RUNS.load(SeqCst), 1);
 }
+
+static STALLED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Its first run never ends; the others answer at once.
+#[cached(prefix = "coalesce_stalled")]
+async fn stalled(x: u32) -> u32 {
+    if STALLED_RUNS.fetch_add(1, SeqCst) == 0 {
+        std::future::pending::<()>().await;
+    }
+    x * 5
+}
+
+/// A leader whose future is kept but never polled again (a `select!`
+/// branch that lost and stays in scope) holds its followers for a lease
+/// ceiling (30 s) at most, as a holder of the Redis lock holds the other
+/// processes; then they compute on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_nobody_polls_holds_its_followers_a_lease_ceiling_at_most() {
+    setup();
+    let mut kept = Box::pin(stalled(3));
+    while STALLED_RUNS.load(SeqCst) == 0 {
+        // Polled until its body runs (it leads the flight), then kept.
+        let _ = tokio::time::timeout(Duration::from_millis(1), kept.as_mut()).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(90), stalled(3))
+        .await
+        .expect("the follower waited past its patience");
+    assert_eq!(answer, 15);
+    assert_eq!(STALLED_RUNS.load(SeqCst), 2);
+    drop(kept);
+}

@@ -18,8 +18,9 @@
 //! Each caller sees what a call would have produced: the shared value, or
 //! the outcome of its own run (an error cannot be shared: `E` needs no
 //! traits). Nobody is left hanging: a waiter that gives up (its future is
-//! dropped) leaves the queue, and the lead passes on as long as anyone
-//! waits.
+//! dropped) leaves the queue, the lead passes on as long as anyone waits,
+//! and a waiter's patience is bounded ([`Turn::OutOfPatience`]), for a
+//! leader whose future is alive but no longer polled.
 //!
 //! A call made by the leader's own body for the same key (a retry that
 //! calls the function again with a skipped argument, a method delegating
@@ -33,6 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// Where a flight stands; guarded by [`Flight::state`].
 #[derive(Debug, Default)]
@@ -81,6 +83,11 @@ pub(crate) enum Turn {
     Value(Shared),
     /// The leader ended without a value: this call leads now.
     Lead(Leader),
+    /// Neither came within the follower's patience: the leader's future
+    /// is alive but nobody polls it (a `select!` branch that lost and was
+    /// kept, a stream that is not read), or it runs far past any lease.
+    /// The follower has left the queue.
+    OutOfPatience,
 }
 
 /// What a flight is for: a key of one cache. Two caches of a process may
@@ -289,9 +296,11 @@ impl Follower {
         None
     }
 
-    /// Waits for a value or the lead without blocking the thread.
-    pub(crate) async fn wait(mut self) -> Turn {
+    /// Waits for a value or the lead without blocking the thread, for at
+    /// most `patience`.
+    pub(crate) async fn wait(mut self, patience: Duration) -> Turn {
         let flight = self.flight.clone();
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let mut notified = std::pin::pin!(flight.notify.notified());
             // Registered before checking, so a wake-up between the check
@@ -300,20 +309,41 @@ impl Follower {
             if let Some(turn) = self.turn(&mut flight.lock_state()) {
                 return turn;
             }
-            notified.await;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.give_up();
+            }
         }
     }
 
-    /// Waits for a value or the lead, blocking the thread.
-    pub(crate) fn wait_blocking(mut self) -> Turn {
+    /// Waits for a value or the lead, blocking the thread, for at most
+    /// `patience`.
+    pub(crate) fn wait_blocking(mut self, patience: Duration) -> Turn {
+        let deadline = Instant::now() + patience;
         let flight = self.flight.clone();
         let mut state = flight.lock_state();
         loop {
             if let Some(turn) = self.turn(&mut state) {
                 return turn;
             }
-            state = flight.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(state);
+                return self.give_up();
+            }
+            state = flight
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+    }
+
+    /// The end of a wait whose patience ran out: what came at the last
+    /// moment, or nothing (leaving the queue as the follower drops).
+    fn give_up(mut self) -> Turn {
+        let flight = self.flight.clone();
+        let turn = self.turn(&mut flight.lock_state());
+        turn.unwrap_or(Turn::OutOfPatience)
     }
 }
 
@@ -337,6 +367,9 @@ impl Drop for Follower {
 mod tests {
     use super::*;
 
+    /// Longer than any of these tests waits.
+    const PATIENT: Duration = Duration::from_secs(60);
+
     fn lead(key: &str) -> Leader {
         match join(0, key) {
             Role::Leader(leader) => leader,
@@ -355,7 +388,7 @@ mod tests {
     fn followers_get_the_leaders_value() {
         let mut leader = lead("k1");
         let f = follow("k1");
-        let waiter = std::thread::spawn(move || f.wait_blocking());
+        let waiter = std::thread::spawn(move || f.wait_blocking(PATIENT));
         leader.share(Arc::from(&b"v"[..]), true);
         drop(leader);
         assert!(matches!(waiter.join().unwrap(), Turn::Value(v) if &*v.bytes == b"v"));
@@ -370,11 +403,11 @@ mod tests {
             let _leader = leader;
             panic!("body failed");
         }));
-        let Turn::Lead(mut next) = f1.wait_blocking() else {
+        let Turn::Lead(mut next) = f1.wait_blocking(PATIENT) else {
             panic!("the first follower to look takes the lead")
         };
         // The other one keeps waiting, for the new leader.
-        let waiter = std::thread::spawn(move || f2.wait_blocking());
+        let waiter = std::thread::spawn(move || f2.wait_blocking(PATIENT));
         assert!(in_flight("k2"), "newcomers queue behind the new leader");
         assert!(matches!(join(0, "k2"), Role::Follower(_)));
         next.share(Arc::from(&b"w"[..]), true);
@@ -400,13 +433,39 @@ mod tests {
         assert!(!in_flight("k5"));
     }
 
+    #[test]
+    fn a_follower_out_of_patience_leaves_the_queue() {
+        let leader = lead("k7");
+        let f = follow("k7");
+        assert!(matches!(
+            f.wait_blocking(Duration::from_millis(50)),
+            Turn::OutOfPatience
+        ));
+        assert_eq!(leader.flight.lock_state().waiters, 0);
+        drop(leader);
+        assert!(!in_flight("k7"), "nobody is left to hand the lead to");
+    }
+
+    #[tokio::test]
+    async fn an_async_follower_out_of_patience_leaves_the_queue() {
+        let leader = lead("k8");
+        let f = follow("k8");
+        assert!(matches!(
+            f.wait(Duration::from_millis(50)).await,
+            Turn::OutOfPatience
+        ));
+        assert_eq!(leader.flight.lock_state().waiters, 0);
+        drop(leader);
+        assert!(!in_flight("k8"), "nobody is left to hand the lead to");
+    }
+
     #[tokio::test]
     async fn async_followers_wake_up() {
         let mut leader = lead("k3");
         let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let f = follow("k3");
-                tokio::spawn(async move { f.wait().await })
+                tokio::spawn(async move { f.wait(PATIENT).await })
             })
             .collect();
         tokio::task::yield_now().await;
@@ -427,7 +486,7 @@ mod tests {
             .map(|_| {
                 let f = follow("k6");
                 tokio::spawn(async move {
-                    match f.wait().await {
+                    match f.wait(PATIENT).await {
                         // Every new leader fails too, passing the lead on.
                         Turn::Lead(next) => {
                             let now = LEADING.fetch_add(1, SeqCst) + 1;
@@ -437,7 +496,7 @@ mod tests {
                             drop(next);
                             true
                         }
-                        Turn::Value(_) => false,
+                        Turn::Value(_) | Turn::OutOfPatience => false,
                     }
                 })
             })

@@ -614,7 +614,8 @@ async fn miss<I: Io, V: DeserializeOwned>(
 ) -> Step<V> {
     let leader = match flight::join(call.cache_id(), call.key()) {
         Role::Leader(leader) => leader,
-        Role::Follower(follower) => match io.wait(follower).await {
+        // As long as a waiter in another process waits at the lock.
+        Role::Follower(follower) => match io.wait(follower, lease::LEASE_CEILING).await {
             Turn::Value(shared) => {
                 if let Some((value, _)) = call.decode::<V>(&shared.bytes, is_negative) {
                     call.hit();
@@ -632,6 +633,13 @@ async fn miss<I: Io, V: DeserializeOwned>(
             // this call leads now, as if it had been first, while the other
             // waiters keep waiting for it.
             Turn::Lead(leader) => leader,
+            Turn::OutOfPatience => {
+                tracing::warn!(
+                    prefix = %call.site.prefix, key = call.key(),
+                    "waited a full lease ceiling for this process's computation of the key; computing"
+                );
+                return Step::Run(Pending::alone());
+            }
         },
         // Made by the leader's own body: waiting (in this process, or at
         // the lock the leader holds) would wait for itself.

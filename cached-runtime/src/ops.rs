@@ -58,7 +58,9 @@ pub(crate) trait Io {
         body: F,
     ) -> F::Output;
     async fn sleep(&self, duration: Duration);
-    async fn wait(&self, follower: Follower) -> Turn;
+    /// Waits for the leader of the follower's flight, for at most
+    /// `patience`.
+    async fn wait(&self, follower: Follower, patience: Duration) -> Turn;
     /// [`Io::set`], and `news` published with it in one step: the other
     /// processes' `local` levels hear of every write that happened.
     async fn set_announced(
@@ -168,8 +170,8 @@ impl Io for AsyncIo<'_> {
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
-    async fn wait(&self, follower: Follower) -> Turn {
-        follower.wait().await
+    async fn wait(&self, follower: Follower, patience: Duration) -> Turn {
+        follower.wait(patience).await
     }
     async fn set_announced(
         &self,
@@ -276,8 +278,8 @@ impl Io for BlockingIo<'_> {
     async fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);
     }
-    async fn wait(&self, follower: Follower) -> Turn {
-        follower.wait_blocking()
+    async fn wait(&self, follower: Follower, patience: Duration) -> Turn {
+        follower.wait_blocking(patience)
     }
     async fn set_announced(
         &self,
