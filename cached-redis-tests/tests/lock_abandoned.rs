@@ -262,3 +262,37 @@ fn a_holder_dropped_just_before_its_runtime_releases_its_lock() {
         );
     }
 }
+
+/// The lock script run twice for one call (a client that sent it again
+/// after a late answer or a broken connection, as the cluster client
+/// does): the second run finds the call's own token and reports the lock
+/// taken, for a lease from then; another token still finds it held.
+#[test]
+fn the_lock_script_run_twice_for_one_call_takes_the_lock_both_times() {
+    let mut raw = common::raw();
+    let lock = format!("{}:script:lock", common::namespace("lock_abandoned"));
+    let script = redis::Script::new(cached_redis::__private::LOCK_SCRIPT);
+    let take = |raw: &mut redis::Connection, token: &str, lease_ms: u64| -> i64 {
+        script
+            .key(&lock)
+            .arg(token)
+            .arg(lease_ms)
+            .invoke(raw)
+            .unwrap()
+    };
+    assert_eq!(take(&mut raw, "mine", 1_000), 1, "a free lock is taken");
+    assert_eq!(
+        take(&mut raw, "mine", 60_000),
+        1,
+        "taken by this call already"
+    );
+    let pttl: i64 = raw.pttl(&lock).unwrap();
+    assert!(
+        pttl > 30_000,
+        "the second run's lease counts from it: {pttl} ms"
+    );
+    assert_eq!(take(&mut raw, "theirs", 1_000), 0, "held by another call");
+    let holder: String = raw.get(&lock).unwrap();
+    assert_eq!(holder, "mine");
+    let _: () = raw.del(&lock).unwrap();
+}

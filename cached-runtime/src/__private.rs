@@ -48,6 +48,10 @@ pub use crate::shape::{
     OptionShape, PlainShape, PlainShapeCheck, ResultShape, ReturnShape, ShapeDeclared, ShapeProbe,
 };
 pub use crate::stats::set_enabled as set_stats_enabled;
+/// The script that takes a key's lock (`KEYS[1]` the lock, `ARGV` the
+/// token and the lease in ms; 1 if taken), for tests that run it against
+/// a real Redis.
+pub use crate::store::LOCK as LOCK_SCRIPT;
 
 /// The stored-entry format with the default limits, for the benchmarks.
 pub mod entry {

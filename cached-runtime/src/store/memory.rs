@@ -195,15 +195,16 @@ impl MemoryStore {
         self.watch.earliest_deadline_ms.fetch_min(ms, Relaxed);
     }
 
-    /// Takes the lock `lock_key` for `lease` unless it is held; whether it
-    /// was taken.
+    /// Takes the lock `lock_key` for `lease` unless someone else holds it;
+    /// whether it was taken (a lock that holds `token` already is taken
+    /// again, as Redis's script does).
     pub(crate) fn try_lock(&self, lock_key: &str, token: &str, lease: Duration) -> bool {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         if locks
             .held
             .get(lock_key)
-            .is_some_and(|&(_, ends)| ends > now)
+            .is_some_and(|(held, ends)| *ends > now && held != token)
         {
             return false;
         }
@@ -359,6 +360,7 @@ mod tests {
         let m = MemoryStore::new(10, BIG, BIG);
         let lease = Duration::from_secs(60);
         assert!(m.try_lock("k:lock", "a", lease));
+        assert!(m.try_lock("k:lock", "a", lease), "a's already");
         assert!(!m.try_lock("k:lock", "b", lease), "held");
         m.unlock("k:lock", "b");
         assert!(!m.try_lock("k:lock", "b", lease), "not b's to release");

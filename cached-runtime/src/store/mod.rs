@@ -191,13 +191,22 @@ return 0
 /// Takes the lock (`SET NX PX`), 1 if taken. A key there that is not a
 /// string, or has no expiry, is no holder's (every lock is a string with a
 /// lease): it is taken over, or it would hold every miss of its key for
-/// the longest wait, for good.
-const LOCK: &str = r#"
+/// the longest wait, for good. A lock that already holds this token was
+/// taken by this very call, whose script ran twice: the client sent it
+/// again after its first answer was late or its connection broke (the
+/// cluster client retries so). It is taken, for the lease from now; a 0
+/// would leave the call waiting for its own lock, and every other caller
+/// with it, for a whole lease.
+pub const LOCK: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 1
 end
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
