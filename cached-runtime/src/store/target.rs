@@ -169,9 +169,17 @@ fn parse_host(text: &str, default_port: u16) -> Option<(String, u16)> {
     // `[::1]:6379` for IPv6 literals.
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
-        (host, after.strip_prefix(':'))
+        // `[::1]6380` is a typo, not port 6379.
+        let port = match after {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        };
+        (host, port)
     } else {
         match text.rsplit_once(':') {
+            // An IPv6 literal without brackets (`::1`): its last group is
+            // not a port.
+            Some((host, _)) if host.contains(':') => return None,
             Some((host, port)) => (host, Some(port)),
             None => (text, None),
         }
@@ -295,6 +303,8 @@ mod tests {
         );
         assert_eq!(t.nodes[0], ("s1".to_owned(), 26379));
         assert!(parse("redis+unix:///tmp/redis.sock").unwrap().topology == Topology::Unix);
+        let t = parse("redis://[::1]/1").unwrap();
+        assert_eq!((t.nodes[0].clone(), t.db), (("::1".to_owned(), 6379), 1));
         let t = parse("redis://name@h").unwrap();
         assert_eq!((t.username.as_deref(), t.password), (Some("name"), None));
     }
@@ -309,6 +319,9 @@ mod tests {
             "redis://u:hunter2@a:notaport",
             "redis://u:hunter2@a:1/x",
             "redis://u:hunter2@a:1/0?protocol=resp3",
+            "redis://u:hunter2@[::1]6380",
+            "redis://u:hunter2@::1",
+            "redis+cluster://u:hunter2@a:1,fe80::1:2",
             "hunter2",
         ] {
             let err = parse(url).unwrap_err();
