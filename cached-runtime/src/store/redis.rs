@@ -995,7 +995,12 @@ fn served_slots<'a>(own: impl IntoIterator<Item = &'a str>) -> u32 {
         .skip(2)
         .filter(|field| !field.starts_with('['))
         .filter_map(|field| match field.split_once('-') {
-            Some((first, last)) => Some(last.parse::<u32>().ok()? + 1 - first.parse::<u32>().ok()?),
+            Some((first, last)) => {
+                let (first, last) = (first.parse::<u32>().ok()?, last.parse::<u32>().ok()?);
+                // A range no cluster has (reversed, past the last slot)
+                // counts nothing rather than overflowing.
+                (first <= last && last < 16_384).then(|| last + 1 - first)
+            }
             None => field.parse::<u32>().ok().map(|_| 1),
         })
         .sum()
@@ -1143,6 +1148,8 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
         );
         assert_eq!(moving_slots(own_line(nodes)), [93, 77]);
         assert_eq!(served_slots(own_line(nodes)), 5462);
+        let garbled = ["id", "host:1@2", "10-3", "0-4294967295", "5"];
+        assert_eq!(served_slots(garbled), 1);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
         assert!(moving_slots(own_line(settled)).is_empty());
         assert!(own_line("").is_empty());
