@@ -410,3 +410,52 @@ async fn a_leader_nobody_polls_holds_its_followers_a_lease_ceiling_at_most() {
     assert_eq!(STALLED_RUNS.load(SeqCst), 2);
     drop(kept);
 }
+
+static MISSING_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A row that is not there: `None`, not cached.
+#[cached(prefix = "coalesce_missing")]
+async fn missing(x: u32) -> Option<u32> {
+    MISSING_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (x == 0).then_some(1)
+}
+
+static MISSING_SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(prefix = "coalesce_missing_sync")]
+fn missing_sync(x: u32) -> Option<u32> {
+    MISSING_SYNC_RUNS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    (x == 0).then_some(1)
+}
+
+/// A `None` is an answer, not a failure: the callers waiting for the call
+/// that returned it answer `None` too, instead of each running the body
+/// in turn. It is still not cached: the next call runs the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_waiting_for_a_none_answer_none() {
+    setup();
+    let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(missing(5))).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), None);
+    }
+    assert_eq!(MISSING_RUNS.load(SeqCst), 1, "the body ran once for all");
+    assert_eq!(missing(5).await, None);
+    assert_eq!(MISSING_RUNS.load(SeqCst), 2, "and the None was not cached");
+
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                missing_sync(5)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), None);
+    }
+    assert_eq!(MISSING_SYNC_RUNS.load(SeqCst), 1, "sync callers too");
+}

@@ -8,7 +8,9 @@
 //! - with an encoded value, every waiter gets it then (a leader shares it
 //!   before writing it to the store, so one cancelled during the write
 //!   still feeds them; otherwise they get it once the write is answered);
-//! - without one (nothing shareable: an error, `None`, a panic, a value too
+//! - with a result that says there is nothing (a `None` not cached), every
+//!   waiter answers `None` too;
+//! - without one (nothing shareable: an error, a panic, a value too
 //!   large, a leader cancelled before its value was encoded), exactly one
 //!   waiter is handed the lead and runs its own call, while the others
 //!   keep waiting for that call. A failing backend thus sees one call at a
@@ -43,6 +45,9 @@ struct State {
     value: Option<Shared>,
     /// A leader ended without a value and nobody has taken the lead since.
     lead_vacant: bool,
+    /// A leader's result said there is nothing (a `None` not cached):
+    /// every waiter's call says so too.
+    absent: bool,
     /// Followers registered and not yet served or gone.
     waiters: usize,
 }
@@ -83,6 +88,8 @@ pub(crate) enum Turn {
     Value(Shared),
     /// The leader ended without a value: this call leads now.
     Lead(Leader),
+    /// The leader's result said there is nothing (a `None` not cached).
+    Absent,
     /// Neither came within the follower's patience: the leader's future
     /// is alive but nobody polls it (a `select!` branch that lost and was
     /// kept, a stream that is not read), or it runs far past any lease.
@@ -139,6 +146,7 @@ pub(crate) fn join(cache: usize, key: &str) -> Role {
         key,
         flight,
         value: None,
+        absent: false,
     })
 }
 
@@ -164,6 +172,8 @@ pub(crate) struct Leader {
     key: FlightKey,
     flight: Arc<Flight>,
     value: Option<Shared>,
+    /// The result said there is nothing.
+    absent: bool,
 }
 
 thread_local! {
@@ -234,6 +244,13 @@ impl Leader {
     pub(crate) fn share(&mut self, bytes: Arc<[u8]>, stored: bool) {
         self.value = Some(Shared { bytes, stored });
     }
+
+    /// Tells the followers that the result says there is nothing (a
+    /// `None` not cached): not a failure to take over from, and nothing
+    /// to store, but an answer they can all give.
+    pub(crate) fn share_absent(&mut self) {
+        self.absent = true;
+    }
 }
 
 impl Drop for Leader {
@@ -247,6 +264,10 @@ impl Drop for Leader {
                 // joining a finished flight.
                 retire(&mut flights, &self.key, &self.flight);
                 state.value = Some(value);
+            }
+            None if self.absent => {
+                retire(&mut flights, &self.key, &self.flight);
+                state.absent = true;
             }
             None if state.waiters == 0 => retire(&mut flights, &self.key, &self.flight),
             // The flight stays in the table, so newcomers queue behind the
@@ -283,6 +304,11 @@ impl Follower {
             self.queued = false;
             return Some(Turn::Value(value.clone()));
         }
+        if state.absent {
+            state.waiters -= 1;
+            self.queued = false;
+            return Some(Turn::Absent);
+        }
         if state.lead_vacant {
             state.lead_vacant = false;
             state.waiters -= 1;
@@ -291,6 +317,7 @@ impl Follower {
                 key: std::mem::take(&mut self.key),
                 flight: self.flight.clone(),
                 value: None,
+                absent: false,
             }));
         }
         None
@@ -496,7 +523,7 @@ mod tests {
                             drop(next);
                             true
                         }
-                        Turn::Value(_) | Turn::OutOfPatience => false,
+                        Turn::Value(_) | Turn::Absent | Turn::OutOfPatience => false,
                     }
                 })
             })

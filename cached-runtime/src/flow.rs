@@ -221,6 +221,12 @@ where
     let pending = match lookup::<I, S::Value, N>(io, call, force, near, negative).await {
         Step::Serve(value) => return S::rebuild(value),
         Step::Run(pending) => pending,
+        // Only a function whose shape has an absent value gets here (the
+        // leader's result was one); any other runs its own call.
+        Step::Absent => match S::absent() {
+            Some(absent) => return absent,
+            None => Pending::alone(),
+        },
     };
     let lock = pending.lock(call);
     let body = Leading::new(pending.leader(), body);
@@ -293,6 +299,9 @@ pub(crate) enum Step<V> {
     Serve(V),
     /// Run the body, then hand its result to [`Pending::finish`].
     Run(Pending<V>),
+    /// Return the value that says there is nothing: the call this one
+    /// waited for returned it.
+    Absent,
 }
 
 /// A call that runs the body, and what it holds meanwhile.
@@ -629,10 +638,16 @@ async fn miss<I: Io, V: DeserializeOwned>(
                 }
                 return Step::Run(Pending::alone());
             }
-            // The leader had nothing to share (an error, a panic, `None`):
+            // The leader had nothing to share (an error, a panic):
             // this call leads now, as if it had been first, while the other
             // waiters keep waiting for it.
             Turn::Lead(leader) => leader,
+            // Its call's answer too: served, like a shared value.
+            Turn::Absent => {
+                call.hit();
+                entry_info::uncached();
+                return Step::Absent;
+            }
             Turn::OutOfPatience => {
                 tracing::warn!(
                     prefix = %call.site.prefix, key = call.key(),
@@ -832,6 +847,11 @@ impl<V> Pending<V> {
                     }
                     None => {
                         entry_info::uncached();
+                        if absent {
+                            if let Some(leader) = leader.as_mut() {
+                                leader.share_absent();
+                            }
+                        }
                         false
                     }
                 };

@@ -73,6 +73,13 @@ pub trait ReturnShape<R> {
     fn is_absent(_ret: &R) -> bool {
         false
     }
+    /// The return value that says there is nothing, if this shape has one
+    /// ([`Self::is_absent`]): what the callers waiting for a call that
+    /// returned it are answered.
+    #[inline]
+    fn absent() -> Option<R> {
+        None
+    }
 }
 
 /// Shape of a function returning a plain `T`.
@@ -114,6 +121,10 @@ impl<T> ReturnShape<Option<T>> for OptionShape {
     #[inline]
     fn is_absent(ret: &Option<T>) -> bool {
         ret.is_none()
+    }
+    #[inline]
+    fn absent() -> Option<Option<T>> {
+        Some(None)
     }
 }
 
