@@ -285,6 +285,7 @@ impl RedisStore {
         // Nothing was sent when there is no connection: a write that fails
         // here cannot run later (see `StoreError::may_have_run`).
         let conn = self.connection().await.map_err(StoreError::not_run)?;
+        let sent = Instant::now();
         match tokio::time::timeout(self.timeout, command(conn)).await {
             Ok(Ok(value)) => {
                 self.breaker.success();
@@ -292,7 +293,7 @@ impl RedisStore {
             }
             Ok(Err(e)) => {
                 if is_connection_fault(&e) {
-                    self.drop_connection();
+                    self.drop_connection(sent);
                     self.breaker.failure();
                 } else {
                     // An error reply is still an answer: a probe that gets
@@ -304,7 +305,7 @@ impl RedisStore {
             Err(_) => {
                 // A server that stops answering keeps the socket open; a new
                 // connection is the only way to find out when it is back.
-                self.drop_connection();
+                self.drop_connection(sent);
                 self.breaker.failure();
                 Err(StoreError::new(
                     StoreErrorKind::Timeout,
@@ -411,19 +412,25 @@ impl RedisStore {
         self.conns.read().unwrap_or_else(|e| e.into_inner()).get(id)
     }
 
-    fn drop_connection(&self) {
+    /// Drops the connections that a command sent at `sent` found broken.
+    fn drop_connection(&self, sent: Instant) {
         // A cluster connection reconnects to failed nodes by itself, but it
         // learns the new slot map after a failover only from an error its
         // caller waits for, and callers here give up at `timeout` first.
         // A new connection reads the map from the seed nodes; under
         // repeated failures it is made at most every CLUSTER_RENEW_MIN.
         let keep = |opened: &Instant| self.is_cluster() && opened.elapsed() < CLUSTER_RENEW_MIN;
-        if let Ok(id) = Self::runtime_id() {
-            let mut per_runtime = self.conns.write().unwrap_or_else(|e| e.into_inner());
-            per_runtime
-                .conns
-                .retain(|c| c.runtime != id || keep(&c.opened));
-        }
+        // Every runtime's connection opened before the failed command was
+        // sent goes, not only this runtime's: what broke this one (a
+        // restart, a failover) broke them too, and each would otherwise
+        // fail its runtime's next command, one failure per runtime for the
+        // breaker to count, enough to open it although Redis answers
+        // again. One opened since (another runtime's, after a failure of
+        // its own) is newer than whatever broke this.
+        let mut per_runtime = self.conns.write().unwrap_or_else(|e| e.into_inner());
+        per_runtime
+            .conns
+            .retain(|c| c.opened > sent || keep(&c.opened));
     }
 
     async fn connection(&self) -> Result<AsyncConn, StoreError> {
