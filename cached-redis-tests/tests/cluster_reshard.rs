@@ -268,3 +268,96 @@ async fn a_key_that_moves_during_a_walk_is_still_found() {
         "the key moved within a half-moved slot during the walk"
     );
 }
+
+/// A master that serves no slot yet (a node just added, a reshard moving
+/// its first slot onto it) is left out of `CLUSTER SLOTS`, but may hold
+/// keys of the slot it imports already: the walk finds them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_a_master_importing_its_first_slot_is_found() {
+    let buses: Vec<(u16, u16)> = (0..2)
+        .map(|_| common::free_port())
+        .map(|bus| (bus, bus))
+        .collect();
+    let servers = common::start_cluster(&buses, 15_000);
+    let bus = common::free_port();
+    let added = common::RedisServer::start_with(
+        common::free_port(),
+        &format!(
+            "--cluster-enabled yes --cluster-config-file nodes.conf \
+             --cluster-node-timeout 15000 --cluster-port {bus}"
+        ),
+    );
+    let mut any = servers[0].connect();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg("127.0.0.1")
+        .arg(added.port)
+        .arg(bus)
+        .query(&mut any)
+        .unwrap();
+    let added_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut added.connect())
+        .unwrap();
+    // Until every node knows the new one, and it knows the slots' owners.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !servers.iter().chain([&added]).all(|node| {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut node.connect())
+            .unwrap();
+        info.contains("cluster_known_nodes:3") && info.contains("cluster_state:ok")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "the node was not met");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let all = masters(&mut any);
+    let owner = all[0].clone();
+    let added = Master {
+        id: added_id,
+        host: "127.0.0.1".to_owned(),
+        port: added.port,
+        first_slot: 0,
+    };
+    let namespace = common::namespace("cluster_reshard_added");
+    let (key, slot) = (0..)
+        .map(|i| format!("{namespace}:importing:{i}"))
+        .find_map(|key| {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query(&mut any)
+                .unwrap();
+            let owner_of = all.iter().rfind(|m| m.first_slot <= slot)?;
+            (owner_of.id == owner.id).then_some((key, slot))
+        })
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query(&mut owner.conn())
+        .unwrap();
+    setslot(&added, slot, "IMPORTING", &owner.id);
+    setslot(&owner, slot, "MIGRATING", &added.id);
+    let _: redis::Value = redis::cmd("MIGRATE")
+        .arg(&added.host)
+        .arg(added.port)
+        .arg(&key)
+        .arg(0)
+        .arg(5000)
+        .query(&mut owner.conn())
+        .unwrap();
+
+    let url = format!("redis+cluster://127.0.0.1:{}", servers[0].port);
+    let store = RedisStore::open(&Config::builder().redis_url(&url).build().unwrap()).unwrap();
+    let mut cursor = ScanCursor::new();
+    let mut seen = Vec::new();
+    walk_on(&store, &mut cursor, &format!("{namespace}:*"), &mut seen)
+        .await
+        .expect("a walk while the slot is half-moved");
+    assert!(
+        seen.contains(&key),
+        "{key} sits on the master importing its slot, which serves no slot yet, \
+         and the walk missed it: {seen:?}"
+    );
+}

@@ -49,6 +49,9 @@ pub(crate) enum Backend {
         /// a probe to a master the client cannot reach fails at once
         /// (the client's retries would each reconnect to every node).
         probes: Box<ClusterClient>,
+        /// How to reach a node that `client`'s slot map leaves out (a
+        /// master serving no slot yet).
+        unmapped: Box<NodeClients>,
     },
     /// One sentinel client per calling style: the async one is locked
     /// across awaits, the invalidation channel's subscriber has its own,
@@ -71,10 +74,33 @@ pub(crate) struct SyncSentinel {
     /// after the last that failed, so that a dead sentinel early in the
     /// list does not cost every connect its wait.
     first: AtomicUsize,
+    /// How to reach a master a sentinel names.
+    masters: NodeClients,
+}
+
+/// How to reach a node of the configured Redis by its address: TLS,
+/// certificates, credentials and database as the URL and options say.
+pub(crate) struct NodeClients {
     /// `Some(insecure)` over TLS.
     tls: Option<bool>,
     settings: RedisConnectionInfo,
     certs: Option<TlsCertificates>,
+}
+
+impl NodeClients {
+    /// A client of the node at `host`:`port`.
+    pub(crate) fn client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+        let addr = match self.tls {
+            Some(insecure) => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        node_client(node_info(addr, &self.settings), &self.certs)
+    }
 }
 
 impl SyncSentinel {
@@ -168,16 +194,7 @@ impl SyncSentinel {
         timeout: Duration,
         deadline: Instant,
     ) -> RedisResult<redis::Connection> {
-        let addr = match self.tls {
-            Some(insecure) => ConnectionAddr::TcpTls {
-                host: host.to_owned(),
-                port,
-                insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host.to_owned(), port),
-        };
-        let client = node_client(node_info(addr, &self.settings), &self.certs)?;
+        let client = self.masters.client(host, port)?;
         let mut conn = open_bounded(&client, connect_timeout, timeout, deadline)?;
         match redis::cmd("ROLE").query::<redis::Role>(&mut conn)? {
             redis::Role::Primary { .. } => Ok(conn),
@@ -351,6 +368,11 @@ impl Backend {
                         client,
                         nodes,
                         probes: Box::new(probes),
+                        unmapped: Box::new(NodeClients {
+                            tls: target.tls.then_some(tls.insecure),
+                            settings: settings.clone(),
+                            certs: certs.clone(),
+                        }),
                     })
                     .map_err(|_| client_error("cluster settings"))
             }
@@ -402,9 +424,11 @@ impl Backend {
                     service: service.clone(),
                     sentinels,
                     first: AtomicUsize::new(0),
-                    tls: target.tls.then_some(tls.insecure),
-                    settings,
-                    certs,
+                    masters: NodeClients {
+                        tls: target.tls.then_some(tls.insecure),
+                        settings,
+                        certs,
+                    },
                 };
                 Ok(Backend::Sentinel {
                     for_async: tokio::sync::Mutex::new(a),
@@ -418,6 +442,19 @@ impl Backend {
     /// Whether this is a cluster (several masters, slot routing).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Backend::Cluster { .. })
+    }
+
+    /// A client of the cluster node at `host`:`port` of its own, for a
+    /// node the cluster client's slot map leaves out; `None` elsewhere.
+    pub(crate) fn unmapped_node(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Option<RedisResult<redis::Client>> {
+        match self {
+            Backend::Cluster { unmapped, .. } => Some(unmapped.client(host, port)),
+            _ => None,
+        }
     }
 
     /// Where the invalidation channel's subscriber connects.

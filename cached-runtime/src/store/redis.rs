@@ -725,9 +725,7 @@ impl RedisStore {
         };
         let nodes = masters.len();
         cursor.masters = Some((masters, layout));
-        let value = self
-            .run(|c| async move { c.route_to(scan, Some((host, port))).await })
-            .await?;
+        let value = self.on_node(scan, (host, port)).await?;
         let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
             .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?;
         if next == 0 && cursor.node + 1 >= nodes {
@@ -772,23 +770,28 @@ impl RedisStore {
     /// The masters of the cluster (`CLUSTER SLOTS`, in its order) and its
     /// [`Layout`].
     async fn cluster_layout(&self) -> Result<(Vec<(String, u16)>, Layout), StoreError> {
-        let (masters, slots_given) = self.cluster_masters().await?;
+        let (mut masters, slots_given) = self.cluster_masters().await?;
         let mut own_lines = Vec::with_capacity(masters.len());
-        for master in &masters {
+        let mut walked = 0;
+        while let Some(master) = masters.get(walked).cloned() {
+            walked += 1;
             let nodes = self
-                .run(|c| {
-                    let address = master.clone();
-                    async move {
-                        c.route_to(redis::cmd("CLUSTER").arg("NODES").clone(), Some(address))
-                            .await
-                    }
-                })
+                .on_node(redis::cmd("CLUSTER").arg("NODES").clone(), master.clone())
                 .await?;
             let nodes: String = redis::FromRedisValue::from_redis_value(nodes).map_err(|e| {
                 StoreError::new(StoreErrorKind::Response, format!("CLUSTER NODES: {e}"))
             })?;
+            if walked == 1 {
+                // `CLUSTER SLOTS` leaves out a master that serves no slot
+                // yet, but one may be importing a slot (a reshard onto a
+                // new node) and hold keys of it already: walked too.
+                let mut slotless = slotless_masters(&nodes);
+                slotless.sort();
+                slotless.retain(|master| !masters.contains(master));
+                masters.extend(slotless);
+            }
             let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
-            own_lines.push((master.clone(), own));
+            own_lines.push((master, own));
         }
         let slots_said: u32 = own_lines
             .iter()
@@ -811,10 +814,7 @@ impl RedisStore {
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut found = Vec::new();
         for (master, slot) in layout.moving() {
-            let in_slot = |command: redis::Cmd| {
-                let address = master.clone();
-                self.run(|c| async move { c.route_to(command, Some(address)).await })
-            };
+            let in_slot = |command: redis::Cmd| self.on_node(command, master.clone());
             let count = in_slot(
                 redis::cmd("CLUSTER")
                     .arg("COUNTKEYSINSLOT")
@@ -847,6 +847,30 @@ impl RedisStore {
             );
         }
         Ok(found)
+    }
+
+    /// Runs `cmd` on the cluster node at `address`, under the timeout and
+    /// breaker. A master that serves no slot yet is not in the client's
+    /// slot map (the client knows no connection to it): it gets one of
+    /// its own for the command.
+    async fn on_node(
+        &self,
+        cmd: redis::Cmd,
+        address: (String, u16),
+    ) -> Result<redis::Value, StoreError> {
+        self.run(|c| async move {
+            match c.route_to(cmd.clone(), Some(address.clone())).await {
+                Err(e) if matches!(e.kind(), redis::ErrorKind::ClusterConnectionNotFound) => {
+                    let Some(client) = self.backend.unmapped_node(&address.0, address.1) else {
+                        return Err(e);
+                    };
+                    let mut conn = client?.get_multiplexed_async_connection().await?;
+                    cmd.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        })
+        .await
     }
 
     /// The address of every master of the cluster, from `CLUSTER SLOTS`,
@@ -987,6 +1011,31 @@ fn own_line(cluster_nodes: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The address of every master in a `CLUSTER NODES` answer that serves
+/// no slot (and is not failing or still being met).
+fn slotless_masters(cluster_nodes: &str) -> Vec<(String, u16)> {
+    cluster_nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let flags = fields.get(2)?.split(',').collect::<Vec<_>>();
+            let usable = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|f| f.starts_with("fail") || matches!(*f, "handshake" | "noaddr"));
+            let serves = fields.iter().skip(8).any(|f| !f.starts_with('['));
+            if !usable || serves {
+                return None;
+            }
+            // `host:port@bus[,hostname]`
+            let address = fields.get(1)?.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            let port = port.parse().ok().filter(|port| *port != 0)?;
+            (!host.is_empty()).then(|| (host.to_owned(), port))
+        })
+        .collect()
+}
+
 /// The slots a node's [`own_line`] moves out (`[slot->-id]`) or in
 /// (`[slot-<-id]`).
 fn moving_slots<'a>(own: impl IntoIterator<Item = &'a str>) -> Vec<u16> {
@@ -1093,7 +1142,7 @@ impl KeyScan<'_> {
 mod tests {
     use super::{
         glob_escape, glob_matches, is_connection_fault, moving_slots, own_line, served_slots,
-        RedisStore,
+        slotless_masters, RedisStore,
     };
 
     /// The client-side matcher agrees with `SCAN MATCH` on the patterns
@@ -1155,6 +1204,13 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
         );
         assert_eq!(moving_slots(own_line(nodes)), [93, 77]);
         assert_eq!(served_slots(own_line(nodes)), 5462);
+        let all = "a1 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191 [93->-c3]\n\
+                   b2 10.0.0.2:7000@17000 master - 0 0 2 connected 8192-16383\n\
+                   c3 10.0.0.3:7000@17000,c.example master - 0 0 0 connected\n\
+                   d4 10.0.0.4:7000@17000 master,fail - 0 0 0 disconnected\n\
+                   e5 :0@0 master,noaddr - 0 0 0 disconnected\n\
+                   f6 10.0.0.6:7000@17000 slave a1 0 0 1 connected\n";
+        assert_eq!(slotless_masters(all), [("10.0.0.3".to_owned(), 7000)]);
         let garbled = ["id", "host:1@2", "10-3", "0-4294967295", "5"];
         assert_eq!(served_slots(garbled), 1);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
