@@ -93,7 +93,9 @@ pub(crate) enum Turn {
     /// Neither came within the follower's patience: the leader's future
     /// is alive but nobody polls it (a `select!` branch that lost and was
     /// kept, a stream that is not read), or it runs far past any lease.
-    /// The follower has left the queue.
+    /// The follower has left the queue, and the flight the table: joining
+    /// again starts a new one (led by the first to join), instead of
+    /// waiting for the same leader once more.
     OutOfPatience,
 }
 
@@ -366,10 +368,17 @@ impl Follower {
     }
 
     /// The end of a wait whose patience ran out: what came at the last
-    /// moment, or nothing (leaving the queue as the follower drops).
+    /// moment, or nothing (leaving the queue as the follower drops, and
+    /// retiring the flight).
     fn give_up(mut self) -> Turn {
         let flight = self.flight.clone();
+        let mut flights = lock_table();
         let turn = self.turn(&mut flight.lock_state());
+        if turn.is_none() {
+            retire(&mut flights, &self.key, &self.flight);
+        }
+        // Unlocked before the follower drops, which takes the table again.
+        drop(flights);
         turn.unwrap_or(Turn::OutOfPatience)
     }
 }
@@ -469,8 +478,13 @@ mod tests {
             Turn::OutOfPatience
         ));
         assert_eq!(leader.flight.lock_state().waiters, 0);
+        assert!(!in_flight("k7"), "the stalled flight is retired");
+        // The next caller leads a new flight, beside the stalled one.
+        let next = lead("k7");
         drop(leader);
-        assert!(!in_flight("k7"), "nobody is left to hand the lead to");
+        assert!(in_flight("k7"), "the stalled leader retires only its own");
+        drop(next);
+        assert!(!in_flight("k7"));
     }
 
     #[tokio::test]

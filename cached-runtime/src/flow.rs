@@ -621,50 +621,55 @@ async fn miss<I: Io, V: DeserializeOwned>(
     is_negative: IsNegative<V>,
     undecodable: Option<Payload>,
 ) -> Step<V> {
-    let leader = match flight::join(call.cache_id(), call.key()) {
-        Role::Leader(leader) => leader,
-        // As long as a waiter in another process waits at the lock.
-        Role::Follower(follower) => match io.wait(follower, lease::LEASE_CEILING).await {
-            Turn::Value(shared) => {
-                if let Some((value, _)) = call.decode::<V>(&shared.bytes, is_negative) {
-                    call.hit();
-                    if shared.stored {
-                        let entry = call.unsealed(&shared.bytes);
-                        entry_info::hit(call.site, entry, is_negative(&value));
-                    } else {
-                        entry_info::hit_unstored();
+    // Joined again after waiting a lease ceiling for a leader that never
+    // finished: the stalled flight is retired then, so this call leads a
+    // new one or follows whoever does (the others still waiting too).
+    let leader = loop {
+        break match flight::join(call.cache_id(), call.key()) {
+            Role::Leader(leader) => leader,
+            // As long as a waiter in another process waits at the lock.
+            Role::Follower(follower) => match io.wait(follower, lease::LEASE_CEILING).await {
+                Turn::Value(shared) => {
+                    if let Some((value, _)) = call.decode::<V>(&shared.bytes, is_negative) {
+                        call.hit();
+                        if shared.stored {
+                            let entry = call.unsealed(&shared.bytes);
+                            entry_info::hit(call.site, entry, is_negative(&value));
+                        } else {
+                            entry_info::hit_unstored();
+                        }
+                        return Step::Serve(value);
                     }
-                    return Step::Serve(value);
+                    return Step::Run(Pending::alone());
                 }
-                return Step::Run(Pending::alone());
-            }
-            // The leader had nothing to share (an error, a panic):
-            // this call leads now, as if it had been first, while the other
-            // waiters keep waiting for it.
-            Turn::Lead(leader) => leader,
-            // Its call's answer too: served, like a shared value.
-            Turn::Absent => {
-                call.hit();
-                entry_info::uncached();
-                return Step::Absent;
-            }
-            Turn::OutOfPatience => {
-                tracing::warn!(
+                // The leader had nothing to share (an error, a panic):
+                // this call leads now, as if it had been first, while the other
+                // waiters keep waiting for it.
+                Turn::Lead(leader) => leader,
+                // Its call's answer too: served, like a shared value.
+                Turn::Absent => {
+                    call.hit();
+                    entry_info::hit_unstored();
+                    return Step::Absent;
+                }
+                Turn::OutOfPatience => {
+                    tracing::warn!(
+                        prefix = %call.site.prefix, key = call.key(),
+                        "waited a full lease ceiling for this process's computation of the key; starting afresh"
+                    );
+                    continue;
+                }
+            },
+            // Made by the leader's own body: waiting (in this process, or at
+            // the lock the leader holds) would wait for itself.
+            Role::Nested => {
+                tracing::debug!(
                     prefix = %call.site.prefix, key = call.key(),
-                    "waited a full lease ceiling for this process's computation of the key; computing"
+                    "cached call inside its own computation; running it on its own"
                 );
                 return Step::Run(Pending::alone());
             }
-        },
-        // Made by the leader's own body: waiting (in this process, or at
-        // the lock the leader holds) would wait for itself.
-        Role::Nested => {
-            tracing::debug!(
-                prefix = %call.site.prefix, key = call.key(),
-                "cached call inside its own computation; running it on its own"
-            );
-            return Step::Run(Pending::alone());
-        }
+        };
     };
     let mut undecodable = undecodable;
     if !call.site.lock {
@@ -886,7 +891,9 @@ impl<V> Pending<V> {
                 ..
             } => {
                 if absent {
-                    // Not a failure: what the entry stood for is gone.
+                    // Not a failure: what the entry stood for is gone, and
+                    // callers that missed meanwhile get the same answer.
+                    leader.share_absent();
                     remove_value(io, call, near, Some(&entry.bytes)).await;
                     entry_info::uncached();
                     let _ = io.unlock(&lock_key, &token).await;
