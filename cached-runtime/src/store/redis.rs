@@ -187,6 +187,15 @@ fn is_connection_fault(e: &RedisError) -> bool {
     }
 }
 
+/// Whose connections a failed command drops.
+#[derive(Clone, Copy)]
+enum Runtimes {
+    /// Every runtime's (a connection fault).
+    All,
+    /// The calling runtime's (no answer in time).
+    Current,
+}
+
 fn cooling_down() -> StoreError {
     StoreError::new(
         StoreErrorKind::CoolingDown,
@@ -293,7 +302,7 @@ impl RedisStore {
             }
             Ok(Err(e)) => {
                 if is_connection_fault(&e) {
-                    self.drop_connection(sent);
+                    self.drop_connection(sent, Runtimes::All);
                     self.breaker.failure();
                 } else {
                     // An error reply is still an answer: a probe that gets
@@ -305,7 +314,10 @@ impl RedisStore {
             Err(_) => {
                 // A server that stops answering keeps the socket open; a new
                 // connection is the only way to find out when it is back.
-                self.drop_connection(sent);
+                // Only this runtime's: a slow command (a large value, a
+                // long script) breaks nothing for the others, and reopening
+                // every connection would load a Redis that is slow already.
+                self.drop_connection(sent, Runtimes::Current);
                 self.breaker.failure();
                 Err(StoreError::new(
                     StoreErrorKind::Timeout,
@@ -412,25 +424,33 @@ impl RedisStore {
         self.conns.read().unwrap_or_else(|e| e.into_inner()).get(id)
     }
 
-    /// Drops the connections that a command sent at `sent` found broken.
-    fn drop_connection(&self, sent: Instant) {
+    /// Drops the connections, of `runtimes`, opened before a command sent
+    /// at `sent` found its connection broken or unanswered.
+    fn drop_connection(&self, sent: Instant, runtimes: Runtimes) {
         // A cluster connection reconnects to failed nodes by itself, but it
         // learns the new slot map after a failover only from an error its
         // caller waits for, and callers here give up at `timeout` first.
         // A new connection reads the map from the seed nodes; under
         // repeated failures it is made at most every CLUSTER_RENEW_MIN.
         let keep = |opened: &Instant| self.is_cluster() && opened.elapsed() < CLUSTER_RENEW_MIN;
-        // Every runtime's connection opened before the failed command was
-        // sent goes, not only this runtime's: what broke this one (a
-        // restart, a failover) broke them too, and each would otherwise
-        // fail its runtime's next command, one failure per runtime for the
-        // breaker to count, enough to open it although Redis answers
-        // again. One opened since (another runtime's, after a failure of
-        // its own) is newer than whatever broke this.
+        // On a fault, every runtime's connection opened before the failed
+        // command was sent goes, not only this runtime's: what broke this
+        // one (a restart, a failover) broke them too, and each would
+        // otherwise fail its runtime's next command, one failure per
+        // runtime for the breaker to count, enough to open it although
+        // Redis answers again. One opened since (another runtime's, after
+        // a failure of its own) is newer than whatever broke this.
+        let current = match runtimes {
+            Runtimes::All => None,
+            Runtimes::Current => match Self::runtime_id() {
+                Ok(id) => Some(id),
+                Err(_) => return,
+            },
+        };
         let mut per_runtime = self.conns.write().unwrap_or_else(|e| e.into_inner());
-        per_runtime
-            .conns
-            .retain(|c| c.opened > sent || keep(&c.opened));
+        per_runtime.conns.retain(|c| {
+            c.opened > sent || keep(&c.opened) || current.is_some_and(|id| c.runtime != id)
+        });
     }
 
     async fn connection(&self) -> Result<AsyncConn, StoreError> {
@@ -616,6 +636,9 @@ struct Layout {
     /// `CLUSTER SLOTS` gave them: the node that answered it may have an
     /// out-of-date view (a master missing from it is never walked).
     agreed: bool,
+    /// Masters that serve no slot but import one: `CLUSTER SLOTS` leaves
+    /// them out, and the client has no connection to them.
+    unmapped: Vec<(String, u16)>,
 }
 
 impl Layout {
@@ -627,6 +650,15 @@ impl Layout {
                 .map(move |slot| (master, slot))
         })
     }
+}
+
+/// The unmapped masters of the layout a walk learnt.
+fn layout_unmapped(cursor: &ScanCursor) -> Vec<(String, u16)> {
+    cursor
+        .masters
+        .as_ref()
+        .map(|(_, layout)| layout.unmapped.clone())
+        .unwrap_or_default()
 }
 
 /// How many times a walk over a cluster starts over when its layout
@@ -725,7 +757,9 @@ impl RedisStore {
         };
         let nodes = masters.len();
         cursor.masters = Some((masters, layout));
-        let value = self.on_node(scan, (host, port)).await?;
+        let value = self
+            .on_node(scan, (host, port), &layout_unmapped(cursor))
+            .await?;
         let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
             .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?;
         if next == 0 && cursor.node + 1 >= nodes {
@@ -772,27 +806,34 @@ impl RedisStore {
     async fn cluster_layout(&self) -> Result<(Vec<(String, u16)>, Layout), StoreError> {
         let (mut masters, slots_given) = self.cluster_masters().await?;
         let mut own_lines = Vec::with_capacity(masters.len());
-        let mut walked = 0;
-        while let Some(master) = masters.get(walked).cloned() {
-            walked += 1;
-            let nodes = self
-                .on_node(redis::cmd("CLUSTER").arg("NODES").clone(), master.clone())
-                .await?;
-            let nodes: String = redis::FromRedisValue::from_redis_value(nodes).map_err(|e| {
-                StoreError::new(StoreErrorKind::Response, format!("CLUSTER NODES: {e}"))
-            })?;
-            if walked == 1 {
-                // `CLUSTER SLOTS` leaves out a master that serves no slot
-                // yet, but one may be importing a slot (a reshard onto a
-                // new node) and hold keys of it already: walked too.
-                let mut slotless = slotless_masters(&nodes);
-                slotless.sort();
-                slotless.retain(|master| !masters.contains(master));
-                masters.extend(slotless);
-            }
+        let mut first_view = String::new();
+        for master in &masters {
+            let nodes = self.cluster_nodes(master, &[]).await?;
             let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
-            own_lines.push((master, own));
+            own_lines.push((master.clone(), own));
+            if first_view.is_empty() {
+                first_view = nodes;
+            }
         }
+        // A master that serves no slot yet but imports one (a reshard onto
+        // a new node) holds keys of it already, and `CLUSTER SLOTS` leaves
+        // it out: found through the masters moving slots to it.
+        let importers: Vec<&str> = own_lines
+            .iter()
+            .flat_map(|(_, own)| migration_targets(own.iter().map(String::as_str)))
+            .collect();
+        let mut unmapped: Vec<(String, u16)> = masters_named(&first_view, &importers)
+            .into_iter()
+            .filter(|master| !masters.contains(master))
+            .collect();
+        unmapped.sort();
+        unmapped.dedup();
+        for master in &unmapped {
+            let nodes = self.cluster_nodes(master, &unmapped).await?;
+            let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
+            own_lines.push((master.clone(), own));
+        }
+        masters.extend(unmapped.iter().cloned());
         let slots_said: u32 = own_lines
             .iter()
             .map(|(_, own)| served_slots(own.iter().map(String::as_str)))
@@ -801,8 +842,26 @@ impl RedisStore {
         let layout = Layout {
             masters: own_lines,
             agreed: slots_said == slots_given,
+            unmapped,
         };
         Ok((masters, layout))
+    }
+
+    /// `CLUSTER NODES` as `master` answers it.
+    async fn cluster_nodes(
+        &self,
+        master: &(String, u16),
+        unmapped: &[(String, u16)],
+    ) -> Result<String, StoreError> {
+        let nodes = self
+            .on_node(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                master.clone(),
+                unmapped,
+            )
+            .await?;
+        redis::FromRedisValue::from_redis_value(nodes)
+            .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("CLUSTER NODES: {e}")))
     }
 
     /// The keys matching `pattern` in the slots that `layout` shows moving,
@@ -814,7 +873,8 @@ impl RedisStore {
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut found = Vec::new();
         for (master, slot) in layout.moving() {
-            let in_slot = |command: redis::Cmd| self.on_node(command, master.clone());
+            let in_slot =
+                |command: redis::Cmd| self.on_node(command, master.clone(), &layout.unmapped);
             let count = in_slot(
                 redis::cmd("CLUSTER")
                     .arg("COUNTKEYSINSLOT")
@@ -849,28 +909,44 @@ impl RedisStore {
         Ok(found)
     }
 
-    /// Runs `cmd` on the cluster node at `address`, under the timeout and
-    /// breaker. A master that serves no slot yet is not in the client's
-    /// slot map (the client knows no connection to it): it gets one of
-    /// its own for the command.
+    /// Runs `cmd` on the cluster node at `address`, under the timeout. A
+    /// master of `unmapped` (one the client's slot map leaves out) gets a
+    /// connection of its own for it, outside the breaker: asking the
+    /// client for it would have it relearn the whole cluster, and a node
+    /// being added that does not answer yet says nothing about the others.
     async fn on_node(
         &self,
         cmd: redis::Cmd,
         address: (String, u16),
+        unmapped: &[(String, u16)],
     ) -> Result<redis::Value, StoreError> {
-        self.run(|c| async move {
-            match c.route_to(cmd.clone(), Some(address.clone())).await {
-                Err(e) if matches!(e.kind(), redis::ErrorKind::ClusterConnectionNotFound) => {
-                    let Some(client) = self.backend.unmapped_node(&address.0, address.1) else {
-                        return Err(e);
-                    };
-                    let mut conn = client?.get_multiplexed_async_connection().await?;
-                    cmd.query_async(&mut conn).await
-                }
-                answer => answer,
-            }
+        if !unmapped.contains(&address) {
+            return self
+                .run(|c| async move { c.route_to(cmd, Some(address)).await })
+                .await;
+        }
+        let Some(client) = self.backend.unmapped_node(&address.0, address.1) else {
+            return Err(StoreError::new(
+                StoreErrorKind::Connection,
+                "not a cluster: no node to reach by its address",
+            ));
+        };
+        let answer = tokio::time::timeout(self.timeout, async {
+            let mut conn = client?.get_multiplexed_async_connection().await?;
+            cmd.query_async::<redis::Value>(&mut conn).await
         })
-        .await
+        .await;
+        match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.store_error(&e)),
+            Err(_) => Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                format!(
+                    "no answer within {:?} from {}:{}, a master importing its first slot",
+                    self.timeout, address.0, address.1
+                ),
+            )),
+        }
     }
 
     /// The address of every master of the cluster, from `CLUSTER SLOTS`,
@@ -1011,26 +1087,43 @@ fn own_line(cluster_nodes: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The address of every master in a `CLUSTER NODES` answer that serves
-/// no slot (and is not failing or still being met).
-fn slotless_masters(cluster_nodes: &str) -> Vec<(String, u16)> {
+/// The ids of the nodes a master's [`own_line`] moves slots to
+/// (`[slot->-id]`).
+fn migration_targets<'a>(own: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    own.into_iter()
+        .filter_map(|field| field.strip_prefix('[')?.strip_suffix(']'))
+        .filter_map(|field| field.split_once("->-").map(|(_, id)| id))
+        .collect()
+}
+
+/// The address of each master of `ids` in a `CLUSTER NODES` answer that
+/// is connected and not failing: its announced hostname if it has one
+/// (what a TLS certificate names), else its address.
+fn masters_named(cluster_nodes: &str, ids: &[&str]) -> Vec<(String, u16)> {
     cluster_nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            let flags = fields.get(2)?.split(',').collect::<Vec<_>>();
+            if !ids.contains(fields.first()?) {
+                return None;
+            }
+            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
             let usable = flags.contains(&"master")
                 && !flags
                     .iter()
-                    .any(|f| f.starts_with("fail") || matches!(*f, "handshake" | "noaddr"));
-            let serves = fields.iter().skip(8).any(|f| !f.starts_with('['));
-            if !usable || serves {
+                    .any(|f| f.starts_with("fail") || matches!(*f, "handshake" | "noaddr"))
+                && fields.get(7) == Some(&"connected");
+            if !usable {
                 return None;
             }
             // `host:port@bus[,hostname]`
-            let address = fields.get(1)?.split('@').next()?;
-            let (host, port) = address.rsplit_once(':')?;
+            let (address, hostname) = match fields.get(1)?.split_once(',') {
+                Some((address, hostname)) => (address, Some(hostname)),
+                None => (fields.get(1)?.to_owned(), None),
+            };
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
             let port = port.parse().ok().filter(|port| *port != 0)?;
+            let host = hostname.filter(|h| !h.is_empty()).unwrap_or(host);
             (!host.is_empty()).then(|| (host.to_owned(), port))
         })
         .collect()
@@ -1141,8 +1234,8 @@ impl KeyScan<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        glob_escape, glob_matches, is_connection_fault, moving_slots, own_line, served_slots,
-        slotless_masters, RedisStore,
+        glob_escape, glob_matches, is_connection_fault, masters_named, migration_targets,
+        moving_slots, own_line, served_slots, RedisStore,
     };
 
     /// The client-side matcher agrees with `SCAN MATCH` on the patterns
@@ -1207,10 +1300,20 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
         let all = "a1 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191 [93->-c3]\n\
                    b2 10.0.0.2:7000@17000 master - 0 0 2 connected 8192-16383\n\
                    c3 10.0.0.3:7000@17000,c.example master - 0 0 0 connected\n\
+                   c4 10.0.0.4:7000@17000 master - 0 0 0 connected\n\
                    d4 10.0.0.4:7000@17000 master,fail - 0 0 0 disconnected\n\
+                   d5 10.0.0.5:7000@17000 master - 0 0 0 disconnected\n\
                    e5 :0@0 master,noaddr - 0 0 0 disconnected\n\
                    f6 10.0.0.6:7000@17000 slave a1 0 0 1 connected\n";
-        assert_eq!(slotless_masters(all), [("10.0.0.3".to_owned(), 7000)]);
+        let own = own_line(all);
+        assert_eq!(migration_targets(own.iter().copied()), ["c3"]);
+        assert_eq!(
+            masters_named(all, &["c3", "c4", "d4", "d5", "e5", "f6"]),
+            [
+                ("c.example".to_owned(), 7000),
+                ("10.0.0.4".to_owned(), 7000)
+            ]
+        );
         let garbled = ["id", "host:1@2", "10-3", "0-4294967295", "5"];
         assert_eq!(served_slots(garbled), 1);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
