@@ -148,6 +148,27 @@ fn owner_seen(conn: &mut redis::Connection, slot: u16) -> Option<String> {
     })
 }
 
+/// A key `{prefix}:{n}` in a slot that `owner` serves, and the slot.
+fn key_served_by(
+    owner: &Master,
+    all: &[Master],
+    prefix: &str,
+    any: &mut redis::Connection,
+) -> (String, u16) {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find_map(|key| {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query(any)
+                .unwrap();
+            let serving = all.iter().rfind(|m| m.first_slot <= slot)?;
+            (serving.id == owner.id).then_some((key, slot))
+        })
+        .unwrap()
+}
+
 /// `CLUSTER SETSLOT slot how id` on `master`.
 fn setslot(master: &Master, slot: u16, how: &str, id: &str) {
     let _: () = redis::cmd("CLUSTER")
@@ -193,18 +214,7 @@ async fn a_key_that_moves_during_a_walk_is_still_found() {
     let (first, last) = (all[0].clone(), all[all.len() - 1].clone());
 
     // A key in a slot of the master walked last.
-    let (key, slot) = (0..)
-        .map(|i| format!("{namespace}:moving:{i}"))
-        .find_map(|key| {
-            let slot: u16 = redis::cmd("CLUSTER")
-                .arg("KEYSLOT")
-                .arg(&key)
-                .query(&mut any)
-                .unwrap();
-            let owner = all.iter().rfind(|m| m.first_slot <= slot)?;
-            (owner.id == last.id).then_some((key, slot))
-        })
-        .unwrap();
+    let (key, slot) = key_served_by(&last, &all, &format!("{namespace}:moving"), &mut any);
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("v")
@@ -320,18 +330,7 @@ async fn a_key_on_a_master_importing_its_first_slot_is_found() {
         first_slot: 0,
     };
     let namespace = common::namespace("cluster_reshard_added");
-    let (key, slot) = (0..)
-        .map(|i| format!("{namespace}:importing:{i}"))
-        .find_map(|key| {
-            let slot: u16 = redis::cmd("CLUSTER")
-                .arg("KEYSLOT")
-                .arg(&key)
-                .query(&mut any)
-                .unwrap();
-            let owner_of = all.iter().rfind(|m| m.first_slot <= slot)?;
-            (owner_of.id == owner.id).then_some((key, slot))
-        })
-        .unwrap();
+    let (key, slot) = key_served_by(&owner, &all, &format!("{namespace}:importing"), &mut any);
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("v")

@@ -186,6 +186,21 @@ async fn call_together<F: std::future::Future<Output = Result<u32, String>> + Se
     results
 }
 
+/// Runs `call` on `threads` threads released at once; their answers.
+fn threads_together<T: Send + 'static>(threads: usize, call: fn() -> T) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(threads));
+    let threads: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                call()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_leader_hands_over_to_one_waiter_at_a_time() {
     setup();
@@ -225,17 +240,7 @@ fn flaky_sync(x: u32) -> Result<u32, String> {
 #[test]
 fn sync_waiters_take_over_one_at_a_time_too() {
     setup();
-    let barrier = Arc::new(Barrier::new(16));
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                flaky_sync(7)
-            })
-        })
-        .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let results = threads_together(16, || flaky_sync(7));
     check_results(
         &results,
         FLAKY_SYNC_RUNS.load(SeqCst),
@@ -291,19 +296,7 @@ fn slow_sync(x: u32) -> u32 {
 #[test]
 fn sync_callers_coalesce_too() {
     setup();
-    let barrier = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                slow_sync(5)
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), 15);
-    }
+    assert_eq!(threads_together(8, || slow_sync(5)), [15; 8]);
     assert_eq!(SYNC_RUNS.load(SeqCst), 1);
 }
 
@@ -444,18 +437,6 @@ async fn callers_waiting_for_a_none_answer_none() {
     assert_eq!(missing(5).await, None);
     assert_eq!(MISSING_RUNS.load(SeqCst), 2, "and the None was not cached");
 
-    let barrier = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                missing_sync(5)
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), None);
-    }
+    assert_eq!(threads_together(8, || missing_sync(5)), [None; 8]);
     assert_eq!(MISSING_SYNC_RUNS.load(SeqCst), 1, "sync callers too");
 }
