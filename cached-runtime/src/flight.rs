@@ -50,6 +50,12 @@ struct State {
     absent: bool,
     /// Followers registered and not yet served or gone.
     waiters: usize,
+    /// When the current leader took the lead: a follower's patience
+    /// counts from there.
+    led_since: Option<Instant>,
+    /// A follower found the leader stalled past its patience and took the
+    /// flight out of the table: every waiter joins the key afresh.
+    retired: bool,
 }
 
 /// The calls of one key that are under way.
@@ -143,6 +149,7 @@ pub(crate) fn join(cache: usize, key: &str) -> Role {
         });
     }
     let flight = Arc::new(Flight::default());
+    flight.lock_state().led_since = Some(Instant::now());
     flights.insert(key.clone(), flight.clone());
     Role::Leader(Leader {
         key,
@@ -311,8 +318,14 @@ impl Follower {
             self.queued = false;
             return Some(Turn::Absent);
         }
+        if state.retired {
+            state.waiters -= 1;
+            self.queued = false;
+            return Some(Turn::OutOfPatience);
+        }
         if state.lead_vacant {
             state.lead_vacant = false;
+            state.led_since = Some(Instant::now());
             state.waiters -= 1;
             self.queued = false;
             return Some(Turn::Lead(Leader {
@@ -325,39 +338,47 @@ impl Follower {
         None
     }
 
-    /// Waits for a value or the lead without blocking the thread, for at
-    /// most `patience`.
+    /// Waits for a value or the lead without blocking the thread, giving
+    /// up on a leader that has led for `patience` without either.
     pub(crate) async fn wait(mut self, patience: Duration) -> Turn {
         let flight = self.flight.clone();
-        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let mut notified = std::pin::pin!(flight.notify.notified());
             // Registered before checking, so a wake-up between the check
             // and the await is not lost.
             notified.as_mut().enable();
-            if let Some(turn) = self.turn(&mut flight.lock_state()) {
-                return turn;
-            }
+            let deadline = {
+                let mut state = flight.lock_state();
+                if let Some(turn) = self.turn(&mut state) {
+                    return turn;
+                }
+                stalled_at(&state, patience)
+            };
+            let deadline = tokio::time::Instant::from_std(deadline);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.give_up();
+                if let Some(turn) = self.give_up(patience) {
+                    return turn;
+                }
             }
         }
     }
 
-    /// Waits for a value or the lead, blocking the thread, for at most
-    /// `patience`.
+    /// [`Follower::wait`], blocking the thread.
     pub(crate) fn wait_blocking(mut self, patience: Duration) -> Turn {
-        let deadline = Instant::now() + patience;
         let flight = self.flight.clone();
         let mut state = flight.lock_state();
         loop {
             if let Some(turn) = self.turn(&mut state) {
                 return turn;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = stalled_at(&state, patience).saturating_duration_since(Instant::now());
             if left.is_zero() {
                 drop(state);
-                return self.give_up();
+                if let Some(turn) = self.give_up(patience) {
+                    return turn;
+                }
+                state = flight.lock_state();
+                continue;
             }
             state = flight
                 .done
@@ -367,20 +388,41 @@ impl Follower {
         }
     }
 
-    /// The end of a wait whose patience ran out: what came at the last
-    /// moment, or nothing (leaving the queue as the follower drops, and
-    /// retiring the flight).
-    fn give_up(mut self) -> Turn {
+    /// After a wait that timed out: what came at the last moment, nothing
+    /// yet if the lead passed on meanwhile (the new leader gets its own
+    /// `patience`), or [`Turn::OutOfPatience`] after retiring the flight
+    /// and telling every other waiter to join afresh too.
+    fn give_up(&mut self, patience: Duration) -> Option<Turn> {
         let flight = self.flight.clone();
         let mut flights = lock_table();
-        let turn = self.turn(&mut flight.lock_state());
-        if turn.is_none() {
-            retire(&mut flights, &self.key, &self.flight);
+        let mut state = flight.lock_state();
+        if let Some(turn) = self.turn(&mut state) {
+            return Some(turn);
         }
-        // Unlocked before the follower drops, which takes the table again.
+        if stalled_at(&state, patience) > Instant::now() {
+            return None;
+        }
+        tracing::warn!(
+            key = self.key.key,
+            "a computation of the key in this process neither finished nor failed within {patience:?}; starting afresh"
+        );
+        retire(&mut flights, &self.key, &self.flight);
+        state.retired = true;
+        state.waiters -= 1;
+        self.queued = false;
+        drop(state);
         drop(flights);
-        turn.unwrap_or(Turn::OutOfPatience)
+        flight.done.notify_all();
+        flight.notify.notify_waiters();
+        Some(Turn::OutOfPatience)
     }
+}
+
+/// When the flight's leader counts as stalled: `patience` after it took
+/// the lead.
+fn stalled_at(state: &State, patience: Duration) -> Instant {
+    let since = state.led_since.unwrap_or_else(Instant::now);
+    since.checked_add(patience).unwrap_or(since)
 }
 
 impl Drop for Follower {
@@ -498,6 +540,52 @@ mod tests {
         assert_eq!(leader.flight.lock_state().waiters, 0);
         drop(leader);
         assert!(!in_flight("k8"), "nobody is left to hand the lead to");
+    }
+
+    #[test]
+    fn a_follower_out_of_patience_sends_every_waiter_to_join_afresh() {
+        let leader = lead("k9");
+        let (impatient, patient) = (follow("k9"), follow("k9"));
+        let patient = std::thread::spawn(move || patient.wait_blocking(Duration::from_secs(60)));
+        assert!(matches!(
+            impatient.wait_blocking(Duration::from_millis(50)),
+            Turn::OutOfPatience
+        ));
+        // Long before its own minute.
+        assert!(matches!(patient.join().unwrap(), Turn::OutOfPatience));
+        assert_eq!(leader.flight.lock_state().waiters, 0);
+        drop(leader);
+        assert!(!in_flight("k9"));
+    }
+
+    #[test]
+    fn patience_counts_from_the_current_leader() {
+        let patience = Duration::from_secs(2);
+        let first = lead("k10");
+        let (a, b) = (follow("k10"), follow("k10"));
+        let (sent, turns) = std::sync::mpsc::channel();
+        for follower in [a, b] {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let _ = sent.send(follower.wait_blocking(patience));
+            });
+        }
+        std::thread::sleep(patience / 2);
+        // Fails: one of them leads now, the other waits for it.
+        drop(first);
+        let Ok(Turn::Lead(mut second)) = turns.recv_timeout(patience) else {
+            panic!("a follower takes the lead")
+        };
+        // Past the first leader's patience, within the second's.
+        std::thread::sleep(patience * 3 / 4);
+        assert!(
+            turns.try_recv().is_err(),
+            "the other follower gave up on a leader that had led for less than its patience"
+        );
+        second.share(Arc::from(&b"v"[..]), true);
+        drop(second);
+        assert!(matches!(turns.recv_timeout(patience), Ok(Turn::Value(_))));
+        assert!(!in_flight("k10"));
     }
 
     #[tokio::test]

@@ -652,13 +652,9 @@ async fn miss<I: Io, V: DeserializeOwned>(
                     entry_info::hit_unstored();
                     return Step::Absent;
                 }
-                Turn::OutOfPatience => {
-                    tracing::warn!(
-                        prefix = %call.site.prefix, key = call.key(),
-                        "waited a full lease ceiling for this process's computation of the key; starting afresh"
-                    );
-                    continue;
-                }
+                // The leader stalled (said once, by the follower that
+                // found it so): join the key afresh.
+                Turn::OutOfPatience => continue,
             },
             // Made by the leader's own body: waiting (in this process, or at
             // the lock the leader holds) would wait for itself.
