@@ -806,26 +806,31 @@ impl RedisStore {
     async fn cluster_layout(&self) -> Result<(Vec<(String, u16)>, Layout), StoreError> {
         let (mut masters, slots_given) = self.cluster_masters().await?;
         let mut own_lines = Vec::with_capacity(masters.len());
-        let mut first_view = String::new();
-        for master in &masters {
-            let nodes = self.cluster_nodes(master, &[]).await?;
-            let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
-            own_lines.push((master.clone(), own));
-            if first_view.is_empty() {
-                first_view = nodes;
-            }
-        }
         // A master that serves no slot yet but imports one (a reshard onto
         // a new node) holds keys of it already, and `CLUSTER SLOTS` leaves
-        // it out: found through the masters moving slots to it.
-        let importers: Vec<&str> = own_lines
+        // it out: found through the master moving the slot to it, which
+        // knows it. Named as `CLUSTER SLOTS` names the others (a hostname
+        // where it gives hostnames, else the address).
+        let by_hostname = masters
             .iter()
-            .flat_map(|(_, own)| migration_targets(own.iter().map(String::as_str)))
-            .collect();
-        let mut unmapped: Vec<(String, u16)> = masters_named(&first_view, &importers)
-            .into_iter()
-            .filter(|master| !masters.contains(master))
-            .collect();
+            .any(|(host, _)| host.parse::<std::net::IpAddr>().is_err());
+        let mut unmapped = Vec::new();
+        let mut all_importers_found = true;
+        for master in &masters {
+            let nodes = self.cluster_nodes(master, &[]).await?;
+            let own = own_line(&nodes);
+            let mut importers = migration_targets(own.iter().copied());
+            importers.sort_unstable();
+            importers.dedup();
+            let found = slotless_masters_named(&nodes, &importers, by_hostname);
+            // One it names but that serves slots is walked already; one it
+            // cannot place (not met yet, failing) leaves the walk unsure.
+            all_importers_found &=
+                found.len() + importers_serving(&nodes, &importers) == importers.len();
+            unmapped.extend(found);
+            own_lines.push((master.clone(), own.into_iter().map(str::to_owned).collect()));
+        }
+        unmapped.retain(|master| !masters.contains(master));
         unmapped.sort();
         unmapped.dedup();
         for master in &unmapped {
@@ -841,7 +846,7 @@ impl RedisStore {
         own_lines.sort();
         let layout = Layout {
             masters: own_lines,
-            agreed: slots_said == slots_given,
+            agreed: slots_said == slots_given && all_importers_found,
             unmapped,
         };
         Ok((masters, layout))
@@ -931,11 +936,17 @@ impl RedisStore {
                 "not a cluster: no node to reach by its address",
             ));
         };
-        let answer = tokio::time::timeout(self.timeout, async {
-            let mut conn = client?.get_multiplexed_async_connection().await?;
-            cmd.query_async::<redis::Value>(&mut conn).await
-        })
-        .await;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        let answer =
+            tokio::time::timeout(self.connect_timeout.saturating_add(self.timeout), async {
+                let mut conn = client?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                cmd.query_async::<redis::Value>(&mut conn).await
+            })
+            .await;
         match answer {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.store_error(&e)),
@@ -943,7 +954,9 @@ impl RedisStore {
                 StoreErrorKind::Timeout,
                 format!(
                     "no answer within {:?} from {}:{}, a master importing its first slot",
-                    self.timeout, address.0, address.1
+                    self.connect_timeout.saturating_add(self.timeout),
+                    address.0,
+                    address.1
                 ),
             )),
         }
@@ -1097,14 +1110,18 @@ fn migration_targets<'a>(own: impl IntoIterator<Item = &'a str>) -> Vec<&'a str>
 }
 
 /// The address of each master of `ids` in a `CLUSTER NODES` answer that
-/// is connected and not failing: its announced hostname if it has one
-/// (what a TLS certificate names), else its address.
-fn masters_named(cluster_nodes: &str, ids: &[&str]) -> Vec<(String, u16)> {
+/// serves no slot, is connected and is not failing: its announced
+/// hostname if `by_hostname` and it has one, else its address.
+fn slotless_masters_named(
+    cluster_nodes: &str,
+    ids: &[&str],
+    by_hostname: bool,
+) -> Vec<(String, u16)> {
     cluster_nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            if !ids.contains(fields.first()?) {
+            if !ids.contains(fields.first()?) || serves_slots(&fields) {
                 return None;
             }
             let flags: Vec<&str> = fields.get(2)?.split(',').collect();
@@ -1119,14 +1136,31 @@ fn masters_named(cluster_nodes: &str, ids: &[&str]) -> Vec<(String, u16)> {
             // `host:port@bus[,hostname]`
             let (address, hostname) = match fields.get(1)?.split_once(',') {
                 Some((address, hostname)) => (address, Some(hostname)),
-                None => (fields.get(1)?.to_owned(), None),
+                None => (*fields.get(1)?, None),
             };
             let (host, port) = address.split('@').next()?.rsplit_once(':')?;
             let port = port.parse().ok().filter(|port| *port != 0)?;
-            let host = hostname.filter(|h| !h.is_empty()).unwrap_or(host);
+            let host = match hostname {
+                Some(hostname) if by_hostname && !hostname.is_empty() => hostname,
+                _ => host,
+            };
             (!host.is_empty()).then(|| (host.to_owned(), port))
         })
         .collect()
+}
+
+/// How many of `ids` serve slots in a `CLUSTER NODES` answer.
+fn importers_serving(cluster_nodes: &str, ids: &[&str]) -> usize {
+    cluster_nodes
+        .lines()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .filter(|fields| fields.first().is_some_and(|id| ids.contains(id)) && serves_slots(fields))
+        .count()
+}
+
+/// Whether a `CLUSTER NODES` line lists slots (not only slots moving).
+fn serves_slots(fields: &[&str]) -> bool {
+    fields.iter().skip(8).any(|f| !f.starts_with('['))
 }
 
 /// The slots a node's [`own_line`] moves out (`[slot->-id]`) or in
@@ -1234,8 +1268,8 @@ impl KeyScan<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        glob_escape, glob_matches, is_connection_fault, masters_named, migration_targets,
-        moving_slots, own_line, served_slots, RedisStore,
+        glob_escape, glob_matches, importers_serving, is_connection_fault, migration_targets,
+        moving_slots, own_line, served_slots, slotless_masters_named, RedisStore,
     };
 
     /// The client-side matcher agrees with `SCAN MATCH` on the patterns
@@ -1307,13 +1341,19 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
                    f6 10.0.0.6:7000@17000 slave a1 0 0 1 connected\n";
         let own = own_line(all);
         assert_eq!(migration_targets(own.iter().copied()), ["c3"]);
+        let ids = ["b2", "c3", "c4", "d4", "d5", "e5", "f6"];
         assert_eq!(
-            masters_named(all, &["c3", "c4", "d4", "d5", "e5", "f6"]),
+            slotless_masters_named(all, &ids, true),
             [
                 ("c.example".to_owned(), 7000),
                 ("10.0.0.4".to_owned(), 7000)
             ]
         );
+        assert_eq!(
+            slotless_masters_named(all, &ids, false)[0],
+            ("10.0.0.3".to_owned(), 7000)
+        );
+        assert_eq!(importers_serving(all, &ids), 1);
         let garbled = ["id", "host:1@2", "10-3", "0-4294967295", "5"];
         assert_eq!(served_slots(garbled), 1);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
