@@ -356,7 +356,9 @@ impl Follower {
             };
             let deadline = tokio::time::Instant::from_std(deadline);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                if let Some(turn) = self.give_up(patience) {
+                // On the timer's clock, which a test may have paused.
+                let now = tokio::time::Instant::now().into_std();
+                if let Some(turn) = self.give_up(patience, now) {
                     return turn;
                 }
             }
@@ -374,7 +376,7 @@ impl Follower {
             let left = stalled_at(&state, patience).saturating_duration_since(Instant::now());
             if left.is_zero() {
                 drop(state);
-                if let Some(turn) = self.give_up(patience) {
+                if let Some(turn) = self.give_up(patience, Instant::now()) {
                     return turn;
                 }
                 state = flight.lock_state();
@@ -392,14 +394,14 @@ impl Follower {
     /// yet if the lead passed on meanwhile (the new leader gets its own
     /// `patience`), or [`Turn::OutOfPatience`] after retiring the flight
     /// and telling every other waiter to join afresh too.
-    fn give_up(&mut self, patience: Duration) -> Option<Turn> {
+    fn give_up(&mut self, patience: Duration, now: Instant) -> Option<Turn> {
         let flight = self.flight.clone();
         let mut flights = lock_table();
         let mut state = flight.lock_state();
         if let Some(turn) = self.turn(&mut state) {
             return Some(turn);
         }
-        if stalled_at(&state, patience) > Instant::now() {
+        if stalled_at(&state, patience) > now {
             return None;
         }
         tracing::warn!(
