@@ -39,7 +39,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Where a flight stands; guarded by [`Flight::state`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// The entry (header included), once a leader shared one.
     value: Option<Shared>,
@@ -52,18 +52,36 @@ struct State {
     waiters: usize,
     /// When the current leader took the lead: a follower's patience
     /// counts from there.
-    led_since: Option<Instant>,
+    led_since: Instant,
     /// A follower found the leader stalled past its patience and took the
     /// flight out of the table: every waiter joins the key afresh.
     retired: bool,
 }
 
 /// The calls of one key that are under way.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Flight {
     state: Mutex<State>,
     done: Condvar,
     notify: tokio::sync::Notify,
+}
+
+impl Flight {
+    /// A flight whose leader takes the lead now.
+    fn led_now() -> Self {
+        Self {
+            state: Mutex::new(State {
+                value: None,
+                lead_vacant: false,
+                absent: false,
+                waiters: 0,
+                led_since: Instant::now(),
+                retired: false,
+            }),
+            done: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// How a call takes part in the flight of its key.
@@ -148,8 +166,7 @@ pub(crate) fn join(cache: usize, key: &str) -> Role {
             queued: true,
         });
     }
-    let flight = Arc::new(Flight::default());
-    flight.lock_state().led_since = Some(Instant::now());
+    let flight = Arc::new(Flight::led_now());
     flights.insert(key.clone(), flight.clone());
     Role::Leader(Leader {
         key,
@@ -308,34 +325,32 @@ pub(crate) struct Follower {
 impl Follower {
     /// The end of the wait, if it has come.
     fn turn(&mut self, state: &mut State) -> Option<Turn> {
-        if let Some(value) = &state.value {
-            state.waiters -= 1;
-            self.queued = false;
-            return Some(Turn::Value(value.clone()));
-        }
-        if state.absent {
-            state.waiters -= 1;
-            self.queued = false;
-            return Some(Turn::Absent);
-        }
-        if state.retired {
-            state.waiters -= 1;
-            self.queued = false;
-            return Some(Turn::OutOfPatience);
-        }
-        if state.lead_vacant {
+        let turn = if let Some(value) = &state.value {
+            Turn::Value(value.clone())
+        } else if state.absent {
+            Turn::Absent
+        } else if state.retired {
+            Turn::OutOfPatience
+        } else if state.lead_vacant {
             state.lead_vacant = false;
-            state.led_since = Some(Instant::now());
-            state.waiters -= 1;
-            self.queued = false;
-            return Some(Turn::Lead(Leader {
+            state.led_since = Instant::now();
+            Turn::Lead(Leader {
                 key: std::mem::take(&mut self.key),
                 flight: self.flight.clone(),
                 value: None,
                 absent: false,
-            }));
-        }
-        None
+            })
+        } else {
+            return None;
+        };
+        self.leave(state);
+        Some(turn)
+    }
+
+    /// Leaves the queue, its wait over.
+    fn leave(&mut self, state: &mut State) {
+        state.waiters -= 1;
+        self.queued = false;
     }
 
     /// Waits for a value or the lead without blocking the thread, giving
@@ -410,8 +425,7 @@ impl Follower {
         );
         retire(&mut flights, &self.key, &self.flight);
         state.retired = true;
-        state.waiters -= 1;
-        self.queued = false;
+        self.leave(&mut state);
         drop(state);
         drop(flights);
         flight.done.notify_all();
@@ -423,7 +437,7 @@ impl Follower {
 /// When the flight's leader counts as stalled: `patience` after it took
 /// the lead.
 fn stalled_at(state: &State, patience: Duration) -> Instant {
-    let since = state.led_since.unwrap_or_else(Instant::now);
+    let since = state.led_since;
     since.checked_add(patience).unwrap_or(since)
 }
 
