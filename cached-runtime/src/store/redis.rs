@@ -652,15 +652,6 @@ impl Layout {
     }
 }
 
-/// The unmapped masters of the layout a walk learnt.
-fn layout_unmapped(cursor: &ScanCursor) -> Vec<(String, u16)> {
-    cursor
-        .masters
-        .as_ref()
-        .map(|(_, layout)| layout.unmapped.clone())
-        .unwrap_or_default()
-}
-
 /// How many times a walk over a cluster starts over when its layout
 /// changed under it, before failing (a reshard in progress moves keys all
 /// along).
@@ -756,10 +747,12 @@ impl RedisStore {
             return Ok(Vec::new());
         };
         let nodes = masters.len();
+        let unmapped = layout
+            .unmapped
+            .iter()
+            .any(|(h, p)| *h == host && *p == port);
         cursor.masters = Some((masters, layout));
-        let value = self
-            .on_node(scan, (host, port), &layout_unmapped(cursor))
-            .await?;
+        let value = self.on_node(scan, (host, port), unmapped).await?;
         let (next, mut keys): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(value)
             .map_err(|e| StoreError::new(StoreErrorKind::Response, format!("SCAN: {e}")))?;
         if next == 0 && cursor.node + 1 >= nodes {
@@ -817,24 +810,22 @@ impl RedisStore {
         let mut unmapped = Vec::new();
         let mut all_importers_found = true;
         for master in &masters {
-            let nodes = self.cluster_nodes(master, &[]).await?;
+            let nodes = self.cluster_nodes(master, false).await?;
             let own = own_line(&nodes);
-            let mut importers = migration_targets(own.iter().copied());
-            importers.sort_unstable();
-            importers.dedup();
-            let found = slotless_masters_named(&nodes, &importers, by_hostname);
-            // One it names but that serves slots is walked already; one it
-            // cannot place (not met yet, failing) leaves the walk unsure.
-            all_importers_found &=
-                found.len() + importers_serving(&nodes, &importers) == importers.len();
-            unmapped.extend(found);
+            let importers = migration_targets(own.iter().copied());
+            // One it cannot place (not met yet, failing) leaves the walk
+            // unsure.
+            match slotless_importers(&nodes, &importers, by_hostname) {
+                Some(found) => unmapped.extend(found),
+                None => all_importers_found = false,
+            }
             own_lines.push((master.clone(), own.into_iter().map(str::to_owned).collect()));
         }
         unmapped.retain(|master| !masters.contains(master));
         unmapped.sort();
         unmapped.dedup();
         for master in &unmapped {
-            let nodes = self.cluster_nodes(master, &unmapped).await?;
+            let nodes = self.cluster_nodes(master, true).await?;
             let own: Vec<String> = own_line(&nodes).into_iter().map(str::to_owned).collect();
             own_lines.push((master.clone(), own));
         }
@@ -852,11 +843,12 @@ impl RedisStore {
         Ok((masters, layout))
     }
 
-    /// `CLUSTER NODES` as `master` answers it.
+    /// `CLUSTER NODES` as `master` answers it (`unmapped`: see
+    /// [`RedisStore::on_node`]).
     async fn cluster_nodes(
         &self,
         master: &(String, u16),
-        unmapped: &[(String, u16)],
+        unmapped: bool,
     ) -> Result<String, StoreError> {
         let nodes = self
             .on_node(
@@ -878,8 +870,8 @@ impl RedisStore {
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut found = Vec::new();
         for (master, slot) in layout.moving() {
-            let in_slot =
-                |command: redis::Cmd| self.on_node(command, master.clone(), &layout.unmapped);
+            let unmapped = layout.unmapped.contains(master);
+            let in_slot = |command: redis::Cmd| self.on_node(command, master.clone(), unmapped);
             let count = in_slot(
                 redis::cmd("CLUSTER")
                     .arg("COUNTKEYSINSLOT")
@@ -914,8 +906,8 @@ impl RedisStore {
         Ok(found)
     }
 
-    /// Runs `cmd` on the cluster node at `address`, under the timeout. A
-    /// master of `unmapped` (one the client's slot map leaves out) gets a
+    /// Runs `cmd` on the cluster node at `address`, under the timeout. An
+    /// `unmapped` master (one the client's slot map leaves out) gets a
     /// connection of its own for it, outside the breaker: asking the
     /// client for it would have it relearn the whole cluster, and a node
     /// being added that does not answer yet says nothing about the others.
@@ -923,9 +915,9 @@ impl RedisStore {
         &self,
         cmd: redis::Cmd,
         address: (String, u16),
-        unmapped: &[(String, u16)],
+        unmapped: bool,
     ) -> Result<redis::Value, StoreError> {
-        if !unmapped.contains(&address) {
+        if !unmapped {
             return self
                 .run(|c| async move { c.route_to(cmd, Some(address)).await })
                 .await;
@@ -1109,53 +1101,51 @@ fn migration_targets<'a>(own: impl IntoIterator<Item = &'a str>) -> Vec<&'a str>
         .collect()
 }
 
-/// The address of each master of `ids` in a `CLUSTER NODES` answer that
-/// serves no slot, is connected and is not failing: its announced
-/// hostname if `by_hostname` and it has one, else its address.
-fn slotless_masters_named(
+/// Where the masters of `ids` stand in a `CLUSTER NODES` answer: the
+/// address of each that serves no slot (its announced hostname if
+/// `by_hostname` and it has one), while one that serves slots needs none
+/// (`CLUSTER SLOTS` lists it); `None` if one of them is missing, failing,
+/// disconnected or not a master.
+fn slotless_importers(
     cluster_nodes: &str,
     ids: &[&str],
     by_hostname: bool,
-) -> Vec<(String, u16)> {
-    cluster_nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if !ids.contains(fields.first()?) || serves_slots(&fields) {
-                return None;
-            }
-            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
-            let usable = flags.contains(&"master")
-                && !flags
-                    .iter()
-                    .any(|f| f.starts_with("fail") || matches!(*f, "handshake" | "noaddr"))
-                && fields.get(7) == Some(&"connected");
-            if !usable {
-                return None;
-            }
-            // `host:port@bus[,hostname]`
-            let (address, hostname) = match fields.get(1)?.split_once(',') {
-                Some((address, hostname)) => (address, Some(hostname)),
-                None => (*fields.get(1)?, None),
-            };
-            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
-            let port = port.parse().ok().filter(|port| *port != 0)?;
-            let host = match hostname {
-                Some(hostname) if by_hostname && !hostname.is_empty() => hostname,
-                _ => host,
-            };
-            (!host.is_empty()).then(|| (host.to_owned(), port))
-        })
-        .collect()
-}
-
-/// How many of `ids` serve slots in a `CLUSTER NODES` answer.
-fn importers_serving(cluster_nodes: &str, ids: &[&str]) -> usize {
-    cluster_nodes
-        .lines()
-        .map(|line| line.split(' ').collect::<Vec<_>>())
-        .filter(|fields| fields.first().is_some_and(|id| ids.contains(id)) && serves_slots(fields))
-        .count()
+) -> Option<Vec<(String, u16)>> {
+    let mut found = Vec::new();
+    for id in ids {
+        let fields: Vec<&str> = cluster_nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(id))?;
+        if serves_slots(&fields) {
+            continue;
+        }
+        let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+        let usable = flags.contains(&"master")
+            && !flags
+                .iter()
+                .any(|f| f.starts_with("fail") || matches!(*f, "handshake" | "noaddr"))
+            && fields.get(7) == Some(&"connected");
+        if !usable {
+            return None;
+        }
+        // `host:port@bus[,hostname]`
+        let (address, hostname) = match fields.get(1)?.split_once(',') {
+            Some((address, hostname)) => (address, Some(hostname)),
+            None => (*fields.get(1)?, None),
+        };
+        let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+        let port = port.parse().ok().filter(|port| *port != 0)?;
+        let host = match hostname {
+            Some(hostname) if by_hostname && !hostname.is_empty() => hostname,
+            _ => host,
+        };
+        if host.is_empty() {
+            return None;
+        }
+        found.push((host.to_owned(), port));
+    }
+    Some(found)
 }
 
 /// Whether a `CLUSTER NODES` line lists slots (not only slots moving).
@@ -1268,8 +1258,8 @@ impl KeyScan<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        glob_escape, glob_matches, importers_serving, is_connection_fault, migration_targets,
-        moving_slots, own_line, served_slots, slotless_masters_named, RedisStore,
+        glob_escape, glob_matches, is_connection_fault, migration_targets, moving_slots, own_line,
+        served_slots, slotless_importers, RedisStore,
     };
 
     /// The client-side matcher agrees with `SCAN MATCH` on the patterns
@@ -1341,19 +1331,25 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f] [7
                    f6 10.0.0.6:7000@17000 slave a1 0 0 1 connected\n";
         let own = own_line(all);
         assert_eq!(migration_targets(own.iter().copied()), ["c3"]);
-        let ids = ["b2", "c3", "c4", "d4", "d5", "e5", "f6"];
+        // b2 serves slots: placed, with no address needed.
         assert_eq!(
-            slotless_masters_named(all, &ids, true),
-            [
+            slotless_importers(all, &["b2", "c3", "c4"], true),
+            Some(vec![
                 ("c.example".to_owned(), 7000),
                 ("10.0.0.4".to_owned(), 7000)
-            ]
+            ])
         );
         assert_eq!(
-            slotless_masters_named(all, &ids, false)[0],
-            ("10.0.0.3".to_owned(), 7000)
+            slotless_importers(all, &["c3"], false),
+            Some(vec![("10.0.0.3".to_owned(), 7000)])
         );
-        assert_eq!(importers_serving(all, &ids), 1);
+        for unplaced in ["d4", "d5", "e5", "f6", "zz"] {
+            assert_eq!(
+                slotless_importers(all, &["c3", unplaced], true),
+                None,
+                "{unplaced}"
+            );
+        }
         let garbled = ["id", "host:1@2", "10-3", "0-4294967295", "5"];
         assert_eq!(served_slots(garbled), 1);
         let settled = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460\n";
