@@ -90,16 +90,24 @@ pub(crate) struct NodeClients {
 impl NodeClients {
     /// A client of the node at `host`:`port`.
     pub(crate) fn client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-        let addr = match self.tls {
-            Some(insecure) => ConnectionAddr::TcpTls {
-                host: host.to_owned(),
-                port,
-                insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host.to_owned(), port),
-        };
-        node_client(node_info(addr, &self.settings), &self.certs)
+        node_client(
+            node_info(node_addr(host, port, self.tls), &self.settings),
+            &self.certs,
+        )
+    }
+}
+
+/// The address of the node at `host`:`port`, over TLS when `tls` is
+/// `Some(insecure)`.
+fn node_addr(host: &str, port: u16, tls: Option<bool>) -> ConnectionAddr {
+    match tls {
+        Some(insecure) => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host.to_owned(), port),
     }
 }
 
@@ -287,18 +295,8 @@ impl Backend {
             }
             None
         };
-        let addr = |host: &str, port: u16| {
-            if target.tls {
-                ConnectionAddr::TcpTls {
-                    host: host.to_owned(),
-                    port,
-                    insecure: tls.insecure,
-                    tls_params: None,
-                }
-            } else {
-                ConnectionAddr::Tcp(host.to_owned(), port)
-            }
-        };
+        let tls_mode = target.tls.then_some(tls.insecure);
+        let addr = |host: &str, port: u16| node_addr(host, port, tls_mode);
         // No `CLIENT SETINFO` on connect: the client waits out a whole
         // timeout per setup reply, so each one it sends stretches the
         // connect to a Redis that stopped answering.
@@ -369,7 +367,7 @@ impl Backend {
                         nodes,
                         probes: Box::new(probes),
                         unmapped: Box::new(NodeClients {
-                            tls: target.tls.then_some(tls.insecure),
+                            tls: tls_mode,
                             settings: settings.clone(),
                             certs: certs.clone(),
                         }),
@@ -425,7 +423,7 @@ impl Backend {
                     sentinels,
                     first: AtomicUsize::new(0),
                     masters: NodeClients {
-                        tls: target.tls.then_some(tls.insecure),
+                        tls: tls_mode,
                         settings,
                         certs,
                     },
