@@ -24,7 +24,7 @@
 //!
 //! For profiling one scenario alone (e.g. under `perf record` or
 //! `valgrind --tool=callgrind`): `load --scenario solo --only b --level 64
-//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, e, f, f0, g, h, a1, b1;
+//! --seconds 10 --redis-url ...` (`--only` one of a, b, c, d, d0, e, f, f0, g, h, a1, b1;
 //! `e` needs no URL).
 
 use std::error::Error;
@@ -1367,9 +1367,21 @@ fn solo(args: &Args) -> Res<()> {
             "f0" => rt.block_on(drive(level, w, |_| async {
                 drop(clone_floor().await);
             })),
+            "d" => {
+                let counter = Arc::new(AtomicU64::new(0));
+                rt.block_on(drive(level, w, move |_| {
+                    let n = counter.fetch_add(1, Relaxed);
+                    async move {
+                        assert!(search_miss(&fx().query, n).await.is_ok());
+                    }
+                }))
+            }
+            "d0" => rt.block_on(drive(level, w, |_| async {
+                assert!(miss_body().await.is_ok());
+            })),
             other => {
                 return Err(
-                    format!("--only {other:?}: one of a, b, c, e, f, f0, g, h, a1, b1").into(),
+                    format!("--only {other:?}: one of a, b, c, d, d0, e, f, f0, g, h, a1, b1").into(),
                 )
             }
         }
