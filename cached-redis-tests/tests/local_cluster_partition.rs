@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cached_redis::{cached, Config, RedisStore};
+use cached_redis::{cached, RedisStore};
 use common::free_port;
 
 static SOURCE: AtomicU64 = AtomicU64::new(1);
@@ -99,35 +99,10 @@ impl Proxy {
     }
 }
 
-/// Until `within`, calls `value(1)` after removing its entry from Redis
-/// and changing what the body returns: the answer is the old value only
-/// when the level served it. Returns whether the level served.
+/// Whether the level serves `value(1)`, whose entry is `key`, within
+/// `within` ([`common::level_serves`]).
 async fn level_serves(store: &RedisStore, key: &str, serving: bool, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let held = value(1).await;
-        let _: i64 = store.query(redis::cmd("DEL").arg(key)).await.unwrap_or(0);
-        SOURCE.fetch_add(1, SeqCst);
-        let served = value(1).await == held;
-        if served == serving || Instant::now() >= deadline {
-            return served;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The index of the node of `servers` that serves `key`'s slot (the
-/// others answer `MOVED`).
-fn owner_of(servers: &[common::RedisServer], key: &str) -> usize {
-    servers
-        .iter()
-        .position(|server| {
-            redis::cmd("GET")
-                .arg(key)
-                .query::<Option<Vec<u8>>>(&mut server.connect())
-                .is_ok()
-        })
-        .expect("a node serves the key")
+    common::level_serves(store, key, &SOURCE, || value(1), serving, within).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,16 +125,7 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
     );
 
     // One seed, the third node: the subscriber listens there.
-    let url = format!("redis+cluster://127.0.0.1:{}", servers[2].port);
-    cached_redis::init(
-        Config::builder()
-            .redis_url(&url)
-            .namespace(common::namespace("local_cluster_partition"))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let store = RedisStore::open(&Config::builder().redis_url(&url).build().unwrap()).unwrap();
+    let store = common::init_on_cluster(servers[2].port, "local_cluster_partition");
     let key = value_cache_key(1).unwrap();
     assert!(
         level_serves(&store, &key, true, Duration::from_secs(10)).await,
@@ -175,7 +141,7 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
     let back = level_serves(&store, &key, true, Duration::from_secs(20)).await;
 
     // A master that neither serves the key nor is the subscriber's node.
-    let owner = owner_of(&servers, &key);
+    let owner = common::owner_of(&servers, &key);
     let stuck = (0..2).find(|&i| i != owner).unwrap();
     let hung = servers[stuck].hang();
     let frozen = Instant::now();
@@ -187,11 +153,11 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
     // Every node answers, but none tells the masters any more: those known
     // may stand in for a while, not for good (one may have been added or
     // failed over meanwhile).
-    set_cluster_slots_allowed(&servers, false);
+    common::set_default_user_rule(&servers, "-cluster|slots");
     let denied = Instant::now();
     let off_unlearnt = !level_serves(&store, &key, false, Duration::from_secs(12)).await;
     let noticed_unlearnt = denied.elapsed();
-    set_cluster_slots_allowed(&servers, true);
+    common::set_default_user_rule(&servers, "+cluster|slots");
     let back_learnt = level_serves(&store, &key, true, Duration::from_secs(20)).await;
     drop(servers);
 
@@ -222,22 +188,4 @@ async fn a_node_cut_off_from_the_bus_or_a_stuck_master_turns_the_level_off() {
         back_learnt,
         "the level did not serve again once the masters could be learnt"
     );
-}
-
-/// Refuses (or allows again) `CLUSTER SLOTS` to the default user on every
-/// node: the probes can no longer learn the masters, everything else works.
-fn set_cluster_slots_allowed(servers: &[common::RedisServer], allowed: bool) {
-    let rule = if allowed {
-        "+cluster|slots"
-    } else {
-        "-cluster|slots"
-    };
-    for server in servers {
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("default")
-            .arg(rule)
-            .query::<()>(&mut server.connect())
-            .unwrap();
-    }
 }

@@ -162,6 +162,7 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    options: String,
 }
 
 impl RedisServer {
@@ -179,17 +180,33 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("cached-redis-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = watched(&format!(
-            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no {options}",
-            dir.display()
-        ));
-        let server = Self {
+        let mut server = Self {
             port,
-            child: Some(child),
+            child: None,
             dir,
+            options: options.to_owned(),
         };
-        server.wait_ready();
+        server.run();
         server
+    }
+
+    /// Starts the process (again) and waits until it answers.
+    fn run(&mut self) {
+        self.child = Some(watched(&format!(
+            "redis-server --port {} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no {}",
+            self.port,
+            self.dir.display(),
+            self.options
+        )));
+        self.wait_ready();
+    }
+
+    /// Stops the server and starts it again on its port, in its directory,
+    /// with its options: it finds what it keeps there (a cluster node's
+    /// nodes file), and no entry.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
     }
 
     pub fn url(&self) -> String {
@@ -326,19 +343,107 @@ pub fn start_cluster(buses: &[(u16, u16)], node_timeout_ms: u32) -> Vec<RedisSer
             .query(&mut conn(nodes[0].port))
             .unwrap();
     }
-    let formed = format!("cluster_known_nodes:{n}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|node| {
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query(&mut conn(node.port))
-            .unwrap();
-        info.contains("cluster_state:ok") && info.contains(&formed)
-    }) {
-        assert!(Instant::now() < deadline, "the cluster did not form");
-        std::thread::sleep(Duration::from_millis(100));
+    for node in &nodes {
+        until_cluster_ok(node, n);
     }
     nodes
+}
+
+/// Waits (30 s at most) until `node` counts itself in a healthy cluster
+/// of `nodes` nodes.
+pub fn until_cluster_ok(node: &RedisServer, nodes: usize) {
+    let formed = format!("cluster_known_nodes:{nodes}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut node.connect())
+            .unwrap();
+        if info.contains("cluster_state:ok") && info.contains(&formed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} is not in a healthy cluster of {nodes}",
+            node.port
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Configures the library for this process on the cluster whose node
+/// `seed` is the only seed (the invalidation channel's subscriber listens
+/// there), in `test_file`'s namespace; and a store of the test's own on
+/// that cluster.
+pub fn init_on_cluster(seed: u16, test_file: &str) -> cached_redis::RedisStore {
+    let url = format!("redis+cluster://127.0.0.1:{seed}");
+    cached_redis::init(
+        cached_redis::Config::builder()
+            .redis_url(&url)
+            .namespace(namespace(test_file))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let config = cached_redis::Config::builder().redis_url(&url).build();
+    cached_redis::RedisStore::open(&config.unwrap()).unwrap()
+}
+
+/// Until `within`, calls `value` (a `local` function whose entry is `key`
+/// and whose body answers from `source`) after removing its entry from
+/// Redis and changing what the body returns: the answer is the old value
+/// only when the level served it. Returns whether the level served.
+pub async fn level_serves<F, Fut>(
+    store: &cached_redis::RedisStore,
+    key: &str,
+    source: &std::sync::atomic::AtomicU64,
+    mut value: F,
+    serving: bool,
+    within: Duration,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let held = value().await;
+        let _: i64 = store.query(redis::cmd("DEL").arg(key)).await.unwrap_or(0);
+        source.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let served = value().await == held;
+        if served == serving || Instant::now() >= deadline {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applies the ACL `rule` (`-info`, `+cluster|slots`, ...) to the default
+/// user on every one of `servers`: its connections are refused the
+/// commands it takes away from then on.
+pub fn set_default_user_rule(servers: &[RedisServer], rule: &str) {
+    for server in servers {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query::<()>(&mut server.connect())
+            .unwrap();
+    }
+}
+
+/// The index of the node of `servers` that serves `key`'s slot (the
+/// others answer `MOVED`).
+pub fn owner_of(servers: &[RedisServer], key: &str) -> usize {
+    servers
+        .iter()
+        .position(|server| {
+            redis::cmd("GET")
+                .arg(key)
+                .query::<Option<Vec<u8>>>(&mut server.connect())
+                .is_ok()
+        })
+        .expect("a node serves the key")
 }
 
 /// Initializes cached-redis once for this test process, against the Redis

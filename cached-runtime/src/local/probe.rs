@@ -14,6 +14,14 @@
 //! sent): a master this process cannot reach may still take other
 //! processes' writes.
 //!
+//! A master can also restart (with its address, its slots and its place
+//! in the cluster, but none of its entries) faster than it would count as
+//! unheard: a change published on it before its bus links are back
+//! reaches no other node, and its probes may all come back. So each probe
+//! also asks its master for its run id (`INFO server`); a new one means a
+//! restart, which loses the channel too. A master that refuses `INFO` (an
+//! ACL may deny it) is left to the other rules.
+//!
 //! A probe is `{origin}:0 h {serial}`: every process ignores messages of
 //! kind `h` ([`super::channel`]'s receiver), and only this one waits for
 //! its own.
@@ -24,13 +32,14 @@
 //! meanwhile, so no change waits behind a probe.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::FromRedisValue as _;
 use tokio::sync::oneshot;
 
 use super::channel::{origin, timeout_error};
@@ -59,6 +68,9 @@ const MASTERS_REFRESH: Duration = Duration::from_secs(2);
 /// round; a failed probe is tried again on the next tick), before the
 /// channel counts as lost.
 pub(super) const UNHEARD_MAX: Duration = Duration::from_secs(3);
+
+/// Whether a master's refusal of `INFO` has been logged (once a process).
+static INFO_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Numbers every probe of the process: two caches subscribed to one
 /// namespace never send the same text.
@@ -102,6 +114,11 @@ pub(super) struct Prober {
     /// When the current connection's check began.
     since: Instant,
     pending: Option<Pending>,
+    /// The run id each master gave on this subscription, and the master
+    /// seen with another one since (a restart), until [`Prober::check`]
+    /// reports it.
+    run_ids: HashMap<Addr, Box<str>>,
+    restarted: Option<Addr>,
 }
 
 #[derive(Clone, Copy)]
@@ -167,6 +184,9 @@ struct Sent {
     /// When its `PUBLISH` went out, and when the master accepted it.
     sent: Instant,
     at: Instant,
+    /// The master's run id, asked once it accepted the probe; `None` when
+    /// it refuses to tell.
+    run_id: Option<Box<str>>,
 }
 
 /// What the probes say, at a check.
@@ -194,6 +214,8 @@ impl Prober {
             watch: HashMap::new(),
             since: Instant::now(),
             pending: None,
+            run_ids: HashMap::new(),
+            restarted: None,
         }
     }
 
@@ -205,6 +227,8 @@ impl Prober {
         self.paused_until = None;
         self.failures = 0;
         self.watch.clear();
+        self.run_ids.clear();
+        self.restarted = None;
         self.since = Instant::now();
         // Learnt again by the first probe, which has no list to fall
         // back on: they may have changed while the channel was down.
@@ -257,6 +281,7 @@ impl Prober {
         let now = Instant::now();
         let first = self.watch.is_empty();
         self.watch.retain(|m, _| masters.contains(m));
+        self.run_ids.retain(|m, _| masters.contains(m));
         for master in &masters {
             self.watch.entry(master.clone()).or_insert(Watch {
                 since: now,
@@ -316,6 +341,7 @@ impl Prober {
             match outcome.published {
                 Ok(sent) => {
                     self.failures = 0;
+                    self.note_run_id(&sent.master, sent.run_id);
                     if let Some(pending) = &mut self.pending {
                         pending.state = Publish::Accepted {
                             master: sent.master,
@@ -357,7 +383,26 @@ impl Prober {
         }
     }
 
-    /// The probes' verdict: a probe accepted by its master and not heard
+    /// Keeps `master`'s run id, noting a restart when it gave another one
+    /// before on this subscription.
+    fn note_run_id(&mut self, master: &Addr, run_id: Option<Box<str>>) {
+        let Some(run_id) = run_id else {
+            return;
+        };
+        match self.run_ids.get(master) {
+            Some(known) if *known != run_id => {
+                self.restarted = Some(master.clone());
+                self.run_ids.insert(master.clone(), run_id);
+            }
+            Some(_) => {}
+            None => {
+                self.run_ids.insert(master.clone(), run_id);
+            }
+        }
+    }
+
+    /// The probes' verdict: a master that restarted is a lost channel, and
+    /// so is a probe accepted by its master and not heard
     /// `within` is a lost channel, and so is a master not heard for
     /// [`UNHEARD_MAX`] and two rounds, or masters last learnt longer ago
     /// than [`MASTERS_REFRESH`] more than that. Before the first learning
@@ -365,6 +410,12 @@ impl Prober {
     /// listed, the time a connection may take to open is given as well.
     pub(super) fn check(&mut self, within: Duration) -> Check {
         self.absorb();
+        if let Some(master) = self.restarted.take() {
+            return Check::Lost(format!(
+                "the master {}:{} restarted (its run id changed)",
+                master.0, master.1
+            ));
+        }
         if let Some(Pending {
             state: Publish::Accepted { master, at, .. },
             ..
@@ -503,18 +554,25 @@ impl Job {
             self.masters
         };
         let master = masters[self.turn % masters.len()].clone();
-        let (host, port) = master.clone();
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
         let publish = redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(&self.message)
             .clone();
         let sent = Instant::now();
-        let published = tokio::time::timeout(PUBLISH_TIMEOUT, conn.route_command(publish, route))
-            .await
-            .map_err(|_| timeout_error("publishing a probe"))
-            .and_then(|answer| answer);
-        if let Err(e) = &published {
+        let published = ask(
+            &mut conn,
+            publish,
+            at_address(&master),
+            PUBLISH_TIMEOUT,
+            "publishing a probe",
+        )
+        .await;
+        let at = Instant::now();
+        let asked = match published {
+            Ok(_) => run_id_of(&mut conn, &master).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &asked {
             // An error reply (a master loading, or refusing the probe)
             // leaves the connection as it is; a failed connection is
             // opened afresh by the next probe.
@@ -522,13 +580,64 @@ impl Job {
                 *self.conn.lock().await = None;
             }
         }
-        published?;
+        let run_id = asked?;
         Ok(Sent {
             master,
             sent,
-            at: Instant::now(),
+            at,
+            run_id,
         })
     }
+}
+
+/// The route to the node at `addr`.
+fn at_address((host, port): &Addr) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: host.clone(),
+        port: *port,
+    })
+}
+
+/// The run id of the master at `addr` (`INFO server`): another one than
+/// before means it restarted. `None` when it refuses `INFO` (an ACL may
+/// deny it) or names none.
+async fn run_id_of(
+    conn: &mut ClusterConnection,
+    addr: &Addr,
+) -> redis::RedisResult<Option<Box<str>>> {
+    let info = redis::cmd("INFO").arg("server").clone();
+    let answer = ask(
+        conn,
+        info,
+        at_address(addr),
+        PUBLISH_TIMEOUT,
+        "asking a master for its run id",
+    )
+    .await;
+    match answer {
+        Ok(value) => Ok(run_id_in(&String::from_redis_value(value)?)),
+        Err(e) if connection_failed(&e) => Err(e),
+        Err(e) => {
+            // Said once: every probe would say it again.
+            if !INFO_REFUSED.swap(true, Relaxed) {
+                tracing::warn!(
+                    error = %e,
+                    "a cluster master refused INFO: the local levels will not notice it \
+                     restarting quickly (allow INFO to the cache's user, e.g. +info)"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The `run_id` field of an `INFO` answer.
+fn run_id_in(info: &str) -> Option<Box<str>> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(Box::from)
 }
 
 /// The masters (at least one), from `CLUSTER SLOTS` asked of any node.
@@ -536,15 +645,14 @@ async fn learn_masters(
     conn: &mut ClusterConnection,
     seed: Option<&str>,
 ) -> redis::RedisResult<Vec<Addr>> {
-    let slots = tokio::time::timeout(
+    let slots = ask(
+        conn,
+        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
         SLOTS_TIMEOUT,
-        conn.route_command(
-            redis::cmd("CLUSTER").arg("SLOTS").clone(),
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-        ),
+        "asking for the masters",
     )
-    .await
-    .map_err(|_| timeout_error("asking for the masters"))??;
+    .await?;
     let masters = crate::store::masters_in(slots, seed)
         .map_err(|(_, message)| redis::RedisError::from((redis::ErrorKind::Client, message)))?
         .0;
@@ -554,8 +662,80 @@ async fn learn_masters(
     Ok(masters)
 }
 
+/// Runs `cmd` on the node `route` names, within `limit` (else a time-out
+/// error saying `what`). An error reply is an error, as `query_async`
+/// gives it (the cluster client hands it back as a value).
+async fn ask(
+    conn: &mut ClusterConnection,
+    cmd: redis::Cmd,
+    route: RoutingInfo,
+    limit: Duration,
+    what: &str,
+) -> redis::RedisResult<redis::Value> {
+    tokio::time::timeout(limit, conn.route_command(cmd, route))
+        .await
+        .map_err(|_| timeout_error(what))?
+        .and_then(redis::Value::extract_error)
+}
+
 /// Whether `e` says the connection failed (rather than the server
 /// answering with an error).
 fn connection_failed(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prober() -> Prober {
+        let client = ClusterClient::new(vec!["redis://127.0.0.1:1"]).unwrap();
+        Prober::new(client, None, Duration::from_millis(250))
+    }
+
+    fn master(port: u16) -> Addr {
+        ("127.0.0.1".to_owned(), port)
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:3f1c0a\r\ntcp_port:7000\r\n";
+        assert_eq!(run_id_in(info).as_deref(), Some("3f1c0a"));
+        assert_eq!(run_id_in("# Server\r\nredis_version:7.0.15\r\n"), None);
+        assert_eq!(run_id_in("run_id:\r\n"), None);
+    }
+
+    #[test]
+    fn a_new_run_id_of_a_master_loses_the_channel_once() {
+        let mut probe = prober();
+        probe.note_run_id(&master(7000), Some("a".into()));
+        probe.note_run_id(&master(7001), Some("b".into()));
+        probe.note_run_id(&master(7000), Some("a".into()));
+        probe.note_run_id(&master(7000), None);
+        assert!(probe.restarted.is_none(), "the same run id, or none told");
+
+        probe.note_run_id(&master(7001), Some("c".into()));
+        match probe.check(Duration::from_millis(500)) {
+            Check::Lost(reason) => assert!(reason.contains("127.0.0.1:7001 restarted"), "{reason}"),
+            _ => panic!("a master with a new run id did not lose the channel"),
+        }
+        // Reported once; the new run id is the one compared from now on.
+        assert!(probe.restarted.is_none());
+        probe.note_run_id(&master(7001), Some("c".into()));
+        assert!(probe.restarted.is_none());
+    }
+
+    #[test]
+    fn a_new_subscription_forgets_the_run_ids() {
+        let mut probe = prober();
+        probe.note_run_id(&master(7000), Some("a".into()));
+        probe.note_run_id(&master(7000), Some("b".into()));
+        probe.restart();
+        assert!(probe.restarted.is_none(), "a restart noted before is moot");
+        probe.note_run_id(&master(7000), Some("c".into()));
+        assert!(
+            probe.restarted.is_none(),
+            "a master restarted while the channel was down: the levels were emptied then"
+        );
+    }
 }
