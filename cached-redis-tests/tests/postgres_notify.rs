@@ -1044,3 +1044,83 @@ async fn a_listener_started_in_a_scope_invalidates_in_that_cache() {
     drop(listener);
     cache.invalidate_prefix("pgn_scoped").await.unwrap();
 }
+
+#[cached(prefix = "pgn_outage", skip = "client, table")]
+async fn outage_name(client: &Client, table: &str, id: i64) -> Option<String> {
+    read_name(client, table, id).await
+}
+
+/// A notification that arrives while Redis refuses the listener (the
+/// cache's breaker cooling down after Redis stopped answering) is applied
+/// once Redis takes it, however long the cool-down, instead of being
+/// dropped after a few tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_refused_by_redis_is_applied_once_redis_takes_it() {
+    const COOLDOWN: Duration = Duration::from_secs(6);
+    let Some(_) = pg_config() else { return };
+    setup();
+    let f = Fixture::new("outage", "pgn_outage", "UPDATE", &[(1, "alice")]).await;
+    let server = common::RedisServer::start();
+    let cache = cached_redis::Cache::new(
+        cached_redis::Config::builder()
+            .redis_url(server.url())
+            .namespace(common::namespace("pgn-outage"))
+            .timeout(Duration::from_millis(300))
+            .breaker_threshold(1)
+            .breaker_cooldown(COOLDOWN)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let listener = cache.in_scope(|| {
+        let config = format!("{} application_name={}", f.config, f.application_name);
+        listen(&config, &f.channel).unwrap()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
+            .await
+            .expect("listening within 10 s")
+    );
+    let (c, t) = (&f.client, f.table.as_str());
+    let key = cache
+        .scope(async {
+            assert_eq!(outage_name(c, t, 1).await.as_deref(), Some("alice"));
+            outage_name_cache_key(1).unwrap()
+        })
+        .await;
+    let mut conn = server.connect();
+    assert!(exists(&mut conn, &key), "cached beforehand");
+
+    // Redis stops answering one call, which opens the breaker (threshold
+    // 1) for the cool-down; then it answers again, the entry still there.
+    {
+        let _hung = server.hang();
+        assert_eq!(
+            cache.scope(outage_name(c, t, 1)).await.as_deref(),
+            Some("alice")
+        );
+    }
+    f.exec(&format!("UPDATE {t} SET name = 'alicia' WHERE id = 1"))
+        .await;
+    let since = Instant::now();
+    let gone = tokio::task::spawn_blocking(move || loop {
+        if !exists(&mut conn, &key) {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > COOLDOWN + WITHIN {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    })
+    .await
+    .unwrap();
+    match gone {
+        Some(delay) => eprintln!("outage: the entry gone {delay:?} after the commit"),
+        None => panic!(
+            "the entry was still cached {:?} after the commit: the invalidation the \
+             breaker refused was dropped",
+            COOLDOWN + WITHIN
+        ),
+    }
+    drop(listener);
+}

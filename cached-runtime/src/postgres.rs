@@ -66,9 +66,16 @@
 //! - An entry is gone within about one Redis round trip after the
 //!   notification reaches this process, which PostgreSQL does when the
 //!   changing transaction commits (notifications of a rolled-back
-//!   transaction are never sent). Redis failures are retried for a few
-//!   seconds (longer than the store's circuit-breaker cool-down), then
-//!   logged at `error`.
+//!   transaction are never sent).
+//! - An invalidation that Redis refuses or leaves unanswered (Redis down,
+//!   or the store's circuit breaker cooling down) is kept and tried again
+//!   (after 100 ms, the pause doubling to 5 s) until Redis takes it, over
+//!   PostgreSQL reconnections too; notifications that arrive meanwhile
+//!   join it rather than wait behind it. What is owed is merged by prefix:
+//!   up to 1024 calls' entries per prefix, past which the whole prefix is
+//!   owed, and up to 1024 prefixes (past that, a new prefix's invalidation
+//!   is logged at `error` and dropped). The first failure is logged at
+//!   `warn`, the settling of everything owed at `info`.
 //! - A call that read the old row *before* the commit and stores its result
 //!   *after* the invalidation puts the old value back (the classic
 //!   cache-aside race); the entry's TTL bounds how long it can stay.
@@ -150,14 +157,15 @@
 //! cannot map an event to arguments, and when `invalidate_args` returns
 //! [`Error::Key`] (the function is not known in that process).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout, Instant, MissedTickBehavior};
+use tokio::time::{timeout, Instant, MissedTickBehavior};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Config as PgConfig, NoTls, Socket};
 
@@ -179,9 +187,11 @@ const DEFAULT_APPLICATION_NAME: &str = "cached-redis-listener";
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// How long the check may take before the connection counts as dead.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Tries of one invalidation when Redis fails (100 ms doubling between
-/// them: 3.1 s in all, past the default breaker cool-down of 2 s).
-const STORE_ATTEMPTS: u32 = 6;
+/// Calls whose invalidation a prefix may owe before the whole prefix is
+/// owed instead.
+const OWED_CALLS_MAX: usize = 1024;
+/// Prefixes that may owe an invalidation at once.
+const OWED_PREFIXES_MAX: usize = 1024;
 /// Longest channel name PostgreSQL accepts (`NAMEDATALEN - 1`).
 const MAX_CHANNEL_BYTES: usize = 63;
 /// Characters of a payload quoted in a log line.
@@ -411,9 +421,12 @@ where
     async fn run(self) {
         let mut backoff = BACKOFF_START;
         let mut failures = 0u32;
+        // Kept across sessions: Redis may come back while PostgreSQL is
+        // still away.
+        let mut owed = Owed::default();
         loop {
             let mut listened = false;
-            let Err(ended) = self.session(&mut listened).await;
+            let Err(ended) = self.session(&mut listened, &mut owed).await;
             self.state.send_modify(|s| s.listening = false);
             if listened {
                 // A session that worked: the next try comes quickly.
@@ -433,7 +446,7 @@ where
                     "cached-redis listener still disconnected"
                 );
             }
-            sleep(backoff).await;
+            owed.wait_settling(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -467,7 +480,7 @@ where
 
     /// One connection: connect, `LISTEN`, act on notifications until it
     /// fails. Sets `listened` once `LISTEN` is active.
-    async fn session(&self, listened: &mut bool) -> Result<Infallible, Ended> {
+    async fn session(&self, listened: &mut bool, owed: &mut Owed) -> Result<Infallible, Ended> {
         // `connect_timeout` bounds each address's TCP connect, not the
         // startup and login (nor a TLS handshake) after it: a server or
         // proxy that accepts and then says nothing would hold the listener
@@ -535,10 +548,11 @@ where
                 // drop what is queued).
                 biased;
                 message = rx.recv() => match message {
-                    Some(Ok(notification)) => on_payload(notification.payload()).await,
+                    Some(Ok(notification)) => owed.take_in(notification.payload()).await,
                     Some(Err(e)) => return Err(Ended::Lost(Some(e))),
                     None => return Err(Ended::Lost(None)),
                 },
+                () = owed.due(), if owed.is_owing() => owed.settle().await,
                 _ = health.tick() => {
                     let unhealthy = match timeout(HEALTH_TIMEOUT, client.check_connection()).await {
                         Ok(Ok(())) => continue,
@@ -547,7 +561,7 @@ where
                     };
                     // What arrived during the check is applied too.
                     while let Ok(Ok(notification)) = rx.try_recv() {
-                        on_payload(notification.payload()).await;
+                        owed.take_in(notification.payload()).await;
                     }
                     return Err(unhealthy);
                 }
@@ -635,8 +649,18 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-/// Acts on one notification. Never fails: problems are logged.
-async fn on_payload(payload: &str) {
+/// What a notification asks to remove.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// Every entry of the prefix.
+    Whole,
+    /// The entry of one call (its key arguments, a JSON array).
+    Call(serde_json::Value),
+}
+
+/// Reads a notification payload into a prefix and what to remove of it;
+/// `None` (logged) for one it cannot read.
+fn target_of(payload: &str) -> Option<(String, Target)> {
     let event = match parse_payload(payload) {
         Ok(event) => event,
         Err(reason) => {
@@ -644,66 +668,192 @@ async fn on_payload(payload: &str) {
                 payload = %shorten(payload), reason,
                 "cached-redis listener: ignoring a notification it cannot read"
             );
-            return;
+            return None;
         }
     };
-    let prefix = event.prefix.as_str();
-    let args = match event.args {
-        Args::List(args) => args,
-        Args::None => return drop_prefix(prefix).await,
+    let target = match event.args {
+        Args::List(args) => Target::Call(args),
+        Args::None => Target::Whole,
         Args::Malformed => {
             tracing::warn!(
                 payload = %shorten(payload),
                 "cached-redis listener: `args` is not a JSON array; invalidating the whole prefix"
             );
-            return drop_prefix(prefix).await;
+            Target::Whole
         }
     };
-    match with_retries(|| crate::invalidate::invalidate_args(prefix, &args)).await {
-        Ok(removed) => tracing::debug!(prefix, %args, removed, "invalidated by notification"),
-        Err(Error::Key(reason)) => {
-            tracing::debug!(
-                prefix, %args, reason,
-                "arguments not mappable to a key in this process; invalidating the whole prefix"
-            );
-            drop_prefix(prefix).await;
-        }
-        Err(e) => tracing::error!(
-            prefix, %args, error = %e,
-            "cached-redis listener: invalidation failed; the entry stays until its TTL"
-        ),
-    }
+    Some((event.prefix, target))
 }
 
-/// Invalidates a whole prefix, logging the outcome.
-async fn drop_prefix(prefix: &str) {
-    match with_retries(|| crate::invalidate::invalidate_prefix(prefix)).await {
+/// Removes `target`'s entries of `prefix`. `Err` when Redis refused or did
+/// not answer (to be tried again); any other failure is logged and done
+/// with.
+async fn apply(prefix: &str, target: &Target) -> Result<(), crate::error::StoreError> {
+    if let Target::Call(args) = target {
+        match crate::invalidate::invalidate_args(prefix, args).await {
+            Ok(removed) => {
+                tracing::debug!(prefix, %args, removed, "invalidated by notification");
+                return Ok(());
+            }
+            Err(Error::Key(reason)) => tracing::debug!(
+                prefix, %args, reason,
+                "arguments not mappable to a key in this process; invalidating the whole prefix"
+            ),
+            Err(Error::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    prefix, %args, error = %e,
+                    "cached-redis listener: invalidation failed; the entry stays until its TTL"
+                );
+                return Ok(());
+            }
+        }
+    }
+    match crate::invalidate::invalidate_prefix(prefix).await {
         Ok(removed) => tracing::debug!(prefix, removed, "prefix invalidated by notification"),
+        Err(Error::Store(e)) => return Err(e),
         Err(e) => tracing::error!(
             prefix, error = %e,
             "cached-redis listener: prefix invalidation failed; entries stay until their TTL"
         ),
     }
+    Ok(())
 }
 
-/// Runs `op`, again after a pause while it fails with a store error.
-async fn with_retries<R, F, Fut>(mut op: F) -> Result<R, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<R, Error>>,
-{
-    let mut pause = BACKOFF_START;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(Error::Store(e)) if attempt < STORE_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "invalidation failed; retrying");
-                sleep(pause).await;
-                pause = (pause * 2).min(BACKOFF_MAX);
-                attempt += 1;
-            }
-            outcome => return outcome,
+/// Invalidations that Redis refused or left unanswered, kept until it
+/// takes them, merged by prefix so that an outage costs memory by prefix,
+/// not by notification (see the module docs for the bounds).
+struct Owed {
+    prefixes: BTreeMap<String, Owing>,
+    /// The pause before the next try, doubling while tries fail.
+    pause: Duration,
+    /// When to try again; `None` when nothing is owed.
+    next: Option<Instant>,
+}
+
+/// What one prefix owes.
+#[derive(Debug, PartialEq)]
+enum Owing {
+    Whole,
+    /// At most [`OWED_CALLS_MAX`] calls' entries.
+    Calls(Vec<serde_json::Value>),
+}
+
+impl Default for Owed {
+    fn default() -> Self {
+        Self {
+            prefixes: BTreeMap::new(),
+            pause: BACKOFF_START,
+            next: None,
         }
+    }
+}
+
+impl Owed {
+    fn is_owing(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// Ready when the next try is due (never when nothing is owed).
+    async fn due(&self) {
+        match self.next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Acts on a notification: at once, unless invalidations are owed
+    /// already (Redis is failing), in which case it joins them.
+    async fn take_in(&mut self, payload: &str) {
+        let Some((prefix, target)) = target_of(payload) else {
+            return;
+        };
+        if !self.is_owing() {
+            let Err(e) = apply(&prefix, &target).await else {
+                return;
+            };
+            tracing::warn!(
+                prefix, error = %e,
+                "cached-redis listener: Redis failed an invalidation; it is kept and tried \
+                 again until Redis takes it"
+            );
+            self.next = Some(Instant::now() + self.pause);
+        }
+        self.owe(prefix, target);
+    }
+
+    /// Adds `target` of `prefix` to what is owed.
+    fn owe(&mut self, prefix: String, target: Target) {
+        if !self.prefixes.contains_key(&prefix) && self.prefixes.len() >= OWED_PREFIXES_MAX {
+            tracing::error!(
+                prefix,
+                "cached-redis listener: too many prefixes owe an invalidation; this one is \
+                 dropped and its entries stay until their TTL"
+            );
+            return;
+        }
+        let owing = self
+            .prefixes
+            .entry(prefix)
+            .or_insert_with(|| Owing::Calls(Vec::new()));
+        let whole = match (&mut *owing, target) {
+            (Owing::Whole, _) | (_, Target::Whole) => true,
+            (Owing::Calls(calls), Target::Call(args)) => {
+                if !calls.contains(&args) {
+                    calls.push(args);
+                }
+                calls.len() > OWED_CALLS_MAX
+            }
+        };
+        if whole {
+            *owing = Owing::Whole;
+        }
+        self.next
+            .get_or_insert_with(|| Instant::now() + BACKOFF_START);
+    }
+
+    /// Tries everything owed, in prefix order, until Redis fails again:
+    /// what is left waits for the next try, after a longer pause.
+    async fn settle(&mut self) {
+        let mut left = std::mem::take(&mut self.prefixes).into_iter();
+        while let Some((prefix, owing)) = left.next() {
+            let targets: Vec<Target> = match owing {
+                Owing::Whole => vec![Target::Whole],
+                Owing::Calls(calls) => calls.into_iter().map(Target::Call).collect(),
+            };
+            let failed = 'apply: {
+                for (i, target) in targets.iter().enumerate() {
+                    if let Err(e) = apply(&prefix, target).await {
+                        tracing::debug!(prefix, error = %e, "an owed invalidation failed again");
+                        break 'apply Some(i);
+                    }
+                }
+                None
+            };
+            if let Some(i) = failed {
+                for target in targets.into_iter().skip(i) {
+                    self.owe(prefix.clone(), target);
+                }
+                self.prefixes.extend(left);
+                self.next = Some(Instant::now() + self.pause);
+                self.pause = (self.pause * 2).min(BACKOFF_MAX);
+                return;
+            }
+        }
+        tracing::info!("cached-redis listener: every owed invalidation is done");
+        self.pause = BACKOFF_START;
+        self.next = None;
+    }
+
+    /// Waits `pause`, settling what is owed when it falls due meanwhile
+    /// (Redis may be back while PostgreSQL is not).
+    async fn wait_settling(&mut self, pause: Duration) {
+        let end = Instant::now() + pause;
+        while let Some(next) = self.next.filter(|&at| at < end) {
+            tokio::time::sleep_until(next).await;
+            self.settle().await;
+        }
+        tokio::time::sleep_until(end).await;
     }
 }
 
@@ -842,5 +992,57 @@ mod tests {
         assert_eq!(shorten("abc"), "abc");
         let long = "é".repeat(500);
         assert_eq!(shorten(&long).chars().count(), LOG_PAYLOAD_CHARS + 1);
+    }
+
+    #[test]
+    fn owed_invalidations_merge_by_prefix() {
+        let mut owed = Owed::default();
+        assert!(!owed.is_owing());
+        owed.owe("user".into(), Target::Call(json!([1])));
+        owed.owe("user".into(), Target::Call(json!([2])));
+        owed.owe("user".into(), Target::Call(json!([1])));
+        owed.owe("page".into(), Target::Whole);
+        owed.owe("page".into(), Target::Call(json!([3])));
+        assert!(owed.is_owing());
+        assert_eq!(
+            owed.prefixes["user"],
+            Owing::Calls(vec![json!([1]), json!([2])])
+        );
+        assert_eq!(
+            owed.prefixes["page"],
+            Owing::Whole,
+            "the whole prefix covers its calls"
+        );
+        owed.owe("user".into(), Target::Whole);
+        assert_eq!(owed.prefixes["user"], Owing::Whole);
+    }
+
+    #[test]
+    fn owed_invalidations_are_bounded() {
+        let mut owed = Owed::default();
+        for i in 0..OWED_CALLS_MAX {
+            owed.owe("user".into(), Target::Call(json!([i])));
+        }
+        assert!(matches!(&owed.prefixes["user"], Owing::Calls(c) if c.len() == OWED_CALLS_MAX));
+        owed.owe("user".into(), Target::Call(json!([-1])));
+        assert_eq!(
+            owed.prefixes["user"],
+            Owing::Whole,
+            "too many calls: the whole prefix"
+        );
+
+        for i in 1..OWED_PREFIXES_MAX {
+            owed.owe(format!("p{i}"), Target::Whole);
+        }
+        assert_eq!(owed.prefixes.len(), OWED_PREFIXES_MAX);
+        owed.owe("one_too_many".into(), Target::Whole);
+        assert_eq!(owed.prefixes.len(), OWED_PREFIXES_MAX, "dropped, logged");
+        assert!(!owed.prefixes.contains_key("one_too_many"));
+        owed.owe("p1".into(), Target::Call(json!([1])));
+        assert_eq!(
+            owed.prefixes["p1"],
+            Owing::Whole,
+            "a prefix owing already still merges"
+        );
     }
 }
