@@ -5,7 +5,9 @@
 //! published on it before its bus links are back reaches no other node.
 //! Its probes may all come back (it was gone for less than the unheard
 //! limit), so only its new run id tells: the level must stop serving what
-//! it holds, and serve again once the channel is checked anew.
+//! it holds, for that reason (the logs say which rule turned it off: the
+//! others may fire too, by chance), and serve again once the channel is
+//! checked anew.
 //!
 //! First, every node refuses `INFO` (an ACL rule): the level must go live
 //! all the same, run ids or not.
@@ -49,6 +51,7 @@ async fn until_answer_differs(id: u64, held: u64, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_restarted_empties_the_level() {
+    let logs = common::logs::logs();
     // A long node timeout: nobody marks the restarting master as failed.
     let buses: Vec<(u16, u16)> = (0..3).map(|_| free_port()).map(|bus| (bus, bus)).collect();
     let mut servers = common::start_cluster(&buses, 30_000);
@@ -86,6 +89,11 @@ async fn a_master_that_restarted_empties_the_level() {
     let noticed = restarted.elapsed();
     let back = level_serves(&store, id, true, Duration::from_secs(20)).await;
     drop(servers);
+    let restart_told = logs
+        .0
+        .lock()
+        .unwrap()
+        .contains("restarted (its run id changed)");
 
     assert!(
         live_without_info,
@@ -98,5 +106,9 @@ async fn a_master_that_restarted_empties_the_level() {
          it meanwhile reaching nobody), the level still served what it held"
     );
     println!("the level let go of what it held {noticed:?} after the master was back");
+    assert!(
+        restart_told,
+        "the level was emptied, but not because the master's run id changed"
+    );
     assert!(back, "the level did not serve again after the restart");
 }

@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod holding_proxy;
+pub mod logs;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -65,13 +66,15 @@ pub fn stats_hash(namespace: &str, prefix: &str) -> std::collections::HashMap<St
 /// Runs the server `command` (a shell command line) under a shell that
 /// waits for it and stops it once this test process is gone, so that no
 /// server outlives a crashed test; killing the returned shell (`TERM`)
-/// stops the server too. Stopping sends `CONT` first: a server frozen by
-/// a test (`SIGSTOP`) would not act on `TERM` before it. A server that
+/// stops the server too, and the shell ends once the server has (a
+/// server started again on its files finds them free). Stopping sends
+/// `CONT` first: a server frozen by a test (`SIGSTOP`) would not act on
+/// `TERM` before it. A server that
 /// ended by itself is not signalled (its pid may be another's by then).
 pub fn watched(command: &str) -> Child {
     let script = format!(
         "{command} >/dev/null 2>&1 & \
-         srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; exit 0' TERM; \
+         srv=$!; trap 'kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; wait $srv; exit 0' TERM; \
          while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.2; done; \
          kill -0 {parent} 2>/dev/null || {{ kill -CONT $srv 2>/dev/null; kill $srv 2>/dev/null; }}",
         parent = std::process::id()

@@ -52,10 +52,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SLOTS_TIMEOUT: Duration = Duration::from_millis(500);
 /// A `PUBLISH` this slow is given up.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longer than a probe's task can take (its steps time out before):
-/// past it, the probe is given up all the same.
+/// Longer than a probe's task can take (its steps time out before: the
+/// `PUBLISH`, then the `INFO`, each within [`PUBLISH_TIMEOUT`]): past it,
+/// the probe is given up all the same.
 const TASK_MAX: Duration = CONNECT_TIMEOUT
     .saturating_add(SLOTS_TIMEOUT)
+    .saturating_add(PUBLISH_TIMEOUT)
     .saturating_add(PUBLISH_TIMEOUT)
     .saturating_add(Duration::from_secs(1));
 /// The longest pause between the probes of a master that keeps failing.
@@ -600,7 +602,8 @@ fn at_address((host, port): &Addr) -> RoutingInfo {
 
 /// The run id of the master at `addr` (`INFO server`): another one than
 /// before means it restarted. `None` when it refuses `INFO` (an ACL may
-/// deny it) or names none.
+/// deny it, a renamed command hides it) or names none; any other failure
+/// fails the probe.
 async fn run_id_of(
     conn: &mut ClusterConnection,
     addr: &Addr,
@@ -616,7 +619,7 @@ async fn run_id_of(
     .await;
     match answer {
         Ok(value) => Ok(run_id_in(&String::from_redis_value(value)?)),
-        Err(e) if connection_failed(&e) => Err(e),
+        Err(e) if !refused(&e) => Err(e),
         Err(e) => {
             // Said once: every probe would say it again.
             if !INFO_REFUSED.swap(true, Relaxed) {
@@ -676,6 +679,14 @@ async fn ask(
         .await
         .map_err(|_| timeout_error(what))?
         .and_then(redis::Value::extract_error)
+}
+
+/// Whether `e` is a refusal of the command itself: no permission, or no
+/// such command.
+fn refused(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        || e.detail()
+            .is_some_and(|detail| detail.starts_with("unknown command"))
 }
 
 /// Whether `e` says the connection failed (rather than the server
