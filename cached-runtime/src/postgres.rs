@@ -67,15 +67,20 @@
 //!   notification reaches this process, which PostgreSQL does when the
 //!   changing transaction commits (notifications of a rolled-back
 //!   transaction are never sent).
+//! - Invalidating runs beside listening: a slow or failing Redis never
+//!   holds up reading notifications or reconnecting to PostgreSQL.
 //! - An invalidation that Redis refuses or leaves unanswered (Redis down,
-//!   or the store's circuit breaker cooling down) is kept and tried again
-//!   (after 100 ms, the pause doubling to 5 s) until Redis takes it, over
-//!   PostgreSQL reconnections too; notifications that arrive meanwhile
-//!   join it rather than wait behind it. What is owed is merged by prefix:
-//!   up to 1024 calls' entries per prefix, past which the whole prefix is
-//!   owed, and up to 1024 prefixes (past that, a new prefix's invalidation
-//!   is logged at `error` and dropped). The first failure is logged at
-//!   `warn`, the settling of everything owed at `info`.
+//!   the store's circuit breaker cooling down, an error reply, a cluster
+//!   walk that could not finish) is kept and tried again (after 100 ms, the
+//!   pause doubling to 5 s) until Redis takes it. A notification whose
+//!   prefix owes one already, or that arrives while the store as a whole
+//!   is failing, joins what is owed; the others are applied at once, and a
+//!   prefix that keeps failing does not hold up the others. What is owed
+//!   is merged by prefix (a call that cannot be keyed here owes the whole
+//!   prefix): up to 1024 calls' entries per prefix, past which the whole
+//!   prefix is owed, and up to 1024 prefixes (past that, a new prefix's
+//!   invalidation is logged at `error` and dropped). The first failure is
+//!   logged at `warn`, the settling of everything owed at `info`.
 //! - A call that read the old row *before* the commit and stores its result
 //!   *after* the invalidation puts the old value back (the classic
 //!   cache-aside race); the entry's TTL bounds how long it can stay.
@@ -165,7 +170,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant, MissedTickBehavior};
+use tokio::time::{sleep, timeout, Instant, MissedTickBehavior};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Config as PgConfig, NoTls, Socket};
 
@@ -418,15 +423,23 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     /// Sessions one after the other, forever.
+    /// Listens and invalidates side by side, in this one task (so in the
+    /// scope it was started in): a slow or failing Redis never holds up
+    /// reading notifications or reconnecting to PostgreSQL, which keeps no
+    /// backlog for a session that is not listening.
     async fn run(self) {
+        let (payloads, received) = mpsc::unbounded_channel();
+        tokio::join!(self.listen_forever(payloads), invalidate_forever(received));
+    }
+
+    /// Sessions one after the other, forever, each passing the payloads of
+    /// its notifications on to `payloads`.
+    async fn listen_forever(&self, payloads: mpsc::UnboundedSender<String>) {
         let mut backoff = BACKOFF_START;
         let mut failures = 0u32;
-        // Kept across sessions: Redis may come back while PostgreSQL is
-        // still away.
-        let mut owed = Owed::default();
         loop {
             let mut listened = false;
-            let Err(ended) = self.session(&mut listened, &mut owed).await;
+            let Err(ended) = self.session(&mut listened, &payloads).await;
             self.state.send_modify(|s| s.listening = false);
             if listened {
                 // A session that worked: the next try comes quickly.
@@ -446,7 +459,7 @@ where
                     "cached-redis listener still disconnected"
                 );
             }
-            owed.wait_settling(backoff).await;
+            sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -480,7 +493,11 @@ where
 
     /// One connection: connect, `LISTEN`, act on notifications until it
     /// fails. Sets `listened` once `LISTEN` is active.
-    async fn session(&self, listened: &mut bool, owed: &mut Owed) -> Result<Infallible, Ended> {
+    async fn session(
+        &self,
+        listened: &mut bool,
+        payloads: &mpsc::UnboundedSender<String>,
+    ) -> Result<Infallible, Ended> {
         // `connect_timeout` bounds each address's TCP connect, not the
         // startup and login (nor a TLS handshake) after it: a server or
         // proxy that accepts and then says nothing would hold the listener
@@ -548,11 +565,12 @@ where
                 // drop what is queued).
                 biased;
                 message = rx.recv() => match message {
-                    Some(Ok(notification)) => owed.take_in(notification.payload()).await,
+                    Some(Ok(notification)) => {
+                        let _ = payloads.send(notification.payload().to_owned());
+                    }
                     Some(Err(e)) => return Err(Ended::Lost(Some(e))),
                     None => return Err(Ended::Lost(None)),
                 },
-                () = owed.due(), if owed.is_owing() => owed.settle().await,
                 _ = health.tick() => {
                     let unhealthy = match timeout(HEALTH_TIMEOUT, client.check_connection()).await {
                         Ok(Ok(())) => continue,
@@ -561,7 +579,7 @@ where
                     };
                     // What arrived during the check is applied too.
                     while let Ok(Ok(notification)) = rx.try_recv() {
-                        owed.take_in(notification.payload()).await;
+                        let _ = payloads.send(notification.payload().to_owned());
                     }
                     return Err(unhealthy);
                 }
@@ -685,39 +703,90 @@ fn target_of(payload: &str) -> Option<(String, Target)> {
     Some((event.prefix, target))
 }
 
+/// What [`apply`] removed.
+#[derive(Debug, PartialEq)]
+enum Removed {
+    /// The entry of the call.
+    Call,
+    /// Every entry of the prefix (asked for, or for want of a key).
+    Whole,
+}
+
+/// A removal Redis refused or left unanswered.
+struct Failed {
+    /// What is still to remove: the whole prefix when a call could not be
+    /// keyed here.
+    owed: Target,
+    error: crate::error::StoreError,
+}
+
 /// Removes `target`'s entries of `prefix`. `Err` when Redis refused or did
 /// not answer (to be tried again); any other failure is logged and done
 /// with.
-async fn apply(prefix: &str, target: &Target) -> Result<(), crate::error::StoreError> {
+async fn apply(prefix: &str, target: &Target) -> Result<Removed, Failed> {
     if let Target::Call(args) = target {
         match crate::invalidate::invalidate_args(prefix, args).await {
             Ok(removed) => {
                 tracing::debug!(prefix, %args, removed, "invalidated by notification");
-                return Ok(());
+                return Ok(Removed::Call);
             }
             Err(Error::Key(reason)) => tracing::debug!(
                 prefix, %args, reason,
                 "arguments not mappable to a key in this process; invalidating the whole prefix"
             ),
-            Err(Error::Store(e)) => return Err(e),
+            Err(Error::Store(error)) => {
+                return Err(Failed {
+                    owed: target.clone(),
+                    error,
+                })
+            }
             Err(e) => {
                 tracing::error!(
                     prefix, %args, error = %e,
                     "cached-redis listener: invalidation failed; the entry stays until its TTL"
                 );
-                return Ok(());
+                return Ok(Removed::Call);
             }
         }
     }
     match crate::invalidate::invalidate_prefix(prefix).await {
         Ok(removed) => tracing::debug!(prefix, removed, "prefix invalidated by notification"),
-        Err(Error::Store(e)) => return Err(e),
+        Err(Error::Store(error)) => {
+            return Err(Failed {
+                owed: Target::Whole,
+                error,
+            })
+        }
         Err(e) => tracing::error!(
             prefix, error = %e,
             "cached-redis listener: prefix invalidation failed; entries stay until their TTL"
         ),
     }
-    Ok(())
+    Ok(Removed::Whole)
+}
+
+/// Whether `error` says the store as a whole is failing (down, or its
+/// breaker refusing), rather than this one removal (an error reply, a
+/// walk over slots that kept moving).
+fn store_wide(error: &crate::error::StoreError) -> bool {
+    use crate::error::StoreErrorKind::{Connection, CoolingDown, Timeout};
+    matches!(error.kind(), CoolingDown | Connection | Timeout)
+}
+
+/// Applies the payloads of `received` as they come, keeping what Redis
+/// fails and trying it again when due, until the listener stops.
+async fn invalidate_forever(mut received: mpsc::UnboundedReceiver<String>) {
+    let mut owed = Owed::default();
+    loop {
+        tokio::select! {
+            biased;
+            payload = received.recv() => match payload {
+                Some(payload) => owed.take_in(&payload).await,
+                None => return,
+            },
+            () = owed.due(), if owed.is_owing() => owed.settle().await,
+        }
+    }
 }
 
 /// Invalidations that Redis refused or left unanswered, kept until it
@@ -729,6 +798,9 @@ struct Owed {
     pause: Duration,
     /// When to try again; `None` when nothing is owed.
     next: Option<Instant>,
+    /// The last failure was the store's as a whole: a new notification
+    /// joins what is owed instead of being tried at once.
+    store_down: bool,
 }
 
 /// What one prefix owes.
@@ -745,6 +817,7 @@ impl Default for Owed {
             prefixes: BTreeMap::new(),
             pause: BACKOFF_START,
             next: None,
+            store_down: false,
         }
     }
 }
@@ -762,24 +835,28 @@ impl Owed {
         }
     }
 
-    /// Acts on a notification: at once, unless invalidations are owed
-    /// already (Redis is failing), in which case it joins them.
+    /// Acts on a notification: at once, unless its prefix owes an
+    /// invalidation already or the store as a whole is failing, in which
+    /// case it joins what is owed.
     async fn take_in(&mut self, payload: &str) {
         let Some((prefix, target)) = target_of(payload) else {
             return;
         };
-        if !self.is_owing() {
-            let Err(e) = apply(&prefix, &target).await else {
-                return;
-            };
-            tracing::warn!(
-                prefix, error = %e,
-                "cached-redis listener: Redis failed an invalidation; it is kept and tried \
-                 again until Redis takes it"
-            );
-            self.next = Some(Instant::now() + self.pause);
+        if self.store_down || self.prefixes.contains_key(&prefix) {
+            self.owe(prefix, target);
+            return;
         }
-        self.owe(prefix, target);
+        if let Err(failed) = apply(&prefix, &target).await {
+            if !self.is_owing() {
+                tracing::warn!(
+                    prefix, error = %failed.error,
+                    "cached-redis listener: Redis failed an invalidation; it is kept and tried \
+                     again until Redis takes it"
+                );
+            }
+            self.store_down = store_wide(&failed.error);
+            self.owe(prefix, failed.owed);
+        }
     }
 
     /// Adds `target` of `prefix` to what is owed.
@@ -812,48 +889,51 @@ impl Owed {
             .get_or_insert_with(|| Instant::now() + BACKOFF_START);
     }
 
-    /// Tries everything owed, in prefix order, until Redis fails again:
-    /// what is left waits for the next try, after a longer pause.
+    /// Tries everything owed, prefix by prefix. A prefix that fails keeps
+    /// what it has left and the others go on, unless the store as a whole
+    /// fails: then the rest waits untried. What is left is tried again
+    /// after a longer pause.
     async fn settle(&mut self) {
-        let mut left = std::mem::take(&mut self.prefixes).into_iter();
-        while let Some((prefix, owing)) = left.next() {
+        let mut store_down = false;
+        for (prefix, owing) in std::mem::take(&mut self.prefixes) {
+            if store_down {
+                self.prefixes.insert(prefix, owing);
+                continue;
+            }
             let targets: Vec<Target> = match owing {
                 Owing::Whole => vec![Target::Whole],
                 Owing::Calls(calls) => calls.into_iter().map(Target::Call).collect(),
             };
-            let failed = 'apply: {
-                for (i, target) in targets.iter().enumerate() {
-                    if let Err(e) = apply(&prefix, target).await {
-                        tracing::debug!(prefix, error = %e, "an owed invalidation failed again");
-                        break 'apply Some(i);
+            let mut targets = targets.into_iter();
+            while let Some(target) = targets.next() {
+                match apply(&prefix, &target).await {
+                    // Every entry of the prefix is gone: its calls' too.
+                    Ok(Removed::Whole) => break,
+                    Ok(Removed::Call) => {}
+                    Err(failed) => {
+                        tracing::debug!(
+                            prefix, error = %failed.error,
+                            "an owed invalidation failed again"
+                        );
+                        store_down = store_wide(&failed.error);
+                        self.owe(prefix.clone(), failed.owed);
+                        for target in targets {
+                            self.owe(prefix.clone(), target);
+                        }
+                        break;
                     }
                 }
-                None
-            };
-            if let Some(i) = failed {
-                for target in targets.into_iter().skip(i) {
-                    self.owe(prefix.clone(), target);
-                }
-                self.prefixes.extend(left);
-                self.next = Some(Instant::now() + self.pause);
-                self.pause = (self.pause * 2).min(BACKOFF_MAX);
-                return;
             }
         }
-        tracing::info!("cached-redis listener: every owed invalidation is done");
-        self.pause = BACKOFF_START;
-        self.next = None;
-    }
-
-    /// Waits `pause`, settling what is owed when it falls due meanwhile
-    /// (Redis may be back while PostgreSQL is not).
-    async fn wait_settling(&mut self, pause: Duration) {
-        let end = Instant::now() + pause;
-        while let Some(next) = self.next.filter(|&at| at < end) {
-            tokio::time::sleep_until(next).await;
-            self.settle().await;
+        self.store_down = store_down;
+        if self.prefixes.is_empty() {
+            tracing::info!("cached-redis listener: every owed invalidation is done");
+            self.pause = BACKOFF_START;
+            self.next = None;
+        } else {
+            self.next = Some(Instant::now() + self.pause);
+            self.pause = (self.pause * 2).min(BACKOFF_MAX);
         }
-        tokio::time::sleep_until(end).await;
     }
 }
 
