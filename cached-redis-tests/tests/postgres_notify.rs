@@ -578,6 +578,43 @@ async fn the_listener_reconnects_after_its_backend_is_terminated() {
     }
 }
 
+/// Sessions ended as soon as they listen (a pooler, a job terminating
+/// idle sessions) do not make the listener reconnect in a tight loop: the
+/// pause goes on growing until a session lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_at_once_do_not_make_the_listener_reconnect_in_a_loop() {
+    let Some(_) = pg_config() else { return };
+    setup();
+    let f = Fixture::new("churn", "pgn_churn", "UPDATE", &[(1, "x")]).await;
+    let listener = f.listen().await;
+    let killer = connect(&f.config).await;
+    let churn = Duration::from_secs(5);
+    let started = Instant::now();
+    while started.elapsed() < churn {
+        killer
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&f.application_name],
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sessions = listener.sessions() - 1;
+    eprintln!("{sessions} sessions in {churn:?} of sessions ended at once");
+    // 100 ms doubling: about 6 in 5 s; without the rule, one every ~150 ms.
+    assert!(
+        sessions <= 10,
+        "{sessions} sessions in {churn:?}: the listener reconnects in a loop"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), listener.wait_listening())
+            .await
+            .expect("listening again within 15 s once sessions are left alone")
+    );
+}
+
 /// A plain `LISTEN` session of the test's own: what the trigger sends,
 /// payload by payload.
 async fn raw_listener(

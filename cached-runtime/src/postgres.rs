@@ -87,7 +87,8 @@
 //! - Notifications sent while the listener is disconnected are lost:
 //!   PostgreSQL delivers a notification only to sessions listening at
 //!   commit time and keeps no backlog. The listener reconnects by itself
-//!   (backoff from 100 ms doubling to 5 s) and listens again, but it
+//!   (backoff from 100 ms doubling to 5 s, back to 100 ms only after a
+//!   session that listened for 5 s) and listens again, but it
 //!   invalidates nothing on reconnect: it cannot know what changed, and
 //!   dropping whole prefixes on every network blip would stampede the
 //!   database. Entries changed during the gap stay until their TTL. If that
@@ -184,6 +185,11 @@ pub use tokio_postgres;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest pause between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A session that listened at least this long worked: the next attempt
+/// starts again from [`BACKOFF_START`]. A shorter one (a pooler or a job
+/// ending sessions as soon as they start) lets the pause go on growing,
+/// so that the listener does not reconnect ten times a second.
+const SESSION_WORKED: Duration = BACKOFF_MAX;
 /// `connect_timeout` when the connection string sets none.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `application_name` when the connection string sets none.
@@ -215,7 +221,8 @@ const WARN_EVERY_ATTEMPTS: u32 = 12;
 /// runtime of the caller's and may be called from sync code. It connects in
 /// the background and keeps going until the handle is dropped or
 /// [`ListenerHandle::stop`]ped: a failed connection or a dropped one is
-/// retried with backoff (100 ms doubling to 5 s), then `LISTEN` runs again.
+/// retried with backoff (100 ms doubling to 5 s, back to 100 ms only after
+/// a session that listened for 5 s), then `LISTEN` runs again.
 ///
 /// `channel` is used exactly as given (quoted), so it must equal the first
 /// argument of `pg_notify` (or the trigger's first argument), case included.
@@ -438,17 +445,17 @@ where
         let mut backoff = BACKOFF_START;
         let mut failures = 0u32;
         loop {
-            let mut listened = false;
+            let mut listened = None;
             let Err(ended) = self.session(&mut listened, &payloads).await;
             self.state.send_modify(|s| s.listening = false);
-            if listened {
+            if listened.is_some_and(|at| at.elapsed() >= SESSION_WORKED) {
                 // A session that worked: the next try comes quickly.
                 backoff = BACKOFF_START;
                 failures = 0;
             }
             failures += 1;
             let retry_ms = backoff.as_millis() as u64;
-            if listened || failures % WARN_EVERY_ATTEMPTS == 1 {
+            if listened.is_some() || failures % WARN_EVERY_ATTEMPTS == 1 {
                 tracing::warn!(
                     channel = %self.channel, error = %ended, retry_ms, attempt = failures,
                     "cached-redis listener disconnected; notifications sent until it listens again are lost"
@@ -492,10 +499,10 @@ where
     }
 
     /// One connection: connect, `LISTEN`, act on notifications until it
-    /// fails. Sets `listened` once `LISTEN` is active.
+    /// fails. Sets `listened` to when `LISTEN` became active.
     async fn session(
         &self,
-        listened: &mut bool,
+        listened: &mut Option<Instant>,
         payloads: &mpsc::UnboundedSender<String>,
     ) -> Result<Infallible, Ended> {
         // `connect_timeout` bounds each address's TCP connect, not the
@@ -547,7 +554,7 @@ where
             .await
             .map_err(|_| Ended::Unanswered("LISTEN", HEALTH_TIMEOUT))?
             .map_err(Ended::Listen)?;
-        *listened = true;
+        *listened = Some(Instant::now());
         self.state.send_modify(|s| {
             s.listening = true;
             s.sessions += 1;
