@@ -100,7 +100,12 @@
 //!   loop {
 //!       listener.wait_sessions(seen + 1).await;
 //!       seen = listener.sessions();
-//!       cached_redis::invalidate_prefix("user").await?;
+//!       // Redis may be away too (the same network blip): try until it
+//!       // takes it, rather than end the loop at the first error.
+//!       while let Err(e) = cached_redis::invalidate_prefix("user").await {
+//!           tracing::warn!(error = %e, "flush after a reconnect failed; retrying");
+//!           tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+//!       }
 //!   }
 //!   ```
 //!
