@@ -73,14 +73,15 @@
 //!   the store's circuit breaker cooling down, an error reply, a cluster
 //!   walk that could not finish) is kept and tried again (after 100 ms, the
 //!   pause doubling to 5 s) until Redis takes it. A notification whose
-//!   prefix owes one already, or that arrives while the store as a whole
-//!   is failing, joins what is owed; the others are applied at once, and a
+//!   prefix owes one already joins it; the others are applied at once (a
+//!   Redis that is down refuses them at once, through its breaker), and a
 //!   prefix that keeps failing does not hold up the others. What is owed
 //!   is merged by prefix (a call that cannot be keyed here owes the whole
 //!   prefix): up to 1024 calls' entries per prefix, past which the whole
 //!   prefix is owed, and up to 1024 prefixes (past that, a new prefix's
-//!   invalidation is logged at `error` and dropped). The first failure is
-//!   logged at `warn`, the settling of everything owed at `info`.
+//!   invalidation is logged at `error` and dropped). A prefix's first
+//!   failure is logged at `warn`, then about once a minute while anything
+//!   is owed, and the settling of everything owed at `info`.
 //! - A call that read the old row *before* the commit and stores its result
 //!   *after* the invalidation puts the old value back (the classic
 //!   cache-aside race); the entry's TTL bounds how long it can stay.
@@ -109,8 +110,9 @@
 //!   }
 //!   ```
 //!
-//! - Notifications are acted upon one at a time, in commit order, each
-//!   costing a Redis round trip: a statement changing 100 000 rows sends
+//! - Notifications are acted upon one at a time, in commit order (those
+//!   of a prefix that owes an invalidation later, with it), each costing
+//!   a Redis round trip: a statement changing 100 000 rows sends
 //!   100 000 of them. For tables changed in bulk, a `FOR EACH STATEMENT`
 //!   trigger (which sends the prefix only) is the better fit.
 //! - A connection that silently stops answering (a dead network path) is
@@ -777,26 +779,21 @@ async fn apply(prefix: &str, target: &Target) -> Result<Removed, Failed> {
     Ok(Removed::Whole)
 }
 
-/// Whether `error` says the store as a whole is failing (down, or its
-/// breaker refusing), rather than this one removal (an error reply, a
-/// walk over slots that kept moving).
-fn store_wide(error: &crate::error::StoreError) -> bool {
-    use crate::error::StoreErrorKind::{Connection, CoolingDown, Timeout};
-    matches!(error.kind(), CoolingDown | Connection | Timeout)
-}
-
 /// Applies the payloads of `received` as they come, keeping what Redis
 /// fails and trying it again when due, until the listener stops.
 async fn invalidate_forever(mut received: mpsc::UnboundedReceiver<String>) {
     let mut owed = Owed::default();
     loop {
         tokio::select! {
+            // Retries first: a flood of notifications does not keep what
+            // is owed waiting (each round moves the next try on by 100 ms
+            // at least, so this cannot spin).
             biased;
+            () = owed.due(), if owed.is_owing() => owed.settle().await,
             payload = received.recv() => match payload {
                 Some(payload) => owed.take_in(&payload).await,
                 None => return,
             },
-            () = owed.due(), if owed.is_owing() => owed.settle().await,
         }
     }
 }
@@ -810,9 +807,8 @@ struct Owed {
     pause: Duration,
     /// When to try again; `None` when nothing is owed.
     next: Option<Instant>,
-    /// The last failure was the store's as a whole: a new notification
-    /// joins what is owed instead of being tried at once.
-    store_down: bool,
+    /// Rounds of tries in a row that left something owed.
+    rounds_failed: u32,
 }
 
 /// What one prefix owes.
@@ -829,7 +825,7 @@ impl Default for Owed {
             prefixes: BTreeMap::new(),
             pause: BACKOFF_START,
             next: None,
-            store_down: false,
+            rounds_failed: 0,
         }
     }
 }
@@ -848,25 +844,24 @@ impl Owed {
     }
 
     /// Acts on a notification: at once, unless its prefix owes an
-    /// invalidation already or the store as a whole is failing, in which
-    /// case it joins what is owed.
+    /// invalidation already, in which case it joins it. (Another prefix's
+    /// failure says nothing of this one's: it may live in another cache,
+    /// on another Redis; and a Redis that is down is refused at once by
+    /// its breaker.)
     async fn take_in(&mut self, payload: &str) {
         let Some((prefix, target)) = target_of(payload) else {
             return;
         };
-        if self.store_down || self.prefixes.contains_key(&prefix) {
+        if self.prefixes.contains_key(&prefix) {
             self.owe(prefix, target);
             return;
         }
         if let Err(failed) = apply(&prefix, &target).await {
-            if !self.is_owing() {
-                tracing::warn!(
-                    prefix, error = %failed.error,
-                    "cached-redis listener: Redis failed an invalidation; it is kept and tried \
-                     again until Redis takes it"
-                );
-            }
-            self.store_down = store_wide(&failed.error);
+            tracing::warn!(
+                prefix, error = %failed.error,
+                "cached-redis listener: Redis failed an invalidation; it is kept and tried \
+                 again until Redis takes it"
+            );
             self.owe(prefix, failed.owed);
         }
     }
@@ -901,17 +896,11 @@ impl Owed {
             .get_or_insert_with(|| Instant::now() + BACKOFF_START);
     }
 
-    /// Tries everything owed, prefix by prefix. A prefix that fails keeps
-    /// what it has left and the others go on, unless the store as a whole
-    /// fails: then the rest waits untried. What is left is tried again
+    /// Tries everything owed, prefix by prefix: a prefix that fails keeps
+    /// what it has left, and the others go on. What is left is tried again
     /// after a longer pause.
     async fn settle(&mut self) {
-        let mut store_down = false;
         for (prefix, owing) in std::mem::take(&mut self.prefixes) {
-            if store_down {
-                self.prefixes.insert(prefix, owing);
-                continue;
-            }
             let targets: Vec<Target> = match owing {
                 Owing::Whole => vec![Target::Whole],
                 Owing::Calls(calls) => calls.into_iter().map(Target::Call).collect(),
@@ -927,7 +916,6 @@ impl Owed {
                             prefix, error = %failed.error,
                             "an owed invalidation failed again"
                         );
-                        store_down = store_wide(&failed.error);
                         self.owe(prefix.clone(), failed.owed);
                         for target in targets {
                             self.owe(prefix.clone(), target);
@@ -937,14 +925,25 @@ impl Owed {
                 }
             }
         }
-        self.store_down = store_down;
         if self.prefixes.is_empty() {
             tracing::info!("cached-redis listener: every owed invalidation is done");
             self.pause = BACKOFF_START;
             self.next = None;
+            self.rounds_failed = 0;
         } else {
             self.next = Some(Instant::now() + self.pause);
             self.pause = (self.pause * 2).min(BACKOFF_MAX);
+            self.rounds_failed += 1;
+            // Said again now and then (about once a minute at the longest
+            // pause): an invalidation Redis keeps refusing (an ACL, a
+            // renamed command) is retried for good.
+            if self.rounds_failed % WARN_EVERY_ATTEMPTS == 0 {
+                tracing::warn!(
+                    prefixes = self.prefixes.len(),
+                    rounds = self.rounds_failed,
+                    "cached-redis listener: invalidations still owed; Redis keeps failing them"
+                );
+            }
         }
     }
 }
