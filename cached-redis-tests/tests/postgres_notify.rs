@@ -122,8 +122,22 @@ impl Fixture {
 
     /// A listener on this fixture's channel, listening when returned.
     async fn listen(&self) -> ListenerHandle {
+        Self::listening(self.start_listener()).await
+    }
+
+    /// A listener on this fixture's channel started inside `cache`'s scope
+    /// (it invalidates in that cache), listening when returned.
+    async fn listen_in(&self, cache: &cached_redis::Cache) -> ListenerHandle {
+        Self::listening(cache.in_scope(|| self.start_listener())).await
+    }
+
+    fn start_listener(&self) -> ListenerHandle {
         let config = format!("{} application_name={}", self.config, self.application_name);
-        let listener = listen(&config, &self.channel).unwrap();
+        listen(&config, &self.channel).unwrap()
+    }
+
+    /// `listener`, once it listens (its first session).
+    async fn listening(listener: ListenerHandle) -> ListenerHandle {
         let started = Instant::now();
         assert!(
             tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
@@ -1049,15 +1063,7 @@ async fn a_listener_started_in_a_scope_invalidates_in_that_cache() {
             .unwrap(),
     )
     .unwrap();
-    let listener = cache.in_scope(|| {
-        let config = format!("{} application_name={}", f.config, f.application_name);
-        listen(&config, &f.channel).unwrap()
-    });
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
-            .await
-            .expect("listening within 10 s")
-    );
+    let listener = f.listen_in(&cache).await;
     let (c, t) = (&f.client, f.table.as_str());
     let key = cache
         .scope(async {
@@ -1113,15 +1119,7 @@ async fn an_invalidation_refused_by_redis_is_applied_once_redis_takes_it() {
             .unwrap(),
     )
     .unwrap();
-    let listener = cache.in_scope(|| {
-        let config = format!("{} application_name={}", f.config, f.application_name);
-        listen(&config, &f.channel).unwrap()
-    });
-    assert!(
-        tokio::time::timeout(Duration::from_secs(10), listener.wait_listening())
-            .await
-            .expect("listening within 10 s")
-    );
+    let listener = f.listen_in(&cache).await;
     let (c, t) = (&f.client, f.table.as_str());
     let key = cache
         .scope(async {
