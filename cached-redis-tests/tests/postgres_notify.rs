@@ -1119,7 +1119,10 @@ async fn an_invalidation_refused_by_redis_is_applied_once_redis_takes_it() {
             .unwrap(),
     )
     .unwrap();
+    let logs = common::logs::logs();
     let listener = f.listen_in(&cache).await;
+    // A second listener, dropped while it owes: what it gives up is said.
+    let quitter = f.listen_in(&cache).await;
     let (c, t) = (&f.client, f.table.as_str());
     let key = cache
         .scope(async {
@@ -1148,6 +1151,16 @@ async fn an_invalidation_refused_by_redis_is_applied_once_redis_takes_it() {
         exists(&mut conn, &key),
         "the invalidation went through at once: the breaker did not open"
     );
+    assert_eq!(listener.owed_prefixes(), 1, "{listener:?}");
+    assert_eq!(quitter.owed_prefixes(), 1, "{quitter:?}");
+    drop(quitter);
+    let given_up = logs.0.lock().unwrap().lines().any(|line| {
+        line.starts_with("WARN")
+            && line.contains("stopped with invalidations Redis has not taken yet")
+            && line.contains(&format!("channel={}", f.channel))
+            && line.contains("prefixes=1")
+    });
+    assert!(given_up, "dropping a listener that owed said nothing");
     // Its first try after the cool-down may fail and open the breaker
     // again: two cool-downs and the longest pause, then some slack.
     let deadline = COOLDOWN * 2 + Duration::from_secs(5) + WITHIN;
@@ -1168,6 +1181,15 @@ async fn an_invalidation_refused_by_redis_is_applied_once_redis_takes_it() {
             "the entry was still cached {deadline:?} after the commit: the invalidation \
              the breaker refused was dropped"
         ),
+    }
+    // The handle hears of it once the round that removed it ends.
+    let settled = Instant::now();
+    while listener.owed_prefixes() != 0 {
+        assert!(
+            settled.elapsed() < WITHIN,
+            "the entry is gone but the listener still owes: {listener:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(listener);
 }

@@ -81,7 +81,10 @@
 //!   prefix is owed, and up to 1024 prefixes (past that, a new prefix's
 //!   invalidation is logged at `error` and dropped). A prefix's first
 //!   failure is logged at `warn`, then about once a minute while anything
-//!   is owed, and the settling of everything owed at `info`.
+//!   is owed, and the settling of everything owed at `info`;
+//!   [`ListenerHandle::owed_prefixes`] tells how many prefixes wait (a
+//!   figure to alert on). What is still owed when the handle is dropped is
+//!   given up, logged at `warn`: those entries stay until their TTL.
 //! - A call that read the old row *before* the commit and stores its result
 //!   *after* the invalidation puts the old value back (the classic
 //!   cache-aside race); the entry's TTL bounds how long it can stay.
@@ -120,6 +123,11 @@
 //!   (login and TLS included) gets `connect_timeout` per address tried plus
 //!   10 seconds, and `LISTEN` 10 seconds: a server that accepts and then
 //!   says nothing is retried like one that refuses.
+//! - The listener needs a session of its own on the server: connect to
+//!   PostgreSQL directly or through a pooler in session mode. In
+//!   transaction mode (PgBouncer's `pool_mode = transaction`) `LISTEN` is
+//!   accepted, but the server session behind it is handed to other clients
+//!   after the statement, and no notification ever reaches the listener.
 //! - `listen` connects without TLS ([`tokio_postgres::NoTls`]; `sslmode=require`
 //!   fails); use [`listen_with_tls`] with a TLS connector (e.g.
 //!   `postgres-native-tls`, `tokio-postgres-rustls`) otherwise.
@@ -325,9 +333,18 @@ impl ListenerHandle {
     }
 
     /// Whether `LISTEN` is active right now (false while connecting or
-    /// reconnecting).
+    /// reconnecting, and once the listener task has ended).
     pub fn is_listening(&self) -> bool {
         self.state.borrow().listening
+    }
+
+    /// How many prefixes owe an invalidation that Redis refused or left
+    /// unanswered, kept to be tried again (see the [module docs](self)): 0
+    /// when every notification received so far has been applied. Above 0
+    /// for long, Redis keeps failing this listener; those entries may be
+    /// served stale meanwhile.
+    pub fn owed_prefixes(&self) -> usize {
+        self.state.borrow().owed_prefixes
     }
 
     /// How many times `LISTEN` has become active: 1 after the first
@@ -370,7 +387,16 @@ impl Drop for ListenerHandle {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            tracing::debug!(channel = %self.channel, "cached-redis listener stopped");
+            let owed = self.state.borrow().owed_prefixes;
+            if owed > 0 {
+                tracing::warn!(
+                    channel = %self.channel, prefixes = owed,
+                    "cached-redis listener stopped with invalidations Redis has not taken yet; \
+                     they are given up and those entries stay until their TTL"
+                );
+            } else {
+                tracing::debug!(channel = %self.channel, "cached-redis listener stopped");
+            }
         }
     }
 }
@@ -382,6 +408,7 @@ impl fmt::Debug for ListenerHandle {
             .field("channel", &self.channel)
             .field("listening", &state.listening)
             .field("sessions", &state.sessions)
+            .field("owed_prefixes", &state.owed_prefixes)
             .finish()
     }
 }
@@ -391,6 +418,7 @@ impl fmt::Debug for ListenerHandle {
 struct State {
     listening: bool,
     sessions: u64,
+    owed_prefixes: usize,
 }
 
 /// The background task's settings.
@@ -400,6 +428,15 @@ struct Listener<T> {
     listen_sql: String,
     tls: T,
     state: watch::Sender<State>,
+}
+
+impl<T> Drop for Listener<T> {
+    /// The task ends only when it is aborted (the handle dropped) or, were
+    /// it ever to, by a panic: either way nothing listens any more, which
+    /// the handle must not keep reporting.
+    fn drop(&mut self) {
+        self.state.send_modify(|s| s.listening = false);
+    }
 }
 
 /// Why a session ended.
@@ -443,7 +480,10 @@ where
     /// backlog for a session that is not listening.
     async fn run(self) {
         let (payloads, received) = mpsc::unbounded_channel();
-        tokio::join!(self.listen_forever(payloads), invalidate_forever(received));
+        tokio::join!(
+            self.listen_forever(payloads),
+            invalidate_forever(received, &self.state)
+        );
     }
 
     /// Sessions one after the other, forever, each passing the payloads of
@@ -780,8 +820,12 @@ async fn apply(prefix: &str, target: &Target) -> Result<Removed, Failed> {
 }
 
 /// Applies the payloads of `received` as they come, keeping what Redis
-/// fails and trying it again when due, until the listener stops.
-async fn invalidate_forever(mut received: mpsc::UnboundedReceiver<String>) {
+/// fails and trying it again when due, until the listener stops; `state`
+/// tells the handle how many prefixes owe.
+async fn invalidate_forever(
+    mut received: mpsc::UnboundedReceiver<String>,
+    state: &watch::Sender<State>,
+) {
     let mut owed = Owed::default();
     loop {
         tokio::select! {
@@ -795,6 +839,12 @@ async fn invalidate_forever(mut received: mpsc::UnboundedReceiver<String>) {
                 None => return,
             },
         }
+        let owed_prefixes = owed.prefixes.len();
+        state.send_if_modified(|s| {
+            let changed = s.owed_prefixes != owed_prefixes;
+            s.owed_prefixes = owed_prefixes;
+            changed
+        });
     }
 }
 
@@ -991,6 +1041,41 @@ mod tests {
             prefix: prefix.into(),
             args,
         })
+    }
+
+    /// A task that ends while it listens (aborted, its runtime gone, or a
+    /// panic) leaves a handle that no longer says it listens.
+    #[test]
+    fn a_listener_whose_task_ended_is_not_listening() {
+        let listening = State {
+            listening: true,
+            sessions: 1,
+            owed_prefixes: 0,
+        };
+        let (state, seen) = watch::channel(listening);
+        let listener = Listener {
+            pg: "host=127.0.0.1 port=1".parse().unwrap(),
+            channel: "c".into(),
+            listen_sql: "LISTEN c".into(),
+            tls: NoTls,
+            state,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Never polled: the task ends while the state says it listens.
+        drop(runtime.spawn(listener.run()));
+        drop(runtime);
+        let handle = ListenerHandle {
+            task: None,
+            state: seen,
+            channel: "c".into(),
+        };
+        assert!(!handle.is_listening());
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!waiter.block_on(handle.wait_listening()));
     }
 
     #[test]
