@@ -11,107 +11,26 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{cached, Cache, Config};
+use common::sentinel::Sentinel;
 
 const TIMEOUT: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Far above what a bounded call takes (a few connect timeouts).
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A redis-server in sentinel mode watching `master` as `mymaster`,
-/// stopped on drop (and by a watchdog if the test process dies first).
-struct Sentinel {
-    port: u16,
-    child: Option<Child>,
-    dir: std::path::PathBuf,
-}
+/// The master is never flagged down during a test: the frozen master must
+/// be reached, and its `ROLE` check time out.
+const NEVER_DOWN: &str = "sentinel down-after-milliseconds mymaster 600000\n\
+                          sentinel failover-timeout mymaster 600000\n";
 
-impl Sentinel {
-    fn start(master: u16) -> Self {
-        let port = common::free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "cached-redis-test-{}-sentinel-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("sentinel.conf");
-        // The master is never flagged down during a test: the frozen
-        // master must be reached, and its `ROLE` check time out.
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor mymaster 127.0.0.1 {master} 1\n\
-                 sentinel down-after-milliseconds mymaster 600000\n\
-                 sentinel failover-timeout mymaster 600000\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = common::watched(&format!(
-            "redis-server '{}' --sentinel --daemonize no",
-            conf.display()
-        ));
-        let sentinel = Self {
-            port,
-            child: Some(child),
-            dir,
-        };
-        sentinel.wait_ready(master);
-        sentinel
-    }
-
-    fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
-            .get_connection_with_timeout(Duration::from_secs(1))?;
-        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(c)
-    }
-
-    fn wait_ready(&self, master: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let named = self.conn().and_then(|mut c| {
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg("mymaster")
-                    .query::<Option<(String, u16)>>(&mut c)
-            });
-            if let Ok(Some((_, port))) = named {
-                if port == master {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the sentinel on port {} did not start", self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
-    }
-
-    /// Freezes the sentinel; it runs again when the guard is dropped.
-    fn hang(&self) -> common::Hung {
-        common::freeze(common::server_pid(
-            &mut self.conn().expect("sentinel reachable"),
-        ))
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A sentinel of the test's own watching `master`.
+fn sentinel_of(master: u16) -> Sentinel {
+    Sentinel::start(master, NEVER_DOWN)
 }
 
 fn cache_of(sentinel: &Sentinel, test: &str) -> Cache {
@@ -200,7 +119,7 @@ fn behind_a_frozen_sentinel(x: u32) -> u32 {
 #[test]
 fn a_frozen_sentinel_never_blocks_a_sync_call() {
     let master = common::RedisServer::start();
-    let sentinel = Sentinel::start(master.port);
+    let sentinel = sentinel_of(master.port);
     let cache = cache_of(&sentinel, "sentinel_frozen-sentinel");
     let f = behind_a_frozen_sentinel as fn(u32) -> u32;
 
@@ -225,7 +144,7 @@ fn behind_a_frozen_master(x: u32) -> u32 {
 #[test]
 fn a_frozen_master_never_blocks_a_sync_call() {
     let master = common::RedisServer::start();
-    let sentinel = Sentinel::start(master.port);
+    let sentinel = sentinel_of(master.port);
     let cache = cache_of(&sentinel, "sentinel_frozen-master");
     let f = behind_a_frozen_master as fn(u32) -> u32;
 
@@ -258,8 +177,8 @@ fn behind_a_frozen_first_sentinel(x: u32) -> u32 {
 #[test]
 fn a_frozen_first_sentinel_leaves_the_second_to_answer() {
     let master = common::RedisServer::start();
-    let first = Sentinel::start(master.port);
-    let second = Sentinel::start(master.port);
+    let first = sentinel_of(master.port);
+    let second = sentinel_of(master.port);
     let url = format!(
         "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/mymaster",
         first.port, second.port

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod holding_proxy;
 pub mod logs;
+pub mod sentinel;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 
 use super::probe::{Check, Prober};
 use crate::error::StoreError;
-use crate::store::{Announcement, PubSubSource, Store};
+use crate::store::{Announcement, PubSubSource, Store, Switches};
 
 /// How long the channel may be silent before the subscriber checks that
 /// its connection still answers. A loss the connection does not report (a
@@ -363,11 +363,14 @@ async fn subscribe_forever(source: PubSubSource, channel: String, live: Arc<Atom
     let mut attempt = 0usize;
     let mut failures = 0u32;
     loop {
+        // Behind a sentinel: counted before asking for the master, so that
+        // a switch from then on ends the subscription.
+        let switches = source.switches().map(|s| (&**s, s.count()));
         let client = tokio::time::timeout(RETRY_MAX * 2, source.client(attempt))
             .await
             .unwrap_or_else(|_| Err(timeout_error("finding the node")));
         let outcome = match client {
-            Ok(client) => listen(&client, &channel, &live, probe.as_mut()).await,
+            Ok(client) => listen(&client, &channel, &live, probe.as_mut(), switches).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -405,12 +408,16 @@ fn host_of(addr: &redis::ConnectionAddr) -> Option<String> {
 /// One connection's life: returns when it is lost (Ok if it had been
 /// subscribed and live). On a cluster (`probe`), the levels go live only
 /// once a probe published on each master has come back, and then one
-/// master is probed every [`PING_EVERY`].
+/// master is probed every [`PING_EVERY`]. Behind a sentinel (`switches`:
+/// their count before the master was looked up), it is lost when the
+/// sentinels switch master: the old one may still answer, and hear
+/// nothing of the processes that moved.
 async fn listen(
     client: &redis::Client,
     channel: &str,
     live: &AtomicBool,
     mut probe: Option<&mut Prober>,
+    switches: Option<(&Switches, u64)>,
 ) -> redis::RedisResult<()> {
     let pubsub = tokio::time::timeout(RETRY_MAX * 2, client.get_async_pubsub())
         .await
@@ -434,8 +441,16 @@ async fn listen(
     tracing::debug!(channel, "invalidation channel subscribed; local levels on");
     let mut probe_every = tokio::time::interval(PING_EVERY);
     probe_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let switched = async {
+        match switches {
+            Some((switches, seen)) => switches.after(seen).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(switched);
     let lost = loop {
         tokio::select! {
+            () = &mut switched => break "the sentinels switched to another master".to_owned(),
             message = stream.next() => match message {
                 Some(message) => if !take(&message, probe.as_deref_mut()) {
                     break "a panic while applying a message".to_owned();

@@ -7,7 +7,9 @@
 //! slot and follows `MOVED` by itself; a sentinel target resolves the
 //! current master at every connect, which is how a failover is followed (a
 //! connection to the old master breaks, the store drops it, the next
-//! connect asks the sentinels again).
+//! connect asks the sentinels again), and the sentinels' switches are
+//! followed too, for an old master that nothing breaks
+//! ([`super::sentinel_watch`]).
 //!
 //! The blocking path resolves a sentinel's master itself ([`SyncSentinel`])
 //! rather than through the client's `SentinelClient::get_client`, whose
@@ -25,6 +27,7 @@ use redis::{
     RedisConnectionInfo, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 
+use super::sentinel_watch::{Switches, Watch};
 use super::target::{Target, Topology};
 use crate::config::TlsOptions;
 
@@ -57,10 +60,14 @@ pub(crate) enum Backend {
     /// across awaits, the invalidation channel's subscriber has its own,
     /// and the blocking path asks the sentinels itself, under timeouts
     /// (it must never wait on a runtime, nor without limit).
+    /// The switches of master the sentinels announce are followed, so
+    /// that connections to an old master that nothing broke are dropped
+    /// too (see [`super::sentinel_watch`]).
     Sentinel {
         for_async: tokio::sync::Mutex<SentinelClient>,
         for_sync: SyncSentinel,
         for_pubsub: Arc<tokio::sync::Mutex<SentinelClient>>,
+        watch: Watch,
     },
 }
 
@@ -254,7 +261,12 @@ pub(crate) enum PubSubSource {
         nodes: Vec<redis::Client>,
         client: Box<ClusterClient>,
     },
-    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+    /// The master the sentinels name, and their switches: a subscriber
+    /// on an old master must subscribe again.
+    Sentinel {
+        client: Arc<tokio::sync::Mutex<SentinelClient>>,
+        switches: Arc<Switches>,
+    },
 }
 
 impl PubSubSource {
@@ -267,7 +279,15 @@ impl PubSubSource {
                 .ok_or_else(|| {
                     redis::RedisError::from((redis::ErrorKind::Client, "no node to subscribe to"))
                 }),
-            PubSubSource::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            PubSubSource::Sentinel { client, .. } => client.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Behind a sentinel, the master switches seen so far.
+    pub(crate) fn switches(&self) -> Option<&Arc<Switches>> {
+        match self {
+            PubSubSource::Sentinel { switches, .. } => Some(switches),
+            _ => None,
         }
     }
 }
@@ -418,6 +438,7 @@ impl Backend {
                     })
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|_| client_error("TLS settings"))?;
+                let watch = Watch::start(sentinels.clone(), service.clone());
                 let for_sync = SyncSentinel {
                     service: service.clone(),
                     sentinels,
@@ -432,6 +453,7 @@ impl Backend {
                     for_async: tokio::sync::Mutex::new(a),
                     for_sync,
                     for_pubsub: Arc::new(tokio::sync::Mutex::new(p)),
+                    watch,
                 })
             }
         }
@@ -463,7 +485,20 @@ impl Backend {
                 nodes: nodes.clone(),
                 client: probes.clone(),
             },
-            Backend::Sentinel { for_pubsub, .. } => PubSubSource::Sentinel(Arc::clone(for_pubsub)),
+            Backend::Sentinel {
+                for_pubsub, watch, ..
+            } => PubSubSource::Sentinel {
+                client: Arc::clone(for_pubsub),
+                switches: Arc::clone(watch.switches()),
+            },
+        }
+    }
+
+    /// Behind a sentinel, the master switches seen so far.
+    pub(crate) fn switches(&self) -> Option<&Switches> {
+        match self {
+            Backend::Sentinel { watch, .. } => Some(watch.switches()),
+            _ => None,
         }
     }
 

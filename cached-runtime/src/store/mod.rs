@@ -5,6 +5,7 @@ mod breaker;
 mod connect;
 mod memory;
 mod redis;
+mod sentinel_watch;
 pub(crate) mod target;
 
 use std::sync::{Arc, LazyLock};
@@ -14,6 +15,7 @@ pub(crate) use self::connect::PubSubSource;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::{glob_escape, masters_in};
 pub use self::redis::{RedisStore, ScanCursor};
+pub(crate) use self::sentinel_watch::Switches;
 use crate::error::StoreError;
 
 /// Bytes read from a store.

@@ -158,6 +158,9 @@ pub struct RedisStore {
     /// gate while one failed give up instead of retrying at once.
     connect_failures: AtomicU64,
     sync_pool: Mutex<Vec<SyncConn>>,
+    /// Behind a sentinel, the master switches whose connections were
+    /// dropped (see [`RedisStore::follow_switches`]).
+    switches_seen: AtomicU64,
 }
 
 /// Whether an error says the connection (not the command) is broken. A
@@ -243,6 +246,7 @@ impl RedisStore {
             connect_gates: Mutex::new(Vec::new()),
             connect_failures: AtomicU64::new(0),
             sync_pool: Mutex::new(Vec::new()),
+            switches_seen: AtomicU64::new(0),
         })
     }
 
@@ -393,16 +397,46 @@ impl RedisStore {
         match self.breaker.admit() {
             Admission::Closed => Ok(()),
             Admission::Probe => {
-                self.conns
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .conns
-                    .clear();
-                self.clear_sync_pool();
+                self.forget_connections();
                 Ok(())
             }
             Admission::Refused => Err(cooling_down()),
         }
+    }
+
+    /// Drops every kept connection, async and blocking: the next calls
+    /// connect afresh.
+    fn forget_connections(&self) {
+        self.conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .conns
+            .clear();
+        self.clear_sync_pool();
+    }
+
+    /// Behind a sentinel that switched master since the connections were
+    /// kept: drops them, once per switch (whichever call sees it first),
+    /// as they may be to the old master, which nothing else tells (see
+    /// [`super::sentinel_watch`]). Elsewhere nothing: no atomic is read.
+    fn follow_switches(&self) {
+        let Some(switches) = self.backend.switches() else {
+            return;
+        };
+        let (now, seen) = (switches.count(), self.switches_seen.load(Relaxed));
+        if now != seen
+            && self
+                .switches_seen
+                .compare_exchange(seen, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.forget_connections();
+        }
+    }
+
+    /// Behind a sentinel, the master switches seen so far (0 elsewhere).
+    fn switch_count(&self) -> u64 {
+        self.backend.switches().map_or(0, |s| s.count())
     }
 
     /// Drops the idle blocking connections.
@@ -455,6 +489,7 @@ impl RedisStore {
 
     async fn connection(&self) -> Result<AsyncConn, StoreError> {
         let id = Self::runtime_id()?;
+        self.follow_switches();
         if let Some(conn) = self.current(id) {
             return Ok(conn);
         }
@@ -478,7 +513,11 @@ impl RedisStore {
         if self.breaker.trips() != trips {
             return Err(cooling_down());
         }
+        let switches = self.switch_count();
         match self.open_connection().await {
+            // Not kept if the sentinels switched master meanwhile: it may
+            // be to the old one.
+            Ok(conn) if self.switch_count() != switches => Ok(conn),
             Ok(conn) => {
                 self.conns
                     .write()
@@ -536,6 +575,7 @@ impl RedisStore {
         command: impl FnOnce(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.admit()?;
+        self.follow_switches();
         let started = Instant::now();
         let pooled = self
             .sync_pool
