@@ -437,6 +437,13 @@ async fn listen(
     if let Some(probe) = probe.as_deref_mut() {
         hear_every_master(&mut stream, probe, channel).await?;
     }
+    // A switch since the master was looked up: this one may be the old.
+    if switches.is_some_and(|(switches, seen)| switches.count() != seen) {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "invalidation channel: the sentinels switched master while subscribing",
+        )));
+    }
     live.store(true, SeqCst);
     tracing::debug!(channel, "invalidation channel subscribed; local levels on");
     let mut probe_every = tokio::time::interval(PING_EVERY);

@@ -217,7 +217,8 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Opens (lazily: connections are made on first use) the Redis that
+    /// Opens (lazily: connections are made on first use; behind sentinels,
+    /// following their master switches starts at once) the Redis that
     /// `config` names.
     ///
     /// # Errors
@@ -515,14 +516,16 @@ impl RedisStore {
         }
         let switches = self.switch_count();
         match self.open_connection().await {
-            // Not kept if the sentinels switched master meanwhile: it may
-            // be to the old one.
-            Ok(conn) if self.switch_count() != switches => Ok(conn),
             Ok(conn) => {
-                self.conns
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, conn.clone());
+                let mut per_runtime = self.conns.write().unwrap_or_else(|e| e.into_inner());
+                // Not kept if the sentinels switched master meanwhile: it
+                // may be to the old one (used for this call only). Read
+                // under the lock that emptying the connections after a
+                // switch takes, so that one or the other sees it.
+                if self.switch_count() == switches {
+                    per_runtime.insert(id, conn.clone());
+                }
+                drop(per_runtime);
                 tracing::debug!(runtime = %id, "connected to redis");
                 Ok(conn)
             }
@@ -576,6 +579,7 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         self.admit()?;
         self.follow_switches();
+        let switches = self.switch_count();
         let started = Instant::now();
         let pooled = self
             .sync_pool
@@ -614,12 +618,12 @@ impl RedisStore {
                     "redis answered a blocking command past the timeout"
                 );
                 self.breaker.failure();
-                self.return_sync(conn);
+                self.return_sync(conn, switches);
                 Ok(value)
             }
             Ok(value) => {
                 self.breaker.success();
-                self.return_sync(conn);
+                self.return_sync(conn, switches);
                 Ok(value)
             }
             Err(e) => {
@@ -633,7 +637,7 @@ impl RedisStore {
                     self.breaker.failure();
                 } else {
                     self.breaker.success();
-                    self.return_sync(conn);
+                    self.return_sync(conn, switches);
                 }
                 Err(self.store_error(&e))
             }
@@ -642,9 +646,13 @@ impl RedisStore {
 
     /// Keeps a blocking connection that answered for the next sync call,
     /// up to [`SYNC_POOL_MAX`] idle ones.
-    fn return_sync(&self, conn: SyncConn) {
+    /// Not if the sentinels switched master since it was taken
+    /// (`switches`): it may be to the old one, and the pool was emptied
+    /// after the switch was counted (the count is read under the pool's
+    /// lock, which that emptying takes).
+    fn return_sync(&self, conn: SyncConn, switches: u64) {
         let mut pool = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < SYNC_POOL_MAX {
+        if pool.len() < SYNC_POOL_MAX && self.switch_count() == switches {
             pool.push(conn);
         }
     }
