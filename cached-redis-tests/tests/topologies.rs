@@ -297,6 +297,25 @@ mod child {
         value.is_some()
     }
 
+    /// Behind sentinels (over TLS too), the store follows their master
+    /// switches: the sentinel it follows answered, and named the master.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "run by every_feature_on_every_topology"]
+    async fn sentinel_switches_are_followed() {
+        if !env(CHILD_URL).contains("+sentinel://") {
+            return;
+        }
+        let logs = common::logs::logs();
+        let _store = admin();
+        common::eventually("a sentinel followed", || {
+            logs.0.lock().unwrap().lines().any(|line| {
+                line.contains("following the sentinels' master switches")
+                    && line.contains("master=Some(")
+            })
+        })
+        .await;
+    }
+
     static DOUBLE_RUNS: AtomicUsize = AtomicUsize::new(0);
 
     #[cached(ttl = 60, prefix = "topo_double")]

@@ -132,6 +132,10 @@ async fn follow(
     )
     .await?;
     drop(conn);
+    tracing::debug!(
+        service, master = ?named,
+        "following the sentinels' master switches"
+    );
     if let Some(named) = named {
         if known.as_ref().is_some_and(|known| *known != named) {
             switches.switched(service, &named);
