@@ -33,6 +33,12 @@ async fn value(id: u64) -> u64 {
     SOURCE.load(SeqCst) * 1000 + id
 }
 
+/// The same through the blocking path (its pool of connections), no level.
+#[cached(ttl = 600, prefix = "partition_sync")]
+fn sync_value(id: u64) -> u64 {
+    SOURCE.load(SeqCst) * 1000 + id
+}
+
 /// Gives the sentinel its own user on `server`.
 fn add_sentinel_user(server: &RedisServer) {
     redis::cmd("ACL")
@@ -142,6 +148,19 @@ async fn a_master_cut_off_from_the_sentinels_is_left_for_the_one_they_promote() 
     let key = cache.in_scope(|| value_cache_key(1)).unwrap();
     let (on_master, on_replica) = (store_on(&master), store_on(&replica));
     let call = || cache.scope(value(1));
+    let sync_call = || {
+        let cache = cache.clone();
+        async move {
+            tokio::task::spawn_blocking(move || cache.in_scope(|| sync_value(1)))
+                .await
+                .unwrap()
+        }
+    };
+    let sync_key = cache.in_scope(|| sync_value_cache_key(1)).unwrap();
+    // Stored on the master (and copied to the replica), then a hit there:
+    // the pool holds a connection to the master.
+    let sync_held = sync_call().await;
+    assert_eq!(sync_call().await, sync_held, "a hit");
 
     // The level serves, the channel live on the master.
     assert!(
@@ -173,6 +192,10 @@ async fn a_master_cut_off_from_the_sentinels_is_left_for_the_one_they_promote() 
     let mut new_master = replica.connect();
     change_on(&mut new_master, &ns, &key);
     until_changed(held, call).await;
+    // The blocking path moves too: its entry removed on the new master
+    // only, the next calls recompute.
+    let _: () = new_master.del(&sync_key).unwrap();
+    until_changed(sync_held, sync_call).await;
     // The level goes live again, its channel on the new master: a change
     // announced there reaches it (the first change could have been taken
     // from the new master's entry, with the level off).

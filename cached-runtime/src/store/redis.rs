@@ -157,7 +157,9 @@ pub struct RedisStore {
     /// Counts failed connection attempts, so that tasks which waited at the
     /// gate while one failed give up instead of retrying at once.
     connect_failures: AtomicU64,
-    sync_pool: Mutex<Vec<SyncConn>>,
+    /// Idle blocking connections, each with the count of master switches
+    /// under which it was opened (see [`RedisStore::return_sync`]).
+    sync_pool: Mutex<Vec<(SyncConn, u64)>>,
     /// Behind a sentinel, the master switches whose connections were
     /// dropped (see [`RedisStore::follow_switches`]).
     switches_seen: AtomicU64,
@@ -581,11 +583,7 @@ impl RedisStore {
         self.follow_switches();
         let switches = self.switch_count();
         let started = Instant::now();
-        let pooled = self
-            .sync_pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let pooled = self.pooled_sync(switches);
         let (mut conn, allowed) = match pooled {
             Some(conn) => (conn, self.timeout),
             None => match self
@@ -646,15 +644,33 @@ impl RedisStore {
 
     /// Keeps a blocking connection that answered for the next sync call,
     /// up to [`SYNC_POOL_MAX`] idle ones.
-    /// Not if the sentinels switched master since it was taken
-    /// (`switches`): it may be to the old one, and the pool was emptied
-    /// after the switch was counted (the count is read under the pool's
-    /// lock, which that emptying takes).
+    /// Kept with `switches`, the count of master switches read before the
+    /// call took it, and only if no switch came since: it may be to the old
+    /// master, and the emptying of the pool after a switch may have run
+    /// while it was out.
     fn return_sync(&self, conn: SyncConn, switches: u64) {
         let mut pool = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < SYNC_POOL_MAX && self.switch_count() == switches {
-            pool.push(conn);
+            pool.push((conn, switches));
         }
+    }
+
+    /// An idle blocking connection opened under `switches` master switches
+    /// (the count now); older ones are dropped on the way.
+    fn pooled_sync(&self, switches: u64) -> Option<SyncConn> {
+        let mut stale = Vec::new();
+        let mut pool = self.sync_pool.lock().unwrap_or_else(|e| e.into_inner());
+        let found = loop {
+            match pool.pop() {
+                Some((conn, opened)) if opened == switches => break Some(conn),
+                Some(old) => stale.push(old),
+                None => break None,
+            }
+        };
+        drop(pool);
+        // Closed outside the lock: closing a socket is a system call.
+        drop(stale);
+        found
     }
 }
 
