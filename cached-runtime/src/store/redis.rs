@@ -580,7 +580,8 @@ impl RedisStore {
         command: impl FnOnce(&mut SyncConn) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.admit()?;
-        self.follow_switches();
+        // Idle connections carry the switch count they were opened under:
+        // one from before a switch is dropped when taken, no emptying needed.
         let switches = self.switch_count();
         let started = Instant::now();
         let pooled = self.pooled_sync(switches);
