@@ -11,11 +11,13 @@
 #       - a Redis Cluster: 3 masters and 3 replicas;
 #       - a Redis Cluster over TLS (clients and cluster bus): 3 masters;
 #       - a master, its replica and a sentinel watching them (`mymaster`);
-#       - the same over TLS (clients, replication, the sentinel's links).
+#       - the same over TLS (clients, replication, the sentinel's links),
+#         its sentinel asking for a password of its own (requirepass).
 #     Exports their URLs as CACHED_REDIS_TEST_TLS_URL,
 #     CACHED_REDIS_TEST_MTLS_URL, CACHED_REDIS_TEST_CLUSTER_URL,
 #     CACHED_REDIS_TEST_TLS_CLUSTER_URL, CACHED_REDIS_TEST_TLS_SENTINEL_URL,
-#     CACHED_REDIS_TEST_SENTINEL_URL, the certificates as
+#     CACHED_REDIS_TEST_SENTINEL_URL, the TLS sentinel's password as
+#     CACHED_REDIS_TEST_TLS_SENTINEL_PASSWORD, the certificates as
 #     CACHED_REDIS_TEST_TLS_CA / _CLIENT_CERT / _CLIENT_KEY, and the
 #     directory of every server's pid file (redis-PORT.pid) as
 #     CACHED_REDIS_TEST_PIDDIR, for the tests that kill one.
@@ -123,12 +125,14 @@ topo_make_cluster() {
   return 1
 }
 
-# topo_wait_sentinel LABEL SENTINEL MASTER: waits until the sentinel on
-# port SENTINEL names MASTER for mymaster and the master has its replica.
+# topo_wait_sentinel LABEL SENTINEL MASTER [PASSWORD]: waits until the
+# sentinel on port SENTINEL (asked with PASSWORD, if given) names MASTER
+# for mymaster and the master has its replica.
 topo_wait_sentinel() {
-  local label=$1 sentinel=$2 master=$3
+  local label=$1 sentinel=$2 master=$3 login=()
+  [ -n "${4:-}" ] && login=(-a "$4" --no-auth-warning)
   for _ in $(seq 1 200); do
-    timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$sentinel" \
+    timeout 5 redis-cli "${TOPO_CLI[@]}" "${login[@]}" -p "$sentinel" \
       sentinel get-master-addr-by-name mymaster 2>/dev/null | grep -q "$master" &&
       timeout 5 redis-cli "${TOPO_CLI[@]}" -p "$master" info replication 2>/dev/null |
       grep -q 'connected_slaves:1' &&
@@ -229,7 +233,7 @@ CONF
   topo_wait_sentinel sentinel "$sentinel" "$master" || exit 1
 
   # The same over TLS: clients, replication and the sentinel's own links.
-  local tls_master tls_sentinel
+  local tls_master tls_sentinel tls_sentinel_password="topo-sentinel-pw"
   local tls_links=("${tls[@]}" --tls-auth-clients no --tls-replication yes
     --tls-client-cert-file "$dir/client.pem" --tls-client-key-file "$dir/client.key")
   mkdir -p "$dir/tls-sentinel"
@@ -251,6 +255,7 @@ tls-client-cert-file $dir/client.pem
 tls-client-key-file $dir/client.key
 tls-auth-clients no
 tls-replication yes
+requirepass $tls_sentinel_password
 sentinel monitor mymaster 127.0.0.1 $tls_master 1
 sentinel down-after-milliseconds mymaster 1000
 sentinel failover-timeout mymaster 4000
@@ -259,7 +264,8 @@ CONF
     --logfile "$dir/tls-sentinel/sentinel.log" --daemonize no &
   disown $!
   topo_pids+=($!)
-  topo_wait_sentinel "TLS sentinel" "$tls_sentinel" "$tls_master" || exit 1
+  topo_wait_sentinel "TLS sentinel" "$tls_sentinel" "$tls_master" \
+    "$tls_sentinel_password" || exit 1
   TOPO_CLI=()
 
   export CACHED_REDIS_TEST_TLS_URL="rediss://127.0.0.1:$tls_port/0"
@@ -271,6 +277,7 @@ CONF
   export CACHED_REDIS_TEST_TLS_CLUSTER_URL="rediss+cluster://${tls_cluster[0]}"
   export CACHED_REDIS_TEST_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/mymaster"
   export CACHED_REDIS_TEST_TLS_SENTINEL_URL="rediss+sentinel://127.0.0.1:$tls_sentinel/mymaster"
+  export CACHED_REDIS_TEST_TLS_SENTINEL_PASSWORD="$tls_sentinel_password"
   export CACHED_REDIS_TEST_PIDDIR="$dir"
   echo "$name: TLS redis on $tls_port, mutual TLS on $mtls_port, cluster ${cluster[*]}," \
     "TLS cluster ${tls_cluster[*]}, TLS sentinel $tls_sentinel," \

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cached_runtime::config::{ENV_NAMESPACE, ENV_URL, ENV_URL_FALLBACK};
+use cached_runtime::config::{
+    ENV_NAMESPACE, ENV_SENTINEL_PASSWORD, ENV_SENTINEL_USERNAME, ENV_URL, ENV_URL_FALLBACK,
+};
 use cached_runtime::report::{PrefixReport, StatsReader};
 use cached_runtime::Config;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -43,6 +45,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
     version,
     args_conflicts_with_subcommands = true,
     after_help = "Without PREFIX, every {NS}:{prefix}:stats hash is found with SCAN.\n\
+                  Sentinels that ask for a password: $CACHED_REDIS_SENTINEL_PASSWORD\n\
+                  (and $CACHED_REDIS_SENTINEL_USERNAME), as the library reads them.\n\
                   A percentile beyond the last histogram bucket (10 s) is shown as >10.0s.\n\
                   Exit status: 0 ok, 1 Redis unreachable or a broken stats field, 2 usage error (a bad flag, URL, namespace or variable)."
 )]
@@ -131,6 +135,24 @@ struct Options {
     watch: Option<Duration>,
     prefixes: Vec<String>,
     tls: Tls,
+    sentinel: SentinelLogin,
+}
+
+/// The sentinels' own credentials, from the environment as the library
+/// reads them; `Debug` shows no password.
+#[derive(Clone, Default, PartialEq)]
+struct SentinelLogin {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelLogin")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// How to connect to a `rediss://` server, as the runtime's
@@ -173,6 +195,10 @@ impl Options {
             (_, true) => Format::Prometheus,
             _ => Format::Table,
         };
+        let sentinel = SentinelLogin {
+            username: url_var(ENV_SENTINEL_USERNAME)?,
+            password: env(ENV_SENTINEL_PASSWORD)?.filter(|p| !p.trim().is_empty()),
+        };
         let mut prefixes = cli.prefixes;
         let mut seen = std::collections::BTreeSet::new();
         prefixes.retain(|p| seen.insert(p.clone()));
@@ -187,6 +213,7 @@ impl Options {
                 client: cli.tls_cert.zip(cli.tls_key),
                 insecure: cli.tls_insecure,
             },
+            sentinel,
         })
     }
 }
@@ -233,6 +260,12 @@ impl Reader {
         }
         if let Some((cert, key)) = &options.tls.client {
             builder = builder.tls_client_cert(cert, key);
+        }
+        if let Some(user) = &options.sentinel.username {
+            builder = builder.sentinel_username(user);
+        }
+        if let Some(password) = &options.sentinel.password {
+            builder = builder.sentinel_password(password);
         }
         let config = builder.build().map_err(|e| invalid(&e))?;
         let stats = StatsReader::new(&config).map_err(|e| invalid(&e))?;

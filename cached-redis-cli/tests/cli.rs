@@ -76,13 +76,24 @@ fn namespace(test: &str) -> String {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cached-stats"))
-        .args(args)
-        .env_remove("CACHED_REDIS_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("CACHED_REDIS_NAMESPACE")
-        .output()
-        .expect("cached-stats runs")
+    run_with(args, &[])
+}
+
+/// [`run`] with the variables of `vars` set (and no others of its own).
+fn run_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cached-stats"));
+    command.args(args);
+    for name in [
+        "CACHED_REDIS_URL",
+        "REDIS_URL",
+        "CACHED_REDIS_NAMESPACE",
+        "CACHED_REDIS_SENTINEL_PASSWORD",
+        "CACHED_REDIS_SENTINEL_USERNAME",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied());
+    command.output().expect("cached-stats runs")
 }
 
 /// Runs against the Redis under test in `ns`; must succeed.
@@ -823,6 +834,34 @@ fn tls_flags_reach_a_mutual_tls_server() {
         2,
         "not rediss://",
     );
+}
+
+/// A sentinel that asks for a password of its own gets it from the
+/// variable the library reads; without it, the sentinel's refusal is a
+/// one-line failure.
+#[test]
+fn the_sentinels_password_comes_from_the_environment() {
+    let url = topology_env("CACHED_REDIS_TEST_TLS_SENTINEL_URL");
+    let ca = topology_env("CACHED_REDIS_TEST_TLS_CA");
+    let password = topology_env("CACHED_REDIS_TEST_TLS_SENTINEL_PASSWORD");
+    let ns = namespace("sentinel");
+    let args = [
+        "--url",
+        &url,
+        "--tls-ca",
+        &ca,
+        "--namespace",
+        &ns,
+        "--json",
+        "nothing",
+    ];
+    // A prefix without stats reads as zeros: the read went through.
+    let out = run_with(&args, &[("CACHED_REDIS_SENTINEL_PASSWORD", &password)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["hits"], 0, "{rows}");
+    assert_one_line_failure(&run(&args), 1, "");
 }
 
 /// `--watch` with `--json` writes one JSON document per refresh and

@@ -2,7 +2,8 @@
 //! TLS on a server hardened like a managed service (`KEYS`, `FLUSHALL`,
 //! `FLUSHDB`, `CONFIG`, `DEBUG` renamed away), the same as the README's
 //! least-privilege ACL user, mutual TLS, a 3-master cluster, the same
-//! over TLS, and a master found through a sentinel, with and without TLS.
+//! over TLS, and a master found through a sentinel, with and without TLS
+//! (the TLS sentinel asks for a password of its own).
 //!
 //! The engine is one per process, so each topology runs the `child::`
 //! tests in a process of its own: [`every_feature_on_every_topology`]
@@ -24,6 +25,8 @@ const CHILD_KEY: &str = "CACHED_REDIS_TOPOLOGY_KEY";
 /// Set: TLS without verification (`tls_insecure`), in a process whose
 /// rustls provider was installed before the cache's, as a service may do.
 const CHILD_INSECURE: &str = "CACHED_REDIS_TOPOLOGY_INSECURE";
+/// The sentinel's own password, where it asks for one.
+const CHILD_SENTINEL_PASSWORD: &str = "CACHED_REDIS_TOPOLOGY_SENTINEL_PASSWORD";
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -47,6 +50,8 @@ struct Topology {
     ca: bool,
     client_cert: bool,
     insecure: bool,
+    /// The sentinel asks for the password `scripts/test.sh` exports.
+    sentinel_password: bool,
 }
 
 /// The README's `ACL SETUSER` line for `namespace`, with `password`.
@@ -102,6 +107,7 @@ async fn every_feature_on_every_topology() {
             ca: false,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "tls-hardened",
@@ -110,6 +116,7 @@ async fn every_feature_on_every_topology() {
             ca: true,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "acl",
@@ -118,6 +125,7 @@ async fn every_feature_on_every_topology() {
             ca: true,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "mtls",
@@ -126,6 +134,7 @@ async fn every_feature_on_every_topology() {
             ca: true,
             client_cert: true,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "tls-insecure",
@@ -134,6 +143,7 @@ async fn every_feature_on_every_topology() {
             ca: false,
             client_cert: false,
             insecure: true,
+            sentinel_password: false,
         },
         Topology {
             name: "cluster",
@@ -142,6 +152,7 @@ async fn every_feature_on_every_topology() {
             ca: false,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "tls-cluster",
@@ -150,6 +161,7 @@ async fn every_feature_on_every_topology() {
             ca: true,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
         Topology {
             name: "tls-sentinel",
@@ -158,6 +170,7 @@ async fn every_feature_on_every_topology() {
             ca: true,
             client_cert: false,
             insecure: false,
+            sentinel_password: true,
         },
         Topology {
             name: "sentinel",
@@ -166,6 +179,7 @@ async fn every_feature_on_every_topology() {
             ca: false,
             client_cert: false,
             insecure: false,
+            sentinel_password: false,
         },
     ];
     let exe = std::env::current_exe().unwrap();
@@ -190,6 +204,12 @@ async fn every_feature_on_every_topology() {
             }
             if t.insecure {
                 child.env(CHILD_INSECURE, "1");
+            }
+            if t.sentinel_password {
+                child.env(
+                    CHILD_SENTINEL_PASSWORD,
+                    env("CACHED_REDIS_TEST_TLS_SENTINEL_PASSWORD"),
+                );
             }
             if t.client_cert {
                 child
@@ -260,6 +280,9 @@ mod child {
         }
         if std::env::var_os(CHILD_INSECURE).is_some() {
             b = b.tls_insecure(true);
+        }
+        if let Ok(password) = std::env::var(CHILD_SENTINEL_PASSWORD) {
+            b = b.sentinel_password(password);
         }
         b.build().unwrap()
     }

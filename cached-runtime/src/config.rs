@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::signing::SigningKeys;
-use crate::store::target;
+use crate::store::target::{self, Topology};
 
 /// The environment variable `name`: `None` when unset, and an error naming
 /// it when it is set to text that is not UTF-8, which taken for unset would
@@ -71,6 +71,15 @@ pub const ENV_ZLIB_LEVEL: &str = "CACHED_REDIS_ZLIB_LEVEL";
 /// anything under 4 KiB, turns it off): see
 /// [`ConfigBuilder::key_memo_max_bytes`].
 pub const ENV_KEY_MEMO_MAX_BYTES: &str = "CACHED_REDIS_KEY_MEMO_MAX_BYTES";
+
+/// Environment variable holding the password the sentinels themselves
+/// ask for (`requirepass` in `sentinel.conf`): see
+/// [`ConfigBuilder::sentinel_password`].
+pub const ENV_SENTINEL_PASSWORD: &str = "CACHED_REDIS_SENTINEL_PASSWORD";
+
+/// Environment variable naming the ACL user the sentinels are asked as:
+/// see [`ConfigBuilder::sentinel_username`].
+pub const ENV_SENTINEL_USERNAME: &str = "CACHED_REDIS_SENTINEL_USERNAME";
 
 /// [`ConfigBuilder::key_memo_max_bytes`]'s default: 4 MiB.
 pub const DEFAULT_KEY_MEMO_MAX_BYTES: u64 = 4 << 20;
@@ -159,6 +168,8 @@ pub struct Config {
     pub(crate) key_memo_max_bytes: u64,
     pub(crate) disabled: bool,
     pub(crate) tls: TlsOptions,
+    /// Credentials of the sentinels; its `Debug` redacts the password.
+    pub(crate) sentinel_auth: SentinelAuth,
     /// Entry MAC keys; its `Debug` redacts them.
     pub(crate) signing: SigningKeys,
 }
@@ -175,6 +186,30 @@ pub(crate) struct TlsOptions {
 impl TlsOptions {
     pub(crate) fn is_set(&self) -> bool {
         self.ca_file.is_some() || self.client_cert.is_some() || self.insecure
+    }
+}
+
+/// The credentials the sentinels themselves ask for, apart from the
+/// master's (those are the URL's). Set on the builder or from the
+/// environment; `Debug` shows no password.
+#[derive(Clone, Default)]
+pub(crate) struct SentinelAuth {
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl SentinelAuth {
+    pub(crate) fn is_set(&self) -> bool {
+        self.username.is_some() || self.password.is_some()
+    }
+}
+
+impl fmt::Debug for SentinelAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
     }
 }
 
@@ -202,6 +237,7 @@ impl fmt::Debug for Config {
             key_memo_max_bytes,
             disabled,
             tls,
+            sentinel_auth,
             signing,
         } = self;
         f.debug_struct("Config")
@@ -224,6 +260,7 @@ impl fmt::Debug for Config {
             .field("key_memo_max_bytes", key_memo_max_bytes)
             .field("disabled", disabled)
             .field("tls", tls)
+            .field("sentinel_auth", sentinel_auth)
             .field("signing", signing)
             .finish()
     }
@@ -251,6 +288,7 @@ impl Default for Config {
             key_memo_max_bytes: DEFAULT_KEY_MEMO_MAX_BYTES,
             disabled: false,
             tls: TlsOptions::default(),
+            sentinel_auth: SentinelAuth::default(),
             signing: SigningKeys::default(),
         }
     }
@@ -276,6 +314,8 @@ impl Config {
     /// | `CACHED_REDIS_COMPRESSION` | `zlib` (default) or `lz4`: see [`ConfigBuilder::compression`] |
     /// | `CACHED_REDIS_ZLIB_LEVEL` | `1` to `9`: see [`ConfigBuilder::zlib_level`] |
     /// | `CACHED_REDIS_KEY_MEMO_MAX_BYTES` | bytes, `0` (or under 4 KiB) for none: see [`ConfigBuilder::key_memo_max_bytes`] |
+    /// | `CACHED_REDIS_SENTINEL_PASSWORD` | the sentinels' own password: see [`ConfigBuilder::sentinel_password`] |
+    /// | `CACHED_REDIS_SENTINEL_USERNAME` | the sentinels' ACL user: see [`ConfigBuilder::sentinel_username`] |
     ///
     /// Fails when a variable is set to something unusable (text that is not
     /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown
@@ -330,6 +370,14 @@ impl Config {
                 ))
             })?;
             builder = builder.key_memo_max_bytes(bytes);
+        }
+        // Blank counts as unset, as for the URL: a deployment template
+        // that renders an empty secret means "no sentinel password".
+        if let Some(password) = set(ENV_SENTINEL_PASSWORD)? {
+            builder = builder.sentinel_password(password);
+        }
+        if let Some(user) = set(ENV_SENTINEL_USERNAME)? {
+            builder = builder.sentinel_username(user.trim());
         }
         builder.build()
     }
@@ -404,7 +452,8 @@ impl ConfigBuilder {
     /// | `redis+unix:///path/to/socket` | a Unix socket |
     ///
     /// The user and password (percent-encoded where needed) are the ACL
-    /// credentials of the data nodes; sentinels are asked without them.
+    /// credentials of the data nodes; sentinels are asked without them,
+    /// or with their own ([`ConfigBuilder::sentinel_password`]).
     /// The password never appears in logs, errors or `Debug` output.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.config.redis_url = Some(url.into());
@@ -550,6 +599,35 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sentinel: the password the sentinels themselves ask for
+    /// (`requirepass` in `sentinel.conf`, or an ACL user's with
+    /// [`ConfigBuilder::sentinel_username`]). The URL's credentials are the
+    /// master's; many deployments give the sentinels the same password,
+    /// which is then set twice. For `redis+sentinel://` and
+    /// `rediss+sentinel://` URLs only. It never appears in logs, errors or
+    /// `Debug` output. An empty password counts as none.
+    ///
+    /// ```
+    /// let config = cached_runtime::Config::builder()
+    ///     .redis_url("redis+sentinel://:master-secret@10.0.0.1:26379,10.0.0.2:26379/mymaster")
+    ///     .sentinel_password("sentinel-secret")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.config.sentinel_auth.password = Some(password.into()).filter(|p| !p.is_empty());
+        self
+    }
+
+    /// Sentinel: the ACL user the sentinels are asked as (Redis 6.2+
+    /// sentinels), with [`ConfigBuilder::sentinel_password`]; without it,
+    /// the sentinels' default user. For sentinel URLs only.
+    pub fn sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.config.sentinel_auth.username = Some(username.into()).filter(|u| !u.is_empty());
+        self
+    }
+
     /// Byte budget of the embedded store (default 256 MiB): the encoded
     /// entries and their keys never add up to more; the least useful
     /// entries make room for new ones.
@@ -664,6 +742,20 @@ impl ConfigBuilder {
                     target::redact(url)
                 )));
             }
+            if c.sentinel_auth.is_set() && !matches!(target.topology, Topology::Sentinel { .. }) {
+                return Err(Error::Config(format!(
+                    "redis_url {:?}: sentinel credentials are set but the URL is not \
+                     redis+sentinel:// or rediss+sentinel://; unset them, or name the sentinels",
+                    target::redact(url)
+                )));
+            }
+        }
+        if c.sentinel_auth.username.is_some() && c.sentinel_auth.password.is_none() {
+            return Err(Error::Config(
+                "sentinel_username is set without sentinel_password: an ACL user logs in \
+                 with both"
+                    .into(),
+            ));
         }
         if let Some(problem) = c.signing.problem() {
             return Err(Error::Config(problem));
@@ -859,6 +951,83 @@ mod tests {
         let err = Config::from_env_with(env(&[(ENV_COMPRESSION, "zstd")])).unwrap_err();
         assert!(err.to_string().contains(ENV_COMPRESSION), "{err}");
         assert!(err.to_string().contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_credentials_come_from_the_builder_or_the_environment() {
+        const URL: &str = "redis+sentinel://:master-pw@s1:26379,s2/mymaster";
+        let c = Config::builder()
+            .redis_url(URL)
+            .sentinel_username("watcher")
+            .sentinel_password("sentinel-pw")
+            .build()
+            .unwrap();
+        assert_eq!(c.sentinel_auth.username.as_deref(), Some("watcher"));
+        assert_eq!(c.sentinel_auth.password.as_deref(), Some("sentinel-pw"));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("watcher"), "{shown}");
+        assert!(!shown.contains("-pw"), "{shown}");
+        let c = Config::from_env_with(env(&[
+            (ENV_URL, URL),
+            (ENV_SENTINEL_PASSWORD, " spaced pw "),
+            (ENV_SENTINEL_USERNAME, " watcher "),
+        ]))
+        .unwrap();
+        // A password is taken as written; a user name is trimmed.
+        assert_eq!(c.sentinel_auth.password.as_deref(), Some(" spaced pw "));
+        assert_eq!(c.sentinel_auth.username.as_deref(), Some("watcher"));
+        // Blank means unset: an empty secret rendered by a template.
+        let c =
+            Config::from_env_with(env(&[(ENV_URL, URL), (ENV_SENTINEL_PASSWORD, " ")])).unwrap();
+        assert!(!c.sentinel_auth.is_set());
+        assert!(!Config::builder()
+            .sentinel_password("")
+            .config
+            .sentinel_auth
+            .is_set());
+    }
+
+    #[test]
+    fn sentinel_credentials_need_sentinels_and_a_password() {
+        for url in [
+            "redis://x:6379/0",
+            "redis+cluster://x:7000",
+            "rediss://x:6380/0",
+        ] {
+            let err = Config::builder()
+                .redis_url(url)
+                .sentinel_password("sentinel-pw")
+                .build()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("sentinel credentials are set"), "{err}");
+            assert!(!err.contains("sentinel-pw"), "{err}");
+        }
+        let err = Config::from_env_with(env(&[
+            (ENV_URL, "redis://x:6379/0"),
+            (ENV_SENTINEL_PASSWORD, "sentinel-pw"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("redis+sentinel://"), "{err}");
+        let err = Config::builder()
+            .redis_url("redis+sentinel://s1/mymaster")
+            .sentinel_username("watcher")
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("without sentinel_password"),
+            "{err}"
+        );
+        // Over TLS too; with no URL (the embedded store) they are unused.
+        Config::builder()
+            .redis_url("rediss+sentinel://s1/mymaster")
+            .sentinel_password("sentinel-pw")
+            .build()
+            .unwrap();
+        Config::builder()
+            .sentinel_password("sentinel-pw")
+            .build()
+            .unwrap();
     }
 
     #[test]

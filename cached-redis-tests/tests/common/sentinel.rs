@@ -9,6 +9,8 @@ pub struct Sentinel {
     pub port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    /// Its `requirepass`, if it asks for one.
+    password: Option<String>,
 }
 
 impl Sentinel {
@@ -16,6 +18,17 @@ impl Sentinel {
     /// lines of `settings` (each ending in a newline). Returns once it
     /// names that master.
     pub fn start(master: u16, settings: &str) -> Self {
+        Self::start_as(master, settings, None)
+    }
+
+    /// [`Sentinel::start`] for a sentinel that asks its clients for
+    /// `password` (`requirepass`); the harness logs in with it.
+    pub fn start_protected(master: u16, settings: &str, password: &str) -> Self {
+        let settings = format!("requirepass {password}\n{settings}");
+        Self::start_as(master, &settings, Some(password))
+    }
+
+    fn start_as(master: u16, settings: &str, password: Option<&str>) -> Self {
         let port = super::free_port();
         let dir = std::env::temp_dir().join(format!(
             "cached-redis-test-{}-sentinel-{port}",
@@ -40,6 +53,7 @@ impl Sentinel {
             port,
             child: Some(child),
             dir,
+            password: password.map(str::to_owned),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while sentinel.master_port() != Some(master) {
@@ -53,7 +67,11 @@ impl Sentinel {
     }
 
     pub fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
+        let login = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |password| format!(":{password}@"));
+        let c = redis::Client::open(format!("redis://{login}127.0.0.1:{}", self.port))?
             .get_connection_with_timeout(Duration::from_secs(1))?;
         c.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(c)

@@ -29,7 +29,7 @@ use redis::{
 
 use super::sentinel_watch::{Switches, Watch};
 use super::target::{Target, Topology};
-use crate::config::TlsOptions;
+use crate::config::{SentinelAuth, TlsOptions};
 
 /// Retries of a cluster command by the client itself (redirections
 /// included); its waits between tries of a cluster that is down are drawn
@@ -293,9 +293,14 @@ impl PubSubSource {
 }
 
 impl Backend {
-    /// The clients for `target`. Reads the TLS files; errors name them and
-    /// never carry a password.
-    pub(crate) fn new(target: &Target, tls: &TlsOptions) -> Result<Self, String> {
+    /// The clients for `target`; behind sentinels, they log in to the
+    /// sentinels with `sentinel_auth`. Reads the TLS files; errors name
+    /// them and never carry a password.
+    pub(crate) fn new(
+        target: &Target,
+        tls: &TlsOptions,
+        sentinel_auth: &SentinelAuth,
+    ) -> Result<Self, String> {
         let certs = if target.tls {
             ensure_crypto_provider();
             if tls.insecure {
@@ -406,6 +411,12 @@ impl Backend {
                     if let Some(password) = &target.password {
                         b = b.set_client_to_redis_password(password);
                     }
+                    if let Some(user) = &sentinel_auth.username {
+                        b = b.set_client_to_sentinel_username(user);
+                    }
+                    if let Some(password) = &sentinel_auth.password {
+                        b = b.set_client_to_sentinel_password(password);
+                    }
                     if target.tls {
                         let mode = if tls.insecure {
                             TlsMode::Insecure
@@ -427,15 +438,19 @@ impl Backend {
                     .and_then(|a| Ok((a, build()?)))
                     .map_err(|_| client_error("sentinel settings"))?;
                 // The sentinels are reached as the async path reaches them:
-                // TLS as the URL says, with the configured certificates, no
-                // credentials (those are the master's).
+                // TLS as the URL says, with the configured certificates, and
+                // their own credentials (the URL's are the master's).
+                let mut login = RedisConnectionInfo::default().set_skip_set_lib_name();
+                if let Some(user) = &sentinel_auth.username {
+                    login = login.set_username(user);
+                }
+                if let Some(password) = &sentinel_auth.password {
+                    login = login.set_password(password);
+                }
                 let sentinels = target
                     .nodes
                     .iter()
-                    .map(|(h, p)| {
-                        let plain = RedisConnectionInfo::default().set_skip_set_lib_name();
-                        node_client(node_info(addr(h, *p), &plain), &certs)
-                    })
+                    .map(|(h, p)| node_client(node_info(addr(h, *p), &login), &certs))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|_| client_error("TLS settings"))?;
                 let watch = Watch::start(sentinels.clone(), service.clone());

@@ -236,7 +236,7 @@ impl RedisStore {
 
     pub(crate) fn new(url: &str, config: &Config) -> Result<Self, crate::Error> {
         let target = target::parse(url).map_err(crate::Error::Config)?;
-        let backend = Backend::new(&target, &config.tls).map_err(|e| {
+        let backend = Backend::new(&target, &config.tls, &config.sentinel_auth).map_err(|e| {
             crate::Error::Config(format!("redis_url {:?}: {e}", target::redact(url)))
         })?;
         Ok(Self {

@@ -1,0 +1,168 @@
+//! Sentinels that ask for a password of their own (`requirepass`, or an
+//! ACL user of theirs), apart from the master's: the URL's credentials go
+//! to the master, `sentinel_password` (and `sentinel_username`) to the
+//! sentinels, on every path that asks them something: the async and
+//! blocking connections, the invalidation channel, and the watch that
+//! follows their master switches. The test owns its topology (a master
+//! with a password and a sentinel with another, on free ports).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use cached_redis::{cached, Cache, Config, RedisStore};
+use common::sentinel::Sentinel;
+use common::RedisServer;
+
+/// Bounds for a loaded machine, not speed claims.
+const WITHIN: Duration = Duration::from_secs(15);
+
+const MASTER_PASSWORD: &str = "master-pw";
+const SENTINEL_PASSWORD: &str = "sentinel-pw";
+/// An ACL user of the sentinel's, whose password is not the default
+/// user's: logging in with it proves the user name is sent.
+const SENTINEL_USER: (&str, &str) = ("watcher", "watcher-pw");
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+static SYNC_RUNS: AtomicU64 = AtomicU64::new(0);
+static SOURCE: AtomicU64 = AtomicU64::new(1);
+
+#[cached(ttl = 600, prefix = "sentinel_auth")]
+async fn value(id: u64) -> u64 {
+    RUNS.fetch_add(1, SeqCst);
+    id * 10
+}
+
+#[cached(ttl = 600, prefix = "sentinel_auth_sync")]
+fn sync_value(id: u64) -> u64 {
+    SYNC_RUNS.fetch_add(1, SeqCst);
+    id * 100
+}
+
+/// The `local` level goes live only once its invalidation channel is
+/// subscribed on the master the sentinels name.
+#[cached(local = 10, ttl = 600, prefix = "sentinel_auth_local")]
+async fn local_value(id: u64) -> u64 {
+    SOURCE.load(SeqCst) * 1000 + id
+}
+
+fn cache(sentinel: &Sentinel, ns: &str, login: Option<(Option<&str>, &str)>) -> Cache {
+    let url = format!(
+        "redis+sentinel://:{MASTER_PASSWORD}@127.0.0.1:{}/mymaster",
+        sentinel.port
+    );
+    let mut config = Config::builder()
+        .redis_url(url)
+        .namespace(ns)
+        // Generous: each timeout would count an error on a loaded machine.
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some((user, password)) = login {
+        if let Some(user) = user {
+            config = config.sentinel_username(user);
+        }
+        config = config.sentinel_password(password);
+    }
+    Cache::new(config.build().unwrap()).unwrap()
+}
+
+/// Two calls of the async and of the blocking function through `cache`:
+/// how many times each body ran.
+async fn run_twice(cache: &Cache, id: u64) -> (u64, u64) {
+    let (runs, sync_runs) = (RUNS.load(SeqCst), SYNC_RUNS.load(SeqCst));
+    for _ in 0..2 {
+        assert_eq!(cache.scope(value(id)).await, id * 10);
+        let c = cache.clone();
+        let answer = tokio::task::spawn_blocking(move || c.in_scope(|| sync_value(id)))
+            .await
+            .unwrap();
+        assert_eq!(answer, id * 100);
+    }
+    (RUNS.load(SeqCst) - runs, SYNC_RUNS.load(SeqCst) - sync_runs)
+}
+
+fn followed(logs: &common::logs::Logs) -> usize {
+    logs.0
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            line.contains("following the sentinels' master switches")
+                && line.contains("master=Some(")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_password_of_their_own() {
+    let logs = common::logs::logs();
+    let master_server = RedisServer::start();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(MASTER_PASSWORD)
+        .query::<()>(&mut master_server.connect())
+        .unwrap();
+    let (user, user_password) = SENTINEL_USER;
+    let sentinel = Sentinel::start_protected(
+        master_server.port,
+        &format!(
+            "sentinel auth-pass mymaster {MASTER_PASSWORD}\n\
+             user {user} on >{user_password} &* +@all\n"
+        ),
+        SENTINEL_PASSWORD,
+    );
+    let master = RedisStore::open(
+        &Config::builder()
+            .redis_url(format!(
+                "redis://:{MASTER_PASSWORD}@127.0.0.1:{}/0",
+                master_server.port
+            ))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let exists = |key: String| {
+        let master = &master;
+        async move {
+            let n: i64 = master.query(redis::cmd("EXISTS").arg(key)).await.unwrap();
+            n == 1
+        }
+    };
+
+    // Without the sentinels' password: nothing is cached, every call
+    // answers, and the sentinels' refusal is what the log says.
+    let ns = common::namespace("sentinel_auth_none");
+    let refused = cache(&sentinel, &ns, None);
+    assert_eq!(run_twice(&refused, 1).await, (2, 2), "each call runs");
+    let key = refused.in_scope(|| value_cache_key(1)).unwrap();
+    assert!(!exists(key).await);
+    common::eventually("the refusal logged", || {
+        let logs = logs.0.lock().unwrap();
+        logs.contains("NOAUTH") || logs.contains("Authentication required")
+    })
+    .await;
+    drop(refused);
+
+    // With it: entries on the master, hits, the switches followed.
+    let ns = common::namespace("sentinel_auth_password");
+    let cached = cache(&sentinel, &ns, Some((None, SENTINEL_PASSWORD)));
+    assert_eq!(run_twice(&cached, 2).await, (1, 1), "the second calls hit");
+    let key = cached.in_scope(|| value_cache_key(2)).unwrap();
+    assert!(exists(key).await, "stored on the master");
+    common::eventually("a sentinel followed", || followed(logs) >= 1).await;
+    let key = cached.in_scope(|| local_value_cache_key(1)).unwrap();
+    let call = || cached.scope(local_value(1));
+    assert!(
+        common::level_serves(&master, &key, &SOURCE, call, true, WITHIN).await,
+        "the level never went live"
+    );
+    drop(cached);
+
+    // As the sentinels' ACL user: the same.
+    let ns = common::namespace("sentinel_auth_user");
+    let as_user = cache(&sentinel, &ns, Some((Some(user), user_password)));
+    assert_eq!(run_twice(&as_user, 3).await, (1, 1), "the second calls hit");
+    common::eventually("a sentinel followed as the user", || followed(logs) >= 2).await;
+}
