@@ -372,9 +372,11 @@ impl Config {
             builder = builder.key_memo_max_bytes(bytes);
         }
         // Blank counts as unset, as for the URL: a deployment template
-        // that renders an empty secret means "no sentinel password".
+        // that renders an empty secret means "no sentinel password". Line
+        // breaks at either end are dropped (a secret file's last line);
+        // spaces are kept, as a password may hold them.
         if let Some(password) = set(ENV_SENTINEL_PASSWORD)? {
-            builder = builder.sentinel_password(password);
+            builder = builder.sentinel_password(password.trim_matches(['\r', '\n']));
         }
         if let Some(user) = set(ENV_SENTINEL_USERNAME)? {
             builder = builder.sentinel_username(user.trim());
@@ -742,20 +744,24 @@ impl ConfigBuilder {
                     target::redact(url)
                 )));
             }
+            // Checked only where a URL is used: with the embedded store
+            // they are unused, as the TLS options are.
             if c.sentinel_auth.is_set() && !matches!(target.topology, Topology::Sentinel { .. }) {
                 return Err(Error::Config(format!(
-                    "redis_url {:?}: sentinel credentials are set but the URL is not \
-                     redis+sentinel:// or rediss+sentinel://; unset them, or name the sentinels",
+                    "redis_url {:?}: sentinel credentials are set ({ENV_SENTINEL_PASSWORD} / \
+                     {ENV_SENTINEL_USERNAME}, or sentinel_password / sentinel_username) but \
+                     the URL is not redis+sentinel:// or rediss+sentinel://; unset them, or \
+                     name the sentinels",
                     target::redact(url)
                 )));
             }
-        }
-        if c.sentinel_auth.username.is_some() && c.sentinel_auth.password.is_none() {
-            return Err(Error::Config(
-                "sentinel_username is set without sentinel_password: an ACL user logs in \
-                 with both"
-                    .into(),
-            ));
+            if c.sentinel_auth.username.is_some() && c.sentinel_auth.password.is_none() {
+                return Err(Error::Config(format!(
+                    "the sentinels' user is set ({ENV_SENTINEL_USERNAME} or sentinel_username) \
+                     without their password ({ENV_SENTINEL_PASSWORD} or sentinel_password): \
+                     an ACL user logs in with both"
+                )));
+            }
         }
         if let Some(problem) = c.signing.problem() {
             return Err(Error::Config(problem));
@@ -973,9 +979,16 @@ mod tests {
             (ENV_SENTINEL_USERNAME, " watcher "),
         ]))
         .unwrap();
-        // A password is taken as written; a user name is trimmed.
+        // A password keeps its spaces; a user name is trimmed.
         assert_eq!(c.sentinel_auth.password.as_deref(), Some(" spaced pw "));
         assert_eq!(c.sentinel_auth.username.as_deref(), Some("watcher"));
+        let c = Config::from_env_with(env(&[(ENV_URL, URL), (ENV_SENTINEL_PASSWORD, "pw\r\n")]))
+            .unwrap();
+        assert_eq!(
+            c.sentinel_auth.password.as_deref(),
+            Some("pw"),
+            "a secret file's line break"
+        );
         // Blank means unset: an empty secret rendered by a template.
         let c =
             Config::from_env_with(env(&[(ENV_URL, URL), (ENV_SENTINEL_PASSWORD, " ")])).unwrap();
@@ -1009,15 +1022,13 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("redis+sentinel://"), "{err}");
-        let err = Config::builder()
-            .redis_url("redis+sentinel://s1/mymaster")
-            .sentinel_username("watcher")
-            .build()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("without sentinel_password"),
-            "{err}"
-        );
+        let err = Config::from_env_with(env(&[
+            (ENV_URL, "redis+sentinel://s1/mymaster"),
+            (ENV_SENTINEL_USERNAME, "watcher"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("without their password"), "{err}");
+        assert!(err.to_string().contains(ENV_SENTINEL_PASSWORD), "{err}");
         // Over TLS too; with no URL (the embedded store) they are unused.
         Config::builder()
             .redis_url("rediss+sentinel://s1/mymaster")
@@ -1026,6 +1037,10 @@ mod tests {
             .unwrap();
         Config::builder()
             .sentinel_password("sentinel-pw")
+            .build()
+            .unwrap();
+        Config::builder()
+            .sentinel_username("watcher")
             .build()
             .unwrap();
     }

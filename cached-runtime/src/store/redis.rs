@@ -145,6 +145,8 @@ const CLUSTER_RENEW_MIN: Duration = Duration::from_secs(1);
 pub struct RedisStore {
     backend: Backend,
     target: Target,
+    /// Kept out of error messages, as the URL's password is.
+    sentinel_password: Option<String>,
     timeout: Duration,
     connect_timeout: Duration,
     breaker: Breaker,
@@ -242,6 +244,7 @@ impl RedisStore {
         Ok(Self {
             backend,
             target,
+            sentinel_password: config.sentinel_auth.password.clone(),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
@@ -264,8 +267,10 @@ impl RedisStore {
             StoreErrorKind::Response
         };
         let mut message = e.to_string();
-        if let Some(password) = self.target.password.as_deref().filter(|p| !p.is_empty()) {
-            message = message.replace(password, "***");
+        for password in [&self.target.password, &self.sentinel_password] {
+            if let Some(password) = password.as_deref().filter(|p| !p.is_empty()) {
+                message = message.replace(password, "***");
+            }
         }
         let error = StoreError::new(kind, message);
         // A refusal (`READONLY`, `CLUSTERDOWN`...) is an answer: the

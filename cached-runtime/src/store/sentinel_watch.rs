@@ -98,10 +98,26 @@ impl Drop for Watch {
 async fn follow_forever(sentinels: Vec<redis::Client>, service: String, switches: Arc<Switches>) {
     let mut known = None;
     let mut retry = RETRY_MIN;
+    // A refused login is said once at `warn` until a sentinel is followed
+    // again: it is a setting to fix, and every retry would repeat it.
+    let mut refusal_told = false;
     for sentinel in sentinels.iter().cycle() {
         match follow(sentinel, &service, &switches, &mut known).await {
             // It was followed: the next one is tried soon.
-            Ok(()) => retry = RETRY_MIN,
+            Ok(()) => {
+                retry = RETRY_MIN;
+                refusal_told = false;
+            }
+            Err(e) if refused_login(&e) && !refusal_told => {
+                refusal_told = true;
+                tracing::warn!(
+                    error = %e,
+                    "a sentinel refused this process's login: set the sentinels' own credentials \
+                     (CACHED_REDIS_SENTINEL_PASSWORD or ConfigBuilder::sentinel_password); \
+                     until then no master is found and cached functions run uncached"
+                );
+                retry = (retry * 2).min(RETRY_MAX);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot follow a sentinel's master switches");
                 retry = (retry * 2).min(RETRY_MAX);
@@ -109,6 +125,13 @@ async fn follow_forever(sentinels: Vec<redis::Client>, service: String, switches
         }
         tokio::time::sleep(retry).await;
     }
+}
+
+/// Whether `e` is a sentinel refusing the login: no password given where
+/// it asks for one (`NOAUTH`), or a wrong one.
+fn refused_login(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 /// Follows one sentinel until it stops answering: `Ok` if it had been
