@@ -9,7 +9,8 @@
 #         and DEBUG renamed away;
 #       - a TLS redis-server that requires a client certificate (mutual TLS);
 #       - a Redis Cluster: 3 masters and 3 replicas;
-#       - a Redis Cluster over TLS (clients and cluster bus): 3 masters;
+#       - a Redis Cluster over TLS (clients and cluster bus) that asks
+#         for a password: 3 masters;
 #       - a master, its replica and a sentinel watching them (`mymaster`);
 #       - the same over TLS (clients, replication, the sentinel's links),
 #         its sentinel asking for a password of its own (requirepass).
@@ -191,18 +192,19 @@ start_topologies() {
   done
   topo_make_cluster cluster "$dir/cluster-create.log" 1 "${cluster[@]}" || exit 1
 
-  # Cluster over TLS (client connections and the cluster bus): 3 masters,
-  # as managed services with in-transit encryption run it.
-  local tls_cluster=()
+  # Cluster over TLS (client connections and the cluster bus) with a
+  # password (an AUTH token): 3 masters, as managed services with
+  # in-transit encryption run it.
+  local tls_cluster=() tls_cluster_password="topo-cluster-pw"
   mkdir -p "$dir/tls-cluster"
-  TOPO_CLI=(--tls --cacert "$dir/ca.pem")
+  TOPO_CLI=(--tls --cacert "$dir/ca.pem" -a "$tls_cluster_password" --no-auth-warning)
   for _ in 1 2 3; do
     # The bus connections between nodes present the client certificate
     # (the server's is for serverAuth only) and are always verified.
     topo_server "$dir/tls-cluster" "${tls[@]}" --tls-auth-clients no --tls-cluster yes \
       --tls-client-cert-file "$dir/client.pem" --tls-client-key-file "$dir/client.key" \
       --cluster-enabled yes --cluster-config-file "nodes-@PORT@.conf" \
-      --cluster-node-timeout 2000 || exit 1
+      --cluster-node-timeout 2000 --requirepass "$tls_cluster_password" || exit 1
     tls_cluster+=("127.0.0.1:$topo_next")
   done
   topo_make_cluster "TLS cluster" "$dir/tls-cluster-create.log" 0 "${tls_cluster[@]}" ||
@@ -274,7 +276,7 @@ CONF
   export CACHED_REDIS_TEST_TLS_CLIENT_CERT="$dir/client.pem"
   export CACHED_REDIS_TEST_TLS_CLIENT_KEY="$dir/client.key"
   export CACHED_REDIS_TEST_CLUSTER_URL="redis+cluster://${cluster[0]}"
-  export CACHED_REDIS_TEST_TLS_CLUSTER_URL="rediss+cluster://${tls_cluster[0]}"
+  export CACHED_REDIS_TEST_TLS_CLUSTER_URL="rediss+cluster://:$tls_cluster_password@${tls_cluster[0]}"
   export CACHED_REDIS_TEST_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/mymaster"
   export CACHED_REDIS_TEST_TLS_SENTINEL_URL="rediss+sentinel://127.0.0.1:$tls_sentinel/mymaster"
   export CACHED_REDIS_TEST_TLS_SENTINEL_PASSWORD="$tls_sentinel_password"

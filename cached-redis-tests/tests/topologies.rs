@@ -2,8 +2,8 @@
 //! TLS on a server hardened like a managed service (`KEYS`, `FLUSHALL`,
 //! `FLUSHDB`, `CONFIG`, `DEBUG` renamed away), the same as the README's
 //! least-privilege ACL user, mutual TLS, a 3-master cluster, the same
-//! over TLS, and a master found through a sentinel, with and without TLS
-//! (the TLS sentinel asks for a password of its own).
+//! over TLS with a password, and a master found through a sentinel, with
+//! and without TLS (the TLS sentinel asks for a password of its own).
 //!
 //! The engine is one per process, so each topology runs the `child::`
 //! tests in a process of its own: [`every_feature_on_every_topology`]
