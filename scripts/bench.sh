@@ -42,7 +42,8 @@ need_topologies bench.sh
 # The library's own variables must not leak in from the caller's shell:
 # every process of the benchmark configures itself.
 unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
-  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
+  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES \
+  CACHED_REDIS_SENTINEL_PASSWORD CACHED_REDIS_SENTINEL_USERNAME
 
 echo "bench.sh: building bench/ (release)" >&2
 (cd bench && cargo build --release --bins && cargo bench --bench micro --no-run) >&2

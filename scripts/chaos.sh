@@ -31,7 +31,8 @@ need_redis chaos.sh
 
 # The library's own variables must not leak in from the caller's shell.
 unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
-  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
+  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES \
+  CACHED_REDIS_SENTINEL_PASSWORD CACHED_REDIS_SENTINEL_USERNAME
 
 echo "chaos.sh: building bench/ (release)" >&2
 (cd bench && cargo build --release --bin chaos) >&2

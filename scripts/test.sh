@@ -52,7 +52,8 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261130}"
 
 # The library's own variables must not leak in from the caller's shell.
 unset CACHED_REDIS_URL REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
-  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
+  CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES \
+  CACHED_REDIS_SENTINEL_PASSWORD CACHED_REDIS_SENTINEL_USERNAME
 # Built first, then run under a limit: a test that hangs fails the run
 # (its process group killed, what it printed kept) instead of stalling it.
 # CACHED_REDIS_TEST_LIMIT is the run's limit in seconds (the tests take a

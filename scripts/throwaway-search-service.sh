@@ -29,7 +29,8 @@ start_search_service() {
   start_postgres "$name"
   # The library's own variables must not leak in from the caller's shell.
   unset REDIS_URL CACHED_REDIS_NAMESPACE CACHED_REDIS_DISABLE \
-    CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES
+    CACHED_REDIS_COMPRESSION CACHED_REDIS_ZLIB_LEVEL CACHED_REDIS_KEY_MEMO_MAX_BYTES \
+    CACHED_REDIS_SENTINEL_PASSWORD CACHED_REDIS_SENTINEL_USERNAME
   DATABASE_URL="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
   CACHED_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
   SEARCH_SERVICE_ADDR=127.0.0.1:0 \
