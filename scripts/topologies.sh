@@ -70,7 +70,7 @@ topo_port() {
 # remembered and written to DIR/redis-PORT.pid. A server that dies at
 # start (a port taken meanwhile) is retried on another port. Sets
 # topo_next to the port. TOPO_CLI holds extra redis-cli arguments for the
-# readiness check (TLS).
+# readiness check (TLS, a password).
 topo_server() {
   local dir=$1 port pid
   shift
@@ -104,7 +104,8 @@ topo_server() {
 
 # topo_make_cluster LABEL LOG REPLICAS NODE...: joins the nodes into a
 # cluster with REPLICAS replicas per master and waits until every node
-# reports cluster_state:ok (TOPO_CLI holds the TLS arguments, if any).
+# reports cluster_state:ok (TOPO_CLI holds the TLS and password
+# arguments, if any).
 # redis-cli waits for the nodes to meet without a limit of its own, hence
 # the timeout.
 topo_make_cluster() {

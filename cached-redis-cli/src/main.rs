@@ -197,7 +197,11 @@ impl Options {
         };
         let sentinel = SentinelLogin {
             username: url_var(ENV_SENTINEL_USERNAME)?,
-            password: env(ENV_SENTINEL_PASSWORD)?.filter(|p| !p.trim().is_empty()),
+            // As the library reads it: blank is unset, and line breaks at
+            // either end (a secret file's last line) are dropped.
+            password: env(ENV_SENTINEL_PASSWORD)?
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim_matches(['\r', '\n']).to_owned()),
         };
         let mut prefixes = cli.prefixes;
         let mut seen = std::collections::BTreeSet::new();
@@ -485,6 +489,22 @@ mod tests {
         assert_eq!(options(&[], &[("CACHED_REDIS_URL", "")]).url, DEFAULT_URL);
         let o = options(&["--url", "redis://c/2", "--namespace=x"], &env);
         assert_eq!((o.url.as_str(), o.namespace.as_str()), ("redis://c/2", "x"));
+    }
+
+    #[test]
+    fn sentinel_credentials_from_the_environment() {
+        let o = options(&[], &[]);
+        assert_eq!(o.sentinel, SentinelLogin::default());
+        let env = [
+            ("CACHED_REDIS_SENTINEL_PASSWORD", " pw \n"),
+            ("CACHED_REDIS_SENTINEL_USERNAME", " watcher "),
+        ];
+        let o = options(&[], &env);
+        assert_eq!(o.sentinel.password.as_deref(), Some(" pw "));
+        assert_eq!(o.sentinel.username.as_deref(), Some("watcher"));
+        assert!(!format!("{o:?}").contains("pw"), "{o:?}");
+        let blank = options(&[], &[("CACHED_REDIS_SENTINEL_PASSWORD", " \n")]);
+        assert_eq!(blank.sentinel.password, None);
     }
 
     #[test]

@@ -21,8 +21,29 @@ const WITHIN: Duration = Duration::from_secs(15);
 const MASTER_PASSWORD: &str = "master-pw";
 const SENTINEL_PASSWORD: &str = "sentinel-pw";
 /// An ACL user of the sentinel's, whose password is not the default
-/// user's: logging in with it proves the user name is sent.
+/// user's: logging in with it proves the user name is sent. Its rights
+/// are the README's for a sentinel user ([`readme_rights`]).
 const SENTINEL_USER: (&str, &str) = ("watcher", "watcher-pw");
+/// A user with the same commands but no channel: it finds the master,
+/// and cannot follow its switches.
+const NO_CHANNEL_USER: (&str, &str) = ("lookup", "lookup-pw");
+
+/// The rights the README's `ACL SETUSER` line for a sentinel user grants
+/// (what follows its password).
+fn readme_rights() -> String {
+    let readme = include_str!("../../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("ACL SETUSER cache-sentinel "))
+        .expect("the README gives the sentinel user's ACL SETUSER line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after_password = words
+        .iter()
+        .position(|w| w.starts_with('>'))
+        .expect("the line sets a password")
+        + 1;
+    words[after_password..].join(" ")
+}
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 static SYNC_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -107,11 +128,16 @@ async fn sentinels_with_a_password_of_their_own() {
         .query::<()>(&mut master_server.connect())
         .unwrap();
     let (user, user_password) = SENTINEL_USER;
+    let (lookup, lookup_password) = NO_CHANNEL_USER;
+    let rights = readme_rights();
+    assert!(rights.contains("&+switch-master "), "{rights}");
     let sentinel = Sentinel::start_protected(
         master_server.port,
         &format!(
             "sentinel auth-pass mymaster {MASTER_PASSWORD}\n\
-             user {user} on >{user_password} &* +@all\n"
+             user {user} on >{user_password} {rights}\n\
+             user {lookup} on >{lookup_password} {}\n",
+            rights.replace("&+switch-master ", "")
         ),
         SENTINEL_PASSWORD,
     );
@@ -171,10 +197,34 @@ async fn sentinels_with_a_password_of_their_own() {
         watched_as(&sentinel, user)
     })
     .await;
+    drop(as_user);
+
+    // A user refused the channel: the master is found, and the refusal
+    // of the switch watch is told.
+    let ns = common::namespace("sentinel_auth_lookup");
+    let lookup_only = cache(&sentinel, &ns, Some((Some(lookup), lookup_password)));
+    assert_eq!(
+        run_twice(&lookup_only, 4).await,
+        (1, 1),
+        "the second calls hit"
+    );
+    common::eventually("the refused command told at warn", || {
+        logs.0
+            .lock()
+            .unwrap()
+            .lines()
+            .any(|line| line.starts_with("WARN") && line.contains("a sentinel refused a command"))
+    })
+    .await;
 
     // No password in what was logged, at any level.
     let logs = logs.0.lock().unwrap();
-    for secret in [MASTER_PASSWORD, SENTINEL_PASSWORD, user_password] {
+    for secret in [
+        MASTER_PASSWORD,
+        SENTINEL_PASSWORD,
+        user_password,
+        lookup_password,
+    ] {
         assert!(!logs.contains(secret), "{secret} logged");
     }
 }

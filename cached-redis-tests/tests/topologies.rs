@@ -50,7 +50,7 @@ struct Topology {
     ca: bool,
     client_cert: bool,
     insecure: bool,
-    /// The sentinel asks for the password `scripts/test.sh` exports.
+    /// The sentinel asks for the password `scripts/topologies.sh` exports.
     sentinel_password: bool,
 }
 
@@ -59,8 +59,8 @@ fn readme_acl(namespace: &str, password: &str) -> Vec<String> {
     let readme = include_str!("../../README.md");
     let line = readme
         .lines()
-        .find(|l| l.trim_start().starts_with("ACL SETUSER"))
-        .expect("the README gives an ACL SETUSER line");
+        .find(|l| l.trim_start().starts_with("ACL SETUSER cache "))
+        .expect("the README gives the cache user's ACL SETUSER line");
     line.split_whitespace()
         .map(|word| {
             word.replace("cached:", &format!("{namespace}:"))

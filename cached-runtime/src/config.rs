@@ -320,7 +320,8 @@ impl Config {
     /// Fails when a variable is set to something unusable (text that is not
     /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown
     /// compression, a zlib level that is not a number from 1 to 9, a byte
-    /// count that is not a number).
+    /// count that is not a number, sentinel credentials with a URL that
+    /// names no sentinels, a sentinel user without a sentinel password).
     pub fn from_env() -> Result<Config, Error> {
         Self::from_env_with(env_var)
     }

@@ -98,8 +98,9 @@ impl Drop for Watch {
 async fn follow_forever(sentinels: Vec<redis::Client>, service: String, switches: Arc<Switches>) {
     let mut known = None;
     let mut retry = RETRY_MIN;
-    // A refused login is said once at `warn` until a sentinel is followed
-    // again: it is a setting to fix, and every retry would repeat it.
+    // A refusal (of the login, or of a command to this process's user) is
+    // said once at `warn` until a sentinel is followed again: it is a
+    // setting to fix, and every retry would repeat it.
     let mut refusal_told = false;
     for sentinel in sentinels.iter().cycle() {
         match follow(sentinel, &service, &switches, &mut known).await {
@@ -108,18 +109,14 @@ async fn follow_forever(sentinels: Vec<redis::Client>, service: String, switches
                 retry = RETRY_MIN;
                 refusal_told = false;
             }
-            Err(e) if refused_login(&e) && !refusal_told => {
-                refusal_told = true;
-                tracing::warn!(
-                    error = %e,
-                    "a sentinel refused this process's login: set the sentinels' own credentials \
-                     (CACHED_REDIS_SENTINEL_PASSWORD or ConfigBuilder::sentinel_password); \
-                     until then no master is found and cached functions run uncached"
-                );
-                retry = (retry * 2).min(RETRY_MAX);
-            }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot follow a sentinel's master switches");
+                match refusal(&e) {
+                    Some(what) if !refusal_told => {
+                        refusal_told = true;
+                        tracing::warn!(error = %e, "{what}");
+                    }
+                    _ => tracing::debug!(error = %e, "cannot follow a sentinel's master switches"),
+                }
                 retry = (retry * 2).min(RETRY_MAX);
             }
         }
@@ -127,11 +124,30 @@ async fn follow_forever(sentinels: Vec<redis::Client>, service: String, switches
     }
 }
 
-/// Whether `e` is a sentinel refusing the login: no password given where
-/// it asks for one (`NOAUTH`), or a wrong one.
-fn refused_login(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::AuthenticationFailed
+/// What to tell when `e` is a sentinel refusing this process: its login
+/// (no password where it asks for one, a wrong one, or one where it asks
+/// for none), or a command to its ACL user.
+fn refusal(e: &redis::RedisError) -> Option<&'static str> {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        Some(
+            "a sentinel refused this process's login: check the sentinels' own credentials \
+             (CACHED_REDIS_SENTINEL_PASSWORD and CACHED_REDIS_SENTINEL_USERNAME, or \
+             ConfigBuilder::sentinel_password and sentinel_username), set where the sentinels \
+             ask for a password and only there; while no sentinel accepts the login, no master \
+             is found and cached functions run uncached",
+        )
+    } else if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+        Some(
+            "a sentinel refused a command to this process's user: grant it what the README's \
+             Sentinel section lists (+subscribe on the +switch-master channel, +ping, +role, \
+             +sentinel|masters, +sentinel|master, +sentinel|get-master-addr-by-name); until \
+             then a master switch that breaks no connection is not followed",
+        )
+    } else {
+        None
+    }
 }
 
 /// Follows one sentinel until it stops answering: `Ok` if it had been
