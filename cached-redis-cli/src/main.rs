@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cached_runtime::config::{
-    ENV_NAMESPACE, ENV_SENTINEL_PASSWORD, ENV_SENTINEL_USERNAME, ENV_URL, ENV_URL_FALLBACK,
+    sentinel_password_in, ENV_NAMESPACE, ENV_SENTINEL_PASSWORD, ENV_SENTINEL_USERNAME, ENV_URL,
+    ENV_URL_FALLBACK,
 };
 use cached_runtime::report::{PrefixReport, StatsReader};
 use cached_runtime::Config;
@@ -197,11 +198,10 @@ impl Options {
         };
         let sentinel = SentinelLogin {
             username: url_var(ENV_SENTINEL_USERNAME)?,
-            // As the library reads it: blank is unset, and line breaks at
-            // either end (a secret file's last line) are dropped.
             password: env(ENV_SENTINEL_PASSWORD)?
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| p.trim_matches(['\r', '\n']).to_owned()),
+                .as_deref()
+                .and_then(sentinel_password_in)
+                .map(str::to_owned),
         };
         let mut prefixes = cli.prefixes;
         let mut seen = std::collections::BTreeSet::new();

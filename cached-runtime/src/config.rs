@@ -81,6 +81,20 @@ pub const ENV_SENTINEL_PASSWORD: &str = "CACHED_REDIS_SENTINEL_PASSWORD";
 /// see [`ConfigBuilder::sentinel_username`].
 pub const ENV_SENTINEL_USERNAME: &str = "CACHED_REDIS_SENTINEL_USERNAME";
 
+/// The sentinel password a [`ENV_SENTINEL_PASSWORD`] value stands for,
+/// as [`Config::from_env`] reads it (and `cached-stats`, through this):
+/// none when blank; line breaks at either end dropped (a secret file's
+/// last line); spaces kept, as a password may hold them.
+///
+/// ```
+/// use cached_runtime::config::sentinel_password_in;
+/// assert_eq!(sentinel_password_in(" pw \n"), Some(" pw "));
+/// assert_eq!(sentinel_password_in(" \n"), None);
+/// ```
+pub fn sentinel_password_in(value: &str) -> Option<&str> {
+    (!value.trim().is_empty()).then(|| value.trim_matches(['\r', '\n']))
+}
+
 /// [`ConfigBuilder::key_memo_max_bytes`]'s default: 4 MiB.
 pub const DEFAULT_KEY_MEMO_MAX_BYTES: u64 = 4 << 20;
 
@@ -373,11 +387,12 @@ impl Config {
             builder = builder.key_memo_max_bytes(bytes);
         }
         // Blank counts as unset, as for the URL: a deployment template
-        // that renders an empty secret means "no sentinel password". Line
-        // breaks at either end are dropped (a secret file's last line);
-        // spaces are kept, as a password may hold them.
-        if let Some(password) = set(ENV_SENTINEL_PASSWORD)? {
-            builder = builder.sentinel_password(password.trim_matches(['\r', '\n']));
+        // that renders an empty secret means "no sentinel password".
+        if let Some(password) = var(ENV_SENTINEL_PASSWORD)?
+            .as_deref()
+            .and_then(sentinel_password_in)
+        {
+            builder = builder.sentinel_password(password);
         }
         if let Some(user) = set(ENV_SENTINEL_USERNAME)? {
             builder = builder.sentinel_username(user.trim());
