@@ -170,7 +170,19 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A server on a free port. The port can be taken between its lookup
+    /// and the server's bind (by another test's server, or as the local
+    /// port of a connection): a server that exits at start is started
+    /// again on another port.
     pub fn start() -> Self {
+        for _ in 0..4 {
+            let port = free_port();
+            let mut server = Self::unstarted(port, "");
+            if server.started() {
+                return server;
+            }
+            eprintln!("redis-server on port {port} exited at start; trying another port");
+        }
         Self::start_on(free_port())
     }
 
@@ -181,6 +193,13 @@ impl RedisServer {
     /// A server on `port` with more options (`--name value ...`), run in
     /// its own directory (a cluster node writes its nodes file there).
     pub fn start_with(port: u16, options: &str) -> Self {
+        let mut server = Self::unstarted(port, options);
+        server.wait_ready();
+        server
+    }
+
+    /// Its process launched on `port`, not yet waited for.
+    fn unstarted(port: u16, options: &str) -> Self {
         let dir =
             std::env::temp_dir().join(format!("cached-redis-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -190,19 +209,23 @@ impl RedisServer {
             dir,
             options: options.to_owned(),
         };
-        server.run();
+        server.launch();
         server
     }
 
     /// Starts the process (again) and waits until it answers.
     fn run(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    fn launch(&mut self) {
         self.child = Some(watched(&format!(
             "redis-server --port {} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' --daemonize no {}",
             self.port,
             self.dir.display(),
             self.options
         )));
-        self.wait_ready();
     }
 
     /// Stops the server and starts it again on its port, in its directory,
@@ -217,14 +240,29 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
+        assert!(
+            self.started(),
+            "redis-server on port {} exited at start (its port taken?)",
+            self.port
+        );
+    }
+
+    /// Waits until it answers (true), or until it has exited (false: its
+    /// watching shell ends with it); fails the test if it does neither.
+    fn started(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         let client = redis::Client::open(self.url()).unwrap();
         while Instant::now() < deadline {
             if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
+                    return true;
                 }
+            }
+            let watcher = self.child.as_mut().expect("launched");
+            if watcher.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -266,12 +304,15 @@ impl RedisServer {
         freeze(self.pid())
     }
 
-    /// Stops the server and waits until the port refuses connections.
+    /// Stops the server and waits until the port refuses connections. A
+    /// server that is not running is left alone, and so is its port: one
+    /// that exited at start may have found it taken by another process.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             assert!(Instant::now() < deadline, "redis-server did not stop");
