@@ -13,9 +13,17 @@
 //! - without one (nothing shareable: an error, a panic, a value too
 //!   large, a leader cancelled before its value was encoded), exactly one
 //!   waiter is handed the lead and runs its own call, while the others
-//!   keep waiting for that call. A failing backend thus sees one call at a
-//!   time per key in this process, never the whole herd at once; the first
-//!   call that succeeds feeds everyone still waiting.
+//!   keep waiting for that call: a backend that failed once gets one more
+//!   try before the herd, and the first call that succeeds feeds everyone
+//!   still waiting;
+//! - after [`FAILED_RUNS_TO_RELEASE`] runs in a row that ended without a
+//!   value (an error, a panic, a value too large; a cancelled leader is
+//!   not one), every waiter runs its own call at once ([`Turn::Alone`]),
+//!   as it would without the cache, and later calls start a new flight.
+//!   An error cannot be shared, so passing the lead on for good would
+//!   queue a key whose calls keep failing (a `Result` that says "not
+//!   found") behind itself: the k-th waiter waiting k runs, a queue that
+//!   grows without bound once calls arrive faster than one run takes.
 //!
 //! Each caller sees what a call would have produced: the shared value, or
 //! the outcome of its own run (an error cannot be shared: `E` needs no
@@ -56,7 +64,22 @@ struct State {
     /// A follower found the leader stalled past its patience and took the
     /// flight out of the table: every waiter joins the key afresh.
     retired: bool,
+    /// Runs in a row that ended without a value.
+    failed_runs: u32,
+    /// The current leader's body panicked.
+    leader_panicked: bool,
+    /// [`FAILED_RUNS_TO_RELEASE`] runs failed: every waiter runs its own
+    /// call (the flight has left the table).
+    released: bool,
 }
+
+/// Runs of one flight that may end without a value, one after the other,
+/// before its waiters stop waiting for another: the first leader's and
+/// one waiter's. A backend that failed once (a timeout, a restart) most
+/// often answers the next call, which then feeds everyone; one that fails
+/// twice in a row is taken to fail for everyone, and each waiter gets its
+/// own answer in the time of one run rather than after everyone ahead.
+pub(crate) const FAILED_RUNS_TO_RELEASE: u32 = 2;
 
 /// The calls of one key that are under way.
 #[derive(Debug)]
@@ -77,6 +100,9 @@ impl Flight {
                 waiters: 0,
                 led_since: Instant::now(),
                 retired: false,
+                failed_runs: 0,
+                leader_panicked: false,
+                released: false,
             }),
             done: Condvar::new(),
             notify: tokio::sync::Notify::new(),
@@ -112,6 +138,10 @@ pub(crate) enum Turn {
     Value(Shared),
     /// The leader ended without a value: this call leads now.
     Lead(Leader),
+    /// [`FAILED_RUNS_TO_RELEASE`] leaders in a row ended without a value:
+    /// this call runs on its own, beside the other waiters, coordinated
+    /// with nobody.
+    Alone,
     /// The leader's result said there is nothing (a `None` not cached).
     Absent,
     /// Neither came within the follower's patience: the leader's future
@@ -173,6 +203,7 @@ pub(crate) fn join(cache: usize, key: &str) -> Role {
         flight,
         value: None,
         absent: false,
+        failed: false,
     })
 }
 
@@ -200,6 +231,8 @@ pub(crate) struct Leader {
     value: Option<Shared>,
     /// The result said there is nothing.
     absent: bool,
+    /// The run ended without a value to share ([`Leader::failed`]).
+    failed: bool,
 }
 
 thread_local! {
@@ -223,7 +256,7 @@ pin_project_lite::pin_project! {
     /// beside it (another future of the same task, another task) is not
     /// polled inside it, and still follows.
     pub(crate) struct Leading<F> {
-        flight: Option<usize>,
+        flight: Option<Arc<Flight>>,
         #[pin]
         body: F,
     }
@@ -233,7 +266,7 @@ impl<F> Leading<F> {
     /// `body`, run by `leader` (or by a call that leads no flight).
     pub(crate) fn new(leader: Option<&Leader>, body: F) -> Self {
         Self {
-            flight: leader.map(|leader| Arc::as_ptr(&leader.flight) as usize),
+            flight: leader.map(|leader| leader.flight.clone()),
             body,
         }
     }
@@ -244,20 +277,28 @@ impl<F: Future> Future for Leading<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some(flight) = *this.flight else {
+        let Some(flight) = this.flight.as_ref() else {
             return this.body.poll(cx);
         };
-        /// Marks the flight for one poll; unmarks it however the poll ends.
-        struct Marked;
-        impl Drop for Marked {
+        /// Marks the flight for one poll; unmarks it however the poll
+        /// ends, and notes a panic of the body on the flight: the leader's
+        /// guard is dropped later, once the panic was caught (a task's
+        /// harness, `catch_unwind`), when it can no longer tell.
+        struct Marked<'f>(&'f Flight, bool);
+        impl Drop for Marked<'_> {
             fn drop(&mut self) {
-                let _ = LEADING.try_with(|leading| leading.borrow_mut().pop());
+                if self.1 {
+                    let _ = LEADING.try_with(|leading| leading.borrow_mut().pop());
+                }
+                if std::thread::panicking() {
+                    self.0.lock_state().leader_panicked = true;
+                }
             }
         }
-        let marked = LEADING
-            .try_with(|leading| leading.borrow_mut().push(flight))
-            .is_ok()
-            .then_some(Marked);
+        let pushed = LEADING
+            .try_with(|leading| leading.borrow_mut().push(Arc::as_ptr(flight) as usize))
+            .is_ok();
+        let marked = Marked(flight, pushed);
         let poll = this.body.poll(cx);
         drop(marked);
         poll
@@ -276,6 +317,14 @@ impl Leader {
     /// to store, but an answer they can all give.
     pub(crate) fn share_absent(&mut self) {
         self.absent = true;
+    }
+
+    /// Tells the flight that the run ended and has nothing to share (an
+    /// error, a value too large): one of the failed runs that release the
+    /// waiters. A leader dropped without this (a cancelled call) only
+    /// passes the lead on; one dropped by a panic counts as failed.
+    pub(crate) fn failed(&mut self) {
+        self.failed = true;
     }
 }
 
@@ -296,9 +345,21 @@ impl Drop for Leader {
                 state.absent = true;
             }
             None if state.waiters == 0 => retire(&mut flights, &self.key, &self.flight),
-            // The flight stays in the table, so newcomers queue behind the
-            // next leader instead of running beside it.
-            None => state.lead_vacant = true,
+            None => {
+                let panicked = std::mem::take(&mut state.leader_panicked);
+                if self.failed || panicked || std::thread::panicking() {
+                    state.failed_runs += 1;
+                }
+                if state.failed_runs >= FAILED_RUNS_TO_RELEASE {
+                    // Later calls start a flight of their own.
+                    retire(&mut flights, &self.key, &self.flight);
+                    state.released = true;
+                } else {
+                    // The flight stays in the table, so newcomers queue
+                    // behind the next leader instead of running beside it.
+                    state.lead_vacant = true;
+                }
+            }
         }
         drop(state);
         drop(flights);
@@ -329,6 +390,8 @@ impl Follower {
             Turn::Value(value.clone())
         } else if state.absent {
             Turn::Absent
+        } else if state.released {
+            Turn::Alone
         } else if state.retired {
             Turn::OutOfPatience
         } else if state.lead_vacant {
@@ -339,6 +402,7 @@ impl Follower {
                 flight: self.flight.clone(),
                 value: None,
                 absent: false,
+                failed: false,
             })
         } else {
             return None;
@@ -622,38 +686,98 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn failures_pass_the_lead_one_follower_at_a_time() {
+    async fn a_second_failure_in_a_row_releases_every_waiter() {
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         static LEADING: AtomicUsize = AtomicUsize::new(0);
         static MOST_LEADING: AtomicUsize = AtomicUsize::new(0);
-        let leader = lead("k6");
+        let mut leader = lead("k6");
         let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let f = follow("k6");
                 tokio::spawn(async move {
                     match f.wait(PATIENT).await {
-                        // Every new leader fails too, passing the lead on.
-                        Turn::Lead(next) => {
+                        // The new leader fails too.
+                        Turn::Lead(mut next) => {
                             let now = LEADING.fetch_add(1, SeqCst) + 1;
                             MOST_LEADING.fetch_max(now, SeqCst);
                             tokio::task::yield_now().await;
                             LEADING.fetch_sub(1, SeqCst);
+                            next.failed();
                             drop(next);
-                            true
+                            "led"
                         }
-                        Turn::Value(_) | Turn::Absent | Turn::OutOfPatience => false,
+                        Turn::Alone => "alone",
+                        Turn::Value(_) | Turn::Absent | Turn::OutOfPatience => "other",
                     }
                 })
             })
             .collect();
+        leader.failed();
         drop(leader);
-        let mut led = 0;
+        let mut turns = Vec::new();
         for w in waiters {
-            led += usize::from(w.await.unwrap());
+            turns.push(w.await.unwrap());
         }
-        assert_eq!(led, 8, "each follower led once");
-        assert_eq!(MOST_LEADING.load(SeqCst), 1, "in turn, never two at once");
-        assert!(!in_flight("k6"));
+        turns.sort_unstable();
+        let mut expected = vec!["alone"; 7];
+        expected.push("led");
+        assert_eq!(turns, expected, "one more try, then everyone on their own");
+        assert_eq!(MOST_LEADING.load(SeqCst), 1);
+        assert!(!in_flight("k6"), "later calls start afresh");
+    }
+
+    #[test]
+    fn a_cancelled_leader_is_not_a_failed_run() {
+        let leader = lead("k8");
+        let followers: Vec<_> = (0..4).map(|_| follow("k8")).collect();
+        let mut followers = followers.into_iter();
+        let mut next_turn = || followers.next().unwrap().wait_blocking(PATIENT);
+        // Dropped without a result (a request's timeout): the lead passes
+        // on and nobody is released.
+        drop(leader);
+        let Turn::Lead(second) = next_turn() else {
+            panic!("a cancelled leader hands the lead on")
+        };
+        drop(second);
+        let Turn::Lead(mut third) = next_turn() else {
+            panic!("two cancellations release nobody")
+        };
+        third.failed();
+        drop(third);
+        let Turn::Lead(mut fourth) = next_turn() else {
+            panic!("one failed run releases nobody")
+        };
+        fourth.failed();
+        drop(fourth);
+        assert!(
+            matches!(next_turn(), Turn::Alone),
+            "two failed runs in a row do"
+        );
+        assert!(!in_flight("k8"));
+    }
+
+    #[test]
+    fn a_panicking_body_counts_as_a_failed_run() {
+        let mut leader = lead("k9");
+        let f1 = follow("k9");
+        let f2 = follow("k9");
+        leader.failed();
+        drop(leader);
+        let Turn::Lead(next) = f1.wait_blocking(PATIENT) else {
+            panic!("the first failure hands the lead on")
+        };
+        // Polled as the flow polls a leader's body; the panic is caught
+        // outside the poll and the leader dropped afterwards, as a task's
+        // harness does.
+        let body = Leading::new(Some(&next), async { panic!("body failed") });
+        let mut body = std::pin::pin!(body);
+        let waker = futures_util::task::noop_waker();
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = body.as_mut().poll(&mut Context::from_waker(&waker));
+        }));
+        assert!(polled.is_err());
+        drop(next);
+        assert!(matches!(f2.wait_blocking(PATIENT), Turn::Alone));
     }
 
     #[test]

@@ -646,6 +646,9 @@ async fn miss<I: Io, V: DeserializeOwned>(
                 // this call leads now, as if it had been first, while the other
                 // waiters keep waiting for it.
                 Turn::Lead(leader) => leader,
+                // Two runs in a row had nothing to share: every waiter
+                // runs its own call, as without the cache.
+                Turn::Alone => return Step::Run(Pending::alone()),
                 // Its call's answer too: served, like a shared value.
                 Turn::Absent => {
                     call.hit();
@@ -784,7 +787,13 @@ impl<V> Pending<V> {
             "cache error: refresh panicked; serving the previous value"
         );
         match self.kind {
-            PendingKind::Refresh { old, entry, .. } => {
+            PendingKind::Refresh {
+                mut leader,
+                old,
+                entry,
+                ..
+            } => {
+                leader.failed();
                 // What the body's own cached calls recorded is not what
                 // this call returns.
                 entry.record(call);
@@ -856,6 +865,11 @@ impl<V> Pending<V> {
                         false
                     }
                 };
+                if let Some(leader) = leader.as_mut().filter(|_| !replaced && !absent) {
+                    // An error, or a value that could not be stored:
+                    // nothing for the waiters.
+                    leader.failed();
+                }
                 if !replaced {
                     if forced && (absent || stored.is_some()) {
                         // `_refresh` after the row went, or of a value
@@ -896,6 +910,7 @@ impl<V> Pending<V> {
                     return None;
                 }
                 let Some((value, negative)) = stored else {
+                    leader.failed();
                     // What the body's own cached calls recorded is not
                     // what this call returns.
                     entry.record(call);
@@ -913,7 +928,10 @@ impl<V> Pending<V> {
                     // Too large, or not encodable: the new value is
                     // returned, and the old one must not be served in its
                     // place (if the entry still holds it).
-                    None => remove_value(io, call, near, Some(&entry.bytes)).await,
+                    None => {
+                        leader.failed();
+                        remove_value(io, call, near, Some(&entry.bytes)).await;
+                    }
                 }
                 let _ = io.unlock(&lock_key, &token).await;
                 None
