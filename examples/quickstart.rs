@@ -36,7 +36,8 @@ async fn main() -> Result<(), cached_redis::Error> {
     let store = config
         .redis_url()
         .map_or("the embedded in-process store".to_owned(), |url| {
-            format!("Redis at {url}")
+            // Redacted: a URL can carry a password.
+            format!("Redis at {}", cached_redis::redact_url(url))
         });
     cached_redis::init(config)?;
     println!("caching in {store}");

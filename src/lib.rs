@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub use cached_macro::cached;
+pub use cached_runtime::config::redact_url;
 #[cfg(feature = "postgres")]
 pub use cached_runtime::postgres;
 pub use cached_runtime::{

@@ -173,23 +173,22 @@ impl Options {
     /// empty `CACHED_REDIS_URL` does not hide `REDIS_URL`), a namespace is
     /// trimmed and then checked like any other.
     fn new(cli: Cli, env: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Self, String> {
-        let url_var = |name: &str| -> Result<Option<String>, String> {
+        // Trimmed, blank counting as unset (as the library reads them).
+        let set_var = |name: &str| -> Result<Option<String>, String> {
             Ok(env(name)?
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()))
         };
         let url = match cli.url {
             Some(url) => url,
-            None => match url_var(ENV_URL)? {
+            None => match set_var(ENV_URL)? {
                 Some(url) => url,
-                None => url_var(ENV_URL_FALLBACK)?.unwrap_or_else(|| DEFAULT_URL.to_string()),
+                None => set_var(ENV_URL_FALLBACK)?.unwrap_or_else(|| DEFAULT_URL.to_string()),
             },
         };
         let namespace = match cli.namespace {
             Some(namespace) => namespace,
-            None => env(ENV_NAMESPACE)?
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            None => set_var(ENV_NAMESPACE)?.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         };
         let format = match (cli.json, cli.prometheus) {
             (true, _) => Format::Json,
@@ -197,7 +196,7 @@ impl Options {
             _ => Format::Table,
         };
         let sentinel = SentinelLogin {
-            username: url_var(ENV_SENTINEL_USERNAME)?,
+            username: set_var(ENV_SENTINEL_USERNAME)?,
             password: env(ENV_SENTINEL_PASSWORD)?
                 .as_deref()
                 .and_then(sentinel_password_in)
@@ -487,6 +486,8 @@ mod tests {
         );
         assert_eq!(options(&[], &env[..1]).url, "redis://b/1");
         assert_eq!(options(&[], &[("CACHED_REDIS_URL", "")]).url, DEFAULT_URL);
+        let blank = [("CACHED_REDIS_NAMESPACE", " ")];
+        assert_eq!(options(&[], &blank).namespace, "cached", "blank is unset");
         let o = options(&["--url", "redis://c/2", "--namespace=x"], &env);
         assert_eq!((o.url.as_str(), o.namespace.as_str()), ("redis://c/2", "x"));
     }

@@ -357,7 +357,9 @@ impl Config {
         if let Some(url) = url {
             builder = builder.redis_url(url.trim());
         }
-        if let Some(ns) = var(ENV_NAMESPACE)? {
+        // Blank is unset, as for the URL: a deployment template that renders
+        // `CACHED_REDIS_NAMESPACE=` means the default, not a broken config.
+        if let Some(ns) = set(ENV_NAMESPACE)? {
             builder = builder.namespace(ns.trim());
         }
         if let Some(flag) = var(ENV_DISABLE)? {
@@ -401,7 +403,8 @@ impl Config {
     }
 
     /// The Redis URL, or `None` for the embedded in-process store. It may
-    /// hold a password: do not log it (`Debug` of the config is safe).
+    /// hold a password: do not log it, log [`redact_url`] of it (`Debug` of
+    /// the config is safe too).
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref()
     }
@@ -894,6 +897,10 @@ mod tests {
     fn namespaces_are_one_plain_key_segment() {
         let c = Config::from_env_with(env(&[(ENV_NAMESPACE, " svc\n")])).unwrap();
         assert_eq!(c.namespace(), "svc", "the variable is trimmed");
+        for blank in [&[(ENV_NAMESPACE, "")], &[(ENV_NAMESPACE, " \n")]] {
+            let c = Config::from_env_with(env(blank)).unwrap();
+            assert_eq!(c.namespace(), "cached", "{blank:?} counts as unset");
+        }
         for bad in ["", "a:b", "a b", "svc\n", "a\tb", "a\u{7f}b"] {
             let err = Config::builder().namespace(bad).build().unwrap_err();
             assert!(err.to_string().contains("namespace"), "{bad:?}: {err}");
