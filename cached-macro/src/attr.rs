@@ -7,8 +7,7 @@
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
-use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Path, Token, UnOp};
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Path, UnOp};
 
 use crate::errors::Errors;
 
@@ -103,33 +102,67 @@ impl Options {
     }
 }
 
-/// Parses the attribute's arguments. Syntax errors (not `name = value, ...`)
-/// stop the parse; every other mistake is recorded in `errors` and the
-/// option left out, so that the remaining options are still checked.
+/// Parses the attribute's arguments. Each comma-separated option is
+/// parsed on its own: a syntax error (not `name = value`) is recorded and
+/// that option left out, as is every other mistake, so that all errors of
+/// the attribute are reported at once.
 pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
     let mut options = Options::default();
-    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
-        Ok(metas) => metas,
-        Err(e) => {
+    // Names given so far, valid or not: a repeated option is reported even
+    // when its first value was refused.
+    let mut seen = Vec::new();
+    for (option, comma) in split_at_commas(args) {
+        if let (true, Some(comma)) = (option.is_empty(), comma) {
+            errors.push(syn::Error::new(
+                comma,
+                "no option before this `,`: remove it",
+            ));
+            continue;
+        }
+        match one_option.parse2(option) {
+            Ok(meta) => parse_one(&meta, &mut options, &mut seen, errors),
             // syn says what token it expected ("expected `,`"); the user
             // needs the form of the whole list.
-            errors.push(syn::Error::new(
+            Err(e) => errors.push(syn::Error::new(
                 e.span(),
                 format_args!(
                     "{e}: options are written `name = value`, separated by commas, \
                      like `#[cached(ttl = 300, prefix = \"users\")]`"
                 ),
-            ));
-            return options;
+            )),
         }
-    };
-    // Names given so far, valid or not: a repeated option is reported even
-    // when its first value was refused.
-    let mut seen = Vec::new();
-    for meta in metas {
-        parse_one(&meta, &mut options, &mut seen, errors);
     }
     options
+}
+
+/// The attribute's arguments cut at their top-level commas (a comma
+/// inside brackets or a string belongs to its option), each with the
+/// comma that ends it; a trailing comma adds no empty option, but an
+/// empty option before a comma is kept, to be refused there.
+fn split_at_commas(args: TokenStream) -> Vec<(TokenStream, Option<proc_macro2::Span>)> {
+    let mut options = vec![(TokenStream::new(), None)];
+    for token in args {
+        match &token {
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == ',' => {
+                options.last_mut().expect("never empty").1 = Some(p.span());
+                options.push((TokenStream::new(), None));
+            }
+            _ => options.last_mut().expect("never empty").0.extend([token]),
+        }
+    }
+    if options.last().is_some_and(|(option, _)| option.is_empty()) {
+        options.pop();
+    }
+    options
+}
+
+/// One option: a `Meta` and nothing after it.
+fn one_option(input: syn::parse::ParseStream<'_>) -> syn::Result<Meta> {
+    let meta: Meta = input.parse()?;
+    if !input.is_empty() {
+        return Err(input.error("expected `,`"));
+    }
+    Ok(meta)
 }
 
 fn parse_one(meta: &Meta, options: &mut Options, seen: &mut Vec<String>, errors: &mut Errors) {
