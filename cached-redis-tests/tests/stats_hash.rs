@@ -147,6 +147,14 @@ async fn two_processes_add_up_exactly() {
         .map(|b| format!("miss_us_le_{b}"))
         .collect();
     bounds.push("miss_us_le_inf".to_owned());
+    // Every field is there, zero or not: a reader's `HGET` finds `0`.
+    for name in ["hits", "misses", "skips", "errors", "stores", "bytes_raw"]
+        .into_iter()
+        .chain(["bytes_stored", "miss_us_sum", "miss_us_sumsq"])
+        .chain(bounds.iter().map(String::as_str))
+    {
+        assert!(fields.contains_key(name), "{name} missing: {fields:?}");
+    }
     let hash_buckets: Vec<u128> = bounds.iter().map(|b| field(&fields, b)).collect();
     assert_eq!(hash_buckets, child.buckets, "{fields:?}");
     assert_eq!(hash_buckets.iter().sum::<u128>(), 3, "one count per miss");

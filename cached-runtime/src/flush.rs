@@ -83,7 +83,8 @@ fn batch(
     let mut pending = Vec::new();
     for (prefix, counters) in counters.all() {
         let now = counters.snapshot();
-        let delta = now.since(flushed.get(&prefix).unwrap_or(&StatsSnapshot::default()));
+        let last = flushed.get(&prefix);
+        let delta = now.since(last.unwrap_or(&StatsSnapshot::default()));
         if delta.is_empty() {
             continue;
         }
@@ -92,10 +93,19 @@ fn batch(
             .arg(ADD_STATS)
             .arg(1)
             .arg(format!("{namespace}:{prefix}:stats"));
-        for (field, inc) in delta.integer_fields() {
+        // A prefix's first write from this process names every field, zero
+        // or not, so that `HGET` of any field and `HGETALL` find them all
+        // (`0`, not nil) without a reader knowing the schema; later ones
+        // send only what changed.
+        let fields = if last.is_none() {
+            delta.all_integer_fields()
+        } else {
+            delta.integer_fields()
+        };
+        for (field, inc) in fields {
             cmd.arg(field).arg(inc);
         }
-        if delta.miss_us_sumsq != 0 {
+        if delta.miss_us_sumsq != 0 || last.is_none() {
             cmd.arg("miss_us_sumsq")
                 .arg(delta.miss_us_sumsq.to_string());
         }

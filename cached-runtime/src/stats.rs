@@ -212,6 +212,13 @@ impl StatsSnapshot {
     /// `miss_us_sumsq` is not among them: it may exceed 64 bits and is
     /// written by [`crate::store`] as a decimal big integer.
     pub(crate) fn integer_fields(&self) -> Vec<(String, u64)> {
+        let mut out = self.all_integer_fields();
+        out.retain(|(_, v)| *v != 0);
+        out
+    }
+
+    /// [`StatsSnapshot::integer_fields`], zero increments included.
+    pub(crate) fn all_integer_fields(&self) -> Vec<(String, u64)> {
         let mut out = vec![
             ("hits".to_owned(), self.hits),
             ("misses".to_owned(), self.misses),
@@ -225,7 +232,6 @@ impl StatsSnapshot {
         for (i, count) in self.miss_buckets.iter().enumerate() {
             out.push((bucket_field(i), *count));
         }
-        out.retain(|(_, v)| *v != 0);
         out
     }
 }
