@@ -612,16 +612,26 @@ fn a_variable_that_is_not_utf8_is_refused() {
     }
 }
 
-/// A blank namespace in the environment is refused, as the library
-/// refuses it, not read as the default one.
+/// A blank namespace in the environment counts as unset, as the library
+/// reads it: the default namespace's hashes are read.
 #[test]
-fn a_blank_namespace_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cached-stats"))
-        .env("CACHED_REDIS_URL", common::redis_url())
-        .env("CACHED_REDIS_NAMESPACE", "   ")
-        .output()
-        .expect("cached-stats runs");
-    assert_one_line_failure(&out, 2, "namespace \"\"");
+fn a_blank_namespace_is_the_default_one() {
+    let prefix = namespace("blank");
+    let mut written = Written::new();
+    written.hash(&format!("cached:{prefix}:stats"), &[("hits", "7")]);
+    let url = common::redis_url();
+    let out = run_with(
+        &["--json", &prefix],
+        &[
+            ("CACHED_REDIS_URL", &url),
+            ("CACHED_REDIS_NAMESPACE", "   "),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["prefix"], prefix.as_str());
+    assert_eq!(v[0]["hits"], 7, "read from the default namespace: {v}");
 }
 
 /// A URL the library refuses is a usage error (exit 2), as a bad flag is:
