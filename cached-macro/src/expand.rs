@@ -550,21 +550,6 @@ impl<'a> Context<'a> {
         // A `fn` declared here has a type name whose path names any function
         // the cached one is nested in or, in an `impl`, the `Self` type.
         let in_impl = self.func.in_impl;
-        // A function whose keys hold no type names (no `Self`, no type or
-        // const parameter, no `impl Trait` argument) is listed for the
-        // linker: `invalidate_args` can then name its entries in a process
-        // that never called it. The others' type names come with a call.
-        let typed = in_impl
-            || self.func.type_params().next().is_some()
-            || self.func.const_params().next().is_some()
-            || self.key_params.iter().any(|p| p.impl_trait);
-        let listed = (!typed).then(|| {
-            quote! {
-                #[#p::linkme::distributed_slice(#p::SITES)]
-                #[linkme(crate = #p::linkme)]
-                static LISTED: fn() -> &'static #p::CallSite = #site_fn;
-            }
-        });
         quote! {
             #(#attrs)*
             #[doc(hidden)]
@@ -593,7 +578,6 @@ impl<'a> Context<'a> {
                         ..#p::SiteOptions::DEFAULT
                     },
                 );
-                #listed
                 &SITE
             }
         }

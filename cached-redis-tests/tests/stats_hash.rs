@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::time::Duration;
 
 use cached_redis::cached;
@@ -31,9 +32,17 @@ fn pattern() {
     timed(f64::NAN);
 }
 
-/// Only explicit flushes: the test controls when counts arrive.
 fn init(namespace: &str) {
-    common::init_in(namespace);
+    cached_redis::init(
+        cached_redis::Config::builder()
+            .redis_url(common::redis_url())
+            .namespace(namespace)
+            // Only explicit flushes: the test controls when counts arrive.
+            .stats_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
 }
 
 fn field(fields: &HashMap<String, String>, name: &str) -> u128 {
@@ -51,7 +60,20 @@ struct ChildTotals {
 /// Runs [`pattern`] in another process, against the same namespace, and
 /// returns that process's own totals of compute time.
 fn run_child(namespace: &str) -> ChildTotals {
-    let stdout = common::run_child_test("child_process", &[(CHILD_ENV, namespace)]);
+    let (out, killed) = common::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_process", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, namespace)
+            .env("CACHED_REDIS_TEST_URL", common::redis_url()),
+        common::CHILD_LIMIT,
+    );
+    assert!(!killed, "the child hung");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("CHILD_TOTALS "))

@@ -28,9 +28,7 @@ pub use crate::engine::{
     build_key, call_async, call_async_local, call_sync, call_sync_local, force_refresh_async,
     force_refresh_sync, invalidate_async, invalidate_sync,
 };
-pub use crate::invalidate::SITES;
 pub use crate::key::CacheKey;
-pub use linkme;
 
 /// Forgets this thread's recent key-memo inputs, so that the next keys
 /// built on it look in the cache's shared memo: for tests of that path.

@@ -125,32 +125,13 @@ fn is_entry_of(key: &str, head: &str) -> bool {
 
 type Registry = Mutex<HashMap<String, Vec<&'static CallSite>>>;
 
-/// The call sites of the program's plain cached functions: neither
-/// methods nor generic (their keys hold type names that only a call
-/// knows), gathered by the linker from every crate linked in. The macro
-/// adds each such function's site here, so that [`invalidate_args`] names
-/// the entries of functions this process has not called (a worker that
-/// only consumes database events).
-#[linkme::distributed_slice]
-pub static SITES: [fn() -> &'static CallSite];
-
 /// The program's cached functions by prefix, for turning an event's
-/// arguments into the key a function would use: every plain function
-/// from the start ([`SITES`]), and a method or generic function once it
-/// is called, has a key built, or is invalidated in this process.
+/// arguments into the key a function would use. Each function registers
+/// the first time it is called, has a key built, or is invalidated in this
+/// process.
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut by_prefix: HashMap<String, Vec<&'static CallSite>> = HashMap::new();
-        for site in SITES {
-            let site = site();
-            let sites = by_prefix.entry(site.prefix()).or_default();
-            if !sites.iter().any(|s| std::ptr::eq(*s, site)) {
-                sites.push(site);
-            }
-        }
-        Mutex::new(by_prefix)
-    })
+    REGISTRY.get_or_init(Default::default)
 }
 
 /// Records `site` in the registry (idempotent); the engine does, when it
@@ -186,12 +167,10 @@ pub(crate) fn register(site: &'static CallSite) {
 /// Inside [`crate::Cache::scope`], the functions of the default cache are
 /// looked up in the scope's cache instead.
 ///
-/// Every plain cached function of the program is known from the start,
-/// called in this process or not. Methods work like free functions once
-/// their first call or companion call in this process has recorded the
-/// `Self` type their key also holds. For generic functions and methods
-/// of generic types, the entry of every instantiation called in this
-/// process is removed, one round trip each.
+/// Methods work like free functions (their key also holds the `Self` type,
+/// which their first call or companion call records). For generic
+/// functions and methods of generic types, the entry of every instantiation
+/// called in this process is removed, one round trip each.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), cached_runtime::Error> {
@@ -202,10 +181,9 @@ pub(crate) fn register(site: &'static CallSite) {
 ///
 /// # Errors
 ///
-/// [`Error::Key`] when no function of the program has that prefix, or
-/// only methods or generic functions not yet called in this process (call
-/// one once, or build its key with its `*_cache_key` companion at
-/// start-up), when a generic one was called with more than
+/// [`Error::Key`] when no function with that prefix has registered in
+/// this process (call it once, or build its key with its `*_cache_key`
+/// companion at start-up), when a generic one was called with more than
 /// 256 different types (invalidate the prefix), or when the arguments are
 /// not an array;
 /// [`Error::Store`] when Redis fails: the first failure, after every
@@ -252,8 +230,7 @@ fn keys_for_args<'a>(
         .unwrap_or_default();
     if sites.is_empty() {
         return Err(Error::Key(format!(
-            "no cached function with prefix {prefix:?}: none in the program, or only \
-             methods or generic functions not called in this process yet"
+            "no cached function with prefix {prefix:?} is known in this process yet"
         )));
     }
     let mut keys = Vec::new();

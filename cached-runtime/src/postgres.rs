@@ -176,8 +176,7 @@
 //!
 //! As here, such a consumer should fall back to `invalidate_prefix` when it
 //! cannot map an event to arguments, and when `invalidate_args` returns
-//! [`Error::Key`] (no function of the program has the prefix, or only a
-//! method or generic function not yet called in that process).
+//! [`Error::Key`] (the function is not known in that process).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

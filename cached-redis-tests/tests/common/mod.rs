@@ -151,41 +151,6 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::E
 /// How long a child test process may run before it counts as hung.
 pub const CHILD_LIMIT: Duration = Duration::from_secs(180);
 
-/// Runs the ignored test `name` of this test binary in a child process,
-/// against the Redis under test, with the variables `vars`; what it
-/// printed, once it has succeeded within [`CHILD_LIMIT`].
-pub fn run_child_test(name: &str, vars: &[(&str, &str)]) -> String {
-    let (out, killed) = output_within(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--ignored", "--nocapture"])
-            .envs(vars.iter().copied())
-            .env("CACHED_REDIS_TEST_URL", redis_url()),
-        CHILD_LIMIT,
-    );
-    assert!(!killed, "the child {name} hung");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the child {name} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Installs the default cache on the Redis under test, in `namespace`,
-/// its stats flushed only when a test asks.
-pub fn init_in(namespace: &str) {
-    cached_redis::init(
-        cached_redis::Config::builder()
-            .redis_url(redis_url())
-            .namespace(namespace)
-            .stats_flush_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-}
-
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
