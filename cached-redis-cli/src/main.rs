@@ -170,8 +170,9 @@ impl Options {
     /// `env` reads a variable: `Err` with a message when it is set to text
     /// that is not UTF-8. Only the variables the flags leave to be read are
     /// read, as the library reads them: a blank URL counts as unset (so an
-    /// empty `CACHED_REDIS_URL` does not hide `REDIS_URL`), a namespace is
-    /// trimmed and then checked like any other.
+    /// empty `CACHED_REDIS_URL` does not hide `REDIS_URL`), a blank
+    /// namespace is the default one, any other is trimmed and then checked
+    /// like any other.
     fn new(cli: Cli, env: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Self, String> {
         // Trimmed, blank counting as unset (as the library reads them).
         let set_var = |name: &str| -> Result<Option<String>, String> {

@@ -332,7 +332,7 @@ impl Config {
     /// | `CACHED_REDIS_SENTINEL_USERNAME` | the sentinels' ACL user: see [`ConfigBuilder::sentinel_username`] |
     ///
     /// Fails when a variable is set to something unusable (text that is not
-    /// UTF-8, an empty namespace, a URL of an unknown scheme, an unknown
+    /// UTF-8, a namespace that is not one key segment, a URL of an unknown scheme, an unknown
     /// compression, a zlib level that is not a number from 1 to 9, a byte
     /// count that is not a number, sentinel credentials with a URL that
     /// names no sentinels, a sentinel user without a sentinel password).

@@ -390,10 +390,13 @@ impl Follower {
             Turn::Value(value.clone())
         } else if state.absent {
             Turn::Absent
+        } else if state.retired {
+            // Before `released`: a flight retired for a stalled leader sends
+            // its waiters to join the key afresh, even if that leader then
+            // fails, rather than run beside the new flight's leader.
+            Turn::OutOfPatience
         } else if state.released {
             Turn::Alone
-        } else if state.retired {
-            Turn::OutOfPatience
         } else if state.lead_vacant {
             state.lead_vacant = false;
             state.led_since = Instant::now();
